@@ -1,0 +1,64 @@
+// The edgeq program: wires the libraries' subcommands together. Errors from the libraries reach the user
+// as one line "edgeq: error: <message>" and exit code 1; usage errors exit 2.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <new>
+
+#include "command.h"
+#include "edgeq/formats/error.h"
+
+namespace edgeq::cli {
+
+std::vector<Registration>& registry() {
+  static std::vector<Registration> r;
+  return r;
+}
+
+Register::Register(int order, Setup setup) { registry().push_back({order, std::move(setup)}); }
+
+bool progress_enabled() {
+  const char* e = std::getenv("EDGEQ_PROGRESS");
+  if (e) return e[0] == '1';
+  return isatty(2);
+}
+
+}  // namespace edgeq::cli
+
+int main(int argc, char** argv) {
+  using namespace edgeq::cli;
+  CLI::App app{"edgeq: convert, quantize and validate language models for GGUF runtimes (llama.cpp)", "edgeq"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "edgeq 0.1.0");
+  auto& regs = registry();
+  std::sort(regs.begin(), regs.end(), [](const Registration& a, const Registration& b) { return a.order < b.order; });
+  std::vector<std::pair<CLI::App*, std::function<int()>>> actions;
+  for (auto& r : regs) {
+    size_t before = app.get_subcommands({}).size();
+    auto action = r.setup(app);
+    auto subs = app.get_subcommands({});
+    if (subs.size() > before) actions.emplace_back(subs.back(), std::move(action));
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
+    for (auto& [sub, action] : actions)
+      if (sub->parsed()) return action();
+  } catch (const edgeq::Error& e) {
+    std::fprintf(stderr, "edgeq: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "edgeq: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "edgeq: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
