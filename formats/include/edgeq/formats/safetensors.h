@@ -55,6 +55,11 @@ class SafetensorsFile {
 class SafetensorsCheckpoint {
  public:
   static SafetensorsCheckpoint open(const std::string& path);
+  SafetensorsCheckpoint() = default;
+  SafetensorsCheckpoint(SafetensorsCheckpoint&&) = default;  // views point into files_, whose buffer moves along
+  SafetensorsCheckpoint& operator=(SafetensorsCheckpoint&&) = default;
+  SafetensorsCheckpoint(const SafetensorsCheckpoint&) = delete;
+  SafetensorsCheckpoint& operator=(const SafetensorsCheckpoint&) = delete;
 
   const std::vector<const StTensor*>& tensors() const { return order_; }  // sorted by name
   const StTensor* find(std::string_view name) const;

@@ -1,0 +1,51 @@
+// Shared helpers for the test programs: paths to ../shared and temp dirs.
+#pragma once
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace edgeq::test {
+
+inline std::string shared(const std::string& rel) { return std::string(EDGEQ_SHARED_DIR) + "/" + rel; }
+
+inline std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+inline void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A fresh directory under the system temp dir, removed when the object goes away.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "edgeq-test-XXXXXX").string();
+    char* p = mkdtemp(tmpl.data());
+    path = p ? p : tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+// Every GGUF file in ../shared/golden and ../shared/vocab.
+inline std::vector<std::string> golden_ggufs() {
+  std::vector<std::string> out;
+  for (const char* dir : {"golden", "vocab"})
+    for (auto& e : std::filesystem::directory_iterator(shared(dir)))
+      if (e.path().extension() == ".gguf") out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace edgeq::test
