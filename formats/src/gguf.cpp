@@ -16,6 +16,9 @@ namespace {
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr uint32_t kMaxDims = 4;          // GGML_MAX_DIMS
 constexpr int kMaxArrayDepth = 8;
+// Containers never reserve more than this from a count the file claims; beyond it they grow only as
+// elements are actually parsed, so memory follows the bytes present, not what a header says.
+constexpr uint64_t kMaxReserve = 1024;
 constexpr uint64_t kMaxStringLen = uint64_t{1} << 30;  // 1 GiB: no key or token is larger
 
 const char* kTypeNames[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
@@ -135,7 +138,7 @@ GgufValue read_value(Cursor& c, uint32_t version, GgufType type, int depth, cons
         c.error(at, fmt::format("key '{}': array claims {} elements but only {} bytes remain", key, count, c.remaining()));
       GgufArray arr;
       arr.elem_type = static_cast<GgufType>(et);
-      arr.items.reserve(count);
+      arr.items.reserve(std::min<uint64_t>(count, kMaxReserve));  // grow with the bytes actually present
       for (uint64_t i = 0; i < count; ++i) arr.items.push_back(read_value(c, version, arr.elem_type, depth + 1, key));
       return arr;
     }
@@ -347,7 +350,7 @@ GgufFile GgufFile::parse(const uint8_t* data, uint64_t size, const std::string& 
   if (n_kv > c.remaining() / min_kv) fail("{}: header claims {} metadata entries but the file has only {} bytes", name, n_kv, size);
   if (n_tensors > c.remaining() / min_ti) fail("{}: header claims {} tensors but the file has only {} bytes", name, n_tensors, size);
 
-  f.kv_.reserve(n_kv);
+  f.kv_.reserve(std::min<uint64_t>(n_kv, kMaxReserve));
   std::map<std::string, size_t, std::less<>> seen;
   for (uint64_t i = 0; i < n_kv; ++i) {
     uint64_t at = c.pos();
@@ -370,7 +373,7 @@ GgufFile GgufFile::parse(const uint8_t* data, uint64_t size, const std::string& 
     f.alignment_ = al;
   }
 
-  f.tensors_.reserve(n_tensors);
+  f.tensors_.reserve(std::min<uint64_t>(n_tensors, kMaxReserve));
   for (uint64_t i = 0; i < n_tensors; ++i) {
     uint64_t at = c.pos();
     GgufTensorInfo t;
