@@ -1,0 +1,132 @@
+// Quantization mixes: which ggml type each tensor of a model gets for a named file type (Q4_K_M, ...),
+// with the same rules as llama.cpp b4748's llama-quantize (llama_tensor_get_type / llama_model_quantize_impl),
+// plus the user overrides of newer llama-quantize (--tensor-type REGEX=TYPE, first match wins).
+//
+// Decisions depend only on tensor names, shapes and a few hyperparameters, never on tensor data, so a whole
+// model can be planned (types and byte sizes) before any weight is read.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "edgeq/formats/ggml_types.h"
+#include "edgeq/formats/gguf.h"
+
+namespace edgeq::quant {
+
+// llama.cpp's llama_ftype values (written as general.file_type).
+enum class FileType : uint32_t {
+  ALL_F32 = 0,
+  MOSTLY_F16 = 1,
+  MOSTLY_Q4_0 = 2,
+  MOSTLY_Q4_1 = 3,
+  MOSTLY_Q8_0 = 7,
+  MOSTLY_Q5_0 = 8,
+  MOSTLY_Q5_1 = 9,
+  MOSTLY_Q2_K = 10,
+  MOSTLY_Q3_K_S = 11,
+  MOSTLY_Q3_K_M = 12,
+  MOSTLY_Q3_K_L = 13,
+  MOSTLY_Q4_K_S = 14,
+  MOSTLY_Q4_K_M = 15,
+  MOSTLY_Q5_K_S = 16,
+  MOSTLY_Q5_K_M = 17,
+  MOSTLY_Q6_K = 18,
+  MOSTLY_IQ4_NL = 25,
+  MOSTLY_IQ4_XS = 30,
+  MOSTLY_BF16 = 32,
+};
+
+struct FileTypeInfo {
+  FileType ftype;
+  const char* name;       // "Q4_K_M", as llama-quantize names it
+  GgmlType default_type;  // the mix's base type (llama_model_quantize_impl's default_type)
+  const char* description;
+};
+
+// The supported mixes, in llama-quantize's listing order.
+const std::vector<FileTypeInfo>& file_types();
+const FileTypeInfo& file_type_info(FileType t);  // throws edgeq::Error for an unsupported value
+std::optional<FileType> file_type_from_name(std::string_view name);  // case-insensitive
+// Parses a mix name; throws edgeq::Error listing the valid names.
+FileType parse_file_type(std::string_view name);
+// Parses a ggml type name for an override (--tensor-type, --output-tensor-type); throws edgeq::Error
+// for unknown names or types edgeq cannot write.
+GgmlType parse_tensor_type(std::string_view name);
+
+// The hyperparameters the rules look at, read from GGUF metadata (<arch>.block_count, head counts, ...).
+struct ModelParams {
+  std::string arch;   // general.architecture
+  int n_layer = 0;    // <arch>.block_count
+  int n_head = 0;     // <arch>.attention.head_count
+  int n_head_kv = 0;  // <arch>.attention.head_count_kv (defaults to n_head)
+  int n_expert = 0;   // <arch>.expert_count
+  int n_gqa() const { return n_head > 0 && n_head_kv > 0 ? n_head / n_head_kv : 1; }
+  bool is_70b() const;  // llama.cpp's LLM_TYPE_70B (80 layers with grouped-query attention)
+  static ModelParams from_metadata(const std::vector<std::pair<std::string, GgufValue>>& kv);
+};
+
+struct TensorTypeOverride {
+  std::string pattern;  // ECMAScript regex, matched with regex_search against the tensor name
+  GgmlType type;
+};
+// Parses "REGEX=TYPE"; throws edgeq::Error for a missing '=', a bad regex or an unknown type.
+TensorTypeOverride parse_tensor_type_override(std::string_view spec);
+
+struct PolicyOptions {
+  FileType ftype = FileType::MOSTLY_Q4_K_M;
+  std::vector<TensorTypeOverride> tensor_types;  // first match wins
+  std::optional<GgmlType> output_tensor_type;
+  std::optional<GgmlType> token_embedding_type;
+  bool pure = false;                 // every quantized tensor gets the mix's default type
+  bool leave_output_tensor = false;  // output.weight is not quantized
+  bool has_imatrix = false;          // some rules depend on whether an importance matrix is used
+};
+
+struct TensorShape {
+  std::string name;
+  std::vector<uint64_t> dims;  // GGUF order: dims[0] is the row length
+  GgmlType keep_type;          // the type written when the tensor is not quantized (the source's type)
+};
+
+struct TypeDecision {
+  GgmlType type;          // the type written
+  bool quantize = false;  // false: the tensor keeps keep_type (norms, 1-D tensors, --leave-output-tensor)
+  bool fallback = false;  // the row length forced a fallback type
+  bool overridden = false;  // a user override chose the type
+  uint64_t nbytes = 0;    // data bytes of the tensor in `type`
+};
+
+// llama.cpp's tensor order for quantized files (llama_model_loader's weight_name_comparer): tensors outside
+// blocks first, then by block number, by name within a level.
+bool llama_tensor_order_less(std::string_view a, std::string_view b);
+
+// Whether llama-quantize would quantize this tensor at all (2-D+ weights; not norms, not expert routers, ...).
+bool tensor_is_quantizable(std::string_view name, const std::vector<uint64_t>& dims, bool leave_output_tensor);
+
+// Decides the type of every tensor. The tensors must be in processing order (llama_tensor_order_less):
+// the attn_v / ffn_down promotions count layers in that order. Throws edgeq::Error for a tensor whose size
+// overflows or a regex that cannot run.
+std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vector<TensorShape>& tensors,
+                                       const PolicyOptions& opts);
+
+// Provenance of an importance matrix, recorded as llama-quantize does (quantize.imatrix.*).
+struct ImatrixProvenance {
+  std::string file;     // quantize.imatrix.file: the path as given
+  std::string dataset;  // quantize.imatrix.dataset (omitted when empty)
+  int32_t entries_count = 0;
+  int32_t chunks_count = 0;
+};
+
+// The metadata of a quantized file: the source's key/values in order, without split keys and stale
+// quantize.* keys, then general.quantization_version = 2 (u32) and general.file_type (u32) moved to the end
+// (as llama-quantize's gguf_set_val does), then quantize.imatrix.* (file, dataset, entries_count i32,
+// chunks_count i32) when an imatrix is used, then edgeq.quantize.method = method.
+std::vector<std::pair<std::string, GgufValue>> quantized_metadata(
+    const std::vector<std::pair<std::string, GgufValue>>& source, FileType ftype, const ImatrixProvenance* imatrix,
+    const std::string& method);
+
+}  // namespace edgeq::quant

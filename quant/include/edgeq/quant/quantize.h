@@ -1,0 +1,114 @@
+// The quantization pipeline: a model source (a GGUF file, or a planned HF/ONNX conversion adapted by
+// convert/quantize_source.h) -> per-tensor types from the policy -> quantize_rows over threads -> a GGUF
+// written by GgufWriter (temp file + rename). One tensor is in flight at a time.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "edgeq/formats/ggml_types.h"
+#include "edgeq/formats/gguf.h"
+#include "edgeq/quant/policy.h"
+
+namespace edgeq::quant {
+
+struct SourceTensor {
+  std::string name;
+  std::vector<uint64_t> dims;  // GGUF order: dims[0] is the row length
+  GgmlType source_type;        // how the source stores it (GGUF: the tensor's type; HF: F32/F16/BF16)
+  GgmlType keep_type;          // the type written when the policy leaves it unquantized
+  // Bytes of the tensor in keep_type when the source holds exactly those (a GGUF source); else null.
+  const uint8_t* raw = nullptr;
+  uint64_t raw_nbytes = 0;
+  // Fills dst (n_elements floats). Throws edgeq::Error naming the source and tensor on bad data.
+  std::function<void(float* dst)> load_f32;
+  uint64_t n_elements() const;
+};
+
+struct QuantizeSource {
+  std::string path;  // for messages
+  std::vector<std::pair<std::string, GgufValue>> metadata;
+  std::vector<SourceTensor> tensors;  // in source order (the output uses llama.cpp's order)
+  std::vector<std::shared_ptr<void>> keep_alive;
+};
+
+// Opens a GGUF file as a source: metadata copied, tensors loaded through dequantize_row / half conversions.
+QuantizeSource open_gguf_source(const std::string& path);
+
+// Importance vectors (llama.cpp imatrix) keyed by tensor name, and the provenance llama-quantize records.
+struct Importance {
+  ImatrixProvenance info;  // file as given on the command line, dataset, entries and chunks counts
+  std::unordered_map<std::string, std::vector<float>> data;
+};
+// Loads an imatrix file with the imatrix reader (edgeq/quant/imatrix.h); throws edgeq::Error.
+Importance load_importance(const std::string& path);
+
+struct TensorProgress {
+  size_t index = 0, count = 0;  // 0-based index of the tensor just written, of count
+  std::string name;
+  std::vector<uint64_t> dims;
+  GgmlType from, to;
+  bool quantized = false;  // false: copied/converted unchanged
+  bool fallback = false;
+  bool has_importance = false;
+  uint64_t bytes_before = 0, bytes_after = 0;
+  double seconds = 0;
+};
+
+struct QuantizeOptions {
+  PolicyOptions policy;
+  const Importance* importance = nullptr;  // optional; not owned
+  int threads = 0;                         // 0: hardware concurrency
+  bool allow_requantize = false;
+  std::string method = "edgeq";  // recorded in edgeq.quantize.method together with the mix
+  std::function<void(const TensorProgress&)> on_tensor;  // called after each tensor is written
+};
+
+// One planned output tensor (in output order).
+struct PlannedOutput {
+  size_t source_index = 0;  // index into QuantizeSource::tensors
+  TypeDecision decision;
+};
+
+struct QuantizePlan {
+  ModelParams params;
+  std::vector<PlannedOutput> tensors;  // llama.cpp order
+  uint64_t bytes_before = 0;           // source tensor bytes (source types)
+  uint64_t bytes_after = 0;            // output tensor data bytes (unpadded)
+};
+
+// Decides every tensor's output type and size without reading tensor data; validates requantization
+// and importance sizes. Throws edgeq::Error.
+QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opts);
+
+struct QuantizeReport {
+  std::string output;
+  FileType ftype = FileType::MOSTLY_Q4_K_M;
+  size_t n_tensors = 0, n_quantized = 0, n_fallback = 0, n_with_importance = 0;
+  uint64_t n_elements = 0;
+  uint64_t bytes_before = 0;  // source tensor data
+  uint64_t bytes_after = 0;   // output tensor data (unpadded)
+  uint64_t file_size = 0;     // output file
+  double seconds = 0;
+  int threads = 1;
+  std::map<std::string, size_t> type_counts;  // ggml type name -> tensors
+  double bpw_before() const { return n_elements ? 8.0 * double(bytes_before) / double(n_elements) : 0; }
+  double bpw_after() const { return n_elements ? 8.0 * double(bytes_after) / double(n_elements) : 0; }
+};
+
+// Quantizes src into out_path. The output appears only when complete; the same input and options give
+// byte-identical files for any thread count. Throws edgeq::Error (non-finite weights name the tensor).
+QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_path, const QuantizeOptions& opts);
+
+// The edgeq.quantize.method string recorded for these options.
+std::string quantize_method_string(const QuantizeOptions& opts);
+
+// Rows per work item used when splitting a tensor over threads (fixed, so output never depends on threads).
+int64_t quantize_chunk_rows(int64_t n_per_row);
+
+}  // namespace edgeq::quant

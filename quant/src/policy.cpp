@@ -1,0 +1,452 @@
+// Per-tensor type choice, following llama.cpp b4748's llama-quantize rules (see policy.h).
+#include "edgeq/quant/policy.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <regex>
+#include <string>
+
+#include "edgeq/formats/error.h"
+
+namespace edgeq::quant {
+
+namespace {
+
+using T = GgmlType;
+using F = FileType;
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::toupper(static_cast<unsigned char>(a[i])) != std::toupper(static_cast<unsigned char>(b[i]))) return false;
+  return true;
+}
+
+bool contains(std::string_view s, std::string_view sub) { return s.find(sub) != std::string_view::npos; }
+
+// Types a user may ask for in an override: plain floats and the block types edgeq writes.
+constexpr T kWritableTypes[] = {T::F32,  T::F16,  T::BF16, T::Q4_0, T::Q4_1, T::Q5_0,   T::Q5_1,  T::Q8_0,
+                                T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::IQ4_NL, T::IQ4_XS};
+
+bool is_quantized(T t) {
+  auto* i = ggml_type_info(t);
+  return i && i->quantized;
+}
+
+uint32_t block_size(T t) {
+  auto* i = ggml_type_info(t);
+  return i ? i->block_size : 1;
+}
+
+// Number of dimensions as ggml_n_dims counts them: trailing dimensions of 1 do not count.
+int n_dims(const std::vector<uint64_t>& dims) {
+  int n = static_cast<int>(dims.size());
+  while (n > 1 && dims[n - 1] == 1) --n;
+  return std::max(n, 1);
+}
+
+// Layer index parsed from "blk.N." (llama.cpp's sscanf); -1 when the name has none.
+int block_index(std::string_view name) {
+  if (name.substr(0, 4) != "blk.") return -1;
+  int64_t v = 0;
+  size_t i = 4;
+  if (i >= name.size() || !std::isdigit(static_cast<unsigned char>(name[i]))) return -1;
+  while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i]))) {
+    v = v * 10 + (name[i] - '0');
+    if (v > 1'000'000'000) return -1;
+    ++i;
+  }
+  if (i >= name.size() || name[i] != '.') return -1;
+  return static_cast<int>(v);
+}
+
+struct State {
+  int n_attention_wv = 0;
+  int n_ffn_down = 0, n_ffn_gate = 0, n_ffn_up = 0;
+  int i_attention_wv = 0, i_ffn_down = 0, i_ffn_gate = 0, i_ffn_up = 0;
+  bool has_output = false;
+};
+
+bool use_more_bits(int i_layer, int n_layers) {
+  return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
+}
+
+// llama.cpp's layer_info: with experts the layer comes from the tensor name, else from the running counter.
+int layer_of(const ModelParams& p, int counter, int n_layer, const std::string& name) {
+  if (std::max(1, p.n_expert) > 1) {
+    int l = block_index(name);
+    if (l < 0) fail("tensor {}: cannot determine its layer", name);
+    if (l >= n_layer) fail("tensor {}: layer {} out of range [0, {})", name, l, n_layer);
+    return l;
+  }
+  return counter;
+}
+
+// The mix rules (llama_tensor_get_type without its shape fallback), for the file types edgeq supports.
+T mix_type(State& qs, const ModelParams& p, const PolicyOptions& o, T new_type, const TensorShape& t) {
+  const std::string& name = t.name;
+  const F ftype = o.ftype;
+  const bool falcon = p.arch == "falcon";
+  const int n_expert = p.n_expert;
+
+  if (name == "output.weight" || (!qs.has_output && name == "token_embd.weight")) {
+    if (o.output_tensor_type) return *o.output_tensor_type;
+    const uint64_t nx = t.dims.empty() ? 0 : t.dims[0];
+    if (falcon || nx % block_size(new_type) != 0) return T::Q8_0;
+    if (new_type != T::Q8_0) return T::Q6_K;
+    return new_type;
+  }
+  if (name == "token_embd.weight") {
+    if (o.token_embedding_type) return *o.token_embedding_type;
+    return new_type;  // the IQ1/IQ2/IQ3 mixes (not supported here) would change it
+  }
+  if (contains(name, "attn_v.weight")) {
+    if (ftype == F::MOSTLY_Q2_K) {
+      new_type = p.n_gqa() >= 4 ? T::Q4_K : T::Q3_K;
+    } else if (ftype == F::MOSTLY_Q3_K_M) {
+      new_type = qs.i_attention_wv < 2 ? T::Q5_K : T::Q4_K;
+    } else if (ftype == F::MOSTLY_Q3_K_L) {
+      new_type = T::Q5_K;
+    } else if ((ftype == F::MOSTLY_IQ4_NL || ftype == F::MOSTLY_IQ4_XS) && p.n_gqa() >= 4) {
+      new_type = T::Q5_K;
+    } else if ((ftype == F::MOSTLY_Q4_K_M || ftype == F::MOSTLY_Q5_K_M) &&
+               use_more_bits(qs.i_attention_wv, qs.n_attention_wv)) {
+      new_type = T::Q6_K;
+    } else if (ftype == F::MOSTLY_Q4_K_S && qs.i_attention_wv < 4) {
+      new_type = T::Q5_K;
+    }
+    if (p.is_70b() && (new_type == T::Q3_K || new_type == T::Q4_K)) new_type = T::Q5_K;
+    if (n_expert == 8) new_type = T::Q8_0;
+    ++qs.i_attention_wv;
+    return new_type;
+  }
+  if (contains(name, "attn_k.weight")) {
+    if (n_expert == 8) new_type = T::Q8_0;
+    return new_type;
+  }
+  if (contains(name, "attn_q.weight")) return new_type;
+  if (contains(name, "ffn_down")) {
+    const int i_layer = layer_of(p, qs.i_ffn_down, qs.n_ffn_down, name);
+    const int n_layer = qs.n_ffn_down;
+    if (ftype == F::MOSTLY_Q2_K) {
+      new_type = T::Q3_K;
+    } else if (ftype == F::MOSTLY_Q3_K_M) {
+      new_type = i_layer < n_layer / 16                      ? T::Q5_K
+                 : !falcon || use_more_bits(i_layer, n_layer) ? T::Q4_K
+                                                               : T::Q3_K;
+    } else if (ftype == F::MOSTLY_Q3_K_L) {
+      new_type = falcon ? T::Q4_K : T::Q5_K;
+    } else if (ftype == F::MOSTLY_Q4_K_M) {
+      if (falcon) {
+        new_type = i_layer < n_layer / 16 ? T::Q6_K : use_more_bits(i_layer, n_layer) ? T::Q5_K : T::Q4_K;
+      } else if (use_more_bits(i_layer, n_layer)) {
+        new_type = T::Q6_K;
+      }
+    } else if (i_layer < n_layer / 8 && (ftype == F::MOSTLY_IQ4_NL || ftype == F::MOSTLY_IQ4_XS) &&
+               !o.has_imatrix) {
+      new_type = T::Q5_K;
+    } else if (ftype == F::MOSTLY_Q5_K_M && use_more_bits(i_layer, n_layer)) {
+      new_type = T::Q6_K;
+    } else if (ftype == F::MOSTLY_Q4_K_S && !falcon && i_layer < n_layer / 8) {
+      new_type = T::Q5_K;
+    } else if ((ftype == F::MOSTLY_Q4_0 || ftype == F::MOSTLY_Q5_0) && o.has_imatrix && i_layer < n_layer / 8) {
+      new_type = ftype == F::MOSTLY_Q4_0 ? T::Q4_1 : T::Q5_1;
+    }
+    ++qs.i_ffn_down;
+    return new_type;
+  }
+  if (contains(name, "attn_output.weight")) {
+    if (!falcon) {
+      if (n_expert == 8) {
+        if (ftype == F::MOSTLY_Q2_K || ftype == F::MOSTLY_Q3_K_S || ftype == F::MOSTLY_Q3_K_M ||
+            ftype == F::MOSTLY_IQ4_NL || ftype == F::MOSTLY_Q4_K_S || ftype == F::MOSTLY_Q4_K_M ||
+            ftype == F::MOSTLY_IQ4_XS)
+          new_type = T::Q5_K;
+      } else {
+        if (ftype == F::MOSTLY_Q2_K) new_type = T::Q3_K;
+        else if (ftype == F::MOSTLY_Q3_K_M) new_type = T::Q4_K;
+        else if (ftype == F::MOSTLY_Q3_K_L) new_type = T::Q5_K;
+      }
+    } else if (ftype == F::MOSTLY_Q3_K_L) {
+      new_type = T::Q4_K;
+    }
+    return new_type;
+  }
+  if (contains(name, "attn_qkv.weight")) {
+    if (ftype == F::MOSTLY_Q3_K_M || ftype == F::MOSTLY_Q3_K_L) new_type = T::Q4_K;
+    else if (ftype == F::MOSTLY_Q4_K_M) new_type = T::Q5_K;
+    else if (ftype == F::MOSTLY_Q5_K_M) new_type = T::Q6_K;
+    return new_type;
+  }
+  if (contains(name, "ffn_gate")) {
+    (void)layer_of(p, qs.i_ffn_gate, qs.n_ffn_gate, name);  // validates the layer for MoE models
+    ++qs.i_ffn_gate;  // only the IQ3_XS mix (not supported here) changes ffn_gate
+    return new_type;
+  }
+  if (contains(name, "ffn_up")) {
+    (void)layer_of(p, qs.i_ffn_up, qs.n_ffn_up, name);
+    ++qs.i_ffn_up;
+    return new_type;
+  }
+  return new_type;
+}
+
+// llama.cpp b4748's shape fallback: a row length that is not a multiple of the type's block size.
+T shape_fallback(T type, uint64_t nx, bool* fell_back) {
+  *fell_back = false;
+  if (nx % block_size(type) == 0) return type;
+  *fell_back = true;
+  T t;
+  switch (type) {
+    case T::TQ1_0:
+    case T::TQ2_0: t = T::Q4_0; break;
+    case T::IQ2_XXS:
+    case T::IQ2_XS:
+    case T::IQ2_S:
+    case T::IQ3_XXS:
+    case T::IQ3_S:
+    case T::IQ1_S:
+    case T::IQ1_M:
+    case T::Q2_K:
+    case T::Q3_K:
+    case T::IQ4_XS: t = T::IQ4_NL; break;
+    case T::Q4_K: t = T::Q5_0; break;
+    case T::Q5_K: t = T::Q5_1; break;
+    case T::Q6_K: t = T::Q8_0; break;
+    default: t = T::F16; break;  // legacy 32-blocks on a row that is not a multiple of 32
+  }
+  if (nx % block_size(t) != 0) t = T::F16;
+  return t;
+}
+
+}  // namespace
+
+const std::vector<FileTypeInfo>& file_types() {
+  static const std::vector<FileTypeInfo> v = {
+      {F::MOSTLY_Q4_0, "Q4_0", T::Q4_0, "4.34G, +0.4685 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q4_1, "Q4_1", T::Q4_1, "4.78G, +0.4511 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q5_0, "Q5_0", T::Q5_0, "5.21G, +0.1316 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q5_1, "Q5_1", T::Q5_1, "5.65G, +0.1062 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q2_K, "Q2_K", T::Q2_K, "2.96G, +3.5199 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q3_K_S, "Q3_K_S", T::Q3_K, "3.41G, +1.6321 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q3_K_M, "Q3_K_M", T::Q3_K, "3.74G, +0.6569 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q3_K_L, "Q3_K_L", T::Q3_K, "4.03G, +0.5562 ppl @ Llama-3-8B"},
+      {F::MOSTLY_IQ4_NL, "IQ4_NL", T::IQ4_NL, "4.50 bpw non-linear quantization"},
+      {F::MOSTLY_IQ4_XS, "IQ4_XS", T::IQ4_XS, "4.25 bpw non-linear quantization"},
+      {F::MOSTLY_Q4_K_S, "Q4_K_S", T::Q4_K, "4.37G, +0.2689 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q4_K_M, "Q4_K_M", T::Q4_K, "4.58G, +0.1754 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q5_K_S, "Q5_K_S", T::Q5_K, "5.21G, +0.1049 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q5_K_M, "Q5_K_M", T::Q5_K, "5.33G, +0.0569 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q6_K, "Q6_K", T::Q6_K, "6.14G, +0.0217 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q8_0, "Q8_0", T::Q8_0, "7.96G, +0.0026 ppl @ Llama-3-8B"},
+      {F::MOSTLY_F16, "F16", T::F16, "14.00G, +0.0020 ppl @ Mistral-7B"},
+      {F::MOSTLY_BF16, "BF16", T::BF16, "14.00G, -0.0050 ppl @ Mistral-7B"},
+      {F::ALL_F32, "F32", T::F32, "26.00G @ 7B"},
+  };
+  return v;
+}
+
+const FileTypeInfo& file_type_info(FileType t) {
+  for (auto& i : file_types())
+    if (i.ftype == t) return i;
+  fail("unsupported file type {}", static_cast<uint32_t>(t));
+}
+
+std::optional<FileType> file_type_from_name(std::string_view name) {
+  for (auto& i : file_types())
+    if (iequals(i.name, name)) return i.ftype;
+  // llama-quantize's aliases
+  if (iequals(name, "Q3_K")) return F::MOSTLY_Q3_K_M;
+  if (iequals(name, "Q4_K")) return F::MOSTLY_Q4_K_M;
+  if (iequals(name, "Q5_K")) return F::MOSTLY_Q5_K_M;
+  return std::nullopt;
+}
+
+FileType parse_file_type(std::string_view name) {
+  if (auto t = file_type_from_name(name)) return *t;
+  std::string names;
+  for (auto& i : file_types()) names += std::string(names.empty() ? "" : ", ") + i.name;
+  fail("unknown quantization type '{}' (valid: {})", name, names);
+}
+
+GgmlType parse_tensor_type(std::string_view name) {
+  auto t = ggml_type_from_name(name);
+  if (t)
+    for (T w : kWritableTypes)
+      if (w == *t) return w;
+  std::string names;
+  for (T w : kWritableTypes) names += std::string(names.empty() ? "" : ", ") + ggml_type_name(w);
+  fail("unknown or unsupported tensor type '{}' (valid: {})", name, names);
+}
+
+bool ModelParams::is_70b() const {
+  if (n_layer != 80) return false;
+  if (arch == "llama") return n_head != n_head_kv;
+  return arch == "qwen2";
+}
+
+ModelParams ModelParams::from_metadata(const std::vector<std::pair<std::string, GgufValue>>& kv) {
+  ModelParams p;
+  auto find = [&](const std::string& key) -> const GgufValue* {
+    for (auto& [k, v] : kv)
+      if (k == key) return &v;
+    return nullptr;
+  };
+  if (auto* a = find("general.architecture"); a && a->type() == GgufType::STRING) p.arch = a->as_string();
+  auto get_int = [&](const std::string& key, int dflt) -> int {
+    const GgufValue* v = find(p.arch + "." + key);
+    if (!v) return dflt;
+    int64_t x = 0;
+    if (v->is_integer()) {
+      x = v->as_int();
+    } else if (v->type() == GgufType::ARRAY && !v->as_array().items.empty() && v->as_array().items[0].is_integer()) {
+      x = v->as_array().items[0].as_int();  // per-layer arrays (head_count_kv on some models): first layer
+    } else {
+      fail("metadata {}.{}: expected an integer, got {}", p.arch, key, gguf_type_name(v->type()));
+    }
+    if (x < 0 || x > 1'000'000) fail("metadata {}.{}: value {} out of range", p.arch, key, x);
+    return static_cast<int>(x);
+  };
+  p.n_layer = get_int("block_count", 0);
+  p.n_head = get_int("attention.head_count", 0);
+  p.n_head_kv = get_int("attention.head_count_kv", p.n_head);
+  p.n_expert = get_int("expert_count", 0);
+  return p;
+}
+
+TensorTypeOverride parse_tensor_type_override(std::string_view spec) {
+  auto eq = spec.rfind('=');
+  if (eq == std::string_view::npos || eq == 0 || eq + 1 == spec.size())
+    fail("--tensor-type '{}': expected REGEX=TYPE", spec);
+  TensorTypeOverride o;
+  o.pattern = std::string(spec.substr(0, eq));
+  try {
+    std::regex re(o.pattern);
+  } catch (const std::regex_error& e) {
+    fail("--tensor-type '{}': bad regular expression: {}", spec, e.what());
+  }
+  o.type = parse_tensor_type(spec.substr(eq + 1));
+  return o;
+}
+
+bool llama_tensor_order_less(std::string_view a, std::string_view b) {
+  int la = block_index(a), lb = block_index(b);
+  if (la != lb) return la < lb;
+  return a < b;
+}
+
+bool tensor_is_quantizable(std::string_view name, const std::vector<uint64_t>& dims, bool leave_output_tensor) {
+  if (n_dims(dims) < 2) return false;
+  if (name.size() < 6 || name.substr(name.size() - 6) != "weight") return false;
+  if (contains(name, "_norm.weight")) return false;
+  if (leave_output_tensor && name == "output.weight") return false;
+  if (contains(name, "ffn_gate_inp.weight")) return false;
+  if (name == "position_embd.weight" || name == "token_types.weight") return false;
+  if (contains(name, "ssm_conv1d.weight")) return false;
+  static const char* kRwkv[] = {"time_mix_first.weight", "time_mix_w1.weight",  "time_mix_w2.weight",
+                                "time_mix_decay_w1.weight", "time_mix_decay_w2.weight",
+                                "time_mix_lerp_fused.weight"};
+  for (const char* r : kRwkv)
+    if (contains(name, r)) return false;
+  if (contains(name, "attn_rel_b.weight")) return false;
+  return true;
+}
+
+std::vector<std::pair<std::string, GgufValue>> quantized_metadata(
+    const std::vector<std::pair<std::string, GgufValue>>& source, FileType ftype, const ImatrixProvenance* imatrix,
+    const std::string& method) {
+  static const char* kDropped[] = {"split.no", "split.count", "split.tensors.count", "general.quantization_version",
+                                   "general.file_type", "quantize.imatrix.file", "quantize.imatrix.dataset",
+                                   "quantize.imatrix.entries_count", "quantize.imatrix.chunks_count",
+                                   "edgeq.quantize.method"};
+  std::vector<std::pair<std::string, GgufValue>> kv;
+  kv.reserve(source.size() + 7);
+  for (const auto& [k, v] : source) {
+    bool drop = false;
+    for (const char* d : kDropped) drop |= k == d;
+    if (!drop) kv.emplace_back(k, v);
+  }
+  kv.emplace_back("general.quantization_version", GgufValue(uint32_t{2}));
+  kv.emplace_back("general.file_type", GgufValue(static_cast<uint32_t>(ftype)));
+  if (imatrix) {
+    kv.emplace_back("quantize.imatrix.file", GgufValue(imatrix->file));
+    if (!imatrix->dataset.empty()) kv.emplace_back("quantize.imatrix.dataset", GgufValue(imatrix->dataset));
+    kv.emplace_back("quantize.imatrix.entries_count", GgufValue(int32_t{imatrix->entries_count}));
+    kv.emplace_back("quantize.imatrix.chunks_count", GgufValue(int32_t{imatrix->chunks_count}));
+  }
+  kv.emplace_back("edgeq.quantize.method", GgufValue(method));
+  return kv;
+}
+
+std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vector<TensorShape>& tensors,
+                                       const PolicyOptions& opts) {
+  const FileTypeInfo& info = file_type_info(opts.ftype);
+  State qs;
+  for (auto& t : tensors) {
+    if (contains(t.name, "attn_v.weight") || contains(t.name, "attn_qkv.weight") ||
+        contains(t.name, "attn_kv_b.weight"))
+      ++qs.n_attention_wv;
+    else if (t.name == "output.weight")
+      qs.has_output = true;
+  }
+  qs.n_ffn_down = qs.n_ffn_gate = qs.n_ffn_up = params.n_layer;
+
+  std::vector<std::pair<std::regex, GgmlType>> overrides;
+  for (auto& o : opts.tensor_types) {
+    try {
+      overrides.emplace_back(std::regex(o.pattern), o.type);
+    } catch (const std::regex_error& e) {
+      fail("--tensor-type '{}': bad regular expression: {}", o.pattern, e.what());
+    }
+  }
+
+  std::vector<TypeDecision> out;
+  out.reserve(tensors.size());
+  for (auto& t : tensors) {
+    TypeDecision d;
+    d.quantize = tensor_is_quantizable(t.name, t.dims, opts.leave_output_tensor);
+    if (d.quantize) {
+      GgmlType type = info.default_type;
+      // The mix rules run for every quantized tensor (even when an override wins) so that the layer
+      // counters advance exactly as in llama.cpp.
+      if (!opts.pure && is_quantized(info.default_type)) type = mix_type(qs, params, opts, type, t);
+      for (auto& [re, ty] : overrides) {
+        bool m = false;
+        try {
+          m = std::regex_search(t.name, re);
+        } catch (const std::regex_error& e) {
+          fail("tensor {}: --tensor-type regex failed: {}", t.name, e.what());
+        }
+        if (m) {
+          type = ty;
+          d.overridden = true;
+          break;
+        }
+      }
+      if (opts.token_embedding_type && t.name == "token_embd.weight") {
+        type = *opts.token_embedding_type;
+        d.overridden = true;
+      }
+      if (opts.output_tensor_type && t.name == "output.weight") {
+        type = *opts.output_tensor_type;
+        d.overridden = true;
+      }
+      type = shape_fallback(type, t.dims.empty() ? 1 : t.dims[0], &d.fallback);
+      d.type = type;
+      d.quantize = type != t.keep_type;
+    }
+    if (!d.quantize) d.type = t.keep_type;
+
+    uint64_t rows = 1;
+    for (size_t i = 1; i < t.dims.size(); ++i)
+      if (mul_overflow_u64(rows, t.dims[i], &rows)) fail("tensor {}: element count overflows", t.name);
+    auto row = ggml_row_size(d.type, t.dims.empty() ? 1 : t.dims[0]);
+    if (!row) fail("tensor {}: row length {} is not a multiple of the {} block size", t.name, t.dims.empty() ? 1 : t.dims[0], ggml_type_name(d.type));
+    if (mul_overflow_u64(*row, rows, &d.nbytes)) fail("tensor {}: byte size overflows", t.name);
+    out.push_back(d);
+  }
+  return out;
+}
+
+}  // namespace edgeq::quant

@@ -1,0 +1,366 @@
+// The quantization pipeline (see quantize.h).
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <mutex>
+#include <numeric>
+#include <set>
+#include <thread>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/half.h"
+#include "edgeq/quant/blocks.h"
+#include "edgeq/quant/quantize.h"
+
+#if __has_include("edgeq/quant/imatrix.h")
+#include "edgeq/quant/imatrix.h"
+#define EDGEQ_HAVE_IMATRIX 1
+#endif
+
+namespace edgeq::quant {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
+
+bool is_quantized(GgmlType t) {
+  auto* i = ggml_type_info(t);
+  return i && i->quantized;
+}
+
+uint64_t checked_elements(const std::string& src, const std::string& name, const std::vector<uint64_t>& dims) {
+  uint64_t n = 1;
+  for (auto d : dims)
+    if (mul_overflow_u64(n, d, &n)) fail("{}: tensor {}: element count overflows", src, name);
+  return n;
+}
+
+uint64_t tensor_bytes(const std::string& src, const std::string& name, GgmlType t, const std::vector<uint64_t>& dims) {
+  const uint64_t ne0 = dims.empty() ? 1 : dims[0];
+  auto row = ggml_row_size(t, ne0);
+  if (!row) fail("{}: tensor {}: row length {} does not fit type {}", src, name, ne0, ggml_type_name(t));
+  uint64_t rows = 1, out = 0;
+  for (size_t i = 1; i < dims.size(); ++i)
+    if (mul_overflow_u64(rows, dims[i], &rows)) fail("{}: tensor {}: size overflows", src, name);
+  if (mul_overflow_u64(*row, rows, &out)) fail("{}: tensor {}: size overflows", src, name);
+  return out;
+}
+
+// Converts or quantizes rows [0, nrows) of f32 data into dst in type t, over threads, in fixed row chunks.
+void encode_rows(GgmlType t, const float* src, uint8_t* dst, int64_t nrows, int64_t n_per_row,
+                 const float* importance, int threads) {
+  const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(n_per_row));
+  if (t == GgmlType::F32) {
+    std::memcpy(dst, src, static_cast<size_t>(nrows) * static_cast<size_t>(n_per_row) * sizeof(float));
+    return;
+  }
+  const int64_t chunk = quantize_chunk_rows(n_per_row);
+  const int64_t nchunks = (nrows + chunk - 1) / chunk;
+  auto work = [&](int64_t c) {
+    const int64_t r0 = c * chunk;
+    const int64_t nr = std::min(chunk, nrows - r0);
+    const float* s = src + r0 * n_per_row;
+    uint8_t* d = dst + static_cast<uint64_t>(r0) * row_bytes;
+    const int64_t n = nr * n_per_row;
+    if (t == GgmlType::F16) {
+      f32_to_f16_row(s, reinterpret_cast<uint16_t*>(d), n);
+    } else if (t == GgmlType::BF16) {
+      f32_to_bf16_row(s, reinterpret_cast<uint16_t*>(d), n);
+    } else {
+      size_t wrote = quantize_rows(t, s, d, nr, n_per_row, importance);
+      if (wrote != static_cast<size_t>(nr) * row_bytes)
+        fail("quantize_rows({}) wrote {} bytes, expected {}", ggml_type_name(t), wrote, static_cast<uint64_t>(nr) * row_bytes);
+    }
+  };
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, nchunks)));
+  if (nt <= 1) {
+    for (int64_t c = 0; c < nchunks; ++c) work(c);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  std::exception_ptr err;
+  std::mutex err_mu;
+  auto worker = [&]() {
+    for (;;) {
+      const int64_t c = next.fetch_add(1);
+      if (c >= nchunks) return;
+      try {
+        work(c);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(err_mu);
+        if (!err) err = std::current_exception();
+        next.store(nchunks);
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(nt - 1));
+  for (int i = 0; i < nt - 1; ++i) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+  if (err) std::rethrow_exception(err);
+}
+
+}  // namespace
+
+uint64_t SourceTensor::n_elements() const {
+  uint64_t n = 1;
+  for (auto d : dims) n *= d;
+  return n;
+}
+
+int64_t quantize_chunk_rows(int64_t n_per_row) {
+  // As llama.cpp: work items of at least 32*512 elements.
+  constexpr int64_t kMinChunk = 32 * 512;
+  if (n_per_row <= 0) return 1;
+  return n_per_row >= kMinChunk ? 1 : (kMinChunk + n_per_row - 1) / n_per_row;
+}
+
+QuantizeSource open_gguf_source(const std::string& path) {
+  auto file = std::make_shared<GgufFile>(GgufFile::open(path));
+  QuantizeSource src;
+  src.path = path;
+  src.metadata = file->metadata();
+  src.keep_alive.push_back(file);
+  for (const auto& info : file->tensors()) {
+    SourceTensor t;
+    t.name = info.name;
+    t.dims = info.dims;
+    t.source_type = info.type;
+    t.keep_type = info.type;
+    TensorView v = file->view(info);
+    t.raw = v.data;
+    t.raw_nbytes = v.nbytes;
+    const GgmlType type = info.type;
+    const uint8_t* data = v.data;
+    const uint64_t nbytes = v.nbytes;
+    const uint64_t ne0 = info.dims.empty() ? 1 : info.dims[0];
+    const uint64_t n = checked_elements(path, info.name, info.dims);
+    std::string name = info.name;
+    t.load_f32 = [path, name, type, data, nbytes, ne0, n](float* dst) {
+      switch (type) {
+        case GgmlType::F32:
+          std::memcpy(dst, data, n * sizeof(float));
+          return;
+        case GgmlType::F16:
+          f16_to_f32_row(reinterpret_cast<const uint16_t*>(data), dst, static_cast<int64_t>(n));
+          return;
+        case GgmlType::BF16:
+          bf16_to_f32_row(reinterpret_cast<const uint16_t*>(data), dst, static_cast<int64_t>(n));
+          return;
+        default:
+          break;
+      }
+      if (!is_quantized(type) || !can_dequantize(type))
+        fail("{}: tensor {}: cannot convert type {} to f32", path, name, ggml_type_name(type));
+      auto rb = ggml_row_size(type, ne0);
+      if (!rb || ne0 == 0) fail("{}: tensor {}: bad row length {} for {}", path, name, ne0, ggml_type_name(type));
+      const uint64_t rows = n / ne0;
+      if (rows * *rb != nbytes) fail("{}: tensor {}: size mismatch", path, name);
+      for (uint64_t r = 0; r < rows; ++r)
+        dequantize_row(type, data + r * *rb, dst + r * ne0, static_cast<int64_t>(ne0));
+    };
+    src.tensors.push_back(std::move(t));
+  }
+  return src;
+}
+
+Importance load_importance(const std::string& path) {
+#ifdef EDGEQ_HAVE_IMATRIX
+  auto im = ImatrixFile::open(path);
+  Importance out;
+  out.info.file = path;
+  out.info.dataset = im.dataset();
+  out.info.chunks_count = static_cast<int32_t>(im.chunks_count());
+  for (const auto& e : im.entries()) out.data.emplace(e.name, e.values);
+  out.info.entries_count = static_cast<int32_t>(out.data.size());
+  for (const auto& [name, v] : out.data)
+    for (float x : v)
+      if (!std::isfinite(x)) fail("{}: entry {}: non-finite importance value", path, name);
+  return out;
+#else
+  fail("{}: imatrix support is not built yet (edgeq/quant/imatrix.h missing)", path);
+#endif
+}
+
+QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opts) {
+  QuantizePlan plan;
+  plan.params = ModelParams::from_metadata(src.metadata);
+
+  {
+    std::set<std::string_view> seen;
+    for (const auto& t : src.tensors)
+      if (!seen.insert(t.name).second) fail("{}: duplicate tensor {}", src.path, t.name);
+  }
+
+  std::vector<size_t> order(src.tensors.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return llama_tensor_order_less(src.tensors[a].name, src.tensors[b].name);
+  });
+
+  std::vector<TensorShape> shapes;
+  shapes.reserve(order.size());
+  for (size_t i : order) {
+    const auto& t = src.tensors[i];
+    if (t.dims.empty() || t.dims.size() > 4) fail("{}: tensor {}: {} dimensions", src.path, t.name, t.dims.size());
+    checked_elements(src.path, t.name, t.dims);
+    shapes.push_back({t.name, t.dims, t.keep_type});
+  }
+
+  PolicyOptions po = opts.policy;
+  po.has_imatrix = opts.importance != nullptr;
+  std::vector<TypeDecision> dec;
+  try {
+    dec = choose_types(plan.params, shapes, po);
+  } catch (const Error& e) {
+    fail("{}: {}", src.path, e.what());
+  }
+
+  for (size_t k = 0; k < order.size(); ++k) {
+    const auto& t = src.tensors[order[k]];
+    const auto& d = dec[k];
+    plan.bytes_before += t.raw ? t.raw_nbytes : tensor_bytes(src.path, t.name, t.source_type, t.dims);
+    plan.bytes_after += d.nbytes;
+    const bool needs_encode = d.quantize || !t.raw || t.keep_type != t.source_type;
+    if (needs_encode) {
+      if (!t.load_f32) fail("{}: tensor {}: the source cannot provide its values", src.path, t.name);
+      if (d.quantize && is_quantized(t.source_type) && !opts.allow_requantize)
+        fail("{}: tensor {}: already quantized as {}; requantizing to {} loses quality (pass --allow-requantize)",
+             src.path, t.name, ggml_type_name(t.source_type), ggml_type_name(d.type));
+      if (is_quantized(d.type) && !can_quantize(d.type))
+        fail("{}: tensor {}: edgeq cannot write type {} yet", src.path, t.name, ggml_type_name(d.type));
+      if (!is_quantized(d.type) && !is_float_type(d.type))
+        fail("{}: tensor {}: cannot write type {}", src.path, t.name, ggml_type_name(d.type));
+    }
+    if (opts.importance && d.quantize && is_quantized(d.type)) {
+      auto it = opts.importance->data.find(t.name);
+      if (it != opts.importance->data.end()) {
+        const uint64_t ne0 = t.dims[0];
+        const uint64_t ne2 = t.dims.size() > 2 ? t.dims[2] : 1;
+        if (it->second.size() != ne0 * ne2 && t.name != "token_embd.weight")
+          fail("{}: tensor {}: imatrix has {} values, the tensor needs {} ({})", src.path, t.name,
+               it->second.size(), ne0 * ne2, opts.importance->info.file);
+      }
+    }
+    plan.tensors.push_back({order[k], d});
+  }
+  return plan;
+}
+
+std::string quantize_method_string(const QuantizeOptions& opts) {
+  std::string m = fmt::format("{} {}{}{}", opts.method, file_type_info(opts.policy.ftype).name,
+                              opts.importance ? " imatrix" : "", opts.policy.pure ? " pure" : "");
+  if (!opts.policy.tensor_types.empty()) m += fmt::format(" overrides={}", opts.policy.tensor_types.size());
+  return m;
+}
+
+QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_path, const QuantizeOptions& opts) {
+  const auto t_start = Clock::now();
+  QuantizePlan plan = plan_quantize(src, opts);
+  if (plan.tensors.empty()) fail("{}: no tensors to write", src.path);
+
+  int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::thread::hardware_concurrency());
+  threads = std::clamp(threads, 1, 256);
+
+  QuantizeReport rep;
+  rep.output = out_path;
+  rep.ftype = opts.policy.ftype;
+  rep.threads = threads;
+  rep.n_tensors = plan.tensors.size();
+  rep.bytes_before = plan.bytes_before;
+  rep.bytes_after = plan.bytes_after;
+
+  GgufWriter w(out_path);
+  for (auto& [k, v] : quantized_metadata(src.metadata, opts.policy.ftype,
+                                         opts.importance ? &opts.importance->info : nullptr,
+                                         quantize_method_string(opts)))
+    w.set(k, std::move(v));
+  for (const auto& p : plan.tensors) {
+    const auto& t = src.tensors[p.source_index];
+    w.add_tensor(t.name, t.dims, p.decision.type);
+  }
+
+  std::vector<float> f32;
+  std::vector<uint8_t> out;
+  for (size_t k = 0; k < plan.tensors.size(); ++k) {
+    const auto tt = Clock::now();
+    const auto& p = plan.tensors[k];
+    const auto& t = src.tensors[p.source_index];
+    const auto& d = p.decision;
+    const uint64_t n = t.n_elements();
+    const uint64_t ne0 = t.dims[0];
+    const uint64_t nrows = n / ne0;
+    rep.n_elements += n;
+
+    TensorProgress prog;
+    prog.index = k;
+    prog.count = plan.tensors.size();
+    prog.name = t.name;
+    prog.dims = t.dims;
+    prog.from = t.source_type;
+    prog.to = d.type;
+    prog.quantized = d.quantize;
+    prog.fallback = d.fallback;
+    prog.bytes_before = t.raw ? t.raw_nbytes : tensor_bytes(src.path, t.name, t.source_type, t.dims);
+    prog.bytes_after = d.nbytes;
+
+    // Every tensor's values are checked for NaN/Inf, also those copied unchanged.
+    if (t.load_f32) {
+      if (n > (uint64_t{1} << 40) / sizeof(float)) fail("{}: tensor {}: too large ({} elements)", src.path, t.name, n);
+      f32.resize(n);
+      t.load_f32(f32.data());
+      for (uint64_t i = 0; i < n; ++i)
+        if (!std::isfinite(f32[i]))
+          fail("{}: tensor {}: non-finite value {} at row {}, column {}", src.path, t.name, f32[i], i / ne0, i % ne0);
+    }
+
+    if (!d.quantize && t.raw && t.keep_type == t.source_type) {
+      if (t.raw_nbytes != d.nbytes) fail("{}: tensor {}: size mismatch", src.path, t.name);
+      w.write_tensor_data(t.raw, t.raw_nbytes);
+    } else {
+      const float* imp = nullptr;
+      const std::vector<float>* imv = nullptr;
+      if (opts.importance && d.quantize && is_quantized(d.type)) {
+        auto it = opts.importance->data.find(t.name);
+        if (it != opts.importance->data.end() && it->second.size() >= ne0) imv = &it->second;
+      }
+      out.resize(d.nbytes);
+      // Experts (3-D tensors) are quantized slice by slice, each with its own importance row (as llama.cpp).
+      const uint64_t ne1 = t.dims.size() > 1 ? t.dims[1] : 1;
+      const uint64_t slices = nrows / ne1;
+      const uint64_t row_bytes = d.nbytes / nrows;
+      for (uint64_t s = 0; s < slices; ++s) {
+        imp = nullptr;
+        if (imv && imv->size() >= (s + 1) * ne0) imp = imv->data() + s * ne0;
+        encode_rows(d.type, f32.data() + s * ne1 * ne0, out.data() + s * ne1 * row_bytes, static_cast<int64_t>(ne1),
+                    static_cast<int64_t>(ne0), imp, threads);
+      }
+      prog.has_importance = imv != nullptr;
+      w.write_tensor_data(out.data(), out.size());
+    }
+    if (d.quantize) ++rep.n_quantized;
+    if (d.fallback) ++rep.n_fallback;
+    if (prog.has_importance) ++rep.n_with_importance;
+    ++rep.type_counts[ggml_type_name(d.type)];
+    prog.seconds = std::chrono::duration<double>(Clock::now() - tt).count();
+    if (opts.on_tensor) opts.on_tensor(prog);
+  }
+  w.finish();
+  f32 = {};
+  out = {};
+  std::error_code ec;
+  rep.file_size = std::filesystem::file_size(out_path, ec);
+  if (ec) rep.file_size = w.expected_file_size();
+  rep.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
+  return rep;
+}
+
+}  // namespace edgeq::quant

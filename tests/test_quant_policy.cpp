@@ -1,0 +1,317 @@
+// Quantization mixes against llama.cpp b4748's llama-quantize: per-tensor types, tensor order and data sizes of
+// every golden file in ../shared/golden/mixes.json, the shape fallbacks on stories260K, and the user overrides.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/gguf.h"
+#include "edgeq/quant/policy.h"
+
+namespace {
+
+using edgeq::GgmlType;
+using edgeq::GgufFile;
+using namespace edgeq::quant;
+
+const std::string kGolden = std::string(EDGEQ_SHARED_DIR) + "/golden";
+
+struct Model {
+  ModelParams params;
+  std::vector<TensorShape> shapes;  // llama.cpp order
+  std::vector<std::pair<std::string, edgeq::GgufValue>> metadata;
+};
+
+Model load_model(const std::string& path) {
+  GgufFile f = GgufFile::open(path);
+  Model m;
+  m.metadata = f.metadata();
+  m.params = ModelParams::from_metadata(f.metadata());
+  for (auto& t : f.tensors()) m.shapes.push_back({t.name, t.dims, t.type});
+  std::stable_sort(m.shapes.begin(), m.shapes.end(),
+                   [](const TensorShape& a, const TensorShape& b) { return llama_tensor_order_less(a.name, b.name); });
+  return m;
+}
+
+nlohmann::json load_mixes() {
+  std::ifstream in(kGolden + "/mixes.json");
+  return nlohmann::json::parse(in);
+}
+
+uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+std::map<std::string, GgmlType> by_name(const std::vector<TensorShape>& shapes, const std::vector<TypeDecision>& d) {
+  std::map<std::string, GgmlType> m;
+  for (size_t i = 0; i < shapes.size(); ++i) m[shapes[i].name] = d[i].type;
+  return m;
+}
+
+TEST(QuantPolicy, FileTypeNamesAndEnumValues) {
+  EXPECT_EQ(parse_file_type("Q4_K_M"), FileType::MOSTLY_Q4_K_M);
+  EXPECT_EQ(static_cast<uint32_t>(parse_file_type("q4_k_m")), 15u);
+  EXPECT_EQ(static_cast<uint32_t>(parse_file_type("Q8_0")), 7u);
+  EXPECT_EQ(static_cast<uint32_t>(parse_file_type("IQ4_XS")), 30u);
+  EXPECT_EQ(static_cast<uint32_t>(parse_file_type("BF16")), 32u);
+  EXPECT_EQ(parse_file_type("Q4_K"), FileType::MOSTLY_Q4_K_M);  // llama-quantize alias
+  EXPECT_EQ(file_type_info(FileType::MOSTLY_Q3_K_L).default_type, GgmlType::Q3_K);
+  EXPECT_THROW(parse_file_type("Q4_K_X"), edgeq::Error);
+  EXPECT_THROW(parse_file_type(""), edgeq::Error);
+  EXPECT_EQ(file_types().size(), 19u);
+}
+
+TEST(QuantPolicy, ModelParamsFromTl8m) {
+  Model m = load_model(kGolden + "/tl-8m-F16.gguf");
+  EXPECT_EQ(m.params.arch, "llama");
+  EXPECT_EQ(m.params.n_layer, 8);
+  EXPECT_EQ(m.params.n_head, 8);
+  EXPECT_EQ(m.params.n_head_kv, 4);
+  EXPECT_EQ(m.params.n_gqa(), 2);
+  EXPECT_EQ(m.params.n_expert, 0);
+  EXPECT_FALSE(m.params.is_70b());
+  EXPECT_EQ(m.shapes.size(), 75u);
+}
+
+// Every golden file: the type of every tensor equals llama-quantize's, the tensors come in the same order,
+// every tensor's data size equals the golden's, and so does the whole (aligned) data section.
+TEST(QuantPolicy, GoldenMixesTl8m) {
+  Model m = load_model(kGolden + "/tl-8m-F16.gguf");
+  nlohmann::json mixes = load_mixes();
+  int checked = 0;
+  for (auto& [file, entry] : mixes["files"].items()) {
+    SCOPED_TRACE(file);
+    const uint32_t ft = entry["file_type"].get<uint32_t>();
+    PolicyOptions o;
+    o.ftype = static_cast<FileType>(ft);
+    ASSERT_NO_THROW(file_type_info(o.ftype)) << "file_type " << ft;
+    o.has_imatrix = file.find("-imat") != std::string::npos;
+    std::vector<TypeDecision> d = choose_types(m.params, m.shapes, o);
+    ASSERT_EQ(d.size(), m.shapes.size());
+
+    const auto& want = entry["tensor_types"];
+    ASSERT_EQ(want.size(), m.shapes.size());
+    for (size_t i = 0; i < m.shapes.size(); ++i) {
+      const auto& name = m.shapes[i].name;
+      ASSERT_TRUE(want.contains(name)) << name;
+      EXPECT_EQ(std::string(edgeq::ggml_type_name(d[i].type)), want[name].get<std::string>()) << name;
+      EXPECT_FALSE(d[i].fallback) << name;
+    }
+
+    // Sizes and order against the golden file itself.
+    GgufFile g = GgufFile::open(kGolden + "/" + file);
+    EXPECT_EQ(g.file_size(), entry["bytes"].get<uint64_t>());
+    EXPECT_EQ(g.get_int("general.file_type").value_or(-1), static_cast<int64_t>(ft));
+    ASSERT_EQ(g.tensors().size(), m.shapes.size());
+    uint64_t ours = 0, theirs = 0, ours_aligned = 0;
+    const bool llama_order = file != "tl-8m-F16.gguf";  // the F16 golden was written by the converter
+    for (size_t i = 0; i < m.shapes.size(); ++i) {
+      const auto* gt = g.find_tensor(m.shapes[i].name);
+      ASSERT_NE(gt, nullptr) << m.shapes[i].name;
+      EXPECT_EQ(gt->nbytes, d[i].nbytes) << m.shapes[i].name;
+      EXPECT_EQ(gt->type, d[i].type) << m.shapes[i].name;
+      if (llama_order) {
+        EXPECT_EQ(g.tensors()[i].name, m.shapes[i].name) << "tensor order at " << i;
+        EXPECT_EQ(g.tensors()[i].offset, ours_aligned) << m.shapes[i].name;
+      }
+      ours += d[i].nbytes;
+      ours_aligned = align_up(ours_aligned + d[i].nbytes, g.alignment());
+      theirs += gt->nbytes;
+    }
+    EXPECT_EQ(ours, theirs);
+    if (llama_order) {
+      EXPECT_EQ(g.data_offset() + ours_aligned, g.file_size());
+    }
+
+    // What remains of the file size is metadata: ours = the F16 source's metadata, the quantize keys and
+    // edgeq.quantize.method. Computed through the writer (not written: the writer is never finished).
+    if (llama_order) {
+      auto path = std::filesystem::temp_directory_path() / ("edgeq-policy-size-" + std::to_string(::getpid()) + ".gguf");
+      edgeq::GgufWriter w(path.string());
+      ImatrixProvenance prov{kGolden + "/tl-8m.imatrix", "calib.txt", 56, 217};
+      for (auto& [k, v] : quantized_metadata(m.metadata, o.ftype, o.has_imatrix ? &prov : nullptr, "edgeq " + file))
+        w.set(k, v);
+      for (size_t i = 0; i < m.shapes.size(); ++i) w.add_tensor(m.shapes[i].name, m.shapes[i].dims, d[i].type);
+      const int64_t diff = static_cast<int64_t>(w.expected_file_size()) - static_cast<int64_t>(g.file_size());
+      std::printf("  %-26s golden %9llu bytes, edgeq plan %9llu bytes, difference %+lld (metadata only)\n",
+                  file.c_str(), static_cast<unsigned long long>(g.file_size()),
+                  static_cast<unsigned long long>(w.expected_file_size()), static_cast<long long>(diff));
+      EXPECT_LT(std::llabs(diff), 512);
+      EXPECT_FALSE(std::filesystem::exists(path));
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 21);
+}
+
+// llama.cpp's metadata order: source keys, then quantization_version and file_type moved to the end, then the
+// imatrix keys with i32 counts (b4748), as in tl-8m-Q4_K_M-imat.gguf.
+TEST(QuantPolicy, MetadataLikeLlamaQuantize) {
+  GgufFile src = GgufFile::open(kGolden + "/tl-8m-F16.gguf");
+  GgufFile gold = GgufFile::open(kGolden + "/tl-8m-Q4_K_M-imat.gguf");
+  ImatrixProvenance prov{"a.imatrix", "calib.txt", 56, 217};
+  auto kv = quantized_metadata(src.metadata(), FileType::MOSTLY_Q4_K_M, &prov, "edgeq test");
+  ASSERT_EQ(kv.size(), gold.metadata().size() + 1);  // + edgeq.quantize.method
+  for (size_t i = 0; i < gold.metadata().size(); ++i) {
+    EXPECT_EQ(kv[i].first, gold.metadata()[i].first) << i;
+    EXPECT_EQ(kv[i].second.type(), gold.metadata()[i].second.type()) << kv[i].first;
+  }
+  EXPECT_EQ(kv.back().first, "edgeq.quantize.method");
+  for (auto& [k, v] : kv) {
+    if (k == "general.file_type") {
+      EXPECT_EQ(v.as_uint(), 15u);
+    } else if (k == "general.quantization_version") {
+      EXPECT_EQ(v.as_uint(), 2u);
+    } else if (k == "quantize.imatrix.entries_count") {
+      EXPECT_EQ(v.as_int(), 56);
+    } else if (k == "quantize.imatrix.chunks_count") {
+      EXPECT_EQ(v.as_int(), 217);
+    }
+  }
+  // Without an imatrix: as tl-8m-Q4_K_M.gguf.
+  GgufFile gold2 = GgufFile::open(kGolden + "/tl-8m-Q4_K_M.gguf");
+  auto kv2 = quantized_metadata(src.metadata(), FileType::MOSTLY_Q4_K_M, nullptr, "edgeq test");
+  ASSERT_EQ(kv2.size(), gold2.metadata().size() + 1);
+  for (size_t i = 0; i < gold2.metadata().size(); ++i) EXPECT_EQ(kv2[i].first, gold2.metadata()[i].first) << i;
+}
+
+// stories260K: rows of 64 (not a multiple of 256) and 172 (not even a multiple of 32), tied embeddings.
+TEST(QuantPolicy, Stories260KFallbacks) {
+  Model m = load_model(kGolden + "/stories260K-F32.gguf");
+  EXPECT_EQ(m.params.n_layer, 5);
+  auto run = [&](FileType ft) {
+    PolicyOptions o;
+    o.ftype = ft;
+    return by_name(m.shapes, choose_types(m.params, m.shapes, o));
+  };
+  using G = GgmlType;
+  {
+    auto t = run(FileType::MOSTLY_Q4_K_M);
+    // tied token_embd takes the output rule: 64 % 256 != 0 -> Q8_0
+    EXPECT_EQ(t["token_embd.weight"], G::Q8_0);
+    for (int l = 0; l < 5; ++l) {
+      auto b = "blk." + std::to_string(l) + ".";
+      EXPECT_EQ(t[b + "attn_norm.weight"], G::F32);
+      EXPECT_EQ(t[b + "attn_q.weight"], G::Q5_0) << l;  // Q4_K -> Q5_0
+      EXPECT_EQ(t[b + "attn_k.weight"], G::Q5_0) << l;
+      // use_more_bits(i, 5): layers 2 and 4 -> Q6_K -> Q8_0
+      EXPECT_EQ(t[b + "attn_v.weight"], (l == 2 || l == 4) ? G::Q8_0 : G::Q5_0) << l;
+      EXPECT_EQ(t[b + "attn_output.weight"], G::Q5_0) << l;
+      EXPECT_EQ(t[b + "ffn_gate.weight"], G::Q5_0) << l;
+      EXPECT_EQ(t[b + "ffn_up.weight"], G::Q5_0) << l;
+      EXPECT_EQ(t[b + "ffn_down.weight"], G::F16) << l;  // 172 % 32 != 0
+    }
+  }
+  {
+    auto t = run(FileType::MOSTLY_Q2_K);
+    EXPECT_EQ(t["token_embd.weight"], G::Q8_0);
+    EXPECT_EQ(t["blk.0.attn_q.weight"], G::IQ4_NL);       // Q2_K -> IQ4_NL (b4748)
+    EXPECT_EQ(t["blk.0.attn_v.weight"], G::IQ4_NL);       // Q3_K -> IQ4_NL
+    EXPECT_EQ(t["blk.0.attn_output.weight"], G::IQ4_NL);  // Q3_K -> IQ4_NL
+    EXPECT_EQ(t["blk.3.ffn_down.weight"], G::F16);
+  }
+  {
+    auto t = run(FileType::MOSTLY_Q5_K_M);
+    EXPECT_EQ(t["blk.0.attn_q.weight"], G::Q5_1);  // Q5_K -> Q5_1
+    EXPECT_EQ(t["blk.2.attn_v.weight"], G::Q8_0);  // Q6_K -> Q8_0
+  }
+  {
+    auto t = run(FileType::MOSTLY_Q4_0);
+    EXPECT_EQ(t["token_embd.weight"], G::Q8_0);  // output rule Q6_K, then 64 % 256 -> Q8_0
+    EXPECT_EQ(t["blk.0.attn_q.weight"], G::Q4_0);
+    EXPECT_EQ(t["blk.0.ffn_down.weight"], G::F16);
+  }
+  {
+    auto t = run(FileType::MOSTLY_F16);
+    EXPECT_EQ(t["blk.0.ffn_down.weight"], G::F16);
+    EXPECT_EQ(t["blk.0.attn_norm.weight"], G::F32);
+    EXPECT_EQ(t["token_embd.weight"], G::F16);
+  }
+  // Decisions report the fallback.
+  PolicyOptions o;
+  o.ftype = FileType::MOSTLY_Q4_K_M;
+  auto d = choose_types(m.params, m.shapes, o);
+  int fallbacks = 0;
+  for (auto& x : d) fallbacks += x.fallback;
+  EXPECT_EQ(fallbacks, 5 * 7);  // q, k, v, output, gate, up, down per layer; token_embd needs none
+}
+
+TEST(QuantPolicy, PureAndOverrides) {
+  Model m = load_model(kGolden + "/tl-8m-F16.gguf");
+  using G = GgmlType;
+  {
+    PolicyOptions o;
+    o.ftype = FileType::MOSTLY_Q4_K_M;
+    o.pure = true;
+    auto t = by_name(m.shapes, choose_types(m.params, m.shapes, o));
+    EXPECT_EQ(t["output.weight"], G::Q4_K);
+    EXPECT_EQ(t["blk.0.attn_v.weight"], G::Q4_K);
+    EXPECT_EQ(t["blk.7.ffn_down.weight"], G::Q4_K);
+    EXPECT_EQ(t["output_norm.weight"], G::F32);
+  }
+  {
+    PolicyOptions o;
+    o.ftype = FileType::MOSTLY_Q4_K_M;
+    o.tensor_types.push_back(parse_tensor_type_override("ffn_down=Q8_0"));
+    o.tensor_types.push_back(parse_tensor_type_override("blk\\.[0-3]\\.ffn_.*=q5_k"));  // ffn_down matched first
+    o.output_tensor_type = parse_tensor_type("Q8_0");
+    o.token_embedding_type = parse_tensor_type("F16");
+    auto d = choose_types(m.params, m.shapes, o);
+    auto t = by_name(m.shapes, d);
+    EXPECT_EQ(t["blk.0.ffn_down.weight"], G::Q8_0);
+    EXPECT_EQ(t["blk.1.ffn_gate.weight"], G::Q5_K);
+    EXPECT_EQ(t["blk.5.ffn_gate.weight"], G::Q4_K);
+    EXPECT_EQ(t["output.weight"], G::Q8_0);
+    EXPECT_EQ(t["token_embd.weight"], G::F16);
+    EXPECT_EQ(t["blk.3.attn_v.weight"], G::Q6_K);  // the mix still applies elsewhere, counters unchanged
+    EXPECT_EQ(t["blk.4.attn_v.weight"], G::Q4_K);
+    for (size_t i = 0; i < m.shapes.size(); ++i)
+      if (m.shapes[i].name == "token_embd.weight") {
+        EXPECT_TRUE(d[i].overridden);
+        EXPECT_FALSE(d[i].quantize);  // F16 source kept as is
+      }
+  }
+  {
+    PolicyOptions o;
+    o.ftype = FileType::MOSTLY_Q3_K_M;
+    o.leave_output_tensor = true;
+    auto t = by_name(m.shapes, choose_types(m.params, m.shapes, o));
+    EXPECT_EQ(t["output.weight"], G::F16);  // left in the source type
+    EXPECT_EQ(t["blk.0.attn_v.weight"], G::Q5_K);
+  }
+  EXPECT_THROW(parse_tensor_type_override("ffn_down"), edgeq::Error);
+  EXPECT_THROW(parse_tensor_type_override("ffn_down=Q9_9"), edgeq::Error);
+  EXPECT_THROW(parse_tensor_type_override("ffn_(down=Q4_K"), edgeq::Error);
+  EXPECT_THROW(parse_tensor_type_override("=Q4_K"), edgeq::Error);
+  EXPECT_THROW(parse_tensor_type("IQ2_XXS"), edgeq::Error);  // no writer for it
+}
+
+TEST(QuantPolicy, QuantizableTensors) {
+  EXPECT_TRUE(tensor_is_quantizable("blk.0.attn_q.weight", {256, 256}, false));
+  EXPECT_FALSE(tensor_is_quantizable("blk.0.attn_norm.weight", {256}, false));
+  EXPECT_FALSE(tensor_is_quantizable("blk.0.attn_q.bias", {256, 256}, false));
+  EXPECT_FALSE(tensor_is_quantizable("blk.0.attn_q.weight", {256, 1}, false));  // ggml_n_dims == 1
+  EXPECT_FALSE(tensor_is_quantizable("output.weight", {256, 4096}, true));
+  EXPECT_TRUE(tensor_is_quantizable("output.weight", {256, 4096}, false));
+  EXPECT_FALSE(tensor_is_quantizable("blk.0.ffn_gate_inp.weight", {256, 8}, false));
+  EXPECT_TRUE(llama_tensor_order_less("token_embd.weight", "blk.0.attn_q.weight"));
+  EXPECT_TRUE(llama_tensor_order_less("blk.2.ffn_up.weight", "blk.10.attn_k.weight"));
+  EXPECT_TRUE(llama_tensor_order_less("output.weight", "output_norm.weight"));
+}
+
+TEST(QuantPolicy, RowLengthOverflowIsAnError) {
+  ModelParams p;
+  p.arch = "llama";
+  p.n_layer = 1;
+  std::vector<TensorShape> s = {{"blk.0.attn_q.weight", {1ull << 40, 1ull << 40}, GgmlType::F32}};
+  PolicyOptions o;
+  EXPECT_THROW(choose_types(p, s, o), edgeq::Error);
+}
+
+}  // namespace
