@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang and runs each briefly, seeded with small real inputs.
+# Usage: scripts/fuzz-smoke.sh [seconds-per-target]   (default 20)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-20}
+shared=${EDGEQ_SHARED_DIR:-$(pwd)/../shared}
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGEQ_FUZZ=ON -DEDGEQ_TESTS=OFF -DEDGEQ_BENCH=OFF \
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
+cmake --build build-fuzz -j"$(nproc)"
+seeds=$(mktemp -d)
+trap 'rm -rf "$seeds"' EXIT
+mkdir -p "$seeds/gguf" "$seeds/safetensors" "$seeds/onnx"
+# small real seeds (vocab-free headers are cut to keep the corpus fast)
+head -c 65536 "$shared/golden/stories260K-F32.gguf" > "$seeds/gguf/stories-head.gguf" || true
+head -c 4096 "$shared/golden/tl-8m-Q4_K_M.gguf" > "$seeds/gguf/q4km-head.gguf" || true
+head -c 65536 "$shared/models/stories260K-sharded/model-00003-of-00003.safetensors" > "$seeds/safetensors/shard.safetensors" || true
+head -c 65536 "$shared/models/tl-8m-onnx-ext/model.onnx" > "$seeds/onnx/model-head.onnx" || true
+status=0
+for t in build-fuzz/fuzz/fuzz_*; do
+  [ -x "$t" ] || continue
+  name=$(basename "$t"); kind=${name#fuzz_}
+  corpus="$seeds/$kind"; mkdir -p "$corpus"
+  echo "== $name for ${secs}s"
+  if ! "$t" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=131072 -print_final_stats=1 "$corpus" 2>"$seeds/$name.log"; then
+    tail -40 "$seeds/$name.log"; status=1
+  else
+    grep -E "stat::number_of_executed_units|Done" "$seeds/$name.log" | tail -2
+  fi
+done
+exit $status

@@ -1,0 +1,100 @@
+// A deterministic fuzz smoke run over the GGUF and safetensors parsers (the libFuzzer targets in fuzz/ run
+// in CI with clang; this one runs in every build, including the sanitizer build): thousands of mutants of
+// real files — bit flips, interesting values written over length and count fields, truncations, inserted
+// and deleted bytes. Each must be parsed or refused with edgeq::Error; anything else fails the test.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/gguf.h"
+#include "edgeq/formats/safetensors.h"
+#include "test_helpers.h"
+
+using namespace edgeq;
+
+namespace {
+
+std::vector<uint8_t> mutate(const std::vector<uint8_t>& seed, std::mt19937_64& rng, size_t hot_prefix) {
+  std::vector<uint8_t> m = seed;
+  int n_mut = 1 + static_cast<int>(rng() % 4);
+  for (int k = 0; k < n_mut && !m.empty(); ++k) {
+    // mostly mutate the header region, where the parser's decisions are
+    size_t pos = (rng() % 4 != 0) ? rng() % std::min(m.size(), hot_prefix) : rng() % m.size();
+    switch (rng() % 6) {
+      case 0: m[pos] ^= static_cast<uint8_t>(1u << (rng() % 8)); break;
+      case 1: {
+        static const uint64_t interesting[] = {0, 1, 0x7f, 0xff, 0x7fff, 0xffff, 0x7fffffff, 0xffffffff,
+                                               0x7fffffffffffffffull, 0xffffffffffffffffull, 1ull << 32, 1ull << 40};
+        uint64_t v = interesting[rng() % std::size(interesting)];
+        size_t w = (rng() % 2) ? 8 : 4;
+        if (pos + w <= m.size()) std::memcpy(m.data() + pos, &v, w);
+        break;
+      }
+      case 2: m.resize(pos); break;
+      case 3: m.insert(m.begin() + static_cast<long>(pos), static_cast<uint8_t>(rng())); break;
+      case 4: m.erase(m.begin() + static_cast<long>(pos)); break;
+      default: m[pos] = static_cast<uint8_t>(rng()); break;
+    }
+  }
+  return m;
+}
+
+template <typename Parse>
+void run(const std::vector<uint8_t>& seed, size_t hot_prefix, int iterations, Parse parse) {
+  std::mt19937_64 rng(12345);
+  int accepted = 0, refused = 0;
+  for (int i = 0; i < iterations; ++i) {
+    auto m = mutate(seed, rng, hot_prefix);
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[m.size() + 1]);  // exact-size copy so ASan sees overreads
+    if (!m.empty()) std::memcpy(buf.get(), m.data(), m.size());
+    try {
+      parse(buf.get(), m.size());
+      ++accepted;
+    } catch (const Error&) {
+      ++refused;
+    }
+  }
+  EXPECT_EQ(accepted + refused, iterations);
+  EXPECT_GT(refused, iterations / 10);  // the mutator really produces bad files
+}
+
+int iterations() {
+#if defined(__SANITIZE_ADDRESS__)
+  return 4000;
+#else
+  return 30000;
+#endif
+}
+
+}  // namespace
+
+TEST(FuzzSmoke, Gguf) {
+  auto full = edgeq::test::read_file(edgeq::test::shared("golden/stories260K-F32.gguf"));
+  // the header of a real file (vocab included) plus its first tensors' data
+  std::vector<uint8_t> seed(full.begin(), full.begin() + std::min<size_t>(full.size(), 40000));
+  auto f = GgufFile::parse(full.data(), full.size(), "seed");
+  run(seed, f.data_offset(), iterations(), [](const uint8_t* p, size_t n) {
+    auto g = GgufFile::parse(p, n, "mutant.gguf");
+    for (auto& t : g.tensors()) {
+      auto v = g.view(t);
+      if (v.nbytes) {
+        ASSERT_LE(v.data + v.nbytes, p + n);
+      }
+    }
+  });
+}
+
+TEST(FuzzSmoke, Safetensors) {
+  auto full = edgeq::test::read_file(edgeq::test::shared("models/stories260K-sharded/model-00003-of-00003.safetensors"));
+  uint64_t hlen;
+  std::memcpy(&hlen, full.data(), 8);
+  run(full, 8 + hlen, iterations(), [](const uint8_t* p, size_t n) {
+    auto s = SafetensorsFile::parse(p, n, "mutant.safetensors");
+    for (auto& t : s.tensors())
+      if (t.nbytes) {
+        ASSERT_LE(t.data + t.nbytes, p + n);
+      }
+  });
+}
