@@ -7,7 +7,8 @@ secs=${1:-20}
 shared=${EDGEQ_SHARED_DIR:-$(pwd)/../shared}
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGEQ_FUZZ=ON -DEDGEQ_TESTS=OFF -DEDGEQ_BENCH=OFF \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
-cmake --build build-fuzz -j"$(nproc)"
+targets=$(ls fuzz/fuzz_*.cpp | xargs -n1 basename | sed "s/\.cpp$//")
+cmake --build build-fuzz -j"$(nproc)" --target $targets
 seeds=$(mktemp -d)
 trap 'rm -rf "$seeds"' EXIT
 mkdir -p "$seeds/gguf" "$seeds/safetensors" "$seeds/onnx"
