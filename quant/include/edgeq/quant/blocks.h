@@ -13,12 +13,27 @@ bool can_quantize(GgmlType t);
 
 // Dequantizes n elements (a multiple of the type's block size) from src into dst.
 // Throws edgeq::Error for a type that cannot be dequantized.
+// Uses the SIMD path where one exists; its output equals dequantize_row_scalar bit for bit.
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n);
+
+// The portable reference dequantizer (same results as gguf-py's dequantizers, bit for bit).
+void dequantize_row_scalar(GgmlType t, const void* src, float* dst, int64_t n);
+
+// True when dequantize_row has a SIMD path for t (otherwise it calls the scalar one).
+bool has_simd_dequantize(GgmlType t);
+// Name of the SIMD target compiled in ("AVX2", "SSE4", "scalar", ...), for benchmarks and logs.
+const char* simd_target_name();
 
 // Quantizes nrows rows of n_per_row floats into dst (ggml_row_size(t, n_per_row) bytes per row).
 // importance: optional per-column weights (n_per_row floats, e.g. an imatrix row), may be nullptr.
 // Returns the bytes written. Deterministic: the same input gives the same bytes on any thread count.
+// Without importance the search minimises the plain squared error of each block; with importance it
+// minimises sum_j importance[j] * (x_j - q_j)^2. Throws edgeq::Error for a type it cannot produce,
+// a row length that is not a multiple of the block size, or a non-finite input value.
 size_t quantize_rows(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
                      const float* importance);
+
+// Error metric used by tests and benchmarks: sum_j w_j * (a_j - b_j)^2 (w == nullptr: all 1), in double.
+double weighted_sq_error(const float* a, const float* b, int64_t n, const float* w);
 
 }  // namespace edgeq::quant

@@ -1,0 +1,311 @@
+// Scalar reference dequantizers for every supported ggml block type. The arithmetic follows gguf-py's
+// dequantizers (f16 -> f32 first, then f32 products in the same order) so results match bit for bit.
+#include <cstring>
+
+#include "blocks_layout.h"
+#include "edgeq/formats/error.h"
+#include "edgeq/quant/blocks.h"
+
+namespace edgeq::quant {
+using namespace detail;
+
+namespace {
+
+void check_n(GgmlType t, int64_t n) {
+  const GgmlTypeInfo* info = ggml_type_info(t);
+  if (!info) fail("dequantize: unknown ggml type id {}", static_cast<uint32_t>(t));
+  if (n < 0 || n % info->block_size != 0)
+    fail("dequantize {}: {} elements is not a multiple of the block size {}", info->name, n, info->block_size);
+}
+
+template <typename B>
+const B* blocks(const void* src) {
+  return static_cast<const B*>(src);
+}
+
+void deq_q4_0(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ4_0>(src);
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const float d = load_f16(b[i].d);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = d * static_cast<float>((b[i].qs[j] & 0xF) - 8);
+      y[j + 16] = d * static_cast<float>((b[i].qs[j] >> 4) - 8);
+    }
+  }
+}
+void deq_q4_1(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ4_1>(src);
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const float d = load_f16(b[i].d), m = load_f16(b[i].m);
+    for (int j = 0; j < 16; ++j) {
+      float p0 = d * static_cast<float>(b[i].qs[j] & 0xF);
+      float p1 = d * static_cast<float>(b[i].qs[j] >> 4);
+      y[j] = p0 + m;
+      y[j + 16] = p1 + m;
+    }
+  }
+}
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+void deq_q5_0(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ5_0>(src);
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const float d = load_f16(b[i].d);
+    const uint32_t qh = load_u32(b[i].qh);
+    for (int j = 0; j < 16; ++j) {
+      int q0 = (b[i].qs[j] & 0xF) | (((qh >> j) & 1) << 4);
+      int q1 = (b[i].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+      y[j] = d * static_cast<float>(q0 - 16);
+      y[j + 16] = d * static_cast<float>(q1 - 16);
+    }
+  }
+}
+void deq_q5_1(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ5_1>(src);
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const float d = load_f16(b[i].d), m = load_f16(b[i].m);
+    const uint32_t qh = load_u32(b[i].qh);
+    for (int j = 0; j < 16; ++j) {
+      int q0 = (b[i].qs[j] & 0xF) | (((qh >> j) & 1) << 4);
+      int q1 = (b[i].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+      float p0 = d * static_cast<float>(q0), p1 = d * static_cast<float>(q1);
+      y[j] = p0 + m;
+      y[j + 16] = p1 + m;
+    }
+  }
+}
+void deq_q8_0(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ8_0>(src);
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const float d = load_f16(b[i].d);
+    for (int j = 0; j < 32; ++j) y[j] = d * static_cast<float>(b[i].qs[j]);
+  }
+}
+void deq_q8_1(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ8_1>(src);
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const float d = load_f16(b[i].d);
+    for (int j = 0; j < 32; ++j) y[j] = d * static_cast<float>(b[i].qs[j]);
+  }
+}
+void deq_q2_k(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ2_K>(src);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d), dmin = load_f16(b[i].dmin);
+    const uint8_t* q = b[i].qs;
+    int is = 0;
+    for (int n = 0; n < QK_K; n += 128) {
+      int shift = 0;
+      for (int j = 0; j < 4; ++j) {
+        for (int half = 0; half < 2; ++half) {
+          uint8_t sc = b[i].scales[is++];
+          float dl = d * static_cast<float>(sc & 0xF), ml = dmin * static_cast<float>(sc >> 4);
+          for (int l = 0; l < 16; ++l) {
+            float p = dl * static_cast<float>((q[l + 16 * half] >> shift) & 3);
+            *y++ = p - ml;
+          }
+        }
+        shift += 2;
+      }
+      q += 32;
+    }
+  }
+}
+void deq_q3_k(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ3_K>(src);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d);
+    for (int e = 0; e < QK_K; ++e) {
+      const int half = e / 128, s = (e % 128) / 32, l = e % 32;
+      int ql = (b[i].qs[half * 32 + l] >> (2 * s)) & 3;
+      int hb = (b[i].hmask[l] >> (e / 32)) & 1;
+      int q = ql - (hb ? 0 : 4);
+      float dl = d * static_cast<float>(q3k_scale(b[i].scales, e / 16));
+      y[e] = dl * static_cast<float>(q);
+    }
+    y += QK_K;
+  }
+}
+void deq_q4_k(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ4_K>(src);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d), dmin = load_f16(b[i].dmin);
+    const uint8_t* q = b[i].qs;
+    for (int j = 0; j < 8; j += 2) {
+      uint8_t sc, m;
+      get_scale_min_k4(j, b[i].scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      get_scale_min_k4(j + 1, b[i].scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) { float p = d1 * static_cast<float>(q[l] & 0xF); *y++ = p - m1; }
+      for (int l = 0; l < 32; ++l) { float p = d2 * static_cast<float>(q[l] >> 4); *y++ = p - m2; }
+      q += 32;
+    }
+  }
+}
+void deq_q5_k(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ5_K>(src);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d), dmin = load_f16(b[i].dmin);
+    const uint8_t* ql = b[i].qs;
+    const uint8_t* qh = b[i].qh;
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0; j < 8; j += 2) {
+      uint8_t sc, m;
+      get_scale_min_k4(j, b[i].scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      get_scale_min_k4(j + 1, b[i].scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) {
+        float p = d1 * static_cast<float>((ql[l] & 0xF) + ((qh[l] & u1) ? 16 : 0));
+        *y++ = p - m1;
+      }
+      for (int l = 0; l < 32; ++l) {
+        float p = d2 * static_cast<float>((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0));
+        *y++ = p - m2;
+      }
+      ql += 32;
+      u1 <<= 2;
+      u2 <<= 2;
+    }
+  }
+}
+void deq_q6_k(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ6_K>(src);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d);
+    for (int e = 0; e < QK_K; ++e) {
+      const int half = e / 128, r = e % 128, nib = r / 64, l64 = r % 64, s = r / 32, l32 = r % 32;
+      int lo = (b[i].ql[half * 64 + l64] >> (4 * nib)) & 0xF;
+      int hi = (b[i].qh[half * 32 + l32] >> (2 * s)) & 3;
+      int q = (lo | (hi << 4)) - 32;
+      float dl = d * static_cast<float>(b[i].scales[e / 16]);
+      y[e] = dl * static_cast<float>(q);
+    }
+    y += QK_K;
+  }
+}
+void deq_q8_k(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockQ8_K>(src);
+  for (int64_t i = 0; i < nb; ++i, y += QK_K) {
+    float d;
+    std::memcpy(&d, &b[i].d, 4);
+    for (int j = 0; j < QK_K; ++j) y[j] = d * static_cast<float>(b[i].qs[j]);
+  }
+}
+void deq_iq4_nl(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockIQ4_NL>(src);
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const float d = load_f16(b[i].d);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = d * static_cast<float>(kIq4nlValues[b[i].qs[j] & 0xF]);
+      y[j + 16] = d * static_cast<float>(kIq4nlValues[b[i].qs[j] >> 4]);
+    }
+  }
+}
+void deq_iq4_xs(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockIQ4_XS>(src);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d);
+    uint16_t sh;
+    std::memcpy(&sh, &b[i].scales_h, 2);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
+      const float dl = d * static_cast<float>(ls - 32);
+      const uint8_t* qs = b[i].qs + 16 * ib;
+      for (int j = 0; j < 16; ++j) {
+        y[j] = dl * static_cast<float>(kIq4nlValues[qs[j] & 0xF]);
+        y[j + 16] = dl * static_cast<float>(kIq4nlValues[qs[j] >> 4]);
+      }
+    }
+  }
+}
+void deq_tq1_0(const void* src, float* y, int64_t nb) {
+  static constexpr uint8_t pow3[6] = {1, 3, 9, 27, 81, 243};
+  auto* b = blocks<BlockTQ1_0>(src);
+  auto trit = [](uint8_t q) { return static_cast<int>((static_cast<uint16_t>(q) * 3) >> 8) - 1; };
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d);
+    for (int n = 0; n < 5; ++n)
+      for (int m = 0; m < 32; ++m) *y++ = d * static_cast<float>(trit(static_cast<uint8_t>(b[i].qs[m] * pow3[n])));
+    for (int n = 0; n < 5; ++n)
+      for (int m = 0; m < 16; ++m)
+        *y++ = d * static_cast<float>(trit(static_cast<uint8_t>(b[i].qs[32 + m] * pow3[n])));
+    for (int n = 0; n < 4; ++n)
+      for (int j = 0; j < 4; ++j) *y++ = d * static_cast<float>(trit(static_cast<uint8_t>(b[i].qh[j] * pow3[n])));
+  }
+}
+void deq_tq2_0(const void* src, float* y, int64_t nb) {
+  auto* b = blocks<BlockTQ2_0>(src);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d);
+    for (int j = 0; j < 64; j += 32)
+      for (int l = 0; l < 4; ++l)
+        for (int m = 0; m < 32; ++m) *y++ = d * static_cast<float>(((b[i].qs[j + m] >> (2 * l)) & 3) - 1);
+  }
+}
+
+}  // namespace
+
+bool can_dequantize(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16:
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
+    case GgmlType::Q8_0: case GgmlType::Q8_1:
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K:
+    case GgmlType::Q6_K: case GgmlType::Q8_K:
+    case GgmlType::IQ4_NL: case GgmlType::IQ4_XS: case GgmlType::TQ1_0: case GgmlType::TQ2_0:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void dequantize_row_scalar(GgmlType t, const void* src, float* dst, int64_t n) {
+  check_n(t, n);
+  const int64_t nb = n / ggml_type_info(t)->block_size;
+  switch (t) {
+    case GgmlType::F32: if (n) std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
+    case GgmlType::F16: {
+      auto* s = static_cast<const uint8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, s + 2 * i, 2); dst[i] = f16_to_f32(h); }
+      return;
+    }
+    case GgmlType::BF16: {
+      auto* s = static_cast<const uint8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, s + 2 * i, 2); dst[i] = bf16_to_f32(h); }
+      return;
+    }
+    case GgmlType::Q4_0: return deq_q4_0(src, dst, nb);
+    case GgmlType::Q4_1: return deq_q4_1(src, dst, nb);
+    case GgmlType::Q5_0: return deq_q5_0(src, dst, nb);
+    case GgmlType::Q5_1: return deq_q5_1(src, dst, nb);
+    case GgmlType::Q8_0: return deq_q8_0(src, dst, nb);
+    case GgmlType::Q8_1: return deq_q8_1(src, dst, nb);
+    case GgmlType::Q2_K: return deq_q2_k(src, dst, nb);
+    case GgmlType::Q3_K: return deq_q3_k(src, dst, nb);
+    case GgmlType::Q4_K: return deq_q4_k(src, dst, nb);
+    case GgmlType::Q5_K: return deq_q5_k(src, dst, nb);
+    case GgmlType::Q6_K: return deq_q6_k(src, dst, nb);
+    case GgmlType::Q8_K: return deq_q8_k(src, dst, nb);
+    case GgmlType::IQ4_NL: return deq_iq4_nl(src, dst, nb);
+    case GgmlType::IQ4_XS: return deq_iq4_xs(src, dst, nb);
+    case GgmlType::TQ1_0: return deq_tq1_0(src, dst, nb);
+    case GgmlType::TQ2_0: return deq_tq2_0(src, dst, nb);
+    default: fail("dequantize: type {} is not supported", ggml_type_name(t));
+  }
+}
+
+double weighted_sq_error(const float* a, const float* b, int64_t n, const float* w) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    s += (w ? static_cast<double>(w[i]) : 1.0) * d * d;
+  }
+  return s;
+}
+
+}  // namespace edgeq::quant

@@ -1,0 +1,860 @@
+// Quantizers for every supported ggml block type.
+//
+// Every block is encoded by a search that minimises the error in the *target* metric: the plain squared
+// error without an importance vector, sum_j w_j (x_j - q_j)^2 with one. Candidates are scored exactly as
+// the dequantizer will reproduce them (f16-rounded scales, integer sub-block scales, f32 products), so
+// the choice between candidates is made on the real error, and the best one is kept:
+//   * continuous scale (and min) search over a grid of inverse scales, each followed by a weighted
+//     least-squares fit of the scale/min for the chosen integer levels, then alternating refinement
+//     (levels <- nearest for the scale, scale <- least squares for the levels);
+//   * for k-quants, sub-block scales quantized against several super-block scales, a local search of
+//     each sub-block's integer scale/min (+-1/2 steps, levels re-rounded), and least-squares refits of
+//     the super-block scales given the integer structure;
+//   * llama.cpp's own reference choice (max-abs scale etc.) as one more candidate where it is cheap.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "blocks_layout.h"
+#include "edgeq/formats/error.h"
+#include "edgeq/quant/blocks.h"
+
+namespace edgeq::quant {
+using namespace detail;
+
+namespace {
+
+inline int nearest_int(float fval) {
+  // Round half to even, valid for |fval| < 2^22 (callers clamp first).
+  float val = fval + 12582912.f;
+  int i;
+  std::memcpy(&i, &val, 4);
+  return (i & 0x007fffff) - 0x00400000;
+}
+inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+// A set of quantization levels, ascending. Linear grids are qmin..qmin+n-1.
+struct Grid {
+  int n = 0;
+  bool linear = true;
+  int qmin = 0;
+  float v[256];
+  static Grid lin(int qmin, int qmax) {
+    Grid g;
+    g.n = qmax - qmin + 1;
+    g.linear = true;
+    g.qmin = qmin;
+    for (int i = 0; i < g.n; ++i) g.v[i] = static_cast<float>(qmin + i);
+    return g;
+  }
+  static Grid table(const int8_t* vals, int n) {
+    Grid g;
+    g.n = n;
+    g.linear = false;
+    for (int i = 0; i < n; ++i) g.v[i] = vals[i];
+    return g;
+  }
+  float lo() const { return v[0]; }
+  float hi() const { return v[n - 1]; }
+  // Index of the level nearest to t.
+  int nearest(float t) const {
+    if (linear) {
+      float c = clampf(t, static_cast<float>(qmin) - 1.f, static_cast<float>(qmin + n));
+      int q = nearest_int(c) - qmin;
+      return q < 0 ? 0 : (q >= n ? n - 1 : q);
+    }
+    if (!(t > v[0])) return 0;
+    if (t >= v[n - 1]) return n - 1;
+    int lo = 0, hi = n - 1;
+    while (hi - lo > 1) {
+      int m = (lo + hi) / 2;
+      if (t < v[m]) hi = m; else lo = m;
+    }
+    return (t - v[lo] < v[hi] - t) ? lo : hi;
+  }
+  int zero_index() const { return nearest(0.f); }
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Symmetric groups: value = d * level.
+
+// Error of a fixed (exactly representable) scale d with levels re-rounded; fills idx.
+float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, uint8_t* idx) {
+  float err = 0;
+  if (d == 0.f) {
+    const int z = G.zero_index();
+    const float zv = 0.f * G.v[z];
+    for (int i = 0; i < n; ++i) {
+      idx[i] = static_cast<uint8_t>(z);
+      float diff = x[i] - zv;
+      err += w[i] * diff * diff;
+    }
+    return err;
+  }
+  const float id = 1.f / d;
+  for (int i = 0; i < n; ++i) {
+    int k = G.nearest(x[i] * id);
+    idx[i] = static_cast<uint8_t>(k);
+    float diff = x[i] - d * G.v[k];
+    err += w[i] * diff * diff;
+  }
+  return err;
+}
+
+// Continuous search: the best unconstrained scale (any sign) for a group. Returns the scale; *err_out the
+// error of the continuous solution. idx receives the levels.
+float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry, uint8_t* idx, float* err_out) {
+  float amax = 0, maxv = 0, sum_wx2 = 0;
+  for (int i = 0; i < n; ++i) {
+    float a = std::fabs(x[i]);
+    if (a > amax) { amax = a; maxv = x[i]; }
+    sum_wx2 += w[i] * x[i] * x[i];
+  }
+  if (amax == 0.f) {
+    const int z = G.zero_index();
+    for (int i = 0; i < n; ++i) idx[i] = static_cast<uint8_t>(z);
+    *err_out = 0;
+    return 0.f;
+  }
+  uint8_t tmp[256];
+  float best_err = FLT_MAX, best_scale = 0;
+  auto try_iscale = [&](float iscale) {
+    float sxl = 0, sll = 0;
+    for (int i = 0; i < n; ++i) {
+      int k = G.nearest(x[i] * iscale);
+      tmp[i] = static_cast<uint8_t>(k);
+      float l = G.v[k];
+      sxl += w[i] * x[i] * l;
+      sll += w[i] * l * l;
+    }
+    if (sll <= 0) return;
+    float e = sum_wx2 - sxl * sxl / sll;
+    if (e < best_err) {
+      best_err = e;
+      best_scale = sxl / sll;
+      std::memcpy(idx, tmp, static_cast<size_t>(n));
+    }
+  };
+  for (float end : {G.lo(), G.hi()}) {
+    if (end == 0.f) continue;
+    const float aend = std::fabs(end);
+    const float rel = std::max(0.1f / aend, 0.004f);
+    for (int t = -ntry; t <= ntry; ++t) {
+      float f = 1.f + rel * static_cast<float>(t);
+      if (f <= 0.05f) continue;
+      try_iscale(end * f / maxv);
+    }
+  }
+  if (best_err == FLT_MAX) {  // all weights zero
+    best_scale = maxv / (std::fabs(G.lo()) >= std::fabs(G.hi()) ? G.lo() : G.hi());
+    sym_eval(x, w, n, G, best_scale, idx);
+    *err_out = 0;
+    return best_scale;
+  }
+  for (int it = 0; it < 4 && best_scale != 0.f; ++it) {
+    float before = best_err;
+    try_iscale(1.f / best_scale);
+    if (!(best_err < before)) break;
+  }
+  *err_out = std::max(best_err, 0.f);
+  return best_scale;
+}
+
+// One group with its own f16 (or f32) scale: legacy Q4_0/Q5_0/Q8_0/IQ4_NL, TQ*, Q8_K. Returns the stored scale.
+template <bool kF16>
+float sym_block(const float* x, const float* w, int n, const Grid& G, int ntry, float ref_scale, uint8_t* idx) {
+  auto rnd = [](float s) { return kF16 ? round_f16(s) : s; };
+  uint8_t tmp[256];
+  float e0;
+  float s = sym_search(x, w, n, G, ntry, tmp, &e0);
+  float best_d = rnd(s);
+  float best = sym_eval(x, w, n, G, best_d, idx);
+  auto consider = [&](float d) {
+    d = rnd(d);
+    if (!std::isfinite(d) || d == best_d) return;
+    float e = sym_eval(x, w, n, G, d, tmp);
+    if (e < best) {
+      best = e;
+      best_d = d;
+      std::memcpy(idx, tmp, static_cast<size_t>(n));
+    }
+  };
+  consider(ref_scale);
+  // Least-squares refits with the rounded scale's levels, then the f16 neighbours of the best scale.
+  for (int it = 0; it < 3; ++it) {
+    float sxl = 0, sll = 0;
+    for (int i = 0; i < n; ++i) {
+      float l = G.v[idx[i]];
+      sxl += w[i] * x[i] * l;
+      sll += w[i] * l * l;
+    }
+    if (sll <= 0) break;
+    float before = best;
+    consider(sxl / sll);
+    if (!(best < before)) break;
+  }
+  if (kF16 && best_d != 0.f) {
+    uint16_t h = f32_to_f16(best_d);
+    for (int dh : {-1, 1}) {
+      uint16_t h2 = static_cast<uint16_t>(h + dh);
+      if ((h2 & 0x7C00) == 0x7C00) continue;
+      if ((h2 ^ h) & 0x8000) continue;
+      consider(f16_to_f32(h2));
+    }
+  }
+  return best_d;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Asymmetric groups: value = s * q + m, q in 0..nmax.
+
+float asym_eval(const float* x, const float* w, int n, int nmax, float s, float m, uint8_t* L) {
+  float err = 0;
+  if (s == 0.f) {
+    for (int i = 0; i < n; ++i) {
+      L[i] = 0;
+      float diff = x[i] - (0.f * s + m);
+      err += w[i] * diff * diff;
+    }
+    return err;
+  }
+  const float id = 1.f / s;
+  for (int i = 0; i < n; ++i) {
+    int q = nearest_int(clampf((x[i] - m) * id, -1.f, static_cast<float>(nmax + 1)));
+    q = q < 0 ? 0 : (q > nmax ? nmax : q);
+    L[i] = static_cast<uint8_t>(q);
+    float p = s * static_cast<float>(q);
+    float diff = x[i] - (p + m);
+    err += w[i] * diff * diff;
+  }
+  return err;
+}
+
+// Continuous search for (s >= 0, m); with nonpos_min the offset m is kept <= 0 (k-quants).
+float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_min, int ntry, float* s_out,
+                  float* m_out, uint8_t* L) {
+  float mn = x[0], mx = x[0], sw = 0, sx = 0;
+  for (int i = 0; i < n; ++i) {
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+    sw += w[i];
+    sx += w[i] * x[i];
+  }
+  if (nonpos_min && mn > 0) mn = 0;
+  if (mx == mn) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *s_out = 0;
+    *m_out = mn;
+    float e = 0;
+    for (int i = 0; i < n; ++i) e += w[i] * (x[i] - mn) * (x[i] - mn);
+    return e;
+  }
+  uint8_t tmp[256];
+  float best_err = FLT_MAX, best_s = (mx - mn) / static_cast<float>(nmax), best_m = mn;
+  auto fit = [&](const uint8_t* q, float* s, float* m) -> bool {
+    float sl = 0, sl2 = 0, sxl = 0;
+    for (int i = 0; i < n; ++i) {
+      float l = q[i];
+      sl += w[i] * l;
+      sl2 += w[i] * l * l;
+      sxl += w[i] * l * x[i];
+    }
+    float D = sw * sl2 - sl * sl;
+    if (!(D > 0)) return false;
+    *s = (sw * sxl - sx * sl) / D;
+    *m = (sl2 * sx - sl * sxl) / D;
+    if (nonpos_min && *m > 0) {
+      *m = 0;
+      *s = sl2 > 0 ? sxl / sl2 : 0;
+    }
+    return *s > 0;
+  };
+  auto consider = [&](float s, float m) {
+    if (!(s > 0) || !std::isfinite(s) || !std::isfinite(m)) return;
+    float e = asym_eval(x, w, n, nmax, s, m, tmp);
+    if (e < best_err) {
+      best_err = e;
+      best_s = s;
+      best_m = m;
+      std::memcpy(L, tmp, static_cast<size_t>(n));
+    }
+  };
+  consider(best_s, best_m);
+  const float range = mx - mn;
+  for (int t = -ntry; t <= ntry; ++t) {
+    float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(t)) / range;
+    if (iscale <= 0) continue;
+    for (int i = 0; i < n; ++i) {
+      int q = nearest_int(clampf((x[i] - mn) * iscale, -1.f, static_cast<float>(nmax + 1)));
+      tmp[i] = static_cast<uint8_t>(q < 0 ? 0 : (q > nmax ? nmax : q));
+    }
+    uint8_t q2[256];
+    std::memcpy(q2, tmp, static_cast<size_t>(n));
+    float s, m;
+    if (fit(q2, &s, &m)) consider(s, m);
+  }
+  for (int it = 0; it < 4; ++it) {
+    float before = best_err, s, m;
+    uint8_t q2[256];
+    std::memcpy(q2, L, static_cast<size_t>(n));
+    if (!fit(q2, &s, &m)) break;
+    consider(s, m);
+    if (!(best_err < before)) break;
+  }
+  *s_out = best_s;
+  *m_out = best_m;
+  return best_err;
+}
+
+// Legacy Q4_1/Q5_1 block: f16 d and f16 m.
+void asym_block_f16(const float* x, const float* w, int n, int nmax, int ntry, float* d_out, float* m_out,
+                    uint8_t* L) {
+  float s, m;
+  uint8_t tmp[256];
+  asym_search(x, w, n, nmax, false, ntry, &s, &m, tmp);
+  float bd = round_f16(s), bm = round_f16(m);
+  float best = asym_eval(x, w, n, nmax, bd, bm, L);
+  auto consider = [&](float d, float mm) {
+    d = round_f16(d);
+    mm = round_f16(mm);
+    if (!std::isfinite(d) || !std::isfinite(mm) || d < 0) return;
+    float e = asym_eval(x, w, n, nmax, d, mm, tmp);
+    if (e < best) {
+      best = e;
+      bd = d;
+      bm = mm;
+      std::memcpy(L, tmp, static_cast<size_t>(n));
+    }
+  };
+  // llama.cpp's reference: d = (max - min) / nmax, m = min.
+  {
+    float mn = x[0], mx = x[0];
+    for (int i = 1; i < n; ++i) { mn = std::min(mn, x[i]); mx = std::max(mx, x[i]); }
+    consider((mx - mn) / static_cast<float>(nmax), mn);
+  }
+  // Least-squares refits of (d, m) for the levels of the rounded solution.
+  float sw = 0, sx = 0;
+  for (int i = 0; i < n; ++i) { sw += w[i]; sx += w[i] * x[i]; }
+  for (int it = 0; it < 3; ++it) {
+    float sl = 0, sl2 = 0, sxl = 0;
+    for (int i = 0; i < n; ++i) {
+      float l = L[i];
+      sl += w[i] * l; sl2 += w[i] * l * l; sxl += w[i] * l * x[i];
+    }
+    float D = sw * sl2 - sl * sl;
+    if (!(D > 0)) break;
+    float before = best;
+    float d = (sw * sxl - sx * sl) / D, mm = (sl2 * sx - sl * sxl) / D;
+    consider(d, mm);
+    // with d fixed, the best m for the current levels
+    if (sw > 0) consider(bd, (sx - bd * sl) / sw);
+    if (!(best < before)) break;
+  }
+  // f16 neighbours of m and d
+  for (int dd = -1; dd <= 1; ++dd)
+    for (int dm = -1; dm <= 1; ++dm) {
+      if (!dd && !dm) continue;
+      uint16_t hd = static_cast<uint16_t>(f32_to_f16(bd) + dd), hm = static_cast<uint16_t>(f32_to_f16(bm) + dm);
+      if ((hd & 0x7C00) == 0x7C00 || (hm & 0x7C00) == 0x7C00) continue;
+      if (((hd ^ f32_to_f16(bd)) & 0x8000) || ((hm ^ f32_to_f16(bm)) & 0x8000)) continue;
+      consider(f16_to_f32(hd), f16_to_f32(hm));
+    }
+  *d_out = bd;
+  *m_out = bm;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// k-quants with sub-block scale and min (Q2_K, Q4_K, Q5_K): value = (d*ls)*q - (dmin*lm).
+
+struct AsymK {
+  int nsub, sub, nmax, smax, radius, ntry;
+};
+
+// Best integer (ls, lm) for one sub-block near (ls0, lm0) given super-block scales; returns its error.
+float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, float dmin, int ls0, int lm0,
+                     uint8_t* ls, uint8_t* lm, uint8_t* L) {
+  uint8_t tmp[256];
+  float best = FLT_MAX;
+  for (int a = ls0 - P.radius; a <= ls0 + P.radius; ++a) {
+    if (a < 0 || a > P.smax) continue;
+    for (int b = lm0 - P.radius; b <= lm0 + P.radius; ++b) {
+      if (b < 0 || b > P.smax) continue;
+      const float dl = d * static_cast<float>(a), ml = dmin * static_cast<float>(b);
+      float e = asym_eval(x, w, P.sub, P.nmax, dl, -ml, tmp);
+      if (e < best) {
+        best = e;
+        *ls = static_cast<uint8_t>(a);
+        *lm = static_cast<uint8_t>(b);
+        std::memcpy(L, tmp, static_cast<size_t>(P.sub));
+      }
+    }
+  }
+  return best;
+}
+
+struct AsymKResult {
+  float d = 0, dmin = 0, err = FLT_MAX;
+  uint8_t ls[16] = {}, lm[16] = {};
+  uint8_t L[QK_K] = {};
+};
+
+void asymk_encode(const float* x, const float* w, const AsymK& P, AsymKResult& out) {
+  float sc[16], mn[16];
+  uint8_t Ls[QK_K];
+  float max_sc = 0, max_mn = 0;
+  for (int j = 0; j < P.nsub; ++j) {
+    float s, m;
+    asym_search(x + j * P.sub, w + j * P.sub, P.sub, P.nmax, true, P.ntry, &s, &m, Ls + j * P.sub);
+    sc[j] = s;
+    mn[j] = -m;
+    max_sc = std::max(max_sc, s);
+    max_mn = std::max(max_mn, -m);
+  }
+  out.err = FLT_MAX;
+  AsymKResult cur;
+  auto run = [&](float d, float dmin, const uint8_t* ls_init, const uint8_t* lm_init) {
+    cur.d = round_f16(d);
+    cur.dmin = round_f16(dmin);
+    cur.err = 0;
+    for (int j = 0; j < P.nsub; ++j) {
+      int ls0, lm0;
+      if (ls_init) {
+        ls0 = ls_init[j];
+        lm0 = lm_init[j];
+      } else {
+        ls0 = cur.d > 0 ? std::min(P.smax, nearest_int(clampf(sc[j] / cur.d, 0.f, 1000.f))) : 0;
+        lm0 = cur.dmin > 0 ? std::min(P.smax, nearest_int(clampf(mn[j] / cur.dmin, 0.f, 1000.f))) : 0;
+      }
+      cur.err += asymk_sub_best(x + j * P.sub, w + j * P.sub, P, cur.d, cur.dmin, ls0, lm0, &cur.ls[j], &cur.lm[j],
+                                cur.L + j * P.sub);
+    }
+    if (cur.err < out.err) out = cur;
+  };
+  if (max_sc == 0 && max_mn == 0) {
+    run(0, 0, nullptr, nullptr);
+    return;
+  }
+  const float fs = static_cast<float>(P.smax);
+  run(max_sc / fs, max_mn / fs, nullptr, nullptr);
+  // Least-squares refits of (d, dmin) given the integer structure, alternating with the local search.
+  for (int it = 0; it < 3; ++it) {
+    double saa = 0, sab = 0, sbb = 0, sxa = 0, sxb = 0;
+    for (int j = 0; j < P.nsub; ++j)
+      for (int i = 0; i < P.sub; ++i) {
+        const int k = j * P.sub + i;
+        double a = static_cast<double>(out.ls[j]) * out.L[k], b = -static_cast<double>(out.lm[j]);
+        double ww = w[k];
+        saa += ww * a * a; sab += ww * a * b; sbb += ww * b * b;
+        sxa += ww * x[k] * a; sxb += ww * x[k] * b;
+      }
+    double D = saa * sbb - sab * sab;
+    float nd, ndm;
+    if (D > 0) {
+      nd = static_cast<float>((sxa * sbb - sxb * sab) / D);
+      ndm = static_cast<float>((saa * sxb - sab * sxa) / D);
+    } else if (saa > 0) {
+      nd = static_cast<float>(sxa / saa);
+      ndm = out.dmin;
+    } else {
+      break;
+    }
+    if (!(nd >= 0) || !(ndm >= 0) || !std::isfinite(nd) || !std::isfinite(ndm)) break;
+    float before = out.err;
+    uint8_t ls[16], lm[16];
+    std::memcpy(ls, out.ls, 16);
+    std::memcpy(lm, out.lm, 16);
+    run(nd, ndm, ls, lm);
+    if (!(out.err < before)) break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Symmetric k-quants with signed integer sub-block scales (Q3_K, Q6_K, IQ4_XS): value = (d*ls)*level.
+
+struct SymK {
+  int nsub, sub, smin, smax, radius, ntry;
+};
+
+struct SymKResult {
+  float d = 0, err = FLT_MAX;
+  int ls[16] = {};
+  uint8_t idx[QK_K] = {};
+};
+
+void symk_encode(const float* x, const float* w, const SymK& P, const Grid& G, SymKResult& out) {
+  float sc[16];
+  uint8_t tmp[QK_K];
+  float amax = 0, maxs = 0;
+  for (int j = 0; j < P.nsub; ++j) {
+    float e;
+    sc[j] = sym_search(x + j * P.sub, w + j * P.sub, P.sub, G, P.ntry, tmp + j * P.sub, &e);
+    if (std::fabs(sc[j]) > amax) { amax = std::fabs(sc[j]); maxs = sc[j]; }
+  }
+  out.err = FLT_MAX;
+  SymKResult cur;
+  auto run = [&](float d, const int* ls_init) {
+    cur.d = round_f16(d);
+    cur.err = 0;
+    for (int j = 0; j < P.nsub; ++j) {
+      int l0;
+      if (ls_init) l0 = ls_init[j];
+      else l0 = cur.d != 0.f ? nearest_int(clampf(sc[j] / cur.d, -1000.f, 1000.f)) : 0;
+      l0 = std::clamp(l0, P.smin, P.smax);
+      float best = FLT_MAX;
+      for (int a = l0 - P.radius; a <= l0 + P.radius; ++a) {
+        if (a < P.smin || a > P.smax) continue;
+        const float dl = cur.d * static_cast<float>(a);
+        float e = sym_eval(x + j * P.sub, w + j * P.sub, P.sub, G, dl, tmp);
+        if (e < best) {
+          best = e;
+          cur.ls[j] = a;
+          std::memcpy(cur.idx + j * P.sub, tmp, static_cast<size_t>(P.sub));
+        }
+      }
+      cur.err += best;
+    }
+    if (cur.err < out.err) out = cur;
+  };
+  if (amax == 0.f) {
+    run(0, nullptr);
+    return;
+  }
+  run(maxs / static_cast<float>(P.smin), nullptr);
+  run(maxs / static_cast<float>(P.smax), nullptr);
+  for (int it = 0; it < 3; ++it) {
+    double saa = 0, sxa = 0;
+    for (int j = 0; j < P.nsub; ++j)
+      for (int i = 0; i < P.sub; ++i) {
+        const int k = j * P.sub + i;
+        double a = static_cast<double>(out.ls[j]) * G.v[out.idx[k]];
+        saa += w[k] * a * a;
+        sxa += w[k] * x[k] * a;
+      }
+    if (!(saa > 0)) break;
+    float nd = static_cast<float>(sxa / saa);
+    if (!std::isfinite(nd)) break;
+    float before = out.err;
+    int ls[16];
+    std::memcpy(ls, out.ls, sizeof ls);
+    run(nd, ls);
+    if (!(out.err < before)) break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Per-type block encoders. x: block values, w: block weights (never all-zero garbage: >= tiny epsilon).
+
+void enc_q4_0(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::lin(-8, 7);
+  auto* b = static_cast<BlockQ4_0*>(dst);
+  float amax = 0, maxv = 0;
+  for (int i = 0; i < 32; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
+  uint8_t L[32];
+  float d = sym_block<true>(x, w, 32, G, 10, maxv / -8.f, L);
+  store_f16(b->d, d);
+  for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
+}
+void enc_q5_0(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::lin(-16, 15);
+  auto* b = static_cast<BlockQ5_0*>(dst);
+  float amax = 0, maxv = 0;
+  for (int i = 0; i < 32; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
+  uint8_t L[32];
+  float d = sym_block<true>(x, w, 32, G, 10, maxv / -16.f, L);
+  store_f16(b->d, d);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    b->qs[j] = static_cast<uint8_t>((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4));
+    qh |= static_cast<uint32_t>(L[j] >> 4) << j;
+    qh |= static_cast<uint32_t>(L[j + 16] >> 4) << (j + 16);
+  }
+  std::memcpy(b->qh, &qh, 4);
+}
+void enc_q8_0(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::lin(-127, 127);
+  auto* b = static_cast<BlockQ8_0*>(dst);
+  float amax = 0;
+  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+  uint8_t L[32];
+  float d = sym_block<true>(x, w, 32, G, 4, amax / 127.f, L);
+  store_f16(b->d, d);
+  for (int j = 0; j < 32; ++j) b->qs[j] = static_cast<int8_t>(static_cast<int>(L[j]) - 127);
+}
+void enc_q8_1(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::lin(-127, 127);
+  auto* b = static_cast<BlockQ8_1*>(dst);
+  float amax = 0;
+  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+  uint8_t L[32];
+  float d = sym_block<true>(x, w, 32, G, 4, amax / 127.f, L);
+  store_f16(b->d, d);
+  int sum = 0;
+  for (int j = 0; j < 32; ++j) {
+    b->qs[j] = static_cast<int8_t>(static_cast<int>(L[j]) - 127);
+    sum += b->qs[j];
+  }
+  store_f16(b->s, d * static_cast<float>(sum));
+}
+void enc_q8_k(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::lin(-128, 127);
+  auto* b = static_cast<BlockQ8_K*>(dst);
+  float amax = 0, maxv = 0;
+  for (int i = 0; i < QK_K; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
+  uint8_t L[QK_K];
+  float d = sym_block<false>(x, w, QK_K, G, 2, maxv / -128.f, L);
+  std::memcpy(&b->d, &d, 4);
+  for (int j = 0; j < QK_K; ++j) b->qs[j] = static_cast<int8_t>(static_cast<int>(L[j]) - 128);
+  for (int j = 0; j < QK_K / 16; ++j) {
+    int s = 0;
+    for (int i = 0; i < 16; ++i) s += b->qs[16 * j + i];
+    b->bsums[j] = static_cast<int16_t>(s);
+  }
+}
+void enc_q4_1(const float* x, const float* w, void* dst) {
+  auto* b = static_cast<BlockQ4_1*>(dst);
+  uint8_t L[32];
+  float d, m;
+  asym_block_f16(x, w, 32, 15, 10, &d, &m, L);
+  store_f16(b->d, d);
+  store_f16(b->m, m);
+  for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
+}
+void enc_q5_1(const float* x, const float* w, void* dst) {
+  auto* b = static_cast<BlockQ5_1*>(dst);
+  uint8_t L[32];
+  float d, m;
+  asym_block_f16(x, w, 32, 31, 10, &d, &m, L);
+  store_f16(b->d, d);
+  store_f16(b->m, m);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    b->qs[j] = static_cast<uint8_t>((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4));
+    qh |= static_cast<uint32_t>(L[j] >> 4) << j;
+    qh |= static_cast<uint32_t>(L[j + 16] >> 4) << (j + 16);
+  }
+  std::memcpy(b->qh, &qh, 4);
+}
+void enc_iq4_nl(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::table(kIq4nlValues, 16);
+  auto* b = static_cast<BlockIQ4_NL*>(dst);
+  float amax = 0, maxv = 0;
+  for (int i = 0; i < 32; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
+  uint8_t L[32];
+  float d = sym_block<true>(x, w, 32, G, 10, maxv / -127.f, L);
+  store_f16(b->d, d);
+  for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
+}
+void enc_tq2_0(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::lin(-1, 1);
+  auto* b = static_cast<BlockTQ2_0*>(dst);
+  float amax = 0;
+  for (int i = 0; i < QK_K; ++i) amax = std::max(amax, std::fabs(x[i]));
+  uint8_t L[QK_K];
+  float d = sym_block<true>(x, w, QK_K, G, 10, amax, L);
+  store_f16(b->d, d);
+  std::memset(b->qs, 0, sizeof b->qs);
+  for (int e = 0; e < QK_K; ++e) b->qs[(e / 128) * 32 + e % 32] |= static_cast<uint8_t>(L[e] << (2 * ((e % 128) / 32)));
+}
+void enc_tq1_0(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::lin(-1, 1);
+  auto* b = static_cast<BlockTQ1_0*>(dst);
+  float amax = 0;
+  for (int i = 0; i < QK_K; ++i) amax = std::max(amax, std::fabs(x[i]));
+  uint8_t L[QK_K];
+  float d = sym_block<true>(x, w, QK_K, G, 10, amax, L);
+  store_f16(b->d, d);
+  auto pack = [](int q) { return static_cast<uint8_t>((static_cast<uint16_t>(q) * 256 + 242) / 243); };
+  for (int m = 0; m < 32; ++m) {
+    int q = 0;
+    for (int n = 0; n < 5; ++n) q = q * 3 + L[m + 32 * n];
+    b->qs[m] = pack(q);
+  }
+  for (int m = 0; m < 16; ++m) {
+    int q = 0;
+    for (int n = 0; n < 5; ++n) q = q * 3 + L[160 + m + 16 * n];
+    b->qs[32 + m] = pack(q);
+  }
+  for (int j = 0; j < 4; ++j) {
+    int q = 0;
+    for (int n = 0; n < 4; ++n) q = q * 3 + L[240 + j + 4 * n];
+    b->qh[j] = pack(q * 3);
+  }
+}
+
+void enc_q4_k(const float* x, const float* w, void* dst) {
+  static const AsymK P{8, 32, 15, 63, 1, 10};
+  AsymKResult r;
+  asymk_encode(x, w, P, r);
+  auto* b = static_cast<BlockQ4_K*>(dst);
+  store_f16(b->d, r.d);
+  store_f16(b->dmin, r.dmin);
+  set_scale_min_k4(b->scales, r.ls, r.lm);
+  for (int p = 0; p < 4; ++p)
+    for (int l = 0; l < 32; ++l)
+      b->qs[32 * p + l] = static_cast<uint8_t>(r.L[64 * p + l] | (r.L[64 * p + 32 + l] << 4));
+}
+void enc_q5_k(const float* x, const float* w, void* dst) {
+  static const AsymK P{8, 32, 31, 63, 1, 10};
+  AsymKResult r;
+  asymk_encode(x, w, P, r);
+  auto* b = static_cast<BlockQ5_K*>(dst);
+  store_f16(b->d, r.d);
+  store_f16(b->dmin, r.dmin);
+  set_scale_min_k4(b->scales, r.ls, r.lm);
+  std::memset(b->qh, 0, sizeof b->qh);
+  for (int p = 0; p < 4; ++p)
+    for (int l = 0; l < 32; ++l) {
+      uint8_t a = r.L[64 * p + l], c = r.L[64 * p + 32 + l];
+      b->qs[32 * p + l] = static_cast<uint8_t>((a & 0xF) | ((c & 0xF) << 4));
+      b->qh[l] |= static_cast<uint8_t>(((a >> 4) << (2 * p)) | ((c >> 4) << (2 * p + 1)));
+    }
+}
+void enc_q2_k(const float* x, const float* w, void* dst) {
+  static const AsymK P{16, 16, 3, 15, 2, 10};
+  AsymKResult r;
+  asymk_encode(x, w, P, r);
+  auto* b = static_cast<BlockQ2_K*>(dst);
+  store_f16(b->d, r.d);
+  store_f16(b->dmin, r.dmin);
+  for (int j = 0; j < 16; ++j) b->scales[j] = static_cast<uint8_t>(r.ls[j] | (r.lm[j] << 4));
+  std::memset(b->qs, 0, sizeof b->qs);
+  for (int e = 0; e < QK_K; ++e)
+    b->qs[(e / 128) * 32 + e % 32] |= static_cast<uint8_t>(r.L[e] << (2 * ((e % 128) / 32)));
+}
+void enc_q3_k(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::lin(-4, 3);
+  static const SymK P{16, 16, -32, 31, 2, 10};
+  SymKResult r;
+  symk_encode(x, w, P, G, r);
+  auto* b = static_cast<BlockQ3_K*>(dst);
+  store_f16(b->d, r.d);
+  q3k_set_scales(b->scales, r.ls);
+  std::memset(b->hmask, 0, sizeof b->hmask);
+  std::memset(b->qs, 0, sizeof b->qs);
+  for (int e = 0; e < QK_K; ++e) {
+    const int u = r.idx[e];  // level + 4
+    const int half = e / 128, s = (e % 128) / 32, l = e % 32;
+    b->qs[half * 32 + l] |= static_cast<uint8_t>((u & 3) << (2 * s));
+    b->hmask[l] |= static_cast<uint8_t>((u >> 2) << (e / 32));
+  }
+}
+void enc_q6_k(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::lin(-32, 31);
+  static const SymK P{16, 16, -128, 127, 1, 6};
+  SymKResult r;
+  symk_encode(x, w, P, G, r);
+  auto* b = static_cast<BlockQ6_K*>(dst);
+  store_f16(b->d, r.d);
+  for (int j = 0; j < 16; ++j) b->scales[j] = static_cast<int8_t>(r.ls[j]);
+  std::memset(b->ql, 0, sizeof b->ql);
+  std::memset(b->qh, 0, sizeof b->qh);
+  for (int e = 0; e < QK_K; ++e) {
+    const int u = r.idx[e];  // level + 32
+    const int half = e / 128, rr = e % 128;
+    b->ql[half * 64 + rr % 64] |= static_cast<uint8_t>((u & 0xF) << (4 * (rr / 64)));
+    b->qh[half * 32 + rr % 32] |= static_cast<uint8_t>((u >> 4) << (2 * (rr / 32)));
+  }
+}
+void enc_iq4_xs(const float* x, const float* w, void* dst) {
+  static const Grid G = Grid::table(kIq4nlValues, 16);
+  static const SymK P{8, 32, -32, 31, 2, 10};
+  SymKResult r;
+  symk_encode(x, w, P, G, r);
+  auto* b = static_cast<BlockIQ4_XS*>(dst);
+  store_f16(b->d, r.d);
+  uint16_t sh = 0;
+  std::memset(b->scales_l, 0, sizeof b->scales_l);
+  for (int ib = 0; ib < 8; ++ib) {
+    const int u = r.ls[ib] + 32;
+    b->scales_l[ib / 2] |= static_cast<uint8_t>((u & 0xF) << (4 * (ib % 2)));
+    sh = static_cast<uint16_t>(sh | ((u >> 4) << (2 * ib)));
+    for (int j = 0; j < 16; ++j)
+      b->qs[16 * ib + j] = static_cast<uint8_t>(r.idx[32 * ib + j] | (r.idx[32 * ib + 16 + j] << 4));
+  }
+  std::memcpy(&b->scales_h, &sh, 2);
+}
+
+using EncFn = void (*)(const float*, const float*, void*);
+
+EncFn encoder(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0: return enc_q4_0;
+    case GgmlType::Q4_1: return enc_q4_1;
+    case GgmlType::Q5_0: return enc_q5_0;
+    case GgmlType::Q5_1: return enc_q5_1;
+    case GgmlType::Q8_0: return enc_q8_0;
+    case GgmlType::Q8_1: return enc_q8_1;
+    case GgmlType::Q2_K: return enc_q2_k;
+    case GgmlType::Q3_K: return enc_q3_k;
+    case GgmlType::Q4_K: return enc_q4_k;
+    case GgmlType::Q5_K: return enc_q5_k;
+    case GgmlType::Q6_K: return enc_q6_k;
+    case GgmlType::Q8_K: return enc_q8_k;
+    case GgmlType::IQ4_NL: return enc_iq4_nl;
+    case GgmlType::IQ4_XS: return enc_iq4_xs;
+    case GgmlType::TQ1_0: return enc_tq1_0;
+    case GgmlType::TQ2_0: return enc_tq2_0;
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+bool can_quantize(GgmlType t) {
+  return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || encoder(t) != nullptr;
+}
+
+size_t quantize_rows(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
+                     const float* importance) {
+  const GgmlTypeInfo* info = ggml_type_info(t);
+  if (!info) fail("quantize: unknown ggml type id {}", static_cast<uint32_t>(t));
+  if (!can_quantize(t)) fail("quantize: type {} is not supported", info->name);
+  if (nrows < 0 || n_per_row <= 0 || n_per_row % info->block_size != 0)
+    fail("quantize {}: row length {} is not a positive multiple of the block size {}", info->name, n_per_row,
+         info->block_size);
+  const auto row_size = ggml_row_size(t, static_cast<uint64_t>(n_per_row));
+  if (!row_size) fail("quantize {}: bad row length {}", info->name, n_per_row);
+  uint64_t total;
+  if (mul_overflow_u64(*row_size, static_cast<uint64_t>(nrows), &total))
+    fail("quantize {}: {} rows of {} overflow", info->name, nrows, n_per_row);
+  for (int64_t i = 0; i < nrows * n_per_row; ++i)
+    if (!std::isfinite(src[i]))
+      fail("quantize {}: non-finite value {} at row {}, column {}", info->name, src[i], i / n_per_row, i % n_per_row);
+  auto* out = static_cast<uint8_t*>(dst);
+  if (t == GgmlType::F32) {
+    std::memcpy(out, src, static_cast<size_t>(total));
+    return static_cast<size_t>(total);
+  }
+  if (t == GgmlType::F16 || t == GgmlType::BF16) {
+    for (int64_t i = 0; i < nrows * n_per_row; ++i) {
+      uint16_t h = t == GgmlType::F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+      std::memcpy(out + 2 * i, &h, 2);
+    }
+    return static_cast<size_t>(total);
+  }
+  // Per-column weights: the importance (plus a tiny floor so all-zero groups stay well defined), or 1.
+  std::vector<float> w(static_cast<size_t>(n_per_row), 1.f);
+  if (importance) {
+    double sum = 0;
+    for (int64_t j = 0; j < n_per_row; ++j) {
+      if (!std::isfinite(importance[j]) || importance[j] < 0)
+        fail("quantize {}: importance value {} at column {} is not a finite non-negative number", info->name,
+             importance[j], j);
+      sum += importance[j];
+    }
+    const float floor = static_cast<float>(std::max(sum / static_cast<double>(n_per_row) * 1e-6, 1e-30));
+    for (int64_t j = 0; j < n_per_row; ++j) w[static_cast<size_t>(j)] = importance[j] + floor;
+  }
+  EncFn enc = encoder(t);
+  const int64_t bs = info->block_size, nb = n_per_row / bs;
+  for (int64_t r = 0; r < nrows; ++r) {
+    const float* x = src + r * n_per_row;
+    uint8_t* o = out + static_cast<uint64_t>(r) * *row_size;
+    for (int64_t b = 0; b < nb; ++b) enc(x + b * bs, w.data() + b * bs, o + b * info->type_size);
+  }
+  return static_cast<size_t>(total);
+}
+
+}  // namespace edgeq::quant

@@ -1,0 +1,213 @@
+// SIMD dequantizers (AVX2 + F16C, chosen at run time) for the hot types: F16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K.
+// They compute exactly the scalar path's f32 operations (the same products and differences, no FMA), so
+// results are bit-identical; tests compare both on random blocks and on the golden tensors.
+#include <cstring>
+
+#include "blocks_layout.h"
+#include "edgeq/formats/error.h"
+#include "edgeq/quant/blocks.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define EDGEQ_QUANT_AVX2 1
+#include <immintrin.h>
+#endif
+
+namespace edgeq::quant {
+using namespace detail;
+
+#if EDGEQ_QUANT_AVX2
+namespace {
+
+#define EDGEQ_AVX2 __attribute__((target("avx2,f16c")))
+
+EDGEQ_AVX2 inline __m256 u8x8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+EDGEQ_AVX2 inline __m256 i8x8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+EDGEQ_AVX2 void avx2_f16(const void* src, float* y, int64_t n) {
+  auto* s = static_cast<const uint8_t*>(src);
+  int64_t i = 0;
+  const __m128i expmask = _mm_set1_epi16(0x7C00);
+  for (; i + 8 <= n; i += 8) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 2 * i));
+    // Lanes with an all-ones exponent (Inf/NaN) take the scalar conversion (NaN payload handling).
+    __m128i special = _mm_cmpeq_epi16(_mm_and_si128(h, expmask), expmask);
+    if (_mm_movemask_epi8(special)) {
+      dequantize_row_scalar(GgmlType::F16, s + 2 * i, y + i, 8);
+      continue;
+    }
+    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(h));
+  }
+  if (i < n) dequantize_row_scalar(GgmlType::F16, s + 2 * i, y + i, n - i);
+}
+
+EDGEQ_AVX2 void avx2_q8_0(const void* src, float* y, int64_t nb) {
+  auto* b = static_cast<const BlockQ8_0*>(src);
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const __m256 d = _mm256_set1_ps(load_f16(b[i].d));
+    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs));
+    const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs + 16));
+    _mm256_storeu_ps(y + 0, _mm256_mul_ps(d, i8x8_to_ps(q0)));
+    _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(q0, 8))));
+    _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, i8x8_to_ps(q1)));
+    _mm256_storeu_ps(y + 24, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(q1, 8))));
+  }
+}
+
+EDGEQ_AVX2 void avx2_q4_0(const void* src, float* y, int64_t nb) {
+  auto* b = static_cast<const BlockQ4_0*>(src);
+  const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const __m256 d = _mm256_set1_ps(load_f16(b[i].d));
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs));
+    const __m128i lo = _mm_sub_epi8(_mm_and_si128(v, m4), eight);
+    const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), eight);
+    _mm256_storeu_ps(y + 0, _mm256_mul_ps(d, i8x8_to_ps(lo)));
+    _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(lo, 8))));
+    _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, i8x8_to_ps(hi)));
+    _mm256_storeu_ps(y + 24, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(hi, 8))));
+  }
+}
+
+// y[0..32) = dl * q - ml for 32 unsigned byte levels in q.
+EDGEQ_AVX2 inline void affine32(float* y, __m256 dl, __m256 ml, __m128i q0, __m128i q1) {
+  _mm256_storeu_ps(y + 0, _mm256_sub_ps(_mm256_mul_ps(dl, u8x8_to_ps(q0)), ml));
+  _mm256_storeu_ps(y + 8, _mm256_sub_ps(_mm256_mul_ps(dl, u8x8_to_ps(_mm_srli_si128(q0, 8))), ml));
+  _mm256_storeu_ps(y + 16, _mm256_sub_ps(_mm256_mul_ps(dl, u8x8_to_ps(q1)), ml));
+  _mm256_storeu_ps(y + 24, _mm256_sub_ps(_mm256_mul_ps(dl, u8x8_to_ps(_mm_srli_si128(q1, 8))), ml));
+}
+
+EDGEQ_AVX2 void avx2_q4_k(const void* src, float* y, int64_t nb) {
+  auto* b = static_cast<const BlockQ4_K*>(src);
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d), dmin = load_f16(b[i].dmin);
+    const uint8_t* q = b[i].qs;
+    for (int j = 0; j < 8; j += 2, q += 32) {
+      uint8_t sc, m;
+      get_scale_min_k4(j, b[i].scales, &sc, &m);
+      const __m256 d1 = _mm256_set1_ps(d * sc), m1 = _mm256_set1_ps(dmin * m);
+      get_scale_min_k4(j + 1, b[i].scales, &sc, &m);
+      const __m256 d2 = _mm256_set1_ps(d * sc), m2 = _mm256_set1_ps(dmin * m);
+      const __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+      const __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16));
+      affine32(y, d1, m1, _mm_and_si128(v0, m4), _mm_and_si128(v1, m4));
+      y += 32;
+      affine32(y, d2, m2, _mm_and_si128(_mm_srli_epi16(v0, 4), m4), _mm_and_si128(_mm_srli_epi16(v1, 4), m4));
+      y += 32;
+    }
+  }
+}
+
+EDGEQ_AVX2 void avx2_q5_k(const void* src, float* y, int64_t nb) {
+  auto* b = static_cast<const BlockQ5_K*>(src);
+  const __m128i m4 = _mm_set1_epi8(0x0F), zero = _mm_setzero_si128(), sixteen = _mm_set1_epi8(16);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d), dmin = load_f16(b[i].dmin);
+    const uint8_t* q = b[i].qs;
+    const __m128i h0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qh));
+    const __m128i h1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qh + 16));
+    for (int j = 0; j < 8; j += 2, q += 32) {
+      uint8_t sc, m;
+      get_scale_min_k4(j, b[i].scales, &sc, &m);
+      const __m256 d1 = _mm256_set1_ps(d * sc), m1 = _mm256_set1_ps(dmin * m);
+      get_scale_min_k4(j + 1, b[i].scales, &sc, &m);
+      const __m256 d2 = _mm256_set1_ps(d * sc), m2 = _mm256_set1_ps(dmin * m);
+      const __m128i u1 = _mm_set1_epi8(static_cast<char>(1 << j)), u2 = _mm_set1_epi8(static_cast<char>(2 << j));
+      auto hb = [&](__m128i h, __m128i u) {  // 16 where the bit is set
+        return _mm_andnot_si128(_mm_cmpeq_epi8(_mm_and_si128(h, u), zero), sixteen);
+      };
+      const __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+      const __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16));
+      affine32(y, d1, m1, _mm_or_si128(_mm_and_si128(v0, m4), hb(h0, u1)),
+               _mm_or_si128(_mm_and_si128(v1, m4), hb(h1, u1)));
+      y += 32;
+      affine32(y, d2, m2, _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v0, 4), m4), hb(h0, u2)),
+               _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v1, 4), m4), hb(h1, u2)));
+      y += 32;
+    }
+  }
+}
+
+EDGEQ_AVX2 void avx2_q6_k(const void* src, float* y, int64_t nb) {
+  auto* b = static_cast<const BlockQ6_K*>(src);
+  const __m128i m4 = _mm_set1_epi8(0x0F), m2 = _mm_set1_epi8(3), off = _mm_set1_epi8(32);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = load_f16(b[i].d);
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* ql = b[i].ql + 64 * half;
+      const uint8_t* qh = b[i].qh + 32 * half;
+      float* yy = y + 128 * half;
+      for (int s = 0; s < 4; ++s) {  // 32 elements: ql nibble s/2 of ql[(s%2)*32 + l], qh bits 2s
+        for (int k = 0; k < 2; ++k) {  // 16 elements each, one scale
+          const int l0 = 16 * k;
+          __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + (s % 2) * 32 + l0));
+          if (s >= 2) lo = _mm_srli_epi16(lo, 4);
+          lo = _mm_and_si128(lo, m4);
+          __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + l0));
+          hi = _mm_and_si128(_mm_srli_epi16(hi, 2 * s), m2);
+          const __m128i qv = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), off);
+          const int e0 = 32 * s + l0;
+          const __m256 dl = _mm256_set1_ps(d * static_cast<float>(b[i].scales[(128 * half + e0) / 16]));
+          _mm256_storeu_ps(yy + e0, _mm256_mul_ps(dl, i8x8_to_ps(qv)));
+          _mm256_storeu_ps(yy + e0 + 8, _mm256_mul_ps(dl, i8x8_to_ps(_mm_srli_si128(qv, 8))));
+        }
+      }
+    }
+    y += QK_K;
+  }
+}
+
+bool cpu_has_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return ok;
+}
+
+}  // namespace
+#endif
+
+bool has_simd_dequantize(GgmlType t) {
+#if EDGEQ_QUANT_AVX2
+  if (!cpu_has_avx2()) return false;
+  switch (t) {
+    case GgmlType::F16: case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q4_K:
+    case GgmlType::Q5_K: case GgmlType::Q6_K:
+      return true;
+    default:
+      return false;
+  }
+#else
+  (void)t;
+  return false;
+#endif
+}
+
+const char* simd_target_name() {
+#if EDGEQ_QUANT_AVX2
+  return cpu_has_avx2() ? "AVX2+F16C" : "scalar";
+#else
+  return "scalar";
+#endif
+}
+
+void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
+#if EDGEQ_QUANT_AVX2
+  if (has_simd_dequantize(t)) {
+    const GgmlTypeInfo* info = ggml_type_info(t);
+    if (n < 0 || n % info->block_size != 0)
+      fail("dequantize {}: {} elements is not a multiple of the block size {}", info->name, n, info->block_size);
+    const int64_t nb = n / info->block_size;
+    switch (t) {
+      case GgmlType::F16: return avx2_f16(src, dst, n);
+      case GgmlType::Q8_0: return avx2_q8_0(src, dst, nb);
+      case GgmlType::Q4_0: return avx2_q4_0(src, dst, nb);
+      case GgmlType::Q4_K: return avx2_q4_k(src, dst, nb);
+      case GgmlType::Q5_K: return avx2_q5_k(src, dst, nb);
+      case GgmlType::Q6_K: return avx2_q6_k(src, dst, nb);
+      default: break;
+    }
+  }
+#endif
+  dequantize_row_scalar(t, src, dst, n);
+}
+
+}  // namespace edgeq::quant

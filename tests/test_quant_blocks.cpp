@@ -1,0 +1,185 @@
+// Block formats: dequantizers against gguf-py's golden output (bit for bit), SIMD == scalar, round trips.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/gguf.h"
+#include "edgeq/formats/half.h"
+#include "edgeq/quant/blocks.h"
+
+using edgeq::GgmlType;
+namespace q = edgeq::quant;
+
+namespace {
+
+const std::string kShared = EDGEQ_SHARED_DIR;
+
+std::vector<uint8_t> read_all(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  EXPECT_TRUE(f.good()) << path;
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+const GgmlType kAll[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16,  GgmlType::Q4_0,  GgmlType::Q4_1,
+                         GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,  GgmlType::Q8_1,  GgmlType::Q2_K,
+                         GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,  GgmlType::Q6_K,  GgmlType::Q8_K,
+                         GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::TQ1_0, GgmlType::TQ2_0};
+
+// Random block bytes whose f16 fields are finite (a NaN scale would make bitwise comparison meaningless).
+std::vector<uint8_t> random_blocks(GgmlType t, int64_t nblocks, std::mt19937& rng) {
+  const auto* info = edgeq::ggml_type_info(t);
+  std::vector<uint8_t> v(static_cast<size_t>(nblocks) * info->type_size);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  // Re-draw every 16-bit word that decodes as a non-finite f16/bf16/f32 value: simplest is to clear the
+  // top exponent bit of every odd byte for the half-based types (keeps quants random, scales finite).
+  if (t == GgmlType::F32) {
+    for (size_t i = 3; i < v.size(); i += 4) v[i] &= 0xBF;
+  } else if (t == GgmlType::Q8_K) {
+    for (size_t b = 0; b < static_cast<size_t>(nblocks); ++b) v[b * info->type_size + 3] &= 0xBF;
+  } else {
+    for (size_t i = 1; i < v.size(); i += 2) v[i] &= 0xBF;
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST(QuantBlocks, GoldenDequantBitExact) {
+  const std::string dir = kShared + "/golden/dequant";
+  std::ifstream f(dir + "/index.json");
+  ASSERT_TRUE(f.good());
+  const auto index = nlohmann::json::parse(f);
+  ASSERT_GE(index.size(), 50u);
+  size_t checked = 0;
+  for (auto it = index.begin(); it != index.end(); ++it) {
+    const auto& e = it.value();
+    const auto file = edgeq::GgufFile::open(kShared + "/golden/" + e["file"].get<std::string>());
+    const auto view = file.view(e["tensor"].get<std::string>());
+    ASSERT_EQ(std::string(edgeq::ggml_type_name(view.type)), e["type"].get<std::string>()) << it.key();
+    const int64_t rows = e["rows"].get<int64_t>(), count = e["count"].get<int64_t>();
+    const int64_t ne0 = static_cast<int64_t>(view.dims[0]);
+    ASSERT_EQ(rows * ne0, count) << it.key();
+    const auto expect = read_all(dir + "/" + it.key());
+    ASSERT_EQ(expect.size(), static_cast<size_t>(count) * 4) << it.key();
+    std::vector<float> got(static_cast<size_t>(count)), got_scalar(static_cast<size_t>(count));
+    for (int64_t r = 0; r < rows; ++r) {
+      q::dequantize_row(view.type, view.data + r * view.row_bytes(), got.data() + r * ne0, ne0);
+      q::dequantize_row_scalar(view.type, view.data + r * view.row_bytes(), got_scalar.data() + r * ne0, ne0);
+    }
+    EXPECT_EQ(0, std::memcmp(got.data(), expect.data(), expect.size())) << it.key() << " (dispatching path)";
+    EXPECT_EQ(0, std::memcmp(got_scalar.data(), expect.data(), expect.size())) << it.key() << " (scalar path)";
+    ++checked;
+  }
+  EXPECT_EQ(checked, index.size());
+}
+
+TEST(QuantBlocks, SimdEqualsScalarOnRandomBlocks) {
+  std::mt19937 rng(1234);
+  for (GgmlType t : kAll) {
+    const auto* info = edgeq::ggml_type_info(t);
+    const int64_t nblocks = info->block_size == 1 ? 4099 : 67;
+    const auto bytes = random_blocks(t, nblocks, rng);
+    const int64_t n = nblocks * info->block_size;
+    std::vector<float> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+    q::dequantize_row(t, bytes.data(), a.data(), n);
+    q::dequantize_row_scalar(t, bytes.data(), b.data(), n);
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << info->name;
+  }
+  // F16 with NaN/Inf payloads everywhere: the SIMD path must still equal the scalar one bit for bit.
+  std::vector<uint16_t> h(1000);
+  for (auto& x : h) x = static_cast<uint16_t>(rng());
+  h[3] = 0x7C00; h[4] = 0xFC00; h[5] = 0x7E01; h[6] = 0x7C01; h[7] = 0x0001;
+  std::vector<float> a(h.size()), b(h.size());
+  q::dequantize_row(GgmlType::F16, h.data(), a.data(), static_cast<int64_t>(h.size()));
+  q::dequantize_row_scalar(GgmlType::F16, h.data(), b.data(), static_cast<int64_t>(h.size()));
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4));
+}
+
+TEST(QuantBlocks, RoundTripAllTypes) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  const int64_t n = 512, rows = 3;
+  std::vector<float> x(static_cast<size_t>(n * rows));
+  for (auto& v : x) v = nd(rng);
+  x[5] = 0.3f;  // an outlier
+  // Rough expected relative RMSE bounds per bits per weight.
+  struct Case { GgmlType t; double max_rel; };
+  const Case cases[] = {{GgmlType::F16, 1e-3},   {GgmlType::BF16, 5e-3},  {GgmlType::Q8_0, 0.01},
+                        {GgmlType::Q8_1, 0.01},  {GgmlType::Q8_K, 0.02},  {GgmlType::Q6_K, 0.04},
+                        {GgmlType::Q5_0, 0.08},  {GgmlType::Q5_1, 0.08},  {GgmlType::Q5_K, 0.08},
+                        {GgmlType::Q4_0, 0.16},  {GgmlType::Q4_1, 0.16},  {GgmlType::Q4_K, 0.16},
+                        {GgmlType::IQ4_NL, 0.16}, {GgmlType::IQ4_XS, 0.16}, {GgmlType::Q3_K, 0.30},
+                        {GgmlType::Q2_K, 0.55},  {GgmlType::TQ2_0, 0.9},  {GgmlType::TQ1_0, 0.9}};
+  double sx2 = 0;
+  for (float v : x) sx2 += double(v) * v;
+  for (const auto& c : cases) {
+    const auto* info = edgeq::ggml_type_info(c.t);
+    const uint64_t rs = *edgeq::ggml_row_size(c.t, n);
+    std::vector<uint8_t> buf(rs * rows, 0xCD), buf2(rs * rows, 0x11);
+    EXPECT_EQ(q::quantize_rows(c.t, x.data(), buf.data(), rows, n, nullptr), rs * rows) << info->name;
+    q::quantize_rows(c.t, x.data(), buf2.data(), rows, n, nullptr);
+    EXPECT_EQ(buf, buf2) << info->name << ": not deterministic or leaves padding uninitialised";
+    std::vector<float> y(x.size());
+    for (int64_t r = 0; r < rows; ++r) q::dequantize_row(c.t, buf.data() + r * rs, y.data() + r * n, n);
+    const double rel = std::sqrt(q::weighted_sq_error(x.data(), y.data(), n * rows, nullptr) / sx2);
+    EXPECT_LT(rel, c.max_rel) << info->name;
+    EXPECT_GT(rel, 0.0) << info->name;
+  }
+}
+
+TEST(QuantBlocks, ImportanceLowersWeightedError) {
+  std::mt19937 rng(99);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int64_t n = 256, rows = 64;
+  std::vector<float> x(static_cast<size_t>(n * rows)), imp(static_cast<size_t>(n));
+  for (auto& v : x) v = nd(rng);
+  for (auto& v : imp) v = std::exp(2.f * nd(rng));
+  std::vector<float> wfull(x.size());
+  for (size_t i = 0; i < x.size(); ++i) wfull[i] = imp[i % n];
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q3_K, GgmlType::Q2_K, GgmlType::IQ4_XS,
+                     GgmlType::Q6_K, GgmlType::Q5_1}) {
+    const uint64_t rs = *edgeq::ggml_row_size(t, n);
+    std::vector<uint8_t> a(rs * rows), b(rs * rows);
+    q::quantize_rows(t, x.data(), a.data(), rows, n, nullptr);
+    q::quantize_rows(t, x.data(), b.data(), rows, n, imp.data());
+    std::vector<float> ya(x.size()), yb(x.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      q::dequantize_row(t, a.data() + r * rs, ya.data() + r * n, n);
+      q::dequantize_row(t, b.data() + r * rs, yb.data() + r * n, n);
+    }
+    const double ea = q::weighted_sq_error(x.data(), ya.data(), n * rows, wfull.data());
+    const double eb = q::weighted_sq_error(x.data(), yb.data(), n * rows, wfull.data());
+    EXPECT_LT(eb, 0.9 * ea) << edgeq::ggml_type_name(t);
+  }
+}
+
+TEST(QuantBlocks, RejectsBadInput) {
+  std::vector<float> x(256, 1.f);
+  std::vector<uint8_t> out(1024);
+  EXPECT_THROW(q::quantize_rows(GgmlType::Q4_K, x.data(), out.data(), 1, 100, nullptr), edgeq::Error);
+  EXPECT_THROW(q::quantize_rows(GgmlType::IQ2_XXS, x.data(), out.data(), 1, 256, nullptr), edgeq::Error);
+  x[17] = NAN;
+  EXPECT_THROW(q::quantize_rows(GgmlType::Q8_0, x.data(), out.data(), 1, 256, nullptr), edgeq::Error);
+  x[17] = 0;
+  std::vector<float> imp(256, 1.f);
+  imp[3] = -1;
+  EXPECT_THROW(q::quantize_rows(GgmlType::Q8_0, x.data(), out.data(), 1, 256, imp.data()), edgeq::Error);
+  std::vector<float> y(256);
+  EXPECT_THROW(q::dequantize_row(GgmlType::Q4_K, out.data(), y.data(), 100), edgeq::Error);
+  EXPECT_THROW(q::dequantize_row(GgmlType::IQ2_XXS, out.data(), y.data(), 256), edgeq::Error);
+  // All-zero and constant blocks quantize to exact values.
+  std::vector<float> z(256, 0.f), yz(256);
+  for (GgmlType t : kAll) {
+    if (!q::can_quantize(t)) continue;
+    q::quantize_rows(t, z.data(), out.data(), 1, 256, nullptr);
+    q::dequantize_row(t, out.data(), yz.data(), 256);
+    for (float v : yz) ASSERT_EQ(v, 0.f) << edgeq::ggml_type_name(t);
+  }
+}
