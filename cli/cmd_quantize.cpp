@@ -1,0 +1,188 @@
+// edgeq quantize SRC -o OUT.gguf --type T [--imatrix FILE] [--threads N] [--tensor-type R=T]...
+//   [--output-tensor-type T] [--token-embedding-type T] [--pure] [--leave-output-tensor] [--allow-requantize] [--json]
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "command.h"
+#include "edgeq/formats/error.h"
+#include "edgeq/quant/policy.h"
+#include "edgeq/quant/quantize.h"
+
+#if __has_include("edgeq/convert/quantize_source.h")
+#include "edgeq/convert/quantize_source.h"
+#define EDGEQ_QUANTIZE_HF 1
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace q = edgeq::quant;
+
+struct Opts {
+  std::string src, out, type, imatrix, output_tensor_type, token_embedding_type;
+  std::vector<std::string> tensor_types;
+  int threads = 0;
+  bool pure = false, leave_output = false, allow_requantize = false, json = false;
+};
+
+std::string human_bytes(uint64_t b) {
+  if (b >= (1ull << 30)) return fmt::format("{:.2f} GiB", double(b) / double(1ull << 30));
+  if (b >= (1ull << 20)) return fmt::format("{:.2f} MiB", double(b) / double(1ull << 20));
+  if (b >= (1ull << 10)) return fmt::format("{:.1f} KiB", double(b) / 1024.0);
+  return fmt::format("{} B", b);
+}
+
+std::string dims_str(const std::vector<uint64_t>& d) {
+  std::string s;
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? " x " : "") + std::to_string(d[i]);
+  return s;
+}
+
+[[maybe_unused]] bool is_gguf_file(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  char m[4] = {};
+  size_t n = std::fread(m, 1, 4, f);
+  std::fclose(f);
+  return n == 4 && m[0] == 'G' && m[1] == 'G' && m[2] == 'U' && m[3] == 'F';
+}
+
+q::QuantizeSource open_source(const std::string& src, int threads) {
+  std::error_code ec;
+  if (!fs::exists(src, ec)) edgeq::fail("{}: no such file or directory", src);
+#ifdef EDGEQ_QUANTIZE_HF
+  return edgeq::convert::open_quantize_source(src, threads);
+#else
+  (void)threads;
+  if (!is_gguf_file(src)) edgeq::fail("{}: not a GGUF file (HF/ONNX sources need the converter)", src);
+  return q::open_gguf_source(src);
+#endif
+}
+
+int run(const Opts& o) {
+  // Everything the user typed is checked before any file is opened or written.
+  q::QuantizeOptions qo;
+  qo.policy.ftype = q::parse_file_type(o.type);
+  for (auto& s : o.tensor_types) qo.policy.tensor_types.push_back(q::parse_tensor_type_override(s));
+  if (!o.output_tensor_type.empty()) qo.policy.output_tensor_type = q::parse_tensor_type(o.output_tensor_type);
+  if (!o.token_embedding_type.empty()) qo.policy.token_embedding_type = q::parse_tensor_type(o.token_embedding_type);
+  qo.policy.pure = o.pure;
+  qo.policy.leave_output_tensor = o.leave_output;
+  qo.allow_requantize = o.allow_requantize;
+  qo.threads = o.threads;
+  if (o.threads < 0) edgeq::fail("--threads {}: must be >= 0", o.threads);
+  {
+    std::error_code ec;
+    if (fs::exists(o.out, ec) && fs::exists(o.src, ec) && fs::equivalent(o.src, o.out, ec))
+      edgeq::fail("{}: the output would overwrite the input", o.out);
+    if (fs::is_directory(o.out, ec)) edgeq::fail("{}: is a directory", o.out);
+  }
+
+  q::Importance imp;
+  if (!o.imatrix.empty()) {
+    imp = q::load_importance(o.imatrix);
+    qo.importance = &imp;
+  }
+  q::QuantizeSource src = open_source(o.src, o.threads);
+
+  const bool progress = !o.json && edgeq::cli::progress_enabled();
+  nlohmann::json tensors = nlohmann::json::array();
+  qo.on_tensor = [&](const q::TensorProgress& p) {
+    tensors.push_back({{"name", p.name},
+                       {"dims", p.dims},
+                       {"from", edgeq::ggml_type_name(p.from)},
+                       {"type", edgeq::ggml_type_name(p.to)},
+                       {"quantized", p.quantized},
+                       {"fallback", p.fallback},
+                       {"imatrix", p.has_importance},
+                       {"bytes", p.bytes_after}});
+    if (progress)
+      std::fprintf(stderr, "[%4zu/%4zu] %-32s %-14s %5s -> %-6s %10s -> %-10s%s%s %6.0f ms\n", p.index + 1, p.count,
+                   p.name.c_str(), dims_str(p.dims).c_str(), edgeq::ggml_type_name(p.from),
+                   edgeq::ggml_type_name(p.to), human_bytes(p.bytes_before).c_str(),
+                   human_bytes(p.bytes_after).c_str(), p.fallback ? " (fallback)" : "",
+                   p.has_importance ? " (imatrix)" : "", p.seconds * 1e3);
+  };
+
+  q::QuantizeReport r = q::quantize_model(src, o.out, qo);
+  const auto& fti = q::file_type_info(r.ftype);
+  const double mbps = r.seconds > 0 ? double(r.bytes_before) / 1e6 / r.seconds : 0.0;
+
+  if (o.json) {
+    nlohmann::json j = {{"input", o.src},
+                        {"output", r.output},
+                        {"type", fti.name},
+                        {"file_type", static_cast<uint32_t>(r.ftype)},
+                        {"threads", r.threads},
+                        {"imatrix", o.imatrix.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.imatrix)},
+                        {"n_tensors", r.n_tensors},
+                        {"n_quantized", r.n_quantized},
+                        {"n_fallback", r.n_fallback},
+                        {"n_with_imatrix", r.n_with_importance},
+                        {"n_elements", r.n_elements},
+                        {"bytes_before", r.bytes_before},
+                        {"bytes_after", r.bytes_after},
+                        {"file_size", r.file_size},
+                        {"bpw_before", r.bpw_before()},
+                        {"bpw_after", r.bpw_after()},
+                        {"seconds", r.seconds},
+                        {"mb_per_s", mbps},
+                        {"type_counts", r.type_counts},
+                        {"tensors", tensors}};
+    std::fputs(j.dump(1).c_str(), stdout);
+    std::fputc('\n', stdout);
+    return 0;
+  }
+
+  std::printf("quantized %s -> %s\n", o.src.c_str(), r.output.c_str());
+  std::printf("  %-12s %s (general.file_type %u)%s%s\n", "type", fti.name, static_cast<unsigned>(r.ftype),
+              o.pure ? ", pure" : "", o.imatrix.empty() ? "" : (", imatrix " + o.imatrix).c_str());
+  std::printf("  %-12s %zu (%zu quantized, %zu fallbacks, %zu with imatrix)\n", "tensors", r.n_tensors,
+              r.n_quantized, r.n_fallback, r.n_with_importance);
+  std::printf("  %-12s %.3f M\n", "weights", double(r.n_elements) / 1e6);
+  std::printf("  %-12s %12s  %6.2f bpw\n", "size before", human_bytes(r.bytes_before).c_str(), r.bpw_before());
+  std::printf("  %-12s %12s  %6.2f bpw  (%.2fx smaller)\n", "size after", human_bytes(r.bytes_after).c_str(),
+              r.bpw_after(), r.bytes_after ? double(r.bytes_before) / double(r.bytes_after) : 0.0);
+  std::printf("  %-12s %llu bytes\n", "file size", static_cast<unsigned long long>(r.file_size));
+  std::printf("  %-12s %.3f s on %d thread%s (%.1f MB/s of source data)\n", "time", r.seconds, r.threads,
+              r.threads == 1 ? "" : "s", mbps);
+  std::printf("  %-12s", "types");
+  for (auto& [name, n] : r.type_counts) std::printf(" %s:%zu", name.c_str(), n);
+  std::printf("\n");
+  return 0;
+}
+
+edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand(
+      "quantize", "Quantize a GGUF (or an HF checkpoint / ONNX model, converted on the fly) with a llama.cpp mix");
+  sub->add_option("src", o->src, "Source: a .gguf file (F32/F16/BF16, or quantized with --allow-requantize)"
+#ifdef EDGEQ_QUANTIZE_HF
+                                 ", an HF checkpoint directory or an ONNX model"
+#endif
+                  )
+      ->required();
+  sub->add_option("-o,--output", o->out, "Output GGUF path (written to a temp file, renamed when complete)")->required();
+  std::string types;
+  for (auto& t : q::file_types()) types += std::string(types.empty() ? "" : ", ") + t.name;
+  sub->add_option("-t,--type", o->type, "Quantization mix (llama-quantize names): " + types)->required();
+  sub->add_option("--imatrix", o->imatrix, "Importance matrix file (llama.cpp imatrix format)");
+  sub->add_option("--threads", o->threads, "Worker threads (0: all cores); the output is identical for any count");
+  sub->add_option("--tensor-type", o->tensor_types,
+                  "REGEX=TYPE: tensors whose name matches REGEX get TYPE (repeatable, first match wins)");
+  sub->add_option("--output-tensor-type", o->output_tensor_type, "Type of output.weight (e.g. Q8_0, F16)");
+  sub->add_option("--token-embedding-type", o->token_embedding_type, "Type of token_embd.weight");
+  sub->add_flag("--pure", o->pure, "No mix rules: every quantized tensor gets the mix's base type");
+  sub->add_flag("--leave-output-tensor", o->leave_output, "Keep output.weight in the source type");
+  sub->add_flag("--allow-requantize", o->allow_requantize, "Allow a source whose tensors are already quantized");
+  sub->add_flag("--json", o->json, "Print the summary as one JSON document (no progress lines)");
+  return [o]() { return run(*o); };
+});
+
+}  // namespace

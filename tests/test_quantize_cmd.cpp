@@ -1,0 +1,328 @@
+// End-to-end quantization (quantize_model and the `edgeq quantize` program) against llama.cpp's goldens.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/gguf.h"
+#include "edgeq/formats/half.h"
+#include "edgeq/quant/blocks.h"
+#include "edgeq/quant/policy.h"
+#include "edgeq/quant/quantize.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using edgeq::GgmlType;
+using edgeq::GgufFile;
+using namespace edgeq::quant;
+
+const std::string kGolden = std::string(EDGEQ_SHARED_DIR) + "/golden";
+
+// A fresh empty directory per test, removed afterwards.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() /
+           ("edgeq-qcmd-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& f) const { return (path / f).string(); }
+  size_t count() const { return static_cast<size_t>(std::distance(fs::directory_iterator(path), fs::directory_iterator())); }
+};
+
+std::string read_all(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+nlohmann::json mixes() {
+  std::ifstream in(kGolden + "/mixes.json");
+  return nlohmann::json::parse(in)["files"];
+}
+
+QuantizeOptions opts_for(const char* type, int threads) {
+  QuantizeOptions o;
+  o.policy.ftype = parse_file_type(type);
+  o.threads = threads;
+  return o;
+}
+
+std::vector<float> dequant(const GgufFile& f, const std::string& name) {
+  auto v = f.view(name);
+  std::vector<float> out(v.n_elements());
+  if (v.type == GgmlType::F32) {
+    std::memcpy(out.data(), v.data, out.size() * 4);
+  } else if (v.type == GgmlType::F16) {
+    edgeq::f16_to_f32_row(reinterpret_cast<const uint16_t*>(v.data), out.data(), static_cast<int64_t>(out.size()));
+  } else {
+    const uint64_t rb = v.row_bytes(), ne0 = v.dims[0];
+    for (uint64_t r = 0; r < v.n_rows(); ++r) dequantize_row(v.type, v.data + r * rb, out.data() + r * ne0, ne0);
+  }
+  return out;
+}
+
+double sq_err(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += double(a[i] - b[i]) * double(a[i] - b[i]);
+  return s;
+}
+
+// Writes a small llama-like GGUF with one 2-D F32 weight (values from fill) and one norm.
+void write_small_gguf(const std::string& path, uint64_t ne0, uint64_t ne1, const std::function<float(uint64_t)>& fill,
+                      GgmlType weight_type = GgmlType::F32) {
+  edgeq::GgufWriter w(path);
+  w.set("general.architecture", edgeq::GgufValue("llama"));
+  w.set("llama.block_count", edgeq::GgufValue(uint32_t{1}));
+  w.set("llama.attention.head_count", edgeq::GgufValue(uint32_t{4}));
+  w.set("llama.attention.head_count_kv", edgeq::GgufValue(uint32_t{4}));
+  w.add_tensor("blk.0.attn_norm.weight", {ne0}, GgmlType::F32);
+  w.add_tensor("blk.0.attn_q.weight", {ne0, ne1}, weight_type);
+  std::vector<float> norm(ne0, 1.0f);
+  w.write_tensor_data(norm.data(), norm.size() * 4);
+  std::vector<float> v(ne0 * ne1);
+  for (uint64_t i = 0; i < v.size(); ++i) v[i] = fill(i);
+  if (weight_type == GgmlType::F32) {
+    w.write_tensor_data(v.data(), v.size() * 4);
+  } else {
+    std::vector<uint16_t> h(v.size());
+    edgeq::f32_to_f16_row(v.data(), h.data(), static_cast<int64_t>(v.size()));
+    w.write_tensor_data(h.data(), h.size() * 2);
+  }
+  w.finish();
+}
+
+// tl-8m F16 -> Q4_K_M: every tensor's type, size and position equal llama-quantize's golden; the weights are
+// as close to the source as llama.cpp's; 1 and 2 threads give the same bytes.
+TEST(QuantizeCmd, Tl8mQ4KMMatchesGoldenAndIsThreadInvariant) {
+  TempDir tmp;
+  QuantizeSource src = open_gguf_source(kGolden + "/tl-8m-F16.gguf");
+  QuantizeReport r2 = quantize_model(src, tmp / "q2.gguf", opts_for("Q4_K_M", 2));
+  QuantizeReport r1 = quantize_model(src, tmp / "q1.gguf", opts_for("Q4_K_M", 1));
+  EXPECT_EQ(r2.threads, 2);
+  EXPECT_EQ(r1.threads, 1);
+  const std::string b1 = read_all(tmp / "q1.gguf"), b2 = read_all(tmp / "q2.gguf");
+  ASSERT_EQ(b1.size(), b2.size());
+  EXPECT_TRUE(b1 == b2) << "output differs between 1 and 2 threads";
+  EXPECT_EQ(tmp.count(), 2u);  // no temp files left behind
+
+  GgufFile out = GgufFile::open(tmp / "q2.gguf");
+  GgufFile gold = GgufFile::open(kGolden + "/tl-8m-Q4_K_M.gguf");
+  GgufFile f16 = GgufFile::open(kGolden + "/tl-8m-F16.gguf");
+  auto want = mixes()["tl-8m-Q4_K_M.gguf"]["tensor_types"];
+  ASSERT_EQ(out.tensors().size(), gold.tensors().size());
+  uint64_t ours = 0, theirs = 0;
+  for (size_t i = 0; i < out.tensors().size(); ++i) {
+    const auto& t = out.tensors()[i];
+    const auto& g = gold.tensors()[i];
+    EXPECT_EQ(t.name, g.name) << i;
+    EXPECT_EQ(std::string(edgeq::ggml_type_name(t.type)), want[t.name].get<std::string>()) << t.name;
+    EXPECT_EQ(t.type, g.type) << t.name;
+    EXPECT_EQ(t.nbytes, g.nbytes) << t.name;
+    EXPECT_EQ(t.offset, g.offset) << t.name;
+    ours += t.nbytes;
+    theirs += g.nbytes;
+  }
+  EXPECT_EQ(ours, theirs);
+  EXPECT_EQ(out.file_size() - out.data_offset(), gold.file_size() - gold.data_offset());
+  std::printf("  tl-8m Q4_K_M: edgeq file %llu bytes, golden %llu (metadata difference %+lld), %.3f s on 2 threads\n",
+              static_cast<unsigned long long>(out.file_size()), static_cast<unsigned long long>(gold.file_size()),
+              static_cast<long long>(out.file_size()) - static_cast<long long>(gold.file_size()), r2.seconds);
+  EXPECT_EQ(r2.file_size, out.file_size());
+  EXPECT_EQ(r2.bytes_after, ours);
+  EXPECT_EQ(r2.n_tensors, 75u);
+  EXPECT_EQ(r2.type_counts["Q6_K"], 9u);
+  EXPECT_EQ(r2.type_counts["Q4_K"], 49u);
+  EXPECT_EQ(r2.type_counts["F32"], 17u);
+
+  EXPECT_EQ(out.get_int("general.file_type").value_or(-1), 15);
+  EXPECT_EQ(out.get_int("general.quantization_version").value_or(-1), 2);
+  EXPECT_EQ(out.get_string("general.name").value_or(""), "tl-8m");
+  EXPECT_NE(out.get_string("edgeq.quantize.method").value_or("").find("Q4_K_M"), std::string::npos);
+  EXPECT_EQ(out.find("quantize.imatrix.file"), nullptr);
+  EXPECT_EQ(out.get_int("llama.block_count").value_or(-1), 8);
+  // Norms are copied bit for bit.
+  auto n1 = out.view("blk.3.ffn_norm.weight"), n2 = f16.view("blk.3.ffn_norm.weight");
+  ASSERT_EQ(n1.nbytes, n2.nbytes);
+  EXPECT_EQ(std::memcmp(n1.data, n2.data, n1.nbytes), 0);
+
+  // Quantization error against the F16 weights: close to llama-quantize's (which started from F32).
+  for (const char* name : {"blk.0.attn_q.weight", "blk.3.ffn_down.weight", "output.weight", "token_embd.weight"}) {
+    auto ref = dequant(f16, name);
+    double e_ours = sq_err(dequant(out, name), ref), e_gold = sq_err(dequant(gold, name), ref);
+    std::printf("  %-24s %s  sq error edgeq %.6g  llama.cpp %.6g  ratio %.4f\n", name,
+                edgeq::ggml_type_name(out.find_tensor(name)->type), e_ours, e_gold, e_ours / e_gold);
+    EXPECT_GT(e_ours, 0.0) << name;
+    EXPECT_LT(e_ours, 1.10 * e_gold) << name;
+  }
+}
+
+// stories260K: rows of 64 and 172 force the fallbacks; the file is valid and every tensor decodes.
+TEST(QuantizeCmd, Stories260KFallbacks) {
+  TempDir tmp;
+  QuantizeSource src = open_gguf_source(kGolden + "/stories260K-F32.gguf");
+  QuantizeReport r = quantize_model(src, tmp / "s.gguf", opts_for("Q4_K_M", 2));
+  EXPECT_EQ(r.n_fallback, 35u);
+  GgufFile out = GgufFile::open(tmp / "s.gguf");
+  GgufFile in = GgufFile::open(kGolden + "/stories260K-F32.gguf");
+  EXPECT_EQ(out.find_tensor("token_embd.weight")->type, GgmlType::Q8_0);
+  EXPECT_EQ(out.find_tensor("blk.0.attn_q.weight")->type, GgmlType::Q5_0);
+  EXPECT_EQ(out.find_tensor("blk.2.attn_v.weight")->type, GgmlType::Q8_0);
+  EXPECT_EQ(out.find_tensor("blk.1.ffn_down.weight")->type, GgmlType::F16);
+  ASSERT_EQ(out.tensors().size(), in.tensors().size());
+  for (auto& t : out.tensors()) {
+    auto a = dequant(out, t.name), b = dequant(in, t.name);
+    double num = sq_err(a, b), den = 0;
+    for (float x : b) den += double(x) * x;
+    // relative error: F16 ~1e-7, Q8_0 ~1e-4, Q5_0 ~1e-3 (of the signal energy)
+    EXPECT_LT(num, 0.01 * den) << t.name;
+  }
+}
+
+TEST(QuantizeCmd, NaNWeightIsAnErrorNamingTheTensor) {
+  TempDir tmp;
+  write_small_gguf(tmp / "nan.gguf", 256, 64, [](uint64_t i) { return i == 5000 ? NAN : std::sin(float(i)); });
+  QuantizeSource src = open_gguf_source(tmp / "nan.gguf");
+  try {
+    quantize_model(src, tmp / "out.gguf", opts_for("Q4_K_M", 2));
+    FAIL() << "expected an error";
+  } catch (const edgeq::Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("blk.0.attn_q.weight"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("non-finite"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("row 19, column 136"), std::string::npos) << msg;  // 5000 = 19 * 256 + 136
+    EXPECT_EQ(msg.find('\n'), std::string::npos);
+  }
+  EXPECT_FALSE(fs::exists(tmp / "out.gguf"));
+  EXPECT_EQ(tmp.count(), 1u);  // only the source: no temp file left
+
+  // Inf in an F16 source too.
+  write_small_gguf(tmp / "inf.gguf", 256, 8, [](uint64_t i) { return i == 7 ? INFINITY : 0.5f; }, GgmlType::F16);
+  QuantizeSource src2 = open_gguf_source(tmp / "inf.gguf");
+  EXPECT_THROW(quantize_model(src2, tmp / "out.gguf", opts_for("Q8_0", 1)), edgeq::Error);
+  EXPECT_FALSE(fs::exists(tmp / "out.gguf"));
+}
+
+TEST(QuantizeCmd, RequantizeNeedsTheFlag) {
+  TempDir tmp;
+  QuantizeSource q8src = open_gguf_source(kGolden + "/stories260K-F32.gguf");
+  quantize_model(q8src, tmp / "q8.gguf", opts_for("Q8_0", 2));
+  QuantizeSource src = open_gguf_source(tmp / "q8.gguf");
+  try {
+    quantize_model(src, tmp / "q4.gguf", opts_for("Q4_0", 2));
+    FAIL() << "expected an error";
+  } catch (const edgeq::Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("tensor "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--allow-requantize"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("Q8_0"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(fs::exists(tmp / "q4.gguf"));
+
+  QuantizeOptions o = opts_for("Q4_0", 2);
+  o.allow_requantize = true;
+  QuantizeReport r = quantize_model(src, tmp / "q4.gguf", o);
+  GgufFile out = GgufFile::open(tmp / "q4.gguf");
+  EXPECT_EQ(out.find_tensor("blk.0.attn_q.weight")->type, GgmlType::Q4_0);
+  EXPECT_EQ(out.find_tensor("token_embd.weight")->type, GgmlType::Q8_0);  // already Q8_0: copied
+  EXPECT_EQ(out.get_int("general.file_type").value_or(-1), 2);
+  EXPECT_GT(r.n_quantized, 0u);
+}
+
+// Rows are split into fixed chunks: many chunks, odd thread counts, same bytes.
+TEST(QuantizeCmd, ManyChunksSameBytesForAnyThreadCount) {
+  TempDir tmp;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  std::vector<float> vals(256 * 1000);
+  for (auto& v : vals) v = nd(rng);
+  write_small_gguf(tmp / "r.gguf", 256, 1000, [&](uint64_t i) { return vals[i]; });
+  QuantizeSource src = open_gguf_source(tmp / "r.gguf");
+  std::string first;
+  for (int th : {1, 2, 3, 5}) {
+    QuantizeOptions o = opts_for("Q3_K_M", th);
+    quantize_model(src, tmp / "o.gguf", o);
+    std::string b = read_all(tmp / "o.gguf");
+    if (first.empty()) first = b;
+    EXPECT_TRUE(b == first) << th << " threads";
+  }
+  EXPECT_GT(quantize_chunk_rows(256), 1);
+  EXPECT_LT(quantize_chunk_rows(256), 1000);  // the tensor really spans several chunks
+}
+
+// The `edgeq quantize` program: summary, --json, one-line errors and no output on failure.
+class QuantizeProgram : public ::testing::Test {
+ protected:
+  std::string exe = std::string(EDGEQ_BINARY_DIR) + "/cli/edgeq";
+  void SetUp() override {
+    if (!fs::exists(exe)) GTEST_SKIP() << exe << " not built";
+  }
+  int run(const std::string& args, std::string* out, std::string* err, const TempDir& tmp) {
+    std::string so = tmp / "stdout.txt", se = tmp / "stderr.txt";
+    std::string cmd = "EDGEQ_PROGRESS=0 '" + exe + "' " + args + " >'" + so + "' 2>'" + se + "'";
+    int st = std::system(cmd.c_str());
+    *out = read_all(so);
+    *err = read_all(se);
+    fs::remove(so);
+    fs::remove(se);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  }
+};
+
+TEST_F(QuantizeProgram, JsonSummaryAndErrors) {
+  TempDir tmp;
+  std::string out, err;
+  const std::string src = kGolden + "/stories260K-F32.gguf";
+  ASSERT_EQ(run("quantize '" + src + "' -o '" + (tmp / "a.gguf") + "' --type Q4_0 --threads 2 --json", &out, &err, tmp), 0)
+      << err;
+  auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["type"], "Q4_0");
+  EXPECT_EQ(j["file_type"], 2);
+  EXPECT_EQ(j["n_tensors"], 47);
+  EXPECT_EQ(j["file_size"].get<uint64_t>(), fs::file_size(tmp / "a.gguf"));
+  EXPECT_EQ(j["tensors"].size(), 47u);
+  EXPECT_GT(j["bpw_after"].get<double>(), 4.0);
+  EXPECT_LT(j["bpw_after"].get<double>(), 32.0);
+
+  // Text summary.
+  ASSERT_EQ(run("quantize '" + src + "' -o '" + (tmp / "b.gguf") + "' -t Q8_0 --tensor-type 'attn_q=F16'", &out, &err, tmp), 0)
+      << err;
+  EXPECT_NE(out.find("bpw"), std::string::npos) << out;
+  EXPECT_NE(out.find("Q8_0"), std::string::npos) << out;
+  EXPECT_EQ(GgufFile::open(tmp / "b.gguf").find_tensor("blk.0.attn_q.weight")->type, GgmlType::F16);
+
+  // Errors: one line, non-zero exit, no output file.
+  for (std::string args : {"quantize '" + src + "' -o '" + (tmp / "x.gguf") + "' --type Q4_K_X",
+                           "quantize '" + (tmp / "missing.gguf") + "' -o '" + (tmp / "x.gguf") + "' --type Q4_0",
+                           "quantize '" + src + "' -o '" + (tmp / "x.gguf") + "' --type Q4_0 --tensor-type 'ffn_('=Q4_0",
+                           "quantize '" + src + "' -o '" + (tmp / "x.gguf") + "' --type Q4_0 --output-tensor-type Q9"}) {
+    SCOPED_TRACE(args);
+    EXPECT_NE(run(args, &out, &err, tmp), 0);
+    EXPECT_EQ(err.rfind("edgeq: error: ", 0), 0u) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_FALSE(fs::exists(tmp / "x.gguf"));
+  }
+  EXPECT_EQ(tmp.count(), 2u);  // a.gguf, b.gguf
+}
+
+}  // namespace
