@@ -869,7 +869,7 @@ std::vector<OnnxWeight> OnnxModel::recover_hf_weights(const OnnxLlamaShape& cfg_
       fail("{}: initializer {} is used both as {} and as {}", path, t->name, it->second, hf);
     // An initializer already carrying an HF-style name must carry this one.
     static const std::regex hf_like(R"(^(model\.(embed_tokens|norm|layers\.\d+\.[A-Za-z_.]+)|lm_head)\.(weight|bias)$)");
-    if (t->name != hf && std::regex_match(t->name, hf_like))
+    if (fresh && t->name != hf && std::regex_match(t->name, hf_like))
       fail("{}: initializer {} is named like an HF weight, but the graph structure makes it {}", path, t->name, hf);
     OnnxWeight w;
     w.hf_name = hf;
