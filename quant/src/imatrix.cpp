@@ -1,0 +1,97 @@
+// llama.cpp legacy imatrix reader: every count and length is checked against the bytes left.
+#include "edgeq/quant/imatrix.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/mapped_file.h"
+
+namespace edgeq::quant {
+
+namespace {
+constexpr int32_t kMaxNameLen = 4096;
+constexpr int32_t kMaxValues = 1 << 26;  // 64M columns: far beyond any row length
+
+struct Reader {
+  const uint8_t* p;
+  uint64_t size, pos = 0;
+  const std::string& name;
+  uint64_t left() const { return size - pos; }
+  int32_t i32(const char* what) {
+    if (left() < 4) fail("{}: truncated at byte {} reading {}", name, pos, what);
+    int32_t v;
+    std::memcpy(&v, p + pos, 4);
+    pos += 4;
+    return v;
+  }
+};
+}  // namespace
+
+ImatrixFile ImatrixFile::open(const std::string& path) {
+  MappedFile map(path);
+  return parse(map.data(), map.size(), path);
+}
+
+ImatrixFile ImatrixFile::parse(const uint8_t* data, uint64_t size, const std::string& name) {
+  ImatrixFile f;
+  f.path_ = name;
+  Reader r{data, size, 0, name};
+  const int32_t n = r.i32("the entry count");
+  // Each entry needs at least 4 + 1 + 4 + 4 + 4 bytes.
+  if (n < 0 || static_cast<uint64_t>(n) > r.left() / 17) fail("{}: bad entry count {}", name, n);
+  f.entries_.reserve(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t len = r.i32("a name length");
+    if (len < 1 || len > kMaxNameLen || static_cast<uint64_t>(len) > r.left())
+      fail("{}: entry {}: bad name length {} at byte {}", name, i, len, r.pos - 4);
+    ImatrixEntry e;
+    e.name.assign(reinterpret_cast<const char*>(data + r.pos), static_cast<size_t>(len));
+    r.pos += static_cast<uint64_t>(len);
+    e.ncall = r.i32("ncall");
+    const int32_t nval = r.i32("nval");
+    if (e.ncall < 0) fail("{}: entry {} ({}): negative ncall {}", name, i, e.name, e.ncall);
+    if (nval < 1 || nval > kMaxValues || static_cast<uint64_t>(nval) * 4 > r.left())
+      fail("{}: entry {} ({}): bad value count {} at byte {}", name, i, e.name, nval, r.pos - 4);
+    e.values.resize(static_cast<size_t>(nval));
+    std::memcpy(e.values.data(), data + r.pos, static_cast<size_t>(nval) * 4);
+    r.pos += static_cast<uint64_t>(nval) * 4;
+    for (int32_t j = 0; j < nval; ++j) {
+      float& v = e.values[static_cast<size_t>(j)];
+      if (!std::isfinite(v) || v < 0)
+        fail("{}: entry {} ({}): value {} at column {} is not a finite non-negative number", name, i, e.name, v, j);
+      if (e.ncall > 0) v /= static_cast<float>(e.ncall);
+    }
+    if (f.index_.count(e.name)) fail("{}: duplicate entry {}", name, e.name);
+    f.index_.emplace(e.name, f.entries_.size());
+    f.entries_.push_back(std::move(e));
+  }
+  if (r.left() > 0) {
+    f.last_call_ = r.i32("last_call");
+    const int32_t dlen = r.i32("the dataset name length");
+    if (dlen < 0 || static_cast<uint64_t>(dlen) > r.left())
+      fail("{}: bad dataset name length {} at byte {}", name, dlen, r.pos - 4);
+    f.dataset_.assign(reinterpret_cast<const char*>(data + r.pos), static_cast<size_t>(dlen));
+    r.pos += static_cast<uint64_t>(dlen);
+    if (r.left() > 0) fail("{}: {} unexpected trailing bytes at byte {}", name, r.left(), r.pos);
+  }
+  return f;
+}
+
+const ImatrixEntry* ImatrixFile::find(std::string_view tensor_name) const {
+  auto it = index_.find(tensor_name);
+  return it == index_.end() ? nullptr : &entries_[it->second];
+}
+
+const std::vector<float>* ImatrixFile::importance(std::string_view tensor_name) const {
+  const ImatrixEntry* e = find(tensor_name);
+  return e ? &e->values : nullptr;
+}
+
+std::map<std::string, std::vector<float>, std::less<>> ImatrixFile::to_map() const {
+  std::map<std::string, std::vector<float>, std::less<>> m;
+  for (const auto& e : entries_) m.emplace(e.name, e.values);
+  return m;
+}
+
+}  // namespace edgeq::quant
