@@ -177,6 +177,54 @@ TEST(QuantizeCmd, Tl8mQ4KMMatchesGoldenAndIsThreadInvariant) {
   }
 }
 
+// With llama-imatrix's tl-8m.imatrix: the types of tl-8m-Q4_K_M-imat.gguf, llama-quantize's imatrix metadata,
+// and an importance-weighted error no worse than llama.cpp's.
+TEST(QuantizeCmd, Tl8mQ4KMWithImatrix) {
+  TempDir tmp;
+  Importance imp = load_importance(kGolden + "/tl-8m.imatrix");
+  EXPECT_EQ(imp.info.entries_count, 56);
+  EXPECT_EQ(imp.info.chunks_count, 217);
+  QuantizeSource src = open_gguf_source(kGolden + "/tl-8m-F16.gguf");
+  QuantizeOptions o = opts_for("Q4_K_M", 2);
+  o.importance = &imp;
+  QuantizeReport r = quantize_model(src, tmp / "qi.gguf", o);
+  EXPECT_EQ(r.n_with_importance, 56u);  // every quantized linear weight but output.weight
+
+  GgufFile out = GgufFile::open(tmp / "qi.gguf");
+  GgufFile gold = GgufFile::open(kGolden + "/tl-8m-Q4_K_M-imat.gguf");
+  GgufFile f16 = GgufFile::open(kGolden + "/tl-8m-F16.gguf");
+  auto want = mixes()["tl-8m-Q4_K_M-imat.gguf"]["tensor_types"];
+  ASSERT_EQ(out.tensors().size(), gold.tensors().size());
+  for (size_t i = 0; i < out.tensors().size(); ++i) {
+    const auto& t = out.tensors()[i];
+    EXPECT_EQ(t.name, gold.tensors()[i].name);
+    EXPECT_EQ(std::string(edgeq::ggml_type_name(t.type)), want[t.name].get<std::string>()) << t.name;
+    EXPECT_EQ(t.nbytes, gold.tensors()[i].nbytes) << t.name;
+  }
+  EXPECT_EQ(out.get_string("quantize.imatrix.file").value_or(""), kGolden + "/tl-8m.imatrix");
+  EXPECT_EQ(out.get_string("quantize.imatrix.dataset"), gold.get_string("quantize.imatrix.dataset"));
+  ASSERT_NE(out.find("quantize.imatrix.entries_count"), nullptr);
+  EXPECT_EQ(out.find("quantize.imatrix.entries_count")->type(), edgeq::GgufType::INT32);
+  EXPECT_EQ(out.get_int("quantize.imatrix.entries_count"), gold.get_int("quantize.imatrix.entries_count"));
+  EXPECT_EQ(out.get_int("quantize.imatrix.chunks_count"), gold.get_int("quantize.imatrix.chunks_count"));
+  EXPECT_NE(out.get_string("edgeq.quantize.method").value_or("").find("imatrix"), std::string::npos);
+
+  for (const char* name : {"blk.0.attn_q.weight", "blk.1.ffn_down.weight", "blk.5.ffn_up.weight"}) {
+    const auto& w = imp.data.at(name);
+    auto ref = dequant(f16, name), a = dequant(out, name), b = dequant(gold, name);
+    const size_t ne0 = w.size();
+    double ea = 0, eb = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ea += double(w[i % ne0]) * (a[i] - ref[i]) * (a[i] - ref[i]);
+      eb += double(w[i % ne0]) * (b[i] - ref[i]) * (b[i] - ref[i]);
+    }
+    std::printf("  %-24s %s  imatrix-weighted sq error edgeq %.6g  llama.cpp %.6g  ratio %.4f\n", name,
+                edgeq::ggml_type_name(out.find_tensor(name)->type), ea, eb, ea / eb);
+    EXPECT_GT(ea, 0.0);
+    EXPECT_LT(ea, 1.10 * eb) << name;
+  }
+}
+
 // stories260K: rows of 64 and 172 force the fallbacks; the file is valid and every tensor decodes.
 TEST(QuantizeCmd, Stories260KFallbacks) {
   TempDir tmp;

@@ -14,12 +14,8 @@
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
-#include "edgeq/quant/quantize.h"
-
-#if __has_include("edgeq/quant/imatrix.h")
 #include "edgeq/quant/imatrix.h"
-#define EDGEQ_HAVE_IMATRIX 1
-#endif
+#include "edgeq/quant/quantize.h"
 
 namespace edgeq::quant {
 
@@ -173,21 +169,17 @@ QuantizeSource open_gguf_source(const std::string& path) {
 }
 
 Importance load_importance(const std::string& path) {
-#ifdef EDGEQ_HAVE_IMATRIX
   auto im = ImatrixFile::open(path);
   Importance out;
   out.info.file = path;
   out.info.dataset = im.dataset();
-  out.info.chunks_count = static_cast<int32_t>(im.chunks_count());
+  out.info.chunks_count = im.last_call();
   for (const auto& e : im.entries()) out.data.emplace(e.name, e.values);
   out.info.entries_count = static_cast<int32_t>(out.data.size());
   for (const auto& [name, v] : out.data)
     for (float x : v)
       if (!std::isfinite(x)) fail("{}: entry {}: non-finite importance value", path, name);
   return out;
-#else
-  fail("{}: imatrix support is not built yet (edgeq/quant/imatrix.h missing)", path);
-#endif
 }
 
 QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opts) {
