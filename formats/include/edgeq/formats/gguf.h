@@ -56,6 +56,12 @@ struct GgufValue {
   static GgufValue int32_array(const std::vector<int32_t>& items);
 };
 
+// Equality: same GGUF type and same value (arrays: same element type and items). Floats compare with ==.
+bool operator==(const GgufArray& a, const GgufArray& b);
+bool operator==(const GgufValue& a, const GgufValue& b);
+inline bool operator==(const GgufArray& a, const GgufArray& b) { return a.elem_type == b.elem_type && a.items == b.items; }
+inline bool operator==(const GgufValue& a, const GgufValue& b) { return a.v == b.v; }
+
 struct GgufTensorInfo {
   std::string name;
   std::vector<uint64_t> dims;  // ne[0] first (innermost, the row length)
