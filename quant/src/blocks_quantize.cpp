@@ -41,6 +41,10 @@ struct Grid {
   bool linear = true;
   int qmin = 0;
   float v[256];
+  // Table grids of integer levels: lut[k - lut_base] = largest index with v[i] <= k, so the nearest level
+  // to t in [k, k+1) is lut[k] or lut[k] + 1.
+  int lut_base = 0, lut_n = 0;
+  uint8_t lut[512] = {};
   static Grid lin(int qmin, int qmax) {
     Grid g;
     g.n = qmax - qmin + 1;
@@ -54,6 +58,13 @@ struct Grid {
     g.n = n;
     g.linear = false;
     for (int i = 0; i < n; ++i) g.v[i] = vals[i];
+    g.lut_base = vals[0];
+    g.lut_n = vals[n - 1] - vals[0] + 1;
+    for (int k = 0; k < g.lut_n; ++k) {
+      int i = 0;
+      while (i + 1 < n && g.v[i + 1] <= static_cast<float>(k + g.lut_base)) ++i;
+      g.lut[k] = static_cast<uint8_t>(i);
+    }
     return g;
   }
   float lo() const { return v[0]; }
@@ -67,12 +78,8 @@ struct Grid {
     }
     if (!(t > v[0])) return 0;
     if (t >= v[n - 1]) return n - 1;
-    int lo = 0, hi = n - 1;
-    while (hi - lo > 1) {
-      int m = (lo + hi) / 2;
-      if (t < v[m]) hi = m; else lo = m;
-    }
-    return (t - v[lo] < v[hi] - t) ? lo : hi;
+    const int lo = lut[static_cast<int>(std::floor(t)) - lut_base];
+    return (t - v[lo] < v[lo + 1] - t) ? lo : lo + 1;
   }
   int zero_index() const { return nearest(0.f); }
 };
@@ -80,27 +87,81 @@ struct Grid {
 // ---------------------------------------------------------------------------------------------------
 // Symmetric groups: value = d * level.
 
+// The hot loops below work on 8 independent lanes (n is always a multiple of 8) so the compiler can
+// vectorise them; the lanes are summed in a fixed order, so results do not depend on the machine.
+constexpr float kRoundMagic = 12582912.f;  // 1.5 * 2^23: (t + M) - M rounds |t| < 2^22 half to even
+
+// Nearest level of a linear grid [lo, hi] to t, as a float (NaN maps to lo).
+inline float lin_level(float t, float lo, float hi) {
+  t = t > lo - 1.f ? t : lo - 1.f;
+  t = t < hi + 1.f ? t : hi + 1.f;
+  float r = (t + kRoundMagic) - kRoundMagic;
+  r = r < lo ? lo : r;
+  return r > hi ? hi : r;
+}
+inline float sum8(const float* a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
+
 // Error of a fixed (exactly representable) scale d with levels re-rounded; fills idx.
 float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, uint8_t* idx) {
-  float err = 0;
+  float acc[8] = {};
   if (d == 0.f) {
     const int z = G.zero_index();
     const float zv = 0.f * G.v[z];
-    for (int i = 0; i < n; ++i) {
-      idx[i] = static_cast<uint8_t>(z);
-      float diff = x[i] - zv;
-      err += w[i] * diff * diff;
-    }
-    return err;
+    for (int i = 0; i < n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        idx[i + j] = static_cast<uint8_t>(z);
+        float diff = x[i + j] - zv;
+        acc[j] += w[i + j] * diff * diff;
+      }
+    return sum8(acc);
   }
   const float id = 1.f / d;
-  for (int i = 0; i < n; ++i) {
-    int k = G.nearest(x[i] * id);
-    idx[i] = static_cast<uint8_t>(k);
-    float diff = x[i] - d * G.v[k];
-    err += w[i] * diff * diff;
+  if (G.linear) {
+    const float lo = G.v[0], hi = G.v[G.n - 1];
+    for (int i = 0; i < n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        const float l = lin_level(x[i + j] * id, lo, hi);
+        idx[i + j] = static_cast<uint8_t>(static_cast<int>(l - lo));
+        float diff = x[i + j] - d * l;
+        acc[j] += w[i + j] * diff * diff;
+      }
+  } else {
+    for (int i = 0; i < n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        int k = G.nearest(x[i + j] * id);
+        idx[i + j] = static_cast<uint8_t>(k);
+        float diff = x[i + j] - d * G.v[k];
+        acc[j] += w[i + j] * diff * diff;
+      }
   }
-  return err;
+  return sum8(acc);
+}
+
+// Levels for inverse scale iscale into tmp; returns sum w x l and sum w l^2.
+inline void sym_levels(const float* x, const float* w, int n, const Grid& G, float iscale, uint8_t* tmp, float* sxl_out,
+                       float* sll_out) {
+  float axl[8] = {}, all[8] = {};
+  if (G.linear) {
+    const float lo = G.v[0], hi = G.v[G.n - 1];
+    for (int i = 0; i < n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        const float l = lin_level(x[i + j] * iscale, lo, hi);
+        tmp[i + j] = static_cast<uint8_t>(static_cast<int>(l - lo));
+        axl[j] += w[i + j] * x[i + j] * l;
+        all[j] += w[i + j] * l * l;
+      }
+  } else {
+    for (int i = 0; i < n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        int k = G.nearest(x[i + j] * iscale);
+        tmp[i + j] = static_cast<uint8_t>(k);
+        const float l = G.v[k];
+        axl[j] += w[i + j] * x[i + j] * l;
+        all[j] += w[i + j] * l * l;
+      }
+  }
+  *sxl_out = sum8(axl);
+  *sll_out = sum8(all);
 }
 
 // Continuous search: the best unconstrained scale (any sign) for a group. Returns the scale; *err_out the
@@ -121,15 +182,9 @@ float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry,
   uint8_t tmp[256];
   float best_err = FLT_MAX, best_scale = 0;
   auto try_iscale = [&](float iscale) {
-    float sxl = 0, sll = 0;
-    for (int i = 0; i < n; ++i) {
-      int k = G.nearest(x[i] * iscale);
-      tmp[i] = static_cast<uint8_t>(k);
-      float l = G.v[k];
-      sxl += w[i] * x[i] * l;
-      sll += w[i] * l * l;
-    }
-    if (sll <= 0) return;
+    float sxl, sll;
+    sym_levels(x, w, n, G, iscale, tmp, &sxl, &sll);
+    if (!(sll > 0)) return;
     float e = sum_wx2 - sxl * sxl / sll;
     if (e < best_err) {
       best_err = e;
@@ -211,25 +266,26 @@ float sym_block(const float* x, const float* w, int n, const Grid& G, int ntry, 
 // Asymmetric groups: value = s * q + m, q in 0..nmax.
 
 float asym_eval(const float* x, const float* w, int n, int nmax, float s, float m, uint8_t* L) {
-  float err = 0;
+  float acc[8] = {};
   if (s == 0.f) {
-    for (int i = 0; i < n; ++i) {
-      L[i] = 0;
-      float diff = x[i] - (0.f * s + m);
-      err += w[i] * diff * diff;
+    for (int i = 0; i < n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        L[i + j] = 0;
+        float diff = x[i + j] - (0.f * s + m);
+        acc[j] += w[i + j] * diff * diff;
+      }
+    return sum8(acc);
+  }
+  const float id = 1.f / s, hi = static_cast<float>(nmax);
+  for (int i = 0; i < n; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      const float q = lin_level((x[i + j] - m) * id, 0.f, hi);
+      L[i + j] = static_cast<uint8_t>(static_cast<int>(q));
+      float p = s * q;
+      float diff = x[i + j] - (p + m);
+      acc[j] += w[i + j] * diff * diff;
     }
-    return err;
-  }
-  const float id = 1.f / s;
-  for (int i = 0; i < n; ++i) {
-    int q = nearest_int(clampf((x[i] - m) * id, -1.f, static_cast<float>(nmax + 1)));
-    q = q < 0 ? 0 : (q > nmax ? nmax : q);
-    L[i] = static_cast<uint8_t>(q);
-    float p = s * static_cast<float>(q);
-    float diff = x[i] - (p + m);
-    err += w[i] * diff * diff;
-  }
-  return err;
+  return sum8(acc);
 }
 
 // Continuous search for (s >= 0, m); with nonpos_min the offset m is kept <= 0 (k-quants).
@@ -254,13 +310,15 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
   uint8_t tmp[256];
   float best_err = FLT_MAX, best_s = (mx - mn) / static_cast<float>(nmax), best_m = mn;
   auto fit = [&](const uint8_t* q, float* s, float* m) -> bool {
-    float sl = 0, sl2 = 0, sxl = 0;
-    for (int i = 0; i < n; ++i) {
-      float l = q[i];
-      sl += w[i] * l;
-      sl2 += w[i] * l * l;
-      sxl += w[i] * l * x[i];
-    }
+    float a1[8] = {}, a2[8] = {}, a3[8] = {};
+    for (int i = 0; i < n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        const float l = q[i + j], ww = w[i + j];
+        a1[j] += ww * l;
+        a2[j] += ww * l * l;
+        a3[j] += ww * l * x[i + j];
+      }
+    const float sl = sum8(a1), sl2 = sum8(a2), sxl = sum8(a3);
     float D = sw * sl2 - sl * sl;
     if (!(D > 0)) return false;
     *s = (sw * sxl - sx * sl) / D;
@@ -286,10 +344,8 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
   for (int t = -ntry; t <= ntry; ++t) {
     float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(t)) / range;
     if (iscale <= 0) continue;
-    for (int i = 0; i < n; ++i) {
-      int q = nearest_int(clampf((x[i] - mn) * iscale, -1.f, static_cast<float>(nmax + 1)));
-      tmp[i] = static_cast<uint8_t>(q < 0 ? 0 : (q > nmax ? nmax : q));
-    }
+    const float hi = static_cast<float>(nmax);
+    for (int i = 0; i < n; ++i) tmp[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - mn) * iscale, 0.f, hi)));
     uint8_t q2[256];
     std::memcpy(q2, tmp, static_cast<size_t>(n));
     float s, m;
@@ -552,7 +608,7 @@ void enc_q4_0(const float* x, const float* w, void* dst) {
   float amax = 0, maxv = 0;
   for (int i = 0; i < 32; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
   uint8_t L[32];
-  float d = sym_block<true>(x, w, 32, G, 10, maxv / -8.f, L);
+  float d = sym_block<true>(x, w, 32, G, 5, maxv / -8.f, L);
   store_f16(b->d, d);
   for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
 }
@@ -562,7 +618,7 @@ void enc_q5_0(const float* x, const float* w, void* dst) {
   float amax = 0, maxv = 0;
   for (int i = 0; i < 32; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
   uint8_t L[32];
-  float d = sym_block<true>(x, w, 32, G, 10, maxv / -16.f, L);
+  float d = sym_block<true>(x, w, 32, G, 5, maxv / -16.f, L);
   store_f16(b->d, d);
   uint32_t qh = 0;
   for (int j = 0; j < 16; ++j) {
@@ -616,7 +672,7 @@ void enc_q4_1(const float* x, const float* w, void* dst) {
   auto* b = static_cast<BlockQ4_1*>(dst);
   uint8_t L[32];
   float d, m;
-  asym_block_f16(x, w, 32, 15, 10, &d, &m, L);
+  asym_block_f16(x, w, 32, 15, 5, &d, &m, L);
   store_f16(b->d, d);
   store_f16(b->m, m);
   for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
@@ -625,7 +681,7 @@ void enc_q5_1(const float* x, const float* w, void* dst) {
   auto* b = static_cast<BlockQ5_1*>(dst);
   uint8_t L[32];
   float d, m;
-  asym_block_f16(x, w, 32, 31, 10, &d, &m, L);
+  asym_block_f16(x, w, 32, 31, 5, &d, &m, L);
   store_f16(b->d, d);
   store_f16(b->m, m);
   uint32_t qh = 0;
@@ -642,7 +698,7 @@ void enc_iq4_nl(const float* x, const float* w, void* dst) {
   float amax = 0, maxv = 0;
   for (int i = 0; i < 32; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
   uint8_t L[32];
-  float d = sym_block<true>(x, w, 32, G, 10, maxv / -127.f, L);
+  float d = sym_block<true>(x, w, 32, G, 5, maxv / -127.f, L);
   store_f16(b->d, d);
   for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
 }
@@ -684,7 +740,7 @@ void enc_tq1_0(const float* x, const float* w, void* dst) {
 }
 
 void enc_q4_k(const float* x, const float* w, void* dst) {
-  static const AsymK P{8, 32, 15, 63, 1, 10};
+  static const AsymK P{8, 32, 15, 63, 1, 5};
   AsymKResult r;
   asymk_encode(x, w, P, r);
   auto* b = static_cast<BlockQ4_K*>(dst);
@@ -696,7 +752,7 @@ void enc_q4_k(const float* x, const float* w, void* dst) {
       b->qs[32 * p + l] = static_cast<uint8_t>(r.L[64 * p + l] | (r.L[64 * p + 32 + l] << 4));
 }
 void enc_q5_k(const float* x, const float* w, void* dst) {
-  static const AsymK P{8, 32, 31, 63, 1, 10};
+  static const AsymK P{8, 32, 31, 63, 1, 5};
   AsymKResult r;
   asymk_encode(x, w, P, r);
   auto* b = static_cast<BlockQ5_K*>(dst);
@@ -759,7 +815,7 @@ void enc_q6_k(const float* x, const float* w, void* dst) {
 }
 void enc_iq4_xs(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::table(kIq4nlValues, 16);
-  static const SymK P{8, 32, -32, 31, 2, 10};
+  static const SymK P{8, 32, -32, 31, 2, 5};
   SymKResult r;
   symk_encode(x, w, P, G, r);
   auto* b = static_cast<BlockIQ4_XS*>(dst);
