@@ -247,6 +247,37 @@ TEST(QuantizeCmd, Stories260KFallbacks) {
   }
 }
 
+// Every supported mix on stories260K (fallbacks everywhere): the file opens, the types are the policy's, every
+// tensor decodes close to the source, and the sizes add up.
+TEST(QuantizeCmd, EveryMixOnStories260K) {
+  TempDir tmp;
+  QuantizeSource src = open_gguf_source(kGolden + "/stories260K-F32.gguf");
+  GgufFile in = GgufFile::open(kGolden + "/stories260K-F32.gguf");
+  for (const auto& ft : file_types()) {
+    SCOPED_TRACE(ft.name);
+    QuantizeOptions o = opts_for(ft.name, 2);
+    QuantizePlan plan = plan_quantize(src, o);
+    QuantizeReport r = quantize_model(src, tmp / "m.gguf", o);
+    GgufFile out = GgufFile::open(tmp / "m.gguf");
+    EXPECT_EQ(out.get_int("general.file_type").value_or(-1), static_cast<int64_t>(ft.ftype));
+    ASSERT_EQ(out.tensors().size(), plan.tensors.size());
+    uint64_t total = 0;
+    for (size_t i = 0; i < plan.tensors.size(); ++i) {
+      const auto& t = out.tensors()[i];
+      EXPECT_EQ(t.name, src.tensors[plan.tensors[i].source_index].name);
+      EXPECT_EQ(t.type, plan.tensors[i].decision.type) << t.name;
+      EXPECT_EQ(t.nbytes, plan.tensors[i].decision.nbytes) << t.name;
+      total += t.nbytes;
+      auto a = dequant(out, t.name), b = dequant(in, t.name);
+      double num = sq_err(a, b), den = 0;
+      for (float x : b) den += double(x) * x;
+      EXPECT_LT(num, (ft.default_type == GgmlType::Q2_K ? 0.2 : 0.05) * den) << t.name;
+    }
+    EXPECT_EQ(total, r.bytes_after);
+    EXPECT_EQ(r.file_size, fs::file_size(tmp / "m.gguf"));
+  }
+}
+
 TEST(QuantizeCmd, NaNWeightIsAnErrorNamingTheTensor) {
   TempDir tmp;
   write_small_gguf(tmp / "nan.gguf", 256, 64, [](uint64_t i) { return i == 5000 ? NAN : std::sin(float(i)); });

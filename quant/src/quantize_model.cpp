@@ -203,6 +203,8 @@ QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opt
   for (size_t i : order) {
     const auto& t = src.tensors[i];
     if (t.dims.empty() || t.dims.size() > 4) fail("{}: tensor {}: {} dimensions", src.path, t.name, t.dims.size());
+    for (auto dim : t.dims)
+      if (dim == 0) fail("{}: tensor {}: has a zero dimension", src.path, t.name);
     checked_elements(src.path, t.name, t.dims);
     shapes.push_back({t.name, t.dims, t.keep_type});
   }
@@ -304,9 +306,13 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
     prog.bytes_before = t.raw ? t.raw_nbytes : tensor_bytes(src.path, t.name, t.source_type, t.dims);
     prog.bytes_after = d.nbytes;
 
-    // Every tensor's values are checked for NaN/Inf, also those copied unchanged.
-    if (t.load_f32) {
-      if (n > (uint64_t{1} << 40) / sizeof(float)) fail("{}: tensor {}: too large ({} elements)", src.path, t.name, n);
+    // Every float or quantized tensor's values are checked for NaN/Inf, also those copied unchanged.
+    const bool raw_copy = !d.quantize && t.raw && t.keep_type == t.source_type;
+    const bool loadable = t.load_f32 && (is_float_type(t.source_type) ||
+                                         (is_quantized(t.source_type) && can_dequantize(t.source_type)));
+    if (loadable || !raw_copy) {
+      if (!t.load_f32) fail("{}: tensor {}: the source cannot provide its values", src.path, t.name);
+      if (n > (uint64_t{1} << 33)) fail("{}: tensor {}: too large ({} elements)", src.path, t.name, n);
       f32.resize(n);
       t.load_f32(f32.data());
       for (uint64_t i = 0; i < n; ++i)
@@ -314,7 +320,7 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
           fail("{}: tensor {}: non-finite value {} at row {}, column {}", src.path, t.name, f32[i], i / ne0, i % ne0);
     }
 
-    if (!d.quantize && t.raw && t.keep_type == t.source_type) {
+    if (raw_copy) {
       if (t.raw_nbytes != d.nbytes) fail("{}: tensor {}: size mismatch", src.path, t.name);
       w.write_tensor_data(t.raw, t.raw_nbytes);
     } else {
@@ -343,6 +349,7 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
     if (prog.has_importance) ++rep.n_with_importance;
     ++rep.type_counts[ggml_type_name(d.type)];
     prog.seconds = std::chrono::duration<double>(Clock::now() - tt).count();
+    if (t.release) t.release();
     if (opts.on_tensor) opts.on_tensor(prog);
   }
   w.finish();

@@ -27,6 +27,8 @@ struct SourceTensor {
   uint64_t raw_nbytes = 0;
   // Fills dst (n_elements floats). Throws edgeq::Error naming the source and tensor on bad data.
   std::function<void(float* dst)> load_f32;
+  // Optional: called once the tensor is written (drops its source pages from memory).
+  std::function<void()> release;
   uint64_t n_elements() const;
 };
 
