@@ -46,7 +46,7 @@ int n_dims(const std::vector<uint64_t>& dims) {
   return std::max(n, 1);
 }
 
-// Layer index parsed from "blk.N." (llama.cpp's sscanf); -1 when the name has none.
+// Layer index parsed from "blk.N" as llama.cpp's sscanf(name, "blk.%d.") does; -1 when the name has none.
 int block_index(std::string_view name) {
   if (name.substr(0, 4) != "blk.") return -1;
   int64_t v = 0;
@@ -57,7 +57,6 @@ int block_index(std::string_view name) {
     if (v > 1'000'000'000) return -1;
     ++i;
   }
-  if (i >= name.size() || name[i] != '.') return -1;
   return static_cast<int>(v);
 }
 
