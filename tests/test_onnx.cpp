@@ -658,6 +658,11 @@ struct Synth {
 // Recovers the weights and checks names, initializers and values against the builder's truth.
 void check_recovery(Synth& s) {
   std::string bytes = s.build();
+  if (const char* seeds = std::getenv("EDGEQ_ONNX_SEED_DIR")) {  // seed corpus for fuzz/fuzz_onnx.cpp
+    static int k = 0;
+    std::ofstream(fs::path(seeds) / ("synth" + std::to_string(k++) + ".onnx"), std::ios::binary)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
   auto m = parse(bytes);
   auto ws = m.recover_hf_weights(s.cfg());
   std::map<std::string, std::string> got;
@@ -693,6 +698,21 @@ TEST(OnnxRoles, StructureAloneWithoutNamesMhaAndShuffledNodes) {
   s.shuffle = true;            // nodes not in topological order
   s.L = 3;
   check_recovery(s);
+}
+
+TEST(OnnxRoles, HugeAndOddNodeNamesAreHandled) {
+  Synth s;  // a 400 KB node name that still ends in the right module path (and a leading zero)
+  s.rename_node = "/model/layers.1/self_attn/q_proj/MatMul";
+  std::string big;
+  for (int k = 0; k < 50000; ++k) big += "layers.1";
+  s.rename_to = big + "/model/layers.01/self_attn/q_proj/MatMul";
+  check_recovery(s);
+  Synth s2;  // the same name pointing at the wrong layer is caught
+  s2.rename_node = s.rename_node;
+  s2.rename_to = big + "/model/layers.0/self_attn/q_proj/MatMul";
+  std::string b = s2.build();
+  expect_error([&] { parse(b).recover_hf_weights(s2.cfg()); },
+               {"is named as model.layers.0.self_attn.q_proj", "makes its weight model.layers.1.self_attn.q_proj"});
 }
 
 TEST(OnnxRoles, GemmTiedAndBias) {

@@ -15,7 +15,6 @@
 #include <fstream>
 #include <map>
 #include <optional>
-#include <regex>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -768,6 +767,41 @@ const char* role_proj(Role r) {
   }
 }
 
+// Names that look like HF checkpoint names (an exporter that kept the module's parameter name).
+bool looks_like_hf_name(std::string_view n) {
+  const bool suffix = n.ends_with(".weight") || n.ends_with(".bias");
+  return suffix && (n.starts_with("model.embed_tokens.") || n.starts_with("model.norm.") ||
+                    n.starts_with("model.layers.") || n.starts_with("lm_head."));
+}
+
+// "layers.N/self_attn/q_proj/" (torch module path) anywhere in a node name -> "model.layers.N.self_attn.q_proj".
+// Hand-written rather than std::regex: node names are untrusted and may be huge.
+std::optional<std::string> hf_from_node_name(std::string_view n) {
+  static const char* const projs[] = {"self_attn/q_proj/", "self_attn/k_proj/", "self_attn/v_proj/",
+                                      "self_attn/o_proj/", "mlp/gate_proj/",    "mlp/up_proj/",
+                                      "mlp/down_proj/"};
+  for (size_t pos = n.find("layers."); pos != std::string_view::npos; pos = n.find("layers.", pos + 1)) {
+    size_t p = pos + 7;
+    uint64_t layer = 0;
+    size_t digits = 0;
+    while (p < n.size() && n[p] >= '0' && n[p] <= '9' && digits < 9) {
+      layer = layer * 10 + static_cast<uint64_t>(n[p++] - '0');
+      ++digits;
+    }
+    if (digits == 0 || p >= n.size() || n[p] != '/') continue;
+    std::string_view rest = n.substr(p + 1);
+    for (const char* pr : projs) {
+      std::string_view sv(pr);
+      if (rest.starts_with(sv)) {
+        std::string dotted(sv.substr(0, sv.size() - 1));
+        std::replace(dotted.begin(), dotted.end(), '/', '.');
+        return fmt::format("model.layers.{}.{}", layer, dotted);
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 std::string role_name(Role r, int layer) {
   if (r == Role::LmHead) return "lm_head";
   return fmt::format("model.layers.{}.{}", layer, role_proj(r));
@@ -868,8 +902,7 @@ std::vector<OnnxWeight> OnnxModel::recover_hf_weights(const OnnxLlamaShape& cfg_
     if (!fresh && !(hf == "lm_head.weight" && it->second == "model.embed_tokens.weight"))
       fail("{}: initializer {} is used both as {} and as {}", path, t->name, it->second, hf);
     // An initializer already carrying an HF-style name must carry this one.
-    static const std::regex hf_like(R"(^(model\.(embed_tokens|norm|layers\.\d+\.[A-Za-z_.]+)|lm_head)\.(weight|bias)$)");
-    if (fresh && t->name != hf && std::regex_match(t->name, hf_like))
+    if (fresh && t->name != hf && looks_like_hf_name(t->name))
       fail("{}: initializer {} is named like an HF weight, but the graph structure makes it {}", path, t->name, hf);
     OnnxWeight w;
     w.hf_name = hf;
@@ -880,15 +913,13 @@ std::vector<OnnxWeight> OnnxModel::recover_hf_weights(const OnnxLlamaShape& cfg_
     out.push_back(std::move(w));
   };
   // Node names exported from module paths ("/model/layers.3/self_attn/q_proj/MatMul") must agree.
-  static const std::regex node_re(R"(layers\.(\d+)/(self_attn|mlp)/(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)/)");
   std::set<int> assigned;
   auto add_proj = [&](int node, Role role, int layer, std::vector<uint64_t> expect) {
     const WeightMM* wm = g.weight_mm(node);
     const std::string base = role_name(role, layer);
     const std::string& nn = g.node(node).name;
-    std::smatch sm;
-    if (std::regex_search(nn, sm, node_re)) {
-      std::string named = fmt::format("model.layers.{}.{}.{}", sm[1].str(), sm[2].str(), sm[3].str());
+    if (auto named_opt = hf_from_node_name(nn)) {
+      const std::string& named = *named_opt;
       if (named != base)
         fail("{}: node {} is named as {}, but the graph structure makes its weight {}", path, nn, named, base);
     } else if (nn.find("lm_head") != std::string::npos && role != Role::LmHead) {
