@@ -21,6 +21,11 @@
 #include "edgeq/formats/error.h"
 #include "edgeq/quant/blocks.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define EDGEQ_QSSE2 1
+#endif
+
 namespace edgeq::quant {
 using namespace detail;
 
@@ -78,7 +83,8 @@ struct Grid {
     }
     if (!(t > v[0])) return 0;
     if (t >= v[n - 1]) return n - 1;
-    const int lo = lut[static_cast<int>(std::floor(t)) - lut_base];
+    // t > v[0] = lut_base here, so truncation of the non-negative t - lut_base is floor.
+    const int lo = lut[static_cast<int>(t - static_cast<float>(lut_base))];
     return (t - v[lo] < v[lo + 1] - t) ? lo : lo + 1;
   }
   int zero_index() const { return nearest(0.f); }
@@ -101,6 +107,31 @@ inline float lin_level(float t, float lo, float hi) {
 }
 inline float sum8(const float* a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
 
+#if EDGEQ_QSSE2
+// SSE2 versions of the linear-grid loops: lane j of the two 4-wide vectors is scalar accumulator j, and every
+// lane does the scalar code's operations in the same order (max/min reproduce the scalar selects exactly).
+struct LinSse {
+  __m128 lom1, hip1, lo, hi, magic;
+  LinSse(float l, float h)
+      : lom1(_mm_set1_ps(l - 1.f)), hip1(_mm_set1_ps(h + 1.f)), lo(_mm_set1_ps(l)), hi(_mm_set1_ps(h)),
+        magic(_mm_set1_ps(kRoundMagic)) {}
+  __m128 level(__m128 t) const {
+    t = _mm_min_ps(_mm_max_ps(t, lom1), hip1);
+    __m128 r = _mm_sub_ps(_mm_add_ps(t, magic), magic);
+    return _mm_min_ps(_mm_max_ps(r, lo), hi);
+  }
+  void store_idx(uint8_t* dst, __m128 l0, __m128 l1) const {
+    __m128i a = _mm_cvttps_epi32(_mm_sub_ps(l0, lo)), b = _mm_cvttps_epi32(_mm_sub_ps(l1, lo));
+    __m128i p = _mm_packs_epi32(a, b);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(p, p));
+  }
+};
+inline void store8(float* acc, __m128 a0, __m128 a1) {
+  _mm_storeu_ps(acc, a0);
+  _mm_storeu_ps(acc + 4, a1);
+}
+#endif
+
 // Error of a fixed (exactly representable) scale d with levels re-rounded; fills idx.
 float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, uint8_t* idx) {
   float acc[8] = {};
@@ -118,6 +149,20 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
   const float id = 1.f / d;
   if (G.linear) {
     const float lo = G.v[0], hi = G.v[G.n - 1];
+#if EDGEQ_QSSE2
+    const LinSse S(lo, hi);
+    const __m128 vid = _mm_set1_ps(id), vd = _mm_set1_ps(d);
+    __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
+    for (int i = 0; i < n; i += 8) {
+      const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+      const __m128 l0 = S.level(_mm_mul_ps(x0, vid)), l1 = S.level(_mm_mul_ps(x1, vid));
+      S.store_idx(idx + i, l0, l1);
+      const __m128 d0 = _mm_sub_ps(x0, _mm_mul_ps(vd, l0)), d1 = _mm_sub_ps(x1, _mm_mul_ps(vd, l1));
+      a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
+      a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
+    }
+    store8(acc, a0, a1);
+#else
     for (int i = 0; i < n; i += 8)
       for (int j = 0; j < 8; ++j) {
         const float l = lin_level(x[i + j] * id, lo, hi);
@@ -125,6 +170,7 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
         float diff = x[i + j] - d * l;
         acc[j] += w[i + j] * diff * diff;
       }
+#endif
   } else {
     for (int i = 0; i < n; i += 8)
       for (int j = 0; j < 8; ++j) {
@@ -143,6 +189,23 @@ inline void sym_levels(const float* x, const float* w, int n, const Grid& G, flo
   float axl[8] = {}, all[8] = {};
   if (G.linear) {
     const float lo = G.v[0], hi = G.v[G.n - 1];
+#if EDGEQ_QSSE2
+    const LinSse S(lo, hi);
+    const __m128 vis = _mm_set1_ps(iscale);
+    __m128 b0 = _mm_setzero_ps(), b1 = _mm_setzero_ps(), c0 = _mm_setzero_ps(), c1 = _mm_setzero_ps();
+    for (int i = 0; i < n; i += 8) {
+      const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+      const __m128 w0 = _mm_loadu_ps(w + i), w1 = _mm_loadu_ps(w + i + 4);
+      const __m128 l0 = S.level(_mm_mul_ps(x0, vis)), l1 = S.level(_mm_mul_ps(x1, vis));
+      S.store_idx(tmp + i, l0, l1);
+      b0 = _mm_add_ps(b0, _mm_mul_ps(_mm_mul_ps(w0, x0), l0));
+      b1 = _mm_add_ps(b1, _mm_mul_ps(_mm_mul_ps(w1, x1), l1));
+      c0 = _mm_add_ps(c0, _mm_mul_ps(_mm_mul_ps(w0, l0), l0));
+      c1 = _mm_add_ps(c1, _mm_mul_ps(_mm_mul_ps(w1, l1), l1));
+    }
+    store8(axl, b0, b1);
+    store8(all, c0, c1);
+#else
     for (int i = 0; i < n; i += 8)
       for (int j = 0; j < 8; ++j) {
         const float l = lin_level(x[i + j] * iscale, lo, hi);
@@ -150,6 +213,7 @@ inline void sym_levels(const float* x, const float* w, int n, const Grid& G, flo
         axl[j] += w[i + j] * x[i + j] * l;
         all[j] += w[i + j] * l * l;
       }
+#endif
   } else {
     for (int i = 0; i < n; i += 8)
       for (int j = 0; j < 8; ++j) {
@@ -277,6 +341,21 @@ float asym_eval(const float* x, const float* w, int n, int nmax, float s, float 
     return sum8(acc);
   }
   const float id = 1.f / s, hi = static_cast<float>(nmax);
+#if EDGEQ_QSSE2
+  const LinSse S(0.f, hi);
+  const __m128 vid = _mm_set1_ps(id), vs = _mm_set1_ps(s), vm = _mm_set1_ps(m);
+  __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+    const __m128 q0 = S.level(_mm_mul_ps(_mm_sub_ps(x0, vm), vid)), q1 = S.level(_mm_mul_ps(_mm_sub_ps(x1, vm), vid));
+    S.store_idx(L + i, q0, q1);
+    const __m128 d0 = _mm_sub_ps(x0, _mm_add_ps(_mm_mul_ps(vs, q0), vm));
+    const __m128 d1 = _mm_sub_ps(x1, _mm_add_ps(_mm_mul_ps(vs, q1), vm));
+    a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
+    a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
+  }
+  store8(acc, a0, a1);
+#else
   for (int i = 0; i < n; i += 8)
     for (int j = 0; j < 8; ++j) {
       const float q = lin_level((x[i + j] - m) * id, 0.f, hi);
@@ -285,6 +364,7 @@ float asym_eval(const float* x, const float* w, int n, int nmax, float s, float 
       float diff = x[i + j] - (p + m);
       acc[j] += w[i + j] * diff * diff;
     }
+#endif
   return sum8(acc);
 }
 
