@@ -292,6 +292,60 @@ TEST(QuantPolicy, PureAndOverrides) {
   EXPECT_THROW(parse_tensor_type("IQ2_XXS"), edgeq::Error);  // no writer for it
 }
 
+// Rules the goldens do not reach (tl-8m has n_gqa 2, no experts, llama arch), from llama-quant.cpp b4748.
+TEST(QuantPolicy, HyperparameterDependentRules) {
+  Model m = load_model(kGolden + "/tl-8m-F16.gguf");
+  using G = GgmlType;
+  auto run = [&](const ModelParams& p, FileType ft, bool imatrix) {
+    PolicyOptions o;
+    o.ftype = ft;
+    o.has_imatrix = imatrix;
+    return by_name(m.shapes, choose_types(p, m.shapes, o));
+  };
+  {  // Q4_0 with an imatrix guards the first n_layer/8 ffn_down with Q4_1; Q5_0 with Q5_1
+    auto t = run(m.params, FileType::MOSTLY_Q4_0, true);
+    EXPECT_EQ(t["blk.0.ffn_down.weight"], G::Q4_1);
+    EXPECT_EQ(t["blk.1.ffn_down.weight"], G::Q4_0);
+    EXPECT_EQ(run(m.params, FileType::MOSTLY_Q5_0, true)["blk.0.ffn_down.weight"], G::Q5_1);
+    EXPECT_EQ(run(m.params, FileType::MOSTLY_Q4_0, false)["blk.0.ffn_down.weight"], G::Q4_0);
+  }
+  {  // n_gqa >= 4
+    ModelParams p = m.params;
+    p.n_head_kv = 2;
+    EXPECT_EQ(run(p, FileType::MOSTLY_Q2_K, false)["blk.5.attn_v.weight"], G::Q4_K);
+    EXPECT_EQ(run(p, FileType::MOSTLY_IQ4_XS, false)["blk.5.attn_v.weight"], G::Q5_K);
+    EXPECT_EQ(run(p, FileType::MOSTLY_IQ4_NL, false)["blk.5.attn_v.weight"], G::Q5_K);
+  }
+  {  // 8 experts
+    ModelParams p = m.params;
+    p.n_expert = 8;
+    auto t = run(p, FileType::MOSTLY_Q4_K_M, false);
+    EXPECT_EQ(t["blk.2.attn_v.weight"], G::Q8_0);
+    EXPECT_EQ(t["blk.2.attn_k.weight"], G::Q8_0);
+    EXPECT_EQ(t["blk.2.attn_output.weight"], G::Q5_K);
+    EXPECT_EQ(t["blk.3.ffn_down.weight"], G::Q6_K);  // layer from the name
+  }
+  {  // falcon: output Q8_0, Q3_K_L attn_output Q4_K, Q4_K_M ffn_down Q6_K/Q5_K/Q4_K
+    ModelParams p = m.params;
+    p.arch = "falcon";
+    EXPECT_EQ(run(p, FileType::MOSTLY_Q4_K_M, false)["output.weight"], G::Q8_0);
+    EXPECT_EQ(run(p, FileType::MOSTLY_Q3_K_L, false)["blk.0.attn_output.weight"], G::Q4_K);
+    auto t = run(p, FileType::MOSTLY_Q4_K_M, false);
+    EXPECT_EQ(t["blk.0.ffn_down.weight"], G::Q5_K);  // n_layer/16 == 0; use_more_bits(0, 8)
+    EXPECT_EQ(t["blk.1.ffn_down.weight"], G::Q4_K);
+  }
+  {  // 70B-like (80 layers, GQA): attn_v Q4_K/Q3_K promoted to Q5_K
+    ModelParams p = m.params;
+    p.n_layer = 80;
+    EXPECT_TRUE(p.is_70b());
+    EXPECT_EQ(run(p, FileType::MOSTLY_Q3_K_M, false)["blk.4.attn_v.weight"], G::Q5_K);
+  }
+  {  // Q8_0 keeps Q8_0 for output; Q5_K_S/Q6_K/IQ4 output Q6_K
+    EXPECT_EQ(run(m.params, FileType::MOSTLY_Q8_0, false)["output.weight"], G::Q8_0);
+    EXPECT_EQ(run(m.params, FileType::MOSTLY_IQ4_NL, false)["output.weight"], G::Q6_K);
+  }
+}
+
 TEST(QuantPolicy, QuantizableTensors) {
   EXPECT_TRUE(tensor_is_quantizable("blk.0.attn_q.weight", {256, 256}, false));
   EXPECT_FALSE(tensor_is_quantizable("blk.0.attn_norm.weight", {256}, false));
