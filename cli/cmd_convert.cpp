@@ -1,0 +1,61 @@
+// edgeq convert SRC -o OUT.gguf [--outtype auto|f32|f16|bf16|q8_0] [--threads N] [--pre NAME] [--name NAME] [--json]
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "edgeq/convert/convert.h"
+#include "edgeq/convert/plan.h"
+
+namespace {
+
+struct Opts {
+  std::string src, out, outtype = "auto", pre, name;
+  int threads = 0;
+  bool json = false;
+};
+
+edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand("convert", "Convert a Hugging Face checkpoint (safetensors or ONNX export) to GGUF");
+  sub->add_option("src", o->src, "HF checkpoint directory (config.json, safetensors, tokenizer files) or model.onnx")->required();
+  sub->add_option("-o,--output", o->out, "Output GGUF file (written to a temp file and renamed when complete)")->required();
+  sub->add_option("--outtype", o->outtype,
+                  "Tensor type for 2-D weights: auto (as llama.cpp's converter: f16 if the first tensor is F16, else bf16), "
+                  "f32, f16, bf16, q8_0. Norms and biases stay F32.")
+      ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8_0"}));
+  sub->add_option("--threads", o->threads, "Worker threads (0: all cores); the output is identical for any count")
+      ->check(CLI::Range(0, 256));
+  sub->add_option("--pre", o->pre, "Force tokenizer.ggml.pre (for a BPE pre-tokenizer edgeq does not recognise)");
+  sub->add_option("--name", o->name, "general.name (default: the source directory's name)");
+  sub->add_flag("--json", o->json, "Print a JSON summary on stdout");
+  return [o]() {
+    auto t0 = std::chrono::steady_clock::now();
+    edgeq::convert::ConvertOptions co;
+    co.outtype = o->outtype;
+    co.force_pre = o->pre;
+    co.threads = o->threads;
+    co.name = o->name;
+    auto plan = edgeq::convert::plan_conversion(o->src, co);
+    const bool show = edgeq::cli::progress_enabled() && !o->json;
+    auto res = edgeq::convert::convert_to_gguf(plan, o->out, "", o->threads, [&](const edgeq::convert::ConvertProgress& p) {
+      if (!show) return;
+      std::fprintf(stderr, "\r[%zu/%zu] %-32s %-5s %6.1f%%", p.index + 1, p.count, p.tensor->name.c_str(),
+                   edgeq::ggml_type_name(p.type), p.bytes_total ? 100.0 * static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 100.0);
+      if (p.index + 1 == p.count) std::fputc('\n', stderr);
+    });
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (o->json) {
+      nlohmann::json j = {{"output", res.path},      {"arch", plan.arch},          {"outtype", res.outtype},
+                          {"tensors", res.n_tensors}, {"file_size", res.file_size}, {"source_bytes", plan.source_bytes},
+                          {"seconds", secs}};
+      std::puts(j.dump(1).c_str());
+    } else {
+      std::printf("%s: %s, %zu tensors, %s, %.1f MB in %.2f s\n", res.path.c_str(), plan.arch.c_str(), res.n_tensors,
+                  res.outtype.c_str(), static_cast<double>(res.file_size) / 1e6, secs);
+    }
+    return 0;
+  };
+});
+
+}  // namespace

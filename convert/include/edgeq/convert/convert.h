@@ -1,0 +1,40 @@
+// Streams a ConvertPlan into a GGUF file (edgeq::GgufWriter: temp file + rename, so a failure leaves no output).
+// One tensor is in flight at a time, processed in slabs of rows when the plan can load rows, so peak memory
+// stays near one slab (or the largest tensor for sources that only load whole tensors). Threads split the rows
+// of a slab; every row is converted independently, so the output is byte-identical for any thread count.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "edgeq/convert/plan.h"
+
+namespace edgeq::convert {
+
+struct ConvertProgress {
+  size_t index = 0;        // tensor being written (0-based)
+  size_t count = 0;        // tensors in the plan
+  const PlannedTensor* tensor = nullptr;
+  GgmlType type = GgmlType::F32;  // type written for it
+  uint64_t bytes_done = 0;  // output tensor bytes written so far (after this tensor)
+  uint64_t bytes_total = 0;
+};
+using ProgressFn = std::function<void(const ConvertProgress&)>;
+
+struct ConvertResult {
+  std::string path;
+  std::string outtype;   // resolved outtype
+  size_t n_tensors = 0;
+  uint64_t file_size = 0;
+  uint64_t tensor_bytes = 0;
+};
+
+// outtype: "" or the plan's own outtype to keep it; otherwise auto|f32|f16|bf16|q8_0 (re-resolves the types
+// and general.file_type). threads <= 0: hardware concurrency. progress may be empty.
+ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_path, const std::string& outtype = "",
+                              int threads = 0, const ProgressFn& progress = {});
+
+// Rows per slab used by convert_to_gguf (elements per slab ~ this many floats); exposed for tests/benchmarks.
+inline constexpr uint64_t kSlabElements = 4u << 20;  // 16 MiB of f32
+
+}  // namespace edgeq::convert
