@@ -1,0 +1,147 @@
+// edgeq perplexity MODEL.gguf -f TEXT [--ctx N] [--chunks N] [--threads N] [--kld-base FILE | --kld FILE] [--json]
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "command.h"
+#include "edgeq/formats/error.h"
+#include "edgeq/runtime/model.h"
+#include "edgeq/runtime/perplexity.h"
+#include "edgeq/runtime/tokenizer.h"
+
+namespace {
+
+struct Opts {
+  std::string model, text_file, kld_base, kld;
+  int64_t ctx = 256;
+  int64_t chunks = -1;
+  int threads = 0;
+  bool json = false;
+  bool exact_f32 = false;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) edgeq::fail("{}: cannot open the text file", path);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) edgeq::fail("{}: read error", path);
+  return ss.str();
+}
+
+edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand("perplexity",
+                                 "Perplexity (and KL divergence against a reference) over a text, exactly as llama.cpp's "
+                                 "llama-perplexity: chunks of --ctx tokens, BOS first, second half of each chunk scored");
+  sub->add_option("model", o->model, "GGUF model file")->required();
+  sub->add_option("-f,--file", o->text_file, "Text file to evaluate")->required();
+  sub->add_option("-c,--ctx", o->ctx, "Context size = chunk length in tokens (default 256)");
+  sub->add_option("--chunks", o->chunks, "Evaluate at most N chunks (default: all)");
+  sub->add_option("-t,--threads", o->threads, "Worker threads (default: all cores); results do not depend on it");
+  auto* kb = sub->add_option("--kld-base", o->kld_base,
+                             "Write this model's log-probabilities of the scored positions to FILE (zstd), as the "
+                             "reference for a later --kld run");
+  auto* kl = sub->add_option("--kld", o->kld,
+                             "Compare with the reference log-probabilities in FILE (from --kld-base): KL divergence, "
+                             "top-token agreement, delta-p, PPL ratio");
+  kb->excludes(kl);
+  sub->add_flag("--exact-f32", o->exact_f32,
+                "Compute in plain f32 instead of reproducing llama.cpp's rounding (f16 KV cache, 8-bit activations "
+                "for quantized weights)");
+  sub->add_flag("--json", o->json, "Print one JSON document with all numbers instead of text");
+  return [o]() {
+    namespace rt = edgeq::runtime;
+    const auto model = rt::Model::load(o->model);
+    const auto tok = edgeq::Tokenizer::from_gguf(model.gguf());
+    const std::string text = read_text(o->text_file);
+    const std::vector<int32_t> tokens = tok.tokenize(text, true, false);
+    rt::PerplexityOptions po;
+    po.n_ctx = o->ctx;
+    po.max_chunks = o->chunks;
+    po.n_threads = o->threads > 0 ? o->threads : std::max(1u, std::thread::hardware_concurrency());
+    po.ggml_compat = !o->exact_f32;
+    po.kld_base_out = o->kld_base;
+    po.kld_in = o->kld;
+    const bool progress = edgeq::cli::progress_enabled() && !o->json;
+    if (progress) {
+      std::fprintf(stderr, "perplexity: %s, %zu tokens, n_ctx %lld, %d threads\n", o->model.c_str(), tokens.size(),
+                   static_cast<long long>(o->ctx), po.n_threads);
+      po.progress = [](const rt::ChunkProgress& p) {
+        if (p.kld >= 0)
+          std::fprintf(stderr, "[%d/%d] PPL %.4f  KLD %.6f  %.1f s\n", p.chunk, p.n_chunks, p.ppl, p.kld, p.seconds);
+        else
+          std::fprintf(stderr, "[%d/%d] PPL %.4f  %.1f s\n", p.chunk, p.n_chunks, p.ppl, p.seconds);
+      };
+    }
+    const rt::PerplexityResult r = rt::perplexity(model, tokens, tok.add_bos(), tok.bos(), po);
+    const double tps = r.seconds > 0 ? static_cast<double>(r.n_chunks * r.n_ctx) / r.seconds : 0.0;
+    if (o->json) {
+      nlohmann::json j;
+      j["model"] = o->model;
+      j["text"] = o->text_file;
+      j["n_tokens"] = r.n_tokens;
+      j["n_ctx"] = r.n_ctx;
+      j["n_chunks"] = r.n_chunks;
+      j["scored_tokens"] = r.count;
+      j["threads"] = po.n_threads;
+      j["ppl"] = r.ppl;
+      j["ppl_err"] = r.ppl_err;
+      j["mean_nll"] = r.mean_nll;
+      j["seconds"] = r.seconds;
+      j["tokens_per_second"] = tps;
+      j["chunk_ppl"] = r.chunk_ppl;
+      if (!o->kld_base.empty()) j["kld_base_written"] = o->kld_base;
+      if (r.kld) {
+        const auto& k = *r.kld;
+        j["kld"] = {{"base_model", k.base_model},   {"count", k.count},
+                    {"ppl", k.ppl},                 {"ppl_err", k.ppl_err},
+                    {"ppl_base", k.ppl_base},       {"ppl_base_err", k.ppl_base_err},
+                    {"cor_pct", k.cor_pct},         {"ln_ppl_ratio", k.ln_ppl_ratio},
+                    {"ln_ppl_ratio_err", k.ln_ppl_ratio_err}, {"ppl_ratio", k.ppl_ratio},
+                    {"ppl_ratio_err", k.ppl_ratio_err}, {"mean_kld", k.mean_kld},
+                    {"mean_kld_err", k.mean_kld_err}, {"median_kld", k.median_kld},
+                    {"p90_kld", k.p90_kld},         {"p95_kld", k.p95_kld},
+                    {"p99_kld", k.p99_kld},         {"p999_kld", k.p999_kld},
+                    {"max_kld", k.max_kld},         {"min_kld", k.min_kld},
+                    {"same_top_p_pct", k.same_top_pct}, {"same_top_p_err_pct", k.same_top_err_pct},
+                    {"mean_dp_pct", k.mean_dp_pct}, {"mean_dp_err_pct", k.mean_dp_err_pct},
+                    {"rms_dp_pct", k.rms_dp_pct},   {"rms_dp_err_pct", k.rms_dp_err_pct},
+                    {"max_abs_dp_pct", k.max_dp_pct}};
+      }
+      std::printf("%s\n", j.dump(1).c_str());
+      return 0;
+    }
+    std::printf("perplexity: %s: %lld tokens, n_ctx %lld, %lld chunks, %lld scored tokens, %.2f s (%.0f tokens/s)\n",
+                o->model.c_str(), static_cast<long long>(r.n_tokens), static_cast<long long>(r.n_ctx),
+                static_cast<long long>(r.n_chunks), static_cast<long long>(r.count), r.seconds, tps);
+    if (r.kld) {
+      const auto& k = *r.kld;
+      std::printf("====== Perplexity statistics (base: %s) ======\n", k.base_model.c_str());
+      std::printf("Mean PPL(Q)                   : %10.6f ± %10.6f\n", k.ppl, k.ppl_err);
+      std::printf("Mean PPL(base)                : %10.6f ± %10.6f\n", k.ppl_base, k.ppl_base_err);
+      std::printf("Cor(ln(PPL(Q)), ln(PPL(base))): %6.2f%%\n", k.cor_pct);
+      std::printf("Mean ln(PPL(Q)/PPL(base))     : %10.6f ± %10.6f\n", k.ln_ppl_ratio, k.ln_ppl_ratio_err);
+      std::printf("Mean PPL(Q)/PPL(base)         : %10.6f ± %10.6f\n", k.ppl_ratio, k.ppl_ratio_err);
+      std::printf("====== KL divergence statistics ======\n");
+      std::printf("Mean    KLD: %10.6f ± %10.6f\n", k.mean_kld, k.mean_kld_err);
+      std::printf("Maximum KLD: %10.6f\n", k.max_kld);
+      std::printf("99.9%%   KLD: %10.6f\n", k.p999_kld);
+      std::printf("99.0%%   KLD: %10.6f\n", k.p99_kld);
+      std::printf("90.0%%   KLD: %10.6f\n", k.p90_kld);
+      std::printf("Median  KLD: %10.6f\n", k.median_kld);
+      std::printf("Minimum KLD: %10.6f\n", k.min_kld);
+      std::printf("====== Token probability statistics ======\n");
+      std::printf("Mean    Δp: %6.3f ± %5.3f %%\n", k.mean_dp_pct, k.mean_dp_err_pct);
+      std::printf("RMS Δp    : %6.3f ± %5.3f %%\n", k.rms_dp_pct, k.rms_dp_err_pct);
+      std::printf("Same top p: %6.3f ± %5.3f %%\n", k.same_top_pct, k.same_top_err_pct);
+    }
+    if (!o->kld_base.empty()) std::printf("wrote reference log-probabilities to %s\n", o->kld_base.c_str());
+    std::printf("Final estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_err);
+    return 0;
+  };
+});
+
+}  // namespace

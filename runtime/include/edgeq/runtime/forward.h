@@ -1,0 +1,52 @@
+// Forward pass with a KV cache: evaluate a batch of tokens at consecutive positions after the cached ones.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "edgeq/runtime/matmul.h"
+#include "edgeq/runtime/model.h"
+
+namespace edgeq::runtime {
+
+struct ContextOptions {
+  int64_t n_ctx = 256;  // KV cache capacity (tokens)
+  int n_threads = 1;
+  // Reproduce llama.cpp's CPU numerics (f16 KV cache, activations rounded to the weight's dot-product type,
+  // f16 attention probabilities). false: plain f32 everywhere.
+  bool ggml_compat = true;
+};
+
+class Context {
+ public:
+  Context(const Model& model, const ContextOptions& opt);
+  ~Context();
+
+  const Model& model() const { return model_; }
+  int64_t n_past() const { return n_past_; }
+  int64_t n_ctx() const { return opt_.n_ctx; }
+  int n_threads() const { return pool_.size(); }
+  void clear() { n_past_ = 0; }  // empties the KV cache
+
+  // Evaluates tokens[0..n) at positions n_past..n_past+n-1 and appends them to the cache.
+  // Logits are produced for the last n - first_logit tokens (rows first_logit..n-1), written to
+  // logits[(i - first_logit) * n_vocab ...]. first_logit == n: no logits. Throws on a bad token id or
+  // when the cache would overflow.
+  void eval(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits);
+
+ private:
+  void attention(int64_t il, int64_t n);
+  const Model& model_;
+  ContextOptions opt_;
+  ThreadPool pool_;
+  MatmulScratch scratch_;
+  int64_t n_past_ = 0;
+  std::vector<float> kcache_, vcache_;  // [layer][pos][n_head_kv * head_dim]
+  std::vector<float> x_, h_, q_, k_, v_, att_, ff_gate_, ff_up_, tmp_;
+  std::vector<std::vector<float>> scores_;  // per worker
+  std::vector<float> rope_cos_, rope_sin_;   // [pos][n_rot/2], filled lazily
+  int64_t rope_filled_ = 0;
+  void ensure_rope(int64_t upto);
+};
+
+}  // namespace edgeq::runtime

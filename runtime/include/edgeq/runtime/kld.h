@@ -1,0 +1,64 @@
+// KL-divergence building blocks: llama.cpp's 16-bit log-probability rows, the zstd-compressed base file,
+// and the statistics llama-perplexity --kl-divergence prints. Used by perplexity(); exposed for tests.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "edgeq/formats/mapped_file.h"
+#include "edgeq/runtime/perplexity.h"
+
+namespace edgeq::runtime {
+
+// uint16 values per row: 2 floats (scale, min log-prob) + n_vocab levels, padded as llama.cpp does.
+inline int64_t kld_row_len(int64_t n_vocab) { return 2 * ((n_vocab + 1) / 2) + 4; }
+
+// Fills one row from logits (llama.cpp's log_softmax with uint16 output); returns the NLL of tok.
+double log_softmax_row(const float* logits, int64_t n_vocab, uint16_t* row, int32_t tok);
+
+struct KldAccum {
+  double sum_nll = 0, sum_nll2 = 0, sum_nll_base = 0, sum_nll_base2 = 0, sum_nll_nll_base = 0;
+  double sum_kld = 0, sum_kld2 = 0, sum_p_diff = 0, sum_p_diff2 = 0, sum_p_diff4 = 0;
+  float max_p_diff = 0;
+  int64_t n_same_top = 0, count = 0;
+  std::vector<float> kld_values, p_diff_values;
+};
+
+// Compares one row of logits with a base row (llama.cpp's definitions) and accumulates.
+void kld_accumulate(const float* logits, int64_t n_vocab, const uint16_t* base_row, int32_t tok, KldAccum& acc);
+KldStats kld_finalize(KldAccum acc);  // sorts the value lists; count must be >= 1
+
+struct KldHeader {
+  uint32_t version = 1;
+  uint32_t n_ctx = 0, n_vocab = 0, n_chunks = 0, add_bos = 0;
+  uint64_t tokens_hash = 0;
+  std::string model_name, model_path;
+};
+
+class KldBaseWriter {
+ public:
+  KldBaseWriter(const std::string& path, const KldHeader& h);
+  ~KldBaseWriter();
+  void write(const uint16_t* data, size_t n);  // n uint16 values
+  void finish();                               // flushes the zstd frame and renames the file into place
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class KldBaseReader {
+ public:
+  explicit KldBaseReader(const std::string& path);  // validates the header
+  ~KldBaseReader();
+  const KldHeader& header() const;
+  void read(uint16_t* dst, size_t n);  // next n uint16 values; throws when the data ends early or is corrupt
+  void finish();  // after the last value: checks the frame ends (checksum verified) with nothing after it
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgeq::runtime

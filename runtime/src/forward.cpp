@@ -1,0 +1,221 @@
+#include "edgeq/runtime/forward.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/half.h"
+
+namespace edgeq::runtime {
+
+namespace {
+
+// ggml's rms_norm (sum of squares in double, scale = 1/sqrtf(mean + eps)) followed by the weight multiply.
+void rms_norm_row(const float* x, const float* w, float* y, int64_t n, float eps) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  const float mean = static_cast<float>(sum / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * w[i];
+}
+
+
+}  // namespace
+
+Context::Context(const Model& model, const ContextOptions& opt) : model_(model), opt_(opt), pool_(opt.n_threads) {
+  const ModelConfig& c = model_.config();
+  if (opt_.n_ctx < 1 || opt_.n_ctx > (int64_t(1) << 20)) fail("{}: context size {} is out of range", model_.path(), opt_.n_ctx);
+  const uint64_t kd = c.n_head_kv * c.head_dim_k, vd = c.n_head_kv * c.head_dim_v;
+  const uint64_t per = static_cast<uint64_t>(c.n_layer) * static_cast<uint64_t>(opt_.n_ctx);
+  if (per * (kd + vd) > (uint64_t(1) << 34)) fail("{}: KV cache for context {} is too large", model_.path(), opt_.n_ctx);
+  kcache_.resize(per * kd);
+  vcache_.resize(per * vd);
+  scores_.resize(pool_.size());
+}
+
+Context::~Context() = default;
+
+void Context::ensure_rope(int64_t upto) {
+  const ModelConfig& c = model_.config();
+  const int64_t half = c.n_rot / 2;
+  if (upto <= rope_filled_ || half == 0) return;
+  rope_cos_.resize(static_cast<size_t>(upto * half));
+  rope_sin_.resize(static_cast<size_t>(upto * half));
+  const float theta_scale = std::pow(c.rope_base, -2.0f / static_cast<float>(c.n_rot));
+  const auto& ff = model_.rope_freq_factors();
+  for (int64_t p = rope_filled_; p < upto; ++p) {
+    float theta = static_cast<float>(p);
+    for (int64_t i = 0; i < half; ++i) {
+      const float t = ff.empty() ? theta : theta / ff[i];
+      rope_cos_[p * half + i] = std::cos(t);
+      rope_sin_[p * half + i] = std::sin(t);
+      theta *= theta_scale;
+    }
+  }
+  rope_filled_ = upto;
+}
+
+void Context::attention(int64_t il, int64_t n) {
+  const ModelConfig& c = model_.config();
+  const int64_t hdk = c.head_dim_k, hdv = c.head_dim_v;
+  const int64_t QD = c.n_head * hdk, KD = c.n_head_kv * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
+  const int64_t n_kv = n_past_ + n;
+  const int64_t group = c.n_head / c.n_head_kv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hdk));
+  const float* kc = kcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * KD;
+  const float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
+  const bool compat = opt_.ggml_compat;
+  pool_.run(c.n_head, [&](int64_t h, int worker) {
+    auto& S = scores_[worker];
+    S.resize(static_cast<size_t>(n * n_kv));
+    const int64_t g = h / group;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(n_kv),
+                static_cast<int>(hdk), 1.f, q_.data() + h * hdk, static_cast<int>(QD), kc + g * hdk,
+                static_cast<int>(KD), 0.f, S.data(), static_cast<int>(n_kv));
+    for (int64_t i = 0; i < n; ++i) {
+      float* s = S.data() + i * n_kv;
+      const int64_t valid = n_past_ + i + 1;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < valid; ++j) {
+        s[j] *= scale;
+        mx = std::max(mx, s[j]);
+      }
+      double sum = 0.0;
+      for (int64_t j = 0; j < valid; ++j) {
+        const float e = std::exp(s[j] - mx);
+        s[j] = e;
+        sum += e;
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j < valid; ++j) s[j] *= inv;
+      if (compat) round_f16(s, valid);
+      for (int64_t j = valid; j < n_kv; ++j) s[j] = 0.f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(hdv),
+                static_cast<int>(n_kv), 1.f, S.data(), static_cast<int>(n_kv), vc + g * hdv, static_cast<int>(VD),
+                0.f, att_.data() + h * hdv, static_cast<int>(OD));
+  });
+}
+
+void Context::eval(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits) {
+  const ModelConfig& c = model_.config();
+  if (n <= 0) return;
+  if (first_logit < 0 || first_logit > n) fail("{}: eval: invalid first logit row {}", model_.path(), first_logit);
+  if (n_past_ + n > opt_.n_ctx)
+    fail("{}: eval: {} tokens after {} cached exceed the context size {}", model_.path(), n, n_past_, opt_.n_ctx);
+  for (int64_t t = 0; t < n; ++t)
+    if (tokens[t] < 0 || tokens[t] >= c.n_vocab)
+      fail("{}: token id {} is outside the vocabulary (size {})", model_.path(), tokens[t], c.n_vocab);
+
+  const int64_t E = c.n_embd, F = c.n_ff;
+  const int64_t hdk = c.head_dim_k, hdv = c.head_dim_v;
+  const int64_t QD = c.n_head * hdk, KD = c.n_head_kv * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
+  const size_t N = static_cast<size_t>(n);
+  x_.resize(N * E);
+  h_.resize(N * E);
+  tmp_.resize(N * E);
+  q_.resize(N * QD);
+  k_.resize(N * KD);
+  v_.resize(N * VD);
+  att_.resize(N * OD);
+  ff_gate_.resize(N * F);
+  ff_up_.resize(N * F);
+  ensure_rope(n_past_ + n);
+  const bool compat = opt_.ggml_compat;
+
+  pool_.run(n, [&](int64_t t, int) { dequantize_rows(model_.token_embd(), tokens[t], tokens[t] + 1, x_.data() + t * E); });
+
+  const int64_t half = c.n_rot / 2;
+  auto rope = [&](float* v, int64_t pos) {
+    const float* cs = rope_cos_.data() + pos * half;
+    const float* sn = rope_sin_.data() + pos * half;
+    if (c.rope_mode == RopeMode::Normal) {
+      for (int64_t i = 0; i < half; ++i) {
+        const float x0 = v[2 * i], x1 = v[2 * i + 1];
+        v[2 * i] = x0 * cs[i] - x1 * sn[i];
+        v[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+      }
+    } else {
+      for (int64_t i = 0; i < half; ++i) {
+        const float x0 = v[i], x1 = v[i + half];
+        v[i] = x0 * cs[i] - x1 * sn[i];
+        v[i + half] = x0 * sn[i] + x1 * cs[i];
+      }
+    }
+  };
+
+  const auto& layers = model_.layers();
+  for (int64_t il = 0; il < c.n_layer; ++il) {
+    const LayerWeights& L = layers[il];
+    const bool last = il == c.n_layer - 1;
+    pool_.run(n, [&](int64_t t, int) { rms_norm_row(x_.data() + t * E, L.attn_norm.data(), h_.data() + t * E, E, c.rms_eps); });
+    matmul(L.wq, h_.data(), n, E, q_.data(), QD, pool_, scratch_, compat);
+    matmul(L.wk, h_.data(), n, E, k_.data(), KD, pool_, scratch_, compat);
+    matmul(L.wv, h_.data(), n, E, v_.data(), VD, pool_, scratch_, compat);
+    float* kc = kcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * KD;
+    float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
+    pool_.run(n, [&](int64_t t, int) {
+      float* q = q_.data() + t * QD;
+      float* k = k_.data() + t * KD;
+      float* v = v_.data() + t * VD;
+      if (!L.bq.empty()) {
+        for (int64_t i = 0; i < QD; ++i) q[i] += L.bq[i];
+        for (int64_t i = 0; i < KD; ++i) k[i] += L.bk[i];
+        for (int64_t i = 0; i < VD; ++i) v[i] += L.bv[i];
+      }
+      if (!L.q_norm.empty()) {
+        for (int64_t h = 0; h < c.n_head; ++h) rms_norm_row(q + h * hdk, L.q_norm.data(), q + h * hdk, hdk, c.rms_eps);
+        for (int64_t h = 0; h < c.n_head_kv; ++h) rms_norm_row(k + h * hdk, L.k_norm.data(), k + h * hdk, hdk, c.rms_eps);
+      }
+      const int64_t pos = n_past_ + t;
+      for (int64_t h = 0; h < c.n_head; ++h) rope(q + h * hdk, pos);
+      for (int64_t h = 0; h < c.n_head_kv; ++h) rope(k + h * hdk, pos);
+      if (compat) {  // llama.cpp: f16 KV cache; q is converted to f16 for the K·Q product
+        round_f16(q, QD);
+        round_f16(k, KD);
+        round_f16(v, VD);
+      }
+      std::memcpy(kc + pos * KD, k, static_cast<size_t>(KD) * sizeof(float));
+      std::memcpy(vc + pos * VD, v, static_cast<size_t>(VD) * sizeof(float));
+    });
+    attention(il, n);
+
+    // The last layer only needs the rows whose logits are requested (as llama.cpp's inp_out_ids).
+    const int64_t r0 = last ? first_logit : 0;
+    const int64_t nr = n - r0;
+    if (nr == 0) break;
+    matmul(L.wo, att_.data() + r0 * OD, nr, OD, tmp_.data(), E, pool_, scratch_, compat);
+    pool_.run(nr, [&](int64_t t, int) {
+      float* x = x_.data() + (r0 + t) * E;
+      const float* o = tmp_.data() + t * E;
+      for (int64_t i = 0; i < E; ++i) x[i] += o[i];
+      rms_norm_row(x, L.ffn_norm.data(), h_.data() + t * E, E, c.rms_eps);
+    });
+    matmul(L.w_gate, h_.data(), nr, E, ff_gate_.data(), F, pool_, scratch_, compat);
+    matmul(L.w_up, h_.data(), nr, E, ff_up_.data(), F, pool_, scratch_, compat);
+    pool_.run(nr, [&](int64_t t, int) {
+      float* g = ff_gate_.data() + t * F;
+      const float* u = ff_up_.data() + t * F;
+      for (int64_t i = 0; i < F; ++i) g[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
+    });
+    matmul(L.w_down, ff_gate_.data(), nr, F, tmp_.data(), E, pool_, scratch_, compat);
+    pool_.run(nr, [&](int64_t t, int) {
+      float* x = x_.data() + (r0 + t) * E;
+      const float* o = tmp_.data() + t * E;
+      for (int64_t i = 0; i < E; ++i) x[i] += o[i];
+    });
+  }
+  n_past_ += n;
+
+  const int64_t nl = n - first_logit;
+  if (nl <= 0 || !logits) return;
+  pool_.run(nl, [&](int64_t t, int) {
+    rms_norm_row(x_.data() + (first_logit + t) * E, model_.output_norm().data(), h_.data() + t * E, E, c.rms_eps);
+  });
+  matmul(model_.output(), h_.data(), nl, E, logits, c.n_vocab, pool_, scratch_, compat);
+}
+
+}  // namespace edgeq::runtime

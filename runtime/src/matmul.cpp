@@ -1,0 +1,229 @@
+#include "edgeq/runtime/matmul.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/half.h"
+#include "edgeq/quant/blocks.h"
+
+namespace edgeq::runtime {
+
+// ---------------------------------------------------------------- thread pool
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
+  for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker_loop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_start_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void ThreadPool::worker_loop(int worker) {
+  uint64_t seen = 0;
+  for (;;) {
+    const std::function<void(int64_t, int)>* fn;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_start_.wait(lk, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      fn = fn_;
+    }
+    for (;;) {
+      int64_t t;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (next_ >= n_tasks_) break;
+        t = next_++;
+      }
+      (*fn)(t, worker);
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (--active_ == 0) cv_done_.notify_all();
+    }
+  }
+}
+
+void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& fn) {
+  if (n_tasks <= 0) return;
+  if (n_threads_ == 1 || n_tasks == 1) {
+    for (int64_t t = 0; t < n_tasks; ++t) fn(t, 0);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    fn_ = &fn;
+    n_tasks_ = n_tasks;
+    next_ = 0;
+    active_ = n_threads_ - 1;
+    ++generation_;
+  }
+  cv_start_.notify_all();
+  for (;;) {
+    int64_t t;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (next_ >= n_tasks_) break;
+      t = next_++;
+    }
+    fn(t, 0);
+  }
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_done_.wait(lk, [&] { return active_ == 0; });
+  fn_ = nullptr;
+}
+
+// ---------------------------------------------------------------- activation rounding
+
+ActRounding act_rounding_for(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return ActRounding::None;
+    case GgmlType::F16: return ActRounding::F16;
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
+    case GgmlType::Q8_0: case GgmlType::IQ4_NL:
+      return ActRounding::Q8_0;
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::IQ4_XS: case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S:
+    case GgmlType::IQ3_XXS: case GgmlType::IQ3_S: case GgmlType::IQ1_S: case GgmlType::IQ1_M:
+      return ActRounding::Q8_K;
+    default: return ActRounding::None;
+  }
+}
+
+static inline int nearest_even(float v) { return static_cast<int>(std::nearbyint(v)); }
+
+namespace {
+// F16C conversions give the same bits as the scalar IEEE round-to-nearest-even ones (and as ggml's).
+__attribute__((target("avx2,f16c"))) void round_f16_f16c(float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm256_storeu_ps(x + i, _mm256_cvtph_ps(h));
+  }
+  for (; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
+}
+const bool g_has_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+}  // namespace
+
+void round_f16(float* x, int64_t n) {
+  if (g_has_f16c) return round_f16_f16c(x, n);
+  for (int64_t i = 0; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
+}
+
+void round_activations(ActRounding r, float* x, int64_t n) {
+  switch (r) {
+    case ActRounding::None: return;
+    case ActRounding::F16:
+      round_f16(x, n);
+      return;
+    case ActRounding::Q8_0: {
+      // ggml's AVX2 quantize_row_q8_0: d = amax/127 stored as fp16, q = round_nearest_even(x * 127/amax).
+      if (n % 32) return;
+      for (int64_t b = 0; b < n; b += 32) {
+        float amax = 0.f;
+        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+        const float d = amax / 127.f;
+        const float id = amax != 0.f ? 127.f / amax : 0.f;
+        const float dh = f16_to_f32(f32_to_f16(d));
+        for (int j = 0; j < 32; ++j) x[b + j] = dh * static_cast<float>(nearest_even(x[b + j] * id));
+      }
+      return;
+    }
+    case ActRounding::Q8_K: {
+      // ggml's quantize_row_q8_K_ref (used on x86): iscale = -127/max (max = signed value of largest |x|).
+      if (n % 256) return;
+      for (int64_t b = 0; b < n; b += 256) {
+        float amax = 0.f, mx = 0.f;
+        for (int j = 0; j < 256; ++j) {
+          const float ax = std::fabs(x[b + j]);
+          if (ax > amax) { amax = ax; mx = x[b + j]; }
+        }
+        if (amax == 0.f) {
+          for (int j = 0; j < 256; ++j) x[b + j] = 0.f;
+          continue;
+        }
+        const float iscale = -127.f / mx;
+        const float d = 1.f / iscale;
+        for (int j = 0; j < 256; ++j) {
+          const int v = std::min(127, nearest_even(iscale * x[b + j]));
+          x[b + j] = d * static_cast<float>(v);
+        }
+      }
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- dequantization of weight rows
+
+void dequantize_rows(const TensorView& w, int64_t r0, int64_t r1, float* dst) {
+  const int64_t ne0 = static_cast<int64_t>(w.dims[0]);
+  const uint64_t rb = w.row_bytes();
+  const uint8_t* src = w.data + static_cast<uint64_t>(r0) * rb;
+  if (w.type == GgmlType::F32) {
+    std::memcpy(dst, src, static_cast<size_t>(r1 - r0) * ne0 * sizeof(float));
+    return;
+  }
+  for (int64_t r = r0; r < r1; ++r, src += rb, dst += ne0) quant::dequantize_row(w.type, src, dst, ne0);
+}
+
+// ---------------------------------------------------------------- matmul
+
+namespace {
+constexpr int64_t kTileRows = 64;
+std::once_flag g_blas_once;
+}  // namespace
+
+void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
+            ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat) {
+  std::call_once(g_blas_once, [] { openblas_set_num_threads(1); });
+  const int64_t in = static_cast<int64_t>(w.dims[0]);
+  const int64_t out = static_cast<int64_t>(w.n_rows());
+  if (n_tokens <= 0 || out <= 0) return;
+
+  const float* xs = x;
+  int64_t ldxs = ldx;
+  const ActRounding r = ggml_compat ? act_rounding_for(w.type) : ActRounding::None;
+  if (r != ActRounding::None) {
+    scratch.xr.resize(static_cast<size_t>(n_tokens * in));
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      std::memcpy(scratch.xr.data() + t * in, x + t * ldx, static_cast<size_t>(in) * sizeof(float));
+    }
+    pool.run(n_tokens, [&](int64_t t, int) { round_activations(r, scratch.xr.data() + t * in, in); });
+    xs = scratch.xr.data();
+    ldxs = in;
+  }
+
+  if (static_cast<int>(scratch.tiles.size()) < pool.size()) scratch.tiles.resize(pool.size());
+  const int64_t n_tiles = (out + kTileRows - 1) / kTileRows;
+  pool.run(n_tiles, [&](int64_t tile, int worker) {
+    const int64_t r0 = tile * kTileRows;
+    const int64_t r1 = std::min(out, r0 + kTileRows);
+    const float* wt;
+    if (w.type == GgmlType::F32) {
+      wt = reinterpret_cast<const float*>(w.data) + r0 * in;  // no copy needed
+    } else {
+      auto& buf = scratch.tiles[worker];
+      buf.resize(static_cast<size_t>(kTileRows * in));
+      dequantize_rows(w, r0, r1, buf.data());
+      wt = buf.data();
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n_tokens), static_cast<int>(r1 - r0),
+                static_cast<int>(in), 1.f, xs, static_cast<int>(ldxs), wt, static_cast<int>(in), 0.f, y + r0,
+                static_cast<int>(ldy));
+  });
+}
+
+}  // namespace edgeq::runtime

@@ -1,0 +1,178 @@
+#include "edgeq/runtime/model.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/quant/blocks.h"
+#include "edgeq/runtime/matmul.h"
+
+namespace edgeq::runtime {
+
+namespace {
+
+constexpr int64_t kMaxDim = int64_t(1) << 20;  // sanity limit for any hyperparameter
+
+std::string dims_str(const std::vector<uint64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+struct Loader {
+  const GgufFile& f;
+  const std::string& path;
+  std::string arch;
+
+  int64_t get_int(const std::string& key, std::optional<int64_t> def = std::nullopt) const {
+    const std::string full = arch + "." + key;
+    const GgufValue* v = f.find(full);
+    if (!v) {
+      if (def) return *def;
+      fail("{}: missing hyperparameter {}", path, full);
+    }
+    if (v->type() == GgufType::ARRAY) fail("{}: {}: per-layer arrays are not supported", path, full);
+    if (!v->is_integer()) fail("{}: {}: expected an integer, found {}", path, full, gguf_type_name(v->type()));
+    const int64_t x = v->as_int();
+    if (x < 0 || x > kMaxDim * 64) fail("{}: {} = {} is out of range", path, full, x);
+    return x;
+  }
+  double get_float(const std::string& key, double def) const {
+    const std::string full = arch + "." + key;
+    const GgufValue* v = f.find(full);
+    if (!v) return def;
+    if (!v->is_number()) fail("{}: {}: expected a number, found {}", path, full, gguf_type_name(v->type()));
+    const double x = v->as_double();
+    if (!std::isfinite(x)) fail("{}: {} is not finite", path, full);
+    return x;
+  }
+
+  const GgufTensorInfo* find(const std::string& name) const { return f.find_tensor(name); }
+
+  TensorView matrix(const std::string& name, uint64_t ne0, uint64_t ne1, bool required = true) const {
+    const GgufTensorInfo* t = find(name);
+    if (!t) {
+      if (!required) return {};
+      fail("{}: tensor {}: missing", path, name);
+    }
+    if (t->dims.size() != 2 || t->dims[0] != ne0 || t->dims[1] != ne1)
+      fail("{}: tensor {}: shape {} does not match the hyperparameters (expected [{}, {}])", path, name,
+           dims_str(t->dims), ne0, ne1);
+    if (t->type != GgmlType::F32 && !quant::can_dequantize(t->type))
+      fail("{}: tensor {}: type {} cannot be dequantized", path, name, ggml_type_name(t->type));
+    return f.view(*t);
+  }
+
+  std::vector<float> vec(const std::string& name, uint64_t n, bool required = true) const {
+    const GgufTensorInfo* t = find(name);
+    if (!t) {
+      if (!required) return {};
+      fail("{}: tensor {}: missing", path, name);
+    }
+    uint64_t ne = 1;
+    for (uint64_t d : t->dims) ne *= d;
+    if (t->dims.empty() || t->dims[0] != n || ne != n)
+      fail("{}: tensor {}: shape {} does not match the hyperparameters (expected [{}])", path, name,
+           dims_str(t->dims), n);
+    if (t->type != GgmlType::F32 && !quant::can_dequantize(t->type))
+      fail("{}: tensor {}: type {} cannot be dequantized", path, name, ggml_type_name(t->type));
+    TensorView v = f.view(*t);
+    std::vector<float> out(n);
+    dequantize_rows(v, 0, 1, out.data());
+    for (float x : out)
+      if (!std::isfinite(x)) fail("{}: tensor {}: contains NaN or Inf", path, name);
+    return out;
+  }
+};
+
+}  // namespace
+
+Model Model::load(const std::string& path) {
+  Model m;
+  m.file_ = GgufFile::open(path);
+  const GgufFile& f = m.file_;
+  ModelConfig& c = m.cfg_;
+  c.arch = f.architecture();
+  if (c.arch != "llama" && c.arch != "qwen2" && c.arch != "qwen3")
+    fail("{}: unsupported architecture '{}' (supported: llama, qwen2, qwen3)", path, c.arch);
+  Loader L{f, path, c.arch};
+  c.name = f.get_string("general.name").value_or(std::filesystem::path(path).stem().string());
+
+  c.n_layer = L.get_int("block_count");
+  c.n_embd = L.get_int("embedding_length");
+  c.n_ff = L.get_int("feed_forward_length");
+  c.n_head = L.get_int("attention.head_count");
+  c.n_head_kv = L.get_int("attention.head_count_kv", c.n_head);
+  if (c.n_layer < 1 || c.n_layer > 4096) fail("{}: {}.block_count = {} is out of range", path, c.arch, c.n_layer);
+  if (c.n_embd < 1 || c.n_embd > kMaxDim) fail("{}: {}.embedding_length = {} is out of range", path, c.arch, c.n_embd);
+  if (c.n_ff < 1 || c.n_ff > kMaxDim) fail("{}: {}.feed_forward_length = {} is out of range", path, c.arch, c.n_ff);
+  if (c.n_head < 1 || c.n_head > 4096) fail("{}: {}.attention.head_count = {} is out of range", path, c.arch, c.n_head);
+  if (c.n_head_kv < 1 || c.n_head % c.n_head_kv != 0)
+    fail("{}: {}.attention.head_count_kv = {} must divide head_count = {}", path, c.arch, c.n_head_kv, c.n_head);
+  const int64_t hd_default = c.n_embd % c.n_head == 0 ? c.n_embd / c.n_head : 0;
+  c.head_dim_k = L.get_int("attention.key_length", hd_default);
+  c.head_dim_v = L.get_int("attention.value_length", c.head_dim_k);
+  if (c.head_dim_k < 2 || c.head_dim_k > 4096 || c.head_dim_k % 2 != 0 || c.head_dim_v < 1 || c.head_dim_v > 4096)
+    fail("{}: head dimensions k={} v={} are invalid", path, c.head_dim_k, c.head_dim_v);
+  c.n_rot = L.get_int("rope.dimension_count", c.head_dim_k);
+  if (c.n_rot < 0 || c.n_rot > c.head_dim_k || c.n_rot % 2 != 0)
+    fail("{}: {}.rope.dimension_count = {} is invalid for head dimension {}", path, c.arch, c.n_rot, c.head_dim_k);
+  c.n_ctx_train = L.get_int("context_length", 0);
+  c.rms_eps = static_cast<float>(L.get_float("attention.layer_norm_rms_epsilon", c.arch == "llama" ? 1e-5 : 1e-6));
+  c.rope_base = static_cast<float>(L.get_float("rope.freq_base", c.arch == "llama" ? 10000.0 : 1000000.0));
+  if (!(c.rms_eps >= 0.f) || !(c.rope_base > 0.f)) fail("{}: invalid rms epsilon or rope base", path);
+  c.rope_mode = c.arch == "llama" ? RopeMode::Normal : RopeMode::Neox;
+  c.has_qkv_bias = c.arch == "qwen2";
+  c.has_qk_norm = c.arch == "qwen3";
+
+  // Vocabulary size: <arch>.vocab_size, else token_embd's second dimension.
+  const GgufTensorInfo* te = f.find_tensor("token_embd.weight");
+  if (!te) fail("{}: tensor token_embd.weight: missing", path);
+  if (te->dims.size() != 2) fail("{}: tensor token_embd.weight: shape {} is not 2-D", path, dims_str(te->dims));
+  c.n_vocab = L.get_int("vocab_size", static_cast<int64_t>(te->dims[1]));
+  if (c.n_vocab < 1 || c.n_vocab > (int64_t(1) << 24)) fail("{}: vocabulary size {} is out of range", path, c.n_vocab);
+  if (const GgufValue* tok = f.find("tokenizer.ggml.tokens"); tok && tok->type() == GgufType::ARRAY) {
+    const auto n = static_cast<int64_t>(tok->as_array().items.size());
+    if (n > c.n_vocab) fail("{}: tokenizer has {} tokens but the model's vocabulary is {}", path, n, c.n_vocab);
+  }
+
+  const uint64_t E = c.n_embd, F = c.n_ff, V = c.n_vocab;
+  const uint64_t QD = c.n_head * c.head_dim_k, KD = c.n_head_kv * c.head_dim_k, VD = c.n_head_kv * c.head_dim_v;
+  const uint64_t OD = c.n_head * c.head_dim_v;
+  m.tok_embd_ = L.matrix("token_embd.weight", E, V);
+  m.output_norm_ = L.vec("output_norm.weight", E);
+  m.output_ = L.matrix("output.weight", E, V, false);
+  if (!m.output_.data) {
+    c.tied_output = true;
+    m.output_ = m.tok_embd_;
+  }
+  if (f.find_tensor("rope_freqs.weight")) {
+    m.rope_freqs_ = L.vec("rope_freqs.weight", static_cast<uint64_t>(c.n_rot / 2));
+  }
+  m.layers_.resize(c.n_layer);
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    auto& l = m.layers_[i];
+    const std::string p = "blk." + std::to_string(i) + ".";
+    l.attn_norm = L.vec(p + "attn_norm.weight", E);
+    l.wq = L.matrix(p + "attn_q.weight", E, QD);
+    l.wk = L.matrix(p + "attn_k.weight", E, KD);
+    l.wv = L.matrix(p + "attn_v.weight", E, VD);
+    l.wo = L.matrix(p + "attn_output.weight", OD, E);
+    l.ffn_norm = L.vec(p + "ffn_norm.weight", E);
+    l.w_gate = L.matrix(p + "ffn_gate.weight", E, F);
+    l.w_up = L.matrix(p + "ffn_up.weight", E, F);
+    l.w_down = L.matrix(p + "ffn_down.weight", F, E);
+    if (c.has_qkv_bias) {
+      l.bq = L.vec(p + "attn_q.bias", QD);
+      l.bk = L.vec(p + "attn_k.bias", KD);
+      l.bv = L.vec(p + "attn_v.bias", VD);
+    }
+    if (c.has_qk_norm) {
+      l.q_norm = L.vec(p + "attn_q_norm.weight", c.head_dim_k);
+      l.k_norm = L.vec(p + "attn_k_norm.weight", c.head_dim_k);
+    }
+  }
+  return m;
+}
+
+}  // namespace edgeq::runtime

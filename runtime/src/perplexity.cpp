@@ -1,0 +1,150 @@
+#include "edgeq/runtime/perplexity.h"
+
+#include <chrono>
+#include <cmath>
+#include <optional>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/runtime/forward.h"
+#include "edgeq/runtime/kld.h"
+
+namespace edgeq::runtime {
+
+double nll_of(const float* logits, int64_t n_vocab, int32_t tok) {
+  float max_logit = logits[0];
+  for (int64_t i = 1; i < n_vocab; ++i) max_logit = std::max(max_logit, logits[i]);
+  double sum_exp = 0.0;
+  for (int64_t i = 0; i < n_vocab; ++i) sum_exp += std::exp(logits[i] - max_logit);
+  return -(logits[tok] - max_logit - std::log(sum_exp));
+}
+
+uint64_t hash_tokens(const int32_t* ids, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t v = static_cast<uint32_t>(ids[i]);
+    for (int b = 0; b < 4; ++b) {
+      h ^= (v >> (8 * b)) & 0xff;
+      h *= 1099511628211ull;
+    }
+  }
+  return h;
+}
+
+PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, bool add_bos, int32_t bos_id,
+                            const PerplexityOptions& opt) {
+  const ModelConfig& c = model.config();
+  const int64_t n_ctx = opt.n_ctx;
+  const int64_t n_vocab = c.n_vocab;
+  if (n_ctx < 4 || n_ctx > (int64_t(1) << 20)) fail("{}: perplexity: context size {} is out of range (>= 4)", model.path(), n_ctx);
+  if (add_bos && (bos_id < 0 || bos_id >= n_vocab)) fail("{}: perplexity: BOS id {} is outside the vocabulary", model.path(), bos_id);
+  const int64_t n_tokens = static_cast<int64_t>(tokens.size());
+  if (n_tokens < 2 * n_ctx)
+    fail("{}: perplexity: the text tokenizes to only {} tokens; at least {} are needed for a context of {}", model.path(),
+         n_tokens, 2 * n_ctx, n_ctx);
+  if (!opt.kld_in.empty() && !opt.kld_base_out.empty()) fail("perplexity: --kld and --kld-base are exclusive");
+
+  int64_t n_chunk = n_tokens / n_ctx;
+  if (opt.max_chunks >= 0) n_chunk = std::min(n_chunk, opt.max_chunks);
+  const int64_t first = n_ctx / 2;
+  const int64_t n_scored = n_ctx - 1 - first;
+  const int64_t nv = kld_row_len(n_vocab);
+
+  std::optional<KldBaseReader> reader;
+  std::optional<KldBaseWriter> writer;
+  if (!opt.kld_in.empty()) {
+    reader.emplace(opt.kld_in);
+    const KldHeader& h = reader->header();
+    if (h.n_ctx != n_ctx) fail("{}: KLD base was computed with n_ctx {}, this run uses {}", opt.kld_in, h.n_ctx, n_ctx);
+    if (h.n_vocab != n_vocab) fail("{}: KLD base has a vocabulary of {}, the model {}", opt.kld_in, h.n_vocab, n_vocab);
+    if ((h.add_bos != 0) != add_bos) fail("{}: KLD base and this model disagree on adding BOS", opt.kld_in);
+    if (static_cast<int64_t>(h.n_chunks) * n_ctx > n_tokens ||
+        hash_tokens(tokens.data(), static_cast<size_t>(h.n_chunks) * n_ctx) != h.tokens_hash)
+      fail("{}: KLD base was computed on different tokens (other text or tokenizer)", opt.kld_in);
+    n_chunk = h.n_chunks;
+    if (opt.max_chunks >= 0) n_chunk = std::min<int64_t>(n_chunk, opt.max_chunks);
+  } else if (!opt.kld_base_out.empty()) {
+    KldHeader h;
+    h.n_ctx = static_cast<uint32_t>(n_ctx);
+    h.n_vocab = static_cast<uint32_t>(n_vocab);
+    h.n_chunks = static_cast<uint32_t>(n_chunk);
+    h.add_bos = add_bos ? 1 : 0;
+    h.tokens_hash = hash_tokens(tokens.data(), static_cast<size_t>(n_chunk * n_ctx));
+    h.model_name = c.name;
+    h.model_path = model.path();
+    writer.emplace(opt.kld_base_out, h);
+  }
+
+  ContextOptions co;
+  co.n_ctx = n_ctx;
+  co.n_threads = opt.n_threads;
+  co.ggml_compat = opt.ggml_compat;
+  Context ctx(model, co);
+
+  PerplexityResult res;
+  res.n_tokens = n_tokens;
+  res.n_chunks = n_chunk;
+  res.n_ctx = n_ctx;
+  std::vector<float> logits(static_cast<size_t>(n_scored * n_vocab));
+  std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
+  std::vector<uint16_t> rows(reader || writer ? static_cast<size_t>(n_scored * nv) : 0);
+  KldAccum acc;
+  double nll = 0.0, nll2 = 0.0;
+  int64_t count = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+
+  for (int64_t ic = 0; ic < n_chunk; ++ic) {
+    const int32_t* src = tokens.data() + ic * n_ctx;
+    std::copy(src, src + n_ctx, chunk.begin());
+    if (add_bos) chunk[0] = bos_id;
+    ctx.clear();
+    // The last token's logits are never scored, so the chunk's first n_ctx-1 tokens suffice.
+    ctx.eval(chunk.data(), n_ctx - 1, first, logits.data());
+    const int32_t* target = src + first + 1;
+    if (reader) {
+      reader->read(rows.data(), rows.size());
+      for (int64_t j = 0; j < n_scored; ++j)
+        kld_accumulate(logits.data() + j * n_vocab, n_vocab, rows.data() + j * nv, target[j], acc);
+      nll = acc.sum_nll;
+      nll2 = acc.sum_nll2;
+      count = acc.count;
+    } else {
+      for (int64_t j = 0; j < n_scored; ++j) {
+        const double v = writer ? log_softmax_row(logits.data() + j * n_vocab, n_vocab, rows.data() + j * nv, target[j])
+                                : nll_of(logits.data() + j * n_vocab, n_vocab, target[j]);
+        nll += v;
+        nll2 += v * v;
+      }
+      count += n_scored;
+      if (writer) writer->write(rows.data(), rows.size());
+    }
+    const double running = std::exp(nll / static_cast<double>(count));
+    res.chunk_ppl.push_back(running);
+    if (opt.progress) {
+      ChunkProgress p;
+      p.chunk = static_cast<int>(ic + 1);
+      p.n_chunks = static_cast<int>(n_chunk);
+      p.ppl = running;
+      p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      p.kld = reader ? acc.sum_kld / static_cast<double>(acc.count) : -1.0;
+      opt.progress(p);
+    }
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.count = count;
+  const double mean = nll / static_cast<double>(count);
+  const double mean2 = nll2 / static_cast<double>(count);
+  res.mean_nll = mean;
+  res.ppl = std::exp(mean);
+  const double var = mean2 - mean * mean;
+  res.ppl_err = var > 0 && count > 1 ? res.ppl * std::sqrt(var / static_cast<double>(count - 1)) : 0.0;
+  if (writer) writer->finish();
+  if (reader) {
+    if (n_chunk == static_cast<int64_t>(reader->header().n_chunks)) reader->finish();
+    KldStats s = kld_finalize(std::move(acc));
+    s.base_model = reader->header().model_name;
+    res.kld = s;
+  }
+  return res;
+}
+
+}  // namespace edgeq::runtime

@@ -1,0 +1,243 @@
+// KL divergence against the F32 reference, compared with llama.cpp's numbers in golden/perplexity.json.
+// The F32 reference is built here from the BF16 safetensors (llama.cpp converter rules: Q/K row permutation,
+// metadata and vocab copied from the F16 golden), so the test does not depend on `edgeq convert`.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/gguf.h"
+#include "edgeq/formats/safetensors.h"
+#include "edgeq/runtime/kld.h"
+#include "edgeq/runtime/matmul.h"
+#include "edgeq/runtime/model.h"
+#include "edgeq/runtime/perplexity.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EDGEQ_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EDGEQ_SANITIZED 1
+#endif
+#endif
+#ifndef EDGEQ_SANITIZED
+#define EDGEQ_SANITIZED 0
+#endif
+
+namespace fs = std::filesystem;
+namespace rt = edgeq::runtime;
+
+namespace {
+const std::string kShared = EDGEQ_SHARED_DIR;
+
+nlohmann::json load_json(const std::string& p) {
+  std::ifstream f(p);
+  return nlohmann::json::parse(f);
+}
+
+const std::vector<int32_t>& heldout_tokens() {
+  static std::vector<int32_t> ids = [] {
+    auto j = load_json(kShared + "/golden/tokens/heldout-tokens.json");
+    for (auto& c : j["cases"])
+      if (c["vocab"] == "tl-8m-F16.gguf") return c["ids"].get<std::vector<int32_t>>();
+    return std::vector<int32_t>{};
+  }();
+  return ids;
+}
+
+const nlohmann::json& golden(const std::string& name) {
+  static nlohmann::json j = load_json(kShared + "/golden/perplexity.json");
+  return j["files"][name];
+}
+
+std::string hf_name(const std::string& gguf_name, int* permute_heads, const edgeq::GgufFile& ref) {
+  *permute_heads = 0;
+  if (gguf_name == "token_embd.weight") return "model.embed_tokens.weight";
+  if (gguf_name == "output_norm.weight") return "model.norm.weight";
+  if (gguf_name == "output.weight") return "lm_head.weight";
+  int layer = -1;
+  char rest[64] = {0};
+  if (std::sscanf(gguf_name.c_str(), "blk.%d.%63s", &layer, rest) != 2) return "";
+  const std::string p = "model.layers." + std::to_string(layer) + ".";
+  const std::string r = rest;
+  if (r == "attn_norm.weight") return p + "input_layernorm.weight";
+  if (r == "ffn_norm.weight") return p + "post_attention_layernorm.weight";
+  if (r == "attn_q.weight") {
+    *permute_heads = static_cast<int>(*ref.get_int("llama.attention.head_count"));
+    return p + "self_attn.q_proj.weight";
+  }
+  if (r == "attn_k.weight") {
+    *permute_heads = static_cast<int>(*ref.get_int("llama.attention.head_count_kv"));
+    return p + "self_attn.k_proj.weight";
+  }
+  if (r == "attn_v.weight") return p + "self_attn.v_proj.weight";
+  if (r == "attn_output.weight") return p + "self_attn.o_proj.weight";
+  if (r == "ffn_gate.weight") return p + "mlp.gate_proj.weight";
+  if (r == "ffn_up.weight") return p + "mlp.up_proj.weight";
+  if (r == "ffn_down.weight") return p + "mlp.down_proj.weight";
+  return "";
+}
+
+// tl-8m in F32 from the BF16 safetensors; cached in the build tree (written atomically).
+std::string f32_reference() {
+  const fs::path dir = fs::path(EDGEQ_BINARY_DIR) / "rt-fixtures";
+  const fs::path out = dir / "tl-8m-F32.gguf";
+  if (fs::exists(out)) return out.string();
+  fs::create_directories(dir);
+  auto ref = edgeq::GgufFile::open(kShared + "/golden/tl-8m-F16.gguf");
+  auto st = edgeq::SafetensorsCheckpoint::open(kShared + "/models/tl-8m");
+  edgeq::GgufWriter w(out.string());
+  for (const auto& [k, v] : ref.metadata()) w.set(k, v);
+  w.set("general.file_type", uint32_t{0});
+  for (const auto& t : ref.tensors()) w.add_tensor(t.name, t.dims, edgeq::GgmlType::F32);
+  for (const auto& t : ref.tensors()) {
+    int heads = 0;
+    const std::string hn = hf_name(t.name, &heads, ref);
+    const edgeq::StTensor* s = st.find(hn);
+    if (!s) throw edgeq::Error("fixture: no safetensors tensor for " + t.name);
+    std::vector<float> v(s->n_elements());
+    edgeq::st_to_f32(s->dtype, s->data, v.data(), v.size());
+    if (heads > 0) {  // llama.cpp's permute: new row h*hd + 2i + j = old row h*hd + j*(hd/2) + i
+      const size_t in = t.dims[0], rows = t.dims[1], hd = rows / heads;
+      std::vector<float> p(v.size());
+      for (size_t h = 0; h < static_cast<size_t>(heads); ++h)
+        for (size_t i = 0; i < hd / 2; ++i)
+          for (size_t j = 0; j < 2; ++j)
+            std::copy_n(v.data() + (h * hd + j * (hd / 2) + i) * in, in, p.data() + (h * hd + 2 * i + j) * in);
+      v.swap(p);
+    }
+    w.write_tensor_data(v.data(), v.size() * sizeof(float));
+  }
+  w.finish();
+  return out.string();
+}
+
+std::string tmp_path(const std::string& name) {
+  return (fs::temp_directory_path() / ("edgeq-kld-" + std::to_string(getpid()) + "-" + name)).string();
+}
+
+struct TmpFile {
+  std::string path;
+  ~TmpFile() { std::remove(path.c_str()); }
+};
+
+}  // namespace
+
+// The F32 fixture reproduces llama.cpp's F32 conversion: its weights equal the F16 golden's wherever f16 is
+// exact, and its PPL is llama.cpp's F32 PPL.
+TEST(KldFixture, F32MatchesF16Golden) {
+  auto f32 = rt::Model::load(f32_reference());
+  auto f16 = rt::Model::load(kShared + "/golden/tl-8m-F16.gguf");
+  std::vector<float> a(256), b(256);
+  rt::dequantize_rows(f32.layers()[3].wq, 17, 18, a.data());
+  rt::dequantize_rows(f16.layers()[3].wq, 17, 18, b.data());
+  int same = 0;
+  for (int i = 0; i < 256; ++i) same += std::fabs(a[i] - b[i]) <= 1e-3f * std::fabs(a[i]);
+  EXPECT_GE(same, 250);  // permutation applied the same way (a wrong one would scramble the row)
+}
+
+TEST(Kld, QuantizedVsF32MatchesLlamaCpp) {
+  const auto& toks = heldout_tokens();
+  ASSERT_EQ(toks.size(), 30755u);
+  TmpFile base{tmp_path("base.kld")};
+  rt::PerplexityOptions o;
+  o.n_threads = 2;
+  o.max_chunks = EDGEQ_SANITIZED ? 3 : -1;
+  o.kld_base_out = base.path;
+  auto f32 = rt::Model::load(f32_reference());
+  auto rb = rt::perplexity(f32, toks, true, 1, o);
+  if (!EDGEQ_SANITIZED) {
+    EXPECT_NEAR(rb.ppl, golden("tl-8m-F32 (not shipped: your convert --outtype f32)")["ppl"].get<double>(), 43.3902 * 0.002);
+  }
+  o.kld_base_out.clear();
+  o.kld_in = base.path;
+  for (const char* name : {"tl-8m-Q4_K_M", "tl-8m-Q8_0"}) {
+    SCOPED_TRACE(name);
+    auto m = rt::Model::load(kShared + "/golden/" + name + ".gguf");
+    auto r = rt::perplexity(m, toks, true, 1, o);
+    ASSERT_TRUE(r.kld.has_value());
+    const auto& k = *r.kld;
+    const auto& g = golden(name);
+    std::printf("%s: PPL %.4f base %.4f mean KLD %.6f (llama.cpp %.6f) median %.6f (%.6f) p99 %.6f (%.6f) max %.6f (%.6f) "
+                "same top %.3f%% (%.3f%%) RMS dp %.3f%% (%.3f%%) mean dp %.3f%% (%.3f%%) ratio %.6f (%.6f)\n",
+                name, k.ppl, k.ppl_base, k.mean_kld, g["mean_kld"].get<double>(), k.median_kld,
+                g["median_kld"].get<double>(), k.p99_kld, g["p99_kld"].get<double>(), k.max_kld,
+                g["max_kld"].get<double>(), k.same_top_pct, g["same_top_p_pct"].get<double>(), k.rms_dp_pct,
+                g["rms_dp_pct"].get<double>(), k.mean_dp_pct, g["mean_dp_pct"].get<double>(), k.ppl_ratio,
+                g["ppl_ratio"].get<double>());
+    EXPECT_NEAR(k.ppl, r.ppl, 1e-3 * r.ppl);
+    EXPECT_NEAR(k.ppl_base, rb.ppl, 1e-3 * rb.ppl);
+    if (EDGEQ_SANITIZED) {
+      EXPECT_GT(k.mean_kld, 0.0);
+      continue;
+    }
+    EXPECT_NEAR(k.mean_kld, g["mean_kld"].get<double>(), 0.10 * g["mean_kld"].get<double>());
+    EXPECT_NEAR(k.median_kld, g["median_kld"].get<double>(), 0.10 * g["median_kld"].get<double>());
+    EXPECT_NEAR(k.p99_kld, g["p99_kld"].get<double>(), 0.10 * g["p99_kld"].get<double>());
+    EXPECT_NEAR(k.same_top_pct, g["same_top_p_pct"].get<double>(), 0.10 * g["same_top_p_pct"].get<double>());
+    EXPECT_NEAR(k.rms_dp_pct, g["rms_dp_pct"].get<double>(), 0.10 * g["rms_dp_pct"].get<double>());
+    EXPECT_NEAR(k.ppl_ratio, g["ppl_ratio"].get<double>(), 0.002);
+    EXPECT_NEAR(k.ppl, g["ppl"].get<double>(), 0.01 * g["ppl"].get<double>());
+  }
+}
+
+TEST(Kld, MismatchedBaseIsRefused) {
+  const auto& toks = heldout_tokens();
+  TmpFile base{tmp_path("mismatch.kld")};
+  auto m = rt::Model::load(kShared + "/golden/tl-8m-Q4_0.gguf");
+  rt::PerplexityOptions o;
+  o.n_ctx = 64;
+  o.max_chunks = 2;
+  o.kld_base_out = base.path;
+  rt::perplexity(m, toks, true, 1, o);
+  {
+    rt::KldBaseReader rd(base.path);
+    EXPECT_EQ(rd.header().n_ctx, 64u);
+    EXPECT_EQ(rd.header().n_vocab, 4096u);
+    EXPECT_EQ(rd.header().n_chunks, 2u);
+  }
+  o.kld_base_out.clear();
+  o.kld_in = base.path;
+  // Same everything: accepted, and a model against its own log-probs has ~0 divergence.
+  auto same = rt::perplexity(m, toks, true, 1, o);
+  ASSERT_TRUE(same.kld);
+  EXPECT_LT(std::fabs(same.kld->mean_kld), 1e-4);
+  EXPECT_EQ(same.kld->same_top_pct, 100.0);
+  // Other context size, other text, other vocabulary size: refused.
+  o.n_ctx = 128;
+  EXPECT_THROW(rt::perplexity(m, toks, true, 1, o), edgeq::Error);
+  o.n_ctx = 64;
+  std::vector<int32_t> other(toks.begin() + 1, toks.end());
+  EXPECT_THROW(rt::perplexity(m, other, true, 1, o), edgeq::Error);
+  auto small = rt::Model::load(kShared + "/golden/stories260K-F32.gguf");
+  EXPECT_THROW(rt::perplexity(small, toks, true, 1, o), edgeq::Error);
+  // Truncated and corrupted files: a clear error, no crash.
+  std::string bytes;
+  {
+    std::ifstream f(base.path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  TmpFile bad{tmp_path("bad.kld")};
+  for (size_t cut : {size_t(5), size_t(40), bytes.size() / 2, bytes.size() - 3}) {
+    std::ofstream(bad.path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(cut));
+    EXPECT_THROW(rt::perplexity(m, toks, true, 1, [&] { auto p = o; p.kld_in = bad.path; return p; }()), edgeq::Error)
+        << "cut at " << cut;
+  }
+  std::string flipped = bytes;
+  flipped[flipped.size() / 2] ^= 0x5a;
+  flipped[flipped.size() / 2 + 1] ^= 0x33;
+  std::ofstream(bad.path, std::ios::binary).write(flipped.data(), static_cast<std::streamsize>(flipped.size()));
+  try {
+    auto p = o;
+    p.kld_in = bad.path;
+    rt::perplexity(m, toks, true, 1, p);  // zstd may or may not detect it; it must not crash
+  } catch (const edgeq::Error&) {
+  }
+}
