@@ -116,17 +116,17 @@ void deq_q2_k(const void* src, float* y, int64_t nb) {
 }
 void deq_q3_k(const void* src, float* y, int64_t nb) {
   auto* b = blocks<BlockQ3_K>(src);
-  for (int64_t i = 0; i < nb; ++i) {
+  for (int64_t i = 0; i < nb; ++i, y += QK_K) {
     const float d = load_f16(b[i].d);
-    for (int e = 0; e < QK_K; ++e) {
-      const int half = e / 128, s = (e % 128) / 32, l = e % 32;
-      int ql = (b[i].qs[half * 32 + l] >> (2 * s)) & 3;
-      int hb = (b[i].hmask[l] >> (e / 32)) & 1;
-      int q = ql - (hb ? 0 : 4);
-      float dl = d * static_cast<float>(q3k_scale(b[i].scales, e / 16));
-      y[e] = dl * static_cast<float>(q);
+    for (int g = 0; g < 16; ++g) {  // 16 groups of 16 elements, one scale each
+      const int e0 = 16 * g, half = e0 / 128, s = (e0 % 128) / 32, l0 = e0 % 32, bit = e0 / 32;
+      const float dl = d * static_cast<float>(q3k_scale(b[i].scales, g));
+      const uint8_t* qs = b[i].qs + half * 32;
+      for (int l = l0; l < l0 + 16; ++l) {
+        int q = ((qs[l] >> (2 * s)) & 3) - (((b[i].hmask[l] >> bit) & 1) ? 0 : 4);
+        y[e0 + l - l0] = dl * static_cast<float>(q);
+      }
     }
-    y += QK_K;
   }
 }
 void deq_q4_k(const void* src, float* y, int64_t nb) {
@@ -175,17 +175,18 @@ void deq_q5_k(const void* src, float* y, int64_t nb) {
 }
 void deq_q6_k(const void* src, float* y, int64_t nb) {
   auto* b = blocks<BlockQ6_K>(src);
-  for (int64_t i = 0; i < nb; ++i) {
+  for (int64_t i = 0; i < nb; ++i, y += QK_K) {
     const float d = load_f16(b[i].d);
-    for (int e = 0; e < QK_K; ++e) {
-      const int half = e / 128, r = e % 128, nib = r / 64, l64 = r % 64, s = r / 32, l32 = r % 32;
-      int lo = (b[i].ql[half * 64 + l64] >> (4 * nib)) & 0xF;
-      int hi = (b[i].qh[half * 32 + l32] >> (2 * s)) & 3;
-      int q = (lo | (hi << 4)) - 32;
-      float dl = d * static_cast<float>(b[i].scales[e / 16]);
-      y[e] = dl * static_cast<float>(q);
+    for (int g = 0; g < 16; ++g) {
+      const int e0 = 16 * g, half = e0 / 128, r0 = e0 % 128, nib = r0 / 64, s = r0 / 32;
+      const float dl = d * static_cast<float>(b[i].scales[g]);
+      const uint8_t* ql = b[i].ql + half * 64 + r0 % 64;
+      const uint8_t* qh = b[i].qh + half * 32 + r0 % 32;
+      for (int l = 0; l < 16; ++l) {
+        int q = (((ql[l] >> (4 * nib)) & 0xF) | (((qh[l] >> (2 * s)) & 3) << 4)) - 32;
+        y[e0 + l] = dl * static_cast<float>(q);
+      }
     }
-    y += QK_K;
   }
 }
 void deq_q8_k(const void* src, float* y, int64_t nb) {
