@@ -359,6 +359,25 @@ TEST(Convert, Q8_0LayoutMatchesLlamaQuantizeAndErrorIsNoWorse) {
   EXPECT_EQ(checked, 58u);  // 7 per layer x 8 + token_embd + output
 }
 
+TEST(Convert, OnnxExportEqualsSafetensors) {
+  // torch.onnx export of tl-8m (f32 widened from BF16, linear weights transposed as onnx::MatMul_N):
+  // after recovery and transposing back, every tensor equals the safetensors conversion byte for byte.
+  TempDir td;
+  for (const char* ot : {"f32", "f16"}) {
+    auto a = GgufFile::open(convert_file(kShared + "/models/tl-8m", ot, td.p / (std::string("st-") + ot + ".gguf")));
+    auto b = GgufFile::open(convert_file(kShared + "/models/tl-8m-onnx-ext", ot, td.p / (std::string("onnx-") + ot + ".gguf")));
+    SCOPED_TRACE(ot);
+    expect_same_tensors(b, a);
+    expect_metadata_superset(b, a, "tokenizer.");
+    expect_metadata_superset(b, a, "llama.");
+  }
+  // the .onnx path itself works too; auto on an f32 source is bf16 (llama.cpp's rule)
+  ConvertOptions o;
+  auto plan = plan_conversion(kShared + "/models/tl-8m-onnx-ext/model.onnx", o);
+  EXPECT_EQ(plan.outtype, "bf16");
+  EXPECT_EQ(plan.tensors.size(), 75u);
+}
+
 // ---- synthetic Qwen2 / Qwen3 / llama ------------------------------------------------------------------------
 
 TEST(Convert, SyntheticLlamaPermutesQK) {

@@ -306,8 +306,9 @@ std::optional<std::string> identify_bpe_pre(const std::string& pre_tokenizer_jso
   return identify_pre(j, nullptr);
 }
 
-Vocab load_tokenizer_json(const std::string& path, std::optional<uint64_t> n_vocab, const std::string& force_pre) {
-  nlohmann::json j = read_json(path);
+namespace {
+Vocab tokenizer_json_to_vocab(const nlohmann::json& j, const std::string& path, std::optional<uint64_t> n_vocab,
+                              const std::string& force_pre) {
   if (!j.is_object()) fail("{}: not a tokenizer.json (top level is not an object)", path);
   auto mit = j.find("model");
   if (mit == j.end() || !mit->is_object()) fail("{}: no 'model' object", path);
@@ -409,20 +410,40 @@ Vocab load_tokenizer_json(const std::string& path, std::optional<uint64_t> n_voc
   return v;
 }
 
+using AddedList = std::vector<std::pair<std::string, int64_t>>;
+
+AddedList added_tokens_of(const nlohmann::json& j) {
+  AddedList added;
+  if (j.is_object() && j.contains("added_tokens") && j["added_tokens"].is_array())
+    for (auto& a : j["added_tokens"])
+      if (a.is_object() && a.contains("content") && a["content"].is_string() && a.contains("id") && a["id"].is_number_integer())
+        added.emplace_back(a["content"].get<std::string>(), a["id"].get<int64_t>());
+  return added;
+}
+
+void apply_special_vocab_impl(Vocab& v, const std::string& dir, const AddedList* json_added);
+}  // namespace
+
+Vocab load_tokenizer_json(const std::string& path, std::optional<uint64_t> n_vocab, const std::string& force_pre) {
+  return tokenizer_json_to_vocab(read_json(path), path, n_vocab, force_pre);
+}
+
 // ---- SpecialVocab ------------------------------------------------------------------------------------
-void apply_special_vocab(Vocab& v, const std::string& dir) {
+void apply_special_vocab(Vocab& v, const std::string& dir) { apply_special_vocab_impl(v, dir, nullptr); }
+
+namespace {
+void apply_special_vocab_impl(Vocab& v, const std::string& dir, const AddedList* json_added) {
   namespace fs = std::filesystem;
   fs::path d(dir);
   // content -> id candidates, in gguf-py's lookup order (first match wins)
-  std::vector<std::pair<std::string, int64_t>> added;
+  AddedList added;
   bool have_tokenizer_json = false;
-  if (is_file(d / "tokenizer.json")) {
+  if (json_added) {
     have_tokenizer_json = true;
-    auto j = read_json((d / "tokenizer.json").string());
-    if (j.is_object() && j.contains("added_tokens") && j["added_tokens"].is_array())
-      for (auto& a : j["added_tokens"])
-        if (a.is_object() && a.contains("content") && a["content"].is_string() && a.contains("id") && a["id"].is_number_integer())
-          added.emplace_back(a["content"].get<std::string>(), a["id"].get<int64_t>());
+    added = *json_added;
+  } else if (is_file(d / "tokenizer.json")) {
+    have_tokenizer_json = true;
+    added = added_tokens_of(read_json((d / "tokenizer.json").string()));
   }
   nlohmann::json tc, stm;
   if (is_file(d / "tokenizer_config.json")) {
@@ -508,6 +529,8 @@ void apply_special_vocab(Vocab& v, const std::string& dir) {
   }
 }
 
+}  // namespace
+
 Vocab load_hf_vocab(const std::string& dir, bool prefer_sentencepiece, std::optional<uint64_t> n_vocab, const std::string& force_pre) {
   namespace fs = std::filesystem;
   fs::path d(dir);
@@ -555,7 +578,13 @@ Vocab load_hf_vocab(const std::string& dir, bool prefer_sentencepiece, std::opti
       }
     }
   } else if (is_file(d / "tokenizer.json")) {
-    v = load_tokenizer_json((d / "tokenizer.json").string(), n_vocab, force_pre);
+    std::string path = (d / "tokenizer.json").string();
+    nlohmann::json j = read_json(path);
+    v = tokenizer_json_to_vocab(j, path, n_vocab, force_pre);
+    AddedList added = added_tokens_of(j);
+    j = nlohmann::json();
+    apply_special_vocab_impl(v, dir, &added);
+    return v;
   } else if (is_file(d / "tokenizer.model")) {
     fail("{}: this architecture takes a byte-level BPE tokenizer.json, found only tokenizer.model", dir);
   } else {
