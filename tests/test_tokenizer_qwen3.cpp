@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "edgeq/formats/hf_tokenizer.h"
 #include "edgeq/formats/vocab.h"
 #include "edgeq/runtime/tokenizer.h"
 
@@ -27,7 +28,7 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
-edgeq::Vocab qwen3_vocab() {
+edgeq::Vocab build_qwen3_vocab() {
   auto j = nlohmann::json::parse(read_text(kShared + "/tokenizers/qwen3/tokenizer.json"));
   edgeq::Vocab v;
   v.model = "gpt2";
@@ -59,8 +60,13 @@ edgeq::Vocab qwen3_vocab() {
   return v;
 }
 
+const edgeq::Vocab& qwen3_vocab() {
+  static const edgeq::Vocab v = build_qwen3_vocab();
+  return v;
+}
+
 TEST(TokenizerQwen3, MatchesReferenceIds) {
-  const edgeq::Vocab v = qwen3_vocab();
+  const edgeq::Vocab& v = qwen3_vocab();
   ASSERT_EQ(v.size(), 151669u);
   ASSERT_EQ(v.merges.size(), 151387u);
   const edgeq::Tokenizer tok(v);
@@ -93,6 +99,32 @@ TEST(TokenizerQwen3, MatchesReferenceIds) {
   }
   EXPECT_EQ(whole, 2);
   EXPECT_EQ(lines, 61);
+}
+
+
+// The same through the converter's reader (formats/hf_tokenizer): pre-tokenizer identified from the regex,
+// added-token types, special ids from tokenizer_config.json.
+TEST(TokenizerQwen3, ThroughHfTokenizerReader) {
+  const std::string dir = kShared + "/tokenizers/qwen3";
+  edgeq::Vocab hv = edgeq::load_tokenizer_json(dir + "/tokenizer.json");
+  edgeq::apply_special_vocab(hv, dir);
+  EXPECT_EQ(hv.model, "gpt2");
+  EXPECT_EQ(hv.pre, "qwen2");
+  const edgeq::Vocab& v = qwen3_vocab();
+  ASSERT_EQ(hv.tokens, v.tokens);
+  EXPECT_EQ(hv.merges, v.merges);
+  EXPECT_EQ(hv.token_types, v.token_types);
+  const edgeq::Tokenizer tok(hv);
+  auto ref = nlohmann::json::parse(read_text(kShared + "/tokenizers/qwen3/reference-ids.json"));
+  int checked = 0;
+  for (const auto& c : ref["cases"]) {
+    if (!c.contains("ids")) continue;
+    const std::string name = c["text"];
+    SCOPED_TRACE(name);
+    EXPECT_EQ(tok.tokenize(read_text(kShared + "/text/" + name), false, true), c["ids"].get<std::vector<int32_t>>());
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2);
 }
 
 }  // namespace
