@@ -599,7 +599,7 @@ for cp in range(MAX):
     c = chr(cp); l = c.lower()
     if ord(l[0]) != cp: lower.append((cp, ord(l[0])))  # first char of the lowercase, as llama.cpp
 out = []
-out.append("// Generated from Python %s unicodedata (Unicode %s) by the generator described in tokenizer.h's unicode section:" % (sys.version.split()[0], unicodedata.unidata_version))
+out.append("// Generated from Python %s unicodedata (Unicode %s) by the Python script at the end of this file:" % (sys.version.split()[0], unicodedata.unidata_version))
 out.append("// general categories mapped to llama.cpp's codepoint flags (gen-unicode-data.py), White_Space list, simple lowercase.")
 out.append('#include <cstdint>\n#include <utility>\n\nnamespace edgeq::unicode::data {\n')
 out.append("extern const std::pair<uint32_t, uint16_t> kRanges[];\nextern const uint32_t kRangesCount;")
