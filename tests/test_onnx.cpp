@@ -715,6 +715,14 @@ TEST(OnnxRoles, HugeAndOddNodeNamesAreHandled) {
                {"is named as model.layers.0.self_attn.q_proj", "makes its weight model.layers.1.self_attn.q_proj"});
 }
 
+TEST(OnnxRoles, DeepModelStaysWithinTheSearchBudget) {
+  Synth s;  // 48 layers, shuffled: the per-layer searches must not grow with depth
+  s.L = 48;
+  s.shuffle = true;
+  check_recovery(s);
+  EXPECT_EQ(s.onnx_name.size(), 1u + 48u * 9u + 2u);
+}
+
 TEST(OnnxRoles, GemmTiedAndBias) {
   Synth s;
   s.gemm_o = true;
