@@ -50,6 +50,7 @@ struct Grid {
   // to t in [k, k+1) is lut[k] or lut[k] + 1.
   int lut_base = 0, lut_n = 0;
   uint8_t lut[512] = {};
+  float mid[255] = {};  // mid[i] = (v[i] + v[i+1]) / 2 (exact for integer levels); t >= mid[i] rounds up
   static Grid lin(int qmin, int qmax) {
     Grid g;
     g.n = qmax - qmin + 1;
@@ -63,6 +64,7 @@ struct Grid {
     g.n = n;
     g.linear = false;
     for (int i = 0; i < n; ++i) g.v[i] = vals[i];
+    for (int i = 0; i + 1 < n; ++i) g.mid[i] = 0.5f * (g.v[i] + g.v[i + 1]);
     g.lut_base = vals[0];
     g.lut_n = vals[n - 1] - vals[0] + 1;
     for (int k = 0; k < g.lut_n; ++k) {
@@ -85,7 +87,7 @@ struct Grid {
     if (t >= v[n - 1]) return n - 1;
     // t > v[0] = lut_base here, so truncation of the non-negative t - lut_base is floor.
     const int lo = lut[static_cast<int>(t - static_cast<float>(lut_base))];
-    return (t - v[lo] < v[lo + 1] - t) ? lo : lo + 1;
+    return t >= mid[lo] ? lo + 1 : lo;
   }
   int zero_index() const { return nearest(0.f); }
 };
@@ -122,6 +124,33 @@ struct LinSse {
   }
   void store_idx(uint8_t* dst, __m128 l0, __m128 l1) const {
     __m128i a = _mm_cvttps_epi32(_mm_sub_ps(l0, lo)), b = _mm_cvttps_epi32(_mm_sub_ps(l1, lo));
+    __m128i p = _mm_packs_epi32(a, b);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(p, p));
+  }
+};
+// Table grid (<= 16 levels): index = number of midpoints <= t, value accumulated from the level steps;
+// the same result as Grid::nearest (NaN compares false everywhere: index 0, as the scalar path).
+struct TabSse {
+  int nm;
+  __m128 mid[15], step[15], v0;
+  explicit TabSse(const Grid& G) : nm(G.n - 1), v0(_mm_set1_ps(G.v[0])) {
+    for (int k = 0; k < nm; ++k) {
+      mid[k] = _mm_set1_ps(G.mid[k]);
+      step[k] = _mm_set1_ps(G.v[k + 1] - G.v[k]);
+    }
+  }
+  __m128 level(__m128 t, __m128i* idx) const {
+    __m128 v = v0;
+    __m128i c = _mm_setzero_si128();
+    for (int k = 0; k < nm; ++k) {
+      const __m128 m = _mm_cmpge_ps(t, mid[k]);
+      v = _mm_add_ps(v, _mm_and_ps(m, step[k]));
+      c = _mm_sub_epi32(c, _mm_castps_si128(m));
+    }
+    *idx = c;
+    return v;
+  }
+  static void store_idx(uint8_t* dst, __m128i a, __m128i b) {
     __m128i p = _mm_packs_epi32(a, b);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(p, p));
   }
@@ -172,6 +201,24 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
       }
 #endif
   } else {
+#if EDGEQ_QSSE2
+    if (G.n <= 16) {
+      const TabSse S(G);
+      const __m128 vid = _mm_set1_ps(id), vd = _mm_set1_ps(d);
+      __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
+      for (int i = 0; i < n; i += 8) {
+        const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+        __m128i k0, k1;
+        const __m128 l0 = S.level(_mm_mul_ps(x0, vid), &k0), l1 = S.level(_mm_mul_ps(x1, vid), &k1);
+        TabSse::store_idx(idx + i, k0, k1);
+        const __m128 d0 = _mm_sub_ps(x0, _mm_mul_ps(vd, l0)), d1 = _mm_sub_ps(x1, _mm_mul_ps(vd, l1));
+        a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
+        a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
+      }
+      store8(acc, a0, a1);
+      return sum8(acc);
+    }
+#endif
     for (int i = 0; i < n; i += 8)
       for (int j = 0; j < 8; ++j) {
         int k = G.nearest(x[i + j] * id);
@@ -215,6 +262,29 @@ inline void sym_levels(const float* x, const float* w, int n, const Grid& G, flo
       }
 #endif
   } else {
+#if EDGEQ_QSSE2
+    if (G.n <= 16) {
+      const TabSse S(G);
+      const __m128 vis = _mm_set1_ps(iscale);
+      __m128 b0 = _mm_setzero_ps(), b1 = _mm_setzero_ps(), c0 = _mm_setzero_ps(), c1 = _mm_setzero_ps();
+      for (int i = 0; i < n; i += 8) {
+        const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+        const __m128 w0 = _mm_loadu_ps(w + i), w1 = _mm_loadu_ps(w + i + 4);
+        __m128i k0, k1;
+        const __m128 l0 = S.level(_mm_mul_ps(x0, vis), &k0), l1 = S.level(_mm_mul_ps(x1, vis), &k1);
+        TabSse::store_idx(tmp + i, k0, k1);
+        b0 = _mm_add_ps(b0, _mm_mul_ps(_mm_mul_ps(w0, x0), l0));
+        b1 = _mm_add_ps(b1, _mm_mul_ps(_mm_mul_ps(w1, x1), l1));
+        c0 = _mm_add_ps(c0, _mm_mul_ps(_mm_mul_ps(w0, l0), l0));
+        c1 = _mm_add_ps(c1, _mm_mul_ps(_mm_mul_ps(w1, l1), l1));
+      }
+      store8(axl, b0, b1);
+      store8(all, c0, c1);
+      *sxl_out = sum8(axl);
+      *sll_out = sum8(all);
+      return;
+    }
+#endif
     for (int i = 0; i < n; i += 8)
       for (int j = 0; j < 8; ++j) {
         int k = G.nearest(x[i + j] * iscale);
@@ -820,7 +890,7 @@ void enc_tq1_0(const float* x, const float* w, void* dst) {
 }
 
 void enc_q4_k(const float* x, const float* w, void* dst) {
-  static const AsymK P{8, 32, 15, 63, 1, 5};
+  static const AsymK P{8, 32, 15, 63, 2, 5};
   AsymKResult r;
   asymk_encode(x, w, P, r);
   auto* b = static_cast<BlockQ4_K*>(dst);
@@ -832,7 +902,7 @@ void enc_q4_k(const float* x, const float* w, void* dst) {
       b->qs[32 * p + l] = static_cast<uint8_t>(r.L[64 * p + l] | (r.L[64 * p + 32 + l] << 4));
 }
 void enc_q5_k(const float* x, const float* w, void* dst) {
-  static const AsymK P{8, 32, 31, 63, 1, 5};
+  static const AsymK P{8, 32, 31, 63, 2, 5};
   AsymKResult r;
   asymk_encode(x, w, P, r);
   auto* b = static_cast<BlockQ5_K*>(dst);
@@ -848,7 +918,7 @@ void enc_q5_k(const float* x, const float* w, void* dst) {
     }
 }
 void enc_q2_k(const float* x, const float* w, void* dst) {
-  static const AsymK P{16, 16, 3, 15, 2, 10};
+  static const AsymK P{16, 16, 3, 15, 2, 5};
   AsymKResult r;
   asymk_encode(x, w, P, r);
   auto* b = static_cast<BlockQ2_K*>(dst);
@@ -861,7 +931,7 @@ void enc_q2_k(const float* x, const float* w, void* dst) {
 }
 void enc_q3_k(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::lin(-4, 3);
-  static const SymK P{16, 16, -32, 31, 2, 10};
+  static const SymK P{16, 16, -32, 31, 2, 5};
   SymKResult r;
   symk_encode(x, w, P, G, r);
   auto* b = static_cast<BlockQ3_K*>(dst);
