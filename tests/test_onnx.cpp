@@ -395,6 +395,40 @@ TEST(OnnxExternal, ReadsAtUnalignedOffsetsAndMapsOnce) {
   EXPECT_EQ(f32s(m2, "a"), a);
 }
 
+TEST(OnnxExternal, OpenViewsRawDataInTheMappedFile) {
+  TempDir d;
+  const std::vector<float> a = {1, 2, 3, 4, 5, 6}, b = {9, 8};
+  // Two graph fields: protobuf merges them (initializers concatenate); the views must follow that order.
+  Pb g1, g2;
+  g1.m(5, tensor_head("a", dt::FLOAT, {2, 3}).s(T_RAW, raw_of(a)));
+  g2.m(5, tensor_head("b", dt::FLOAT, {2}).s(T_RAW, raw_of({0, 0})).s(T_RAW, raw_of(b)));  // last raw_data wins
+  g2.m(5, tensor_head("c", dt::FLOAT, {2}).packed_fixed<float>(T_FLOAT, {7, 7}));
+  Pb op;
+  op.i(2, 17);
+  Pb mb;
+  mb.i(1, 8).m(7, g1).m(7, g2).m(8, op);
+  d.write("model.onnx", mb.b);
+  auto m = OnnxModel::open((d.p / "model.onnx").string());
+  ASSERT_EQ(m.initializers().size(), 3u);
+  EXPECT_EQ(f32s(m, "a"), a);
+  EXPECT_EQ(f32s(m, "b"), b);
+  EXPECT_EQ(f32s(m, "c"), (std::vector<float>{7, 7}));
+  const auto* ta = m.find("a");
+  const auto* tb = m.find("b");
+  EXPECT_EQ(ta->storage, edgeq::OnnxStorage::Raw);
+  const size_t pa = mb.b.find(raw_of(a)), pb = mb.b.rfind(raw_of(b));
+  ASSERT_NE(pa, std::string::npos);
+  EXPECT_EQ(ta->offset, pa);  // zero-copy: the view sits at the bytes' position in the file
+  EXPECT_EQ(tb->offset, pb);
+  EXPECT_EQ(tb->data - ta->data, static_cast<std::ptrdiff_t>(pb - pa));  // both in the one mapping
+  // parse() of a caller's buffer keeps its own copy: the buffer may go away.
+  std::string copy = mb.b;
+  auto m2 = parse(copy);
+  copy.assign(copy.size(), '\0');
+  EXPECT_EQ(f32s(m2, "a"), a);
+  EXPECT_EQ(f32s(m2, "b"), b);
+}
+
 TEST(OnnxExternal, HostileReferences) {
   TempDir d;
   d.write("sub/model.onnx.data", std::string(64, '\x01'));

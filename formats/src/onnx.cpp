@@ -148,6 +148,7 @@ struct ModelData {
   std::deque<std::string> raw_bufs;
   std::deque<std::vector<uint8_t>> typed_bufs;
   std::map<std::string, std::shared_ptr<MappedFile>> ext_maps;  // one map per external data file
+  std::shared_ptr<MappedFile> model_map;  // open(): raw_data views point into the mapped model file
 };
 }  // namespace onnx_detail
 
@@ -197,7 +198,74 @@ void fill_typed(std::vector<uint8_t>& buf, const Field& field, uint64_t n, Check
   }
 }
 
-void read_initializer(Impl& m, onnx::TensorProto& tp, const OnnxLimits& lim) {
+// Where an initializer's raw_data bytes sit in the serialised model (found by a second, minimal
+// wire-format scan), so that open() can hand out views into the mapped file instead of protobuf's copy.
+struct RawLoc {
+  std::string_view name;
+  uint64_t offset = 0, len = 0;
+  bool has = false;
+};
+
+// Calls cb(field, wire_type, value_ptr, value_len) for each field of one message; len-delimited values
+// only carry ptr/len. Returns false on anything unexpected (groups, bad varints, out of bounds).
+template <typename Cb>
+bool scan_message(const uint8_t* p, const uint8_t* end, Cb&& cb) {
+  auto varint = [&](uint64_t& v) {
+    v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (p >= end) return false;
+      uint8_t b = *p++;
+      v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if (!(b & 0x80)) return true;
+    }
+    return false;
+  };
+  while (p < end) {
+    uint64_t tag = 0, v = 0;
+    if (!varint(tag) || (tag >> 3) == 0) return false;
+    const uint32_t field = static_cast<uint32_t>(tag >> 3);
+    switch (tag & 7) {
+      case 0: if (!varint(v)) return false; break;
+      case 1: if (end - p < 8) return false; p += 8; break;
+      case 5: if (end - p < 4) return false; p += 4; break;
+      case 2:
+        if (!varint(v) || v > static_cast<uint64_t>(end - p)) return false;
+        if (!cb(field, p, v)) return false;
+        p += v;
+        break;
+      default: return false;  // groups: give up, fall back to protobuf's copies
+    }
+  }
+  return true;
+}
+
+// raw_data locations of the graph initializers, in protobuf's order (repeated `graph` fields merge, so
+// their initializers concatenate; a repeated optional field keeps its last value).
+std::optional<std::vector<RawLoc>> locate_raw_data(const uint8_t* data, size_t size) {
+  std::vector<RawLoc> locs;
+  bool ok = scan_message(data, data + size, [&](uint32_t f, const uint8_t* gp, uint64_t gl) {
+    if (f != 7) return true;  // ModelProto.graph
+    return scan_message(gp, gp + gl, [&](uint32_t gf, const uint8_t* tp, uint64_t tl) {
+      if (gf != 5) return true;  // GraphProto.initializer
+      RawLoc loc;
+      bool tok = scan_message(tp, tp + tl, [&](uint32_t tf, const uint8_t* vp, uint64_t vl) {
+        if (tf == 8) loc.name = std::string_view(reinterpret_cast<const char*>(vp), vl);  // name
+        if (tf == 9) {                                                                    // raw_data
+          loc.offset = static_cast<uint64_t>(vp - data);
+          loc.len = vl;
+          loc.has = true;
+        }
+        return true;
+      });
+      locs.push_back(loc);
+      return tok;
+    });
+  });
+  if (!ok) return std::nullopt;
+  return locs;
+}
+
+void read_initializer(Impl& m, onnx::TensorProto& tp, const OnnxLimits& lim, const RawLoc* loc) {
   const std::string& path = m.path;
   OnnxTensor t;
   t.name = tp.name();
@@ -272,8 +340,14 @@ void read_initializer(Impl& m, onnx::TensorProto& tp, const OnnxLimits& lim) {
     if (tp.raw_data().size() != nbytes)
       fail("{}: initializer {}: raw_data has {} bytes, dims {} x {} bytes need {}", path, t.name,
            tp.raw_data().size(), fmt::join(t.dims, "x"), esize, nbytes);
-    m.raw_bufs.push_back(std::move(*tp.mutable_raw_data()));  // keeps the heap buffer, no copy
-    t.data = reinterpret_cast<const uint8_t*>(m.raw_bufs.back().data());
+    if (loc && m.model_map && loc->has && loc->name == tp.name() && loc->len == nbytes &&
+        loc->offset + nbytes <= m.model_map->size()) {
+      t.data = nbytes ? m.model_map->data() + loc->offset : nullptr;  // zero-copy view into the mapped model
+      t.offset = loc->offset;
+    } else {
+      m.raw_bufs.push_back(std::move(*tp.mutable_raw_data()));  // keeps protobuf's heap buffer, no second copy
+      t.data = reinterpret_cast<const uint8_t*>(m.raw_bufs.back().data());
+    }
     t.nbytes = nbytes;
     t.storage = OnnxStorage::Raw;
     t.file = path;
@@ -391,7 +465,13 @@ void parse_impl(Impl& mref, const uint8_t* data, size_t size, const std::string&
     if (op.domain().empty() || op.domain() == "ai.onnx") m->opset = op.version();
 
   auto* g = proto->mutable_graph();
-  for (auto& tp : *g->mutable_initializer()) read_initializer(*m, tp, lim);
+  std::optional<std::vector<RawLoc>> locs;
+  if (m->model_map && m->model_map->data() == data) {
+    locs = locate_raw_data(data, size);
+    if (locs && locs->size() != static_cast<size_t>(g->initializer_size())) locs.reset();
+  }
+  for (int i = 0; i < g->initializer_size(); ++i)
+    read_initializer(*m, *g->mutable_initializer(i), lim, locs ? &(*locs)[static_cast<size_t>(i)] : nullptr);
   if (g->sparse_initializer_size() > 0) fail("{}: sparse initializers are not supported", name);
   for (const auto& vi : g->input()) m->graph_inputs.push_back(vi.name());
   for (const auto& vi : g->output()) m->graph_outputs.push_back(vi.name());
@@ -435,10 +515,19 @@ OnnxModel OnnxModel::parse(const uint8_t* data, size_t size, const std::string& 
 }
 
 OnnxModel OnnxModel::open(const std::string& path, const OnnxLimits& limits) {
-  MappedFile f(path);
+  auto impl = std::make_shared<Impl>();
+  impl->model_map = std::make_shared<MappedFile>(path);
   auto dir = std::filesystem::path(path).parent_path();
   if (dir.empty()) dir = ".";
-  return parse(f.data(), f.size(), path, dir.string(), limits);
+  parse_impl(*impl, impl->model_map->data(), impl->model_map->size(), path, dir.string(), limits);
+  if (std::none_of(impl->inits.begin(), impl->inits.end(), [&](const OnnxTensor& t) {
+        const uint8_t* b = impl->model_map->data();
+        return t.storage == OnnxStorage::Raw && t.data && t.data >= b && t.data < b + impl->model_map->size();
+      }))
+    impl->model_map.reset();  // nothing points into the model file: unmap it
+  OnnxModel r;
+  r.impl_ = std::move(impl);
+  return r;
 }
 
 const std::string& OnnxModel::path() const { return impl_->path; }

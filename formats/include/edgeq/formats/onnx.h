@@ -29,13 +29,15 @@ struct OnnxTensor {
   int32_t onnx_dtype = 0;
   std::vector<uint64_t> dims;  // as stored, outermost first
   // Little-endian element bytes, n_elements() * onnx_dtype_size(). Points into the mmapped external data
-  // file (External), into the parsed model's raw_data bytes (Raw), or into a buffer converted from the
-  // typed fields float_data/int32_data/int64_data/... (Typed). nullptr with nbytes 0 for STRING tensors.
+  // file (External); for raw_data (Raw) into the mmapped model file when it came from open(), or into the
+  // parser's own copy after parse() (the caller's buffer need not outlive the model); or into a buffer
+  // converted from the typed fields float_data/int32_data/int64_data/... (Typed).
+  // nullptr with nbytes 0 for STRING tensors.
   const uint8_t* data = nullptr;
   uint64_t nbytes = 0;
   OnnxStorage storage = OnnxStorage::None;
   std::string file;     // the file holding the bytes: the model itself, or the external data file
-  uint64_t offset = 0;  // byte offset inside `file` for External data
+  uint64_t offset = 0;  // byte offset inside `file`: External data, and Raw data viewed in the mapped model
   uint64_t n_elements() const;
 };
 
