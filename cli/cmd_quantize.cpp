@@ -9,13 +9,9 @@
 
 #include "command.h"
 #include "edgeq/formats/error.h"
+#include "edgeq/convert/quantize_source.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/quant/quantize.h"
-
-#if __has_include("edgeq/convert/quantize_source.h")
-#include "edgeq/convert/quantize_source.h"
-#define EDGEQ_QUANTIZE_HF 1
-#endif
 
 namespace {
 
@@ -42,27 +38,8 @@ std::string dims_str(const std::vector<uint64_t>& d) {
   return s;
 }
 
-[[maybe_unused]] bool is_gguf_file(const std::string& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return false;
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return false;
-  char m[4] = {};
-  size_t n = std::fread(m, 1, 4, f);
-  std::fclose(f);
-  return n == 4 && m[0] == 'G' && m[1] == 'G' && m[2] == 'U' && m[3] == 'F';
-}
-
 q::QuantizeSource open_source(const std::string& src, int threads) {
-  std::error_code ec;
-  if (!fs::exists(src, ec)) edgeq::fail("{}: no such file or directory", src);
-#ifdef EDGEQ_QUANTIZE_HF
   return edgeq::convert::open_quantize_source(src, threads);
-#else
-  (void)threads;
-  if (!is_gguf_file(src)) edgeq::fail("{}: not a GGUF file (HF/ONNX sources need the converter)", src);
-  return q::open_gguf_source(src);
-#endif
 }
 
 int run(const Opts& o) {
@@ -162,11 +139,9 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand(
       "quantize", "Quantize a GGUF (or an HF checkpoint / ONNX model, converted on the fly) with a llama.cpp mix");
-  sub->add_option("src", o->src, "Source: a .gguf file (F32/F16/BF16, or quantized with --allow-requantize)"
-#ifdef EDGEQ_QUANTIZE_HF
-                                 ", an HF checkpoint directory or an ONNX model"
-#endif
-                  )
+  sub->add_option("src", o->src,
+                  "Source: a .gguf file (F32/F16/BF16, or quantized with --allow-requantize), a Hugging Face "
+                  "checkpoint directory or an ONNX model (converted and quantized in one pass)")
       ->required();
   sub->add_option("-o,--output", o->out, "Output GGUF path (written to a temp file, renamed when complete)")->required();
   std::string types;

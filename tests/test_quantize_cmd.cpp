@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "edgeq/convert/quantize_source.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/half.h"
@@ -276,6 +277,63 @@ TEST(QuantizeCmd, EveryMixOnStories260K) {
     EXPECT_EQ(total, r.bytes_after);
     EXPECT_EQ(r.file_size, fs::file_size(tmp / "m.gguf"));
   }
+}
+
+// Every tensor's bytes of two quantized files (same names and types required).
+void expect_same_tensors(const std::string& a_path, const std::string& b_path) {
+  GgufFile a = GgufFile::open(a_path), b = GgufFile::open(b_path);
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  for (size_t i = 0; i < a.tensors().size(); ++i) {
+    const auto& ta = a.tensors()[i];
+    ASSERT_EQ(ta.name, b.tensors()[i].name);
+    auto va = a.view(ta), vb = b.view(ta.name);
+    ASSERT_EQ(va.type, vb.type) << ta.name;
+    ASSERT_EQ(va.nbytes, vb.nbytes) << ta.name;
+    EXPECT_EQ(std::memcmp(va.data, vb.data, va.nbytes), 0) << ta.name << " differs";
+  }
+}
+
+// One pass from a Hugging Face checkpoint (plan_conversion, no intermediate file): the same tensors, bit for bit,
+// as quantizing llama.cpp's F32 conversion; sharded checkpoints too.
+TEST(QuantizeCmd, HfSourceEqualsGgufSource) {
+  TempDir tmp;
+  const std::string models = std::string(EDGEQ_SHARED_DIR) + "/models";
+  QuantizeSource g = edgeq::convert::open_quantize_source(kGolden + "/stories260K-F32.gguf");
+  QuantizeSource h = edgeq::convert::open_quantize_source(models + "/stories260K", 2);
+  QuantizeSource hs = edgeq::convert::open_quantize_source(models + "/stories260K-sharded", 2);
+  EXPECT_EQ(g.tensors[0].raw != nullptr, true);
+  EXPECT_EQ(h.tensors[0].raw, nullptr);  // converted on the fly
+  quantize_model(g, tmp / "g.gguf", opts_for("Q4_K_M", 2));
+  QuantizeReport rh = quantize_model(h, tmp / "h.gguf", opts_for("Q4_K_M", 2));
+  quantize_model(hs, tmp / "hs.gguf", opts_for("Q4_K_M", 1));
+  EXPECT_EQ(rh.n_fallback, 35u);
+  expect_same_tensors(tmp / "g.gguf", tmp / "h.gguf");
+  expect_same_tensors(tmp / "g.gguf", tmp / "hs.gguf");
+  GgufFile out = GgufFile::open(tmp / "h.gguf");
+  EXPECT_EQ(out.get_int("general.file_type").value_or(-1), 15);
+  EXPECT_EQ(out.get_string("tokenizer.ggml.model").value_or(""), "llama");
+  EXPECT_THROW(edgeq::convert::open_quantize_source(models + "/no-such-model"), edgeq::Error);
+}
+
+// ONNX export (transposed MatMul weights) and the HF checkpoint of tl-8m give the same Q8_0 tensors, with the
+// golden Q8_0 mix's types and sizes.
+TEST(QuantizeCmd, OnnxSourceEqualsHfSource) {
+  TempDir tmp;
+  const std::string models = std::string(EDGEQ_SHARED_DIR) + "/models";
+  QuantizeSource o = edgeq::convert::open_quantize_source(models + "/tl-8m-onnx-ext/model.onnx", 2);
+  QuantizeSource h = edgeq::convert::open_quantize_source(models + "/tl-8m", 2);
+  quantize_model(o, tmp / "o.gguf", opts_for("Q8_0", 2));
+  quantize_model(h, tmp / "h.gguf", opts_for("Q8_0", 2));
+  expect_same_tensors(tmp / "o.gguf", tmp / "h.gguf");
+  GgufFile out = GgufFile::open(tmp / "o.gguf");
+  GgufFile gold = GgufFile::open(kGolden + "/tl-8m-Q8_0.gguf");
+  ASSERT_EQ(out.tensors().size(), gold.tensors().size());
+  for (size_t i = 0; i < out.tensors().size(); ++i) {
+    EXPECT_EQ(out.tensors()[i].name, gold.tensors()[i].name);
+    EXPECT_EQ(out.tensors()[i].type, gold.tensors()[i].type) << out.tensors()[i].name;
+    EXPECT_EQ(out.tensors()[i].offset, gold.tensors()[i].offset) << out.tensors()[i].name;
+  }
+  EXPECT_EQ(out.file_size() - out.data_offset(), gold.file_size() - gold.data_offset());
 }
 
 TEST(QuantizeCmd, NaNWeightIsAnErrorNamingTheTensor) {

@@ -1,0 +1,58 @@
+// Adapter from a ConvertPlan (HF / ONNX) to the quantization pipeline's source (see quantize_source.h).
+#include "edgeq/convert/quantize_source.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "edgeq/formats/error.h"
+
+namespace edgeq::convert {
+
+namespace {
+
+bool has_gguf_magic(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return false;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  char m[4] = {};
+  const size_t n = std::fread(m, 1, 4, f);
+  std::fclose(f);
+  return n == 4 && m[0] == 'G' && m[1] == 'G' && m[2] == 'U' && m[3] == 'F';
+}
+
+}  // namespace
+
+quant::QuantizeSource quantize_source_from_plan(ConvertPlan plan) {
+  auto keep = std::make_shared<ConvertPlan>(std::move(plan));
+  quant::QuantizeSource src;
+  src.path = keep->source;
+  src.metadata = keep->metadata;
+  src.tensors.reserve(keep->tensors.size());
+  for (const auto& pt : keep->tensors) {
+    quant::SourceTensor t;
+    t.name = pt.name;
+    t.dims = pt.dims;
+    t.source_type = pt.source_type;
+    t.keep_type = pt.default_type;
+    t.load_f32 = pt.load_f32;
+    t.release = pt.release;
+    src.tensors.push_back(std::move(t));
+  }
+  src.keep_alive = keep->keep_alive;
+  src.keep_alive.push_back(keep);
+  return src;
+}
+
+quant::QuantizeSource open_quantize_source(const std::string& path, int threads) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) fail("{}: no such file or directory", path);
+  if (has_gguf_magic(path)) return quant::open_gguf_source(path);
+  ConvertOptions opts;
+  opts.outtype = "auto";
+  opts.threads = threads;
+  return quantize_source_from_plan(plan_conversion(path, opts));
+}
+
+}  // namespace edgeq::convert
