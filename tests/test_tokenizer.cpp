@@ -160,6 +160,48 @@ TEST(Tokenizer, PiecesAndDetokenize) {
   EXPECT_THROW(g2.token_to_piece(-1), edgeq::Error);
 }
 
+// phi-3: llama.cpp strips whitespace after special tokens when general.name says phi-3 (its vocab file's name
+// is "Phi3"); the text after a special token then gets the SentencePiece dummy prefix space.
+TEST(Tokenizer, Phi3RstripByModelName) {
+  auto f = edgeq::GgufFile::open(kShared + "/vocab/ggml-vocab-phi-3.gguf");
+  const auto& phi = tokenizer_for(kShared + "/vocab/ggml-vocab-phi-3.gguf");
+  const std::vector<int32_t> user = phi.tokenize("<|user|>", false, true);
+  const std::vector<int32_t> end = phi.tokenize("<|end|>", false, true);
+  ASSERT_EQ(user.size(), 1u);
+  ASSERT_EQ(end.size(), 1u);
+  EXPECT_EQ(phi.token_text(user[0]), "<|user|>");
+  EXPECT_TRUE(phi.is_eog(end[0]));  // <|end|> is an end-of-generation token by name
+  std::vector<int32_t> want = user;
+  for (int32_t id : phi.tokenize("Hello", false, false)) want.push_back(id);  // " Hello" with the dummy prefix
+  want.push_back(end[0]);
+  EXPECT_EQ(phi.tokenize("<|user|>\n  Hello<|end|>\n", false, true), want);
+  // the same vocab under another name keeps the whitespace
+  const edgeq::Tokenizer plain(edgeq::Vocab::from_gguf(f), "some-model");
+  const auto ids = plain.tokenize("<|user|>\n  Hello<|end|>\n", false, true);
+  EXPECT_NE(ids, want);
+  EXPECT_EQ(plain.detokenize(ids, false, true), "<|user|> \n  Hello<|end|> \n");
+}
+
+// llama-bpe (Llama 3): ignore_merges (a whole pre-token that is in the vocab is one token) and BOS by default.
+TEST(Tokenizer, LlamaBpeIgnoreMergesAndBos) {
+  edgeq::Vocab v;
+  v.model = "gpt2";
+  v.pre = "llama-bpe";
+  v.tokens = {"a", "b", "c", "ab", "abc", "<|begin_of_text|>", "\xC4\xA0", "\xC4\xA0" "a"};
+  v.token_types = {1, 1, 1, 1, 1, 3, 1, 1};
+  v.merges = {"a b", "\xC4\xA0 a"};
+  v.bos_id = 5;
+  const edgeq::Tokenizer l3(v);
+  EXPECT_TRUE(l3.add_bos());
+  EXPECT_EQ(l3.tokenize("abc", true, false), (std::vector<int32_t>{5, 4}));
+  EXPECT_EQ(l3.tokenize("abc a", false, false), (std::vector<int32_t>{4, 7}));
+  v.pre = "gpt-2";
+  const edgeq::Tokenizer g2(v);
+  EXPECT_FALSE(g2.add_bos());
+  EXPECT_EQ(g2.tokenize("abc", true, false), (std::vector<int32_t>{3, 2}));
+  EXPECT_EQ(g2.tokenize("<|begin_of_text|>abc", false, true), (std::vector<int32_t>{5, 3, 2}));
+}
+
 TEST(Tokenizer, HostileInput) {
   const auto& g2 = tokenizer_for(kShared + "/vocab/ggml-vocab-gpt-2.gguf");
   EXPECT_THROW(g2.tokenize(std::string("abc\xC3", 4), false, false), edgeq::Error);  // truncated UTF-8
