@@ -183,3 +183,31 @@ TEST(QuantBlocks, RejectsBadInput) {
     for (float v : yz) ASSERT_EQ(v, 0.f) << edgeq::ggml_type_name(t);
   }
 }
+
+// Re-quantizing a dequantized tensor must reproduce it exactly (the search finds the zero-error encoding),
+// which checks every packing (levels, sub-block scales, high bits) against the dequantizer. For Q8_0/Q8_1/
+// Q8_K and the asymmetric k-quants the search does not always land on the exact encoding (it starts from the
+// max level), so there the re-quantization error must only be far below the first quantization's.
+TEST(QuantBlocks, RequantizeIsExact) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 0.05f);
+  const int64_t n = 512, rows = 8;
+  std::vector<float> x(static_cast<size_t>(n * rows));
+  for (auto& v : x) v = nd(rng);
+  for (GgmlType t : kAll) {
+    if (!q::can_quantize(t) || t == GgmlType::F32) continue;
+    const uint64_t rs = *edgeq::ggml_row_size(t, n);
+    std::vector<uint8_t> a(rs * rows), b(rs * rows);
+    std::vector<float> ya(x.size()), yb(x.size());
+    q::quantize_rows(t, x.data(), a.data(), rows, n, nullptr);
+    for (int64_t r = 0; r < rows; ++r) q::dequantize_row(t, a.data() + r * rs, ya.data() + r * n, n);
+    q::quantize_rows(t, ya.data(), b.data(), rows, n, nullptr);
+    for (int64_t r = 0; r < rows; ++r) q::dequantize_row(t, b.data() + r * rs, yb.data() + r * n, n);
+    const double e1 = q::weighted_sq_error(x.data(), ya.data(), n * rows, nullptr);
+    const double e2 = q::weighted_sq_error(ya.data(), yb.data(), n * rows, nullptr);
+    const bool exact = !(t == GgmlType::Q8_0 || t == GgmlType::Q8_1 || t == GgmlType::Q8_K || t == GgmlType::Q2_K ||
+                         t == GgmlType::Q4_K || t == GgmlType::Q5_K);
+    if (exact) EXPECT_EQ(e2, 0.0) << edgeq::ggml_type_name(t);
+    else EXPECT_LT(e2, 0.05 * e1) << edgeq::ggml_type_name(t);
+  }
+}
