@@ -440,7 +440,7 @@ float asym_eval(const float* x, const float* w, int n, int nmax, float s, float 
 
 // Continuous search for (s >= 0, m); with nonpos_min the offset m is kept <= 0 (k-quants).
 float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_min, int ntry, float* s_out,
-                  float* m_out, uint8_t* L) {
+                  float* m_out, uint8_t* L, bool extra_anchors) {
   float mn = x[0], mx = x[0], sw = 0, sx = 0;
   for (int i = 0; i < n; ++i) {
     mn = std::min(mn, x[i]);
@@ -490,16 +490,36 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
     }
   };
   consider(best_s, best_m);
-  const float range = mx - mn;
-  for (int t = -ntry; t <= ntry; ++t) {
-    float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(t)) / range;
-    if (iscale <= 0) continue;
-    const float hi = static_cast<float>(nmax);
-    for (int i = 0; i < n; ++i) tmp[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - mn) * iscale, 0.f, hi)));
-    uint8_t q2[256];
-    std::memcpy(q2, tmp, static_cast<size_t>(n));
-    float s, m;
-    if (fit(q2, &s, &m)) consider(s, m);
+  // Grids anchored on the full range and on the ranges without the lowest / highest value (clipping an
+  // outlier can lower the error of the other values).
+  float mn2 = mx, mx2 = mn;
+  {
+    int imn = 0, imx = 0;
+    for (int i = 1; i < n; ++i) {
+      if (x[i] < x[imn]) imn = i;
+      if (x[i] > x[imx]) imx = i;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (i != imn) mn2 = std::min(mn2, x[i]);
+      if (i != imx) mx2 = std::max(mx2, x[i]);
+    }
+    if (nonpos_min && mn2 > 0) mn2 = 0;
+  }
+  const float anchors[3][2] = {{mn, mx}, {mn2, mx}, {mn, mx2}};
+  const float hi = static_cast<float>(nmax);
+  for (int a = 0; a < (extra_anchors ? 3 : 1); ++a) {
+    const float lo_a = anchors[a][0], range = anchors[a][1] - anchors[a][0];
+    if (!(range > 0)) continue;
+    for (int t = -ntry; t <= ntry; ++t) {
+      float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(t)) / range;
+      if (iscale <= 0) continue;
+      for (int i = 0; i < n; ++i)
+        tmp[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - lo_a) * iscale, 0.f, hi)));
+      uint8_t q2[256];
+      std::memcpy(q2, tmp, static_cast<size_t>(n));
+      float s, m;
+      if (fit(q2, &s, &m)) consider(s, m);
+    }
   }
   for (int it = 0; it < 4; ++it) {
     float before = best_err, s, m;
@@ -519,7 +539,7 @@ void asym_block_f16(const float* x, const float* w, int n, int nmax, int ntry, f
                     uint8_t* L) {
   float s, m;
   uint8_t tmp[256];
-  asym_search(x, w, n, nmax, false, ntry, &s, &m, tmp);
+  asym_search(x, w, n, nmax, false, ntry, &s, &m, tmp, true);
   float bd = round_f16(s), bm = round_f16(m);
   float best = asym_eval(x, w, n, nmax, bd, bm, L);
   auto consider = [&](float d, float mm) {
@@ -576,6 +596,7 @@ void asym_block_f16(const float* x, const float* w, int n, int nmax, int ntry, f
 
 struct AsymK {
   int nsub, sub, nmax, smax, radius, ntry;
+  bool extra_anchors;  // also search grids that clip the lowest/highest value of a sub-block
 };
 
 // Best integer (ls, lm) for one sub-block near (ls0, lm0) given super-block scales; returns its error.
@@ -612,7 +633,7 @@ void asymk_encode(const float* x, const float* w, const AsymK& P, AsymKResult& o
   float max_sc = 0, max_mn = 0;
   for (int j = 0; j < P.nsub; ++j) {
     float s, m;
-    asym_search(x + j * P.sub, w + j * P.sub, P.sub, P.nmax, true, P.ntry, &s, &m, Ls + j * P.sub);
+    asym_search(x + j * P.sub, w + j * P.sub, P.sub, P.nmax, true, P.ntry, &s, &m, Ls + j * P.sub, P.extra_anchors);
     sc[j] = s;
     mn[j] = -m;
     max_sc = std::max(max_sc, s);
@@ -890,7 +911,7 @@ void enc_tq1_0(const float* x, const float* w, void* dst) {
 }
 
 void enc_q4_k(const float* x, const float* w, void* dst) {
-  static const AsymK P{8, 32, 15, 63, 2, 5};
+  static const AsymK P{8, 32, 15, 63, 2, 5, false};
   AsymKResult r;
   asymk_encode(x, w, P, r);
   auto* b = static_cast<BlockQ4_K*>(dst);
@@ -902,7 +923,7 @@ void enc_q4_k(const float* x, const float* w, void* dst) {
       b->qs[32 * p + l] = static_cast<uint8_t>(r.L[64 * p + l] | (r.L[64 * p + 32 + l] << 4));
 }
 void enc_q5_k(const float* x, const float* w, void* dst) {
-  static const AsymK P{8, 32, 31, 63, 2, 5};
+  static const AsymK P{8, 32, 31, 63, 2, 5, false};
   AsymKResult r;
   asymk_encode(x, w, P, r);
   auto* b = static_cast<BlockQ5_K*>(dst);
@@ -918,7 +939,7 @@ void enc_q5_k(const float* x, const float* w, void* dst) {
     }
 }
 void enc_q2_k(const float* x, const float* w, void* dst) {
-  static const AsymK P{16, 16, 3, 15, 2, 5};
+  static const AsymK P{16, 16, 3, 15, 2, 5, true};
   AsymKResult r;
   asymk_encode(x, w, P, r);
   auto* b = static_cast<BlockQ2_K*>(dst);
