@@ -381,9 +381,12 @@ TEST(Convert, OnnxExportEqualsSafetensors) {
 // ---- synthetic Qwen2 / Qwen3 / llama ------------------------------------------------------------------------
 
 TEST(Convert, SyntheticLlamaPermutesQK) {
+ for (const char* arch : {"LlamaForCausalLM", "MistralForCausalLM"}) {
+  SCOPED_TRACE(arch);
   TempDir td;
   std::mt19937 rng(1);
   TinyCfg c;
+  c.arch = arch;
   c.vocab = 512;
   auto ts = tiny_tensors(c, rng);
   write_tiny_llama(td.p / "m", ts, tiny_config(c));
@@ -405,6 +408,7 @@ TEST(Convert, SyntheticLlamaPermutesQK) {
   EXPECT_EQ(g.get_string("general.architecture"), std::string("llama"));
   ASSERT_NE(g.find_tensor("output.weight"), nullptr);
   EXPECT_EQ(g.get_float("llama.rope.freq_base"), 1000000.0);
+ }
 }
 
 void check_qwen(bool qwen3) {

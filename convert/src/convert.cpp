@@ -114,6 +114,7 @@ ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_pa
           encode_rows(ty, fbuf.data(), obuf.data(), a, b, row_len, row_bytes);
         });
         w.write_tensor_data(obuf.data(), nr * row_bytes);
+        if (t.release) t.release();  // drop the consumed source pages now: RSS stays near one slab
       }
     } else {
       fbuf.resize(t.n_elements());

@@ -175,7 +175,7 @@ Hparams read_hparams(const Config& c) {
   h.n_head = c.req_uint("num_attention_heads", 4096);
   h.n_head_kv = c.opt_uint("num_key_value_heads", 4096).value_or(h.n_head);
   h.n_vocab = c.req_uint("vocab_size");
-  h.n_ctx = c.req_uint("max_position_embeddings", 1ull << 32);
+  h.n_ctx = c.req_uint("max_position_embeddings", 0xffffffffull);
   h.rms_eps = c.req_float("rms_norm_eps");
   h.rope_theta = c.opt_float("rope_theta");
   h.tie = c.opt_bool("tie_word_embeddings", false);
