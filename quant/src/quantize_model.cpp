@@ -238,7 +238,8 @@ QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opt
       auto it = opts.importance->data.find(t.name);
       if (it != opts.importance->data.end()) {
         const uint64_t ne0 = t.dims[0];
-        const uint64_t ne2 = t.dims.size() > 2 ? t.dims[2] : 1;
+        uint64_t ne2 = 1;  // slices: experts (llama.cpp: ne[2]); product of the outer dims here
+        for (size_t i = 2; i < t.dims.size(); ++i) ne2 *= t.dims[i];
         if (it->second.size() != ne0 * ne2 && t.name != "token_embd.weight")
           fail("{}: tensor {}: imatrix has {} values, the tensor needs {} ({})", src.path, t.name,
                it->second.size(), ne0 * ne2, opts.importance->info.file);
@@ -326,18 +327,19 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
     } else {
       const float* imp = nullptr;
       const std::vector<float>* imv = nullptr;
-      if (opts.importance && d.quantize && is_quantized(d.type)) {
-        auto it = opts.importance->data.find(t.name);
-        if (it != opts.importance->data.end() && it->second.size() >= ne0) imv = &it->second;
-      }
-      out.resize(d.nbytes);
       // Experts (3-D tensors) are quantized slice by slice, each with its own importance row (as llama.cpp).
       const uint64_t ne1 = t.dims.size() > 1 ? t.dims[1] : 1;
       const uint64_t slices = nrows / ne1;
+      if (opts.importance && d.quantize && is_quantized(d.type)) {
+        // As llama-quantize: a vector of the wrong size is ignored (only token_embd gets this far).
+        auto it = opts.importance->data.find(t.name);
+        if (it != opts.importance->data.end() && it->second.size() == ne0 * slices) imv = &it->second;
+      }
+      out.resize(d.nbytes);
       const uint64_t row_bytes = d.nbytes / nrows;
       for (uint64_t s = 0; s < slices; ++s) {
         imp = nullptr;
-        if (imv && imv->size() >= (s + 1) * ne0) imp = imv->data() + s * ne0;
+        if (imv) imp = imv->data() + s * ne0;
         encode_rows(d.type, f32.data() + s * ne1 * ne0, out.data() + s * ne1 * row_bytes, static_cast<int64_t>(ne1),
                     static_cast<int64_t>(ne0), imp, threads);
       }
