@@ -5,6 +5,8 @@
 //   - "gpt2":  byte-level BPE with llama.cpp's pre-tokenizer regexes per tokenizer.ggml.pre, merges by rank.
 // Special tokens (control / user-defined / unknown types) are split out of the raw text before either algorithm
 // (llama.cpp's tokenizer_st_partition); control and unknown ones only when parse_special is true.
+// A Tokenizer is immutable after construction: all const methods may be called from several threads at once.
+// Not supported (llama.cpp's other vocab types): bert (WPM), t5 (UGM), rwkv.
 #pragma once
 #include <cstdint>
 #include <memory>
