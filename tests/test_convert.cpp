@@ -623,6 +623,48 @@ TEST(Convert, BadCheckpointsFailCleanly) {
   }
 }
 
+TEST(Convert, RopeScaling) {
+  TinyCfg c;
+  c.vocab = 512;
+  {  // llama3: per-dimension factors in rope_freqs.weight (F32, head_dim/2), first tensor as llama.cpp writes it
+    TempDir td;
+    std::mt19937 rng(21);
+    auto cfg = tiny_config(c);
+    cfg["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                           {"original_max_position_embeddings", 8192}};
+    write_tiny_llama(td.p / "m", tiny_tensors(c, rng), cfg);
+    auto g = GgufFile::open(convert_file(td.str("m"), "f16", td.p / "o.gguf"));
+    ASSERT_EQ(g.tensors()[0].name, "rope_freqs.weight");
+    auto f = as_f32(g.view("rope_freqs.weight"));
+    ASSERT_EQ(f.size(), 8u);   // head_dim 16
+    EXPECT_EQ(f[0], 1.0f);     // wavelength 2*pi < 8192/4
+    EXPECT_EQ(f[7], 8.0f);     // wavelength 2*pi*1e6^(7/8) > 8192
+    for (size_t i = 1; i < f.size(); ++i) EXPECT_GE(f[i], f[i - 1]);
+    EXPECT_EQ(g.find("llama.rope.scaling.type"), nullptr);
+  }
+  {  // linear: type and factor keys
+    TempDir td;
+    std::mt19937 rng(22);
+    auto cfg = tiny_config(c);
+    cfg["rope_scaling"] = {{"type", "linear"}, {"factor", 4.0}};
+    write_tiny_llama(td.p / "m", tiny_tensors(c, rng), cfg);
+    auto g = GgufFile::open(convert_file(td.str("m"), "f16", td.p / "o.gguf"));
+    EXPECT_EQ(g.get_string("llama.rope.scaling.type"), std::string("linear"));
+    ASSERT_NE(g.find("llama.rope.scaling.factor"), nullptr);
+    EXPECT_EQ(g.find("llama.rope.scaling.factor")->type(), GgufType::FLOAT32);
+    EXPECT_EQ(g.get_float("llama.rope.scaling.factor"), 4.0);
+    EXPECT_EQ(g.find_tensor("rope_freqs.weight"), nullptr);
+  }
+  {  // unsupported type: error naming it, no output
+    TempDir td;
+    std::mt19937 rng(23);
+    auto cfg = tiny_config(c);
+    cfg["rope_scaling"] = {{"type", "longrope"}, {"factor", 4.0}};
+    write_tiny_llama(td.p / "m", tiny_tensors(c, rng), cfg);
+    expect_convert_error(td.p / "m", td.p / "out.gguf", "longrope");
+  }
+}
+
 // ---- the CLI ------------------------------------------------------------------------------------------------
 
 TEST(Convert, CliSmoke) {
