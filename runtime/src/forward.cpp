@@ -100,6 +100,31 @@ void Context::attention(int64_t il, int64_t n) {
   });
 }
 
+void Context::matmul_shared(const float* x, int64_t n, int64_t ld,
+                            std::initializer_list<std::pair<const TensorView*, float*>> outs) {
+  const bool compat = opt_.ggml_compat;
+  ActRounding r = ActRounding::None;
+  bool same = compat;
+  for (const auto& o : outs) {
+    const ActRounding ri = act_rounding_for(o.first->type);
+    if (&o == outs.begin()) r = ri;
+    same = same && ri == r;
+  }
+  if (same && r != ActRounding::None && outs.size() > 1) {
+    const int64_t in = static_cast<int64_t>(outs.begin()->first->dims[0]);
+    xr_.resize(static_cast<size_t>(n * in));
+    pool_.run(n, [&](int64_t t, int) {
+      std::memcpy(xr_.data() + t * in, x + t * ld, static_cast<size_t>(in) * sizeof(float));
+      round_activations(r, xr_.data() + t * in, in);
+    });
+    for (const auto& o : outs)
+      matmul(*o.first, xr_.data(), n, in, o.second, static_cast<int64_t>(o.first->n_rows()), pool_, scratch_, false);
+    return;
+  }
+  for (const auto& o : outs)
+    matmul(*o.first, x, n, ld, o.second, static_cast<int64_t>(o.first->n_rows()), pool_, scratch_, compat);
+}
+
 void Context::eval(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits) {
   const ModelConfig& c = model_.config();
   if (n <= 0) return;
@@ -152,9 +177,7 @@ void Context::eval(const int32_t* tokens, int64_t n, int64_t first_logit, float*
     const LayerWeights& L = layers[il];
     const bool last = il == c.n_layer - 1;
     pool_.run(n, [&](int64_t t, int) { rms_norm_row(x_.data() + t * E, L.attn_norm.data(), h_.data() + t * E, E, c.rms_eps); });
-    matmul(L.wq, h_.data(), n, E, q_.data(), QD, pool_, scratch_, compat);
-    matmul(L.wk, h_.data(), n, E, k_.data(), KD, pool_, scratch_, compat);
-    matmul(L.wv, h_.data(), n, E, v_.data(), VD, pool_, scratch_, compat);
+    matmul_shared(h_.data(), n, E, {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}});
     float* kc = kcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * KD;
     float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
     pool_.run(n, [&](int64_t t, int) {
@@ -194,8 +217,7 @@ void Context::eval(const int32_t* tokens, int64_t n, int64_t first_logit, float*
       for (int64_t i = 0; i < E; ++i) x[i] += o[i];
       rms_norm_row(x, L.ffn_norm.data(), h_.data() + t * E, E, c.rms_eps);
     });
-    matmul(L.w_gate, h_.data(), nr, E, ff_gate_.data(), F, pool_, scratch_, compat);
-    matmul(L.w_up, h_.data(), nr, E, ff_up_.data(), F, pool_, scratch_, compat);
+    matmul_shared(h_.data(), nr, E, {{&L.w_gate, ff_gate_.data()}, {&L.w_up, ff_up_.data()}});
     pool_.run(nr, [&](int64_t t, int) {
       float* g = ff_gate_.data() + t * F;
       const float* u = ff_up_.data() + t * F;

@@ -102,9 +102,11 @@ ActRounding act_rounding_for(GgmlType t) {
   }
 }
 
-static inline int nearest_even(float v) { return static_cast<int>(std::nearbyint(v)); }
-
 namespace {
+// Round half to even (ggml's nearest_int / _mm256_round_ps(NEAREST)). nearbyint, not the magic-number add:
+// the compiler may fuse "iscale * x + magic" into an FMA, which rounds differently from ggml.
+inline float round_even(float v) { return std::nearbyint(v); }
+
 // F16C conversions give the same bits as the scalar IEEE round-to-nearest-even ones (and as ggml's).
 __attribute__((target("avx2,f16c"))) void round_f16_f16c(float* x, int64_t n) {
   int64_t i = 0;
@@ -114,55 +116,63 @@ __attribute__((target("avx2,f16c"))) void round_f16_f16c(float* x, int64_t n) {
   }
   for (; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
 }
-const bool g_has_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+const bool g_has_avx2 = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+
+// ggml's AVX2 quantize_row_q8_0 (d = amax/127 stored as fp16, q = nearest_even(x * 127/amax)), dequantized.
+template <int Dummy>
+inline void q8_0_rows(float* x, int64_t n) {
+  for (int64_t b = 0; b < n; b += 32) {
+    float* v = x + b;
+    float amax = 0.f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(v[j]));
+    const float d = amax / 127.f;
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    const float dh = f16_to_f32(f32_to_f16(d));
+    for (int j = 0; j < 32; ++j) v[j] = dh * round_even(v[j] * id);
+  }
+}
+// ggml's quantize_row_q8_K_ref (used on x86): iscale = -127/max (max = signed value of largest |x|),
+// q = min(127, nearest_int(iscale * x)), d = 1/iscale.
+template <int Dummy>
+inline void q8_k_rows(float* x, int64_t n) {
+  for (int64_t b = 0; b < n; b += 256) {
+    float* v = x + b;
+    float amax = 0.f, mx = 0.f;
+    for (int j = 0; j < 256; ++j) {
+      const float ax = std::fabs(v[j]);
+      if (ax > amax) {
+        amax = ax;
+        mx = v[j];
+      }
+    }
+    if (amax == 0.f) {
+      for (int j = 0; j < 256; ++j) v[j] = 0.f;
+      continue;
+    }
+    const float iscale = -127.f / mx;
+    const float d = 1.f / iscale;
+    for (int j = 0; j < 256; ++j) v[j] = d * std::min(127.f, round_even(iscale * v[j]));
+  }
+}
+__attribute__((target("avx2,fma"))) void q8_0_avx2(float* x, int64_t n) { q8_0_rows<1>(x, n); }
+__attribute__((target("avx2,fma"))) void q8_k_avx2(float* x, int64_t n) { q8_k_rows<1>(x, n); }
 }  // namespace
 
 void round_f16(float* x, int64_t n) {
-  if (g_has_f16c) return round_f16_f16c(x, n);
+  if (g_has_avx2) return round_f16_f16c(x, n);
   for (int64_t i = 0; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
 }
 
 void round_activations(ActRounding r, float* x, int64_t n) {
   switch (r) {
     case ActRounding::None: return;
-    case ActRounding::F16:
-      round_f16(x, n);
-      return;
-    case ActRounding::Q8_0: {
-      // ggml's AVX2 quantize_row_q8_0: d = amax/127 stored as fp16, q = round_nearest_even(x * 127/amax).
+    case ActRounding::F16: round_f16(x, n); return;
+    case ActRounding::Q8_0:
       if (n % 32) return;
-      for (int64_t b = 0; b < n; b += 32) {
-        float amax = 0.f;
-        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
-        const float d = amax / 127.f;
-        const float id = amax != 0.f ? 127.f / amax : 0.f;
-        const float dh = f16_to_f32(f32_to_f16(d));
-        for (int j = 0; j < 32; ++j) x[b + j] = dh * static_cast<float>(nearest_even(x[b + j] * id));
-      }
-      return;
-    }
-    case ActRounding::Q8_K: {
-      // ggml's quantize_row_q8_K_ref (used on x86): iscale = -127/max (max = signed value of largest |x|).
+      return g_has_avx2 ? q8_0_avx2(x, n) : q8_0_rows<0>(x, n);
+    case ActRounding::Q8_K:
       if (n % 256) return;
-      for (int64_t b = 0; b < n; b += 256) {
-        float amax = 0.f, mx = 0.f;
-        for (int j = 0; j < 256; ++j) {
-          const float ax = std::fabs(x[b + j]);
-          if (ax > amax) { amax = ax; mx = x[b + j]; }
-        }
-        if (amax == 0.f) {
-          for (int j = 0; j < 256; ++j) x[b + j] = 0.f;
-          continue;
-        }
-        const float iscale = -127.f / mx;
-        const float d = 1.f / iscale;
-        for (int j = 0; j < 256; ++j) {
-          const int v = std::min(127, nearest_even(iscale * x[b + j]));
-          x[b + j] = d * static_cast<float>(v);
-        }
-      }
-      return;
-    }
+      return g_has_avx2 ? q8_k_avx2(x, n) : q8_k_rows<0>(x, n);
   }
 }
 

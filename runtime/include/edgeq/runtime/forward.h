@@ -1,7 +1,9 @@
 // Forward pass with a KV cache: evaluate a batch of tokens at consecutive positions after the cached ones.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "edgeq/runtime/matmul.h"
@@ -42,7 +44,10 @@ class Context {
   MatmulScratch scratch_;
   int64_t n_past_ = 0;
   std::vector<float> kcache_, vcache_;  // [layer][pos][n_head_kv * head_dim]
-  std::vector<float> x_, h_, q_, k_, v_, att_, ff_gate_, ff_up_, tmp_;
+  std::vector<float> x_, h_, q_, k_, v_, att_, ff_gate_, ff_up_, tmp_, xr_;
+  // y_i = x · W_iᵀ for several weights sharing the input; the activation rounding is done once when the
+  // weights share a rounding type.
+  void matmul_shared(const float* x, int64_t n, int64_t ld, std::initializer_list<std::pair<const TensorView*, float*>> outs);
   std::vector<std::vector<float>> scores_;  // per worker
   std::vector<float> rope_cos_, rope_sin_;   // [pos][n_rot/2], filled lazily
   int64_t rope_filled_ = 0;
