@@ -366,6 +366,38 @@ TEST(OnnxParse, MalformedModels) {
   EXPECT_EQ(errors, 300);
 }
 
+TEST(OnnxParse, LoadF32TransposesBlockEdgesAndRejectsBadData) {
+  // Stored [in=70, out=130] (not multiples of the 64-wide tile); HF layout [130, 70].
+  const int in = 70, out = 130;
+  std::vector<float> stored(static_cast<size_t>(in * out));
+  for (size_t k = 0; k < stored.size(); ++k) stored[k] = static_cast<float>(k) * 0.5f - 1000.0f;
+  std::vector<float> bad = {1.0f, NAN, 2.0f, 3.0f};
+  auto m = parse(model_bytes({}, {tensor_head("w", dt::FLOAT, {in, out}).s(T_RAW, raw_of(stored)),
+                                  tensor_head("nan", dt::FLOAT, {2, 2}).s(T_RAW, raw_of(bad)),
+                                  tensor_head("ints", dt::INT32, {2}).packed_varint(T_INT32, {1, 2})}));
+  edgeq::OnnxWeight w{"model.layers.0.mlp.up_proj.weight", "w", {130, 70}, true, dt::FLOAT};
+  std::vector<float> got(stored.size());
+  m.load_f32(w, got.data());
+  for (int o = 0; o < out; ++o)
+    for (int i = 0; i < in; ++i)
+      ASSERT_EQ(got[static_cast<size_t>(o * in + i)], stored[static_cast<size_t>(i * out + o)]) << o << "," << i;
+  w.transposed = false;
+  w.hf_shape = {70, 130};
+  m.load_f32(w, got.data());
+  EXPECT_EQ(got, stored);
+  w.transposed = true;
+  w.hf_shape = {70, 130};  // not the transpose of the stored dims
+  expect_error([&] { m.load_f32(w, got.data()); }, {"initializer w", "not the transpose"});
+  w.hf_shape = {10, 10};
+  expect_error([&] { m.load_f32(w, got.data()); }, {"9100 elements, HF shape needs 100"});
+  edgeq::OnnxWeight wn{"model.norm.weight", "nan", {2, 2}, true, dt::FLOAT};
+  expect_error([&] { m.load_f32(wn, got.data()); }, {"mem.onnx", "initializer nan", "model.norm.weight", "non-finite", "element 2"});
+  edgeq::OnnxWeight wi{"x", "ints", {2}, false, dt::INT32};
+  expect_error([&] { m.load_f32(wi, got.data()); }, {"INT32 cannot be converted"});
+  edgeq::OnnxWeight wm{"x", "absent", {2}, false, dt::FLOAT};
+  expect_error([&] { m.load_f32(wm, got.data()); }, {"no initializer absent"});
+}
+
 // ---------------------------------------------------------------------------------------------
 // External data
 
