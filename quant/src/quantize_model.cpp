@@ -227,7 +227,7 @@ QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opt
     if (needs_encode) {
       if (!t.load_f32) fail("{}: tensor {}: the source cannot provide its values", src.path, t.name);
       if (d.quantize && is_quantized(t.source_type) && !opts.allow_requantize)
-        fail("{}: tensor {}: already quantized as {}; requantizing to {} loses quality (pass --allow-requantize)",
+        fail("{}: tensor {}: already quantized as {}; converting it to {} needs --allow-requantize",
              src.path, t.name, ggml_type_name(t.source_type), ggml_type_name(d.type));
       if (is_quantized(d.type) && !can_quantize(d.type))
         fail("{}: tensor {}: edgeq cannot write type {} yet", src.path, t.name, ggml_type_name(d.type));
