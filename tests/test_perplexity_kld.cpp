@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "edgeq/convert/convert.h"
+#include "edgeq/convert/plan.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/safetensors.h"
@@ -141,6 +144,34 @@ TEST(KldFixture, F32MatchesF16Golden) {
   int same = 0;
   for (int i = 0; i < 256; ++i) same += std::fabs(a[i] - b[i]) <= 1e-3f * std::fabs(a[i]);
   EXPECT_GE(same, 250);  // permutation applied the same way (a wrong one would scramble the row)
+}
+
+// The project's converter (`edgeq convert --outtype f32`) writes exactly the fixture's tensors, so the KLD
+// reference here is the one the brief names.
+TEST(KldFixture, EqualsEdgeqConvertF32) {
+  const std::string out = tmp_path("convert-f32.gguf");
+  struct Rm {
+    std::string p;
+    ~Rm() { std::remove(p.c_str()); }
+  } rm{out};
+  edgeq::convert::ConvertOptions co;
+  co.outtype = "f32";
+  co.threads = 2;
+  auto plan = edgeq::convert::plan_conversion(kShared + "/models/tl-8m", co);
+  edgeq::convert::convert_to_gguf(plan, out, "f32", 2);
+  auto a = edgeq::GgufFile::open(out);
+  auto b = edgeq::GgufFile::open(f32_reference());
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  for (const auto& t : b.tensors()) {
+    SCOPED_TRACE(t.name);
+    const auto* u = a.find_tensor(t.name);
+    ASSERT_NE(u, nullptr);
+    EXPECT_EQ(u->type, edgeq::GgmlType::F32);
+    ASSERT_EQ(u->dims, t.dims);
+    auto va = a.view(*u), vb = b.view(t);
+    ASSERT_EQ(va.nbytes, vb.nbytes);
+    EXPECT_EQ(std::memcmp(va.data, vb.data, va.nbytes), 0);
+  }
 }
 
 TEST(Kld, QuantizedVsF32MatchesLlamaCpp) {
