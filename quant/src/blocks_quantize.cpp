@@ -1,16 +1,22 @@
 // Quantizers for every supported ggml block type.
 //
 // Every block is encoded by a search that minimises the error in the *target* metric: the plain squared
-// error without an importance vector, sum_j w_j (x_j - q_j)^2 with one. Candidates are scored exactly as
-// the dequantizer will reproduce them (f16-rounded scales, integer sub-block scales, f32 products), so
-// the choice between candidates is made on the real error, and the best one is kept:
-//   * continuous scale (and min) search over a grid of inverse scales, each followed by a weighted
-//     least-squares fit of the scale/min for the chosen integer levels, then alternating refinement
-//     (levels <- nearest for the scale, scale <- least squares for the levels);
-//   * for k-quants, sub-block scales quantized against several super-block scales, a local search of
-//     each sub-block's integer scale/min (+-1/2 steps, levels re-rounded), and least-squares refits of
-//     the super-block scales given the integer structure;
-//   * llama.cpp's own reference choice (max-abs scale etc.) as one more candidate where it is cheap.
+// error without an importance vector, sum_j w_j (x_j - q_j)^2 with one (w = importance + a tiny floor).
+// Candidates are scored exactly as the dequantizer will reproduce them (f16-rounded scales, integer
+// sub-block scales, the same f32 products), and the best one is kept:
+//   * continuous scale (and min) search over a grid of inverse scales anchored on the max-abs value (both
+//     signs for the asymmetric level sets) or on the min/max range, each followed by a weighted least-squares
+//     fit of the scale/min for the chosen integer levels, then alternating refinement (levels <- nearest for
+//     the scale, scale <- least squares for the levels); Q2_K/Q4_1/Q5_1 also try ranges that clip the
+//     lowest or highest value;
+//   * legacy single-scale blocks: the f16-rounded fit, its least-squares refits, the f16 neighbours of the
+//     scale (and min), and llama.cpp's reference choice (max-abs / min-max scale) as one more candidate, so a
+//     block is never worse than llama.cpp's round-to-nearest;
+//   * k-quants: sub-block scales (and mins) quantized against the super-block scale(s), a local search of
+//     each sub-block's integer scale/min (+-radius, levels re-rounded for each), and least-squares refits of
+//     the super-block scale(s) given the integer structure, repeated while the error drops.
+// The hot loops run on 8 fixed lanes (SSE2 where available, the same arithmetic in scalar code otherwise),
+// so the output bytes do not depend on the machine or on how the caller splits rows across threads.
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -969,7 +975,7 @@ void enc_q3_k(const float* x, const float* w, void* dst) {
 }
 void enc_q6_k(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::lin(-32, 31);
-  static const SymK P{16, 16, -128, 127, 1, 6};
+  static const SymK P{16, 16, -128, 127, 2, 6};
   SymKResult r;
   symk_encode(x, w, P, G, r);
   auto* b = static_cast<BlockQ6_K*>(dst);
