@@ -975,7 +975,7 @@ void enc_q3_k(const float* x, const float* w, void* dst) {
 }
 void enc_q6_k(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::lin(-32, 31);
-  static const SymK P{16, 16, -128, 127, 2, 6};
+  static const SymK P{16, 16, -128, 127, 1, 6};
   SymKResult r;
   symk_encode(x, w, P, G, r);
   auto* b = static_cast<BlockQ6_K*>(dst);
