@@ -236,7 +236,6 @@ std::vector<Want> expected_tensors(const Hparams& h, const TensorSource& src) {
 }
 
 bool ignored_tensor(const std::string& name, const Hparams& h) {
-  if (name.size() >= 25 && name.compare(name.size() - 25, 25, ".self_attn.rotary_emb.inv_freq") == 0) return true;
   if (name.find("rotary_emb.inv_freq") != std::string::npos) return true;  // llama.cpp skips it
   if (h.tie && name == "lm_head.weight") return true;                     // tied: token_embd serves as output
   return false;
