@@ -30,7 +30,9 @@ Context::Context(const Model& model, const ContextOptions& opt) : model_(model),
   if (opt_.n_ctx < 1 || opt_.n_ctx > (int64_t(1) << 20)) fail("{}: context size {} is out of range", model_.path(), opt_.n_ctx);
   const uint64_t kd = c.n_head_kv * c.head_dim_k, vd = c.n_head_kv * c.head_dim_v;
   const uint64_t per = static_cast<uint64_t>(c.n_layer) * static_cast<uint64_t>(opt_.n_ctx);
-  if (per * (kd + vd) > (uint64_t(1) << 34)) fail("{}: KV cache for context {} is too large", model_.path(), opt_.n_ctx);
+  if (per * (kd + vd) > (uint64_t(1) << 30))  // 4 GiB of f32
+    fail("{}: the KV cache for a context of {} tokens would need {} MiB; use a smaller context", model_.path(),
+         opt_.n_ctx, per * (kd + vd) * 4 >> 20);
   kcache_.resize(per * kd);
   vcache_.resize(per * vd);
   scores_.resize(pool_.size());
@@ -62,22 +64,28 @@ void Context::attention(int64_t il, int64_t n) {
   const ModelConfig& c = model_.config();
   const int64_t hdk = c.head_dim_k, hdv = c.head_dim_v;
   const int64_t QD = c.n_head * hdk, KD = c.n_head_kv * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
-  const int64_t n_kv = n_past_ + n;
   const int64_t group = c.n_head / c.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hdk));
   const float* kc = kcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * KD;
   const float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
   const bool compat = opt_.ggml_compat;
-  pool_.run(c.n_head, [&](int64_t h, int worker) {
+  // Queries in blocks of kQBlock rows; block [i0, i1) only needs keys 0 .. n_past + i1 - 1 (causal mask),
+  // which bounds the score buffer and skips the masked half of the products.
+  constexpr int64_t kQBlock = 64;
+  const int64_t n_blocks = (n + kQBlock - 1) / kQBlock;
+  pool_.run(c.n_head * n_blocks, [&](int64_t task, int worker) {
+    const int64_t h = task / n_blocks, blk = task % n_blocks;
+    const int64_t i0 = blk * kQBlock, i1 = std::min(n, i0 + kQBlock), m = i1 - i0;
+    const int64_t nk = n_past_ + i1;
     auto& S = scores_[worker];
-    S.resize(static_cast<size_t>(n * n_kv));
+    S.resize(static_cast<size_t>(kQBlock * nk));
     const int64_t g = h / group;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(n_kv),
-                static_cast<int>(hdk), 1.f, q_.data() + h * hdk, static_cast<int>(QD), kc + g * hdk,
-                static_cast<int>(KD), 0.f, S.data(), static_cast<int>(n_kv));
-    for (int64_t i = 0; i < n; ++i) {
-      float* s = S.data() + i * n_kv;
-      const int64_t valid = n_past_ + i + 1;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nk),
+                static_cast<int>(hdk), 1.f, q_.data() + i0 * QD + h * hdk, static_cast<int>(QD), kc + g * hdk,
+                static_cast<int>(KD), 0.f, S.data(), static_cast<int>(nk));
+    for (int64_t r = 0; r < m; ++r) {
+      float* s = S.data() + r * nk;
+      const int64_t valid = n_past_ + i0 + r + 1;
       float mx = -INFINITY;
       for (int64_t j = 0; j < valid; ++j) {
         s[j] *= scale;
@@ -92,11 +100,11 @@ void Context::attention(int64_t il, int64_t n) {
       const float inv = static_cast<float>(1.0 / sum);
       for (int64_t j = 0; j < valid; ++j) s[j] *= inv;
       if (compat) round_f16(s, valid);
-      for (int64_t j = valid; j < n_kv; ++j) s[j] = 0.f;
+      for (int64_t j = valid; j < nk; ++j) s[j] = 0.f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(hdv),
-                static_cast<int>(n_kv), 1.f, S.data(), static_cast<int>(n_kv), vc + g * hdv, static_cast<int>(VD),
-                0.f, att_.data() + h * hdv, static_cast<int>(OD));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(hdv),
+                static_cast<int>(nk), 1.f, S.data(), static_cast<int>(nk), vc + g * hdv, static_cast<int>(VD), 0.f,
+                att_.data() + i0 * OD + h * hdv, static_cast<int>(OD));
   });
 }
 
@@ -134,6 +142,18 @@ void Context::eval(const int32_t* tokens, int64_t n, int64_t first_logit, float*
   for (int64_t t = 0; t < n; ++t)
     if (tokens[t] < 0 || tokens[t] >= c.n_vocab)
       fail("{}: token id {} is outside the vocabulary (size {})", model_.path(), tokens[t], c.n_vocab);
+  // Micro-batches of at most kMaxBatch tokens bound the activation buffers (as llama.cpp's n_ubatch).
+  constexpr int64_t kMaxBatch = 512;
+  for (int64_t b0 = 0; b0 < n; b0 += kMaxBatch) {
+    const int64_t b1 = std::min(n, b0 + kMaxBatch);
+    const int64_t fl = std::clamp(first_logit - b0, int64_t(0), b1 - b0);
+    float* out = logits && b0 + fl < b1 ? logits + (b0 + fl - first_logit) * c.n_vocab : nullptr;
+    eval_batch(tokens + b0, b1 - b0, fl, out);
+  }
+}
+
+void Context::eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits) {
+  const ModelConfig& c = model_.config();
 
   const int64_t E = c.n_embd, F = c.n_ff;
   const int64_t hdk = c.head_dim_k, hdv = c.head_dim_v;

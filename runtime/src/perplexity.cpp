@@ -43,6 +43,12 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
          n_tokens, 2 * n_ctx, n_ctx);
   if (!opt.kld_in.empty() && !opt.kld_base_out.empty()) fail("perplexity: --kld and --kld-base are exclusive");
 
+  for (int64_t i = 0; i < n_tokens; ++i)
+    if (tokens[i] < 0 || tokens[i] >= n_vocab)
+      fail("{}: perplexity: token {} at position {} is outside the vocabulary (size {})", model.path(), tokens[i], i, n_vocab);
+  if (static_cast<uint64_t>(n_ctx) * static_cast<uint64_t>(n_vocab) > (uint64_t(1) << 29))  // 2 GiB of f32 logits
+    fail("{}: perplexity: n_ctx {} x vocabulary {} logits is too large", model.path(), n_ctx, n_vocab);
+
   int64_t n_chunk = n_tokens / n_ctx;
   if (opt.max_chunks >= 0) n_chunk = std::min(n_chunk, opt.max_chunks);
   const int64_t first = n_ctx / 2;

@@ -38,6 +38,7 @@ class Context {
 
  private:
   void attention(int64_t il, int64_t n);
+  void eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits);
   const Model& model_;
   ContextOptions opt_;
   ThreadPool pool_;
