@@ -211,3 +211,28 @@ TEST(QuantBlocks, RequantizeIsExact) {
     else EXPECT_LT(e2, 0.05 * e1) << edgeq::ggml_type_name(t);
   }
 }
+
+TEST(QuantBlocks, SizesAndEdgeCases) {
+  std::vector<float> x(512, 0.25f);
+  std::vector<uint8_t> out(4096);
+  // Zero rows is fine and writes nothing.
+  EXPECT_EQ(q::quantize_rows(GgmlType::Q4_K, x.data(), out.data(), 0, 256, nullptr), 0u);
+  // Overflowing shapes are rejected before anything is read.
+  EXPECT_THROW(q::quantize_rows(GgmlType::Q8_0, x.data(), out.data(), INT64_MAX / 16, 64, nullptr), edgeq::Error);
+  EXPECT_THROW(q::quantize_rows(GgmlType::Q8_0, x.data(), out.data(), -1, 64, nullptr), edgeq::Error);
+  // Row sizes equal ggml's.
+  EXPECT_EQ(q::quantize_rows(GgmlType::Q4_K, x.data(), out.data(), 2, 256, nullptr), 2u * 144u);
+  EXPECT_EQ(q::quantize_rows(GgmlType::IQ4_NL, x.data(), out.data(), 1, 512, nullptr), 16u * 18u);
+  EXPECT_EQ(q::quantize_rows(GgmlType::TQ1_0, x.data(), out.data(), 2, 256, nullptr), 2u * 54u);
+  // A constant block is reproduced to within the f16 resolution of the scales (exactly where the search's
+  // candidates contain an exact encoding; Q8_0 and the k-quants start from the top level, e.g. 0.25/127 is
+  // not an f16, and the exact 0.25 = 64 * 2^-8 is not among the candidates).
+  std::vector<float> y(256);
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                     GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::Q2_K,
+                     GgmlType::TQ2_0, GgmlType::TQ1_0}) {
+    q::quantize_rows(t, x.data(), out.data(), 1, 256, nullptr);
+    q::dequantize_row(t, out.data(), y.data(), 256);
+    for (float v : y) ASSERT_NEAR(v, 0.25f, 0.25f * 1e-3f) << edgeq::ggml_type_name(t);
+  }
+}

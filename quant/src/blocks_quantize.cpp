@@ -19,6 +19,7 @@
 // so the output bytes do not depend on the machine or on how the caller splits rows across threads.
 #include <algorithm>
 #include <cfloat>
+#include <cstdint>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -1049,10 +1050,13 @@ size_t quantize_rows(GgmlType t, const float* src, void* dst, int64_t nrows, int
          info->block_size);
   const auto row_size = ggml_row_size(t, static_cast<uint64_t>(n_per_row));
   if (!row_size) fail("quantize {}: bad row length {}", info->name, n_per_row);
-  uint64_t total;
-  if (mul_overflow_u64(*row_size, static_cast<uint64_t>(nrows), &total))
+  uint64_t total, nel;
+  if (mul_overflow_u64(*row_size, static_cast<uint64_t>(nrows), &total) ||
+      mul_overflow_u64(static_cast<uint64_t>(n_per_row), static_cast<uint64_t>(nrows), &nel) ||
+      nel > static_cast<uint64_t>(INT64_MAX) || total > static_cast<uint64_t>(SIZE_MAX))
     fail("quantize {}: {} rows of {} overflow", info->name, nrows, n_per_row);
-  for (int64_t i = 0; i < nrows * n_per_row; ++i)
+  const int64_t n_el = static_cast<int64_t>(nel);
+  for (int64_t i = 0; i < n_el; ++i)
     if (!std::isfinite(src[i]))
       fail("quantize {}: non-finite value {} at row {}, column {}", info->name, src[i], i / n_per_row, i % n_per_row);
   auto* out = static_cast<uint8_t*>(dst);
@@ -1061,7 +1065,7 @@ size_t quantize_rows(GgmlType t, const float* src, void* dst, int64_t nrows, int
     return static_cast<size_t>(total);
   }
   if (t == GgmlType::F16 || t == GgmlType::BF16) {
-    for (int64_t i = 0; i < nrows * n_per_row; ++i) {
+    for (int64_t i = 0; i < n_el; ++i) {
       uint16_t h = t == GgmlType::F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
       std::memcpy(out + 2 * i, &h, 2);
     }
