@@ -71,6 +71,29 @@ double sq_err(const std::vector<float>& a, const std::vector<float>& b, uint64_t
 
 }  // namespace
 
+// The reference built here (BF16 widened, q/k permuted) must equal llama.cpp's F16 conversion of tl-8m up to
+// f16 rounding, for every 2-D tensor: otherwise the comparisons below would be meaningless.
+TEST(QuantQuality, ReferenceMatchesGoldenF16) {
+  const auto st = edgeq::SafetensorsFile::open(kShared + "/models/tl-8m/model.safetensors");
+  const auto file = edgeq::GgufFile::open(kShared + "/golden/tl-8m-F16.gguf");
+  int n = 0;
+  for (const auto& ti : file.tensors()) {
+    if (ti.dims.size() != 2) continue;
+    const auto v = file.view(ti);
+    const uint64_t cols = ti.dims[0], rows = ti.dims[1];
+    const auto ref = reference(st, ti.name, rows, cols, rows);
+    ASSERT_EQ(ref.size(), rows * cols) << ti.name;
+    std::vector<float> deq(ref.size());
+    for (uint64_t r = 0; r < rows; ++r)
+      edgeq::quant::dequantize_row(v.type, v.data + r * v.row_bytes(), deq.data() + r * cols,
+                                   static_cast<int64_t>(cols));
+    const double err = sq_err(ref, deq, cols, nullptr), sig = sq_err(ref, std::vector<float>(ref.size()), cols, nullptr);
+    EXPECT_LT(err, 1e-6 * sig) << ti.name;
+    ++n;
+  }
+  EXPECT_EQ(n, 58);
+}
+
 TEST(QuantQuality, NoWorseThanLlamaCppPerTensorAndBetterOnAggregate) {
   const auto st = edgeq::SafetensorsFile::open(kShared + "/models/tl-8m/model.safetensors");
   const auto im = edgeq::quant::ImatrixFile::open(kShared + "/golden/tl-8m.imatrix");
