@@ -318,3 +318,23 @@ TEST(Generate, SamplingIsSeededAndRespectsTopK) {
   s.top_p = 0.4f;
   for (int i = 0; i < 20; ++i) EXPECT_EQ(rt::sample_token(logits.data(), 4, s, rng), 1);
 }
+
+// More tokens than one micro-batch (512): split internally; logits equal a manual split (f32 numerics).
+TEST(Forward, LongBatchIsSplitIntoMicroBatches) {
+  auto m = rt::Model::load(kStories);
+  std::vector<int32_t> toks(600);
+  for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>(3 + (i * 37) % 500);
+  toks[0] = 1;
+  const int64_t V = 512;
+  std::vector<float> a(100 * V), b(100 * V);
+  rt::Context one(m, {600, 2, false});
+  one.eval(toks.data(), 600, 500, a.data());  // logits for rows 500..599 (across the 512 boundary)
+  rt::Context two(m, {600, 1, false});
+  two.eval(toks.data(), 300, 300, nullptr);
+  two.eval(toks.data() + 300, 200, 200, nullptr);
+  two.eval(toks.data() + 500, 100, 0, b.data());
+  double max_diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) max_diff = std::max(max_diff, double(std::fabs(a[i] - b[i])));
+  EXPECT_LT(max_diff, 1e-3);
+  EXPECT_EQ(one.n_past(), 600);
+}
