@@ -608,12 +608,12 @@ struct AsymK {
 
 // Best integer (ls, lm) for one sub-block near (ls0, lm0) given super-block scales; returns its error.
 float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, float dmin, int ls0, int lm0,
-                     uint8_t* ls, uint8_t* lm, uint8_t* L) {
+                     uint8_t* ls, uint8_t* lm, uint8_t* L, int radius) {
   uint8_t tmp[256];
   float best = FLT_MAX;
-  for (int a = ls0 - P.radius; a <= ls0 + P.radius; ++a) {
+  for (int a = ls0 - radius; a <= ls0 + radius; ++a) {
     if (a < 0 || a > P.smax) continue;
-    for (int b = lm0 - P.radius; b <= lm0 + P.radius; ++b) {
+    for (int b = lm0 - radius; b <= lm0 + radius; ++b) {
       if (b < 0 || b > P.smax) continue;
       const float dl = d * static_cast<float>(a), ml = dmin * static_cast<float>(b);
       float e = asym_eval(x, w, P.sub, P.nmax, dl, -ml, tmp);
@@ -661,8 +661,9 @@ void asymk_encode(const float* x, const float* w, const AsymK& P, AsymKResult& o
         ls0 = cur.d > 0 ? std::min(P.smax, nearest_int(clampf(sc[j] / cur.d, 0.f, 1000.f))) : 0;
         lm0 = cur.dmin > 0 ? std::min(P.smax, nearest_int(clampf(mn[j] / cur.dmin, 0.f, 1000.f))) : 0;
       }
+      // Refits start from the previous integer structure: a smaller neighbourhood suffices there.
       cur.err += asymk_sub_best(x + j * P.sub, w + j * P.sub, P, cur.d, cur.dmin, ls0, lm0, &cur.ls[j], &cur.lm[j],
-                                cur.L + j * P.sub);
+                                cur.L + j * P.sub, ls_init ? 1 : P.radius);
     }
     if (cur.err < out.err) out = cur;
   };
