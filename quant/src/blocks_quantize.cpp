@@ -738,7 +738,8 @@ void symk_encode(const float* x, const float* w, const SymK& P, const Grid& G, S
       else l0 = cur.d != 0.f ? nearest_int(clampf(sc[j] / cur.d, -1000.f, 1000.f)) : 0;
       l0 = std::clamp(l0, P.smin, P.smax);
       float best = FLT_MAX;
-      for (int a = l0 - P.radius; a <= l0 + P.radius; ++a) {
+      const int radius = ls_init ? 1 : P.radius;  // refits start from the previous integer scales
+      for (int a = l0 - radius; a <= l0 + radius; ++a) {
         if (a < P.smin || a > P.smax) continue;
         const float dl = cur.d * static_cast<float>(a);
         float e = sym_eval(x + j * P.sub, w + j * P.sub, P.sub, G, dl, tmp);
