@@ -169,21 +169,19 @@ TEST(HfTokenizer, Qwen3SpecialTokensAndChatTemplate) {
   TempDir td;
   for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
     fs::copy_file(fs::path(kShared) / "tokenizers/qwen3" / f, td.p / f);
-  Vocab v = load_hf_vocab(td.p.string(), false, std::nullopt);
-  EXPECT_EQ(v.eos_id, 151645);  // eos_token <|im_end|>
-  EXPECT_EQ(v.pad_id, 151643);  // pad_token <|endoftext|>
-  EXPECT_EQ(v.bos_id, -1);      // bos_token null, no config.json
-  EXPECT_EQ(v.add_bos, false);
-  EXPECT_FALSE(v.add_eos.has_value());
-  auto tc = nlohmann::json::parse(std::ifstream(td.p / "tokenizer_config.json"));
-  ASSERT_TRUE(v.chat_template.has_value());
-  EXPECT_EQ(*v.chat_template, tc["chat_template"].get<std::string>());
-  EXPECT_GT(v.chat_template->size(), 4000u);
-  // config.json supplies ids tokenizer_config.json does not name
+  // config.json supplies ids tokenizer_config.json does not name (bos_token is null there)
   write_text(td.p / "config.json", R"({"bos_token_id": 151643, "eos_token_id": 151643})");
   Vocab w = load_hf_vocab(td.p.string(), false, 151936);
-  EXPECT_EQ(w.bos_id, 151643);
-  EXPECT_EQ(w.eos_id, 151645);  // tokenizer_config.json wins
+  EXPECT_EQ(w.bos_id, 151643);  // config.json
+  EXPECT_EQ(w.eos_id, 151645);  // eos_token <|im_end|>: tokenizer_config.json wins over config.json
+  EXPECT_EQ(w.pad_id, 151643);  // pad_token <|endoftext|>
+  EXPECT_EQ(w.unk_id, -1);
+  EXPECT_EQ(w.add_bos, false);
+  EXPECT_FALSE(w.add_eos.has_value());
+  auto tc = nlohmann::json::parse(std::ifstream(td.p / "tokenizer_config.json"));
+  ASSERT_TRUE(w.chat_template.has_value());
+  EXPECT_EQ(*w.chat_template, tc["chat_template"].get<std::string>());
+  EXPECT_GT(w.chat_template->size(), 4000u);
   ASSERT_EQ(w.tokens.size(), 151936u);  // padded to config vocab_size
   EXPECT_EQ(w.tokens[151935], "[PAD151935]");
   EXPECT_EQ(w.token_types[151700], static_cast<int32_t>(TokenType::UNUSED));
@@ -207,8 +205,10 @@ TEST(HfTokenizer, PreTokenizerRecognition) {
       "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
       "behavior":"Isolated","invert":false},{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":false}]})"),
             "llama-bpe");
-  auto j = nlohmann::json::parse(std::ifstream(kShared + "/tokenizers/qwen3/tokenizer.json"));
-  EXPECT_EQ(identify_bpe_pre(j["pre_tokenizer"].dump()), "qwen2");
+  EXPECT_EQ(identify_bpe_pre(R"({"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+      "behavior":"Isolated","invert":false},{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":false,"use_regex":false}]})"),
+            "qwen2");  // Qwen3's tokenizer.json pre_tokenizer (the whole file is checked in Qwen3TokenizerJson)
   EXPECT_EQ(identify_bpe_pre(R"({"type":"Whitespace"})"), std::nullopt);
   EXPECT_EQ(identify_bpe_pre("not json"), std::nullopt);
 }
@@ -254,6 +254,7 @@ TEST(HfTokenizer, HostileTokenizerJson) {
       {R"({"model":{"type":"BPE","vocab":{"a":-1}},"pre_tokenizer":)" + gpt2 + "}", "out of range"},
       {R"({"model":{"type":"BPE","vocab":{"a":99999999999}},"pre_tokenizer":)" + gpt2 + "}", "out of range"},
       {R"({"model":{"type":"BPE","vocab":{"a":0,"b":0}},"pre_tokenizer":)" + gpt2 + "}", "id 0 is used by both"},
+      {R"({"model":{"type":"BPE","vocab":{"a":16000000}},"pre_tokenizer":)" + gpt2 + "}", "sparse"},
       {R"({"model":{"type":"BPE","vocab":{"a":"x"}},"pre_tokenizer":)" + gpt2 + "}", "non-integer"},
       {R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[["a"]]},"pre_tokenizer":)" + gpt2 + "}", "merge 0"},
       {R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[7]},"pre_tokenizer":)" + gpt2 + "}", "merge 0"},

@@ -347,6 +347,9 @@ Vocab tokenizer_json_to_vocab(const nlohmann::json& j, const std::string& path, 
   }
   if (by_id.empty()) fail("{}: empty vocabulary", path);
   uint64_t size = by_id.rbegin()->first + 1;
+  // Holes become "[PAD<i>]" tokens; a hostile file must not make us allocate millions of them.
+  if (!n_vocab && size > 2 * by_id.size() + 1024)
+    fail("{}: token ids are sparse (largest id {} for {} tokens)", path, size - 1, by_id.size());
   if (n_vocab) {
     if (*n_vocab > kMaxVocab) fail("{}: vocab_size {} is larger than the limit {}", path, *n_vocab, kMaxVocab);
     if (size > *n_vocab) fail("{}: token id {} is not below config.json's vocab_size {}", path, size - 1, *n_vocab);
