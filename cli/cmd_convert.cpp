@@ -1,4 +1,4 @@
-// edgeq convert SRC -o OUT.gguf [--outtype auto|f32|f16|bf16|q8_0] [--threads N] [--pre NAME] [--name NAME] [--json]
+// edgeq convert SRC -o OUT.gguf [--outtype f16|f32|bf16|q8_0|auto] [--threads N] [--pre NAME] [--name NAME] [--json]
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -10,7 +10,7 @@
 namespace {
 
 struct Opts {
-  std::string src, out, outtype = "auto", pre, name;
+  std::string src, out, outtype = "f16", pre, name;
   int threads = 0;
   bool json = false;
 };
@@ -21,8 +21,8 @@ edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
   sub->add_option("src", o->src, "HF checkpoint directory (config.json, safetensors, tokenizer files) or model.onnx")->required();
   sub->add_option("-o,--output", o->out, "Output GGUF file (written to a temp file and renamed when complete)")->required();
   sub->add_option("--outtype", o->outtype,
-                  "Tensor type for 2-D weights: auto (as llama.cpp's converter: f16 if the first tensor is F16, else bf16), "
-                  "f32, f16, bf16, q8_0. Norms and biases stay F32.")
+                  "Tensor type for 2-D weights: f16 (default, as llama.cpp's convert_hf_to_gguf.py), f32, bf16, q8_0, "
+                  "or auto (llama.cpp's auto: f16 if the first tensor is F16, else bf16). Norms and biases stay F32.")
       ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8_0"}));
   sub->add_option("--threads", o->threads, "Worker threads (0: all cores); the output is identical for any count")
       ->check(CLI::Range(0, 256));

@@ -249,9 +249,19 @@ TEST(Convert, Tl8mF16MatchesGoldenBitForBit) {
   EXPECT_EQ(want.metadata().size(), 23u);
 }
 
+TEST(Convert, DefaultOuttypeIsF16LikeLlamaCpp) {
+  // convert_hf_to_gguf.py's default --outtype is f16: tl-8m (BF16) converts to F16 2-D weights, F32 norms
+  ConvertOptions o;
+  EXPECT_EQ(o.outtype, "f16");
+  auto plan = plan_conversion(kShared + "/models/tl-8m", o);
+  EXPECT_EQ(plan.outtype, "f16");
+  for (auto& t : plan.tensors) EXPECT_EQ(t.default_type, t.dims.size() == 1 ? GgmlType::F32 : GgmlType::F16) << t.name;
+}
+
 TEST(Convert, Tl8mAutoIsBf16LikeLlamaCpp) {
   // convert_hf_to_gguf.py's "auto": f16 only when the first tensor is F16; tl-8m is BF16 -> bf16.
   ConvertOptions o;
+  o.outtype = "auto";
   auto plan = plan_conversion(kShared + "/models/tl-8m", o);
   EXPECT_EQ(plan.outtype, "bf16");
   EXPECT_EQ(plan.first_source_type, GgmlType::BF16);
@@ -373,6 +383,7 @@ TEST(Convert, OnnxExportEqualsSafetensors) {
   }
   // the .onnx path itself works too; auto on an f32 source is bf16 (llama.cpp's rule)
   ConvertOptions o;
+  o.outtype = "auto";
   auto plan = plan_conversion(kShared + "/models/tl-8m-onnx-ext/model.onnx", o);
   EXPECT_EQ(plan.outtype, "bf16");
   EXPECT_EQ(plan.tensors.size(), 75u);

@@ -38,7 +38,9 @@ struct PlannedTensor {
 };
 
 struct ConvertOptions {
-  std::string outtype = "auto";  // auto|f32|f16|bf16|q8_0
+  // auto|f32|f16|bf16|q8_0. The default is f16, as convert_hf_to_gguf.py's --outtype default; "auto" is
+  // its highest-fidelity mode (f16 when the first tensor is F16, else bf16).
+  std::string outtype = "f16";
   std::string force_pre;         // force tokenizer.ggml.pre for an unrecognised BPE pre-tokenizer
   std::string name;              // general.name; empty: the source directory's name
   int threads = 0;               // 0: hardware concurrency
