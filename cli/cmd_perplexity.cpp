@@ -7,6 +7,7 @@
 
 #include "command.h"
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/mapped_file.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 #include "edgeq/runtime/tokenizer.h"
@@ -21,15 +22,6 @@ struct Opts {
   bool json = false;
   bool exact_f32 = false;
 };
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) edgeq::fail("{}: cannot open the text file", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) edgeq::fail("{}: read error", path);
-  return ss.str();
-}
 
 edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<Opts>();
@@ -56,7 +48,7 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
     namespace rt = edgeq::runtime;
     const auto model = rt::Model::load(o->model);
     const auto tok = edgeq::Tokenizer::from_gguf(model.gguf());
-    const std::string text = read_text(o->text_file);
+    const std::string text = edgeq::read_text_file(o->text_file);
     const std::vector<int32_t> tokens = tok.tokenize(text, true, false);
     rt::PerplexityOptions po;
     po.n_ctx = o->ctx;

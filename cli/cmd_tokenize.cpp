@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "command.h"
+#include "edgeq/formats/mapped_file.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/runtime/tokenizer.h"
@@ -20,15 +21,6 @@ struct Opts {
   std::string model, prompt, file;
   bool no_bos = false, no_parse_special = false, ids_only = false, json = false;
 };
-
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) edgeq::fail("{}: cannot open file", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) edgeq::fail("{}: read error", path);
-  return ss.str();
-}
 
 edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<Opts>();
@@ -44,7 +36,7 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
   sub->add_flag("--json", o->json, "Print {\"n_tokens\", \"ids\", \"pieces\"} as one JSON document");
   return [o, p, f]() {
     if (p->count() == 0 && f->count() == 0) edgeq::fail("tokenize: give the text with -p TEXT or -f FILE");
-    const std::string text = f->count() ? read_all(o->file) : o->prompt;
+    const std::string text = f->count() ? edgeq::read_text_file(o->file) : o->prompt;
     auto gguf = edgeq::GgufFile::open(o->model);
     const edgeq::Tokenizer tok = edgeq::Tokenizer::from_gguf(gguf);
     const bool add_special = tok.add_bos() && !o->no_bos;  // llama-tokenize's rule

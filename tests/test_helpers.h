@@ -9,6 +9,18 @@
 #include <string>
 #include <vector>
 
+// EDGEQ_SANITIZED: 1 in the ASan build, where heavy tests run a smaller slice of their work.
+#if defined(__SANITIZE_ADDRESS__)
+#define EDGEQ_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EDGEQ_SANITIZED 1
+#endif
+#endif
+#ifndef EDGEQ_SANITIZED
+#define EDGEQ_SANITIZED 0
+#endif
+
 namespace edgeq::test {
 
 inline std::string shared(const std::string& rel) { return std::string(EDGEQ_SHARED_DIR) + "/" + rel; }
@@ -16,6 +28,11 @@ inline std::string shared(const std::string& rel) { return std::string(EDGEQ_SHA
 inline std::vector<uint8_t> read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+inline std::string read_text(const std::string& path) {
+  auto b = read_file(path);
+  return std::string(b.begin(), b.end());
 }
 
 inline void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {

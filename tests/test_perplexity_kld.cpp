@@ -23,16 +23,7 @@
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define EDGEQ_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define EDGEQ_SANITIZED 1
-#endif
-#endif
-#ifndef EDGEQ_SANITIZED
-#define EDGEQ_SANITIZED 0
-#endif
+#include "test_helpers.h"  // EDGEQ_SANITIZED
 
 namespace fs = std::filesystem;
 namespace rt = edgeq::runtime;

@@ -56,6 +56,11 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   return *this;
 }
 
+std::string read_text_file(const std::string& path) {
+  MappedFile m(path);
+  return std::string(reinterpret_cast<const char*>(m.data()), m.size());
+}
+
 // ---------------------------------------------------------------------------------------------
 
 static constexpr size_t kBufSize = 1 << 20;

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
@@ -15,15 +16,6 @@
 namespace edgeq::runtime {
 
 namespace {
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("{}: cannot open the text file", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) fail("{}: read error", path);
-  return ss.str();
-}
 
 void describe(const Model& m, CompareRow& row) {
   const auto& f = m.gguf();
@@ -73,7 +65,7 @@ CompareReport compare_models(const std::string& base, const std::vector<std::str
     if (opt.on_model) opt.on_model(0, base);
     const auto model = Model::load(base);
     const auto tok = Tokenizer::from_gguf(model.gguf());
-    tokens = tok.tokenize(read_text(text_path), true, false);
+    tokens = tok.tokenize(read_text_file(text_path), true, false);
     base_vocab = static_cast<int64_t>(tok.n_vocab());
     PerplexityOptions po;
     po.n_ctx = opt.n_ctx;

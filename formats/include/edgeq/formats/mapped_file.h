@@ -26,6 +26,9 @@ class MappedFile {
   uint64_t size_ = 0;
 };
 
+// Reads a whole (text) file; throws edgeq::Error naming the path when it cannot be opened or read.
+std::string read_text_file(const std::string& path);
+
 // Writes a file atomically: everything goes to "<path>.tmp.<pid>" and is renamed onto <path> by commit().
 // If the object is destroyed without commit() (error, exception), the temp file is removed:
 // a failed run never leaves a partial output behind.
