@@ -9,6 +9,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define EDGEQ_QUANT_AVX2 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -157,17 +158,26 @@ EDGEQ_AVX2 void avx2_q6_k(const void* src, float* y, int64_t nb) {
   }
 }
 
-bool cpu_has_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  return ok;
-}
-
 }  // namespace
 #endif
 
+bool cpu_has_avx2_f16c() {
+#if EDGEQ_QUANT_AVX2
+  // clang's __builtin_cpu_supports does not know "f16c", so read CPUID leaf 1 ECX bit 29 directly.
+  static const bool ok = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    return f16c && __builtin_cpu_supports("avx2");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
 bool has_simd_dequantize(GgmlType t) {
 #if EDGEQ_QUANT_AVX2
-  if (!cpu_has_avx2()) return false;
+  if (!cpu_has_avx2_f16c()) return false;
   switch (t) {
     case GgmlType::F16: case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q4_K:
     case GgmlType::Q5_K: case GgmlType::Q6_K:
@@ -183,7 +193,7 @@ bool has_simd_dequantize(GgmlType t) {
 
 const char* simd_target_name() {
 #if EDGEQ_QUANT_AVX2
-  return cpu_has_avx2() ? "AVX2+F16C" : "scalar";
+  return cpu_has_avx2_f16c() ? "AVX2+F16C" : "scalar";
 #else
   return "scalar";
 #endif

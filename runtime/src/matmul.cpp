@@ -116,7 +116,7 @@ __attribute__((target("avx2,f16c"))) void round_f16_f16c(float* x, int64_t n) {
   }
   for (; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
 }
-const bool g_has_avx2 = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+const bool g_has_avx2 = quant::cpu_has_avx2_f16c();
 
 // ggml's AVX2 quantize_row_q8_0 (d = amax/127 stored as fp16, q = nearest_even(x * 127/amax)), dequantized.
 template <int Dummy>

@@ -21,6 +21,8 @@ void dequantize_row_scalar(GgmlType t, const void* src, float* dst, int64_t n);
 
 // True when dequantize_row has a SIMD path for t (otherwise it calls the scalar one).
 bool has_simd_dequantize(GgmlType t);
+// True when this x86-64 CPU has AVX2 and F16C (the SIMD paths of quant/ and runtime/ require both).
+bool cpu_has_avx2_f16c();
 // Name of the SIMD target compiled in ("AVX2", "SSE4", "scalar", ...), for benchmarks and logs.
 const char* simd_target_name();
 
