@@ -32,6 +32,14 @@
 #include <emmintrin.h>
 #define EDGEQ_QSSE2 1
 #endif
+// AVX2 versions of the hottest asymmetric-search loops, chosen at run time. Lane j of the 8-wide vector is
+// scalar accumulator j and does the same operations in the same order (no FMA), so the bytes written do
+// not depend on which path ran.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define EDGEQ_QAVX2 1
+#define EDGEQ_TARGET_AVX2 __attribute__((target("avx2")))
+#endif
 
 namespace edgeq::quant {
 using namespace detail;
@@ -406,6 +414,70 @@ float sym_block(const float* x, const float* w, int n, const Grid& G, int ntry, 
 // ---------------------------------------------------------------------------------------------------
 // Asymmetric groups: value = s * q + m, q in 0..nmax.
 
+#if EDGEQ_QAVX2
+bool g_quant_avx2 = cpu_has_avx2_f16c();  // switched only by set_quantize_simd
+
+// lin_level(t, 0, hi) on 8 lanes (max/min reproduce the scalar selects, NaN included).
+struct LinAvx2 {
+  __m256 lom1, hip1, lo, hi, magic;
+  EDGEQ_TARGET_AVX2 explicit LinAvx2(float h)
+      : lom1(_mm256_set1_ps(-1.f)), hip1(_mm256_set1_ps(h + 1.f)), lo(_mm256_setzero_ps()), hi(_mm256_set1_ps(h)),
+        magic(_mm256_set1_ps(kRoundMagic)) {}
+  EDGEQ_TARGET_AVX2 __m256 level(__m256 t) const {
+    t = _mm256_min_ps(_mm256_max_ps(t, lom1), hip1);
+    __m256 r = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+    return _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+  }
+  EDGEQ_TARGET_AVX2 static void store_idx(uint8_t* dst, __m256 q) {
+    const __m256i qi = _mm256_cvttps_epi32(q);
+    const __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(p, p));
+  }
+};
+
+EDGEQ_TARGET_AVX2 float asym_eval_avx2(const float* x, const float* w, int n, float hi, float s, float m, float id,
+                                       uint8_t* L) {
+  const LinAvx2 S(hi);
+  const __m256 vid = _mm256_set1_ps(id), vs = _mm256_set1_ps(s), vm = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    const __m256 q = S.level(_mm256_mul_ps(_mm256_sub_ps(xv, vm), vid));
+    LinAvx2::store_idx(L + i, q);
+    const __m256 d = _mm256_sub_ps(xv, _mm256_add_ps(_mm256_mul_ps(vs, q), vm));
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(w + i), d), d));
+  }
+  alignas(32) float a[8];
+  _mm256_store_ps(a, acc);
+  return sum8(a);
+}
+
+// Levels q = lin_level((x - lo) * iscale, 0, hi) into L, and the weighted sums the least-squares fit needs:
+// sum w*q, sum w*q*q, sum w*q*x (per-lane, then summed as sum8).
+EDGEQ_TARGET_AVX2 void asym_grid_avx2(const float* x, const float* w, int n, float hi, float lo_a, float iscale,
+                                      uint8_t* L, float* sl, float* sl2, float* sxl) {
+  const LinAvx2 S(hi);
+  const __m256 vlo = _mm256_set1_ps(lo_a), vis = _mm256_set1_ps(iscale);
+  __m256 a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i), wv = _mm256_loadu_ps(w + i);
+    const __m256 q = S.level(_mm256_mul_ps(_mm256_sub_ps(xv, vlo), vis));
+    LinAvx2::store_idx(L + i, q);
+    const __m256 wq = _mm256_mul_ps(wv, q);
+    a1 = _mm256_add_ps(a1, wq);
+    a2 = _mm256_add_ps(a2, _mm256_mul_ps(wq, q));
+    a3 = _mm256_add_ps(a3, _mm256_mul_ps(wq, xv));
+  }
+  alignas(32) float b1[8], b2[8], b3[8];
+  _mm256_store_ps(b1, a1);
+  _mm256_store_ps(b2, a2);
+  _mm256_store_ps(b3, a3);
+  *sl = sum8(b1);
+  *sl2 = sum8(b2);
+  *sxl = sum8(b3);
+}
+#endif
+
 float asym_eval(const float* x, const float* w, int n, int nmax, float s, float m, uint8_t* L) {
   float acc[8] = {};
   if (s == 0.f) {
@@ -418,6 +490,9 @@ float asym_eval(const float* x, const float* w, int n, int nmax, float s, float 
     return sum8(acc);
   }
   const float id = 1.f / s, hi = static_cast<float>(nmax);
+#if EDGEQ_QAVX2
+  if (g_quant_avx2) return asym_eval_avx2(x, w, n, hi, s, m, id, L);
+#endif
 #if EDGEQ_QSSE2
   const LinSse S(0.f, hi);
   const __m128 vid = _mm_set1_ps(id), vs = _mm_set1_ps(s), vm = _mm_set1_ps(m);
@@ -466,16 +541,8 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
   }
   uint8_t tmp[256];
   float best_err = FLT_MAX, best_s = (mx - mn) / static_cast<float>(nmax), best_m = mn;
-  auto fit = [&](const uint8_t* q, float* s, float* m) -> bool {
-    float a1[8] = {}, a2[8] = {}, a3[8] = {};
-    for (int i = 0; i < n; i += 8)
-      for (int j = 0; j < 8; ++j) {
-        const float l = q[i + j], ww = w[i + j];
-        a1[j] += ww * l;
-        a2[j] += ww * l * l;
-        a3[j] += ww * l * x[i + j];
-      }
-    const float sl = sum8(a1), sl2 = sum8(a2), sxl = sum8(a3);
+  // Least-squares (s, m) for levels with weighted sums sl = sum w*q, sl2 = sum w*q*q, sxl = sum w*q*x.
+  auto fit_sums = [&](float sl, float sl2, float sxl, float* s, float* m) -> bool {
     float D = sw * sl2 - sl * sl;
     if (!(D > 0)) return false;
     *s = (sw * sxl - sx * sl) / D;
@@ -485,6 +552,17 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
       *s = sl2 > 0 ? sxl / sl2 : 0;
     }
     return *s > 0;
+  };
+  auto fit = [&](const uint8_t* q, float* s, float* m) -> bool {
+    float a1[8] = {}, a2[8] = {}, a3[8] = {};
+    for (int i = 0; i < n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        const float l = q[i + j], ww = w[i + j];
+        a1[j] += ww * l;
+        a2[j] += ww * l * l;
+        a3[j] += ww * l * x[i + j];
+      }
+    return fit_sums(sum8(a1), sum8(a2), sum8(a3), s, m);
   };
   auto consider = [&](float s, float m) {
     if (!(s > 0) || !std::isfinite(s) || !std::isfinite(m)) return;
@@ -520,6 +598,14 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
     for (int t = -ntry; t <= ntry; ++t) {
       float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(t)) / range;
       if (iscale <= 0) continue;
+#if EDGEQ_QAVX2
+      if (g_quant_avx2) {
+        float sl, sl2, sxl, s, m;
+        asym_grid_avx2(x, w, n, hi, lo_a, iscale, tmp, &sl, &sl2, &sxl);
+        if (fit_sums(sl, sl2, sxl, &s, &m)) consider(s, m);
+        continue;
+      }
+#endif
       for (int i = 0; i < n; ++i)
         tmp[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - lo_a) * iscale, 0.f, hi)));
       uint8_t q2[256];
@@ -1040,6 +1126,22 @@ EncFn encoder(GgmlType t) {
 
 bool can_quantize(GgmlType t) {
   return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || encoder(t) != nullptr;
+}
+
+void set_quantize_simd(bool enabled) {
+#if EDGEQ_QAVX2
+  g_quant_avx2 = enabled && cpu_has_avx2_f16c();
+#else
+  (void)enabled;
+#endif
+}
+
+bool quantize_simd_active() {
+#if EDGEQ_QAVX2
+  return g_quant_avx2;
+#else
+  return false;
+#endif
 }
 
 size_t quantize_rows(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,

@@ -195,6 +195,21 @@ namespace {
 constexpr int64_t kTileRows = 64;
 std::once_flag g_blas_once;
 }  // namespace
+}  // namespace edgeq::runtime
+
+// The threaded OpenBLAS build starts a thread pool when it is loaded, and its idle threads spin for ~0.1 s
+// in every process, taking a core from short commands (12% of a 2-thread `edgeq quantize` of tl-8m).
+// edgeq threads its matmuls itself and calls sgemm with one OpenBLAS thread, so the pool is released as
+// soon as this library is initialised. Weak: other OpenBLAS builds (serial, OpenMP) lack the symbol.
+extern "C" __attribute__((weak)) int blas_thread_shutdown_(void);
+namespace edgeq::runtime {
+namespace {
+const bool g_blas_pool_released = [] {
+  openblas_set_num_threads(1);
+  if (blas_thread_shutdown_) blas_thread_shutdown_();
+  return true;
+}();
+}  // namespace
 
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat) {

@@ -35,6 +35,13 @@ const char* simd_target_name();
 size_t quantize_rows(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
                      const float* importance);
 
+// For tests and benchmarks: false makes quantize_rows take its portable path. Both paths write the same
+// bytes (the SIMD lanes repeat the scalar operations in order); only the speed differs. Not thread-safe
+// with a quantization in progress.
+void set_quantize_simd(bool enabled);
+// True when quantize_rows uses SIMD code on this machine (AVX2 available and not switched off).
+bool quantize_simd_active();
+
 // Error metric used by tests and benchmarks: sum_j w_j * (a_j - b_j)^2 (w == nullptr: all 1), in double.
 double weighted_sq_error(const float* a, const float* b, int64_t n, const float* w);
 
