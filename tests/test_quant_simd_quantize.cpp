@@ -78,12 +78,13 @@ TEST(QuantSimd, RealWeightsSameBytesAsPortablePath) {
     ASSERT_GE(v.n_rows(), static_cast<uint64_t>(rows)) << name;
     std::vector<float> x(static_cast<size_t>(rows * n));
     q::dequantize_row(v.type, v.data, x.data(), rows * n);
-    for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q2_K, GgmlType::Q4_1, GgmlType::Q5_1}) {
+    for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q2_K, GgmlType::Q4_1, GgmlType::Q5_1,
+                       GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::IQ4_NL, GgmlType::Q4_0}) {
       auto a = quantize(t, x, rows, n, nullptr, true);
       auto b = quantize(t, x, rows, n, nullptr, false);
       EXPECT_EQ(first_diff(a, b), a.size()) << name << " " << edgeq::ggml_type_name(t);
       ++checked;
     }
   }
-  EXPECT_EQ(checked, 10);
+  EXPECT_EQ(checked, 20);
 }

@@ -176,6 +176,120 @@ inline void store8(float* acc, __m128 a0, __m128 a1) {
 }
 #endif
 
+#if EDGEQ_QAVX2
+bool g_quant_avx2 = cpu_has_avx2_f16c();  // switched only by set_quantize_simd
+
+EDGEQ_TARGET_AVX2 inline void store_idx8(uint8_t* dst, __m256i k) {
+  const __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(p, p));
+}
+// lin_level(t, lo, hi) on 8 lanes (max/min reproduce the scalar selects, NaN included); *idx = level - lo.
+struct LinAvx2 {
+  __m256 lom1, hip1, lo, hi, magic;
+  EDGEQ_TARGET_AVX2 LinAvx2(float l, float h)
+      : lom1(_mm256_set1_ps(l - 1.f)), hip1(_mm256_set1_ps(h + 1.f)), lo(_mm256_set1_ps(l)), hi(_mm256_set1_ps(h)),
+        magic(_mm256_set1_ps(kRoundMagic)) {}
+  EDGEQ_TARGET_AVX2 __m256 level(__m256 t) const {
+    t = _mm256_min_ps(_mm256_max_ps(t, lom1), hip1);
+    __m256 r = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+    return _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+  }
+  EDGEQ_TARGET_AVX2 __m256 level(__m256 t, __m256i* idx) const {
+    const __m256 l = level(t);
+    *idx = _mm256_cvttps_epi32(_mm256_sub_ps(l, lo));
+    return l;
+  }
+  EDGEQ_TARGET_AVX2 void store_idx(uint8_t* dst, __m256 q) const {
+    store_idx8(dst, _mm256_cvttps_epi32(_mm256_sub_ps(q, lo)));
+  }
+};
+// Table grid (<= 16 levels) on 8 lanes, as TabSse.
+struct TabAvx2 {
+  int nm;
+  __m256 mid[15], step[15], v0;
+  EDGEQ_TARGET_AVX2 explicit TabAvx2(const Grid& G) : nm(G.n - 1), v0(_mm256_set1_ps(G.v[0])) {
+    for (int k = 0; k < nm; ++k) {
+      mid[k] = _mm256_set1_ps(G.mid[k]);
+      step[k] = _mm256_set1_ps(G.v[k + 1] - G.v[k]);
+    }
+  }
+  EDGEQ_TARGET_AVX2 __m256 level(__m256 t, __m256i* idx) const {
+    __m256 v = v0;
+    __m256i c = _mm256_setzero_si256();
+    for (int k = 0; k < nm; ++k) {
+      const __m256 m = _mm256_cmp_ps(t, mid[k], _CMP_GE_OQ);
+      v = _mm256_add_ps(v, _mm256_and_ps(m, step[k]));
+      c = _mm256_sub_epi32(c, _mm256_castps_si256(m));
+    }
+    *idx = c;
+    return v;
+  }
+};
+
+template <class Lv>
+EDGEQ_TARGET_AVX2 float sym_eval_avx2(const Lv& S, const float* x, const float* w, int n, float d, float id,
+                                      uint8_t* idx) {
+  const __m256 vid = _mm256_set1_ps(id), vd = _mm256_set1_ps(d);
+  __m256 acc = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    __m256i k;
+    const __m256 l = S.level(_mm256_mul_ps(xv, vid), &k);
+    store_idx8(idx + i, k);
+    const __m256 dd = _mm256_sub_ps(xv, _mm256_mul_ps(vd, l));
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(w + i), dd), dd));
+  }
+  alignas(32) float a[8];
+  _mm256_store_ps(a, acc);
+  return sum8(a);
+}
+
+template <class Lv>
+EDGEQ_TARGET_AVX2 void sym_levels_avx2(const Lv& S, const float* x, const float* w, int n, float iscale,
+                                       uint8_t* tmp, float* sxl_out, float* sll_out) {
+  const __m256 vis = _mm256_set1_ps(iscale);
+  __m256 b = _mm256_setzero_ps(), c = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i), wv = _mm256_loadu_ps(w + i);
+    __m256i k;
+    const __m256 l = S.level(_mm256_mul_ps(xv, vis), &k);
+    store_idx8(tmp + i, k);
+    b = _mm256_add_ps(b, _mm256_mul_ps(_mm256_mul_ps(wv, xv), l));
+    c = _mm256_add_ps(c, _mm256_mul_ps(_mm256_mul_ps(wv, l), l));
+  }
+  alignas(32) float bb[8], cc[8];
+  _mm256_store_ps(bb, b);
+  _mm256_store_ps(cc, c);
+  *sxl_out = sum8(bb);
+  *sll_out = sum8(cc);
+}
+// Dispatchers: true when the AVX2 path handled the call.
+EDGEQ_TARGET_AVX2 bool sym_eval_avx2_any(const float* x, const float* w, int n, const Grid& G, float d, float id,
+                                         uint8_t* idx, float* err) {
+  if (G.linear) {
+    *err = sym_eval_avx2(LinAvx2(G.v[0], G.v[G.n - 1]), x, w, n, d, id, idx);
+    return true;
+  }
+  if (G.n <= 16) {
+    *err = sym_eval_avx2(TabAvx2(G), x, w, n, d, id, idx);
+    return true;
+  }
+  return false;
+}
+EDGEQ_TARGET_AVX2 bool sym_levels_avx2_any(const float* x, const float* w, int n, const Grid& G, float iscale,
+                                           uint8_t* tmp, float* sxl, float* sll) {
+  if (G.linear) {
+    sym_levels_avx2(LinAvx2(G.v[0], G.v[G.n - 1]), x, w, n, iscale, tmp, sxl, sll);
+    return true;
+  }
+  if (G.n <= 16) {
+    sym_levels_avx2(TabAvx2(G), x, w, n, iscale, tmp, sxl, sll);
+    return true;
+  }
+  return false;
+}
+#endif
+
 // Error of a fixed (exactly representable) scale d with levels re-rounded; fills idx.
 float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, uint8_t* idx) {
   float acc[8] = {};
@@ -191,6 +305,12 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
     return sum8(acc);
   }
   const float id = 1.f / d;
+#if EDGEQ_QAVX2
+  {
+    float e;
+    if (g_quant_avx2 && sym_eval_avx2_any(x, w, n, G, d, id, idx, &e)) return e;
+  }
+#endif
   if (G.linear) {
     const float lo = G.v[0], hi = G.v[G.n - 1];
 #if EDGEQ_QSSE2
@@ -248,6 +368,9 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
 // Levels for inverse scale iscale into tmp; returns sum w x l and sum w l^2.
 inline void sym_levels(const float* x, const float* w, int n, const Grid& G, float iscale, uint8_t* tmp, float* sxl_out,
                        float* sll_out) {
+#if EDGEQ_QAVX2
+  if (g_quant_avx2 && sym_levels_avx2_any(x, w, n, G, iscale, tmp, sxl_out, sll_out)) return;
+#endif
   float axl[8] = {}, all[8] = {};
   if (G.linear) {
     const float lo = G.v[0], hi = G.v[G.n - 1];
@@ -415,35 +538,16 @@ float sym_block(const float* x, const float* w, int n, const Grid& G, int ntry, 
 // Asymmetric groups: value = s * q + m, q in 0..nmax.
 
 #if EDGEQ_QAVX2
-bool g_quant_avx2 = cpu_has_avx2_f16c();  // switched only by set_quantize_simd
-
-// lin_level(t, 0, hi) on 8 lanes (max/min reproduce the scalar selects, NaN included).
-struct LinAvx2 {
-  __m256 lom1, hip1, lo, hi, magic;
-  EDGEQ_TARGET_AVX2 explicit LinAvx2(float h)
-      : lom1(_mm256_set1_ps(-1.f)), hip1(_mm256_set1_ps(h + 1.f)), lo(_mm256_setzero_ps()), hi(_mm256_set1_ps(h)),
-        magic(_mm256_set1_ps(kRoundMagic)) {}
-  EDGEQ_TARGET_AVX2 __m256 level(__m256 t) const {
-    t = _mm256_min_ps(_mm256_max_ps(t, lom1), hip1);
-    __m256 r = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
-    return _mm256_min_ps(_mm256_max_ps(r, lo), hi);
-  }
-  EDGEQ_TARGET_AVX2 static void store_idx(uint8_t* dst, __m256 q) {
-    const __m256i qi = _mm256_cvttps_epi32(q);
-    const __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(p, p));
-  }
-};
 
 EDGEQ_TARGET_AVX2 float asym_eval_avx2(const float* x, const float* w, int n, float hi, float s, float m, float id,
                                        uint8_t* L) {
-  const LinAvx2 S(hi);
+  const LinAvx2 S(0.f, hi);
   const __m256 vid = _mm256_set1_ps(id), vs = _mm256_set1_ps(s), vm = _mm256_set1_ps(m);
   __m256 acc = _mm256_setzero_ps();
   for (int i = 0; i < n; i += 8) {
     const __m256 xv = _mm256_loadu_ps(x + i);
     const __m256 q = S.level(_mm256_mul_ps(_mm256_sub_ps(xv, vm), vid));
-    LinAvx2::store_idx(L + i, q);
+    S.store_idx(L + i, q);
     const __m256 d = _mm256_sub_ps(xv, _mm256_add_ps(_mm256_mul_ps(vs, q), vm));
     acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(w + i), d), d));
   }
@@ -456,13 +560,13 @@ EDGEQ_TARGET_AVX2 float asym_eval_avx2(const float* x, const float* w, int n, fl
 // sum w*q, sum w*q*q, sum w*q*x (per-lane, then summed as sum8).
 EDGEQ_TARGET_AVX2 void asym_grid_avx2(const float* x, const float* w, int n, float hi, float lo_a, float iscale,
                                       uint8_t* L, float* sl, float* sl2, float* sxl) {
-  const LinAvx2 S(hi);
+  const LinAvx2 S(0.f, hi);
   const __m256 vlo = _mm256_set1_ps(lo_a), vis = _mm256_set1_ps(iscale);
   __m256 a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
   for (int i = 0; i < n; i += 8) {
     const __m256 xv = _mm256_loadu_ps(x + i), wv = _mm256_loadu_ps(w + i);
     const __m256 q = S.level(_mm256_mul_ps(_mm256_sub_ps(xv, vlo), vis));
-    LinAvx2::store_idx(L + i, q);
+    S.store_idx(L + i, q);
     const __m256 wq = _mm256_mul_ps(wv, q);
     a1 = _mm256_add_ps(a1, wq);
     a2 = _mm256_add_ps(a2, _mm256_mul_ps(wq, q));
