@@ -1,5 +1,5 @@
 // edgeq quantize SRC -o OUT.gguf --type T [--imatrix FILE] [--threads N] [--tensor-type R=T]...
-//   [--output-tensor-type T] [--token-embedding-type T] [--pure] [--leave-output-tensor] [--allow-requantize] [--json]
+//   [--output-tensor-type T] [--token-embedding-type T] [--pure] [--leave-output-tensor] [--allow-requantize] [--no-edgeq-metadata] [--json]
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -22,7 +22,7 @@ struct Opts {
   std::string src, out, type, imatrix, output_tensor_type, token_embedding_type;
   std::vector<std::string> tensor_types;
   int threads = 0;
-  bool pure = false, leave_output = false, allow_requantize = false, json = false;
+  bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false;
 };
 
 std::string human_bytes(uint64_t b) {
@@ -52,6 +52,7 @@ int run(const Opts& o) {
   qo.policy.pure = o.pure;
   qo.policy.leave_output_tensor = o.leave_output;
   qo.allow_requantize = o.allow_requantize;
+  qo.record_method = !o.no_edgeq_metadata;
   qo.threads = o.threads;
   if (o.threads < 0) edgeq::fail("--threads {}: must be >= 0", o.threads);
   {
@@ -156,6 +157,9 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
   sub->add_flag("--pure", o->pure, "No mix rules: every quantized tensor gets the mix's base type");
   sub->add_flag("--leave-output-tensor", o->leave_output, "Keep output.weight in the source type");
   sub->add_flag("--allow-requantize", o->allow_requantize, "Allow a source whose tensors are already quantized");
+  sub->add_flag("--no-edgeq-metadata", o->no_edgeq_metadata,
+                "Do not record edgeq.quantize.method (by default the method and mix are recorded); the metadata, and "
+                "so the file size, are then exactly what llama-quantize writes for the same source");
   sub->add_flag("--json", o->json, "Print the summary as one JSON document (no progress lines)");
   return [o]() { return run(*o); };
 });

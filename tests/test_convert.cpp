@@ -18,6 +18,7 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
+#include "test_helpers.h"
 
 namespace fs = std::filesystem;
 using namespace edgeq;
@@ -42,9 +43,11 @@ struct TempDir {
   std::string str(const std::string& f = "") const { return f.empty() ? p.string() : (p / f).string(); }
 };
 
-std::string convert_file(const std::string& src, const std::string& outtype, const fs::path& out, int threads = 2) {
+std::string convert_file(const std::string& src, const std::string& outtype, const fs::path& out, int threads = 2,
+                         const std::string& name = "") {
   ConvertOptions o;
   o.outtype = outtype;
+  o.name = name;
   auto plan = plan_conversion(src, o);
   convert_to_gguf(plan, out.string(), "", threads);
   return out.string();
@@ -243,10 +246,12 @@ TEST(Convert, Tl8mF16MatchesGoldenBitForBit) {
   auto want = GgufFile::open(kShared + "/golden/tl-8m-F16.gguf");
   expect_same_tensors(got, want);
   auto extra = expect_metadata_superset(got, want);
-  // Keys we write beyond the golden's 23: only general.type ("model", as convert_hf_to_gguf.py writes it).
-  EXPECT_EQ(extra, std::vector<std::string>{"general.type"});
-  EXPECT_EQ(got.get_string("general.type"), std::string("model"));
+  EXPECT_EQ(extra, std::vector<std::string>{});  // the golden's 23 keys, nothing more (no general.type)
   EXPECT_EQ(want.metadata().size(), 23u);
+  // And the whole file: header, key order, padding, data -- byte for byte what llama.cpp's converter wrote.
+  const auto ours = edgeq::test::read_file(out), golden = edgeq::test::read_file(kShared + "/golden/tl-8m-F16.gguf");
+  EXPECT_GT(golden.size(), 1000000u);
+  EXPECT_TRUE(ours == golden);
 }
 
 TEST(Convert, DefaultOuttypeIsF16LikeLlamaCpp) {
@@ -291,6 +296,12 @@ TEST(Convert, Stories260KF32MatchesGolden) {
   EXPECT_TRUE(extra.empty());
   expect_metadata_superset(got, want, "llama.");
   EXPECT_EQ(got.get_int("general.file_type"), 0);
+  // The golden was converted from a directory named stories260K-hf; with that name the files are identical.
+  EXPECT_EQ(got.get_string("general.name"), std::string("stories260K"));
+  auto named = convert_file(kShared + "/models/stories260K", "f32", td.p / "named.gguf", 2, "stories260K-hf");
+  const auto ours = edgeq::test::read_file(named), golden = edgeq::test::read_file(kShared + "/golden/stories260K-F32.gguf");
+  EXPECT_GT(golden.size(), 1000000u);
+  EXPECT_TRUE(ours == golden);
 }
 
 TEST(Convert, ShardedEqualsSingleFile) {

@@ -315,6 +315,60 @@ TEST(QuantizeCmd, HfSourceEqualsGgufSource) {
   EXPECT_THROW(edgeq::convert::open_quantize_source(models + "/no-such-model"), edgeq::Error);
 }
 
+// File sizes. From the HF checkpoint of tl-8m (converted on the fly), every mix is exactly as large as
+// llama-quantize's golden when edgeq's own key is left out (--no-edgeq-metadata): same tensor data, same
+// metadata. By default edgeq.quantize.method adds one small key, nothing else. The imatrix golden records the
+// imatrix path given to llama-quantize, so that run passes a path of the same length (a symlink).
+TEST(QuantizeCmd, FileSizesEqualLlamaQuantize) {
+  TempDir tmp;
+  const std::string models = std::string(EDGEQ_SHARED_DIR) + "/models";
+  QuantizeSource hf = edgeq::convert::open_quantize_source(models + "/tl-8m", 2);
+  auto m = mixes();
+  int checked = 0;
+  for (const char* type : {"Q8_0", "Q6_K", "Q5_K_M", "Q5_1", "Q4_K_S", "Q4_0", "Q3_K_M", "Q2_K", "IQ4_NL", "IQ4_XS"}) {
+    SCOPED_TRACE(type);
+    const uint64_t golden = m[std::string("tl-8m-") + type + ".gguf"]["bytes"].get<uint64_t>();
+    QuantizeOptions o = opts_for(type, 2);
+    o.record_method = false;
+    QuantizeReport r = quantize_model(hf, tmp / "bare.gguf", o);
+    EXPECT_EQ(r.file_size, golden);
+    EXPECT_EQ(fs::file_size(tmp / "bare.gguf"), golden);
+    GgufFile bare = GgufFile::open(tmp / "bare.gguf");
+    EXPECT_EQ(bare.find("edgeq.quantize.method"), nullptr);
+    EXPECT_EQ(bare.metadata().size(), 24u);  // the golden's 24 keys
+    o.record_method = true;
+    QuantizeReport rm = quantize_model(hf, tmp / "method.gguf", o);
+    EXPECT_GT(rm.file_size, golden);
+    EXPECT_LE(rm.file_size, golden + 64);
+    EXPECT_NE(GgufFile::open(tmp / "method.gguf").get_string("edgeq.quantize.method").value_or("").find(type),
+              std::string::npos);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 10);
+
+  GgufFile gold = GgufFile::open(kGolden + "/tl-8m-Q4_K_M-imat.gguf");
+  const std::string golden_path = gold.get_string("quantize.imatrix.file").value_or("");
+  struct Link {  // a symlink directly in the temp directory, removed on every exit
+    std::string path;
+    ~Link() {
+      std::error_code ec;
+      fs::remove(path, ec);
+    }
+  } link{(fs::temp_directory_path() / ("edgeq-" + std::to_string(::getpid()) + "-")).string()};
+  ASSERT_LT(link.path.size(), golden_path.size()) << "TMPDIR too long for this test";
+  link.path += std::string(golden_path.size() - link.path.size(), 'x');
+  fs::create_symlink(kGolden + "/tl-8m.imatrix", link.path);
+  Importance imp = load_importance(link.path);
+  QuantizeOptions o = opts_for("Q4_K_M", 2);
+  o.importance = &imp;
+  o.record_method = false;
+  QuantizeReport r = quantize_model(hf, tmp / "imat.gguf", o);
+  EXPECT_EQ(r.file_size, gold.file_size());
+  EXPECT_EQ(r.file_size, m["tl-8m-Q4_K_M-imat.gguf"]["bytes"].get<uint64_t>());
+  EXPECT_EQ(GgufFile::open(tmp / "imat.gguf").get_string("quantize.imatrix.dataset"),
+            gold.get_string("quantize.imatrix.dataset"));
+}
+
 // ONNX export (transposed MatMul weights) and the HF checkpoint of tl-8m give the same Q8_0 tensors, with the
 // golden Q8_0 mix's types and sizes.
 TEST(QuantizeCmd, OnnxSourceEqualsHfSource) {
@@ -447,6 +501,15 @@ TEST_F(QuantizeProgram, JsonSummaryAndErrors) {
   EXPECT_NE(out.find("bpw"), std::string::npos) << out;
   EXPECT_NE(out.find("Q8_0"), std::string::npos) << out;
   EXPECT_EQ(GgufFile::open(tmp / "b.gguf").find_tensor("blk.0.attn_q.weight")->type, GgmlType::F16);
+  EXPECT_NE(GgufFile::open(tmp / "b.gguf").find("edgeq.quantize.method"), nullptr);
+
+  // --no-edgeq-metadata: llama-quantize's keys only; from the F16 golden, exactly the Q4_K_S golden's size.
+  ASSERT_EQ(run("quantize '" + kGolden + "/tl-8m-F16.gguf' -o '" + (tmp / "c.gguf") + "' -t Q4_K_S --no-edgeq-metadata",
+                &out, &err, tmp),
+            0)
+      << err;
+  EXPECT_EQ(GgufFile::open(tmp / "c.gguf").find("edgeq.quantize.method"), nullptr);
+  EXPECT_EQ(fs::file_size(tmp / "c.gguf"), mixes()["tl-8m-Q4_K_S.gguf"]["bytes"].get<uint64_t>());
 
   // Errors: one line, non-zero exit, no output file.
   for (std::string args : {"quantize '" + src + "' -o '" + (tmp / "x.gguf") + "' --type Q4_K_X",
@@ -459,7 +522,7 @@ TEST_F(QuantizeProgram, JsonSummaryAndErrors) {
     EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
     EXPECT_FALSE(fs::exists(tmp / "x.gguf"));
   }
-  EXPECT_EQ(tmp.count(), 2u);  // a.gguf, b.gguf
+  EXPECT_EQ(tmp.count(), 3u);  // a.gguf, b.gguf, c.gguf
 }
 
 }  // namespace

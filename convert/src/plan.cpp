@@ -422,7 +422,6 @@ ConvertPlan plan_conversion(const std::string& src_path, const ConvertOptions& o
     if (name.empty() || name == ".") name = d.parent_path().filename().string();
   }
   md.emplace_back("general.architecture", GgufValue(A));
-  md.emplace_back("general.type", GgufValue(std::string("model")));
   md.emplace_back("general.name", GgufValue(name));
   md.emplace_back(A + ".context_length", GgufValue(static_cast<uint32_t>(h.n_ctx)));
   md.emplace_back(A + ".embedding_length", GgufValue(static_cast<uint32_t>(h.n_embd)));

@@ -374,7 +374,7 @@ std::vector<std::pair<std::string, GgufValue>> quantized_metadata(
     kv.emplace_back("quantize.imatrix.entries_count", GgufValue(int32_t{imatrix->entries_count}));
     kv.emplace_back("quantize.imatrix.chunks_count", GgufValue(int32_t{imatrix->chunks_count}));
   }
-  kv.emplace_back("edgeq.quantize.method", GgufValue(method));
+  if (!method.empty()) kv.emplace_back("edgeq.quantize.method", GgufValue(method));
   return kv;
 }
 

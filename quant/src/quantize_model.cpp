@@ -276,7 +276,7 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   GgufWriter w(out_path);
   for (auto& [k, v] : quantized_metadata(src.metadata, opts.policy.ftype,
                                          opts.importance ? &opts.importance->info : nullptr,
-                                         quantize_method_string(opts)))
+                                         opts.record_method ? quantize_method_string(opts) : std::string()))
     w.set(k, std::move(v));
   for (const auto& p : plan.tensors) {
     const auto& t = src.tensors[p.source_index];

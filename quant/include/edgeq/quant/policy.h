@@ -124,7 +124,8 @@ struct ImatrixProvenance {
 // The metadata of a quantized file: the source's key/values in order, without split keys and stale
 // quantize.* keys, then general.quantization_version = 2 (u32) and general.file_type (u32) moved to the end
 // (as llama-quantize's gguf_set_val does), then quantize.imatrix.* (file, dataset, entries_count i32,
-// chunks_count i32) when an imatrix is used, then edgeq.quantize.method = method.
+// chunks_count i32) when an imatrix is used, then edgeq.quantize.method = method (omitted when method is
+// empty: the metadata, and so the file size, are then exactly llama-quantize's).
 std::vector<std::pair<std::string, GgufValue>> quantized_metadata(
     const std::vector<std::pair<std::string, GgufValue>>& source, FileType ftype, const ImatrixProvenance* imatrix,
     const std::string& method);

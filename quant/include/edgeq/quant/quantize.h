@@ -68,6 +68,7 @@ struct QuantizeOptions {
   int threads = 0;                         // 0: hardware concurrency
   bool allow_requantize = false;
   std::string method = "edgeq";  // recorded in edgeq.quantize.method together with the mix
+  bool record_method = true;     // false: no edgeq.quantize.method key (metadata exactly as llama-quantize)
   std::function<void(const TensorProgress&)> on_tensor;  // called after each tensor is written
 };
 
