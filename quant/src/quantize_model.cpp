@@ -251,6 +251,7 @@ QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opt
 }
 
 std::string quantize_method_string(const QuantizeOptions& opts) {
+  if (!opts.record_method) return {};
   std::string m = fmt::format("{} {}{}{}", opts.method, file_type_info(opts.policy.ftype).name,
                               opts.importance ? " imatrix" : "", opts.policy.pure ? " pure" : "");
   if (!opts.policy.tensor_types.empty()) m += fmt::format(" overrides={}", opts.policy.tensor_types.size());
@@ -276,7 +277,7 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   GgufWriter w(out_path);
   for (auto& [k, v] : quantized_metadata(src.metadata, opts.policy.ftype,
                                          opts.importance ? &opts.importance->info : nullptr,
-                                         opts.record_method ? quantize_method_string(opts) : std::string()))
+                                         quantize_method_string(opts)))
     w.set(k, std::move(v));
   for (const auto& p : plan.tensors) {
     const auto& t = src.tensors[p.source_index];

@@ -108,7 +108,7 @@ struct QuantizeReport {
 // byte-identical files for any thread count. Throws edgeq::Error (non-finite weights name the tensor).
 QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_path, const QuantizeOptions& opts);
 
-// The edgeq.quantize.method string recorded for these options.
+// The edgeq.quantize.method string recorded for these options; empty (no key) when !opts.record_method.
 std::string quantize_method_string(const QuantizeOptions& opts);
 
 // Rows per work item used when splitting a tensor over threads (fixed, so output never depends on threads).
