@@ -2,9 +2,10 @@
 // against the base on one text, one table.
 #include <algorithm>
 #include <cstdio>
-#include <thread>
 
 #include "command.h"
+#include "edgeq/formats/thread_count.h"
+#include "options.h"
 #include "edgeq/runtime/compare.h"
 
 namespace {
@@ -26,14 +27,14 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
   sub->add_option("-f,--file", o->text, "Text file to evaluate")->required();
   sub->add_option("-c,--ctx", o->ctx, "Context size = chunk length in tokens (default 256)");
   sub->add_option("--chunks", o->chunks, "Evaluate at most N chunks (default: all)");
-  sub->add_option("-t,--threads", o->threads, "Worker threads (default: all cores); results do not depend on it");
+  edgeq::cli::add_threads_option(sub, o->threads, "; results do not depend on it");
   sub->add_flag("--json", o->json, "Print one JSON document instead of the table");
   return [o]() {
     namespace rt = edgeq::runtime;
     rt::CompareOptions co;
     co.n_ctx = o->ctx;
     co.max_chunks = o->chunks;
-    co.n_threads = o->threads > 0 ? o->threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    co.n_threads = edgeq::resolve_threads(o->threads);
     const size_t n = o->candidates.size() + 1;
     if (edgeq::cli::progress_enabled() && !o->json) {
       co.on_model = [n](size_t i, const std::string& path) {

@@ -4,6 +4,8 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "edgeq/formats/mapped_file.h"
+#include "options.h"
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
 
@@ -19,13 +21,14 @@ edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("convert", "Convert a Hugging Face checkpoint (safetensors or ONNX export) to GGUF");
   sub->add_option("src", o->src, "HF checkpoint directory (config.json, safetensors, tokenizer files) or model.onnx")->required();
-  sub->add_option("-o,--output", o->out, "Output GGUF file (written to a temp file and renamed when complete)")->required();
+  sub->add_option("-o,--output", o->out,
+                  "Output GGUF file (written to a temp file and renamed when complete; never one of the inputs)")
+      ->required();
   sub->add_option("--outtype", o->outtype,
                   "Tensor type for 2-D weights: f16 (default, as llama.cpp's convert_hf_to_gguf.py), f32, bf16, q8_0, "
                   "or auto (llama.cpp's auto: f16 if the first tensor is F16, else bf16). Norms and biases stay F32.")
       ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8_0"}));
-  sub->add_option("--threads", o->threads, "Worker threads (0: all cores); the output is identical for any count")
-      ->check(CLI::Range(0, 256));
+  edgeq::cli::add_threads_option(sub, o->threads, "; the output is identical for any count");
   sub->add_option("--pre", o->pre, "Force tokenizer.ggml.pre (for a BPE pre-tokenizer edgeq does not recognise)");
   sub->add_option("--name", o->name, "general.name (default: the source directory's name)");
   sub->add_flag("--json", o->json, "Print a JSON summary on stdout");
@@ -36,7 +39,9 @@ edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
     co.force_pre = o->pre;
     co.threads = o->threads;
     co.name = o->name;
+    edgeq::check_output_path(o->out);  // a directory or a device is refused before anything is read
     auto plan = edgeq::convert::plan_conversion(o->src, co);
+    edgeq::check_output_path(o->out);  // the checkpoint's files are known now: the output replaces none of them
     const bool show = edgeq::cli::progress_enabled() && !o->json;
     auto res = edgeq::convert::convert_to_gguf(plan, o->out, "", o->threads, [&](const edgeq::convert::ConvertProgress& p) {
       if (!show) return;

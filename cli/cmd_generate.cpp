@@ -1,9 +1,10 @@
 // edgeq generate MODEL.gguf -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--seed S]
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "command.h"
+#include "edgeq/formats/thread_count.h"
+#include "options.h"
 #include "edgeq/runtime/generate.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
@@ -34,16 +35,13 @@ edgeq::cli::Register reg(61, [](CLI::App& app) -> std::function<int()> {
   sub->add_option("--top-k", o->top_k, "Sample among the K most likely tokens; 0 = all (default 40)");
   sub->add_option("--top-p", o->top_p, "Nucleus sampling threshold; 1 = off (default 0.95)");
   sub->add_option("--seed", o->seed, "Random seed for sampling (default 0)");
-  sub->add_option("-t,--threads", o->threads, "Worker threads (default: all cores)");
-  sub->add_option("-c,--ctx", o->ctx, "Context size (default: prompt + n-predict, at most the model's context)");
+  edgeq::cli::add_threads_option(sub, o->threads);
+  edgeq::cli::add_ctx_option(sub, o->ctx, "Context size (default: prompt + n-predict, at most the model's context)");
   sub->add_flag("--ignore-eos", o->ignore_eos, "Keep generating after the end-of-generation token");
   sub->add_flag("--exact-f32", o->exact_f32, "Plain f32 numerics instead of reproducing llama.cpp's rounding");
   sub->add_flag("--json", o->json, "Print one JSON document (prompt ids, generated ids, text) instead of streaming");
   return [o]() {
     namespace rt = edgeq::runtime;
-    const auto model = rt::Model::load(o->model);
-    const auto tok = edgeq::Tokenizer::from_gguf(model.gguf());
-    const std::vector<int32_t> prompt = tok.tokenize(o->prompt, true, true);
     rt::GenerateOptions go;
     go.n_predict = o->n_predict;
     go.temp = o->temp;
@@ -51,13 +49,19 @@ edgeq::cli::Register reg(61, [](CLI::App& app) -> std::function<int()> {
     go.top_p = o->top_p;
     go.seed = o->seed;
     go.n_ctx = o->ctx;
-    go.n_threads = o->threads > 0 ? o->threads : std::max(1u, std::thread::hardware_concurrency());
+    go.n_threads = edgeq::resolve_threads(o->threads);
     go.ggml_compat = !o->exact_f32;
+    rt::validate_generate_options(go);  // before any file is read
+    const auto model = rt::Model::load(o->model);
+    const auto tok = edgeq::Tokenizer::from_gguf(model.gguf());
+    const std::vector<int32_t> prompt = tok.tokenize(o->prompt, true, true);
     go.eos_id = o->ignore_eos ? -1 : tok.eos();
+    edgeq::cli::warn_if_beyond_training_context(model, o->ctx);
     if (!o->json) {
       std::fputs(o->prompt.c_str(), stdout);
       std::fflush(stdout);
     }
+    rt::StopReason why = rt::StopReason::Length;
     const auto ids = rt::generate(model, prompt, go, [&](int32_t id) {
       if (!o->ignore_eos && tok.is_eog(id)) return false;
       if (!o->json) {
@@ -66,7 +70,12 @@ edgeq::cli::Register reg(61, [](CLI::App& app) -> std::function<int()> {
         std::fflush(stdout);
       }
       return true;
-    });
+    }, &why);
+    if (why == rt::StopReason::ContextFull)
+      std::fprintf(stderr, "\ngenerate: stopped after %zu of %lld tokens: the context of %lld tokens is full%s\n",
+                   ids.size(), static_cast<long long>(o->n_predict),
+                   static_cast<long long>(static_cast<int64_t>(prompt.size() + ids.size()) - 1),  // the last token is not evaluated
+                   o->ctx > 0 ? " (raise -c/--ctx)" : " (the model's training context; -c sets another)");
     if (o->json) {
       nlohmann::json j;
       j["model"] = o->model;

@@ -3,9 +3,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <thread>
 
 #include "command.h"
+#include "edgeq/formats/thread_count.h"
+#include "edgeq/runtime/kld.h"
+#include "options.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/runtime/model.h"
@@ -21,6 +23,7 @@ struct Opts {
   int threads = 0;
   bool json = false;
   bool exact_f32 = false;
+  bool force = false;
 };
 
 edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
@@ -30,30 +33,38 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
                                  "llama-perplexity: chunks of --ctx tokens, BOS first, second half of each chunk scored");
   sub->add_option("model", o->model, "GGUF model file")->required();
   sub->add_option("-f,--file", o->text_file, "Text file to evaluate")->required();
-  sub->add_option("-c,--ctx", o->ctx, "Context size = chunk length in tokens (default 256)");
-  sub->add_option("--chunks", o->chunks, "Evaluate at most N chunks (default: all)");
-  sub->add_option("-t,--threads", o->threads, "Worker threads (default: all cores); results do not depend on it");
+  edgeq::cli::add_ctx_option(sub, o->ctx, "Context size = chunk length in tokens (default 256)");
+  edgeq::cli::add_chunks_option(sub, o->chunks);
+  edgeq::cli::add_threads_option(sub, o->threads, "; results do not depend on it");
   auto* kb = sub->add_option("--kld-base", o->kld_base,
-                             "Write this model's log-probabilities of the scored positions to FILE (zstd), as the "
-                             "reference for a later --kld run");
+                             "OUTPUT: write this model's log-probabilities of the scored positions to FILE (zstd), as "
+                             "the reference for a later --kld run. Refuses to replace an existing file that is not a "
+                             "KLD base (unless --force) or any file this command reads");
   auto* kl = sub->add_option("--kld", o->kld,
                              "Compare with the reference log-probabilities in FILE (from --kld-base): KL divergence, "
                              "top-token agreement, delta-p, PPL ratio");
   kb->excludes(kl);
+  sub->add_flag("--force", o->force, "Let --kld-base replace an existing file that is not a KLD base");
   sub->add_flag("--exact-f32", o->exact_f32,
                 "Compute in plain f32 instead of reproducing llama.cpp's rounding (f16 KV cache, 8-bit activations "
                 "for quantized weights)");
   sub->add_flag("--json", o->json, "Print one JSON document with all numbers instead of text");
   return [o]() {
     namespace rt = edgeq::runtime;
+    if (!o->kld_base.empty() && !o->force && rt::exists_and_not_kld_base(o->kld_base))
+      edgeq::fail("{}: exists and is not a KLD base file; refusing to overwrite it with --kld-base (--force to "
+                  "replace it; --kld reads a base)", o->kld_base);
     const auto model = rt::Model::load(o->model);
     const auto tok = edgeq::Tokenizer::from_gguf(model.gguf());
     const std::string text = edgeq::read_text_file(o->text_file);
+    if (!o->kld_base.empty()) edgeq::check_output_path(o->kld_base);  // not the model, not the text
     const std::vector<int32_t> tokens = tok.tokenize(text, true, false);
+    edgeq::cli::warn_if_beyond_training_context(model, o->ctx);
     rt::PerplexityOptions po;
     po.n_ctx = o->ctx;
     po.max_chunks = o->chunks;
-    po.n_threads = o->threads > 0 ? o->threads : std::max(1u, std::thread::hardware_concurrency());
+    po.text_name = o->text_file;
+    po.n_threads = edgeq::resolve_threads(o->threads);
     po.ggml_compat = !o->exact_f32;
     po.kld_base_out = o->kld_base;
     po.kld_in = o->kld;

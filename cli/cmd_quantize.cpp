@@ -1,13 +1,19 @@
 // edgeq quantize SRC -o OUT.gguf --type T [--imatrix FILE] [--threads N] [--tensor-type R=T]...
+//   or llama-quantize's positional form: edgeq quantize SRC OUT TYPE [THREADS]
 //   [--output-tensor-type T] [--token-embedding-type T] [--pure] [--leave-output-tensor] [--allow-requantize] [--no-edgeq-metadata] [--json]
+#include <charconv>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "command.h"
+#include "edgeq/formats/mapped_file.h"
+#include "edgeq/formats/thread_count.h"
+#include "edgeq/runtime/model.h"
+#include "edgeq/runtime/tokenizer.h"
+#include "options.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/convert/quantize_source.h"
 #include "edgeq/quant/policy.h"
@@ -15,15 +21,51 @@
 
 namespace {
 
-namespace fs = std::filesystem;
 namespace q = edgeq::quant;
 
 struct Opts {
   std::string src, out, type, imatrix, output_tensor_type, token_embedding_type;
+  std::vector<std::string> positional;  // llama-quantize's OUT TYPE [THREADS] after SRC
   std::vector<std::string> tensor_types;
   int threads = 0;
   bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false;
+  bool list_types = false;
 };
+
+// llama-quantize's `SRC OUT TYPE [THREADS]`: fills out/type/threads unless the flags already did.
+void apply_positional(Opts& o) {
+  const auto& p = o.positional;
+  if (p.size() > 3)
+    edgeq::fail("quantize: too many arguments after the source (expected OUT TYPE [THREADS], as llama-quantize)");
+  if (p.size() >= 1) {
+    if (!o.out.empty()) edgeq::fail("quantize: the output is given twice ({} and -o {})", p[0], o.out);
+    o.out = p[0];
+  }
+  if (p.size() >= 2) {
+    if (!o.type.empty()) edgeq::fail("quantize: the type is given twice ({} and --type {})", p[1], o.type);
+    o.type = p[1];
+  }
+  if (p.size() == 3) {
+    int n = -1;
+    auto [end, ec] = std::from_chars(p[2].data(), p[2].data() + p[2].size(), n);
+    if (ec != std::errc() || end != p[2].data() + p[2].size()) edgeq::fail("quantize: THREADS '{}' is not a whole number", p[2]);
+    o.threads = edgeq::resolve_threads(n, "THREADS");
+  }
+  if (o.out.empty()) edgeq::fail("quantize: no output file (-o OUT.gguf, or llama-quantize's SRC OUT TYPE)");
+  if (o.type.empty()) edgeq::fail("quantize: no quantization type (--type T, or llama-quantize's SRC OUT TYPE; --list-types)");
+}
+
+void print_types() {
+  std::printf("%-8s %4s  %-7s %6s  %s\n", "TYPE", "ID", "BLOCK", "BPW", "what it is (llama-quantize's figures)");
+  for (const auto& t : q::file_types()) {
+    const auto* bt = edgeq::ggml_type_info(t.default_type);
+    const double bpw = bt ? 8.0 * double(bt->type_size) / double(bt->block_size) : 0.0;
+    std::printf("%-8s %4u  %-7s %6.2f  %s\n", t.name, static_cast<unsigned>(t.ftype), edgeq::ggml_type_name(t.default_type),
+                bpw, t.description);
+  }
+  std::printf("\nBPW is the base block type's; a mix keeps some tensors at higher precision, so the file's bits per "
+              "weight are a little higher (edgeq quantize reports them).\n");
+}
 
 std::string human_bytes(uint64_t b) {
   if (b >= (1ull << 30)) return fmt::format("{:.2f} GiB", double(b) / double(1ull << 30));
@@ -42,7 +84,13 @@ q::QuantizeSource open_source(const std::string& src, int threads) {
   return edgeq::convert::open_quantize_source(src, threads);
 }
 
-int run(const Opts& o) {
+int run(Opts& o) {
+  if (o.list_types) {
+    print_types();
+    return 0;
+  }
+  if (o.src.empty()) edgeq::fail("quantize: no source (a .gguf, a Hugging Face checkpoint directory or a .onnx model)");
+  apply_positional(o);
   // Everything the user typed is checked before any file is opened or written.
   q::QuantizeOptions qo;
   qo.policy.ftype = q::parse_file_type(o.type);
@@ -53,21 +101,22 @@ int run(const Opts& o) {
   qo.policy.leave_output_tensor = o.leave_output;
   qo.allow_requantize = o.allow_requantize;
   qo.record_method = !o.no_edgeq_metadata;
-  qo.threads = o.threads;
-  if (o.threads < 0) edgeq::fail("--threads {}: must be >= 0", o.threads);
-  {
-    std::error_code ec;
-    if (fs::exists(o.out, ec) && fs::exists(o.src, ec) && fs::equivalent(o.src, o.out, ec))
-      edgeq::fail("{}: the output would overwrite the input", o.out);
-    if (fs::is_directory(o.out, ec)) edgeq::fail("{}: is a directory", o.out);
-  }
+  qo.threads = edgeq::resolve_threads(o.threads);
+  // The output must load in the runtime: the same model and tokenizer checks perplexity makes.
+  qo.check_output = [](const edgeq::GgufFile& header) {
+    if (!edgeq::runtime::Model::supports(header.architecture())) return;
+    edgeq::runtime::Model::check_header(header);
+    (void)edgeq::Tokenizer::from_gguf(header);
+  };
+  edgeq::check_output_path(o.out);  // a directory or a device is refused before anything is read
 
   q::Importance imp;
   if (!o.imatrix.empty()) {
     imp = q::load_importance(o.imatrix);
     qo.importance = &imp;
   }
-  q::QuantizeSource src = open_source(o.src, o.threads);
+  q::QuantizeSource src = open_source(o.src, qo.threads);
+  edgeq::check_output_path(o.out);  // every file of the source is known now: the output replaces none of them
 
   const bool progress = !o.json && edgeq::cli::progress_enabled();
   nlohmann::json tensors = nlohmann::json::array();
@@ -142,14 +191,19 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
       "quantize", "Quantize a GGUF (or an HF checkpoint / ONNX model, converted on the fly) with a llama.cpp mix");
   sub->add_option("src", o->src,
                   "Source: a .gguf file (F32/F16/BF16, or quantized with --allow-requantize), a Hugging Face "
-                  "checkpoint directory or an ONNX model (converted and quantized in one pass)")
-      ->required();
-  sub->add_option("-o,--output", o->out, "Output GGUF path (written to a temp file, renamed when complete)")->required();
+                  "checkpoint directory or an ONNX model (converted and quantized in one pass)");
+  sub->add_option("out_type_threads", o->positional,
+                  "llama-quantize's positional form: OUT TYPE [THREADS] after SRC (instead of -o, --type, --threads)");
+  sub->add_option("-o,--output", o->out,
+                  "Output GGUF path (written to a temp file, renamed when complete; never one of the inputs)");
   std::string types;
   for (auto& t : q::file_types()) types += std::string(types.empty() ? "" : ", ") + t.name;
-  sub->add_option("-t,--type", o->type, "Quantization mix (llama-quantize names): " + types)->required();
+  sub->add_option("--type", o->type,
+                  "Quantization mix, by llama-quantize's name or number (e.g. Q4_K_M or 15): " + types +
+                      " (see --list-types)");
+  sub->add_flag("--list-types", o->list_types, "List the quantization types: id, block type, bits per weight, use");
   sub->add_option("--imatrix", o->imatrix, "Importance matrix file (llama.cpp imatrix format)");
-  sub->add_option("--threads", o->threads, "Worker threads (0: all cores); the output is identical for any count");
+  edgeq::cli::add_threads_option(sub, o->threads, "; the output is identical for any count");
   sub->add_option("--tensor-type", o->tensor_types,
                   "REGEX=TYPE: tensors whose name matches REGEX get TYPE (repeatable, first match wins)");
   sub->add_option("--output-tensor-type", o->output_tensor_type, "Type of output.weight (e.g. Q8_0, F16)");
@@ -161,6 +215,9 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
                 "Do not record edgeq.quantize.method (by default the method and mix are recorded); the metadata, and "
                 "so the file size, are then exactly what llama-quantize writes for the same source");
   sub->add_flag("--json", o->json, "Print the summary as one JSON document (no progress lines)");
+  sub->callback([o]() {  // SRC is required unless only --list-types is asked for
+    if (!o->list_types && o->src.empty()) throw CLI::RequiredError("src");
+  });
   return [o]() { return run(*o); };
 });
 

@@ -7,9 +7,11 @@
 #include <cstdlib>
 #include <exception>
 #include <new>
+#include <string>
 
 #include "command.h"
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/mapped_file.h"
 
 namespace edgeq::cli {
 
@@ -30,6 +32,7 @@ bool progress_enabled() {
 
 int main(int argc, char** argv) {
   using namespace edgeq::cli;
+  edgeq::install_signal_cleanup();  // Ctrl-C / SIGTERM: unfinished outputs are removed, exit 130 / 143
   CLI::App app{"edgeq: convert, quantize and validate language models for GGUF runtimes (llama.cpp)", "edgeq"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "edgeq 0.1.0");
@@ -41,6 +44,19 @@ int main(int argc, char** argv) {
     auto action = r.setup(app);
     auto subs = app.get_subcommands({});
     if (subs.size() > before) actions.emplace_back(subs.back(), std::move(action));
+  }
+  // An unknown first word is a subcommand typo, not a missing subcommand.
+  if (argc >= 2 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (auto* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "edgeq: error: unknown command '%s' (commands: %s; edgeq --help)\n", argv[1], names.c_str());
+      return 2;
+    }
   }
   try {
     app.parse(argc, argv);

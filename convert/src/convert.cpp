@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/thread_count.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
@@ -60,8 +61,7 @@ void parallel_rows(uint64_t n_rows, int threads, F&& f) {
 
 ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_path, const std::string& outtype_in, int threads,
                               const ProgressFn& progress) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  threads = std::min(threads, 256);
+  threads = resolve_threads(threads);
   std::string outtype = outtype_in.empty() ? plan.outtype : resolve_outtype(outtype_in, plan.first_source_type);
 
   GgufWriter w(out_path);

@@ -48,7 +48,8 @@ quant::QuantizeSource quantize_source_from_plan(ConvertPlan plan) {
 quant::QuantizeSource open_quantize_source(const std::string& path, int threads) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) fail("{}: no such file or directory", path);
-  if (has_gguf_magic(path)) return quant::open_gguf_source(path);
+  // A .gguf name with a bad magic gets the GGUF reader's own error, not "expected a checkpoint".
+  if (has_gguf_magic(path) || std::filesystem::path(path).extension() == ".gguf") return quant::open_gguf_source(path);
   ConvertOptions opts;
   opts.outtype = "auto";
   opts.threads = threads;

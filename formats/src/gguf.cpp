@@ -329,7 +329,16 @@ GgufFile GgufFile::open(const std::string& path) {
 }
 
 GgufFile GgufFile::parse(const uint8_t* data, uint64_t size, const std::string& name) {
+  return parse_impl(data, size, name, false);
+}
+
+GgufFile GgufFile::parse_header(const uint8_t* data, uint64_t size, const std::string& name) {
+  return parse_impl(data, size, name, true);
+}
+
+GgufFile GgufFile::parse_impl(const uint8_t* data, uint64_t size, const std::string& name, bool header_only) {
   GgufFile f;
+  f.header_only_ = header_only;
   f.path_ = name;
   f.base_ = data;
   f.size_ = size;
@@ -410,7 +419,7 @@ GgufFile GgufFile::parse(const uint8_t* data, uint64_t size, const std::string& 
   }
 
   f.data_offset_ = align_up(c.pos(), f.alignment_);
-  if (!f.tensors_.empty()) {
+  if (!f.tensors_.empty() && !header_only) {
     if (f.data_offset_ > size) fail("{}: truncated: tensor data should start at byte {} but the file has {} bytes", name, f.data_offset_, size);
     uint64_t data_size = size - f.data_offset_;
     std::vector<const GgufTensorInfo*> by_off;
@@ -471,7 +480,7 @@ TensorView GgufFile::view(const GgufTensorInfo& t) const {
   v.name = t.name;
   v.dims = t.dims;
   v.type = t.type;
-  v.data = base_ + data_offset_ + t.offset;
+  v.data = header_only_ ? nullptr : base_ + data_offset_ + t.offset;
   v.nbytes = t.nbytes;
   return v;
 }
@@ -550,6 +559,14 @@ void GgufWriter::layout() {
 }
 
 void GgufWriter::write_header() {
+  const std::string h = header_bytes();
+  out_ = std::make_unique<AtomicOutputFile>(path_);
+  out_->write(h.data(), h.size());
+  if (!tensors_.empty()) out_->write_zeros(align_up(h.size(), alignment()) - h.size());
+  header_done_ = true;
+}
+
+std::string GgufWriter::header_bytes() {
   layout();
   std::string h;
   put<uint32_t>(h, kMagic);
@@ -568,10 +585,7 @@ void GgufWriter::write_header() {
     put<uint32_t>(h, static_cast<uint32_t>(t.type));
     put<uint64_t>(h, t.offset);
   }
-  out_ = std::make_unique<AtomicOutputFile>(path_);
-  out_->write(h.data(), h.size());
-  if (!tensors_.empty()) out_->write_zeros(align_up(h.size(), alignment()) - h.size());
-  header_done_ = true;
+  return h;
 }
 
 void GgufWriter::write_tensor_data(const void* data, size_t n) {

@@ -119,6 +119,8 @@ Vocab parse_sentencepiece_model(const uint8_t* data, uint64_t size, const std::s
   v.model = "llama";
   v.pre = "default";
   PbReader r{data, data + size, &name, data};
+  bool have_trainer_spec = false;
+  uint64_t trained_vocab = 0;  // trainer_spec.vocab_size: how many pieces the model was trained with
   while (!r.done()) {
     uint64_t tag = r.varint();
     uint32_t field = static_cast<uint32_t>(tag >> 3), wire = static_cast<uint32_t>(tag & 7);
@@ -163,13 +165,15 @@ Vocab parse_sentencepiece_model(const uint8_t* data, uint64_t size, const std::s
       v.token_types.push_back(static_cast<int32_t>(tt));
     } else if (field == 2) {  // TrainerSpec
       expect_wire(r, wire, 2, "trainer_spec");
+      have_trainer_spec = true;
       PbReader tr = r.sub();
       while (!tr.done()) {
         uint64_t t = tr.varint();
         uint32_t f = static_cast<uint32_t>(t >> 3), w = static_cast<uint32_t>(t & 7);
-        if (w == 0 && (f == 3 || f == 35 || f == 40 || f == 41 || f == 42 || f == 43)) {
+        if (w == 0 && (f == 3 || f == 4 || f == 35 || f == 40 || f == 41 || f == 42 || f == 43)) {
           int64_t x = static_cast<int64_t>(tr.varint());
           if (f == 3) info.model_type = static_cast<int32_t>(x);
+          else if (f == 4) trained_vocab = static_cast<uint64_t>(x);
           else if (f == 35) info.byte_fallback = x != 0;
           else if (f == 40) info.unk_id = static_cast<int32_t>(x);
           else if (f == 41) info.bos_id = static_cast<int32_t>(x);
@@ -198,10 +202,20 @@ Vocab parse_sentencepiece_model(const uint8_t* data, uint64_t size, const std::s
     }
   }
   if (v.tokens.empty()) fail("{}: no pieces: not a SentencePiece model", name);
+  if (trained_vocab > v.tokens.size())
+    fail("{}: holds {} pieces but its trainer_spec declares {}: the file is truncated or corrupt", name,
+         v.tokens.size(), trained_vocab);
   if (n_vocab) {
     if (*n_vocab > kMaxVocab) fail("{}: vocab_size {} is larger than the limit {}", name, *n_vocab, kMaxVocab);
     if (*n_vocab < v.tokens.size())
       fail("{}: the model has {} pieces but config.json's vocab_size is {}", name, v.tokens.size(), *n_vocab);
+    // Padding up to the model's vocabulary ([PAD<i>], as llama.cpp's converter) only when the file is whole:
+    // its trainer_spec must be present and agree with its pieces. A file cut between two records parses as
+    // fewer pieces and would otherwise turn half the vocabulary into [PAD].
+    if (*n_vocab > v.tokens.size() && (!have_trainer_spec || trained_vocab != v.tokens.size()))
+      fail("{}: has only {} pieces for a model vocabulary of {} and {}: the file is truncated or not this model's "
+           "tokenizer", name, v.tokens.size(), *n_vocab,
+           have_trainer_spec ? fmt::format("its trainer_spec declares {}", trained_vocab) : std::string("no trainer_spec"));
     for (uint64_t i = v.tokens.size(); i < *n_vocab; ++i) {
       v.tokens.push_back(fmt::format("[PAD{}]", i));
       v.scores.push_back(-10000.0f);

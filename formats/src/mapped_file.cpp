@@ -5,9 +5,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <utility>
+#include <vector>
 
 #include "edgeq/formats/error.h"
 
@@ -26,6 +31,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     ::close(fd);
     fail("{}: is a directory, expected a file", path);
   }
+  note_input_file(path);
   size_ = static_cast<uint64_t>(st.st_size);
   if (size_ > 0) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -61,13 +67,136 @@ std::string read_text_file(const std::string& path) {
   return std::string(reinterpret_cast<const char*>(m.data()), m.size());
 }
 
-// ---------------------------------------------------------------------------------------------
+// --- inputs this process read ------------------------------------------------------------------
+
+namespace {
+
+struct InputFile {
+  std::string path;
+  dev_t dev;
+  ino_t ino;
+};
+
+std::mutex g_inputs_mu;
+std::vector<InputFile> g_inputs;
+
+bool same_inode(const std::string& path, dev_t dev, ino_t ino) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+}  // namespace
+
+void note_input_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) return;
+  std::lock_guard<std::mutex> lock(g_inputs_mu);
+  for (auto& f : g_inputs)
+    if (f.dev == st.st_dev && f.ino == st.st_ino && f.path == path) return;
+  g_inputs.push_back({path, st.st_dev, st.st_ino});
+}
+
+void forget_input_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return;
+  std::lock_guard<std::mutex> lock(g_inputs_mu);
+  std::erase_if(g_inputs, [&](const InputFile& f) { return f.dev == st.st_dev && f.ino == st.st_ino; });
+}
+
+void check_output_path(const std::string& path) {
+  if (path.empty()) fail("output path is empty");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return;  // a new file (or a dangling link): nothing to lose
+    fail("{}: cannot access output: {}", path, std::strerror(errno));
+  }
+  if (S_ISDIR(st.st_mode)) fail("{}: is a directory, expected an output file path", path);
+  if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) return;  // written in place
+  if (!S_ISREG(st.st_mode)) fail("{}: is not a regular file, a character device or a FIFO; refusing to write to it", path);
+  std::lock_guard<std::mutex> lock(g_inputs_mu);
+  for (auto& f : g_inputs)
+    if (f.dev == st.st_dev && f.ino == st.st_ino && same_inode(f.path, f.dev, f.ino))
+      fail("{}: is an input of this command ({}); refusing to overwrite it", path, f.path);
+}
+
+// --- cleanup on SIGINT/SIGTERM --------------------------------------------------------------------
+
+namespace {
+
+constexpr int kSignalSlots = 64;
+std::atomic<char*> g_remove_slots[kSignalSlots];
+
+extern "C" void edgeq_signal_cleanup(int sig) {
+  for (auto& slot : g_remove_slots) {
+    char* p = slot.load();
+    if (p) ::unlink(p);
+  }
+  static const char msg[] = "\nedgeq: interrupted; unfinished output removed\n";
+  ssize_t ignored = ::write(2, msg, sizeof(msg) - 1);
+  (void)ignored;
+  ::_exit(128 + sig);
+}
+
+}  // namespace
+
+void install_signal_cleanup() {
+  struct sigaction sa {};
+  sa.sa_handler = edgeq_signal_cleanup;
+  sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+ScopedRemoveOnSignal::ScopedRemoveOnSignal(const std::string& path) : path_(::strdup(path.c_str())) {
+  if (!path_) throw std::bad_alloc();
+  for (int i = 0; i < kSignalSlots; ++i) {
+    char* expected = nullptr;
+    if (g_remove_slots[i].compare_exchange_strong(expected, path_)) {
+      slot_ = i;
+      return;
+    }
+  }
+  std::free(path_);
+  path_ = nullptr;
+  fail("{}: too many outputs open at once", path);
+}
+
+ScopedRemoveOnSignal::~ScopedRemoveOnSignal() {
+  if (slot_ >= 0) g_remove_slots[slot_].store(nullptr);
+  std::free(path_);
+}
+
+// --- atomic output ---------------------------------------------------------------------------------
 
 static constexpr size_t kBufSize = 1 << 20;
 
-AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path) {
-  tmp_path_ = path + ".tmp." + std::to_string(::getpid());
-  fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path), target_(path) {
+  check_output_path(path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode))) {
+    direct_ = true;
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd_ < 0) fail("{}: cannot open output: {}", path, std::strerror(errno));
+    buf_.reserve(kBufSize);
+    return;
+  }
+  // Follow a symbolic link: the link stays, its target is replaced.
+  struct stat lst {};
+  if (::lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) {
+    if (char* real = ::realpath(path.c_str(), nullptr)) {
+      target_ = real;
+      std::free(real);
+    }
+  }
+  tmp_path_ = target_ + ".tmp." + std::to_string(::getpid());
+  on_signal_ = std::make_unique<ScopedRemoveOnSignal>(tmp_path_);
+  fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0 && errno == EEXIST) {  // a stale temp file of a killed process with our pid
+    ::unlink(tmp_path_.c_str());
+    fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  }
   if (fd_ < 0) fail("{}: cannot create output: {}", path, std::strerror(errno));
   buf_.reserve(kBufSize);
 }
@@ -75,7 +204,7 @@ AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path) {
 AtomicOutputFile::~AtomicOutputFile() {
   if (fd_ >= 0) {
     ::close(fd_);
-    ::unlink(tmp_path_.c_str());
+    if (!direct_) ::unlink(tmp_path_.c_str());
   }
 }
 
@@ -124,6 +253,13 @@ void AtomicOutputFile::write_zeros(size_t n) {
 void AtomicOutputFile::commit() {
   if (fd_ < 0) fail("{}: commit twice", path_);
   flush_buf();
+  if (direct_) {
+    int rc = ::close(fd_);
+    fd_ = -1;
+    if (rc != 0) fail("{}: close failed: {}", path_, std::strerror(errno));
+    return;
+  }
+  check_output_path(path_);  // an input opened after this output was created
   if (::fsync(fd_) != 0 && errno != EINVAL) fail("{}: fsync failed: {}", path_, std::strerror(errno));
   if (::close(fd_) != 0) {
     fd_ = -1;
@@ -131,7 +267,7 @@ void AtomicOutputFile::commit() {
     fail("{}: close failed: {}", path_, std::strerror(errno));
   }
   fd_ = -1;
-  if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+  if (::rename(tmp_path_.c_str(), target_.c_str()) != 0) {
     int e = errno;
     ::unlink(tmp_path_.c_str());
     fail("{}: cannot rename temp file into place: {}", path_, std::strerror(e));

@@ -255,6 +255,13 @@ const FileTypeInfo& file_type_info(FileType t) {
 std::optional<FileType> file_type_from_name(std::string_view name) {
   for (auto& i : file_types())
     if (iequals(i.name, name)) return i.ftype;
+  // llama-quantize also takes the file type's number (`--type 15` is Q4_K_M)
+  if (!name.empty() && name.size() <= 4 && std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    const auto id = static_cast<uint32_t>(std::stoul(std::string(name)));
+    for (auto& i : file_types())
+      if (static_cast<uint32_t>(i.ftype) == id) return i.ftype;
+    return std::nullopt;
+  }
   // llama-quantize's aliases
   if (iequals(name, "Q3_K")) return F::MOSTLY_Q3_K_M;
   if (iequals(name, "Q4_K")) return F::MOSTLY_Q4_K_M;

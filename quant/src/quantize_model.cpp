@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/thread_count.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/imatrix.h"
@@ -263,8 +264,7 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   QuantizePlan plan = plan_quantize(src, opts);
   if (plan.tensors.empty()) fail("{}: no tensors to write", src.path);
 
-  int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::thread::hardware_concurrency());
-  threads = std::clamp(threads, 1, 256);
+  const int threads = resolve_threads(opts.threads);
 
   QuantizeReport rep;
   rep.output = out_path;
@@ -282,6 +282,10 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   for (const auto& p : plan.tensors) {
     const auto& t = src.tensors[p.source_index];
     w.add_tensor(t.name, t.dims, p.decision.type);
+  }
+  if (opts.check_output) {
+    const std::string header = w.header_bytes();
+    opts.check_output(GgufFile::parse_header(reinterpret_cast<const uint8_t*>(header.data()), header.size(), out_path));
   }
 
   std::vector<float> f32;

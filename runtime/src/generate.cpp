@@ -61,11 +61,19 @@ int32_t sample_token(const float* logits, int64_t n_vocab, const GenerateOptions
   return idx[keep - 1];
 }
 
+void validate_generate_options(const GenerateOptions& opt) {
+  if (opt.n_predict < 0) fail("--n-predict {}: must be >= 0", opt.n_predict);
+  if (!std::isfinite(opt.temp) || opt.temp < 0.f) fail("--temp {}: must be a finite number >= 0 (0 = greedy)", opt.temp);
+  if (opt.top_k < 0) fail("--top-k {}: must be >= 0 (0 = whole vocabulary)", opt.top_k);
+  if (!(opt.top_p > 0.f && opt.top_p <= 1.f)) fail("--top-p {}: must be in (0, 1] (1 = off)", opt.top_p);
+}
+
 std::vector<int32_t> generate(const Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
-                              const std::function<bool(int32_t)>& on_token) {
+                              const std::function<bool(int32_t)>& on_token, StopReason* why) {
   const ModelConfig& c = model.config();
   if (prompt.empty()) fail("{}: generate: empty prompt", model.path());
-  if (opt.n_predict < 0) fail("generate: n_predict must be >= 0");
+  validate_generate_options(opt);
+  StopReason stop = StopReason::Length;
   int64_t n_ctx = opt.n_ctx > 0 ? opt.n_ctx : static_cast<int64_t>(prompt.size()) + opt.n_predict;
   if (opt.n_ctx <= 0 && c.n_ctx_train > 0) n_ctx = std::min(n_ctx, c.n_ctx_train);
   n_ctx = std::max<int64_t>(n_ctx, 1);
@@ -83,12 +91,23 @@ std::vector<int32_t> generate(const Model& model, const std::vector<int32_t>& pr
   std::vector<int32_t> out;
   for (int64_t i = 0; i < opt.n_predict; ++i) {
     const int32_t tok = sample_token(logits.data(), c.n_vocab, opt, rng);
-    if (opt.eos_id >= 0 && tok == opt.eos_id) break;
-    if (on_token && !on_token(tok)) break;
+    if (opt.eos_id >= 0 && tok == opt.eos_id) {
+      stop = StopReason::Eos;
+      break;
+    }
+    if (on_token && !on_token(tok)) {
+      stop = StopReason::Callback;
+      break;
+    }
     out.push_back(tok);
-    if (i + 1 == opt.n_predict || ctx.n_past() >= ctx.n_ctx()) break;
+    if (i + 1 == opt.n_predict) break;
+    if (ctx.n_past() >= ctx.n_ctx()) {
+      stop = StopReason::ContextFull;
+      break;
+    }
     ctx.eval(&tok, 1, 0, logits.data());
   }
+  if (why) *why = stop;
   return out;
 }
 

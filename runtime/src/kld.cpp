@@ -1,5 +1,8 @@
 #include "edgeq/runtime/kld.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -169,6 +172,17 @@ KldStats kld_finalize(KldAccum k) {
   s.same_top_pct = 100.0 * top;
   s.same_top_err_pct = k.count > 1 ? 100.0 * std::sqrt(top * (1.0 - top) / (k.count - 1)) : 0.0;
   return s;
+}
+
+bool exists_and_not_kld_base(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  char head[sizeof(kMagic)] = {};
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;  // unreadable: certainly not ours to replace
+  const ssize_t n = ::read(fd, head, sizeof(head));
+  ::close(fd);
+  return n != static_cast<ssize_t>(sizeof(head)) || std::memcmp(head, kMagic, sizeof(kMagic)) != 0;
 }
 
 // ---------------------------------------------------------------- base file writer

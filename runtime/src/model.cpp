@@ -23,6 +23,7 @@ struct Loader {
   const GgufFile& f;
   const std::string& path;
   std::string arch;
+  bool with_data = true;  // false: a header without tensor data (shapes and types checked, nothing read)
 
   int64_t get_int(const std::string& key, std::optional<int64_t> def = std::nullopt) const {
     const std::string full = arch + "." + key;
@@ -60,7 +61,7 @@ struct Loader {
            dims_str(t->dims), ne0, ne1);
     if (t->type != GgmlType::F32 && !quant::can_dequantize(t->type))
       fail("{}: tensor {}: type {} cannot be dequantized", path, name, ggml_type_name(t->type));
-    return f.view(*t);
+    return f.view(*t);  // data == nullptr for a header only
   }
 
   std::vector<float> vec(const std::string& name, uint64_t n, bool required = true) const {
@@ -76,6 +77,7 @@ struct Loader {
            dims_str(t->dims), n);
     if (t->type != GgmlType::F32 && !quant::can_dequantize(t->type))
       fail("{}: tensor {}: type {} cannot be dequantized", path, name, ggml_type_name(t->type));
+    if (!with_data) return {};
     TensorView v = f.view(*t);
     std::vector<float> out(n);
     dequantize_rows(v, 0, 1, out.data());
@@ -87,15 +89,25 @@ struct Loader {
 
 }  // namespace
 
-Model Model::load(const std::string& path) {
+bool Model::supports(const std::string& arch) { return arch == "llama" || arch == "qwen2" || arch == "qwen3"; }
+
+Model Model::load(const std::string& path) { return build(GgufFile::open(path), true); }
+
+void Model::check_header(const GgufFile& header) {
+  if (!supports(header.architecture())) return;  // not ours to judge: llama.cpp knows more architectures
+  build(header, false);
+}
+
+Model Model::build(GgufFile file, bool with_data) {
   Model m;
-  m.file_ = GgufFile::open(path);
+  m.file_ = std::move(file);
   const GgufFile& f = m.file_;
+  const std::string& path = f.path();
   ModelConfig& c = m.cfg_;
   c.arch = f.architecture();
-  if (c.arch != "llama" && c.arch != "qwen2" && c.arch != "qwen3")
+  if (!supports(c.arch))
     fail("{}: unsupported architecture '{}' (supported: llama, qwen2, qwen3)", path, c.arch);
-  Loader L{f, path, c.arch};
+  Loader L{f, path, c.arch, with_data};
   c.name = f.get_string("general.name").value_or(std::filesystem::path(path).stem().string());
 
   c.n_layer = L.get_int("block_count");

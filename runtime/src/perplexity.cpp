@@ -30,6 +30,24 @@ uint64_t hash_tokens(const int32_t* ids, size_t n) {
   return h;
 }
 
+// The first weight matrix holding NaN or Inf (only looked for once the output has gone non-finite).
+static std::string first_non_finite_tensor(const Model& model) {
+  std::vector<const TensorView*> ws = {&model.token_embd()};
+  for (const auto& l : model.layers())
+    for (const TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) ws.push_back(w);
+  ws.push_back(&model.output());
+  std::vector<float> row;
+  for (const TensorView* w : ws) {
+    row.resize(w->dims[0]);
+    for (uint64_t r = 0; r < w->n_rows(); ++r) {
+      dequantize_rows(*w, static_cast<int64_t>(r), static_cast<int64_t>(r) + 1, row.data());
+      for (float x : row)
+        if (!std::isfinite(x)) return fmt::format("tensor {} row {} holds {}", w->name, r, x);
+    }
+  }
+  return "no weight is NaN or Inf; the activations overflowed";
+}
+
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, bool add_bos, int32_t bos_id,
                             const PerplexityOptions& opt) {
   const ModelConfig& c = model.config();
@@ -39,8 +57,9 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   if (add_bos && (bos_id < 0 || bos_id >= n_vocab)) fail("{}: perplexity: BOS id {} is outside the vocabulary", model.path(), bos_id);
   const int64_t n_tokens = static_cast<int64_t>(tokens.size());
   if (n_tokens < 2 * n_ctx)
-    fail("{}: perplexity: the text tokenizes to only {} tokens; at least {} are needed for a context of {}", model.path(),
-         n_tokens, 2 * n_ctx, n_ctx);
+    fail("{}: perplexity: the text tokenizes to only {} tokens; at least {} are needed for a context of {}",
+         opt.text_name.empty() ? model.path() : opt.text_name, n_tokens, 2 * n_ctx, n_ctx);
+  if (opt.max_chunks == 0 || opt.max_chunks < -1) fail("perplexity: --chunks {} must be >= 1", opt.max_chunks);
   if (!opt.kld_in.empty() && !opt.kld_base_out.empty()) fail("perplexity: --kld and --kld-base are exclusive");
 
   for (int64_t i = 0; i < n_tokens; ++i)
@@ -123,6 +142,9 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
       count += n_scored;
       if (writer) writer->write(rows.data(), rows.size());
     }
+    if (!std::isfinite(nll))
+      fail("{}: perplexity: chunk {} gives non-finite log-probabilities: {}", model.path(), ic + 1,
+           first_non_finite_tensor(model));
     const double running = std::exp(nll / static_cast<double>(count));
     res.chunk_ppl.push_back(running);
     if (opt.progress) {

@@ -89,6 +89,10 @@ class GgufFile {
   static GgufFile open(const std::string& path);
   // Parses an in-memory buffer (for fuzzing and tests); the buffer must outlive the object.
   static GgufFile parse(const uint8_t* data, uint64_t size, const std::string& name);
+  // Parses a header without its tensor data (GgufWriter::header_bytes()): metadata and tensor infos are
+  // validated as usual, but views have no data (data == nullptr). Used to check an output before writing it.
+  static GgufFile parse_header(const uint8_t* data, uint64_t size, const std::string& name);
+  bool has_data() const { return !header_only_; }
 
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
@@ -121,6 +125,8 @@ class GgufFile {
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::vector<GgufTensorInfo> tensors_;
   std::map<std::string, size_t, std::less<>> tensor_index_;
+  bool header_only_ = false;
+  static GgufFile parse_impl(const uint8_t* data, uint64_t size, const std::string& name, bool header_only);
 };
 
 // Streaming GGUF writer. Usage: set metadata and add every tensor's info, then write each tensor's bytes
@@ -142,6 +148,8 @@ class GgufWriter {
   void finish();
 
   uint64_t expected_file_size() const;
+  // The header as it will be written (metadata, tensor infos; no padding, no data), for checks beforehand.
+  std::string header_bytes();
   size_t tensor_count() const { return tensors_.size(); }
   const GgufTensorInfo& tensor(size_t i) const { return tensors_[i]; }
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace edgeq {
@@ -29,9 +30,41 @@ class MappedFile {
 // Reads a whole (text) file; throws edgeq::Error naming the path when it cannot be opened or read.
 std::string read_text_file(const std::string& path);
 
+// --- Never lose a user's file ------------------------------------------------------------------
+// Every file the process reads through MappedFile (and so read_text_file) is remembered by device and
+// inode; no output may replace one of them, whatever path (link, relative path, hard link) names it.
+// An entry counts only while its path still names the same inode, so a deleted input's reused inode
+// number never blocks a new output.
+void note_input_file(const std::string& path);
+// Stops protecting `path` (a command that deliberately rewrites its own earlier output, e.g. a report).
+void forget_input_file(const std::string& path);
+// Throws edgeq::Error naming `path` when an output there would replace a file this process read, a
+// directory, or anything but a regular file, a character device or a FIFO. AtomicOutputFile calls it when
+// created and again before it renames; commands call it early to refuse before any work starts.
+void check_output_path(const std::string& path);
+
+// SIGINT/SIGTERM: remove every temp file of an unfinished AtomicOutputFile (and every path registered
+// with ScopedRemoveOnSignal), then exit 130/143. Called once by the program's main.
+void install_signal_cleanup();
+
+// Registers a path to unlink if SIGINT/SIGTERM arrives while the object lives (async-signal-safe slots).
+class ScopedRemoveOnSignal {
+ public:
+  explicit ScopedRemoveOnSignal(const std::string& path);
+  ~ScopedRemoveOnSignal();
+  ScopedRemoveOnSignal(const ScopedRemoveOnSignal&) = delete;
+  ScopedRemoveOnSignal& operator=(const ScopedRemoveOnSignal&) = delete;
+
+ private:
+  int slot_ = -1;
+  char* path_ = nullptr;
+};
+
 // Writes a file atomically: everything goes to "<path>.tmp.<pid>" and is renamed onto <path> by commit().
 // If the object is destroyed without commit() (error, exception), the temp file is removed:
-// a failed run never leaves a partial output behind.
+// a failed run never leaves a partial output behind. A symbolic link is followed (the link stays, its
+// target is replaced). A character device or FIFO (/dev/null, a pipe) is written directly, never
+// renamed over. Refuses outputs that check_output_path() refuses.
 class AtomicOutputFile {
  public:
   explicit AtomicOutputFile(const std::string& path);  // throws edgeq::Error
@@ -46,7 +79,9 @@ class AtomicOutputFile {
   const std::string& path() const { return path_; }
 
  private:
-  std::string path_, tmp_path_;
+  std::string path_, target_, tmp_path_;
+  std::unique_ptr<ScopedRemoveOnSignal> on_signal_;
+  bool direct_ = false;  // a character device or FIFO: written in place
   int fd_ = -1;
   uint64_t offset_ = 0;
   std::string buf_;

@@ -70,6 +70,10 @@ struct QuantizeOptions {
   std::string method = "edgeq";  // recorded in edgeq.quantize.method together with the mix
   bool record_method = true;     // false: no edgeq.quantize.method key (metadata exactly as llama-quantize)
   std::function<void(const TensorProgress&)> on_tensor;  // called after each tensor is written
+  // Called with the output's header (metadata and tensor infos, no data: GgufFile::parse_header) before
+  // any tensor is read or written; throws to refuse. The CLI runs the runtime's model checks here, so
+  // quantize never writes a file that perplexity would then reject.
+  std::function<void(const GgufFile& header)> check_output;
 };
 
 // One planned output tensor (in output order).

@@ -36,6 +36,10 @@ struct KldHeader {
   std::string model_name, model_path;
 };
 
+// True when `path` is an existing regular file that does not start like a KLD base file: writing a base
+// there would destroy something else (a model, a text). Reads 8 bytes; the file is not kept as an input.
+bool exists_and_not_kld_base(const std::string& path);
+
 class KldBaseWriter {
  public:
   KldBaseWriter(const std::string& path, const KldHeader& h);

@@ -38,6 +38,11 @@ class Model {
  public:
   // Opens, validates everything, throws edgeq::Error "<path>: tensor <name>: <problem>".
   static Model load(const std::string& path);
+  // The same checks on a header without tensor data (GgufFile::parse_header), e.g. a file about to be
+  // written: hyperparameters, every tensor's presence, shape and type. Architectures the runtime does not
+  // evaluate are passed over. Throws edgeq::Error.
+  static void check_header(const GgufFile& header);
+  static bool supports(const std::string& arch);  // llama, qwen2, qwen3
 
   const ModelConfig& config() const { return cfg_; }
   const GgufFile& gguf() const { return file_; }
@@ -50,6 +55,7 @@ class Model {
   const std::vector<LayerWeights>& layers() const { return layers_; }
 
  private:
+  static Model build(GgufFile file, bool with_data);
   GgufFile file_;
   ModelConfig cfg_;
   TensorView tok_embd_, output_;

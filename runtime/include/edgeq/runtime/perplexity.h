@@ -37,6 +37,7 @@ struct PerplexityOptions {
   bool ggml_compat = true;
   std::string kld_base_out;  // write the reference log-probs here
   std::string kld_in;        // compare against this base file
+  std::string text_name;     // the evaluated text's file, named in errors about the text (default: the model)
   std::function<void(const ChunkProgress&)> progress;
 };
 

@@ -1,0 +1,54 @@
+#include "options.h"
+
+#include <charconv>
+#include <cstdio>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/thread_count.h"
+
+namespace edgeq::cli {
+
+namespace {
+
+// A whole number in [lo, hi] (or exactly `also`), else a message naming the flag and the allowed range.
+CLI::Validator whole_number(std::string flag, int64_t lo, int64_t hi, std::string range_text,
+                            std::optional<int64_t> also = std::nullopt) {
+  return CLI::Validator(
+      [=](std::string& s) -> std::string {
+        int64_t v = 0;
+        auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (ec == std::errc() && end == s.data() + s.size() && ((v >= lo && v <= hi) || (also && v == *also)))
+          return {};
+        return flag + " " + s + ": must be " + range_text;
+      },
+      "", flag);
+}
+
+}  // namespace
+
+CLI::Option* add_threads_option(CLI::App* sub, int& threads, const std::string& extra_help) {
+  const std::string range = fmt::format("0 (all {} cores) or 1..{} on this machine", available_cores(), max_threads());
+  return sub
+      ->add_option("-t,--threads", threads,
+                   fmt::format("Worker threads: 0 = all cores (default), at most {} here{}", max_threads(), extra_help))
+      ->check(whole_number("--threads", 0, max_threads(), range));
+}
+
+CLI::Option* add_ctx_option(CLI::App* sub, int64_t& ctx, const std::string& help) {
+  constexpr int64_t kMax = int64_t{1} << 20;
+  return sub->add_option("-c,--ctx", ctx, help)->check(whole_number("--ctx", 4, kMax, fmt::format("4..{}", kMax)));
+}
+
+CLI::Option* add_chunks_option(CLI::App* sub, int64_t& chunks) {
+  return sub->add_option("--chunks", chunks, "Evaluate at most N chunks, N >= 1 (default: all)")
+      ->check(whole_number("--chunks", 1, INT64_MAX, "a whole number >= 1", -1));
+}
+
+void warn_if_beyond_training_context(const edgeq::runtime::Model& model, int64_t n_ctx) {
+  const int64_t train = model.config().n_ctx_train;
+  if (train > 0 && n_ctx > train)
+    std::fprintf(stderr, "warning: %s: model was trained on only %lld context tokens (%lld specified)\n",
+                 model.path().c_str(), static_cast<long long>(train), static_cast<long long>(n_ctx));
+}
+
+}  // namespace edgeq::cli

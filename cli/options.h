@@ -1,0 +1,22 @@
+// Flags shared by several subcommands, defined once so every command applies the same rule.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "edgeq/runtime/model.h"
+
+namespace edgeq::cli {
+
+// -t/--threads N: 0 = all cores, 1..4x cores (edgeq::resolve_threads); anything else is a usage error.
+CLI::Option* add_threads_option(CLI::App* sub, int& threads, const std::string& extra_help = "");
+// -c/--ctx N: a context size of 4..2^20 tokens.
+CLI::Option* add_ctx_option(CLI::App* sub, int64_t& ctx, const std::string& help);
+// --chunks N: -1 (default) = all, else at least 1.
+CLI::Option* add_chunks_option(CLI::App* sub, int64_t& chunks);
+
+// llama.cpp's warning when a context larger than the model was trained with is asked for (n_ctx 0: none).
+void warn_if_beyond_training_context(const edgeq::runtime::Model& model, int64_t n_ctx);
+
+}  // namespace edgeq::cli
