@@ -2,32 +2,22 @@
 #include "edgeq/convert/convert.h"
 
 #include <algorithm>
-#include <cstring>
 #include <thread>
 #include <vector>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
 
 namespace edgeq::convert {
 
 namespace {
 
-// Converts rows [r0, r1) of src (f32, row_len each) into dst rows of type t.
+// Converts rows [r0, r1) of src (f32, row_len each) into dst rows of type t (the sources have checked that
+// every value is finite).
 void encode_rows(GgmlType t, const float* src, uint8_t* dst, uint64_t r0, uint64_t r1, uint64_t row_len, uint64_t row_bytes) {
-  const float* s = src + r0 * row_len;
-  uint8_t* d = dst + r0 * row_bytes;
-  const uint64_t n = (r1 - r0) * row_len;
-  switch (t) {
-    case GgmlType::F32: std::memcpy(d, s, n * 4); return;
-    case GgmlType::F16: f32_to_f16_row(s, reinterpret_cast<uint16_t*>(d), static_cast<int64_t>(n)); return;
-    case GgmlType::BF16: f32_to_bf16_row(s, reinterpret_cast<uint16_t*>(d), static_cast<int64_t>(n)); return;
-    default:
-      quant::quantize_rows(t, s, d, static_cast<int64_t>(r1 - r0), static_cast<int64_t>(row_len), nullptr);
-      return;
-  }
+  quant::quantize_rows(t, src + r0 * row_len, dst + r0 * row_bytes, static_cast<int64_t>(r1 - r0),
+                       static_cast<int64_t>(row_len), nullptr);
 }
 
 template <typename F>

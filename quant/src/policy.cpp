@@ -8,6 +8,7 @@
 #include <string>
 
 #include "edgeq/formats/error.h"
+#include "edgeq/quant/block_ops.h"
 
 namespace edgeq::quant {
 
@@ -24,10 +25,6 @@ bool iequals(std::string_view a, std::string_view b) {
 }
 
 bool contains(std::string_view s, std::string_view sub) { return s.find(sub) != std::string_view::npos; }
-
-// Types a user may ask for in an override: plain floats and the block types edgeq writes.
-constexpr T kWritableTypes[] = {T::F32,  T::F16,  T::BF16, T::Q4_0, T::Q4_1, T::Q5_0,   T::Q5_1,  T::Q8_0,
-                                T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::IQ4_NL, T::IQ4_XS};
 
 bool is_quantized(T t) {
   auto* i = ggml_type_info(t);
@@ -270,12 +267,13 @@ FileType parse_file_type(std::string_view name) {
 }
 
 GgmlType parse_tensor_type(std::string_view name) {
+  const std::vector<T> writable = writable_types();
   auto t = ggml_type_from_name(name);
   if (t)
-    for (T w : kWritableTypes)
+    for (T w : writable)
       if (w == *t) return w;
   std::string names;
-  for (T w : kWritableTypes) names += std::string(names.empty() ? "" : ", ") + ggml_type_name(w);
+  for (T w : writable) names += std::string(names.empty() ? "" : ", ") + ggml_type_name(w);
   fail("unknown or unsupported tensor type '{}' (valid: {})", name, names);
 }
 

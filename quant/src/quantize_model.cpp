@@ -12,7 +12,6 @@
 #include <thread>
 
 #include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/imatrix.h"
 #include "edgeq/quant/quantize.h"
@@ -52,10 +51,6 @@ uint64_t tensor_bytes(const std::string& src, const std::string& name, GgmlType 
 void encode_rows(GgmlType t, const float* src, uint8_t* dst, int64_t nrows, int64_t n_per_row,
                  const float* importance, int threads) {
   const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(n_per_row));
-  if (t == GgmlType::F32) {
-    std::memcpy(dst, src, static_cast<size_t>(nrows) * static_cast<size_t>(n_per_row) * sizeof(float));
-    return;
-  }
   const int64_t chunk = quantize_chunk_rows(n_per_row);
   const int64_t nchunks = (nrows + chunk - 1) / chunk;
   auto work = [&](int64_t c) {
@@ -63,16 +58,9 @@ void encode_rows(GgmlType t, const float* src, uint8_t* dst, int64_t nrows, int6
     const int64_t nr = std::min(chunk, nrows - r0);
     const float* s = src + r0 * n_per_row;
     uint8_t* d = dst + static_cast<uint64_t>(r0) * row_bytes;
-    const int64_t n = nr * n_per_row;
-    if (t == GgmlType::F16) {
-      f32_to_f16_row(s, reinterpret_cast<uint16_t*>(d), n);
-    } else if (t == GgmlType::BF16) {
-      f32_to_bf16_row(s, reinterpret_cast<uint16_t*>(d), n);
-    } else {
-      size_t wrote = quantize_rows(t, s, d, nr, n_per_row, importance);
-      if (wrote != static_cast<size_t>(nr) * row_bytes)
-        fail("quantize_rows({}) wrote {} bytes, expected {}", ggml_type_name(t), wrote, static_cast<uint64_t>(nr) * row_bytes);
-    }
+    const size_t wrote = quantize_rows(t, s, d, nr, n_per_row, importance);
+    if (wrote != static_cast<size_t>(nr) * row_bytes)
+      fail("quantize_rows({}) wrote {} bytes, expected {}", ggml_type_name(t), wrote, static_cast<uint64_t>(nr) * row_bytes);
   };
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, nchunks)));
   if (nt <= 1) {
@@ -141,20 +129,7 @@ QuantizeSource open_gguf_source(const std::string& path) {
     const uint64_t n = checked_elements(path, info.name, info.dims);
     std::string name = info.name;
     t.load_f32 = [path, name, type, data, nbytes, ne0, n](float* dst) {
-      switch (type) {
-        case GgmlType::F32:
-          std::memcpy(dst, data, n * sizeof(float));
-          return;
-        case GgmlType::F16:
-          f16_to_f32_row(reinterpret_cast<const uint16_t*>(data), dst, static_cast<int64_t>(n));
-          return;
-        case GgmlType::BF16:
-          bf16_to_f32_row(reinterpret_cast<const uint16_t*>(data), dst, static_cast<int64_t>(n));
-          return;
-        default:
-          break;
-      }
-      if (!is_quantized(type) || !can_dequantize(type))
+      if (!can_dequantize(type))
         fail("{}: tensor {}: cannot convert type {} to f32", path, name, ggml_type_name(type));
       auto rb = ggml_row_size(type, ne0);
       if (!rb || ne0 == 0) fail("{}: tensor {}: bad row length {} for {}", path, name, ne0, ggml_type_name(type));

@@ -88,18 +88,8 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& f
 // ---------------------------------------------------------------- activation rounding
 
 ActRounding act_rounding_for(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: return ActRounding::None;
-    case GgmlType::F16: return ActRounding::F16;
-    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
-    case GgmlType::Q8_0: case GgmlType::IQ4_NL:
-      return ActRounding::Q8_0;
-    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
-    case GgmlType::IQ4_XS: case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S:
-    case GgmlType::IQ3_XXS: case GgmlType::IQ3_S: case GgmlType::IQ1_S: case GgmlType::IQ1_M:
-      return ActRounding::Q8_K;
-    default: return ActRounding::None;
-  }
+  const quant::BlockOps* ops = quant::block_ops(t);
+  return ops ? ops->act_rounding : ActRounding::None;
 }
 
 namespace {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "edgeq/formats/gguf.h"
+#include "edgeq/quant/block_ops.h"
 
 namespace edgeq::runtime {
 
@@ -40,10 +41,9 @@ class ThreadPool {
   bool stop_ = false;
 };
 
-// How activations are rounded before a product, to reproduce llama.cpp's CPU numerics:
-// F32 weights: none; F16 weights: x rounded to f16; Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL: x quantized to
-// Q8_0 (fp16 scale, 32-blocks); k-quants and IQ4_XS: x quantized to Q8_K (256-blocks).
-enum class ActRounding { None, F16, Q8_0, Q8_K };
+// How activations are rounded before a product, to reproduce llama.cpp's CPU numerics: a column of quant's
+// block-ops table (edgeq/quant/block_ops.h); act_rounding_for reads it (None for a type without a row).
+using ActRounding = quant::ActRounding;
 ActRounding act_rounding_for(GgmlType weight_type);
 // Applies the rounding in place to one row of n values (n a multiple of the block size, else no-op).
 void round_activations(ActRounding r, float* x, int64_t n);
