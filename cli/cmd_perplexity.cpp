@@ -1,4 +1,5 @@
-// edgeq perplexity MODEL.gguf -f TEXT [--ctx N] [--chunks N] [--threads N] [--kld-base FILE | --kld FILE] [--json]
+// edgeq perplexity MODEL.gguf -f TEXT [--ctx N] [--chunks N] [--threads N] [--kld-base FILE [--kld-base-format edgeq|llama]
+//                  | --kld FILE] [--json]
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@ namespace {
 
 struct Opts {
   std::string model, text_file, kld_base, kld;
+  std::string kld_base_format = "edgeq";
   int64_t ctx = 256;
   int64_t chunks = -1;
   int threads = 0;
@@ -37,9 +39,14 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
                              "Write this model's log-probabilities of the scored positions to FILE (zstd), as the "
                              "reference for a later --kld run");
   auto* kl = sub->add_option("--kld", o->kld,
-                             "Compare with the reference log-probabilities in FILE (from --kld-base): KL divergence, "
-                             "top-token agreement, delta-p, PPL ratio");
+                             "Compare with the reference log-probabilities in FILE (from --kld-base, or from "
+                             "llama-perplexity --kl-divergence-base): KL divergence, top-token agreement, delta-p, PPL ratio");
   kb->excludes(kl);
+  sub->add_option("--kld-base-format", o->kld_base_format,
+                  "Layout of the --kld-base file: edgeq (zstd-compressed, default) or llama (llama-perplexity's "
+                  "--kl-divergence-base file, uncompressed, which llama-perplexity --kl-divergence reads)")
+      ->check(CLI::IsMember({"edgeq", "llama"}))
+      ->needs(kb);
   sub->add_flag("--exact-f32", o->exact_f32,
                 "Compute in plain f32 instead of reproducing llama.cpp's rounding (f16 KV cache, 8-bit activations "
                 "for quantized weights)");
@@ -56,6 +63,7 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
     po.n_threads = o->threads > 0 ? o->threads : std::max(1u, std::thread::hardware_concurrency());
     po.ggml_compat = !o->exact_f32;
     po.kld_base_out = o->kld_base;
+    po.kld_base_format = o->kld_base_format == "llama" ? rt::KldBaseFormat::Llama : rt::KldBaseFormat::Edgeq;
     po.kld_in = o->kld;
     const bool progress = edgeq::cli::progress_enabled() && !o->json;
     if (progress) {
