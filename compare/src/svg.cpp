@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "edgeq/compare/report.h"
 #include "edgeq/compare/sweep.h"
@@ -155,6 +156,7 @@ std::string render_svg(const Report& r, bool kld) {
       if (e.method == ms[i].name) rank = i;
     by_method[rank].push_back(&e);
   }
+  std::set<std::string> labelled;
   for (auto& [rank, es] : by_method) {
     std::sort(es.begin(), es.end(), [](auto* a, auto* b) { return a->bits_per_weight < b->bits_per_weight; });
     const std::string col = method_colour(es[0]->method);
@@ -169,8 +171,9 @@ std::string render_svg(const Report& r, bool kld) {
           "data-type=\"{}\" data-method=\"{}\"><title>{} {}: {:.2f} bpw, PPL {:.4f}, mean KLD {:.6f}</title></circle>\n",
           px, py, col, esc(e->type), esc(e->method), esc(e->type), esc(e->method), e->bits_per_weight, e->ppl,
           e->mean_kld);
-      s += fmt::format("<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"10\" fill=\"#333333\">{}</text>\n", px + 7, py - 7,
-                       esc(e->type));
+      if (labelled.insert(e->type).second)  // one label per type (methods of a type sit close together)
+        s += fmt::format("<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"10\" fill=\"#333333\">{}</text>\n", px + 7,
+                         py - 7, esc(e->type));
     }
     legend += fmt::format(
         "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"{3}\" stroke-width=\"2\"/>"
