@@ -419,6 +419,7 @@ SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress)
   Report report;
   bool have_ref = false;
   std::vector<std::pair<size_t, std::string>> todo;  // entry index, key
+  std::vector<size_t> skipped;
   for (size_t i = 0; i < entries.size(); ++i) {
     const std::string key = key_of(keys, entries[i]);
     if (auto done = finished(results_dir(opt) / (entries[i].id() + ".json"), key)) {
@@ -426,6 +427,7 @@ SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress)
       have_ref = true;
       report.entries.push_back(done->second);
       ++out.n_skipped;
+      skipped.push_back(i);
     } else {
       todo.emplace_back(i, key);
     }
@@ -439,6 +441,7 @@ SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress)
   Tracker tr{opt, progress, entries.size()};
   tr.units_total = double(todo.size()) + (todo.empty() ? 0.0 : 1.0);
   try {
+    for (size_t i : skipped) tr.report(i + 1, entries[i].type + " " + entries[i].method, "skipped", 0);
     if (!todo.empty()) {
       const Reference ref = prepare_reference(opt, keys, tr);
       report.reference = ref.result;
