@@ -97,6 +97,7 @@ TEST(CompareSvg, PlotsRenderInChromiumWithPointsWhereTheReportSays) {
 
     // each entry's point is drawn where the axes in report.json put its numbers
     auto px = [](const nlohmann::json& a, double v) {
+      if (a["log"].get<bool>() && v <= 0) return a["px0"].get<double>();  // KLD <= 0: on the bottom axis
       const double d = a["log"].get<bool>() ? std::log10(v) : v;
       return a["px0"].get<double>() + (d - a["min"].get<double>()) / (a["max"].get<double>() - a["min"].get<double>()) *
                                           (a["px1"].get<double>() - a["px0"].get<double>());

@@ -41,12 +41,11 @@ double nice_step(double span) {
   return 10 * p;
 }
 
-double kld_value(double v) { return std::max(v, 1e-12); }
-
 }  // namespace
 
 double PlotAxis::to_px(double v) const {
-  const double d = log ? std::log10(kld_value(v)) : v;
+  if (log && v <= 0) return px0;  // a KLD that rounds to zero or below sits on the bottom axis
+  const double d = log ? std::log10(v) : v;
   return px0 + (d - min) / (max - min) * (px1 - px0);
 }
 
@@ -66,11 +65,13 @@ PlotGeometry plot_geometry(const Report& r, bool kld) {
   for (auto& e : r.entries) {
     xlo = std::min(xlo, e.bits_per_weight);
     xhi = std::max(xhi, e.bits_per_weight);
-    const double y = kld ? std::log10(kld_value(e.mean_kld)) : e.ppl;
+    if (kld && e.mean_kld <= 0) continue;  // drawn on the bottom axis
+    const double y = kld ? std::log10(e.mean_kld) : e.ppl;
     ylo = std::min(ylo, y);
     yhi = std::max(yhi, y);
   }
-  if (r.entries.empty()) xlo = 0, xhi = 16, ylo = 0, yhi = 1;
+  if (r.entries.empty()) xlo = 0, xhi = 16;
+  if (ylo > yhi) ylo = kld ? -6 : 0, yhi = kld ? -5 : 1;
   if (!kld) {
     ylo = std::min(ylo, r.reference.ppl);
     yhi = std::max(yhi, r.reference.ppl);
@@ -181,6 +182,9 @@ std::string render_svg(const Report& r, bool kld) {
         kRight + 20, ly, kRight + 44, col, kRight + 32, kRight + 52, ly + 4, esc(es[0]->method));
     ly += 22;
   }
+  if (kld && std::any_of(r.entries.begin(), r.entries.end(), [](auto& e) { return e.mean_kld <= 0; }))
+    legend += fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"10\" fill=\"#555555\">KLD \u2264 0: on the bottom axis</text>\n",
+                          kRight + 20, ly + 4);
   s += fmt::format("<text x=\"{}\" y=\"66\" font-weight=\"bold\">method</text>\n", kRight + 20);
   s += legend;
   s += "</svg>\n";

@@ -262,7 +262,6 @@ void run_one(const SweepOptions& opt, const Reference& ref, const Entry& e, cons
   qo.policy.ftype = quant::parse_file_type(e.type);
   qo.importance = imp ? &*imp : nullptr;
   qo.threads = opt.threads;
-  qo.method = "edgeq-" + e.method;
   qo.on_tensor = [&](const quant::TensorProgress& p) {
     tr.report(index, label, "quantize", 0.25 * double(p.index + 1) / double(p.count),
               fmt::format("tensor {}/{}", p.index + 1, p.count));
