@@ -12,6 +12,7 @@
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 #include "edgeq/runtime/tokenizer.h"
+#include "progress.h"
 
 namespace {
 
@@ -65,17 +66,13 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
     po.kld_base_out = o->kld_base;
     po.kld_base_format = o->kld_base_format == "llama" ? rt::KldBaseFormat::Llama : rt::KldBaseFormat::Edgeq;
     po.kld_in = o->kld;
-    const bool progress = edgeq::cli::progress_enabled() && !o->json;
-    if (progress) {
-      std::fprintf(stderr, "perplexity: %s, %zu tokens, n_ctx %lld, %d threads\n", o->model.c_str(), tokens.size(),
-                   static_cast<long long>(o->ctx), po.n_threads);
-      po.progress = [](const rt::ChunkProgress& p) {
-        if (p.kld >= 0)
-          std::fprintf(stderr, "[%d/%d] PPL %.4f  KLD %.6f  %.1f s\n", p.chunk, p.n_chunks, p.ppl, p.kld, p.seconds);
-        else
-          std::fprintf(stderr, "[%d/%d] PPL %.4f  %.1f s\n", p.chunk, p.n_chunks, p.ppl, p.seconds);
-      };
-    }
+    edgeq::cli::Progress progress("perplexity", !o->json);
+    progress.note(fmt::format("{}, {} tokens, n_ctx {}, {} threads", o->model, tokens.size(), o->ctx, po.n_threads));
+    po.progress = [&progress](const rt::ChunkProgress& p) {
+      progress.update(double(p.chunk) / p.n_chunks,
+                      p.kld >= 0 ? fmt::format("[{}/{}] PPL {:.4f} KLD {:.6f}", p.chunk, p.n_chunks, p.ppl, p.kld)
+                                 : fmt::format("[{}/{}] PPL {:.4f}", p.chunk, p.n_chunks, p.ppl));
+    };
     const rt::PerplexityResult r = rt::perplexity(model, tokens, tok.add_bos(), tok.bos(), po);
     const double tps = r.seconds > 0 ? static_cast<double>(r.n_chunks * r.n_ctx) / r.seconds : 0.0;
     if (o->json) {

@@ -12,6 +12,7 @@
 #include "edgeq/convert/quantize_source.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/quant/quantize.h"
+#include "progress.h"
 
 namespace {
 
@@ -69,7 +70,7 @@ int run(const Opts& o) {
   }
   q::QuantizeSource src = open_source(o.src, o.threads);
 
-  const bool progress = !o.json && edgeq::cli::progress_enabled();
+  edgeq::cli::Progress progress("quantize", !o.json);
   nlohmann::json tensors = nlohmann::json::array();
   qo.on_tensor = [&](const q::TensorProgress& p) {
     tensors.push_back({{"name", p.name},
@@ -80,12 +81,11 @@ int run(const Opts& o) {
                        {"fallback", p.fallback},
                        {"imatrix", p.has_importance},
                        {"bytes", p.bytes_after}});
-    if (progress)
-      std::fprintf(stderr, "[%4zu/%4zu] %-32s %-14s %5s -> %-6s %10s -> %-10s%s%s %6.0f ms\n", p.index + 1, p.count,
-                   p.name.c_str(), dims_str(p.dims).c_str(), edgeq::ggml_type_name(p.from),
-                   edgeq::ggml_type_name(p.to), human_bytes(p.bytes_before).c_str(),
-                   human_bytes(p.bytes_after).c_str(), p.fallback ? " (fallback)" : "",
-                   p.has_importance ? " (imatrix)" : "", p.seconds * 1e3);
+    progress.update(double(p.index + 1) / double(p.count),
+                    fmt::format("[{}/{}] {} {} {} -> {} {} -> {}{}{}", p.index + 1, p.count, p.name, dims_str(p.dims),
+                                edgeq::ggml_type_name(p.from), edgeq::ggml_type_name(p.to), human_bytes(p.bytes_before),
+                                human_bytes(p.bytes_after), p.fallback ? " (fallback)" : "",
+                                p.has_importance ? " (imatrix)" : ""));
   };
 
   q::QuantizeReport r = q::quantize_model(src, o.out, qo);

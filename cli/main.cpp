@@ -1,7 +1,5 @@
 // The edgeq program: wires the libraries' subcommands together. Errors from the libraries reach the user
 // as one line "edgeq: error: <message>" and exit code 1; usage errors exit 2.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +8,7 @@
 
 #include "command.h"
 #include "edgeq/formats/error.h"
+#include "progress.h"
 
 namespace edgeq::cli {
 
@@ -19,12 +18,6 @@ std::vector<Registration>& registry() {
 }
 
 Register::Register(int order, Setup setup) { registry().push_back({order, std::move(setup)}); }
-
-bool progress_enabled() {
-  const char* e = std::getenv("EDGEQ_PROGRESS");
-  if (e) return e[0] == '1';
-  return isatty(2);
-}
 
 }  // namespace edgeq::cli
 
@@ -40,7 +33,10 @@ int main(int argc, char** argv) {
     size_t before = app.get_subcommands({}).size();
     auto action = r.setup(app);
     auto subs = app.get_subcommands({});
-    if (subs.size() > before) actions.emplace_back(subs.back(), std::move(action));
+    if (subs.size() > before) {
+      subs.back()->add_flag_callback("-q,--quiet", [] { set_quiet(true); }, "No progress display on stderr");
+      actions.emplace_back(subs.back(), std::move(action));
+    }
   }
   try {
     app.parse(argc, argv);

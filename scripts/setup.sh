@@ -9,6 +9,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev libpcre2-dev libhwy-dev
   clang libclang-rt-14-dev
+  chromium libpng-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do
