@@ -1,18 +1,11 @@
 // edgeq calibrate MODEL --data FILE... -o OUT [--ctx N] [--chunks N] [--threads N] [--hessian]
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <thread>
-#include <unistd.h>
 
+#include "calibration_input.h"
 #include "command.h"
-#include "edgeq/calibrate/calibrate.h"
-#include "edgeq/calibrate/data.h"
-#include "edgeq/convert/convert.h"
 #include "edgeq/formats/error.h"
-#include "edgeq/runtime/model.h"
-#include "edgeq/runtime/tokenizer.h"
 
 namespace {
 
@@ -26,22 +19,6 @@ struct Opts {
   bool hessian = false;
 };
 
-volatile std::sig_atomic_t g_interrupted = 0;
-void on_sigint(int) { g_interrupted = 1; }
-
-// A GGUF is used as it is; an HF checkpoint or ONNX model is converted to a temporary F32 GGUF first
-// (removed when done).
-struct ModelFile {
-  std::string path;
-  bool temporary = false;
-  ~ModelFile() {
-    if (temporary) {
-      std::error_code ec;
-      fs::remove(path, ec);
-    }
-  }
-};
-
 int run(const Opts& o) {
   if (o.ctx < 16) edgeq::fail("--ctx {}: must be at least 16", o.ctx);
   if (o.threads < 0) edgeq::fail("--threads {}: must be >= 0", o.threads);
@@ -52,51 +29,8 @@ int run(const Opts& o) {
     for (const auto& d : o.data)
       if (fs::exists(o.out, ec) && fs::equivalent(d, o.out, ec)) edgeq::fail("{}: the output would overwrite the data", o.out);
   }
-  const std::string text = edgeq::calibrate::load_calibration_text(o.data);
-  const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-
-  ModelFile mf{o.model};
-  std::error_code ec;
-  if (fs::is_directory(o.model, ec) || o.model.ends_with(".onnx")) {
-    mf.path = (fs::temp_directory_path() / ("edgeq-calibrate-" + std::to_string(::getpid()) + ".gguf")).string();
-    mf.temporary = true;
-    edgeq::convert::ConvertOptions cvo;
-    cvo.outtype = "f32";
-    cvo.threads = threads;
-    edgeq::convert::convert_to_gguf(edgeq::convert::plan_conversion(o.model, cvo), mf.path, "f32", threads);
-  }
-  const auto model = edgeq::runtime::Model::load(mf.path);
-  const auto tok = edgeq::Tokenizer::from_gguf(model.gguf());
-  const std::vector<int32_t> tokens = tok.tokenize(text, true, false);
-
-  edgeq::calibrate::CalibrationOptions co;
-  co.n_ctx = o.ctx;
-  co.max_chunks = o.chunks;
-  co.n_threads = threads;
-  co.hessian = o.hessian;
-  const bool progress = edgeq::cli::progress_enabled();
-  if (progress)
-    std::fprintf(stderr, "calibrate: %s, %zu tokens, n_ctx %lld, %d threads%s\n", o.model.c_str(), tokens.size(),
-                 static_cast<long long>(o.ctx), threads, o.hessian ? ", with Hessians" : "");
-  co.progress = [progress](const edgeq::calibrate::CalibrationProgress& p) {
-    if (g_interrupted) edgeq::fail("interrupted; no output written");
-    if (progress) {
-      const double eta = p.chunk > 0 ? p.seconds / p.chunk * (p.n_chunks - p.chunk) : 0.0;
-      std::fprintf(stderr, "[%d/%d] %.1f s, %.0f tokens/s, ETA %.1f s\n", p.chunk, p.n_chunks, p.seconds,
-                   p.tokens_per_second, eta);
-    }
-  };
-  auto prev = std::signal(SIGINT, on_sigint);
-  edgeq::calibrate::CalibrationStats s;
-  try {
-    s = edgeq::calibrate::calibrate(model, tokens, tok.add_bos(), tok.bos(), co);
-  } catch (...) {
-    std::signal(SIGINT, prev);
-    throw;
-  }
-  s.datasets = o.data;
+  auto s = edgeq::cli::run_calibration(o.model, o.data, o.ctx, o.chunks, o.threads, o.hessian);
   edgeq::calibrate::write_imatrix(s, o.out);
-  std::signal(SIGINT, prev);
   size_t n_tensors = 0;
   for (const auto& in : s.inputs)
     if (in.ncall) n_tensors += in.tensor_names().size();

@@ -63,7 +63,10 @@ class Collector final : public runtime::ActivationObserver {
       in.width = width;
       in.sum_x2.assign(static_cast<size_t>(width), 0.0);
       in.sum_abs.assign(static_cast<size_t>(width), 0.0);
-      if (hessian_) in.hessian.assign(static_cast<size_t>(width * width), 0.0);
+      if (hessian_) {
+        in.hessian.assign(static_cast<size_t>(width * width), 0.0);
+        in.hessian_odd.assign(static_cast<size_t>(width * width), 0.0);
+      }
     } else if (in.width != width) {
       fail("calibration: layer {} input width changed from {} to {}", layer, in.width, width);
     }
@@ -84,9 +87,10 @@ class Collector final : public runtime::ActivationObserver {
       tmp_.assign(static_cast<size_t>(width * width), 0.f);
       cblas_ssyrk(CblasRowMajor, CblasLower, CblasTrans, static_cast<int>(width), static_cast<int>(n), 1.f, x,
                   static_cast<int>(ld), 0.f, tmp_.data(), static_cast<int>(width));
-      double* h = in.hessian.data();
-      for (int64_t i = 0; i < width; ++i)
-        for (int64_t j = 0; j <= i; ++j) h[i * width + j] += tmp_[static_cast<size_t>(i * width + j)];
+      for (double* h : {in.hessian.data(), odd_chunk ? in.hessian_odd.data() : nullptr})
+        if (h)
+          for (int64_t i = 0; i < width; ++i)
+            for (int64_t j = 0; j <= i; ++j) h[i * width + j] += tmp_[static_cast<size_t>(i * width + j)];
     }
   }
 
@@ -95,6 +99,9 @@ class Collector final : public runtime::ActivationObserver {
   int64_t n_layer_;
   bool hessian_;
   std::vector<float> tmp_;
+
+ public:
+  bool odd_chunk = false;
 };
 
 }  // namespace
@@ -132,6 +139,7 @@ CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_
     std::copy(src, src + n_ctx, chunk.begin());
     if (add_bos) chunk[0] = bos_id;
     ctx.clear();
+    col.odd_chunk = ic % 2 == 1;
     // All rows through every layer (llama-imatrix asks for every logit); the output head itself is not needed.
     ctx.eval(chunk.data(), n_ctx, 0, nullptr);
     s.n_chunks = static_cast<int32_t>(ic + 1);
@@ -147,9 +155,10 @@ CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Complete the symmetric Hessians.
   for (auto& in : s.inputs)
-    if (!in.hessian.empty())
-      for (int64_t i = 0; i < in.width; ++i)
-        for (int64_t j = i + 1; j < in.width; ++j) in.hessian[i * in.width + j] = in.hessian[j * in.width + i];
+    for (auto* hv : {&in.hessian, &in.hessian_odd})
+      if (!hv->empty())
+        for (int64_t i = 0; i < in.width; ++i)
+          for (int64_t j = i + 1; j < in.width; ++j) (*hv)[i * in.width + j] = (*hv)[j * in.width + i];
   return s;
 }
 
@@ -225,11 +234,13 @@ void write_gguf(const CalibrationStats& s, const std::string& path) {
                          for (size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>(in.sum_abs[j]);
                        }});
     }
-    if (!in.hessian.empty())
-      items.push_back({names.front() + ".hessian", {W, W}, [&in](std::vector<float>& v) {
-                         v.resize(in.hessian.size());
-                         for (size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>(in.hessian[j]);
-                       }});
+    for (const auto& [suffix, hv] : {std::pair<const char*, const std::vector<double>*>{".hessian", &in.hessian},
+                                     {".hessian_odd", &in.hessian_odd}})
+      if (!hv->empty())
+        items.push_back({names.front() + suffix, {W, W}, [hv](std::vector<float>& v) {
+                           v.resize(hv->size());
+                           for (size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>((*hv)[j]);
+                         }});
   }
   for (const auto& it : items) w.add_tensor(it.name, it.dims, GgmlType::F32);
   std::vector<float> buf;
@@ -300,6 +311,7 @@ CalibrationStats read_calibration_stats(const std::string& path) {
       in.ncall = s.n_chunks;
       in.sum_abs = load(base + ".in_abs", W);
       in.hessian = load(base + ".hessian", W * W);
+      in.hessian_odd = load(base + ".hessian_odd", W * W);
       found[{layer, k}] = std::move(in);
     }
   }

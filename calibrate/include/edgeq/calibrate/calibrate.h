@@ -30,6 +30,7 @@ struct InputStats {
   int64_t rows = 0;    // activation rows (tokens) observed
   std::vector<double> sum_x2, sum_abs;  // [width]
   std::vector<double> hessian;          // [width * width] sum of x xᵀ (empty unless collected)
+  std::vector<double> hessian_odd;      // the same over odd-numbered chunks only (held-out half for method choice)
   std::vector<std::string> tensor_names() const;  // the GGUF weights this input feeds
 };
 
@@ -65,7 +66,7 @@ CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_
 
 // Writes llama.cpp's imatrix: the GGUF format (general.type = imatrix, <tensor>.in_sum2 and <tensor>.counts,
 // imatrix.datasets / chunk_count / chunk_size; plus edgeq's <tensor>.in_abs, and <first tensor of an
-// input>.hessian when collected, which llama.cpp ignores) when the path ends in ".gguf", else the legacy
+// input>.hessian and .hessian_odd when collected, which llama.cpp ignores) when the path ends in ".gguf", else the legacy
 // binary format llama-quantize b4748 reads (values = mean x² · ncall; last_call; the dataset name).
 // Through AtomicOutputFile: nothing appears unless complete.
 void write_imatrix(const CalibrationStats& stats, const std::string& path);
