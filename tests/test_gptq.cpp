@@ -87,3 +87,37 @@ TEST(Gptq, OutputErrorMatchesDirectProduct) {
     }
   EXPECT_NEAR(calibrate::output_error(L.W.data(), Q.data(), L.rows, L.cols, L.H.data()), direct, 1e-6 * direct);
 }
+
+// set_block_code is the exact inverse of the dequantizers' unpacking: writing back the level each element
+// decodes to (found by probing every code) reproduces the block's values, and probing finds a level for each.
+TEST(Gptq, BlockCodesRoundTrip) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K,
+                     GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS}) {
+    const GgmlTypeInfo* ti = ggml_type_info(t);
+    const int n = static_cast<int>(ti->block_size), L = quant::block_code_levels(t);
+    ASSERT_GT(L, 0) << ti->name;
+    std::vector<float> x(static_cast<size_t>(n)), y(static_cast<size_t>(n)), lv(static_cast<size_t>(n));
+    for (auto& v : x) v = nd(rng);
+    std::vector<uint8_t> blk(ti->type_size), probe, rebuilt;
+    quant::quantize_rows(t, x.data(), blk.data(), 1, n, nullptr);
+    quant::dequantize_row(t, blk.data(), y.data(), n);
+    std::vector<int> code(static_cast<size_t>(n), -1);
+    for (int k = 0; k < L; ++k) {
+      probe = blk;
+      for (int e = 0; e < n; ++e) quant::set_block_code(t, probe.data(), e, k);
+      quant::dequantize_row(t, probe.data(), lv.data(), n);
+      for (int e = 0; e < n; ++e)
+        if (code[e] < 0 && lv[e] == y[e]) code[e] = k;
+    }
+    rebuilt = blk;
+    for (int e = 0; e < n; ++e) {
+      ASSERT_GE(code[e], 0) << ti->name << " element " << e;
+      quant::set_block_code(t, rebuilt.data(), e, (code[e] + 1) % L);  // scramble first
+    }
+    for (int e = 0; e < n; ++e) quant::set_block_code(t, rebuilt.data(), e, code[e]);
+    quant::dequantize_row(t, rebuilt.data(), lv.data(), n);
+    for (int e = 0; e < n; ++e) EXPECT_EQ(lv[e], y[e]) << ti->name << " element " << e;
+  }
+}

@@ -73,6 +73,9 @@ void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, cons
   std::vector<uint8_t> enc(static_cast<size_t>(rows) * block_bytes);
   std::vector<double> Uinv(static_cast<size_t>(g * g));
   std::vector<float> M, E(static_cast<size_t>(rows * g));
+  const int levels = quant::block_code_levels(t);
+  std::vector<float> grid(static_cast<size_t>(rows * g) * static_cast<size_t>(std::max(levels, 0))), lv(static_cast<size_t>(g));
+  std::vector<uint8_t> probe;
   for (int64_t b0 = 0; b0 < cols; b0 += g) {
     // Inverse of the upper-triangular block U_FF (back substitution, column by column of the identity).
     std::fill(Uinv.begin(), Uinv.end(), 0.0);
@@ -93,6 +96,48 @@ void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, cons
     }
     for (int64_t r = 0; r < rows; ++r) std::memcpy(&buf[r * g], &W[r * cols + b0], static_cast<size_t>(g) * sizeof(float));
     quant::quantize_rows(t, buf.data(), enc.data(), rows, g, imp.data());
+    if (levels > 0) {
+      // The block's scales stay; its elements are re-rounded column by column on that grid, each column's
+      // error (scaled by 1/U_jj) fed into the block's later columns (GPTQ proper); E collects those errors.
+      for (int64_t r = 0; r < rows; ++r) {
+        uint8_t* blk = &enc[r * block_bytes];
+        for (int k = 0; k < levels; ++k) {
+          probe.assign(blk, blk + block_bytes);
+          for (int64_t e = 0; e < g; ++e) quant::set_block_code(t, probe.data(), static_cast<int>(e), k);
+          quant::dequantize_row(t, probe.data(), lv.data(), g);
+          for (int64_t e = 0; e < g; ++e) grid[(r * g + e) * levels + k] = lv[e];
+        }
+      }
+      for (int64_t c = 0; c < g; ++c) {
+        const int64_t j = b0 + c;
+        const double ujj = U[j * cols + j];
+        for (int64_t r = 0; r < rows; ++r) {
+          const float w = W[r * cols + j];
+          const float* gv = &grid[(r * g + c) * levels];
+          int best = 0;
+          float be = std::fabs(gv[0] - w);
+          for (int k = 1; k < levels; ++k)
+            if (const float d = std::fabs(gv[k] - w); d < be) be = d, best = k;
+          quant::set_block_code(t, &enc[r * block_bytes], static_cast<int>(c), best);
+          const float err = static_cast<float>((w - gv[best]) / ujj);
+          E[r * g + c] = err;
+          float* wr = &W[r * cols];
+          for (int64_t c2 = c + 1; c2 < g; ++c2) wr[b0 + c2] -= err * static_cast<float>(U[j * cols + b0 + c2]);
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(dst + r * row_bytes + (b0 / g) * block_bytes, &enc[r * block_bytes], block_bytes);
+      const int64_t rest = cols - b0 - g;
+      if (rest == 0) break;
+      // W_R -= E U_FR (E already holds the errors divided by U_jj).
+      M.resize(static_cast<size_t>(g * rest));
+      for (int64_t i = 0; i < g; ++i)
+        for (int64_t c = 0; c < rest; ++c) M[i * rest + c] = static_cast<float>(U[(b0 + i) * cols + b0 + g + c]);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(rest),
+                  static_cast<int>(g), -1.f, E.data(), static_cast<int>(g), M.data(), static_cast<int>(rest), 1.f,
+                  W.data() + b0 + g, static_cast<int>(cols));
+      continue;
+    }
     for (int64_t r = 0; r < rows; ++r) {
       std::memcpy(dst + r * row_bytes + (b0 / g) * block_bytes, &enc[r * block_bytes], block_bytes);
       quant::dequantize_row(t, &enc[r * block_bytes], &q[r * g], g);

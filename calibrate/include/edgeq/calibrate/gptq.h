@@ -1,9 +1,11 @@
 // GPTQ (Frantar et al. 2022) with llama.cpp's block formats as the grid. Columns are processed one block of
-// the target type at a time (32 or 256 columns): the block is encoded by quant::quantize_rows - the format's
-// own scale/min search - weighted by the diagonal of the block's inverse-Hessian error metric
-// ((U_FF^-1 U_FF^-T)^-1 diagonal, U the upper Cholesky factor of H^-1), and its rounding error is fed back
-// into all later columns with the optimal update W_R -= E_F U_FF^-1 U_FR. The result is a standard block
-// tensor. Numerics in double for H; deterministic.
+// the target type at a time (32 or 256 columns, GPTQ's lazy batch): the block's scales (and mins) come from
+// quant::quantize_rows - the format's own search - on the error-updated weights, weighted by the diagonal of
+// U_FF^-1 U_FF^-T (U the upper Cholesky factor of H^-1); then every column of the block is rounded to the
+// nearest level of that grid (quant::set_block_code) and its error, divided by U_jj, is fed into the block's
+// later columns; the block's errors update all later columns at once (W_R -= E U_FR). Types without code
+// access (block_code_levels 0) keep the search's rounding and use the joint update W_R -= (W_F - Q_F) U_FF^-1 U_FR.
+// The result is a standard block tensor. Numerics in double for H; deterministic.
 #pragma once
 #include <cstdint>
 #include <vector>
