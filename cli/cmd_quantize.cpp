@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "calibration_input.h"
 #include "command.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/convert/quantize_source.h"
@@ -22,6 +23,8 @@ namespace q = edgeq::quant;
 struct Opts {
   std::string src, out, type, imatrix, output_tensor_type, token_embedding_type;
   std::vector<std::string> tensor_types;
+  std::string method, calib;       // calibration methods (calibration_input.h)
+  std::vector<std::string> data;
   int threads = 0;
   bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false;
 };
@@ -63,12 +66,14 @@ int run(const Opts& o) {
     if (fs::is_directory(o.out, ec)) edgeq::fail("{}: is a directory", o.out);
   }
 
+  edgeq::cli::check_quantize_method_options(o.method, o.calib, o.data, !o.imatrix.empty());
   q::Importance imp;
   if (!o.imatrix.empty()) {
     imp = q::load_importance(o.imatrix);
     qo.importance = &imp;
   }
   q::QuantizeSource src = open_source(o.src, o.threads);
+  const auto method = edgeq::cli::setup_quantize_method(o.method, o.calib, o.data, o.src, src, qo, o.threads);
 
   edgeq::cli::Progress progress("quantize", !o.json);
   nlohmann::json tensors = nlohmann::json::array();
@@ -149,6 +154,13 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
   for (auto& t : q::file_types()) types += std::string(types.empty() ? "" : ", ") + t.name;
   sub->add_option("-t,--type", o->type, "Quantization mix (llama-quantize names): " + types)->required();
   sub->add_option("--imatrix", o->imatrix, "Importance matrix file (llama.cpp imatrix format)");
+  sub->add_option("--method", o->method,
+                  "rtn | imatrix | awq | gptq | auto: how weights are rounded using calibration (default imatrix when "
+                  "--calib/--data is given). awq folds activation scales into the RMSNorm weights, gptq feeds rounding "
+                  "errors forward through the inputs' Hessian, auto keeps per tensor the method with the lowest "
+                  "output error on held-out calibration chunks; all write standard llama.cpp blocks");
+  sub->add_option("--calib", o->calib, "Statistics from `edgeq calibrate` (.gguf; --hessian for awq/gptq/auto)");
+  sub->add_option("--data", o->data, "Calibration text files: calibrate in the same command (n_ctx 256, all chunks)");
   sub->add_option("--threads", o->threads, "Worker threads (0: all cores); the output is identical for any count");
   sub->add_option("--tensor-type", o->tensor_types,
                   "REGEX=TYPE: tensors whose name matches REGEX get TYPE (repeatable, first match wins)");

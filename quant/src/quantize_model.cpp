@@ -254,6 +254,8 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
                                          opts.importance ? &opts.importance->info : nullptr,
                                          quantize_method_string(opts)))
     w.set(k, std::move(v));
+  if (opts.record_method)
+    for (const auto& [k, v] : opts.extra_metadata) w.set(k, v);
   for (const auto& p : plan.tensors) {
     const auto& t = src.tensors[p.source_index];
     w.add_tensor(t.name, t.dims, p.decision.type);
@@ -297,7 +299,30 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
           fail("{}: tensor {}: non-finite value {} at row {}, column {}", src.path, t.name, f32[i], i / ne0, i % ne0);
     }
 
-    if (raw_copy) {
+    HookResult hooked = HookResult::Untouched;
+    const float* hook_imp = nullptr;
+    if (opts.tensor_hook && loadable) {
+      out.resize(d.nbytes);
+      const float* base_imp = nullptr;
+      if (opts.importance && d.quantize && is_quantized(d.type)) {
+        auto it = opts.importance->data.find(t.name);
+        if (it != opts.importance->data.end() && it->second.size() == ne0) base_imp = it->second.data();
+      }
+      TensorHookArgs ha{t.name, d.type, d.quantize, f32.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
+                        base_imp, out.data(), threads};
+      hooked = opts.tensor_hook(ha);
+      hook_imp = ha.importance;
+    }
+    if (hooked == HookResult::Encoded) {
+      prog.has_importance = hook_imp != nullptr;
+      w.write_tensor_data(out.data(), out.size());
+    } else if (hooked == HookResult::Modified) {
+      out.resize(d.nbytes);
+      encode_rows(d.type, f32.data(), out.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0), hook_imp,
+                  threads);
+      prog.has_importance = hook_imp != nullptr;
+      w.write_tensor_data(out.data(), out.size());
+    } else if (raw_copy) {
       if (t.raw_nbytes != d.nbytes) fail("{}: tensor {}: size mismatch", src.path, t.name);
       w.write_tensor_data(t.raw, t.raw_nbytes);
     } else {

@@ -62,6 +62,23 @@ struct TensorProgress {
   double seconds = 0;
 };
 
+// A calibration-driven method's hook into the pipeline (calibrate/ implements AWQ and GPTQ with it). Called
+// for every tensor after its f32 values are loaded and checked, before encoding. It may rewrite the values
+// in place (AWQ: a norm divided by its scales, weight columns multiplied by them), replace the importance
+// vector, or encode the rows itself into dst (d.nbytes bytes).
+enum class HookResult { Untouched, Modified, Encoded };
+struct TensorHookArgs {
+  const std::string& name;
+  GgmlType type;        // the output type
+  bool quantize;        // the policy quantizes this tensor
+  float* values;        // nrows * n_per_row floats, may be rewritten
+  int64_t nrows, n_per_row;
+  const float* importance;  // the importance the standard encoder would use (may be null); may be replaced
+  uint8_t* dst;             // room for the encoded tensor
+  int threads;
+};
+using TensorHook = std::function<HookResult(TensorHookArgs&)>;
+
 struct QuantizeOptions {
   PolicyOptions policy;
   const Importance* importance = nullptr;  // optional; not owned
@@ -70,6 +87,8 @@ struct QuantizeOptions {
   std::string method = "edgeq";  // recorded in edgeq.quantize.method together with the mix
   bool record_method = true;     // false: no edgeq.quantize.method key (metadata exactly as llama-quantize)
   std::function<void(const TensorProgress&)> on_tensor;  // called after each tensor is written
+  TensorHook tensor_hook;                                  // optional (calibration methods)
+  std::vector<std::pair<std::string, GgufValue>> extra_metadata;  // appended after edgeq.quantize.method when recorded
 };
 
 // One planned output tensor (in output order).
