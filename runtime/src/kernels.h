@@ -30,7 +30,11 @@ struct ActQ8_K {
   int16_t bsums[16];  // sums of qs over 16-element groups
 };
 
-using DotFn = float (*)(const uint8_t* w_row, const void* act_row, int64_t n);
+// out[k * out_stride] = dot(weight row, activation row k) for k < n_act (1 .. kMaxAct); activation row k starts
+// at act + k * act_stride bytes; n values per row. Every output is the same whatever n_act.
+constexpr int kMaxAct = 4;
+using DotFn = void (*)(const uint8_t* w_row, const uint8_t* act, size_t act_stride, int n_act, int64_t n,
+                       float* out, size_t out_stride);
 
 struct DotKernel {
   GgmlType type;
