@@ -1,13 +1,12 @@
 #include "edgeq/runtime/forward.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
+#include "blas.h"
 
 namespace edgeq::runtime {
 
@@ -80,9 +79,8 @@ void Context::attention(int64_t il, int64_t n) {
     auto& S = scores_[worker];
     S.resize(static_cast<size_t>(kQBlock * nk));
     const int64_t g = h / group;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nk),
-                static_cast<int>(hdk), 1.f, q_.data() + i0 * QD + h * hdk, static_cast<int>(QD), kc + g * hdk,
-                static_cast<int>(KD), 0.f, S.data(), static_cast<int>(nk));
+    blas::sgemm(true, static_cast<int>(m), static_cast<int>(nk), static_cast<int>(hdk), q_.data() + i0 * QD + h * hdk,
+                static_cast<int>(QD), kc + g * hdk, static_cast<int>(KD), S.data(), static_cast<int>(nk));
     for (int64_t r = 0; r < m; ++r) {
       float* s = S.data() + r * nk;
       const int64_t valid = n_past_ + i0 + r + 1;
@@ -102,8 +100,8 @@ void Context::attention(int64_t il, int64_t n) {
       if (compat) round_f16(s, valid);
       for (int64_t j = valid; j < nk; ++j) s[j] = 0.f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(hdv),
-                static_cast<int>(nk), 1.f, S.data(), static_cast<int>(nk), vc + g * hdv, static_cast<int>(VD), 0.f,
+    blas::sgemm(false, static_cast<int>(m), static_cast<int>(hdv), static_cast<int>(nk), S.data(), static_cast<int>(nk),
+                vc + g * hdv, static_cast<int>(VD),
                 att_.data() + i0 * OD + h * hdv, static_cast<int>(OD));
   });
 }
