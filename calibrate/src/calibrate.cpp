@@ -1,7 +1,5 @@
 #include "edgeq/calibrate/calibrate.h"
 
-#include <cblas.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -10,6 +8,7 @@
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/runtime/blas.h"
 
 namespace edgeq::calibrate {
 
@@ -85,7 +84,7 @@ class Collector final : public runtime::ActivationObserver {
     if (hessian_) {
       // XᵀX of this batch in f32 (lower triangle, symmetric rank-k update), accumulated in double.
       tmp_.assign(static_cast<size_t>(width * width), 0.f);
-      cblas_ssyrk(CblasRowMajor, CblasLower, CblasTrans, static_cast<int>(width), static_cast<int>(n), 1.f, x,
+      runtime::blas::api().ssyrk(CblasRowMajor, CblasLower, CblasTrans, static_cast<int>(width), static_cast<int>(n), 1.f, x,
                   static_cast<int>(ld), 0.f, tmp_.data(), static_cast<int>(width));
       for (double* h : {in.hessian.data(), odd_chunk ? in.hessian_odd.data() : nullptr})
         if (h)

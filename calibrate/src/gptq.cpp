@@ -1,29 +1,25 @@
 #include "edgeq/calibrate/gptq.h"
 
-#include <cblas.h>
-
 #include <cmath>
 #include <cstring>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/quant/blocks.h"
+#include "edgeq/runtime/blas.h"
 
-extern "C" {
-// LAPACK (OpenBLAS ships it): Cholesky factorisation and inverse from it, column-major.
-void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
-void dpotri_(const char* uplo, const int* n, double* a, const int* lda, int* info);
-}
 
 namespace edgeq::calibrate {
+
+namespace blas = runtime::blas;
 
 double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H) {
   std::vector<double> d(static_cast<size_t>(cols)), hd(static_cast<size_t>(cols));
   double total = 0;
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = 0; j < cols; ++j) d[j] = static_cast<double>(W[r * cols + j]) - Q[r * cols + j];
-    cblas_dsymv(CblasRowMajor, CblasUpper, static_cast<int>(cols), 1.0, H, static_cast<int>(cols), d.data(), 1, 0.0,
+    blas::api().dsymv(CblasRowMajor, CblasUpper, static_cast<int>(cols), 1.0, H, static_cast<int>(cols), d.data(), 1, 0.0,
                 hd.data(), 1);
-    total += cblas_ddot(static_cast<int>(cols), d.data(), 1, hd.data(), 1);
+    total += blas::api().ddot(static_cast<int>(cols), d.data(), 1, hd.data(), 1);
   }
   return total;
 }
@@ -44,13 +40,13 @@ std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n64, doubl
     }
     int info = 0;
     // Column-major 'L' on a symmetric row-major matrix: the row-major upper factor U with A = UᵀU.
-    dpotrf_("L", &n, A.data(), &n, &info);
+    blas::api().dpotrf("L", &n, A.data(), &n, &info);
     if (info != 0) continue;
-    dpotri_("L", &n, A.data(), &n, &info);  // A^-1 in the row-major upper triangle
+    blas::api().dpotri("L", &n, A.data(), &n, &info);  // A^-1 in the row-major upper triangle
     if (info != 0) continue;
     for (int i = 0; i < n; ++i)
       for (int j = 0; j < i; ++j) A[static_cast<size_t>(i) * n + j] = A[static_cast<size_t>(j) * n + i];
-    dpotrf_("L", &n, A.data(), &n, &info);  // A^-1 = UᵀU
+    blas::api().dpotrf("L", &n, A.data(), &n, &info);  // A^-1 = UᵀU
     if (info != 0) continue;
     for (int i = 0; i < n; ++i)
       for (int j = 0; j < i; ++j) A[static_cast<size_t>(i) * n + j] = 0;
@@ -133,7 +129,7 @@ void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, cons
       M.resize(static_cast<size_t>(g * rest));
       for (int64_t i = 0; i < g; ++i)
         for (int64_t c = 0; c < rest; ++c) M[i * rest + c] = static_cast<float>(U[(b0 + i) * cols + b0 + g + c]);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(rest),
+      blas::api().sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(rest),
                   static_cast<int>(g), -1.f, E.data(), static_cast<int>(g), M.data(), static_cast<int>(rest), 1.f,
                   W.data() + b0 + g, static_cast<int>(cols));
       continue;
@@ -153,7 +149,7 @@ void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, cons
         for (int64_t k = i; k < g; ++k) s += Uinv[i * g + k] * U[(b0 + k) * cols + b0 + g + c];
         M[i * rest + c] = static_cast<float>(s);
       }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(rest),
+    blas::api().sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(rest),
                 static_cast<int>(g), -1.f, E.data(), static_cast<int>(g), M.data(), static_cast<int>(rest), 1.f,
                 W.data() + b0 + g, static_cast<int>(cols));
   }

@@ -1,6 +1,5 @@
-#include "blas.h"
+#include "edgeq/runtime/blas.h"
 
-#include <cblas.h>
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -21,7 +20,7 @@ const char* core_for_this_cpu() {
 }
 
 struct OpenBlas {
-  decltype(&cblas_sgemm) sgemm = nullptr;
+  Api api;
   decltype(&openblas_get_corename) corename = nullptr;
 
   OpenBlas() {
@@ -30,11 +29,17 @@ struct OpenBlas {
     void* h = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
     if (core != nullptr) unsetenv("OPENBLAS_CORETYPE");
     if (h == nullptr) throw Error(std::string("cannot load OpenBLAS: ") + dlerror());
-    sgemm = reinterpret_cast<decltype(sgemm)>(dlsym(h, "cblas_sgemm"));
+    api.sgemm = reinterpret_cast<decltype(api.sgemm)>(dlsym(h, "cblas_sgemm"));
+    api.ssyrk = reinterpret_cast<decltype(api.ssyrk)>(dlsym(h, "cblas_ssyrk"));
+    api.dsymv = reinterpret_cast<decltype(api.dsymv)>(dlsym(h, "cblas_dsymv"));
+    api.ddot = reinterpret_cast<decltype(api.ddot)>(dlsym(h, "cblas_ddot"));
+    api.dpotrf = reinterpret_cast<decltype(api.dpotrf)>(dlsym(h, "dpotrf_"));
+    api.dpotri = reinterpret_cast<decltype(api.dpotri)>(dlsym(h, "dpotri_"));
     corename = reinterpret_cast<decltype(corename)>(dlsym(h, "openblas_get_corename"));
     auto set_threads = reinterpret_cast<decltype(&openblas_set_num_threads)>(dlsym(h, "openblas_set_num_threads"));
-    if (sgemm == nullptr || corename == nullptr || set_threads == nullptr) {
-      throw Error("cannot load OpenBLAS: libopenblas.so.0 lacks cblas_sgemm/openblas_get_corename");
+    if (api.sgemm == nullptr || api.ssyrk == nullptr || api.dsymv == nullptr || api.ddot == nullptr ||
+        api.dpotrf == nullptr || api.dpotri == nullptr || corename == nullptr || set_threads == nullptr) {
+      throw Error("cannot load OpenBLAS: libopenblas.so.0 lacks a BLAS/LAPACK function edgeq uses");
     }
     set_threads(1);
     // The pthread build starts a thread pool when it is loaded, and its idle threads spin for ~0.1 s, taking a
@@ -51,8 +56,10 @@ const OpenBlas& lib() {
 
 }  // namespace
 
+const Api& api() { return lib().api; }
+
 void sgemm(bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
-  lib().sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.f, a, lda, b, ldb, 0.f, c,
+  lib().api.sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.f, a, lda, b, ldb, 0.f, c,
               ldc);
 }
 

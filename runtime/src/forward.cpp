@@ -6,7 +6,7 @@
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
-#include "blas.h"
+#include "edgeq/runtime/blas.h"
 
 namespace edgeq::runtime {
 

@@ -10,7 +10,7 @@
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
-#include "blas.h"
+#include "edgeq/runtime/blas.h"
 #include "kernels.h"
 
 namespace edgeq::runtime {
