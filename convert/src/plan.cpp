@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "edgeq/convert/onnx_roles.h"
 #include "edgeq/convert/plan.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
@@ -261,6 +262,20 @@ std::vector<float> llama3_rope_factors(const nlohmann::json& rs, double base, ui
   return out;
 }
 
+// The shape ONNX role recovery checks the graph against.
+OnnxLlamaShape onnx_shape(const Hparams& h) {
+  OnnxLlamaShape s;
+  s.hidden_size = h.n_embd;
+  s.intermediate_size = h.n_ff;
+  s.n_layers = h.n_layer;
+  s.n_heads = h.n_head;
+  s.n_kv_heads = h.n_head_kv;
+  s.head_dim = h.head_dim;
+  s.vocab_size = h.n_vocab;
+  s.tie_word_embeddings = h.tie;
+  return s;
+}
+
 // ---- rope scaling: read once, used by the tensor plan (llama3 factors) and the metadata (linear/yarn) ------
 struct RopeScaling {
   const nlohmann::json* j = nullptr;  // config.json's rope_scaling object; nullptr when absent
@@ -436,6 +451,10 @@ void add_tokenizer_metadata(ConvertPlan& plan, const std::string& dir, const Hpa
 
 }  // namespace
 
+OnnxLlamaShape onnx_shape_from_config(const std::string& config_path) {
+  return onnx_shape(read_hparams(read_config(config_path)));
+}
+
 CheckpointLocation locate_checkpoint(const std::string& src_path) {
   std::error_code ec;
   const fs::path sp(src_path);
@@ -460,7 +479,7 @@ ConvertPlan plan_conversion(const std::string& src_path, const ConvertOptions& o
   const Config cfg = read_config(fs::path(loc.dir) / "config.json");
   const Hparams h = read_hparams(cfg);
   TensorSource src = loc.onnx_path.empty() ? detail::open_safetensors_source(loc.dir)
-                                           : detail::open_onnx_source(loc.onnx_path, cfg.path);
+                                           : detail::open_onnx_source(loc.onnx_path, onnx_shape(h));
   ConvertPlan plan;
   plan.source = src_path;
   plan.arch = h.arch_name;
