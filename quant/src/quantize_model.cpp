@@ -1,15 +1,11 @@
 // The quantization pipeline (see quantize.h).
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <exception>
 #include <filesystem>
-#include <mutex>
 #include <numeric>
 #include <set>
-#include <thread>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/quant/blocks.h"
@@ -47,57 +43,24 @@ uint64_t tensor_bytes(const std::string& src, const std::string& name, GgmlType 
   return out;
 }
 
-// Converts or quantizes rows [0, nrows) of f32 data into dst in type t, over threads, in fixed row chunks.
-void encode_rows(GgmlType t, const float* src, uint8_t* dst, int64_t nrows, int64_t n_per_row,
-                 const float* importance, int threads) {
-  const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(n_per_row));
-  const int64_t chunk = quantize_chunk_rows(n_per_row);
-  const int64_t nchunks = (nrows + chunk - 1) / chunk;
-  auto work = [&](int64_t c) {
-    const int64_t r0 = c * chunk;
-    const int64_t nr = std::min(chunk, nrows - r0);
-    const float* s = src + r0 * n_per_row;
-    uint8_t* d = dst + static_cast<uint64_t>(r0) * row_bytes;
-    const size_t wrote = quantize_rows(t, s, d, nr, n_per_row, importance);
-    if (wrote != static_cast<size_t>(nr) * row_bytes)
-      fail("quantize_rows({}) wrote {} bytes, expected {}", ggml_type_name(t), wrote, static_cast<uint64_t>(nr) * row_bytes);
-  };
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, nchunks)));
-  if (nt <= 1) {
-    for (int64_t c = 0; c < nchunks; ++c) work(c);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::exception_ptr err;
-  std::mutex err_mu;
-  auto worker = [&]() {
-    for (;;) {
-      const int64_t c = next.fetch_add(1);
-      if (c >= nchunks) return;
-      try {
-        work(c);
-      } catch (...) {
-        std::lock_guard<std::mutex> lk(err_mu);
-        if (!err) err = std::current_exception();
-        next.store(nchunks);
-        return;
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(nt - 1));
-  for (int i = 0; i < nt - 1; ++i) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
-  if (err) std::rethrow_exception(err);
-}
-
 }  // namespace
 
 uint64_t SourceTensor::n_elements() const {
   uint64_t n = 1;
   for (auto d : dims) n *= d;
   return n;
+}
+
+void quantize_rows_parallel(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
+                            const float* importance, ThreadPool& pool) {
+  const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(n_per_row));
+  const int64_t chunk = quantize_chunk_rows(n_per_row);
+  pool.run((nrows + chunk - 1) / chunk, [&](int64_t c, int) {
+    const int64_t r0 = c * chunk;
+    const int64_t nr = std::min(chunk, nrows - r0);
+    quantize_rows(t, src + r0 * n_per_row, static_cast<uint8_t*>(dst) + static_cast<uint64_t>(r0) * row_bytes, nr,
+                  n_per_row, importance);
+  });
 }
 
 int64_t quantize_chunk_rows(int64_t n_per_row) {
@@ -238,8 +201,8 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   QuantizePlan plan = plan_quantize(src, opts);
   if (plan.tensors.empty()) fail("{}: no tensors to write", src.path);
 
-  int threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::thread::hardware_concurrency());
-  threads = std::clamp(threads, 1, 256);
+  const int threads = ThreadPool::resolve_threads(opts.threads);
+  ThreadPool pool(threads);
 
   QuantizeReport rep;
   rep.output = out_path;
@@ -341,8 +304,8 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
       for (uint64_t s = 0; s < slices; ++s) {
         imp = nullptr;
         if (imv) imp = imv->data() + s * ne0;
-        encode_rows(d.type, f32.data() + s * ne1 * ne0, out.data() + s * ne1 * row_bytes, static_cast<int64_t>(ne1),
-                    static_cast<int64_t>(ne0), imp, threads);
+        quantize_rows_parallel(d.type, f32.data() + s * ne1 * ne0, out.data() + s * ne1 * row_bytes,
+                               static_cast<int64_t>(ne1), static_cast<int64_t>(ne0), imp, pool);
       }
       prog.has_importance = imv != nullptr;
       w.write_tensor_data(out.data(), out.size());

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
@@ -14,77 +15,6 @@
 #include "kernels.h"
 
 namespace edgeq::runtime {
-
-// ---------------------------------------------------------------- thread pool
-
-ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
-  for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker_loop(i); });
-}
-
-ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    stop_ = true;
-  }
-  cv_start_.notify_all();
-  for (auto& t : threads_) t.join();
-}
-
-void ThreadPool::worker_loop(int worker) {
-  uint64_t seen = 0;
-  for (;;) {
-    const std::function<void(int64_t, int)>* fn;
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_start_.wait(lk, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      fn = fn_;
-    }
-    for (;;) {
-      int64_t t;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        if (next_ >= n_tasks_) break;
-        t = next_++;
-      }
-      (*fn)(t, worker);
-    }
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (--active_ == 0) cv_done_.notify_all();
-    }
-  }
-}
-
-void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& fn) {
-  if (n_tasks <= 0) return;
-  if (n_threads_ == 1 || n_tasks == 1) {
-    for (int64_t t = 0; t < n_tasks; ++t) fn(t, 0);
-    return;
-  }
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    fn_ = &fn;
-    n_tasks_ = n_tasks;
-    next_ = 0;
-    active_ = n_threads_ - 1;
-    ++generation_;
-  }
-  cv_start_.notify_all();
-  for (;;) {
-    int64_t t;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (next_ >= n_tasks_) break;
-      t = next_++;
-    }
-    fn(t, 0);
-  }
-  std::unique_lock<std::mutex> lk(mu_);
-  cv_done_.wait(lk, [&] { return active_ == 0; });
-  fn_ = nullptr;
-}
 
 // ---------------------------------------------------------------- activation rounding
 

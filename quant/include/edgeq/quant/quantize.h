@@ -13,6 +13,7 @@
 
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
+#include "edgeq/formats/thread_pool.h"
 #include "edgeq/quant/policy.h"
 
 namespace edgeq::quant {
@@ -132,5 +133,11 @@ std::string quantize_method_string(const QuantizeOptions& opts);
 
 // Rows per work item used when splitting a tensor over threads (fixed, so output never depends on threads).
 int64_t quantize_chunk_rows(int64_t n_per_row);
+
+// quantize_rows (blocks.h) over a pool, in work items of quantize_chunk_rows(n_per_row) rows: the same bytes
+// for any pool size; on failure, the error of the lowest-numbered failing work item. Convert and quantize
+// both encode through it.
+void quantize_rows_parallel(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
+                            const float* importance, ThreadPool& pool);
 
 }  // namespace edgeq::quant

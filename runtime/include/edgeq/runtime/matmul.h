@@ -1,4 +1,4 @@
-// Matrix products of f32 activations with (possibly quantized) mmapped weights, and a small thread pool.
+// Matrix products of f32 activations with (possibly quantized) mmapped weights.
 // A weight W is a GGUF tensor [in, out] (dims[0] = in = row length); y = x · Wᵀ for a batch of rows x.
 // Weight types with a kernel (runtime/src/kernels.h: Q8_0, Q4_K, Q6_K) are multiplied in integer arithmetic
 // on the blocks, with activations quantized to Q8_0/Q8_K as llama.cpp does, for batches under 16 tokens
@@ -7,42 +7,18 @@
 // parallelise over tiles ourselves). Every output element is
 // computed by the same operations whatever the thread count: results are bit-identical for any --threads.
 #pragma once
-#include <condition_variable>
 #include <cstdint>
-#include <functional>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "edgeq/formats/gguf.h"
+#include "edgeq/formats/thread_pool.h"
 #include "edgeq/quant/block_ops.h"
 
 namespace edgeq::runtime {
 
-// Fixed-size pool; run(n, fn) calls fn(i, worker) for i in [0, n) spread over the workers and the caller.
-class ThreadPool {
- public:
-  explicit ThreadPool(int n_threads);  // n_threads >= 1 (the caller counts as one)
-  ~ThreadPool();
-  ThreadPool(const ThreadPool&) = delete;
-  ThreadPool& operator=(const ThreadPool&) = delete;
-
-  int size() const { return n_threads_; }
-  void run(int64_t n_tasks, const std::function<void(int64_t task, int worker)>& fn);
-
- private:
-  void worker_loop(int worker);
-  int n_threads_;
-  std::vector<std::thread> threads_;
-  std::mutex mu_;
-  std::condition_variable cv_start_, cv_done_;
-  const std::function<void(int64_t, int)>* fn_ = nullptr;
-  int64_t n_tasks_ = 0, next_ = 0;
-  int active_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
-};
+// The shared pool lives in formats/ (convert and quantize use it too); the runtime name stays.
+using ThreadPool = edgeq::ThreadPool;
 
 // How activations are rounded before a product, to reproduce llama.cpp's CPU numerics: a column of quant's
 // block-ops table (edgeq/quant/block_ops.h); act_rounding_for reads it (None for a type without a row).
