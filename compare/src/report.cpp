@@ -197,7 +197,10 @@ std::string recommendation(const Report& r) {
   if (r.entries.empty()) return "No entries yet.";
   const EntryResult* pick = nullptr;
   for (auto& e : r.entries)
-    if (e.ppl <= 1.01 * r.reference.ppl && (!pick || e.file_bytes < pick->file_bytes)) pick = &e;
+    if (e.ppl <= 1.01 * r.reference.ppl &&
+        (!pick || e.bits_per_weight < pick->bits_per_weight ||
+         (e.bits_per_weight == pick->bits_per_weight && e.mean_kld < pick->mean_kld)))
+      pick = &e;  // the fewest bits; of equally small files, the lowest KLD
   if (pick)
     return fmt::format(
         "Recommended: {} ({}), the smallest file within 1% PPL of the reference: {:.2f} MiB, {:.2f} bpw, PPL {} %, "
