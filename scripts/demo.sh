@@ -10,7 +10,9 @@ cmake --build build -j"$(nproc)" --target edgeq
 edgeq=./build/cli/edgeq
 
 echo "== 1. the checkpoint"
-$edgeq inspect data/tl-8m | head -12
+mkdir -p out
+$edgeq inspect data/tl-8m > out/inspect.txt
+head -12 out/inspect.txt
 
 echo; echo "== 2. quantize to 7 llama.cpp types and measure each against the F32 reference (n_ctx 256)"
 # A rerun skips the entries already measured; Ctrl-C keeps the finished ones (see docs/USER_GUIDE.md).
