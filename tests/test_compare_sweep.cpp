@@ -152,6 +152,8 @@ TEST(CompareSweep, RecommendsTheSmallestFileWithinOnePercent) {
 TEST(CompareSweep, InterruptedThenResumedEqualsUninterrupted) {
   const auto& b = baseline();
   auto o = small(temp_dir("intr"));
+  fs::create_directories(o.out_dir + "/work");
+  edgeq::test::write_file(o.out_dir + "/work/mine.txt", {'m', 'i', 'n', 'e'});  // a user's file: never removed
   std::atomic<bool> cancel{false};
   o.cancel = &cancel;
   size_t finished = 0;
@@ -179,6 +181,8 @@ TEST(CompareSweep, InterruptedThenResumedEqualsUninterrupted) {
   a["reference"].erase("source");  // the same source by another path would be fine too; here both are kModel
   c["reference"].erase("source");
   EXPECT_EQ(a.dump(1), c.dump(1));
+  EXPECT_TRUE(fs::exists(o.out_dir + "/work/mine.txt"));
+  EXPECT_FALSE(fs::exists(o.out_dir + "/work/reference.gguf"));  // the sweep's own files are gone
   // a third run has nothing to do
   auto third = compare::run_sweep(o);
   EXPECT_EQ(third.n_run, 0u);
