@@ -1,12 +1,11 @@
 #include "edgeq/compare/sweep.h"
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <fmt/ranges.h>
-
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
