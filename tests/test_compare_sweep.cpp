@@ -145,6 +145,8 @@ TEST(CompareSweep, RecommendsTheSmallestFileWithinOnePercent) {
   EXPECT_NE(compare::recommendation(r).find("No file is within 1%"), std::string::npos);
   // bands: whole bits; the lowest KLD of a band is marked
   add("Q4_K_S", 4.6, 460, 10.3, 0.003);
+  EXPECT_EQ(compare::size_band(4.99999), 5);  // as the table prints it: 5.00
+  EXPECT_EQ(compare::size_band(4.994), 4);
   const auto best = compare::best_in_band(r);
   EXPECT_EQ(best, (std::vector<bool>{true, true, false, true}));
 }

@@ -179,7 +179,8 @@ Report merge_results(const std::vector<std::string>& paths) {
   return r;
 }
 
-int size_band(double bpw) { return static_cast<int>(std::floor(bpw)); }
+// bpw as the table prints it (2 decimals), so 4.9999 is in the 5-bit band where it reads "5.00"
+int size_band(double bpw) { return static_cast<int>(std::floor(std::round(bpw * 100.0) / 100.0)); }
 
 std::vector<bool> best_in_band(const Report& r) {
   std::vector<bool> best(r.entries.size(), false);
