@@ -163,11 +163,13 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
   sub->add_option("-o,--output", o->out, "Report directory (report.md/.json/.csv, ppl_vs_bpw.svg, kld_vs_bpw.svg)");
   sub->add_option("-f,--file,--eval", o->text, "Text to evaluate on");
   sub->add_option("--types", o->types, "Comma-separated mixes (default: F16,Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q3_K_M,Q2_K)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->allow_extra_args(false);
   std::string mnames;
   for (auto& m : cmp::methods()) mnames += fmt::format("\n    {}: {}", m.name, m.description);
   sub->add_option("--methods", o->methods, "Comma-separated methods (default: rtn, plus imatrix with --imatrix):" + mnames)
-      ->delimiter(',');
+      ->delimiter(',')
+      ->allow_extra_args(false);
   sub->add_option("--imatrix", o->imatrix, "Importance matrix (llama-imatrix format) for the imatrix method");
   sub->add_option("--calib", o->calib, "Calibration text, for methods that compute statistics from text");
   sub->add_option("-c,--ctx", o->ctx, "Context size = chunk length in tokens (default 256)");

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   using namespace edgeq::cli;
   CLI::App app{"edgeq: convert, quantize and validate language models for GGUF runtimes (llama.cpp)", "edgeq"};
   app.require_subcommand(1);
+  app.footer("Progress goes to stderr: a live line on a terminal, plain lines every 10% elsewhere; -q/--quiet on any "
+             "subcommand, or the environment variable EDGEQ_PROGRESS=0, turns it off.");
   app.set_version_flag("--version", "edgeq 0.1.0");
   auto& regs = registry();
   std::sort(regs.begin(), regs.end(), [](const Registration& a, const Registration& b) { return a.order < b.order; });

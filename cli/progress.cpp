@@ -17,10 +17,7 @@ void set_quiet(bool quiet) { g_quiet = quiet; }
 
 ProgressStyle progress_style() {
   if (g_quiet) return ProgressStyle::Off;
-  if (const char* e = std::getenv("EDGEQ_PROGRESS")) {
-    if (e[0] == '0') return ProgressStyle::Off;
-    if (e[0] == '1') return isatty(2) ? ProgressStyle::Live : ProgressStyle::Lines;
-  }
+  if (const char* e = std::getenv("EDGEQ_PROGRESS"); e && e[0] == '0') return ProgressStyle::Off;
   return isatty(2) ? ProgressStyle::Live : ProgressStyle::Lines;
 }
 

@@ -1,7 +1,7 @@
 // The one progress display of every command (stderr, never stdout). On a terminal: a live line rewritten in
 // place; elsewhere (a pipe, tee, nohup, CI): plain lines at intervals (every 10% of the task, or at least
-// every 30 s). Off with --quiet (every subcommand has it), with --json, or with EDGEQ_PROGRESS=0;
-// EDGEQ_PROGRESS=1 shows it even where --quiet is the default for scripts (it forces plain lines).
+// every 30 s). Off with --quiet (every subcommand has it), with --json, or with the environment variable
+// EDGEQ_PROGRESS=0 (for scripts that cannot add a flag); EDGEQ_PROGRESS=1 is the default behaviour.
 #pragma once
 #include <chrono>
 #include <string>

@@ -145,6 +145,8 @@ TEST(CompareSweep, RecommendsTheSmallestFileWithinOnePercent) {
   EXPECT_NE(compare::recommendation(r).find("No file is within 1%"), std::string::npos);
   // bands: whole bits; the lowest KLD of a band is marked
   add("Q4_K_S", 4.6, 460, 10.3, 0.003);
+  EXPECT_EQ(compare::size_band(4.99999), 5);  // as the table prints it: 5.00
+  EXPECT_EQ(compare::size_band(4.994), 4);
   const auto best = compare::best_in_band(r);
   EXPECT_EQ(best, (std::vector<bool>{true, true, false, true}));
 }
@@ -152,6 +154,8 @@ TEST(CompareSweep, RecommendsTheSmallestFileWithinOnePercent) {
 TEST(CompareSweep, InterruptedThenResumedEqualsUninterrupted) {
   const auto& b = baseline();
   auto o = small(temp_dir("intr"));
+  fs::create_directories(o.out_dir + "/work");
+  edgeq::test::write_file(o.out_dir + "/work/mine.txt", {'m', 'i', 'n', 'e'});  // a user's file: never removed
   std::atomic<bool> cancel{false};
   o.cancel = &cancel;
   size_t finished = 0;
@@ -179,6 +183,8 @@ TEST(CompareSweep, InterruptedThenResumedEqualsUninterrupted) {
   a["reference"].erase("source");  // the same source by another path would be fine too; here both are kModel
   c["reference"].erase("source");
   EXPECT_EQ(a.dump(1), c.dump(1));
+  EXPECT_TRUE(fs::exists(o.out_dir + "/work/mine.txt"));
+  EXPECT_FALSE(fs::exists(o.out_dir + "/work/reference.gguf"));  // the sweep's own files are gone
   // a third run has nothing to do
   auto third = compare::run_sweep(o);
   EXPECT_EQ(third.n_run, 0u);

@@ -179,7 +179,8 @@ Report merge_results(const std::vector<std::string>& paths) {
   return r;
 }
 
-int size_band(double bpw) { return static_cast<int>(std::floor(bpw)); }
+// bpw as the table prints it (2 decimals), so 4.9999 is in the 5-bit band where it reads "5.00"
+int size_band(double bpw) { return static_cast<int>(std::floor(std::round(bpw * 100.0) / 100.0)); }
 
 std::vector<bool> best_in_band(const Report& r) {
   std::vector<bool> best(r.entries.size(), false);
@@ -197,7 +198,10 @@ std::string recommendation(const Report& r) {
   if (r.entries.empty()) return "No entries yet.";
   const EntryResult* pick = nullptr;
   for (auto& e : r.entries)
-    if (e.ppl <= 1.01 * r.reference.ppl && (!pick || e.file_bytes < pick->file_bytes)) pick = &e;
+    if (e.ppl <= 1.01 * r.reference.ppl &&
+        (!pick || e.bits_per_weight < pick->bits_per_weight ||
+         (e.bits_per_weight == pick->bits_per_weight && e.mean_kld < pick->mean_kld)))
+      pick = &e;  // the fewest bits; of equally small files, the lowest KLD
   if (pick)
     return fmt::format(
         "Recommended: {} ({}), the smallest file within 1% PPL of the reference: {:.2f} MiB, {:.2f} bpw, PPL {} %, "

@@ -1,12 +1,11 @@
 #include "edgeq/compare/sweep.h"
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <fmt/ranges.h>
-
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -462,9 +461,10 @@ SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress)
     return out;
   }
   write();
-  if (!opt.keep) {  // complete: the reference and the empty models/ folder are no longer needed
-    std::error_code ec;
-    fs::remove_all(work_dir(opt), ec);
+  if (!opt.keep) {  // complete: the reference is no longer needed. Only files the sweep made are removed
+    std::error_code ec;  // (and the folders when that leaves them empty), never anything else in DIR.
+    for (auto f : {"reference.gguf", "reference.kld", "reference.json"}) fs::remove(work_dir(opt) / f, ec);
+    fs::remove(work_dir(opt), ec);
     fs::remove(models_dir(opt), ec);
   }
   return out;
