@@ -81,10 +81,15 @@ def main():
             run([E, "calibrate", f32, "--data", cal_text, "-o", stats, "--hessian", "-t", T])
 
         def evaluate(model):
+            cache = os.path.join(W, f"eval{tag}-" + os.path.basename(model) + ".json")
+            if os.path.exists(cache):  # a previous run's measurement of the same file (resumable runs)
+                return json.load(open(cache))
             d = json.loads(run([E, "perplexity", model, "-f", eval_text, "--kld", base, "-t", T, "--json"] + ev_opts))
             info = json.loads(run([E, "inspect", model, "--json"]))
-            return {"ppl": d["ppl"], "kld": d["kld"]["mean_kld"], "top": d["kld"]["same_top_p_pct"],
-                    "bpw": info["bits_per_weight"], "size": info["file_size"]}
+            r = {"ppl": d["ppl"], "kld": d["kld"]["mean_kld"], "top": d["kld"]["same_top_p_pct"],
+                 "bpw": info["bits_per_weight"], "size": info["file_size"]}
+            json.dump(r, open(cache, "w"))
+            return r
 
         for ty in a.types.split(","):
             rows = {}
@@ -99,13 +104,17 @@ def main():
                 cmd = [E, "quantize", f32, "-o", out, "-t", ty, "--method", m, "--threads", T, "--no-edgeq-metadata"]
                 if m != "rtn":
                     cmd += ["--calib", stats]
-                s = time.time()
-                run(cmd)
-                r = evaluate(out)
-                r["seconds"] = time.time() - s
-                rows["edgeq " + m] = r
+                if not os.path.exists(out):  # outputs appear only when complete
+                    run(cmd)
+                rows["edgeq " + m] = evaluate(out)
             results[(tag, ty)] = rows
+            write_md(a, results)
 
+    write_md(a, results)
+    p("wrote", a.out)
+
+
+def write_md(a, results):
     golden_ppl = json.load(open(os.path.join(SHARED, "golden", "perplexity.json")))
     with open(a.out, "w") as f:
         f.write("# Calibration results (tl-8m)\n\n")
@@ -160,7 +169,6 @@ def main():
         f.write(", ".join(f"{k} {files[k]['mean_kld']:.6f}" for t in a.types.split(",")
                           for k in (f"tl-8m-{t}", f"tl-8m-{t}-imat") if k in files and "mean_kld" in files[k]))
         f.write(".\n")
-    p("wrote", a.out)
 
 
 if __name__ == "__main__":
