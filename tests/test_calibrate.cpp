@@ -248,3 +248,23 @@ TEST(CalibrateCli, BadDataGivesOneLineErrorAndNoOutput) {
   EXPECT_EQ(ok.code, 0) << ok.err;
   EXPECT_EQ(edgeq::quant::ImatrixFile::open(d.file("o.gguf")).entries().size(), 56u);
 }
+
+TEST(CalibrateCli, QuantizeMethodOptionsAreCheckedFirst) {
+  if (!fs::exists(std::string(EDGEQ_BINARY_DIR) + "/cli/edgeq")) GTEST_SKIP() << "edgeq not built";
+  TempDir d;
+  const std::string src = shared("golden/tl-8m-F16.gguf"), out = d.file("q.gguf");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--method foo --data " + shared("text/calib.txt"), "--method foo"},
+      {"--method gptq", "needs calibration"},
+      {"--method awq --imatrix " + shared("golden/tl-8m.imatrix"), "--calib or --data"},
+      {"--calib " + shared("golden/tl-8m.imatrix") + " --data " + shared("text/calib.txt"), "exclusive"},
+      {"--method gptq --calib " + shared("golden/tl-8m.imatrix"), "tl-8m.imatrix"},
+  };
+  for (const auto& [args, what] : cases) {
+    const auto r = run_cli("quantize " + src + " -o " + out + " -t Q4_K_M " + args);
+    EXPECT_EQ(r.code, 1) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(what), std::string::npos) << args << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
