@@ -247,11 +247,51 @@ __attribute__((target("avx2,f16c"))) void dot_q6_K_avx2(const uint8_t* w, const 
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
 }
 
+// ---------------------------------------------------------------- AVX-512 VNNI
+// 64 values per register: maddubs (u8 x s8 -> pairs) then vpdpwssd (x scale, accumulated in int32 lanes).
+
+#define EDGEQ_AVX512 "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c"
+// GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which -Wuninitialized flags.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  // 16-bit lanes of the low half shift by 0 (low nibbles), of the high half by 4 (high nibbles)
+  const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    uint8_t sc[8], mn[8];
+    q4_K_scales(x[i].scales, sc, mn);
+    __m512i q[4], s[4];  // q[m]: the 64 values multiplying y[64m .. 64m+63]
+    for (int m = 0; m < 4; ++m) {
+      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
+      q[m] = _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
+      s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
+    }
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m512i sumi = _mm512_setzero_si512();
+      for (int m = 0; m < 4; ++m) {
+        const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], yv), s[m]);
+      }
+      acc[k] = fold_q4_K(acc[k], dx, dmx, y, _mm512_reduce_add_epi32(sumi), q4_K_summs(mn, y));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+#pragma GCC diagnostic pop
+
 // ---------------------------------------------------------------- the table
 
 const DotKernel kKernels[] = {
     {GgmlType::Q8_0, ActRounding::Q8_0, dot_q8_0_scalar, dot_q8_0_avx2, nullptr},
-    {GgmlType::Q4_K, ActRounding::Q8_K, dot_q4_K_scalar, dot_q4_K_avx2, nullptr},
+    {GgmlType::Q4_K, ActRounding::Q8_K, dot_q4_K_scalar, dot_q4_K_avx2, dot_q4_K_avx512},
     {GgmlType::Q6_K, ActRounding::Q8_K, dot_q6_K_scalar, dot_q6_K_avx2, nullptr},
 };
 
