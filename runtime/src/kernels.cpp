@@ -351,7 +351,9 @@ __attribute__((target("avx2,f16c"))) void dot_q6_K_avx2(const uint8_t* w, const 
 // GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which -Wuninitialized flags.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 __attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
                                                            int64_t n, float* out, size_t os) {
