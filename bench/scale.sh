@@ -5,6 +5,8 @@
 #   quantize F16 -> Q4_K_M (wall, peak RSS), perplexity --ctx 256 --chunks 4 (Q4_K_M and F16, whole process),
 #   generation tokens/s on Q4_K_M (edgeq: (t(n=65) - t(n=1)) / 64; llama.cpp: llama-bench tg64).
 # Ratios are llama.cpp time / edgeq time (> 1: edgeq faster). Not part of ctest (minutes, 1.4 GiB fixture).
+# A baseline from the same run: edgeq perplexity with OPENBLAS_CORETYPE=Prescott, the kernels Debian's
+# OpenBLAS 0.3.21 falls back to on CPUs it does not know (what edgeq got before it chose the core itself).
 #
 #   bench/scale.sh [BUILD_DIR]         env: LLAMA_CPP_BIN=dir with llama-perplexity, llama-quantize,
 #                                       llama-bench (skipped if unset); THREADS (2); EDGEQ_FIXTURES
@@ -71,6 +73,8 @@ for m in Q4_K_M F16; do
   lp="- -"
   [[ -n $lbin ]] && measure lp "$lbin/llama-perplexity" -m "$f" -f "$text" -c 256 --chunks 4 -t "$threads" -b 256
   row "perplexity $m ctx256x4 (s)" "${ep% *}" "${lp% *}" "$(ratio "${lp% *}" "${ep% *}")"
+  measure bp env OPENBLAS_CORETYPE=Prescott "$edgeq" perplexity "$f" -f "$text" --ctx 256 --chunks 4 -t "$threads"
+  row "  baseline: edgeq, Prescott BLAS" "${bp% *}" "" "$(ratio "${bp% *}" "${ep% *}")"
 done
 
 # generation, batch 1, Q4_K_M

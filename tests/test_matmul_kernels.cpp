@@ -53,6 +53,10 @@ TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
   rt::set_matmul_kernels(true, true);
   const auto simd1 = run(w, x, tokens, 1);
   const auto simd3 = run(w, x, tokens, 3);
+  // token 2 alone (not in a group of 4) gives the same bits
+  const std::vector<float> x2(x.begin() + 2 * in, x.begin() + 3 * in);
+  const auto alone = run(w, x2, 1, 2);
+  for (int64_t o = 0; o < out; ++o) ASSERT_EQ(alone[static_cast<size_t>(o)], simd1[static_cast<size_t>(2 * out + o)]);
   rt::set_matmul_kernels(false);
   const auto sgemm = run(w, x, tokens, 2);
 
@@ -80,7 +84,7 @@ TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, MatmulKernels, ::testing::Values(GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K),
+INSTANTIATE_TEST_SUITE_P(Types, MatmulKernels, ::testing::Values(GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K),
                          [](const auto& info) { return std::string(edgeq::ggml_type_name(info.param)); });
 
 }  // namespace

@@ -23,6 +23,16 @@ struct BlockQ4_K {
   uint8_t scales[12];
   uint8_t qs[128];
 };
+struct BlockQ4_0 {
+  uint16_t d;
+  uint8_t qs[16];
+};
+struct BlockQ5_K {
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qh[32];
+  uint8_t qs[128];
+};
 struct BlockQ6_K {
   uint8_t ql[128];
   uint8_t qh[64];
@@ -30,7 +40,8 @@ struct BlockQ6_K {
   uint16_t d;
 };
 #pragma pack(pop)
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210);
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144 &&
+              sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
 
 // ---------------------------------------------------------------- per-block float combination (all paths)
 // One place for the float arithmetic, so every path performs the same operations in the same order. Weight
@@ -77,8 +88,13 @@ inline const A* act_row(const uint8_t* act, size_t stride, int k) {
 
 // ---------------------------------------------------------------- portable reference
 
-void dot_q8_0_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ8_0*>(w);
+// The 32-value blocks paired with Q8_0 activations: value e of a block and its scale.
+inline int q8_0_value(const BlockQ8_0& b, int e) { return b.qs[e]; }
+inline int q4_0_value(const BlockQ4_0& b, int e) { return (e < 16 ? b.qs[e] & 0xF : b.qs[e - 16] >> 4) - 8; }
+
+template <class B, int (*Value)(const B&, int)>
+void dot_q8_0_act_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const B*>(w);
   for (int k = 0; k < na; ++k) {
     const auto* y = act_row<ActQ8_0>(act, as, k);
     float lanes[8] = {};
@@ -86,11 +102,37 @@ void dot_q8_0_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, in
       const float d = f16_to_f32(x[i].d) * y[i].d;
       for (int l = 0; l < 8; ++l) {
         int32_t s = 0;
-        for (int e = 4 * l; e < 4 * l + 4; ++e) s += x[i].qs[e] * y[i].qs[e];
+        for (int e = 4 * l; e < 4 * l + 4; ++e) s += Value(x[i], e) * y[i].qs[e];
         lanes[l] = lanes[l] + d * static_cast<float>(s);
       }
     }
     out[os * static_cast<size_t>(k)] = hsum_lanes(lanes);
+  }
+}
+constexpr DotFn dot_q8_0_scalar = dot_q8_0_act_scalar<BlockQ8_0, q8_0_value>;
+constexpr DotFn dot_q4_0_scalar = dot_q8_0_act_scalar<BlockQ4_0, q4_0_value>;
+
+void dot_q5_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_K>(act, as, k);
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      uint8_t sc[8], mn[8];
+      q4_K_scales(x[i].scales, sc, mn);
+      int32_t sumi = 0;
+      for (int j = 0; j < 4; ++j) {
+        int32_t lo = 0, hi = 0;
+        for (int l = 0; l < 32; ++l) {
+          const int hl = (x[i].qh[l] >> (2 * j)) & 1, hh = (x[i].qh[l] >> (2 * j + 1)) & 1;
+          lo += ((x[i].qs[32 * j + l] & 0xF) | (hl << 4)) * y[i].qs[64 * j + l];
+          hi += ((x[i].qs[32 * j + l] >> 4) | (hh << 4)) * y[i].qs[64 * j + 32 + l];
+        }
+        sumi += sc[2 * j] * lo + sc[2 * j + 1] * hi;
+      }
+      acc = fold_q4_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
+    }
+    out[os * static_cast<size_t>(k)] = acc;
   }
 }
 
@@ -181,6 +223,61 @@ __attribute__((target("avx2,f16c"))) void dot_q8_0_avx2(const uint8_t* w, const 
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = hsum_f32(acc[k]);
 }
 
+__attribute__((target("avx2,f16c"))) void dot_q4_0_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ4_0*>(w);
+  const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0xF), off = _mm256_set1_epi8(8);
+  __m256 acc[kMaxAct];
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs));
+    // values 0..15: low nibbles, 16..31: high nibbles, minus 8
+    const __m256i qx = _mm256_sub_epi8(
+        _mm256_and_si256(_mm256_setr_m128i(b, _mm_srli_epi16(b, 4)), m4), off);
+    const __m256i ax = _mm256_sign_epi8(qx, qx);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_0& y = act_row<ActQ8_0>(act, as, k)[i];
+      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), ones);
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(dx * y.d), _mm256_cvtepi32_ps(p)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = hsum_f32(acc[k]);
+}
+
+__attribute__((target("avx2,f16c"))) void dot_q5_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
+  const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    uint8_t sc[8], mn[8];
+    q4_K_scales(x[i].scales, sc, mn);
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh));
+    __m256i q[8], s[8];  // q[j]: the 32 values (0..31) multiplying y[32j .. 32j+31]; bit 4 from qh bit j
+    for (int j = 0; j < 4; ++j) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * j));
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4);
+      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4);
+      q[2 * j] = _mm256_or_si256(_mm256_and_si256(b, m4), h0);
+      q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4), h1);
+    }
+    for (int j = 0; j < 8; ++j) s[j] = _mm256_set1_epi16(sc[j]);
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m256i sumi = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
+      }
+      acc[k] = fold_q4_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
 __attribute__((target("avx2,f16c"))) void dot_q4_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
                                                         int64_t n, float* out, size_t os) {
   const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
@@ -247,12 +344,56 @@ __attribute__((target("avx2,f16c"))) void dot_q6_K_avx2(const uint8_t* w, const 
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
 }
 
+// ---------------------------------------------------------------- AVX-512 VNNI
+// 64 values per register: maddubs (u8 x s8 -> pairs) then vpdpwssd (x scale, accumulated in int32 lanes).
+
+#define EDGEQ_AVX512 "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c"
+// GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which -Wuninitialized flags.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  // 16-bit lanes of the low half shift by 0 (low nibbles), of the high half by 4 (high nibbles)
+  const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    uint8_t sc[8], mn[8];
+    q4_K_scales(x[i].scales, sc, mn);
+    __m512i q[4], s[4];  // q[m]: the 64 values multiplying y[64m .. 64m+63]
+    for (int m = 0; m < 4; ++m) {
+      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
+      q[m] = _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
+      s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
+    }
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m512i sumi = _mm512_setzero_si512();
+      for (int m = 0; m < 4; ++m) {
+        const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], yv), s[m]);
+      }
+      acc[k] = fold_q4_K(acc[k], dx, dmx, y, _mm512_reduce_add_epi32(sumi), q4_K_summs(mn, y));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+#pragma GCC diagnostic pop
+
 // ---------------------------------------------------------------- the table
 
 const DotKernel kKernels[] = {
     {GgmlType::Q8_0, ActRounding::Q8_0, dot_q8_0_scalar, dot_q8_0_avx2, nullptr},
-    {GgmlType::Q4_K, ActRounding::Q8_K, dot_q4_K_scalar, dot_q4_K_avx2, nullptr},
+    {GgmlType::Q4_K, ActRounding::Q8_K, dot_q4_K_scalar, dot_q4_K_avx2, dot_q4_K_avx512},
     {GgmlType::Q6_K, ActRounding::Q8_K, dot_q6_K_scalar, dot_q6_K_avx2, nullptr},
+    {GgmlType::Q4_0, ActRounding::Q8_0, dot_q4_0_scalar, dot_q4_0_avx2, nullptr},
+    {GgmlType::Q5_K, ActRounding::Q8_K, dot_q5_K_scalar, dot_q5_K_avx2, nullptr},
 };
 
 const bool g_avx2 = quant::cpu_has_avx2_f16c();
