@@ -6,8 +6,9 @@
 //   bench_runtime --processes          only the whole-process table: each configuration runs in a child process
 //                                      exactly like llama.cpp's speed_reference (load + tokenize + 40 chunks of
 //                                      256), measuring wall time and peak RSS (wait4), next to llama.cpp's times.
-//   bench_runtime --check-goldens      full-text PPL of every golden GGUF vs golden/perplexity.json (0.2% for
-//                                      F32/F16/Q8_0, 1% otherwise); exit code 1 when one is outside.
+//   bench_runtime --check-goldens      every shipped golden GGUF vs golden/perplexity.json over the whole text: PPL
+//                                      and, for tl-8m, KLD statistics against the F32 model (edgeq convert), at
+//                                      tests/golden_check.h's tolerances; exit code 1 when one is outside.
 //   bench_runtime --run-one MODEL THREADS CHUNKS   (internal: the child workload)
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
@@ -19,17 +20,22 @@
 #include <cstdio>
 #include <cstring>
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "edgeq/convert/convert.h"
+#include "edgeq/convert/plan.h"
 #include "edgeq/runtime/matmul.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 #include "edgeq/runtime/tokenizer.h"
+#include "golden_check.h"
 
 namespace rt = edgeq::runtime;
 
@@ -174,25 +180,56 @@ void process_table() {
 
 int check_goldens() {
   auto g = load_json(kShared + "/golden/perplexity.json")["files"];
-  int bad = 0;
-  std::printf("%-22s %12s %12s %9s %6s\n", "golden", "edgeq PPL", "llama.cpp", "rel diff", "ok");
+  // The KLD reference, as the goldens': tl-8m converted to F32, its log-probabilities over the whole text.
+  char tmpl[] = "/tmp/edgeq-check-goldens-XXXXXX";
+  if (!mkdtemp(tmpl)) throw std::runtime_error("cannot create a temporary directory");
+  const std::string tmp = tmpl, f32 = tmp + "/tl-8m-F32.gguf", base = tmp + "/f32.kld";
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { std::filesystem::remove_all(dir); }
+  } cleanup{tmp};
+  {
+    edgeq::convert::ConvertOptions co;
+    co.outtype = "f32";
+    co.threads = 2;
+    edgeq::convert::convert_to_gguf(edgeq::convert::plan_conversion(kShared + "/models/tl-8m", co), f32, "f32", 2);
+    auto m = rt::Model::load(f32);
+    auto tok = edgeq::Tokenizer::from_gguf(m.gguf());
+    rt::PerplexityOptions o;
+    o.n_threads = 2;
+    o.kld_base_out = base;
+    auto r = rt::perplexity(m, tok.tokenize(read_file(kText), true, false), tok.add_bos(), tok.bos(), o);
+    std::printf("KLD reference tl-8m F32 (edgeq convert): PPL %.5f (llama.cpp %.5f)\n", r.ppl,
+                g["tl-8m-F32 (not shipped: your convert --outtype f32)"]["ppl"].get<double>());
+  }
+  int bad = 0, n = 0;
+  std::printf("%-20s %10s %10s %8s %10s %10s %7s %7s  %s\n", "golden", "edgeq PPL", "llama.cpp", "rel diff",
+              "edgeq KLD", "llama.cpp", "top %", "llama", "ok (tolerances: tests/golden_check.h)");
   for (auto it = g.begin(); it != g.end(); ++it) {
     const std::string name = it.key();
     const std::string path = kShared + "/golden/" + name + ".gguf";
     if (access(path.c_str(), R_OK) != 0) continue;  // the F32 entry is not shipped
+    ++n;
     auto l = load(name);
     rt::PerplexityOptions o;
     o.n_threads = 2;
+    if (it.value().contains("mean_kld")) o.kld_in = base;
     auto r = rt::perplexity(l.model, l.tokens, l.add_bos, l.bos, o);
     const double ref = it.value()["ppl"].get<double>();
-    const bool tight = name.find("F32") != std::string::npos || name.find("F16") != std::string::npos ||
-                       name.find("Q8_0") != std::string::npos;
-    const double rel = std::fabs(r.ppl - ref) / ref;
-    const bool ok = rel <= (tight ? 0.002 : 0.01);
-    bad += !ok;
-    std::printf("%-22s %12.5f %12.5f %8.3f%% %6s\n", name.c_str(), r.ppl, ref, 100 * rel, ok ? "yes" : "NO");
+    std::string failed;
+    for (const auto& f : edgeq::golden::compare(name, it.value(), r))
+      if (!f.ok()) failed += (failed.empty() ? "NO: " : ", ") + f.key;
+    bad += !failed.empty();
+    if (r.kld)
+      std::printf("%-20s %10.5f %10.5f %7.3f%% %10.6f %10.6f %7.3f %7.3f  %s\n", name.c_str(), r.ppl, ref,
+                  100 * std::fabs(r.ppl - ref) / ref, r.kld->mean_kld, it.value()["mean_kld"].get<double>(),
+                  r.kld->same_top_pct, it.value()["same_top_p_pct"].get<double>(), failed.empty() ? "yes" : failed.c_str());
+    else
+      std::printf("%-20s %10.5f %10.5f %7.3f%% %10s %10s %7s %7s  %s\n", name.c_str(), r.ppl, ref,
+                  100 * std::fabs(r.ppl - ref) / ref, "", "", "", "", failed.empty() ? "yes" : failed.c_str());
     std::fflush(stdout);
   }
+  std::printf("%d of %d goldens within the tolerances\n", n - bad, n);
   return bad ? 1 : 0;
 }
 

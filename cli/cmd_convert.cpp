@@ -1,6 +1,7 @@
 // edgeq convert SRC -o OUT.gguf [--outtype f16|f32|bf16|q8_0|auto] [--threads N] [--pre NAME] [--name NAME] [--json]
 #include <chrono>
 #include <cstdio>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
@@ -8,6 +9,7 @@
 #include "options.h"
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
+#include "progress.h"
 
 namespace {
 
@@ -42,12 +44,10 @@ edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
     edgeq::check_output_path(o->out);  // a directory or a device is refused before anything is read
     auto plan = edgeq::convert::plan_conversion(o->src, co);
     edgeq::check_output_path(o->out);  // the checkpoint's files are known now: the output replaces none of them
-    const bool show = edgeq::cli::progress_enabled() && !o->json;
+    edgeq::cli::Progress progress("convert", !o->json);
     auto res = edgeq::convert::convert_to_gguf(plan, o->out, "", o->threads, [&](const edgeq::convert::ConvertProgress& p) {
-      if (!show) return;
-      std::fprintf(stderr, "\r[%zu/%zu] %-32s %-5s %6.1f%%", p.index + 1, p.count, p.tensor->name.c_str(),
-                   edgeq::ggml_type_name(p.type), p.bytes_total ? 100.0 * static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 100.0);
-      if (p.index + 1 == p.count) std::fputc('\n', stderr);
+      progress.update(p.bytes_total ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 1.0,
+                      fmt::format("[{}/{}] {} {}", p.index + 1, p.count, p.tensor->name, edgeq::ggml_type_name(p.type)));
     });
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (o->json) {

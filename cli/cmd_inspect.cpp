@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "command.h"
-#include "edgeq/formats/inspect.h"
+#include "edgeq/quant/inspect.h"
 
 namespace {
 
@@ -14,17 +14,22 @@ struct Opts {
 
 edgeq::cli::Register reg(10, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<Opts>();
-  auto* sub = app.add_subcommand("inspect", "Describe a GGUF file, a safetensors file or a Hugging Face checkpoint directory");
-  sub->add_option("path", o->path, "GGUF file, .safetensors file, or HF checkpoint directory")->required();
+  auto* sub = app.add_subcommand("inspect",
+                                 "Describe a GGUF file, a safetensors file, a Hugging Face checkpoint directory, an ONNX "
+                                 "model or a llama.cpp imatrix file");
+  sub->add_option("path", o->path,
+                  "GGUF file, .safetensors file, HF checkpoint directory, .onnx file (or a directory holding "
+                  "model.onnx), or imatrix file (llama-imatrix's legacy format)")
+      ->required();
   sub->add_flag("--json", o->json, "Print one JSON document instead of text");
-  sub->add_flag("--all", o->all, "List every tensor (text output shows the first 40 otherwise)");
+  sub->add_flag("--all", o->all, "List every tensor or imatrix entry (text output shows the first 40 otherwise)");
   return [o]() {
-    auto report = edgeq::inspect_path(o->path);
+    auto report = edgeq::quant::inspect_path(o->path);
     if (o->json) {
       std::fputs(report.dump(1).c_str(), stdout);
       std::fputc('\n', stdout);
     } else {
-      std::fputs(edgeq::render_inspection(report, o->all ? 0 : 40).c_str(), stdout);
+      std::fputs(edgeq::quant::render_inspection(report, o->all ? 0 : 40).c_str(), stdout);
     }
     return 0;
   };

@@ -1,4 +1,5 @@
-// edgeq perplexity MODEL.gguf -f TEXT [--ctx N] [--chunks N] [--threads N] [--kld-base FILE | --kld FILE] [--json]
+// edgeq perplexity MODEL.gguf -f TEXT [--ctx N] [--chunks N] [--threads N] [--kld-base FILE [--kld-base-format edgeq|llama]
+//                  | --kld FILE] [--json]
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -13,11 +14,13 @@
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 #include "edgeq/runtime/tokenizer.h"
+#include "progress.h"
 
 namespace {
 
 struct Opts {
   std::string model, text_file, kld_base, kld;
+  std::string kld_base_format = "edgeq";
   int64_t ctx = 256;
   int64_t chunks = -1;
   int threads = 0;
@@ -41,10 +44,15 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
                              "the reference for a later --kld run. Refuses to replace an existing file that is not a "
                              "KLD base (unless --force) or any file this command reads");
   auto* kl = sub->add_option("--kld", o->kld,
-                             "Compare with the reference log-probabilities in FILE (from --kld-base): KL divergence, "
-                             "top-token agreement, delta-p, PPL ratio");
+                             "Compare with the reference log-probabilities in FILE (from --kld-base, or from "
+                             "llama-perplexity --kl-divergence-base): KL divergence, top-token agreement, delta-p, PPL ratio");
   kb->excludes(kl);
   sub->add_flag("--force", o->force, "Let --kld-base replace an existing file that is not a KLD base");
+  sub->add_option("--kld-base-format", o->kld_base_format,
+                  "Layout of the --kld-base file: edgeq (zstd-compressed, default) or llama (llama-perplexity's "
+                  "--kl-divergence-base file, uncompressed, which llama-perplexity --kl-divergence reads)")
+      ->check(CLI::IsMember({"edgeq", "llama"}))
+      ->needs(kb);
   sub->add_flag("--exact-f32", o->exact_f32,
                 "Compute in plain f32 instead of reproducing llama.cpp's rounding (f16 KV cache, 8-bit activations "
                 "for quantized weights)");
@@ -67,18 +75,15 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
     po.n_threads = edgeq::resolve_threads(o->threads);
     po.ggml_compat = !o->exact_f32;
     po.kld_base_out = o->kld_base;
+    po.kld_base_format = o->kld_base_format == "llama" ? rt::KldBaseFormat::Llama : rt::KldBaseFormat::Edgeq;
     po.kld_in = o->kld;
-    const bool progress = edgeq::cli::progress_enabled() && !o->json;
-    if (progress) {
-      std::fprintf(stderr, "perplexity: %s, %zu tokens, n_ctx %lld, %d threads\n", o->model.c_str(), tokens.size(),
-                   static_cast<long long>(o->ctx), po.n_threads);
-      po.progress = [](const rt::ChunkProgress& p) {
-        if (p.kld >= 0)
-          std::fprintf(stderr, "[%d/%d] PPL %.4f  KLD %.6f  %.1f s\n", p.chunk, p.n_chunks, p.ppl, p.kld, p.seconds);
-        else
-          std::fprintf(stderr, "[%d/%d] PPL %.4f  %.1f s\n", p.chunk, p.n_chunks, p.ppl, p.seconds);
-      };
-    }
+    edgeq::cli::Progress progress("perplexity", !o->json);
+    progress.note(fmt::format("{}, {} tokens, n_ctx {}, {} threads", o->model, tokens.size(), o->ctx, po.n_threads));
+    po.progress = [&progress](const rt::ChunkProgress& p) {
+      progress.update(double(p.chunk) / p.n_chunks,
+                      p.kld >= 0 ? fmt::format("[{}/{}] PPL {:.4f} KLD {:.6f}", p.chunk, p.n_chunks, p.ppl, p.kld)
+                                 : fmt::format("[{}/{}] PPL {:.4f}", p.chunk, p.n_chunks, p.ppl));
+    };
     const rt::PerplexityResult r = rt::perplexity(model, tokens, tok.add_bos(), tok.bos(), po);
     const double tps = r.seconds > 0 ? static_cast<double>(r.n_chunks * r.n_ctx) / r.seconds : 0.0;
     if (o->json) {

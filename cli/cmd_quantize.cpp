@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "calibration_input.h"
 #include "command.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/formats/thread_count.h"
@@ -18,6 +19,7 @@
 #include "edgeq/convert/quantize_source.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/quant/quantize.h"
+#include "progress.h"
 
 namespace {
 
@@ -27,6 +29,8 @@ struct Opts {
   std::string src, out, type, imatrix, output_tensor_type, token_embedding_type;
   std::vector<std::string> positional;  // llama-quantize's OUT TYPE [THREADS] after SRC
   std::vector<std::string> tensor_types;
+  std::string method, calib;       // calibration methods (calibration_input.h)
+  std::vector<std::string> data;
   int threads = 0;
   bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false;
   bool list_types = false;
@@ -110,15 +114,17 @@ int run(Opts& o) {
   };
   edgeq::check_output_path(o.out);  // a directory or a device is refused before anything is read
 
+  edgeq::cli::check_quantize_method_options(o.method, o.calib, o.data, !o.imatrix.empty());
   q::Importance imp;
   if (!o.imatrix.empty()) {
     imp = q::load_importance(o.imatrix);
     qo.importance = &imp;
   }
   q::QuantizeSource src = open_source(o.src, qo.threads);
-  edgeq::check_output_path(o.out);  // every file of the source is known now: the output replaces none of them
+  const auto method = edgeq::cli::setup_quantize_method(o.method, o.calib, o.data, o.src, src, qo, qo.threads);
+  edgeq::check_output_path(o.out);  // every input is known now: the output replaces none of them
 
-  const bool progress = !o.json && edgeq::cli::progress_enabled();
+  edgeq::cli::Progress progress("quantize", !o.json);
   nlohmann::json tensors = nlohmann::json::array();
   qo.on_tensor = [&](const q::TensorProgress& p) {
     tensors.push_back({{"name", p.name},
@@ -129,12 +135,11 @@ int run(Opts& o) {
                        {"fallback", p.fallback},
                        {"imatrix", p.has_importance},
                        {"bytes", p.bytes_after}});
-    if (progress)
-      std::fprintf(stderr, "[%4zu/%4zu] %-32s %-14s %5s -> %-6s %10s -> %-10s%s%s %6.0f ms\n", p.index + 1, p.count,
-                   p.name.c_str(), dims_str(p.dims).c_str(), edgeq::ggml_type_name(p.from),
-                   edgeq::ggml_type_name(p.to), human_bytes(p.bytes_before).c_str(),
-                   human_bytes(p.bytes_after).c_str(), p.fallback ? " (fallback)" : "",
-                   p.has_importance ? " (imatrix)" : "", p.seconds * 1e3);
+    progress.update(double(p.index + 1) / double(p.count),
+                    fmt::format("[{}/{}] {} {} {} -> {} {} -> {}{}{}", p.index + 1, p.count, p.name, dims_str(p.dims),
+                                edgeq::ggml_type_name(p.from), edgeq::ggml_type_name(p.to), human_bytes(p.bytes_before),
+                                human_bytes(p.bytes_after), p.fallback ? " (fallback)" : "",
+                                p.has_importance ? " (imatrix)" : ""));
   };
 
   q::QuantizeReport r = q::quantize_model(src, o.out, qo);
@@ -198,12 +203,19 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
                   "Output GGUF path (written to a temp file, renamed when complete; never one of the inputs)");
   std::string types;
   for (auto& t : q::file_types()) types += std::string(types.empty() ? "" : ", ") + t.name;
-  sub->add_option("--type", o->type,
+  sub->add_option("-t,--type", o->type,
                   "Quantization mix, by llama-quantize's name or number (e.g. Q4_K_M or 15): " + types +
                       " (see --list-types)");
   sub->add_flag("--list-types", o->list_types, "List the quantization types: id, block type, bits per weight, use");
   sub->add_option("--imatrix", o->imatrix, "Importance matrix file (llama.cpp imatrix format)");
-  edgeq::cli::add_threads_option(sub, o->threads, "; the output is identical for any count");
+  sub->add_option("--method", o->method,
+                  "rtn | imatrix | awq | gptq | auto: how weights are rounded using calibration (default imatrix when "
+                  "--calib/--data is given). awq folds activation scales into the RMSNorm weights, gptq feeds rounding "
+                  "errors forward through the inputs' Hessian, auto keeps per tensor the method with the lowest "
+                  "output error on held-out calibration chunks; all write standard llama.cpp blocks");
+  sub->add_option("--calib", o->calib, "Statistics from `edgeq calibrate` (.gguf; --hessian for awq/gptq/auto)");
+  sub->add_option("--data", o->data, "Calibration text files: calibrate in the same command (n_ctx 256, all chunks)");
+  edgeq::cli::add_threads_option(sub, o->threads, "; the output is identical for any count", false);
   sub->add_option("--tensor-type", o->tensor_types,
                   "REGEX=TYPE: tensors whose name matches REGEX get TYPE (repeatable, first match wins)");
   sub->add_option("--output-tensor-type", o->output_tensor_type, "Type of output.weight (e.g. Q8_0, F16)");

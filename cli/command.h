@@ -21,7 +21,4 @@ struct Registration {
 };
 std::vector<Registration>& registry();
 
-// Progress on stderr (only when stderr is a terminal or EDGEQ_PROGRESS=1; never in --json output).
-bool progress_enabled();
-
 }  // namespace edgeq::cli

@@ -1,7 +1,5 @@
 // The edgeq program: wires the libraries' subcommands together. Errors from the libraries reach the user
 // as one line "edgeq: error: <message>" and exit code 1; usage errors exit 2.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +10,7 @@
 #include "command.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/mapped_file.h"
+#include "progress.h"
 
 namespace edgeq::cli {
 
@@ -22,19 +21,16 @@ std::vector<Registration>& registry() {
 
 Register::Register(int order, Setup setup) { registry().push_back({order, std::move(setup)}); }
 
-bool progress_enabled() {
-  const char* e = std::getenv("EDGEQ_PROGRESS");
-  if (e) return e[0] == '1';
-  return isatty(2);
-}
-
 }  // namespace edgeq::cli
 
 int main(int argc, char** argv) {
   using namespace edgeq::cli;
+  edgeq::protect_inputs(true);        // no output of this command replaces a file it reads
   edgeq::install_signal_cleanup();  // Ctrl-C / SIGTERM: unfinished outputs are removed, exit 130 / 143
   CLI::App app{"edgeq: convert, quantize and validate language models for GGUF runtimes (llama.cpp)", "edgeq"};
   app.require_subcommand(1);
+  app.footer("Progress goes to stderr: a live line on a terminal, plain lines every 10% elsewhere; -q/--quiet on any "
+             "subcommand, or the environment variable EDGEQ_PROGRESS=0, turns it off.");
   app.set_version_flag("--version", "edgeq 0.1.0");
   auto& regs = registry();
   std::sort(regs.begin(), regs.end(), [](const Registration& a, const Registration& b) { return a.order < b.order; });
@@ -43,7 +39,10 @@ int main(int argc, char** argv) {
     size_t before = app.get_subcommands({}).size();
     auto action = r.setup(app);
     auto subs = app.get_subcommands({});
-    if (subs.size() > before) actions.emplace_back(subs.back(), std::move(action));
+    if (subs.size() > before) {
+      subs.back()->add_flag_callback("-q,--quiet", [] { set_quiet(true); }, "No progress display on stderr");
+      actions.emplace_back(subs.back(), std::move(action));
+    }
   }
   // An unknown first word is a subcommand typo, not a missing subcommand.
   if (argc >= 2 && argv[1][0] != '-') {

@@ -26,10 +26,10 @@ CLI::Validator whole_number(std::string flag, int64_t lo, int64_t hi, std::strin
 
 }  // namespace
 
-CLI::Option* add_threads_option(CLI::App* sub, int& threads, const std::string& extra_help) {
+CLI::Option* add_threads_option(CLI::App* sub, int& threads, const std::string& extra_help, bool short_flag) {
   const std::string range = fmt::format("0 (all {} cores) or 1..{} on this machine", available_cores(), max_threads());
   return sub
-      ->add_option("-t,--threads", threads,
+      ->add_option(short_flag ? "-t,--threads" : "--threads", threads,
                    fmt::format("Worker threads: 0 = all cores (default), at most {} here{}", max_threads(), extra_help))
       ->check(whole_number("--threads", 0, max_threads(), range));
 }

@@ -10,7 +10,8 @@
 namespace edgeq::cli {
 
 // -t/--threads N: 0 = all cores, 1..4x cores (edgeq::resolve_threads); anything else is a usage error.
-CLI::Option* add_threads_option(CLI::App* sub, int& threads, const std::string& extra_help = "");
+// short_flag = false leaves -t to the command (quantize's -t is --type, as it always was).
+CLI::Option* add_threads_option(CLI::App* sub, int& threads, const std::string& extra_help = "", bool short_flag = true);
 // -c/--ctx N: a context size of 4..2^20 tokens.
 CLI::Option* add_ctx_option(CLI::App* sub, int64_t& ctx, const std::string& help);
 // --chunks N: -1 (default) = all, else at least 1.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "edgeq/formats/error.h"
+#include "edgeq/convert/onnx_roles.h"
 #include "edgeq/formats/onnx.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -19,7 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // The shapes of the synthetic models the tests build (hidden 8, 2 heads of 4, 1 KV head, MLP 12,
     // vocab 16, 2 layers), untied and tied, and MHA.
     for (int variant = 0; variant < 3; ++variant) {
-      edgeq::OnnxLlamaShape cfg;
+      edgeq::convert::OnnxLlamaShape cfg;
       cfg.hidden_size = 8;
       cfg.intermediate_size = 12;
       cfg.n_layers = 2;
@@ -29,12 +30,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       cfg.vocab_size = 16;
       cfg.tie_word_embeddings = variant == 1;
       try {
-        auto ws = m.recover_hf_weights(cfg);
+        auto ws = edgeq::convert::recover_hf_weights(m, cfg);
         for (const auto& w : ws) {
           uint64_t n = 1;
           for (auto d : w.hf_shape) n *= d;
           std::vector<float> v(n);
-          m.load_f32(w, v.data());
+          edgeq::convert::load_onnx_weight(m, w, v.data());
         }
       } catch (const edgeq::Error&) {
       }

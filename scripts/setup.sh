@@ -7,8 +7,9 @@ PKGS=(
   libprotobuf-dev protobuf-compiler libonnx-dev
   libzstd-dev libopenblas-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libsentencepiece-dev libpcre2-dev libhwy-dev
+  libsentencepiece-dev libpcre2-dev
   clang libclang-rt-14-dev
+  chromium libpng-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

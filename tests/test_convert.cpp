@@ -707,3 +707,32 @@ TEST(Convert, CliSmoke) {
   EXPECT_NE(std::system(bad.c_str()), 0);
   EXPECT_FALSE(fs::exists(td.str("x.gguf")));
 }
+
+// plan_conversion's first step on its own: where config.json, the tokenizer and the tensors are.
+TEST(Convert, LocateCheckpoint) {
+  const CheckpointLocation st = locate_checkpoint(kShared + "/models/tl-8m");
+  EXPECT_EQ(st.dir, kShared + "/models/tl-8m");
+  EXPECT_TRUE(st.onnx_path.empty());
+  const CheckpointLocation dir = locate_checkpoint(kShared + "/models/tl-8m-onnx-ext");
+  EXPECT_EQ(dir.onnx_path, kShared + "/models/tl-8m-onnx-ext/model.onnx");
+  const CheckpointLocation file = locate_checkpoint(kShared + "/models/tl-8m-onnx-ext/model.onnx");
+  EXPECT_EQ(file.dir, kShared + "/models/tl-8m-onnx-ext");
+  EXPECT_EQ(file.onnx_path, kShared + "/models/tl-8m-onnx-ext/model.onnx");
+  EXPECT_THROW(locate_checkpoint(kShared + "/models/tl-8m/config.json"), edgeq::Error);
+  EXPECT_THROW(locate_checkpoint(kShared + "/models/no-such-model"), edgeq::Error);
+}
+
+// Planning reads the checkpoint and writes nothing, not even beside it.
+TEST(Convert, PlanningLeavesTheCheckpointDirectoryAlone) {
+  TempDir td;
+  for (const auto& e : fs::directory_iterator(kShared + "/models/tl-8m"))
+    if (e.is_regular_file()) fs::create_symlink(e.path(), td.p / e.path().filename());
+  std::set<std::string> before;
+  for (const auto& e : fs::directory_iterator(td.p)) before.insert(e.path().filename().string());
+  ConvertOptions o;
+  auto plan = plan_conversion(td.str(), o);
+  EXPECT_FALSE(plan.tensors.empty());
+  std::set<std::string> after;
+  for (const auto& e : fs::directory_iterator(td.p)) after.insert(e.path().filename().string());
+  EXPECT_EQ(before, after);
+}

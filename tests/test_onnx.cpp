@@ -18,6 +18,7 @@
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/convert/onnx_roles.h"
 #include "edgeq/formats/onnx.h"
 
 namespace fs = std::filesystem;
@@ -375,27 +376,27 @@ TEST(OnnxParse, LoadF32TransposesBlockEdgesAndRejectsBadData) {
   auto m = parse(model_bytes({}, {tensor_head("w", dt::FLOAT, {in, out}).s(T_RAW, raw_of(stored)),
                                   tensor_head("nan", dt::FLOAT, {2, 2}).s(T_RAW, raw_of(bad)),
                                   tensor_head("ints", dt::INT32, {2}).packed_varint(T_INT32, {1, 2})}));
-  edgeq::OnnxWeight w{"model.layers.0.mlp.up_proj.weight", "w", {130, 70}, true, dt::FLOAT};
+  edgeq::convert::OnnxWeight w{"model.layers.0.mlp.up_proj.weight", "w", {130, 70}, true, dt::FLOAT};
   std::vector<float> got(stored.size());
-  m.load_f32(w, got.data());
+  edgeq::convert::load_onnx_weight(m, w, got.data());
   for (int o = 0; o < out; ++o)
     for (int i = 0; i < in; ++i)
       ASSERT_EQ(got[static_cast<size_t>(o * in + i)], stored[static_cast<size_t>(i * out + o)]) << o << "," << i;
   w.transposed = false;
   w.hf_shape = {70, 130};
-  m.load_f32(w, got.data());
+  edgeq::convert::load_onnx_weight(m, w, got.data());
   EXPECT_EQ(got, stored);
   w.transposed = true;
   w.hf_shape = {70, 130};  // not the transpose of the stored dims
-  expect_error([&] { m.load_f32(w, got.data()); }, {"initializer w", "not the transpose"});
+  expect_error([&] { edgeq::convert::load_onnx_weight(m, w, got.data()); }, {"initializer w", "not the transpose"});
   w.hf_shape = {10, 10};
-  expect_error([&] { m.load_f32(w, got.data()); }, {"9100 elements, HF shape needs 100"});
-  edgeq::OnnxWeight wn{"model.norm.weight", "nan", {2, 2}, true, dt::FLOAT};
-  expect_error([&] { m.load_f32(wn, got.data()); }, {"mem.onnx", "initializer nan", "model.norm.weight", "non-finite", "element 2"});
-  edgeq::OnnxWeight wi{"x", "ints", {2}, false, dt::INT32};
-  expect_error([&] { m.load_f32(wi, got.data()); }, {"INT32 cannot be converted"});
-  edgeq::OnnxWeight wm{"x", "absent", {2}, false, dt::FLOAT};
-  expect_error([&] { m.load_f32(wm, got.data()); }, {"no initializer absent"});
+  expect_error([&] { edgeq::convert::load_onnx_weight(m, w, got.data()); }, {"9100 elements, HF shape needs 100"});
+  edgeq::convert::OnnxWeight wn{"model.norm.weight", "nan", {2, 2}, true, dt::FLOAT};
+  expect_error([&] { edgeq::convert::load_onnx_weight(m, wn, got.data()); }, {"mem.onnx", "initializer nan", "model.norm.weight", "non-finite", "element 2"});
+  edgeq::convert::OnnxWeight wi{"x", "ints", {2}, false, dt::INT32};
+  expect_error([&] { edgeq::convert::load_onnx_weight(m, wi, got.data()); }, {"INT32 cannot be converted"});
+  edgeq::convert::OnnxWeight wm{"x", "absent", {2}, false, dt::FLOAT};
+  expect_error([&] { edgeq::convert::load_onnx_weight(m, wm, got.data()); }, {"no initializer absent"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -707,8 +708,8 @@ struct Synth {
     return model_bytes(nodes, inits);
   }
 
-  edgeq::OnnxLlamaShape cfg() const {
-    edgeq::OnnxLlamaShape c;
+  edgeq::convert::OnnxLlamaShape cfg() const {
+    edgeq::convert::OnnxLlamaShape c;
     c.hidden_size = static_cast<uint64_t>(H);
     c.intermediate_size = static_cast<uint64_t>(I);
     c.n_layers = static_cast<uint64_t>(L);
@@ -730,7 +731,7 @@ void check_recovery(Synth& s) {
         .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
   auto m = parse(bytes);
-  auto ws = m.recover_hf_weights(s.cfg());
+  auto ws = edgeq::convert::recover_hf_weights(m, s.cfg());
   std::map<std::string, std::string> got;
   for (const auto& w : ws) {
     EXPECT_TRUE(got.emplace(w.hf_name, w.onnx_name).second) << "duplicate " << w.hf_name;
@@ -739,7 +740,7 @@ void check_recovery(Synth& s) {
     uint64_t n = 1;
     for (auto d : w.hf_shape) n *= d;
     ASSERT_EQ(n, v.size()) << w.hf_name;
-    m.load_f32(w, v.data());
+    edgeq::convert::load_onnx_weight(m, w, v.data());
     EXPECT_EQ(v, s.hf_values[w.hf_name]) << w.hf_name;
   }
   EXPECT_EQ(got, s.onnx_name);
@@ -777,7 +778,7 @@ TEST(OnnxRoles, HugeAndOddNodeNamesAreHandled) {
   s2.rename_node = s.rename_node;
   s2.rename_to = big + "/model/layers.0/self_attn/q_proj/MatMul";
   std::string b = s2.build();
-  expect_error([&] { parse(b).recover_hf_weights(s2.cfg()); },
+  expect_error([&] { edgeq::convert::recover_hf_weights(parse(b), s2.cfg()); },
                {"is named as model.layers.0.self_attn.q_proj", "makes its weight model.layers.1.self_attn.q_proj"});
 }
 
@@ -805,7 +806,7 @@ TEST(OnnxRoles, TiedWeightsInAnUntiedConfigGiveLmHeadFromTheEmbedding) {
   std::string bytes = s.build();
   auto c = s.cfg();
   c.tie_word_embeddings = false;
-  auto ws = parse(bytes).recover_hf_weights(c);
+  auto ws = edgeq::convert::recover_hf_weights(parse(bytes), c);
   ASSERT_EQ(ws.back().hf_name, "lm_head.weight");
   EXPECT_EQ(ws.back().onnx_name, "model.embed_tokens.weight");
   EXPECT_FALSE(ws.back().transposed);
@@ -817,14 +818,14 @@ TEST(OnnxRoles, ErrorsNameWhatIsWrong) {
     Synth s;
     s.no_sigmoid = true;
     std::string b = s.build();
-    expect_error([&] { parse(b).recover_hf_weights(s.cfg()); }, {"mem.onnx", "layer 0", "cannot tell gate from up"});
+    expect_error([&] { edgeq::convert::recover_hf_weights(parse(b), s.cfg()); }, {"mem.onnx", "layer 0", "cannot tell gate from up"});
   }
   {
     Synth s;  // node name contradicts the structure
     s.rename_node = "/model/layers.1/self_attn/k_proj/MatMul";
     s.rename_to = "/model/layers.1/self_attn/v_proj/MatMul";
     std::string b = s.build();
-    expect_error([&] { parse(b).recover_hf_weights(s.cfg()); },
+    expect_error([&] { edgeq::convert::recover_hf_weights(parse(b), s.cfg()); },
                  {"node /model/layers.1/self_attn/v_proj/MatMul is named as model.layers.1.self_attn.v_proj",
                   "makes its weight model.layers.1.self_attn.k_proj"});
   }
@@ -833,7 +834,7 @@ TEST(OnnxRoles, ErrorsNameWhatIsWrong) {
     s.init_name_override_for = "model.layers.0.self_attn.q_proj.weight";
     s.init_name_override = "model.layers.0.self_attn.k_proj.weight";
     std::string b = s.build();
-    expect_error([&] { parse(b).recover_hf_weights(s.cfg()); },
+    expect_error([&] { edgeq::convert::recover_hf_weights(parse(b), s.cfg()); },
                  {"initializer model.layers.0.self_attn.k_proj.weight is named like an HF weight",
                   "model.layers.0.self_attn.q_proj.weight"});
   }
@@ -843,15 +844,15 @@ TEST(OnnxRoles, ErrorsNameWhatIsWrong) {
     auto m = parse(b);
     auto c = s.cfg();
     c.n_layers = 3;
-    expect_error([&] { m.recover_hf_weights(c); }, {"expected 7 RMSNorm weights", "found 5"});
+    expect_error([&] { edgeq::convert::recover_hf_weights(m, c); }, {"expected 7 RMSNorm weights", "found 5"});
     c = s.cfg();
     c.head_dim = 8;  // q would be [16, 8]
-    expect_error([&] { m.recover_hf_weights(c); },
+    expect_error([&] { edgeq::convert::recover_hf_weights(m, c); },
                  {"model.layers.0.self_attn.q_proj.weight (initializer onnx::MatMul_", "HF shape [8, 8]",
                   "the config implies [16, 8]"});
     c = s.cfg();
     c.hidden_size = 0;
-    expect_error([&] { m.recover_hf_weights(c); }, {"needs positive"});
+    expect_error([&] { edgeq::convert::recover_hf_weights(m, c); }, {"needs positive"});
   }
 }
 

@@ -11,6 +11,7 @@
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/convert/onnx_roles.h"
 #include "edgeq/formats/onnx.h"
 #include "edgeq/formats/safetensors.h"
 
@@ -20,7 +21,7 @@ const std::string kDir = std::string(EDGEQ_SHARED_DIR) + "/models/tl-8m-onnx-ext
 const std::string kOnnx = kDir + "/model.onnx";
 const std::string kSt = std::string(EDGEQ_SHARED_DIR) + "/models/tl-8m/model.safetensors";
 
-edgeq::OnnxLlamaShape cfg() { return edgeq::OnnxLlamaShape::from_config_json(kDir + "/config.json"); }
+edgeq::convert::OnnxLlamaShape cfg() { return edgeq::convert::onnx_shape_from_config(kDir + "/config.json"); }
 
 TEST(OnnxModel, ConfigJson) {
   auto c = cfg();
@@ -66,7 +67,7 @@ TEST(OnnxModel, OpensWithExternalData) {
 
 TEST(OnnxModel, RecoversEveryHfNameAndBitExactValues) {
   auto m = edgeq::OnnxModel::open(kOnnx);
-  auto ws = m.recover_hf_weights(cfg());
+  auto ws = edgeq::convert::recover_hf_weights(m, cfg());
   auto st = edgeq::SafetensorsFile::open(kSt);
 
   std::set<std::string> onnx_names, st_names;
@@ -77,7 +78,7 @@ TEST(OnnxModel, RecoversEveryHfNameAndBitExactValues) {
   EXPECT_EQ(onnx_names, st_names);
 
   // Spot-check the mapping against the export's initializer list (initializers.txt).
-  std::map<std::string, const edgeq::OnnxWeight*> by;
+  std::map<std::string, const edgeq::convert::OnnxWeight*> by;
   for (const auto& w : ws) by[w.hf_name] = &w;
   ASSERT_TRUE(by.count("model.layers.0.self_attn.q_proj.weight"));
   EXPECT_EQ(by["model.layers.0.self_attn.q_proj.weight"]->onnx_name, "onnx::MatMul_1759");
@@ -107,7 +108,7 @@ TEST(OnnxModel, RecoversEveryHfNameAndBitExactValues) {
     const uint64_t n = t->n_elements();
     std::vector<float> ref(n), got(n, -1.0f);
     edgeq::st_to_f32(t->dtype, t->data, ref.data(), n);
-    m.load_f32(w, got.data());
+    edgeq::convert::load_onnx_weight(m, w, got.data());
     ASSERT_EQ(0, std::memcmp(ref.data(), got.data(), n * sizeof(float))) << w.hf_name << " differs";
     compared += n;
   }
@@ -116,9 +117,9 @@ TEST(OnnxModel, RecoversEveryHfNameAndBitExactValues) {
 
 TEST(OnnxModel, WrongConfigIsAClearError) {
   auto m = edgeq::OnnxModel::open(kOnnx);
-  auto expect_error = [&](edgeq::OnnxLlamaShape c, const char* needle) {
+  auto expect_error = [&](edgeq::convert::OnnxLlamaShape c, const char* needle) {
     try {
-      m.recover_hf_weights(c);
+      edgeq::convert::recover_hf_weights(m, c);
       ADD_FAILURE() << "no error for " << needle;
     } catch (const edgeq::Error& e) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();

@@ -16,6 +16,7 @@
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/half.h"
+#include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 
 using edgeq::GgmlType;
@@ -31,10 +32,14 @@ std::vector<uint8_t> read_all(const std::string& path) {
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
 }
 
-const GgmlType kAll[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16,  GgmlType::Q4_0,  GgmlType::Q4_1,
-                         GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,  GgmlType::Q8_1,  GgmlType::Q2_K,
-                         GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,  GgmlType::Q6_K,  GgmlType::Q8_K,
-                         GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::TQ1_0, GgmlType::TQ2_0};
+// Every type the block-ops table can dequantize (table order).
+std::vector<GgmlType> dequantizable_types() {
+  std::vector<GgmlType> out;
+  for (const q::BlockOps* ops : q::block_ops_rows())
+    if (ops->dequantize) out.push_back(ops->type);
+  return out;
+}
+const std::vector<GgmlType> kAll = dequantizable_types();
 
 // Random block bytes whose f16 fields are finite (a NaN scale would make bitwise comparison meaningless).
 std::vector<uint8_t> random_blocks(GgmlType t, int64_t nblocks, std::mt19937& rng) {

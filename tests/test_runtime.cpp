@@ -1,9 +1,12 @@
 // Runtime: model loading and validation, forward pass (KV cache, qwen2 NEOX/bias path), greedy generation vs
 // llama.cpp's golden continuation, sampling.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +19,7 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/runtime/forward.h"
 #include "edgeq/runtime/generate.h"
+#include "edgeq/runtime/matmul.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
 
@@ -337,4 +341,40 @@ TEST(Forward, LongBatchIsSplitIntoMicroBatches) {
   for (size_t i = 0; i < a.size(); ++i) max_diff = std::max(max_diff, double(std::fabs(a[i] - b[i])));
   EXPECT_LT(max_diff, 1e-3);
   EXPECT_EQ(one.n_past(), 600);
+}
+
+// OpenBLAS 0.3.21 falls back to its SSE3 "Prescott" kernels on CPUs it does not know (2-3x slower sgemm);
+// edgeq picks the core from the CPU's features before loading the library, with no environment variable.
+// When OPENBLAS_CORETYPE is set (a user's choice edgeq keeps), the check runs in a child process without it.
+TEST(BlasCore, FastKernelsChosenFromCpuFeatures) {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) {
+    ASSERT_EQ(std::getenv("EDGEQ_TEST_BLAS_CHILD"), nullptr);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      unsetenv("OPENBLAS_CORETYPE");
+      setenv("EDGEQ_TEST_BLAS_CHILD", "1", 1);
+      execl("/proc/self/exe", "test_runtime", "--gtest_filter=BlasCore.FastKernelsChosenFromCpuFeatures",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "the check failed in the child process (see its output above)";
+    return;
+  }
+  __builtin_cpu_init();
+  std::string core = rt::blas_core();
+  for (char& c : core) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+    EXPECT_EQ(core, "skylakex");
+  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    EXPECT_EQ(core, "haswell");
+  } else {
+    EXPECT_NE(core, "");
+  }
+  // The variable was only set while OpenBLAS loaded: child processes see the user's environment.
+  EXPECT_EQ(std::getenv("OPENBLAS_CORETYPE"), nullptr);
 }

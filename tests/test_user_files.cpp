@@ -377,6 +377,8 @@ TEST(OutputGuard, InputsByInodeAndDeletedInputsForgotten) {
   edgeq::test::write_file(a, {1, 2, 3});
   ASSERT_EQ(link(a.c_str(), hard.c_str()), 0);
   { edgeq::MappedFile m(a); }
+  EXPECT_NO_THROW(edgeq::check_output_path(a));  // off by default: library users may rewrite what they read
+  edgeq::protect_inputs(true);
   EXPECT_THROW(edgeq::check_output_path(a), edgeq::Error);
   EXPECT_THROW(edgeq::check_output_path(hard), edgeq::Error);  // same inode through another name
   EXPECT_THROW(edgeq::AtomicOutputFile o(hard), edgeq::Error);
@@ -391,6 +393,7 @@ TEST(OutputGuard, InputsByInodeAndDeletedInputsForgotten) {
   EXPECT_EQ(read_file(a).size(), 2u);
   edgeq::forget_input_file(a);
   EXPECT_NO_THROW(edgeq::check_output_path(a));
+  edgeq::protect_inputs(false);
 }
 
 // B.8: quantize refuses a source whose output perplexity would reject (the runtime's model checks run on the

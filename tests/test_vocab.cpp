@@ -91,6 +91,23 @@ TEST(Vocab, RoundTripGoldens) {
   round_trip(kShared + "/golden/stories260K-F32.gguf", true);
 }
 
+// to_metadata is the list to_gguf writes: the golden's tokenizer keys, in order, with equal values.
+TEST(Vocab, ToMetadataListsTheGoldenKeysInOrder) {
+  for (const char* g : {"/golden/tl-8m-F16.gguf", "/golden/stories260K-F32.gguf"}) {
+    SCOPED_TRACE(g);
+    auto in = edgeq::GgufFile::open(kShared + g);
+    const auto md = edgeq::Vocab::from_gguf(in).to_metadata();
+    const auto want = tokenizer_keys(in);
+    ASSERT_EQ(md.size(), want.size());
+    for (size_t i = 0; i < md.size(); ++i) {
+      EXPECT_EQ(md[i].first, want[i].first) << "key #" << i;
+      if (md[i].first == want[i].first) {
+        EXPECT_TRUE(same_value(md[i].second, *want[i].second)) << md[i].first;
+      }
+    }
+  }
+}
+
 TEST(Vocab, RoundTripLlamaCppVocabs) {
   for (const char* name : {"llama-spm", "gpt-2", "phi-3", "deepseek-llm"}) round_trip(kShared + "/vocab/ggml-vocab-" + name + ".gguf", true);
   // falcon's file comes from an old converter that wrote eos_token_id before bos_token_id; gguf-py writes

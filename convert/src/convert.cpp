@@ -2,66 +2,20 @@
 #include "edgeq/convert/convert.h"
 
 #include <algorithm>
-#include <cstring>
-#include <thread>
 #include <vector>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/thread_count.h"
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/formats/thread_pool.h"
 #include "edgeq/quant/blocks.h"
+#include "edgeq/quant/quantize.h"
 
 namespace edgeq::convert {
 
-namespace {
-
-// Converts rows [r0, r1) of src (f32, row_len each) into dst rows of type t.
-void encode_rows(GgmlType t, const float* src, uint8_t* dst, uint64_t r0, uint64_t r1, uint64_t row_len, uint64_t row_bytes) {
-  const float* s = src + r0 * row_len;
-  uint8_t* d = dst + r0 * row_bytes;
-  const uint64_t n = (r1 - r0) * row_len;
-  switch (t) {
-    case GgmlType::F32: std::memcpy(d, s, n * 4); return;
-    case GgmlType::F16: f32_to_f16_row(s, reinterpret_cast<uint16_t*>(d), static_cast<int64_t>(n)); return;
-    case GgmlType::BF16: f32_to_bf16_row(s, reinterpret_cast<uint16_t*>(d), static_cast<int64_t>(n)); return;
-    default:
-      quant::quantize_rows(t, s, d, static_cast<int64_t>(r1 - r0), static_cast<int64_t>(row_len), nullptr);
-      return;
-  }
-}
-
-template <typename F>
-void parallel_rows(uint64_t n_rows, int threads, F&& f) {
-  uint64_t nt = std::min<uint64_t>(static_cast<uint64_t>(threads), n_rows);
-  if (nt <= 1) {
-    f(0, n_rows);
-    return;
-  }
-  std::vector<std::thread> pool;
-  std::vector<std::exception_ptr> errs(nt);
-  uint64_t per = (n_rows + nt - 1) / nt;
-  for (uint64_t i = 0; i < nt; ++i) {
-    uint64_t a = i * per, b = std::min(n_rows, a + per);
-    if (a >= b) break;
-    pool.emplace_back([&, i, a, b] {
-      try {
-        f(a, b);
-      } catch (...) {
-        errs[i] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : pool) t.join();
-  for (auto& e : errs)
-    if (e) std::rethrow_exception(e);  // the lowest-numbered failure: deterministic message
-}
-
-}  // namespace
-
 ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_path, const std::string& outtype_in, int threads,
                               const ProgressFn& progress) {
-  threads = resolve_threads(threads);
+  ThreadPool pool(resolve_threads(threads));
   std::string outtype = outtype_in.empty() ? plan.outtype : resolve_outtype(outtype_in, plan.first_source_type);
 
   GgufWriter w(out_path);
@@ -109,9 +63,13 @@ ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_pa
       obuf.resize(slab * row_bytes);
       for (uint64_t r = 0; r < n_rows; r += slab) {
         uint64_t nr = std::min(slab, n_rows - r);
-        parallel_rows(nr, threads, [&](uint64_t a, uint64_t b) {
+        // One contiguous range of rows per worker (sources read long ranges fastest), loaded and encoded.
+        const uint64_t per = (nr + static_cast<uint64_t>(pool.size()) - 1) / static_cast<uint64_t>(pool.size());
+        pool.run(static_cast<int64_t>((nr + per - 1) / per), [&](int64_t task, int) {
+          const uint64_t a = static_cast<uint64_t>(task) * per, b = std::min(nr, a + per);
           t.load_rows(r + a, b - a, fbuf.data() + a * row_len);
-          encode_rows(ty, fbuf.data(), obuf.data(), a, b, row_len, row_bytes);
+          quant::quantize_rows(ty, fbuf.data() + a * row_len, obuf.data() + a * row_bytes, static_cast<int64_t>(b - a),
+                               static_cast<int64_t>(row_len), nullptr);
         });
         w.write_tensor_data(obuf.data(), nr * row_bytes);
         if (t.release) t.release();  // drop the consumed source pages now: RSS stays near one slab
@@ -120,7 +78,8 @@ ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_pa
       fbuf.resize(t.n_elements());
       obuf.resize(n_rows * row_bytes);
       t.load_f32(fbuf.data());
-      parallel_rows(n_rows, threads, [&](uint64_t a, uint64_t b) { encode_rows(ty, fbuf.data(), obuf.data(), a, b, row_len, row_bytes); });
+      quant::quantize_rows_parallel(ty, fbuf.data(), obuf.data(), static_cast<int64_t>(n_rows),
+                                    static_cast<int64_t>(row_len), nullptr, pool);
       w.write_tensor_data(obuf.data(), obuf.size());
     }
     if (t.release) t.release();

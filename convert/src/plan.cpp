@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "edgeq/convert/onnx_roles.h"
 #include "edgeq/convert/plan.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
@@ -261,166 +262,155 @@ std::vector<float> llama3_rope_factors(const nlohmann::json& rs, double base, ui
   return out;
 }
 
-}  // namespace
+// The shape ONNX role recovery checks the graph against.
+OnnxLlamaShape onnx_shape(const Hparams& h) {
+  OnnxLlamaShape s;
+  s.hidden_size = h.n_embd;
+  s.intermediate_size = h.n_ff;
+  s.n_layers = h.n_layer;
+  s.n_heads = h.n_head;
+  s.n_kv_heads = h.n_head_kv;
+  s.head_dim = h.head_dim;
+  s.vocab_size = h.n_vocab;
+  s.tie_word_embeddings = h.tie;
+  return s;
+}
 
-ConvertPlan plan_conversion(const std::string& src_path, const ConvertOptions& opts) {
-  std::error_code ec;
-  fs::path sp(src_path);
-  if (!fs::exists(sp, ec)) fail("{}: no such file or directory", src_path);
-  fs::path dir;
-  bool onnx = false;
-  fs::path onnx_path;
-  if (fs::is_directory(sp, ec)) {
-    dir = sp;
-    bool has_st = fs::exists(dir / "model.safetensors", ec) || fs::exists(dir / "model.safetensors.index.json", ec);
-    if (!has_st && fs::exists(dir / "model.onnx", ec)) {
-      onnx = true;
-      onnx_path = dir / "model.onnx";
+// ---- rope scaling: read once, used by the tensor plan (llama3 factors) and the metadata (linear/yarn) ------
+struct RopeScaling {
+  const nlohmann::json* j = nullptr;  // config.json's rope_scaling object; nullptr when absent
+  std::string type;
+};
+
+RopeScaling read_rope_scaling(const Config& cfg, const Hparams& h) {
+  RopeScaling rs;
+  if (!cfg.has("rope_scaling")) return rs;
+  rs.j = &cfg.j["rope_scaling"];
+  if (!rs.j->is_object()) fail("{}: rope_scaling is not an object", cfg.path);
+  for (const char* k : {"rope_type", "type"})
+    if (rs.j->contains(k) && (*rs.j)[k].is_string()) {
+      rs.type = (*rs.j)[k].get<std::string>();
+      break;
     }
-  } else if (sp.extension() == ".onnx") {
-    onnx = true;
-    onnx_path = sp;
-    dir = sp.parent_path();
-    if (dir.empty()) dir = ".";
+  const bool ok = (rs.type == "linear" || rs.type == "yarn" || rs.type == "default") ||
+                  (rs.type == "llama3" && h.arch == Arch::Llama);
+  if (!ok) fail("{}: rope_scaling type '{}' is not supported for {}", cfg.path, rs.type, h.arch_name);
+  return rs;
+}
+
+// ---- tensor plan: every HF tensor the architecture expects, mapped to its GGUF name, shape and loaders ------
+PlannedTensor plan_tensor(const Want& w, const SourceTensor& st, const Hparams& h, const std::string& outtype) {
+  if (st.shape != w.hf_shape)
+    fail("{}: tensor {}: shape {} does not match config.json (expected {})", st.file, w.hf, shape_str(st.shape),
+         shape_str(w.hf_shape));
+  if (st.type != GgmlType::F32 && st.type != GgmlType::F16 && st.type != GgmlType::BF16)
+    fail("{}: tensor {}: dtype is not a float type", st.file, w.hf);
+  if (!st.read_rows && !st.read_all) fail("{}: tensor {}: cannot be read as floats", st.file, w.hf);
+
+  PlannedTensor pt;
+  pt.name = w.gguf;
+  pt.dims.assign(w.hf_shape.rbegin(), w.hf_shape.rend());  // GGUF order: innermost first
+  pt.source_type = st.type;
+  pt.default_type = output_type_for(pt.name, pt.dims, outtype);
+  const uint64_t row_len = pt.dims[0];
+  const uint64_t n_rows = pt.n_elements() / (row_len ? row_len : 1);
+  const bool one_d = w.hf_shape.size() == 1;
+  // Row index map (GGUF row -> HF row). For a 1-D permuted vector every element is its own "row".
+  auto perm = std::make_shared<std::vector<uint64_t>>();
+  if (w.perm != Perm::None) {
+    uint64_t heads = w.perm == Perm::Q ? h.n_head : h.n_head_kv;
+    permute_rows_index(*perm, w.hf_shape[0], heads, st.file, w.hf);
+  }
+  std::string file = st.file, hf = w.hf;
+  if (st.read_rows && !one_d) {
+    auto rr = st.read_rows;
+    pt.load_rows = [rr, perm, n_rows, file, hf](uint64_t row0, uint64_t nrows, float* dst) {
+      if (row0 > n_rows || nrows > n_rows - row0) fail("{}: tensor {}: rows [{}, +{}) out of range", file, hf, row0, nrows);
+      std::vector<uint64_t> idx(nrows);
+      for (uint64_t i = 0; i < nrows; ++i) idx[i] = perm->empty() ? row0 + i : (*perm)[row0 + i];
+      rr(idx.data(), nrows, dst);
+    };
+    auto lr = pt.load_rows;
+    pt.load_f32 = [lr, n_rows](float* dst) { lr(0, n_rows, dst); };
   } else {
-    fail("{}: expected a Hugging Face checkpoint directory or a .onnx file", src_path);
-  }
-
-  Config cfg = read_config(dir / "config.json");
-  Hparams h = read_hparams(cfg);
-
-  TensorSource src = onnx ? detail::open_onnx_source(onnx_path.string(), cfg.path) : detail::open_safetensors_source(dir.string());
-
-  ConvertPlan plan;
-  plan.source = src_path;
-  plan.arch = h.arch_name;
-  plan.first_source_type = src.first_type;
-  plan.source_bytes = src.total_bytes;
-  plan.outtype = resolve_outtype(opts.outtype, src.first_type);
-  plan.keep_alive = src.keep_alive;
-
-  // ---- tensors
-  std::map<std::string, const SourceTensor*> by_name;
-  for (auto& t : src.tensors) by_name[t.hf_name] = &t;
-  auto wants = expected_tensors(h, src);
-  std::set<std::string> used;
-  auto shared_src = std::make_shared<TensorSource>(std::move(src));
-  plan.keep_alive.push_back(shared_src);
-  by_name.clear();
-  for (auto& t : shared_src->tensors) by_name[t.hf_name] = &t;
-
-  for (auto& w : wants) {
-    auto it = by_name.find(w.hf);
-    if (it == by_name.end()) fail("{}: missing tensor {} (needed for {})", shared_src->description, w.hf, w.gguf);
-    const SourceTensor* st = it->second;
-    used.insert(w.hf);
-    if (st->shape != w.hf_shape)
-      fail("{}: tensor {}: shape {} does not match config.json (expected {})", st->file, w.hf, shape_str(st->shape),
-           shape_str(w.hf_shape));
-    if (st->type != GgmlType::F32 && st->type != GgmlType::F16 && st->type != GgmlType::BF16)
-      fail("{}: tensor {}: dtype is not a float type", st->file, w.hf);
-    if (!st->read_rows && !st->read_all) fail("{}: tensor {}: cannot be read as floats", st->file, w.hf);
-
-    PlannedTensor pt;
-    pt.name = w.gguf;
-    pt.dims.assign(w.hf_shape.rbegin(), w.hf_shape.rend());  // GGUF order: innermost first
-    pt.source_type = st->type;
-    pt.default_type = output_type_for(pt.name, pt.dims, plan.outtype);
-    const uint64_t row_len = pt.dims[0];
-    const uint64_t n_rows = pt.n_elements() / (row_len ? row_len : 1);
-    const bool one_d = w.hf_shape.size() == 1;
-    // Row index map (GGUF row -> HF row). For a 1-D permuted vector every element is its own "row".
-    auto perm = std::make_shared<std::vector<uint64_t>>();
-    if (w.perm != Perm::None) {
-      uint64_t heads = w.perm == Perm::Q ? h.n_head : h.n_head_kv;
-      permute_rows_index(*perm, w.hf_shape[0], heads, st->file, w.hf);
-    }
-    std::string file = st->file, hf = w.hf;
-    if (st->read_rows && !one_d) {
-      auto rr = st->read_rows;
-      pt.load_rows = [rr, perm, n_rows, file, hf](uint64_t row0, uint64_t nrows, float* dst) {
-        if (row0 > n_rows || nrows > n_rows - row0) fail("{}: tensor {}: rows [{}, +{}) out of range", file, hf, row0, nrows);
-        std::vector<uint64_t> idx(nrows);
-        for (uint64_t i = 0; i < nrows; ++i) idx[i] = perm->empty() ? row0 + i : (*perm)[row0 + i];
-        rr(idx.data(), nrows, dst);
-      };
-      auto lr = pt.load_rows;
-      pt.load_f32 = [lr, n_rows](float* dst) { lr(0, n_rows, dst); };
-    } else {
-      // whole-tensor loads (1-D tensors, ONNX): load then permute in place via a copy when needed
-      auto ra = st->read_all;
-      auto rr = st->read_rows;
-      uint64_t n = pt.n_elements();
-      pt.load_f32 = [ra, rr, perm, n, row_len](float* dst) {
-        if (ra) {
-          if (perm->empty()) {
-            ra(dst);
-            return;
-          }
-          std::vector<float> tmp(n);
-          ra(tmp.data());
-          uint64_t per = n / perm->size();  // elements per permuted row (1 for a bias vector)
-          for (uint64_t r = 0; r < perm->size(); ++r)
-            std::copy(tmp.begin() + (*perm)[r] * per, tmp.begin() + ((*perm)[r] + 1) * per, dst + r * per);
-        } else {
-          uint64_t zero = 0;
-          rr(&zero, 1, dst);
-          (void)row_len;
+    // whole-tensor loads (1-D tensors, ONNX): load then permute in place via a copy when needed
+    auto ra = st.read_all;
+    auto rr = st.read_rows;
+    const uint64_t n = pt.n_elements();
+    pt.load_f32 = [ra, rr, perm, n](float* dst) {
+      if (ra) {
+        if (perm->empty()) {
+          ra(dst);
+          return;
         }
-      };
-      if (!perm->empty() || one_d) {
-        auto lf = pt.load_f32;
-        if (one_d) {
-          pt.load_rows = [lf, n, file, hf](uint64_t row0, uint64_t nrows, float* dst) {
-            if (row0 != 0 || nrows != 1) fail("{}: tensor {}: a vector has one row", file, hf);
-            lf(dst);
-            (void)n;
-          };
-        }
+        std::vector<float> tmp(n);
+        ra(tmp.data());
+        uint64_t per = n / perm->size();  // elements per permuted row (1 for a bias vector)
+        for (uint64_t r = 0; r < perm->size(); ++r)
+          std::copy(tmp.begin() + (*perm)[r] * per, tmp.begin() + ((*perm)[r] + 1) * per, dst + r * per);
+      } else {
+        uint64_t zero = 0;
+        rr(&zero, 1, dst);
       }
+    };
+    if (one_d) {
+      auto lf = pt.load_f32;
+      pt.load_rows = [lf, file, hf](uint64_t row0, uint64_t nrows, float* dst) {
+        if (row0 != 0 || nrows != 1) fail("{}: tensor {}: a vector has one row", file, hf);
+        lf(dst);
+      };
     }
-    pt.release = st->release;
-    plan.tensors.push_back(std::move(pt));
   }
-  for (auto& t : shared_src->tensors)
+  pt.release = st.release;
+  return pt;
+}
+
+void plan_tensors(ConvertPlan& plan, const Hparams& h, TensorSource src_in) {
+  auto src = std::make_shared<TensorSource>(std::move(src_in));
+  plan.keep_alive = src->keep_alive;
+  plan.keep_alive.push_back(src);
+  std::map<std::string, const SourceTensor*> by_name;
+  for (auto& t : src->tensors) by_name[t.hf_name] = &t;
+  std::set<std::string> used;
+  for (const Want& w : expected_tensors(h, *src)) {
+    auto it = by_name.find(w.hf);
+    if (it == by_name.end()) fail("{}: missing tensor {} (needed for {})", src->description, w.hf, w.gguf);
+    used.insert(w.hf);
+    plan.tensors.push_back(plan_tensor(w, *it->second, h, plan.outtype));
+  }
+  for (auto& t : src->tensors)
     if (!used.count(t.hf_name) && !ignored_tensor(t.hf_name, h))
       fail("{}: tensor {} does not map to any {} GGUF tensor", t.file, t.hf_name, h.arch_name);
+}
 
-  // llama3 rope scaling adds rope_freqs.weight (before the other tensors, as llama.cpp's converter does)
-  const nlohmann::json* rope_scaling = cfg.has("rope_scaling") ? &cfg.j["rope_scaling"] : nullptr;
-  std::string rope_type;
-  if (rope_scaling) {
-    if (!rope_scaling->is_object()) fail("{}: rope_scaling is not an object", cfg.path);
-    for (const char* k : {"rope_type", "type"})
-      if (rope_scaling->contains(k) && (*rope_scaling)[k].is_string()) {
-        rope_type = (*rope_scaling)[k].get<std::string>();
-        break;
-      }
-    bool ok = (rope_type == "linear" || rope_type == "yarn" || rope_type == "default") ||
-              (rope_type == "llama3" && h.arch == Arch::Llama);
-    if (!ok) fail("{}: rope_scaling type '{}' is not supported for {}", cfg.path, rope_type, h.arch_name);
-    if (rope_type == "llama3") {
-      auto factors = std::make_shared<std::vector<float>>(llama3_rope_factors(*rope_scaling, h.rope_theta.value_or(10000.0), h.head_dim));
-      PlannedTensor pt;
-      pt.name = "rope_freqs.weight";
-      pt.dims = {factors->size()};
-      pt.source_type = GgmlType::F32;
-      pt.default_type = GgmlType::F32;
-      pt.load_f32 = [factors](float* dst) { std::copy(factors->begin(), factors->end(), dst); };
-      pt.load_rows = [factors](uint64_t, uint64_t, float* dst) { std::copy(factors->begin(), factors->end(), dst); };
-      plan.tensors.insert(plan.tensors.begin(), std::move(pt));
-    }
-  }
+// llama3 rope scaling adds rope_freqs.weight (before the other tensors, as llama.cpp's converter does).
+void add_rope_freqs(ConvertPlan& plan, const Hparams& h, const RopeScaling& rs) {
+  if (rs.type != "llama3") return;
+  auto factors = std::make_shared<std::vector<float>>(llama3_rope_factors(*rs.j, h.rope_theta.value_or(10000.0), h.head_dim));
+  PlannedTensor pt;
+  pt.name = "rope_freqs.weight";
+  pt.dims = {factors->size()};
+  pt.source_type = GgmlType::F32;
+  pt.default_type = GgmlType::F32;
+  pt.load_f32 = [factors](float* dst) { std::copy(factors->begin(), factors->end(), dst); };
+  pt.load_rows = [factors](uint64_t, uint64_t, float* dst) { std::copy(factors->begin(), factors->end(), dst); };
+  plan.tensors.insert(plan.tensors.begin(), std::move(pt));
+}
 
-  // ---- metadata (keys, order and value types as in ../shared/golden/tl-8m-F16.gguf)
+// ---- architecture metadata (keys, order and value types as in ../shared/golden/tl-8m-F16.gguf) --------------
+std::string model_name(const std::string& dir, const std::string& name) {
+  if (!name.empty()) return name;
+  std::error_code ec;
+  fs::path d = fs::absolute(dir, ec);
+  std::string n = d.filename().string();
+  if (n.empty() || n == ".") n = d.parent_path().filename().string();
+  return n;
+}
+
+void add_arch_metadata(ConvertPlan& plan, const Hparams& h, const RopeScaling& rs, const Config& cfg,
+                       const std::string& name) {
   auto& md = plan.metadata;
   const std::string& A = h.arch_name;
-  std::string name = opts.name;
-  if (name.empty()) {
-    fs::path d = fs::absolute(dir, ec);
-    name = d.filename().string();
-    if (name.empty() || name == ".") name = d.parent_path().filename().string();
-  }
   md.emplace_back("general.architecture", GgufValue(A));
   md.emplace_back("general.name", GgufValue(name));
   md.emplace_back(A + ".context_length", GgufValue(static_cast<uint32_t>(h.n_ctx)));
@@ -436,35 +426,71 @@ ConvertPlan plan_conversion(const std::string& src_path, const ConvertOptions& o
   }
   md.emplace_back(A + ".attention.layer_norm_rms_epsilon", GgufValue(static_cast<float>(h.rms_eps)));
   if (h.rope_theta) md.emplace_back(A + ".rope.freq_base", GgufValue(static_cast<float>(*h.rope_theta)));
-  if (rope_scaling && (rope_type == "linear" || rope_type == "yarn")) {
-    if (!rope_scaling->contains("factor") || !(*rope_scaling)["factor"].is_number())
-      fail("{}: rope_scaling has no numeric 'factor'", cfg.path);
-    double f = (*rope_scaling)["factor"].get<double>();
+  if (rs.j && (rs.type == "linear" || rs.type == "yarn")) {
+    const nlohmann::json& j = *rs.j;
+    if (!j.contains("factor") || !j["factor"].is_number()) fail("{}: rope_scaling has no numeric 'factor'", cfg.path);
+    double f = j["factor"].get<double>();
     if (!std::isfinite(f) || f <= 0) fail("{}: rope_scaling factor {} is invalid", cfg.path, f);
-    md.emplace_back(A + ".rope.scaling.type", GgufValue(rope_type));
+    md.emplace_back(A + ".rope.scaling.type", GgufValue(rs.type));
     md.emplace_back(A + ".rope.scaling.factor", GgufValue(static_cast<float>(f)));
-    if (rope_type == "yarn" && rope_scaling->contains("original_max_position_embeddings") &&
-        (*rope_scaling)["original_max_position_embeddings"].is_number_integer())
+    if (rs.type == "yarn" && j.contains("original_max_position_embeddings") &&
+        j["original_max_position_embeddings"].is_number_integer())
       md.emplace_back(A + ".rope.scaling.original_context_length",
-                      GgufValue(static_cast<uint32_t>((*rope_scaling)["original_max_position_embeddings"].get<int64_t>())));
+                      GgufValue(static_cast<uint32_t>(j["original_max_position_embeddings"].get<int64_t>())));
   }
   md.emplace_back(A + ".vocab_size", GgufValue(static_cast<uint32_t>(h.n_vocab)));
   md.emplace_back("general.file_type", GgufValue(file_type_for(plan.outtype)));
   if (plan.outtype == "q8_0") md.emplace_back("general.quantization_version", GgufValue(static_cast<uint32_t>(2)));
+}
 
-  // ---- tokenizer: llama prefers tokenizer.model (SentencePiece), qwen uses tokenizer.json (byte-level BPE)
-  Vocab vocab = load_hf_vocab(dir.string(), h.arch == Arch::Llama, h.n_vocab, opts.force_pre);
-  GgufWriter scratch((dir / ".edgeq-vocab-scratch").string());  // never written: only collects the keys
-  vocab.to_gguf(scratch);
-  static const char* kTokKeys[] = {
-      "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.scores",
-      "tokenizer.ggml.token_type", "tokenizer.ggml.add_space_prefix", "tokenizer.ggml.remove_extra_whitespaces",
-      "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-      "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.padding_token_id",
-      "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id", "tokenizer.ggml.add_bos_token",
-      "tokenizer.ggml.add_eos_token", "tokenizer.chat_template"};
-  for (const char* k : kTokKeys)
-    if (const GgufValue* v = scratch.find(k)) md.emplace_back(k, *v);
+// ---- tokenizer: llama prefers tokenizer.model (SentencePiece), qwen uses tokenizer.json (byte-level BPE) ----
+void add_tokenizer_metadata(ConvertPlan& plan, const std::string& dir, const Hparams& h, const std::string& force_pre) {
+  const Vocab vocab = load_hf_vocab(dir, h.arch == Arch::Llama, h.n_vocab, force_pre);
+  for (auto& kv : vocab.to_metadata()) plan.metadata.push_back(std::move(kv));
+}
+
+}  // namespace
+
+OnnxLlamaShape onnx_shape_from_config(const std::string& config_path) {
+  return onnx_shape(read_hparams(read_config(config_path)));
+}
+
+CheckpointLocation locate_checkpoint(const std::string& src_path) {
+  std::error_code ec;
+  const fs::path sp(src_path);
+  if (!fs::exists(sp, ec)) fail("{}: no such file or directory", src_path);
+  CheckpointLocation loc;
+  if (fs::is_directory(sp, ec)) {
+    loc.dir = sp.string();
+    const bool has_st =
+        fs::exists(sp / "model.safetensors", ec) || fs::exists(sp / "model.safetensors.index.json", ec);
+    if (!has_st && fs::exists(sp / "model.onnx", ec)) loc.onnx_path = (sp / "model.onnx").string();
+  } else if (sp.extension() == ".onnx") {
+    loc.onnx_path = sp.string();
+    loc.dir = sp.parent_path().empty() ? std::string(".") : sp.parent_path().string();
+  } else {
+    fail("{}: expected a Hugging Face checkpoint directory or a .onnx file", src_path);
+  }
+  return loc;
+}
+
+ConvertPlan plan_conversion(const std::string& src_path, const ConvertOptions& opts) {
+  const CheckpointLocation loc = locate_checkpoint(src_path);
+  const Config cfg = read_config(fs::path(loc.dir) / "config.json");
+  const Hparams h = read_hparams(cfg);
+  TensorSource src = loc.onnx_path.empty() ? detail::open_safetensors_source(loc.dir)
+                                           : detail::open_onnx_source(loc.onnx_path, onnx_shape(h));
+  ConvertPlan plan;
+  plan.source = src_path;
+  plan.arch = h.arch_name;
+  plan.first_source_type = src.first_type;
+  plan.source_bytes = src.total_bytes;
+  plan.outtype = resolve_outtype(opts.outtype, src.first_type);
+  plan_tensors(plan, h, std::move(src));
+  const RopeScaling rs = read_rope_scaling(cfg, h);
+  add_rope_freqs(plan, h, rs);
+  add_arch_metadata(plan, h, rs, cfg, model_name(loc.dir, opts.name));
+  add_tokenizer_metadata(plan, loc.dir, h, opts.force_pre);
   return plan;
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "edgeq/convert/onnx_roles.h"
 #include "edgeq/formats/ggml_types.h"
 
 namespace edgeq::convert::detail {
@@ -34,9 +35,8 @@ struct TensorSource {
 // Opens the safetensors checkpoint in dir (single file or index + shards).
 TensorSource open_safetensors_source(const std::string& dir);
 
-// Opens an ONNX export (model.onnx with config.json beside it); nullptr-like empty source with a clear error
-// when the ONNX reader is not available.
-TensorSource open_onnx_source(const std::string& onnx_path, const std::string& config_path);
+// Opens an ONNX export: its weights' HF names are recovered from the graph against `shape` (from config.json).
+TensorSource open_onnx_source(const std::string& onnx_path, const OnnxLlamaShape& shape);
 
 // Checks every value is finite; throws naming the tensor and the first bad element.
 void check_finite(const float* x, uint64_t n, const std::string& file, const std::string& tensor, uint64_t base_index);

@@ -1,15 +1,14 @@
-// ONNX exports (torch.onnx, Llama-style decoders) as a convert TensorSource, through formats/onnx.h:
-// the reader recovers each weight's HF name from the graph and loads it transposed back to HF layout.
+// ONNX exports (torch.onnx, Llama-style decoders) as a convert TensorSource: formats/onnx.h reads the model,
+// onnx_roles.h recovers each weight's HF name from the graph and loads it transposed back to HF layout.
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/onnx.h"
 #include "source.h"
 
 namespace edgeq::convert::detail {
 
-TensorSource open_onnx_source(const std::string& onnx_path, const std::string& config_path) {
+TensorSource open_onnx_source(const std::string& onnx_path, const OnnxLlamaShape& shape) {
   OnnxModel model = OnnxModel::open(onnx_path);
-  OnnxLlamaShape shape = OnnxLlamaShape::from_config_json(config_path);
-  std::vector<OnnxWeight> weights = model.recover_hf_weights(shape);
+  std::vector<OnnxWeight> weights = recover_hf_weights(model, shape);
   TensorSource src;
   src.description = onnx_path;
   bool first = true;
@@ -33,7 +32,7 @@ TensorSource open_onnx_source(const std::string& onnx_path, const std::string& c
       s.file = t->file.empty() ? onnx_path : t->file;
     }
     if (onnx_dtype_is_float(w.onnx_dtype)) {
-      s.read_all = [model, w](float* dst) { model.load_f32(w, dst); };  // checks NaN/Inf itself
+      s.read_all = [model, w](float* dst) { load_onnx_weight(model, w, dst); };  // checks NaN/Inf itself
     }
     src.tensors.push_back(std::move(s));
   }

@@ -1,7 +1,12 @@
 #include "edgeq/formats/ggml_types.h"
 
 #include <cctype>
+#include <cstring>
+#include <deque>
 #include <iterator>
+#include <string>
+
+#include "edgeq/formats/error.h"
 
 namespace edgeq {
 
@@ -28,10 +33,21 @@ constexpr GgmlTypeInfo kTypes[] = {
     // byte size here is one uint8 index per weight (the LUT is stored as a separate F32 tensor).
     {GgmlType::EDGEQ_PAL, "EDGEQ_PAL", 1, 1, true},
 };
+// Registered rows (deques: addresses stay valid as rows are added).
+struct Registered {
+  std::deque<GgmlTypeInfo> rows;
+  std::deque<std::string> names;
+};
+Registered& registered() {
+  static Registered r;
+  return r;
+}
 }  // namespace
 
 const GgmlTypeInfo* ggml_type_info(uint32_t id) {
   for (const auto& t : kTypes)
+    if (static_cast<uint32_t>(t.type) == id) return &t;
+  for (const auto& t : registered().rows)
     if (static_cast<uint32_t>(t.type) == id) return &t;
   return nullptr;
 }
@@ -41,15 +57,20 @@ const char* ggml_type_name(GgmlType t) {
   return i ? i->name : "?";
 }
 
+namespace {
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::toupper(static_cast<unsigned char>(a[i])) != std::toupper(static_cast<unsigned char>(b[i]))) return false;
+  return true;
+}
+}  // namespace
+
 std::optional<GgmlType> ggml_type_from_name(std::string_view name) {
-  for (const auto& t : kTypes) {
-    std::string_view n = t.name;
-    if (n.size() != name.size()) continue;
-    bool eq = true;
-    for (size_t i = 0; i < n.size() && eq; ++i)
-      eq = std::toupper(static_cast<unsigned char>(n[i])) == std::toupper(static_cast<unsigned char>(name[i]));
-    if (eq) return t.type;
-  }
+  for (const auto& t : kTypes)
+    if (iequals(t.name, name)) return t.type;
+  for (const auto& t : registered().rows)
+    if (iequals(t.name, name)) return t.type;
   return std::nullopt;
 }
 
@@ -64,6 +85,25 @@ std::optional<uint64_t> ggml_row_size(GgmlType t, uint64_t ne0) {
 const GgmlTypeInfo* ggml_type_table(size_t* count) {
   *count = std::size(kTypes);
   return kTypes;
+}
+
+void register_ggml_type(const GgmlTypeInfo& info) {
+  const uint32_t id = static_cast<uint32_t>(info.type);
+  if (!info.name || !*info.name) fail("register ggml type {}: empty name", id);
+  if (info.block_size == 0 || info.type_size == 0) fail("register ggml type {}: block size and bytes must be > 0", info.name);
+  if (const GgmlTypeInfo* old = ggml_type_info(id)) {
+    if (std::strcmp(old->name, info.name) == 0 && old->block_size == info.block_size &&
+        old->type_size == info.type_size && old->quantized == info.quantized)
+      return;
+    fail("register ggml type {}: id {} is already {}", info.name, id, old->name);
+  }
+  if (auto other = ggml_type_from_name(info.name))
+    fail("register ggml type {}: name already used by id {}", info.name, static_cast<uint32_t>(*other));
+  Registered& r = registered();
+  r.names.emplace_back(info.name);
+  GgmlTypeInfo row = info;
+  row.name = r.names.back().c_str();
+  r.rows.push_back(row);
 }
 
 }  // namespace edgeq

@@ -8,6 +8,7 @@
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/formats/onnx.h"
 #include "edgeq/formats/safetensors.h"
 
 namespace edgeq {
@@ -42,6 +43,33 @@ void finish_totals(nlohmann::json& r, const std::map<std::string, std::pair<uint
   nlohmann::json h = nlohmann::json::object();
   for (auto& [t, cb] : hist) h[t] = {{"tensors", cb.first}, {"bytes", cb.second}};
   r["type_histogram"] = h;
+}
+
+// The summary of config.json and the tokenizer files in a checkpoint directory (HF or an optimum-style ONNX export).
+void add_checkpoint_files(nlohmann::json& r, const std::filesystem::path& dir) {
+  auto cfg_path = (dir / "config.json").string();
+  if (std::filesystem::exists(cfg_path)) {
+    MappedFile m(cfg_path);
+    nlohmann::json cfg;
+    try {
+      cfg = nlohmann::json::parse(m.data(), m.data() + m.size());
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not valid JSON: {}", cfg_path, e.what());
+    }
+    if (!cfg.is_object()) fail("{}: not a JSON object", cfg_path);
+    nlohmann::json s;
+    if (cfg.contains("architectures") && cfg["architectures"].is_array() && !cfg["architectures"].empty())
+      s["architecture"] = cfg["architectures"][0];
+    for (const char* k : {"model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                          "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings", "rms_norm_eps",
+                          "rope_theta", "tie_word_embeddings", "torch_dtype"})
+      if (cfg.contains(k)) s[k] = cfg[k];
+    r["config"] = s;
+  }
+  nlohmann::json tok = nlohmann::json::array();
+  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
+    if (std::filesystem::exists(dir / f)) tok.push_back(f);
+  r["tokenizer_files"] = tok;
 }
 
 nlohmann::json inspect_gguf(const std::string& path) {
@@ -109,31 +137,64 @@ nlohmann::json inspect_checkpoint(const std::string& path, bool is_dir) {
   r["tensor_count"] = c.tensors().size();
   r["tensors"] = ts;
   finish_totals(r, hist, params, bytes);
-  if (is_dir) {
-    auto cfg_path = (std::filesystem::path(path) / "config.json").string();
-    if (std::filesystem::exists(cfg_path)) {
-      MappedFile m(cfg_path);
-      nlohmann::json cfg;
-      try {
-        cfg = nlohmann::json::parse(m.data(), m.data() + m.size());
-      } catch (const nlohmann::json::exception& e) {
-        fail("{}: not valid JSON: {}", cfg_path, e.what());
-      }
-      if (!cfg.is_object()) fail("{}: not a JSON object", cfg_path);
-      nlohmann::json s;
-      if (cfg.contains("architectures") && cfg["architectures"].is_array() && !cfg["architectures"].empty())
-        s["architecture"] = cfg["architectures"][0];
-      for (const char* k : {"model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                            "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings", "rms_norm_eps",
-                            "rope_theta", "tie_word_embeddings", "torch_dtype"})
-        if (cfg.contains(k)) s[k] = cfg[k];
-      r["config"] = s;
-    }
-    nlohmann::json tok = nlohmann::json::array();
-    for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
-      if (std::filesystem::exists(std::filesystem::path(path) / f)) tok.push_back(f);
-    r["tokenizer_files"] = tok;
+  if (is_dir) add_checkpoint_files(r, path);
+  return r;
+}
+
+// An ONNX model: its graph summary and initializers (the weights convert reads), with the external data files.
+// `dir_given`: the path was a checkpoint directory holding model.onnx, so its config and tokenizer are described.
+nlohmann::json inspect_onnx(const std::string& path, const std::string& model_path, bool dir_given) {
+  namespace fs = std::filesystem;
+  const auto m = OnnxModel::open(model_path);
+  nlohmann::json r;
+  r["path"] = path;
+  r["format"] = "onnx";
+  r["model_file"] = model_path;
+  r["ir_version"] = m.ir_version();
+  r["opset_version"] = m.opset_version();
+  r["producer"] = m.producer_name();
+  r["nodes"] = m.n_nodes();
+  std::map<std::string, std::pair<uint64_t, uint64_t>> files;  // file -> (initializers, bytes on disk)
+  auto size_of = [](const std::string& f) {
+    std::error_code ec;
+    const auto n = fs::file_size(f, ec);
+    if (ec) fail("{}: cannot read its size: {}", f, ec.message());
+    return static_cast<uint64_t>(n);
+  };
+  files[model_path] = {0, size_of(model_path)};
+  nlohmann::json ts = nlohmann::json::array();
+  std::map<std::string, std::pair<uint64_t, uint64_t>> hist;
+  uint64_t params = 0, bytes = 0;
+  for (const auto& t : m.initializers()) {
+    const uint64_t n = t.n_elements();
+    const char* dn = onnx_dtype_name(t.onnx_dtype);
+    const char* storage = t.storage == OnnxStorage::External ? "external"
+                          : t.storage == OnnxStorage::Raw    ? "raw"
+                          : t.storage == OnnxStorage::Typed  ? "typed"
+                                                             : "none";
+    const std::string file = t.file.empty() ? model_path : t.file;
+    if (!files.count(file)) files[file] = {0, size_of(file)};
+    files[file].first++;
+    ts.push_back({{"name", t.name}, {"type", dn}, {"shape", t.dims}, {"elements", n}, {"bytes", t.nbytes},
+                  {"storage", storage}, {"file", fs::path(file).filename().string()}, {"offset", t.offset},
+                  {"bits_per_weight", 8.0 * onnx_dtype_size(t.onnx_dtype)}});
+    params += n;
+    bytes += t.nbytes;
+    hist[dn].first++;
+    hist[dn].second += t.nbytes;
   }
+  uint64_t fsize = 0;
+  r["files"] = nlohmann::json::array();
+  for (const auto& [f, cb] : files) {
+    fsize += cb.second;
+    r["files"].push_back({{"path", f}, {"bytes", cb.second}, {"tensors", cb.first}});
+  }
+  r["file_size"] = fsize;
+  r["metadata"] = nlohmann::json::object();
+  r["tensor_count"] = m.initializers().size();
+  r["tensors"] = ts;
+  finish_totals(r, hist, params, bytes);
+  if (dir_given) add_checkpoint_files(r, path);
   return r;
 }
 
@@ -171,7 +232,14 @@ nlohmann::json inspect_path(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("{}: no such file or directory", path);
-  if (fs::is_directory(path, ec)) return inspect_checkpoint(path, true);
+  if (fs::is_directory(path, ec)) {
+    // convert's rule: a directory without safetensors weights but with model.onnx is an ONNX export
+    const fs::path dir(path);
+    if (!fs::exists(dir / "model.safetensors", ec) && !fs::exists(dir / "model.safetensors.index.json", ec) &&
+        fs::exists(dir / "model.onnx", ec))
+      return inspect_onnx(path, (dir / "model.onnx").string(), true);
+    return inspect_checkpoint(path, true);
+  }
   uint8_t magic[8] = {};
   {
     MappedFile m(path);
@@ -180,8 +248,9 @@ nlohmann::json inspect_path(const std::string& path) {
   if (std::memcmp(magic, "GGUF", 4) == 0) return inspect_gguf(path);
   auto ext = fs::path(path).extension().string();
   if (ext == ".safetensors") return inspect_checkpoint(path, false);
+  if (ext == ".onnx") return inspect_onnx(path, path, false);
   if (ext == ".gguf") return inspect_gguf(path);  // reports the bad magic
-  fail("{}: unrecognised file (neither GGUF nor .safetensors)", path);
+  fail("{}: unrecognised file (not GGUF, .safetensors or .onnx)", path);
 }
 
 std::string render_inspection(const nlohmann::json& r, size_t max_tensors) {
@@ -190,6 +259,11 @@ std::string render_inspection(const nlohmann::json& r, size_t max_tensors) {
   if (fmt_name == "gguf")
     o += fmt::format("{}: GGUF v{}, alignment {}, {} ({} bytes)\n", r["path"].get<std::string>(), r["version"].get<int>(),
                      r["alignment"].get<int>(), human_bytes(r["file_size"]), r["file_size"].get<uint64_t>());
+  else if (fmt_name == "onnx")
+    o += fmt::format("{}: ONNX, IR version {}, opset {}, producer \"{}\", {} nodes ({} file{}, {})\n",
+                     r["path"].get<std::string>(), r["ir_version"].get<int64_t>(), r["opset_version"].get<int64_t>(),
+                     r["producer"].get<std::string>(), r["nodes"].get<uint64_t>(), r["files"].size(),
+                     r["files"].size() == 1 ? "" : "s", human_bytes(r["file_size"]));
   else
     o += fmt::format("{}: {} ({} file{}, {})\n", r["path"].get<std::string>(), fmt_name, r["files"].size(),
                      r["files"].size() == 1 ? "" : "s", human_bytes(r["file_size"]));

@@ -79,6 +79,7 @@ struct InputFile {
 
 std::mutex g_inputs_mu;
 std::vector<InputFile> g_inputs;
+std::atomic<bool> g_protect_inputs{false};
 
 bool same_inode(const std::string& path, dev_t dev, ino_t ino) {
   struct stat st {};
@@ -95,6 +96,8 @@ void note_input_file(const std::string& path) {
     if (f.dev == st.st_dev && f.ino == st.st_ino && f.path == path) return;
   g_inputs.push_back({path, st.st_dev, st.st_ino});
 }
+
+void protect_inputs(bool on) { g_protect_inputs.store(on); }
 
 void forget_input_file(const std::string& path) {
   struct stat st {};
@@ -113,6 +116,7 @@ void check_output_path(const std::string& path) {
   if (S_ISDIR(st.st_mode)) fail("{}: is a directory, expected an output file path", path);
   if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) return;  // written in place
   if (!S_ISREG(st.st_mode)) fail("{}: is not a regular file, a character device or a FIFO; refusing to write to it", path);
+  if (!g_protect_inputs.load()) return;
   std::lock_guard<std::mutex> lock(g_inputs_mu);
   for (auto& f : g_inputs)
     if (f.dev == st.st_dev && f.ino == st.st_ino && same_inode(f.path, f.dev, f.ino))

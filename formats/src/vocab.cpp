@@ -121,7 +121,7 @@ Vocab Vocab::from_gguf(const GgufFile& f) {
 // gguf-py order: convert_hf_to_gguf's set_vocab writes model, pre, tokens, scores, token types (and for some
 // SentencePiece models add_space_prefix / remove_extra_whitespaces), then SpecialVocab.add_to_gguf writes
 // merges, the special token ids (bos, eos, unk, sep, pad), add_bos / add_eos and the chat template.
-void Vocab::to_gguf(GgufWriter& w) const {
+std::vector<std::pair<std::string, GgufValue>> Vocab::to_metadata() const {
   if (model.empty()) fail("vocab: tokenizer model is empty");
   if (tokens.empty()) fail("vocab: no tokens");
   const size_t n = tokens.size();
@@ -130,14 +130,15 @@ void Vocab::to_gguf(GgufWriter& w) const {
   auto id_ok = [&](int64_t id, const char* what) {
     if (id >= static_cast<int64_t>(n)) fail("vocab: {} token id {} out of range ({} tokens)", what, id, n);
   };
-  w.set("tokenizer.ggml.model", GgufValue(model));
-  if (!pre.empty()) w.set("tokenizer.ggml.pre", GgufValue(pre));
-  w.set("tokenizer.ggml.tokens", GgufValue::string_array(tokens));
-  if (!scores.empty()) w.set("tokenizer.ggml.scores", GgufValue::float_array(scores));
-  if (!token_types.empty()) w.set("tokenizer.ggml.token_type", GgufValue::int32_array(token_types));
-  if (add_space_prefix) w.set("tokenizer.ggml.add_space_prefix", GgufValue(*add_space_prefix));
-  if (remove_extra_whitespaces) w.set("tokenizer.ggml.remove_extra_whitespaces", GgufValue(*remove_extra_whitespaces));
-  if (!merges.empty()) w.set("tokenizer.ggml.merges", GgufValue::string_array(merges));
+  std::vector<std::pair<std::string, GgufValue>> kv;
+  kv.emplace_back("tokenizer.ggml.model", GgufValue(model));
+  if (!pre.empty()) kv.emplace_back("tokenizer.ggml.pre", GgufValue(pre));
+  kv.emplace_back("tokenizer.ggml.tokens", GgufValue::string_array(tokens));
+  if (!scores.empty()) kv.emplace_back("tokenizer.ggml.scores", GgufValue::float_array(scores));
+  if (!token_types.empty()) kv.emplace_back("tokenizer.ggml.token_type", GgufValue::int32_array(token_types));
+  if (add_space_prefix) kv.emplace_back("tokenizer.ggml.add_space_prefix", GgufValue(*add_space_prefix));
+  if (remove_extra_whitespaces) kv.emplace_back("tokenizer.ggml.remove_extra_whitespaces", GgufValue(*remove_extra_whitespaces));
+  if (!merges.empty()) kv.emplace_back("tokenizer.ggml.merges", GgufValue::string_array(merges));
   const std::pair<const char*, int64_t> ids[] = {
       {"tokenizer.ggml.bos_token_id", bos_id},     {"tokenizer.ggml.eos_token_id", eos_id},
       {"tokenizer.ggml.unknown_token_id", unk_id}, {"tokenizer.ggml.seperator_token_id", sep_id},
@@ -147,11 +148,16 @@ void Vocab::to_gguf(GgufWriter& w) const {
   for (const auto& [key, id] : ids) {
     if (id < 0) continue;
     id_ok(id, key);
-    w.set(key, GgufValue(static_cast<uint32_t>(id)));
+    kv.emplace_back(key, GgufValue(static_cast<uint32_t>(id)));
   }
-  if (add_bos) w.set("tokenizer.ggml.add_bos_token", GgufValue(*add_bos));
-  if (add_eos) w.set("tokenizer.ggml.add_eos_token", GgufValue(*add_eos));
-  if (chat_template) w.set("tokenizer.chat_template", GgufValue(*chat_template));
+  if (add_bos) kv.emplace_back("tokenizer.ggml.add_bos_token", GgufValue(*add_bos));
+  if (add_eos) kv.emplace_back("tokenizer.ggml.add_eos_token", GgufValue(*add_eos));
+  if (chat_template) kv.emplace_back("tokenizer.chat_template", GgufValue(*chat_template));
+  return kv;
+}
+
+void Vocab::to_gguf(GgufWriter& w) const {
+  for (auto& [k, v] : to_metadata()) w.set(k, std::move(v));
 }
 
 }  // namespace edgeq

@@ -2,27 +2,34 @@
 // dequantizers (f16 -> f32 first, then f32 products in the same order) so results match bit for bit.
 #include <cstring>
 
-#include "blocks_layout.h"
+#include "block_kernels.h"
 #include "edgeq/formats/error.h"
+#include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 
 namespace edgeq::quant {
 using namespace detail;
 
 namespace {
-
-void check_n(GgmlType t, int64_t n) {
-  const GgmlTypeInfo* info = ggml_type_info(t);
-  if (!info) fail("dequantize: unknown ggml type id {}", static_cast<uint32_t>(t));
-  if (n < 0 || n % info->block_size != 0)
-    fail("dequantize {}: {} elements is not a multiple of the block size {}", info->name, n, info->block_size);
-}
-
 template <typename B>
 const B* blocks(const void* src) {
   return static_cast<const B*>(src);
 }
+}  // namespace
 
+namespace detail {
+
+void deq_f32(const void* src, float* y, int64_t nb) {
+  if (nb) std::memcpy(y, src, static_cast<size_t>(nb) * 4);
+}
+void deq_f16(const void* src, float* y, int64_t nb) {
+  auto* s = static_cast<const uint8_t*>(src);
+  for (int64_t i = 0; i < nb; ++i) { uint16_t h; std::memcpy(&h, s + 2 * i, 2); y[i] = f16_to_f32(h); }
+}
+void deq_bf16(const void* src, float* y, int64_t nb) {
+  auto* s = static_cast<const uint8_t*>(src);
+  for (int64_t i = 0; i < nb; ++i) { uint16_t h; std::memcpy(&h, s + 2 * i, 2); y[i] = bf16_to_f32(h); }
+}
 void deq_q4_0(const void* src, float* y, int64_t nb) {
   auto* b = blocks<BlockQ4_0>(src);
   for (int64_t i = 0; i < nb; ++i, y += 32) {
@@ -249,55 +256,28 @@ void deq_tq2_0(const void* src, float* y, int64_t nb) {
   }
 }
 
-}  // namespace
+const BlockOps& dequantizable_row(GgmlType t, int64_t n) {
+  const BlockOps* ops = block_ops(t);
+  if (!ops || !ops->dequantize) {
+    if (!ggml_type_info(t)) fail("dequantize: unknown ggml type id {}", static_cast<uint32_t>(t));
+    fail("dequantize: type {} is not supported", ggml_type_name(t));
+  }
+  if (n < 0 || n % ops->info->block_size != 0)
+    fail("dequantize {}: {} elements is not a multiple of the block size {}", ops->info->name, n,
+         ops->info->block_size);
+  return *ops;
+}
+
+}  // namespace detail
 
 bool can_dequantize(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16:
-    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
-    case GgmlType::Q8_0: case GgmlType::Q8_1:
-    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K:
-    case GgmlType::Q6_K: case GgmlType::Q8_K:
-    case GgmlType::IQ4_NL: case GgmlType::IQ4_XS: case GgmlType::TQ1_0: case GgmlType::TQ2_0:
-      return true;
-    default:
-      return false;
-  }
+  const BlockOps* ops = block_ops(t);
+  return ops && ops->dequantize;
 }
 
 void dequantize_row_scalar(GgmlType t, const void* src, float* dst, int64_t n) {
-  check_n(t, n);
-  const int64_t nb = n / ggml_type_info(t)->block_size;
-  switch (t) {
-    case GgmlType::F32: if (n) std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
-    case GgmlType::F16: {
-      auto* s = static_cast<const uint8_t*>(src);
-      for (int64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, s + 2 * i, 2); dst[i] = f16_to_f32(h); }
-      return;
-    }
-    case GgmlType::BF16: {
-      auto* s = static_cast<const uint8_t*>(src);
-      for (int64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, s + 2 * i, 2); dst[i] = bf16_to_f32(h); }
-      return;
-    }
-    case GgmlType::Q4_0: return deq_q4_0(src, dst, nb);
-    case GgmlType::Q4_1: return deq_q4_1(src, dst, nb);
-    case GgmlType::Q5_0: return deq_q5_0(src, dst, nb);
-    case GgmlType::Q5_1: return deq_q5_1(src, dst, nb);
-    case GgmlType::Q8_0: return deq_q8_0(src, dst, nb);
-    case GgmlType::Q8_1: return deq_q8_1(src, dst, nb);
-    case GgmlType::Q2_K: return deq_q2_k(src, dst, nb);
-    case GgmlType::Q3_K: return deq_q3_k(src, dst, nb);
-    case GgmlType::Q4_K: return deq_q4_k(src, dst, nb);
-    case GgmlType::Q5_K: return deq_q5_k(src, dst, nb);
-    case GgmlType::Q6_K: return deq_q6_k(src, dst, nb);
-    case GgmlType::Q8_K: return deq_q8_k(src, dst, nb);
-    case GgmlType::IQ4_NL: return deq_iq4_nl(src, dst, nb);
-    case GgmlType::IQ4_XS: return deq_iq4_xs(src, dst, nb);
-    case GgmlType::TQ1_0: return deq_tq1_0(src, dst, nb);
-    case GgmlType::TQ2_0: return deq_tq2_0(src, dst, nb);
-    default: fail("dequantize: type {} is not supported", ggml_type_name(t));
-  }
+  const BlockOps& ops = dequantizable_row(t, n);
+  ops.dequantize(src, dst, n / ops.info->block_size);
 }
 
 double weighted_sq_error(const float* a, const float* b, int64_t n, const float* w) {

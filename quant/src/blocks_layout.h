@@ -10,23 +10,24 @@ namespace edgeq::quant::detail {
 constexpr int QK_K = 256;
 constexpr int K_SCALE_SIZE = 12;
 
+// qk: elements per block (ggml's QK4_0, QK_K, ...).
 #pragma pack(push, 1)
-struct BlockQ4_0 { uint16_t d; uint8_t qs[16]; };
-struct BlockQ4_1 { uint16_t d, m; uint8_t qs[16]; };
-struct BlockQ5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };
-struct BlockQ5_1 { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; };
-struct BlockQ8_0 { uint16_t d; int8_t qs[32]; };
-struct BlockQ8_1 { uint16_t d, s; int8_t qs[32]; };
-struct BlockQ2_K { uint8_t scales[QK_K / 16]; uint8_t qs[QK_K / 4]; uint16_t d, dmin; };
-struct BlockQ3_K { uint8_t hmask[QK_K / 8]; uint8_t qs[QK_K / 4]; uint8_t scales[12]; uint16_t d; };
-struct BlockQ4_K { uint16_t d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; };
-struct BlockQ5_K { uint16_t d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; };
-struct BlockQ6_K { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; };
-struct BlockQ8_K { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; };
-struct BlockIQ4_NL { uint16_t d; uint8_t qs[16]; };
-struct BlockIQ4_XS { uint16_t d; uint16_t scales_h; uint8_t scales_l[QK_K / 64]; uint8_t qs[QK_K / 2]; };
-struct BlockTQ1_0 { uint8_t qs[(QK_K - 4 * QK_K / 64) / 5]; uint8_t qh[QK_K / 64]; uint16_t d; };
-struct BlockTQ2_0 { uint8_t qs[QK_K / 4]; uint16_t d; };
+struct BlockQ4_0 { static constexpr int qk = 32; uint16_t d; uint8_t qs[16]; };
+struct BlockQ4_1 { static constexpr int qk = 32; uint16_t d, m; uint8_t qs[16]; };
+struct BlockQ5_0 { static constexpr int qk = 32; uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };
+struct BlockQ5_1 { static constexpr int qk = 32; uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; };
+struct BlockQ8_0 { static constexpr int qk = 32; uint16_t d; int8_t qs[32]; };
+struct BlockQ8_1 { static constexpr int qk = 32; uint16_t d, s; int8_t qs[32]; };
+struct BlockQ2_K { static constexpr int qk = QK_K; uint8_t scales[QK_K / 16]; uint8_t qs[QK_K / 4]; uint16_t d, dmin; };
+struct BlockQ3_K { static constexpr int qk = QK_K; uint8_t hmask[QK_K / 8]; uint8_t qs[QK_K / 4]; uint8_t scales[12]; uint16_t d; };
+struct BlockQ4_K { static constexpr int qk = QK_K; uint16_t d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; };
+struct BlockQ5_K { static constexpr int qk = QK_K; uint16_t d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; };
+struct BlockQ6_K { static constexpr int qk = QK_K; uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; };
+struct BlockQ8_K { static constexpr int qk = QK_K; float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; };
+struct BlockIQ4_NL { static constexpr int qk = 32; uint16_t d; uint8_t qs[16]; };
+struct BlockIQ4_XS { static constexpr int qk = QK_K; uint16_t d; uint16_t scales_h; uint8_t scales_l[QK_K / 64]; uint8_t qs[QK_K / 2]; };
+struct BlockTQ1_0 { static constexpr int qk = QK_K; uint8_t qs[(QK_K - 4 * QK_K / 64) / 5]; uint8_t qh[QK_K / 64]; uint16_t d; };
+struct BlockTQ2_0 { static constexpr int qk = QK_K; uint8_t qs[QK_K / 4]; uint16_t d; };
 #pragma pack(pop)
 
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 &&

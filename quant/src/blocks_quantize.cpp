@@ -24,8 +24,9 @@
 #include <cstring>
 #include <vector>
 
-#include "blocks_layout.h"
+#include "block_kernels.h"
 #include "edgeq/formats/error.h"
+#include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 
 #if defined(__SSE2__)
@@ -969,6 +970,10 @@ void symk_encode(const float* x, const float* w, const SymK& P, const Grid& G, S
   }
 }
 
+}  // namespace
+
+namespace detail {
+
 // ---------------------------------------------------------------------------------------------------
 // Per-type block encoders. x: block values, w: block weights (never all-zero garbage: >= tiny epsilon).
 
@@ -1202,34 +1207,29 @@ void enc_iq4_xs(const float* x, const float* w, void* dst) {
   std::memcpy(&b->scales_h, &sh, 2);
 }
 
-using EncFn = void (*)(const float*, const float*, void*);
-
-EncFn encoder(GgmlType t) {
-  switch (t) {
-    case GgmlType::Q4_0: return enc_q4_0;
-    case GgmlType::Q4_1: return enc_q4_1;
-    case GgmlType::Q5_0: return enc_q5_0;
-    case GgmlType::Q5_1: return enc_q5_1;
-    case GgmlType::Q8_0: return enc_q8_0;
-    case GgmlType::Q8_1: return enc_q8_1;
-    case GgmlType::Q2_K: return enc_q2_k;
-    case GgmlType::Q3_K: return enc_q3_k;
-    case GgmlType::Q4_K: return enc_q4_k;
-    case GgmlType::Q5_K: return enc_q5_k;
-    case GgmlType::Q6_K: return enc_q6_k;
-    case GgmlType::Q8_K: return enc_q8_k;
-    case GgmlType::IQ4_NL: return enc_iq4_nl;
-    case GgmlType::IQ4_XS: return enc_iq4_xs;
-    case GgmlType::TQ1_0: return enc_tq1_0;
-    case GgmlType::TQ2_0: return enc_tq2_0;
-    default: return nullptr;
+void enc_f32(const float* x, const float*, void* dst, int64_t nb) {
+  if (nb) std::memcpy(dst, x, static_cast<size_t>(nb) * 4);
+}
+void enc_f16(const float* x, const float*, void* dst, int64_t nb) {
+  auto* o = static_cast<uint8_t*>(dst);
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint16_t h = f32_to_f16(x[i]);
+    std::memcpy(o + 2 * i, &h, 2);
+  }
+}
+void enc_bf16(const float* x, const float*, void* dst, int64_t nb) {
+  auto* o = static_cast<uint8_t*>(dst);
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint16_t h = f32_to_bf16(x[i]);
+    std::memcpy(o + 2 * i, &h, 2);
   }
 }
 
-}  // namespace
+}  // namespace detail
 
 bool can_quantize(GgmlType t) {
-  return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || encoder(t) != nullptr;
+  const BlockOps* ops = block_ops(t);
+  return ops && ops->encode;
 }
 
 void set_quantize_simd(bool enabled) {
@@ -1268,20 +1268,11 @@ size_t quantize_rows(GgmlType t, const float* src, void* dst, int64_t nrows, int
     if (!std::isfinite(src[i]))
       fail("quantize {}: non-finite value {} at row {}, column {}", info->name, src[i], i / n_per_row, i % n_per_row);
   auto* out = static_cast<uint8_t*>(dst);
-  if (t == GgmlType::F32) {
-    std::memcpy(out, src, static_cast<size_t>(total));
-    return static_cast<size_t>(total);
-  }
-  if (t == GgmlType::F16 || t == GgmlType::BF16) {
-    for (int64_t i = 0; i < n_el; ++i) {
-      uint16_t h = t == GgmlType::F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
-      std::memcpy(out + 2 * i, &h, 2);
-    }
-    return static_cast<size_t>(total);
-  }
-  // Per-column weights: the importance (plus a tiny floor so all-zero groups stay well defined), or 1.
-  std::vector<float> w(static_cast<size_t>(n_per_row), 1.f);
-  if (importance) {
+  // Block types get per-column weights: the importance (plus a tiny floor so all-zero groups stay well
+  // defined), or 1. The plain float types ignore them.
+  std::vector<float> w;
+  if (info->quantized) w.assign(static_cast<size_t>(n_per_row), 1.f);
+  if (importance && info->quantized) {
     double sum = 0;
     for (int64_t j = 0; j < n_per_row; ++j) {
       if (!std::isfinite(importance[j]) || importance[j] < 0)
@@ -1292,13 +1283,10 @@ size_t quantize_rows(GgmlType t, const float* src, void* dst, int64_t nrows, int
     const float floor = static_cast<float>(std::max(sum / static_cast<double>(n_per_row) * 1e-6, 1e-30));
     for (int64_t j = 0; j < n_per_row; ++j) w[static_cast<size_t>(j)] = importance[j] + floor;
   }
-  EncFn enc = encoder(t);
-  const int64_t bs = info->block_size, nb = n_per_row / bs;
-  for (int64_t r = 0; r < nrows; ++r) {
-    const float* x = src + r * n_per_row;
-    uint8_t* o = out + static_cast<uint64_t>(r) * *row_size;
-    for (int64_t b = 0; b < nb; ++b) enc(x + b * bs, w.data() + b * bs, o + b * info->type_size);
-  }
+  const EncodeFn enc = block_ops(t)->encode;
+  const int64_t nb = n_per_row / info->block_size;
+  for (int64_t r = 0; r < nrows; ++r)
+    enc(src + r * n_per_row, w.empty() ? nullptr : w.data(), out + static_cast<uint64_t>(r) * *row_size, nb);
   return static_cast<size_t>(total);
 }
 

@@ -1,10 +1,13 @@
 // llama.cpp legacy imatrix reader: every count and length is checked against the bytes left.
 #include "edgeq/quant/imatrix.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 
 namespace edgeq::quant {
@@ -30,7 +33,55 @@ struct Reader {
 
 ImatrixFile ImatrixFile::open(const std::string& path) {
   MappedFile map(path);
+  if (map.size() >= 4 && std::memcmp(map.data(), "GGUF", 4) == 0) return from_gguf(GgufFile::open(path));
   return parse(map.data(), map.size(), path);
+}
+
+ImatrixFile ImatrixFile::from_gguf(const GgufFile& g) {
+  const std::string& name = g.path();
+  if (g.get_string("general.type").value_or("") != "imatrix")
+    fail("{}: a GGUF file but not an importance matrix (general.type is not \"imatrix\")", name);
+  ImatrixFile f;
+  f.path_ = name;
+  const int64_t chunks = g.get_int("imatrix.chunk_count").value_or(0);
+  if (chunks < 0 || chunks > INT32_MAX) fail("{}: bad imatrix.chunk_count {}", name, chunks);
+  f.last_call_ = static_cast<int32_t>(chunks);
+  if (const GgufValue* d = g.find("imatrix.datasets"); d && d->type() == GgufType::ARRAY && !d->as_array().items.empty())
+    f.dataset_ = d->as_array().items.front().as_string();
+  constexpr std::string_view kSums = ".in_sum2", kCounts = ".counts";
+  for (const auto& t : g.tensors()) {
+    if (t.name.size() <= kSums.size() || t.name.compare(t.name.size() - kSums.size(), kSums.size(), kSums) != 0) continue;
+    const std::string base = t.name.substr(0, t.name.size() - kSums.size());
+    const GgufTensorInfo* c = g.find_tensor(base + std::string(kCounts));
+    if (!c) fail("{}: {} has sums but no counts", name, base);
+    if (t.type != GgmlType::F32 || c->type != GgmlType::F32 || t.dims.empty())
+      fail("{}: {}: imatrix tensors must be F32", name, base);
+    const uint64_t ne0 = t.dims[0], nmat = t.n_elements() / std::max<uint64_t>(ne0, 1);
+    if (ne0 < 1 || ne0 > static_cast<uint64_t>(kMaxValues) || c->n_elements() != nmat)
+      fail("{}: {}: {} sums do not match {} counts", name, base, t.n_elements(), c->n_elements());
+    const TensorView sv = g.view(t), cv = g.view(*c);
+    ImatrixEntry e;
+    e.name = base;
+    e.ncall = f.last_call_;
+    e.values.resize(static_cast<size_t>(t.n_elements()));
+    for (uint64_t m = 0; m < nmat; ++m) {
+      float cnt;
+      std::memcpy(&cnt, cv.data + 4 * m, 4);
+      if (!std::isfinite(cnt) || cnt < 0) fail("{}: {}: bad count {}", name, base, cnt);
+      for (uint64_t j = 0; j < ne0; ++j) {
+        float v;
+        std::memcpy(&v, sv.data + 4 * (m * ne0 + j), 4);
+        if (!std::isfinite(v) || v < 0)
+          fail("{}: {}: value {} at column {} is not a finite non-negative number", name, base, v, j);
+        e.values[m * ne0 + j] = cnt > 0 ? v / cnt : v;
+      }
+    }
+    if (f.index_.count(e.name)) fail("{}: duplicate entry {}", name, e.name);
+    f.index_.emplace(e.name, f.entries_.size());
+    f.entries_.push_back(std::move(e));
+  }
+  if (f.entries_.empty()) fail("{}: the imatrix GGUF holds no <tensor>.in_sum2 entries", name);
+  return f;
 }
 
 ImatrixFile ImatrixFile::parse(const uint8_t* data, uint64_t size, const std::string& name) {

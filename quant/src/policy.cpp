@@ -8,6 +8,7 @@
 #include <string>
 
 #include "edgeq/formats/error.h"
+#include "edgeq/quant/block_ops.h"
 
 namespace edgeq::quant {
 
@@ -24,10 +25,6 @@ bool iequals(std::string_view a, std::string_view b) {
 }
 
 bool contains(std::string_view s, std::string_view sub) { return s.find(sub) != std::string_view::npos; }
-
-// Types a user may ask for in an override: plain floats and the block types edgeq writes.
-constexpr T kWritableTypes[] = {T::F32,  T::F16,  T::BF16, T::Q4_0, T::Q4_1, T::Q5_0,   T::Q5_1,  T::Q8_0,
-                                T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::IQ4_NL, T::IQ4_XS};
 
 bool is_quantized(T t) {
   auto* i = ggml_type_info(t);
@@ -115,12 +112,17 @@ T mix_type(State& qs, const ModelParams& p, const PolicyOptions& o, T new_type, 
     } else if (ftype == F::MOSTLY_Q4_K_S && qs.i_attention_wv < 4) {
       new_type = T::Q5_K;
     }
+    // llama.cpp: in a 70B model 8 query heads share each attn_v head (GQA), so attn_v.weight is 8x smaller
+    // than attn_q.weight; more bits here give a nice accuracy boost for a nearly negligible size increase.
     if (p.is_70b() && (new_type == T::Q3_K || new_type == T::Q4_K)) new_type = T::Q5_K;
+    // llama.cpp: for the 8-expert model (Mixtral-8x7B) bumping attn_v to Q8_0 costs just ~128 MB (the
+    // attention is shared by all experts, so it is a small part of the model).
     if (n_expert == 8) new_type = T::Q8_0;
     ++qs.i_attention_wv;
     return new_type;
   }
   if (contains(name, "attn_k.weight")) {
+    // llama.cpp: as attn_v, Q8_0 for the 8-expert model costs just ~128 MB.
     if (n_expert == 8) new_type = T::Q8_0;
     return new_type;
   }
@@ -150,6 +152,9 @@ T mix_type(State& qs, const ModelParams& p, const PolicyOptions& o, T new_type, 
     } else if (ftype == F::MOSTLY_Q4_K_S && !falcon && i_layer < n_layer / 8) {
       new_type = T::Q5_K;
     } else if ((ftype == F::MOSTLY_Q4_0 || ftype == F::MOSTLY_Q5_0) && o.has_imatrix && i_layer < n_layer / 8) {
+      // llama.cpp: guards against the first ffn_down layers going wrong ("craziness"), which happens with
+      // Q4_0/Q5_0 even with an imatrix. Only with an imatrix, so that a) a run without one still gives the same
+      // quantization as before imatrix support, and b) Q4_1/Q5_1 themselves go wrong on ffn_down without one.
       new_type = ftype == F::MOSTLY_Q4_0 ? T::Q4_1 : T::Q5_1;
     }
     ++qs.i_ffn_down;
@@ -277,12 +282,13 @@ FileType parse_file_type(std::string_view name) {
 }
 
 GgmlType parse_tensor_type(std::string_view name) {
+  const std::vector<T> writable = writable_types();
   auto t = ggml_type_from_name(name);
   if (t)
-    for (T w : kWritableTypes)
+    for (T w : writable)
       if (w == *t) return w;
   std::string names;
-  for (T w : kWritableTypes) names += std::string(names.empty() ? "" : ", ") + ggml_type_name(w);
+  for (T w : writable) names += std::string(names.empty() ? "" : ", ") + ggml_type_name(w);
   fail("unknown or unsupported tensor type '{}' (valid: {})", name, names);
 }
 

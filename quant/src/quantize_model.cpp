@@ -1,19 +1,15 @@
 // The quantization pipeline (see quantize.h).
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <exception>
 #include <filesystem>
-#include <mutex>
 #include <numeric>
 #include <set>
-#include <thread>
 
 #include "edgeq/formats/error.h"
-#include "edgeq/formats/thread_count.h"
 #include "edgeq/formats/half.h"
+#include "edgeq/formats/thread_count.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/imatrix.h"
 #include "edgeq/quant/quantize.h"
@@ -49,68 +45,24 @@ uint64_t tensor_bytes(const std::string& src, const std::string& name, GgmlType 
   return out;
 }
 
-// Converts or quantizes rows [0, nrows) of f32 data into dst in type t, over threads, in fixed row chunks.
-void encode_rows(GgmlType t, const float* src, uint8_t* dst, int64_t nrows, int64_t n_per_row,
-                 const float* importance, int threads) {
-  const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(n_per_row));
-  if (t == GgmlType::F32) {
-    std::memcpy(dst, src, static_cast<size_t>(nrows) * static_cast<size_t>(n_per_row) * sizeof(float));
-    return;
-  }
-  const int64_t chunk = quantize_chunk_rows(n_per_row);
-  const int64_t nchunks = (nrows + chunk - 1) / chunk;
-  auto work = [&](int64_t c) {
-    const int64_t r0 = c * chunk;
-    const int64_t nr = std::min(chunk, nrows - r0);
-    const float* s = src + r0 * n_per_row;
-    uint8_t* d = dst + static_cast<uint64_t>(r0) * row_bytes;
-    const int64_t n = nr * n_per_row;
-    if (t == GgmlType::F16) {
-      f32_to_f16_row(s, reinterpret_cast<uint16_t*>(d), n);
-    } else if (t == GgmlType::BF16) {
-      f32_to_bf16_row(s, reinterpret_cast<uint16_t*>(d), n);
-    } else {
-      size_t wrote = quantize_rows(t, s, d, nr, n_per_row, importance);
-      if (wrote != static_cast<size_t>(nr) * row_bytes)
-        fail("quantize_rows({}) wrote {} bytes, expected {}", ggml_type_name(t), wrote, static_cast<uint64_t>(nr) * row_bytes);
-    }
-  };
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, nchunks)));
-  if (nt <= 1) {
-    for (int64_t c = 0; c < nchunks; ++c) work(c);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::exception_ptr err;
-  std::mutex err_mu;
-  auto worker = [&]() {
-    for (;;) {
-      const int64_t c = next.fetch_add(1);
-      if (c >= nchunks) return;
-      try {
-        work(c);
-      } catch (...) {
-        std::lock_guard<std::mutex> lk(err_mu);
-        if (!err) err = std::current_exception();
-        next.store(nchunks);
-        return;
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(nt - 1));
-  for (int i = 0; i < nt - 1; ++i) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
-  if (err) std::rethrow_exception(err);
-}
-
 }  // namespace
 
 uint64_t SourceTensor::n_elements() const {
   uint64_t n = 1;
   for (auto d : dims) n *= d;
   return n;
+}
+
+void quantize_rows_parallel(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
+                            const float* importance, ThreadPool& pool) {
+  const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(n_per_row));
+  const int64_t chunk = quantize_chunk_rows(n_per_row);
+  pool.run((nrows + chunk - 1) / chunk, [&](int64_t c, int) {
+    const int64_t r0 = c * chunk;
+    const int64_t nr = std::min(chunk, nrows - r0);
+    quantize_rows(t, src + r0 * n_per_row, static_cast<uint8_t*>(dst) + static_cast<uint64_t>(r0) * row_bytes, nr,
+                  n_per_row, importance);
+  });
 }
 
 int64_t quantize_chunk_rows(int64_t n_per_row) {
@@ -142,20 +94,7 @@ QuantizeSource open_gguf_source(const std::string& path) {
     const uint64_t n = checked_elements(path, info.name, info.dims);
     std::string name = info.name;
     t.load_f32 = [path, name, type, data, nbytes, ne0, n](float* dst) {
-      switch (type) {
-        case GgmlType::F32:
-          std::memcpy(dst, data, n * sizeof(float));
-          return;
-        case GgmlType::F16:
-          f16_to_f32_row(reinterpret_cast<const uint16_t*>(data), dst, static_cast<int64_t>(n));
-          return;
-        case GgmlType::BF16:
-          bf16_to_f32_row(reinterpret_cast<const uint16_t*>(data), dst, static_cast<int64_t>(n));
-          return;
-        default:
-          break;
-      }
-      if (!is_quantized(type) || !can_dequantize(type))
+      if (!can_dequantize(type))
         fail("{}: tensor {}: cannot convert type {} to f32", path, name, ggml_type_name(type));
       auto rb = ggml_row_size(type, ne0);
       if (!rb || ne0 == 0) fail("{}: tensor {}: bad row length {} for {}", path, name, ne0, ggml_type_name(type));
@@ -265,6 +204,7 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   if (plan.tensors.empty()) fail("{}: no tensors to write", src.path);
 
   const int threads = resolve_threads(opts.threads);
+  ThreadPool pool(threads);
 
   QuantizeReport rep;
   rep.output = out_path;
@@ -279,6 +219,8 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
                                          opts.importance ? &opts.importance->info : nullptr,
                                          quantize_method_string(opts)))
     w.set(k, std::move(v));
+  if (opts.record_method)
+    for (const auto& [k, v] : opts.extra_metadata) w.set(k, v);
   for (const auto& p : plan.tensors) {
     const auto& t = src.tensors[p.source_index];
     w.add_tensor(t.name, t.dims, p.decision.type);
@@ -326,7 +268,30 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
           fail("{}: tensor {}: non-finite value {} at row {}, column {}", src.path, t.name, f32[i], i / ne0, i % ne0);
     }
 
-    if (raw_copy) {
+    HookResult hooked = HookResult::Untouched;
+    const float* hook_imp = nullptr;
+    if (opts.tensor_hook && loadable) {
+      out.resize(d.nbytes);
+      const float* base_imp = nullptr;
+      if (opts.importance && d.quantize && is_quantized(d.type)) {
+        auto it = opts.importance->data.find(t.name);
+        if (it != opts.importance->data.end() && it->second.size() == ne0) base_imp = it->second.data();
+      }
+      TensorHookArgs ha{t.name, d.type, d.quantize, f32.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
+                        base_imp, out.data(), threads};
+      hooked = opts.tensor_hook(ha);
+      hook_imp = ha.importance;
+    }
+    if (hooked == HookResult::Encoded) {
+      prog.has_importance = hook_imp != nullptr;
+      w.write_tensor_data(out.data(), out.size());
+    } else if (hooked == HookResult::Modified) {
+      out.resize(d.nbytes);
+      quantize_rows_parallel(d.type, f32.data(), out.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
+                             hook_imp, pool);
+      prog.has_importance = hook_imp != nullptr;
+      w.write_tensor_data(out.data(), out.size());
+    } else if (raw_copy) {
       if (t.raw_nbytes != d.nbytes) fail("{}: tensor {}: size mismatch", src.path, t.name);
       w.write_tensor_data(t.raw, t.raw_nbytes);
     } else {
@@ -345,8 +310,8 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
       for (uint64_t s = 0; s < slices; ++s) {
         imp = nullptr;
         if (imv) imp = imv->data() + s * ne0;
-        encode_rows(d.type, f32.data() + s * ne1 * ne0, out.data() + s * ne1 * row_bytes, static_cast<int64_t>(ne1),
-                    static_cast<int64_t>(ne0), imp, threads);
+        quantize_rows_parallel(d.type, f32.data() + s * ne1 * ne0, out.data() + s * ne1 * row_bytes,
+                               static_cast<int64_t>(ne1), static_cast<int64_t>(ne0), imp, pool);
       }
       prog.has_importance = imv != nullptr;
       w.write_tensor_data(out.data(), out.size());

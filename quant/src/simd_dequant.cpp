@@ -4,12 +4,11 @@
 // results are bit-identical; tests compare both on random blocks and on the golden tensors.
 #include <cstring>
 
-#include "blocks_layout.h"
+#include "block_kernels.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/quant/blocks.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define EDGEQ_QUANT_AVX2 1
+#if EDGEQ_QUANT_AVX2
 #include <cpuid.h>
 #include <immintrin.h>
 #endif
@@ -18,9 +17,7 @@ namespace edgeq::quant {
 using namespace detail;
 
 #if EDGEQ_QUANT_AVX2
-namespace {
-
-#define EDGEQ_AVX2 __attribute__((target("avx2,f16c")))
+namespace detail {
 
 EDGEQ_AVX2 inline __m256 u8x8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
 EDGEQ_AVX2 inline __m256 i8x8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
@@ -316,7 +313,7 @@ EDGEQ_AVX2 void avx2_iq4_xs(const void* src, float* y, int64_t nb) {
   }
 }
 
-}  // namespace
+}  // namespace detail
 #endif
 
 bool cpu_has_avx2_f16c() {
@@ -334,20 +331,8 @@ bool cpu_has_avx2_f16c() {
 }
 
 bool has_simd_dequantize(GgmlType t) {
-#if EDGEQ_QUANT_AVX2
-  if (!cpu_has_avx2_f16c()) return false;
-  switch (t) {
-    case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q4_1:
-    case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K:
-    case GgmlType::Q5_K: case GgmlType::Q6_K: case GgmlType::IQ4_NL: case GgmlType::IQ4_XS:
-      return true;
-    default:
-      return false;
-  }
-#else
-  (void)t;
-  return false;
-#endif
+  const BlockOps* ops = block_ops(t);
+  return ops && ops->dequantize_simd;
 }
 
 const char* simd_target_name() {
@@ -359,32 +344,8 @@ const char* simd_target_name() {
 }
 
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
-#if EDGEQ_QUANT_AVX2
-  if (has_simd_dequantize(t)) {
-    const GgmlTypeInfo* info = ggml_type_info(t);
-    if (n < 0 || n % info->block_size != 0)
-      fail("dequantize {}: {} elements is not a multiple of the block size {}", info->name, n, info->block_size);
-    const int64_t nb = n / info->block_size;
-    switch (t) {
-      case GgmlType::F16: return avx2_f16(src, dst, n);
-      case GgmlType::BF16: return avx2_bf16(src, dst, n);
-      case GgmlType::Q8_0: return avx2_q8_0(src, dst, nb);
-      case GgmlType::Q4_0: return avx2_q4_0(src, dst, nb);
-      case GgmlType::Q4_1: return avx2_q4_1(src, dst, nb);
-      case GgmlType::Q5_0: return avx2_q5_0(src, dst, nb);
-      case GgmlType::Q5_1: return avx2_q5_1(src, dst, nb);
-      case GgmlType::Q2_K: return avx2_q2_k(src, dst, nb);
-      case GgmlType::Q3_K: return avx2_q3_k(src, dst, nb);
-      case GgmlType::Q4_K: return avx2_q4_k(src, dst, nb);
-      case GgmlType::Q5_K: return avx2_q5_k(src, dst, nb);
-      case GgmlType::Q6_K: return avx2_q6_k(src, dst, nb);
-      case GgmlType::IQ4_NL: return avx2_iq4_nl(src, dst, nb);
-      case GgmlType::IQ4_XS: return avx2_iq4_xs(src, dst, nb);
-      default: break;
-    }
-  }
-#endif
-  dequantize_row_scalar(t, src, dst, n);
+  const BlockOps& ops = dequantizable_row(t, n);
+  (ops.dequantize_simd ? ops.dequantize_simd : ops.dequantize)(src, dst, n / ops.info->block_size);
 }
 
 }  // namespace edgeq::quant

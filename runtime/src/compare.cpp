@@ -17,7 +17,10 @@ namespace edgeq::runtime {
 
 namespace {
 
-void describe(const Model& m, CompareRow& row) {
+}  // namespace
+
+CompareRow describe_model(const Model& m) {
+  CompareRow row;
   const auto& f = m.gguf();
   row.path = m.path();
   row.file_bytes = f.file_size();
@@ -34,7 +37,10 @@ void describe(const Model& m, CompareRow& row) {
       if (static_cast<int64_t>(info.ftype) == *ft) ft_name = info.name;
   }
   row.file_type = std::string(ft_name);
+  return row;
 }
+
+namespace {
 
 // A KLD base file in a private temp directory, removed when done.
 struct TempBase {
@@ -73,7 +79,7 @@ CompareReport compare_models(const std::string& base, const std::vector<std::str
     po.n_threads = opt.n_threads;
     po.kld_base_out = tmp.file();
     po.progress = opt.progress;
-    describe(model, rep.base);
+    rep.base = describe_model(model);
     rep.base.result = perplexity(model, tokens, tok.add_bos(), tok.bos(), po);
     rep.n_ctx = rep.base.result.n_ctx;
     rep.n_chunks = rep.base.result.n_chunks;
@@ -92,8 +98,7 @@ CompareReport compare_models(const std::string& base, const std::vector<std::str
     po.n_threads = opt.n_threads;
     po.kld_in = tmp.file();
     po.progress = opt.progress;
-    CompareRow row;
-    describe(model, row);
+    CompareRow row = describe_model(model);
     row.result = perplexity(model, tokens, tok.add_bos(), tok.bos(), po);
     rep.candidates.push_back(std::move(row));
   }

@@ -1,13 +1,12 @@
 #include "edgeq/runtime/forward.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
+#include "edgeq/runtime/blas.h"
 
 namespace edgeq::runtime {
 
@@ -80,9 +79,8 @@ void Context::attention(int64_t il, int64_t n) {
     auto& S = scores_[worker];
     S.resize(static_cast<size_t>(kQBlock * nk));
     const int64_t g = h / group;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nk),
-                static_cast<int>(hdk), 1.f, q_.data() + i0 * QD + h * hdk, static_cast<int>(QD), kc + g * hdk,
-                static_cast<int>(KD), 0.f, S.data(), static_cast<int>(nk));
+    blas::sgemm(true, static_cast<int>(m), static_cast<int>(nk), static_cast<int>(hdk), q_.data() + i0 * QD + h * hdk,
+                static_cast<int>(QD), kc + g * hdk, static_cast<int>(KD), S.data(), static_cast<int>(nk));
     for (int64_t r = 0; r < m; ++r) {
       float* s = S.data() + r * nk;
       const int64_t valid = n_past_ + i0 + r + 1;
@@ -102,8 +100,8 @@ void Context::attention(int64_t il, int64_t n) {
       if (compat) round_f16(s, valid);
       for (int64_t j = valid; j < nk; ++j) s[j] = 0.f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(hdv),
-                static_cast<int>(nk), 1.f, S.data(), static_cast<int>(nk), vc + g * hdv, static_cast<int>(VD), 0.f,
+    blas::sgemm(false, static_cast<int>(m), static_cast<int>(hdv), static_cast<int>(nk), S.data(), static_cast<int>(nk),
+                vc + g * hdv, static_cast<int>(VD),
                 att_.data() + i0 * OD + h * hdv, static_cast<int>(OD));
   });
 }
@@ -193,10 +191,12 @@ void Context::eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, 
   };
 
   const auto& layers = model_.layers();
+  ActivationObserver* const obs = opt_.observer;
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const LayerWeights& L = layers[il];
     const bool last = il == c.n_layer - 1;
     pool_.run(n, [&](int64_t t, int) { rms_norm_row(x_.data() + t * E, L.attn_norm.data(), h_.data() + t * E, E, c.rms_eps); });
+    if (obs) obs->observe(il, MatmulInput::AttnQKV, h_.data(), n, E, E);
     matmul_shared(h_.data(), n, E, {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}});
     float* kc = kcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * KD;
     float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
@@ -230,6 +230,7 @@ void Context::eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, 
     const int64_t r0 = last ? first_logit : 0;
     const int64_t nr = n - r0;
     if (nr == 0) break;
+    if (obs) obs->observe(il, MatmulInput::AttnOut, att_.data() + r0 * OD, nr, OD, OD);
     matmul(L.wo, att_.data() + r0 * OD, nr, OD, tmp_.data(), E, pool_, scratch_, compat);
     pool_.run(nr, [&](int64_t t, int) {
       float* x = x_.data() + (r0 + t) * E;
@@ -237,12 +238,14 @@ void Context::eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, 
       for (int64_t i = 0; i < E; ++i) x[i] += o[i];
       rms_norm_row(x, L.ffn_norm.data(), h_.data() + t * E, E, c.rms_eps);
     });
+    if (obs) obs->observe(il, MatmulInput::FfnGateUp, h_.data(), nr, E, E);
     matmul_shared(h_.data(), nr, E, {{&L.w_gate, ff_gate_.data()}, {&L.w_up, ff_up_.data()}});
     pool_.run(nr, [&](int64_t t, int) {
       float* g = ff_gate_.data() + t * F;
       const float* u = ff_up_.data() + t * F;
       for (int64_t i = 0; i < F; ++i) g[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
     });
+    if (obs) obs->observe(il, MatmulInput::FfnDown, ff_gate_.data(), nr, F, F);
     matmul(L.w_down, ff_gate_.data(), nr, F, tmp_.data(), E, pool_, scratch_, compat);
     pool_.run(nr, [&](int64_t t, int) {
       float* x = x_.data() + (r0 + t) * E;

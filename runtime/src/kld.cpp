@@ -23,6 +23,7 @@ inline int nearest_int(float fval) {
 }
 
 constexpr char kMagic[8] = {'E', 'D', 'G', 'E', 'Q', 'K', 'L', 'D'};
+constexpr char kLlamaMagic[8] = {'_', 'l', 'o', 'g', 'i', 't', 's', '_'};  // llama-perplexity's log-prob file
 
 void put_u32(std::string& s, uint32_t v) { for (int i = 0; i < 4; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff)); }
 void put_u64(std::string& s, uint64_t v) { for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff)); }
@@ -182,14 +183,15 @@ bool exists_and_not_kld_base(const std::string& path) {
   if (fd < 0) return true;  // unreadable: certainly not ours to replace
   const ssize_t n = ::read(fd, head, sizeof(head));
   ::close(fd);
-  return n != static_cast<ssize_t>(sizeof(head)) || std::memcmp(head, kMagic, sizeof(kMagic)) != 0;
+  return n != static_cast<ssize_t>(sizeof(head)) ||
+         (std::memcmp(head, kMagic, sizeof(kMagic)) != 0 && std::memcmp(head, kLlamaMagic, sizeof(kLlamaMagic)) != 0);
 }
 
 // ---------------------------------------------------------------- base file writer
 
 struct KldBaseWriter::Impl {
   std::unique_ptr<AtomicOutputFile> out;
-  ZSTD_CCtx* cctx = nullptr;
+  ZSTD_CCtx* cctx = nullptr;  // null for the (uncompressed) Llama layout
   std::vector<char> buf;
   ~Impl() {
     if (cctx) ZSTD_freeCCtx(cctx);
@@ -208,6 +210,18 @@ struct KldBaseWriter::Impl {
 
 KldBaseWriter::KldBaseWriter(const std::string& path, const KldHeader& h) : impl_(std::make_unique<Impl>()) {
   impl_->out = std::make_unique<AtomicOutputFile>(path);
+  if (h.format == KldBaseFormat::Llama) {
+    if (h.tokens.size() != static_cast<uint64_t>(h.n_chunks) * h.n_ctx || h.n_ctx > INT32_MAX || h.n_vocab > INT32_MAX ||
+        h.n_chunks > INT32_MAX)
+      fail("{}: llama.cpp KLD base header needs n_chunks x n_ctx token ids", path);
+    std::string hdr(kLlamaMagic, 8);
+    put_u32(hdr, h.n_ctx);
+    put_u32(hdr, h.n_vocab);
+    put_u32(hdr, h.n_chunks);
+    for (int32_t t : h.tokens) put_u32(hdr, static_cast<uint32_t>(t));
+    impl_->out->write(hdr.data(), hdr.size());
+    return;
+  }
   std::string hdr(kMagic, 8);
   put_u32(hdr, h.version);
   put_u32(hdr, h.n_ctx);
@@ -229,21 +243,37 @@ KldBaseWriter::KldBaseWriter(const std::string& path, const KldHeader& h) : impl
 
 KldBaseWriter::~KldBaseWriter() = default;
 
-void KldBaseWriter::write(const uint16_t* data, size_t n) { impl_->pump(data, n * sizeof(uint16_t), ZSTD_e_continue); }
+void KldBaseWriter::write(const uint16_t* data, size_t n) {
+  // The rows are little-endian uint16 in both layouts (x86-64 and every target edgeq builds for).
+  if (impl_->cctx)
+    impl_->pump(data, n * sizeof(uint16_t), ZSTD_e_continue);
+  else
+    impl_->out->write(data, n * sizeof(uint16_t));
+}
 
 void KldBaseWriter::finish() {
-  impl_->pump(nullptr, 0, ZSTD_e_end);
+  if (impl_->cctx) impl_->pump(nullptr, 0, ZSTD_e_end);
   impl_->out->commit();
 }
 
 // ---------------------------------------------------------------- base file reader
 
+namespace {
+
+void check_sizes(const std::string& path, const KldHeader& h) {
+  if (h.n_ctx < 4 || h.n_ctx > (1u << 20)) fail("{}: KLD base n_ctx {} is out of range", path, h.n_ctx);
+  if (h.n_vocab < 1 || h.n_vocab > (1u << 24)) fail("{}: KLD base n_vocab {} is out of range", path, h.n_vocab);
+  if (h.n_chunks < 1 || h.n_chunks > (1u << 24)) fail("{}: KLD base n_chunks {} is out of range", path, h.n_chunks);
+}
+
+}  // namespace
+
 struct KldBaseReader::Impl {
   std::string path;
   MappedFile map;
   KldHeader h;
-  ZSTD_DCtx* dctx = nullptr;
-  ZSTD_inBuffer in{nullptr, 0, 0};
+  ZSTD_DCtx* dctx = nullptr;  // null for the (uncompressed) Llama layout
+  ZSTD_inBuffer in{nullptr, 0, 0};  // Llama layout: the raw rows, consumed by pos
   bool frame_done = false;
   ~Impl() {
     if (dctx) ZSTD_freeDCtx(dctx);
@@ -283,7 +313,37 @@ KldBaseReader::KldBaseReader(const std::string& path) : impl_(std::make_unique<I
     return s;
   };
   need(8);
-  if (std::memcmp(p, kMagic, 8) != 0) fail("{}: not an edgeq KLD base file (bad magic)", path);
+  if (std::memcmp(p, kLlamaMagic, 8) == 0) {
+    off = 8;
+    I.h.format = KldBaseFormat::Llama;
+    I.h.version = 0;
+    I.h.n_ctx = u32();
+    I.h.n_vocab = u32();
+    I.h.n_chunks = u32();
+    check_sizes(path, I.h);
+    // The file is exactly header + tokens + rows (llama-perplexity writes nothing else); ranges above keep the
+    // products below 2^63.
+    const uint64_t n_tok = uint64_t{I.h.n_chunks} * I.h.n_ctx;
+    const uint64_t n_rows = uint64_t{I.h.n_chunks} * (I.h.n_ctx - 1 - I.h.n_ctx / 2);
+    const uint64_t row_bytes = static_cast<uint64_t>(kld_row_len(I.h.n_vocab)) * sizeof(uint16_t);
+    if (n_rows > (uint64_t{1} << 62) / row_bytes) fail("{}: llama.cpp KLD base announces an impossible size", path);
+    const uint64_t want = off + 4 * n_tok + n_rows * row_bytes;
+    if (size != want)
+      fail("{}: llama.cpp KLD base is {} bytes, its header (n_ctx {}, n_vocab {}, n_chunk {}) announces {}{}", path, size,
+           I.h.n_ctx, I.h.n_vocab, I.h.n_chunks, want, size < want ? " (truncated file?)" : "");
+    I.h.tokens.resize(n_tok);
+    for (uint64_t i = 0; i < n_tok; ++i) {
+      const int32_t t = static_cast<int32_t>(u32());
+      if (t < 0 || static_cast<uint32_t>(t) >= I.h.n_vocab)
+        fail("{}: llama.cpp KLD base token {} at position {} is outside its vocabulary of {}", path, t, i, I.h.n_vocab);
+      I.h.tokens[i] = t;
+    }
+    I.h.tokens_hash = hash_tokens(I.h.tokens.data(), I.h.tokens.size());
+    I.in = ZSTD_inBuffer{p + off, static_cast<size_t>(size - off), 0};
+    return;
+  }
+  if (std::memcmp(p, kMagic, 8) != 0)
+    fail("{}: not a KLD base file (neither edgeq's nor llama-perplexity --kl-divergence-base's magic)", path);
   off = 8;
   I.h.version = u32();
   if (I.h.version != 1) fail("{}: unsupported KLD base file version {}", path, I.h.version);
@@ -294,9 +354,7 @@ KldBaseReader::KldBaseReader(const std::string& path) : impl_(std::make_unique<I
   I.h.tokens_hash = u64();
   I.h.model_name = str();
   I.h.model_path = str();
-  if (I.h.n_ctx < 4 || I.h.n_ctx > (1u << 20)) fail("{}: KLD base n_ctx {} is out of range", path, I.h.n_ctx);
-  if (I.h.n_vocab < 1 || I.h.n_vocab > (1u << 24)) fail("{}: KLD base n_vocab {} is out of range", path, I.h.n_vocab);
-  if (I.h.n_chunks < 1 || I.h.n_chunks > (1u << 24)) fail("{}: KLD base n_chunks {} is out of range", path, I.h.n_chunks);
+  check_sizes(path, I.h);
   if (I.h.add_bos > 1) fail("{}: KLD base add_bos {} is invalid", path, I.h.add_bos);
   I.dctx = ZSTD_createDCtx();
   if (!I.dctx) fail("{}: cannot create a zstd context", path);
@@ -309,6 +367,12 @@ const KldHeader& KldBaseReader::header() const { return impl_->h; }
 
 void KldBaseReader::read(uint16_t* dst, size_t n) {
   Impl& I = *impl_;
+  if (!I.dctx) {
+    if (n > (I.in.size - I.in.pos) / sizeof(uint16_t)) fail("{}: KLD base data ends early (truncated file?)", I.path);
+    std::memcpy(dst, static_cast<const uint8_t*>(I.in.src) + I.in.pos, n * sizeof(uint16_t));
+    I.in.pos += n * sizeof(uint16_t);
+    return;
+  }
   ZSTD_outBuffer o{dst, n * sizeof(uint16_t), 0};
   while (o.pos < o.size) {
     if (I.frame_done || I.in.pos >= I.in.size) fail("{}: KLD base data ends early (truncated file?)", I.path);
@@ -321,7 +385,7 @@ void KldBaseReader::read(uint16_t* dst, size_t n) {
 
 void KldBaseReader::finish() {
   Impl& I = *impl_;
-  while (!I.frame_done) {
+  while (I.dctx && !I.frame_done) {
     uint8_t extra = 0;
     ZSTD_outBuffer o{&extra, 1, 0};
     if (I.in.pos >= I.in.size) fail("{}: KLD base data ends early (truncated file?)", I.path);

@@ -1,105 +1,26 @@
 #include "edgeq/runtime/matmul.h"
 
-#include <cblas.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
+#include "edgeq/runtime/blas.h"
+#include "kernels.h"
 
 namespace edgeq::runtime {
-
-// ---------------------------------------------------------------- thread pool
-
-ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
-  for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker_loop(i); });
-}
-
-ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    stop_ = true;
-  }
-  cv_start_.notify_all();
-  for (auto& t : threads_) t.join();
-}
-
-void ThreadPool::worker_loop(int worker) {
-  uint64_t seen = 0;
-  for (;;) {
-    const std::function<void(int64_t, int)>* fn;
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_start_.wait(lk, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      fn = fn_;
-    }
-    for (;;) {
-      int64_t t;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        if (next_ >= n_tasks_) break;
-        t = next_++;
-      }
-      (*fn)(t, worker);
-    }
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (--active_ == 0) cv_done_.notify_all();
-    }
-  }
-}
-
-void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& fn) {
-  if (n_tasks <= 0) return;
-  if (n_threads_ == 1 || n_tasks == 1) {
-    for (int64_t t = 0; t < n_tasks; ++t) fn(t, 0);
-    return;
-  }
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    fn_ = &fn;
-    n_tasks_ = n_tasks;
-    next_ = 0;
-    active_ = n_threads_ - 1;
-    ++generation_;
-  }
-  cv_start_.notify_all();
-  for (;;) {
-    int64_t t;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (next_ >= n_tasks_) break;
-      t = next_++;
-    }
-    fn(t, 0);
-  }
-  std::unique_lock<std::mutex> lk(mu_);
-  cv_done_.wait(lk, [&] { return active_ == 0; });
-  fn_ = nullptr;
-}
 
 // ---------------------------------------------------------------- activation rounding
 
 ActRounding act_rounding_for(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: return ActRounding::None;
-    case GgmlType::F16: return ActRounding::F16;
-    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
-    case GgmlType::Q8_0: case GgmlType::IQ4_NL:
-      return ActRounding::Q8_0;
-    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
-    case GgmlType::IQ4_XS: case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S:
-    case GgmlType::IQ3_XXS: case GgmlType::IQ3_S: case GgmlType::IQ1_S: case GgmlType::IQ1_M:
-      return ActRounding::Q8_K;
-    default: return ActRounding::None;
-  }
+  const quant::BlockOps* ops = quant::block_ops(t);
+  return ops ? ops->act_rounding : ActRounding::None;
 }
 
 namespace {
@@ -193,30 +114,51 @@ void dequantize_rows(const TensorView& w, int64_t r0, int64_t r1, float* dst) {
 
 namespace {
 constexpr int64_t kTileRows = 64;
-std::once_flag g_blas_once;
+constexpr int64_t kKernelMaxTokens = 16;
+bool g_use_kernels = true;
+bool g_use_simd_kernels = true;
 }  // namespace
-}  // namespace edgeq::runtime
 
-// The threaded OpenBLAS build starts a thread pool when it is loaded, and its idle threads spin for ~0.1 s
-// in every process, taking a core from short commands (12% of a 2-thread `edgeq quantize` of tl-8m).
-// edgeq threads its matmuls itself and calls sgemm with one OpenBLAS thread, so the pool is released as
-// soon as this library is initialised. Weak: other OpenBLAS builds (serial, OpenMP) lack the symbol.
-extern "C" __attribute__((weak)) int blas_thread_shutdown_(void);
-namespace edgeq::runtime {
-namespace {
-const bool g_blas_pool_released = [] {
-  openblas_set_num_threads(1);
-  if (blas_thread_shutdown_) blas_thread_shutdown_();
-  return true;
-}();
-}  // namespace
+void set_matmul_kernels(bool enabled, bool simd) {
+  g_use_kernels = enabled;
+  g_use_simd_kernels = simd;
+}
+
+std::string blas_core() { return blas::core(); }
 
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat) {
-  std::call_once(g_blas_once, [] { openblas_set_num_threads(1); });
   const int64_t in = static_cast<int64_t>(w.dims[0]);
   const int64_t out = static_cast<int64_t>(w.n_rows());
   if (n_tokens <= 0 || out <= 0) return;
+
+  // Quantized weights with a dot-product kernel (kernels.h): activations quantized to Q8_0/Q8_K blocks as
+  // llama.cpp does, then one integer dot product per (token, row); each result is computed whole by one
+  // thread, so the split over threads does not change it.
+  // Used below kKernelMaxTokens tokens (generation, short prompts): there they beat dequantize + sgemm by 1.5-6x;
+  // for larger batches OpenBLAS's AVX-512 sgemm on dequantized tiles is still faster than these AVX2 kernels.
+  const kernels::DotKernel* k =
+      ggml_compat && g_use_kernels && n_tokens < kKernelMaxTokens ? kernels::find(w.type) : nullptr;
+  if (k != nullptr && in % (k->act == ActRounding::Q8_0 ? 32 : 256) == 0) {
+    const size_t arb = kernels::act_row_bytes(k->act, in);
+    scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
+    pool.run(n_tokens, [&](int64_t t, int) { kernels::quantize_act(k->act, x + t * ldx, scratch.xq.data() + t * arb, in); });
+    const kernels::DotFn dot = kernels::best(*k, g_use_simd_kernels);
+    const uint64_t rb = w.row_bytes();
+    const int64_t n_tiles = (out + kTileRows - 1) / kTileRows;
+    pool.run(n_tiles, [&](int64_t tile, int) {
+      const int64_t r0 = tile * kTileRows;
+      const int64_t r1 = std::min(out, r0 + kTileRows);
+      for (int64_t t = 0; t < n_tokens; t += kernels::kMaxAct) {
+        const int na = static_cast<int>(std::min<int64_t>(kernels::kMaxAct, n_tokens - t));
+        const uint8_t* a = scratch.xq.data() + t * arb;
+        for (int64_t r = r0; r < r1; ++r) {
+          dot(w.data + static_cast<uint64_t>(r) * rb, a, arb, na, in, y + t * ldy + r, static_cast<size_t>(ldy));
+        }
+      }
+    });
+    return;
+  }
 
   const float* xs = x;
   int64_t ldxs = ldx;
@@ -245,9 +187,8 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, 
       dequantize_rows(w, r0, r1, buf.data());
       wt = buf.data();
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n_tokens), static_cast<int>(r1 - r0),
-                static_cast<int>(in), 1.f, xs, static_cast<int>(ldxs), wt, static_cast<int>(in), 0.f, y + r0,
-                static_cast<int>(ldy));
+    blas::sgemm(true, static_cast<int>(n_tokens), static_cast<int>(r1 - r0), static_cast<int>(in), xs,
+                static_cast<int>(ldxs), wt, static_cast<int>(in), y + r0, static_cast<int>(ldy));
   });
 }
 

@@ -1,5 +1,6 @@
 #include "edgeq/runtime/perplexity.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <optional>
@@ -81,14 +82,25 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
     const KldHeader& h = reader->header();
     if (h.n_ctx != n_ctx) fail("{}: KLD base was computed with n_ctx {}, this run uses {}", opt.kld_in, h.n_ctx, n_ctx);
     if (h.n_vocab != n_vocab) fail("{}: KLD base has a vocabulary of {}, the model {}", opt.kld_in, h.n_vocab, n_vocab);
-    if ((h.add_bos != 0) != add_bos) fail("{}: KLD base and this model disagree on adding BOS", opt.kld_in);
-    if (static_cast<int64_t>(h.n_chunks) * n_ctx > n_tokens ||
-        hash_tokens(tokens.data(), static_cast<size_t>(h.n_chunks) * n_ctx) != h.tokens_hash)
+    if (h.format == KldBaseFormat::Edgeq && (h.add_bos != 0) != add_bos)
+      fail("{}: KLD base and this model disagree on adding BOS", opt.kld_in);
+    if (static_cast<int64_t>(h.n_chunks) * n_ctx > n_tokens)
+      fail("{}: KLD base covers {} chunks of {} tokens, the text only {} tokens (other text or tokenizer)", opt.kld_in,
+           h.n_chunks, n_ctx, n_tokens);
+    if (h.format == KldBaseFormat::Llama) {  // the ids themselves are stored: name the first difference
+      const auto d = std::mismatch(h.tokens.begin(), h.tokens.end(), tokens.begin());
+      if (d.first != h.tokens.end())
+        fail("{}: KLD base was computed on different tokens (other text or tokenizer): position {} holds {}, here {}",
+             opt.kld_in, d.first - h.tokens.begin(), *d.first, *d.second);
+    } else if (hash_tokens(tokens.data(), static_cast<size_t>(h.n_chunks) * n_ctx) != h.tokens_hash) {
       fail("{}: KLD base was computed on different tokens (other text or tokenizer)", opt.kld_in);
+    }
     n_chunk = h.n_chunks;
     if (opt.max_chunks >= 0) n_chunk = std::min<int64_t>(n_chunk, opt.max_chunks);
   } else if (!opt.kld_base_out.empty()) {
     KldHeader h;
+    h.format = opt.kld_base_format;
+    if (h.format == KldBaseFormat::Llama) h.tokens.assign(tokens.begin(), tokens.begin() + n_chunk * n_ctx);
     h.n_ctx = static_cast<uint32_t>(n_ctx);
     h.n_vocab = static_cast<uint32_t>(n_vocab);
     h.n_chunks = static_cast<uint32_t>(n_chunk);
@@ -169,7 +181,7 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   if (reader) {
     if (n_chunk == static_cast<int64_t>(reader->header().n_chunks)) reader->finish();
     KldStats s = kld_finalize(std::move(acc));
-    s.base_model = reader->header().model_name;
+    s.base_model = reader->header().model_name.empty() ? opt.kld_in : reader->header().model_name;
     res.kld = s;
   }
   return res;

@@ -58,6 +58,15 @@ struct ConvertPlan {
   std::vector<std::shared_ptr<void>> keep_alive;
 };
 
+// Where a checkpoint's parts are: `src` is an HF checkpoint directory (safetensors; a directory holding only
+// model.onnx is an ONNX export) or a .onnx file (config.json and tokenizer files beside it).
+struct CheckpointLocation {
+  std::string dir;        // holds config.json and the tokenizer files
+  std::string onnx_path;  // the ONNX model; empty for a safetensors checkpoint
+};
+// Throws edgeq::Error for a missing path or anything else.
+CheckpointLocation locate_checkpoint(const std::string& src);
+
 // Opens an HF checkpoint directory (config.json + safetensors + tokenizer files) or an ONNX export
 // (model.onnx, with config.json and tokenizer files beside it) and plans its GGUF.
 // Throws edgeq::Error for an unknown architecture, a tensor that maps to nothing, missing config keys,

@@ -34,5 +34,9 @@ std::optional<GgmlType> ggml_type_from_name(std::string_view name);  // case-ins
 std::optional<uint64_t> ggml_row_size(GgmlType t, uint64_t ne0);
 // All known types, in id order (for listings and tests).
 const GgmlTypeInfo* ggml_type_table(size_t* count);
+// Adds a type to the table (quant::register_block_type calls it; for tests and extensions). The name is
+// copied. Call before other threads read the table. Throws edgeq::Error when the id or the name is taken by a
+// different type, the name is empty, or the block size or bytes are 0; registering an equal row again is a no-op.
+void register_ggml_type(const GgmlTypeInfo& info);
 
 }  // namespace edgeq

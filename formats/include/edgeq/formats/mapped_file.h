@@ -32,10 +32,13 @@ std::string read_text_file(const std::string& path);
 
 // --- Never lose a user's file ------------------------------------------------------------------
 // Every file the process reads through MappedFile (and so read_text_file) is remembered by device and
-// inode; no output may replace one of them, whatever path (link, relative path, hard link) names it.
+// inode; once protect_inputs() is on (the edgeq program turns it on in main: one process = one command),
+// no output may replace one of them, whatever path (link, relative path, hard link) names it. Library
+// users that deliberately rewrite files they read (tests, a long-lived process) leave it off.
 // An entry counts only while its path still names the same inode, so a deleted input's reused inode
 // number never blocks a new output.
 void note_input_file(const std::string& path);
+void protect_inputs(bool on);
 // Stops protecting `path` (a command that deliberately rewrites its own earlier output, e.g. a report).
 void forget_input_file(const std::string& path);
 // Throws edgeq::Error naming `path` when an output there would replace a file this process read, a

@@ -1,6 +1,6 @@
 // ONNX model reader: initializers (inline raw/typed data or external data files, zero-copy where the bytes
-// are raw little-endian) and recovery of Hugging Face weight names from a torch.onnx export of a Llama-style
-// decoder, whose linear weights are called "onnx::MatMul_N" and stored transposed ([in, out]).
+// are raw little-endian) and the graph's nodes. Recovering Hugging Face weight names from them is
+// architecture knowledge and lives in convert/ (edgeq/convert/onnx_roles.h).
 //
 // The protobuf types stay inside the library: this header exposes plain structs only.
 #pragma once
@@ -41,29 +41,18 @@ struct OnnxTensor {
   uint64_t n_elements() const;
 };
 
-// Model hyper-parameters the role recovery checks shapes against (from the HF config.json beside the model).
-struct OnnxLlamaShape {
-  uint64_t hidden_size = 0;
-  uint64_t intermediate_size = 0;
-  uint64_t n_layers = 0;
-  uint64_t n_heads = 0;
-  uint64_t n_kv_heads = 0;  // 0: same as n_heads
-  uint64_t head_dim = 0;    // 0: hidden_size / n_heads
-  uint64_t vocab_size = 0;
-  bool tie_word_embeddings = false;
-  // Reads hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
-  // head_dim, vocab_size, tie_word_embeddings; throws edgeq::Error naming the file for missing/bad keys.
-  static OnnxLlamaShape from_config_json(const std::string& path);
+// A graph node, as the reader keeps it (attributes the role recovery needs: Gemm's transA/transB,
+// Transpose's perm).
+struct OnnxNode {
+  std::string name, op, domain;
+  std::vector<std::string> in, out;
+  int64_t trans_a = 0, trans_b = 0;
+  bool has_perm = false;
+  std::vector<int64_t> perm;
 };
 
-// One weight of the HF checkpoint, found in the ONNX graph.
-struct OnnxWeight {
-  std::string hf_name;             // "model.layers.3.self_attn.q_proj.weight"
-  std::string onnx_name;           // the initializer: "onnx::MatMul_1759" or the HF name itself
-  std::vector<uint64_t> hf_shape;  // HF layout: [out, in] for linear weights, [n] for norms
-  bool transposed = false;         // the initializer is stored as the transpose of hf_shape
-  int32_t onnx_dtype = 0;
-};
+// Converts n elements of a float dtype (FLOAT, FLOAT16, BFLOAT16, DOUBLE) to f32; other dtypes: no-op.
+void onnx_to_f32(int32_t dtype, const uint8_t* src, float* dst, uint64_t n);
 
 struct OnnxLimits {
   uint64_t max_model_bytes = (1ull << 31) - 1;  // protobuf cannot parse more than 2 GiB
@@ -93,22 +82,8 @@ class OnnxModel {
   // Converts a float initializer (FLOAT, FLOAT16, BFLOAT16, DOUBLE) to f32 in its stored layout.
   void tensor_to_f32(const OnnxTensor& t, float* dst) const;
 
-  // Walks the graph and names every weight by its role: model.embed_tokens.weight,
-  // model.layers.N.{input_layernorm,post_attention_layernorm}.weight,
-  // model.layers.N.self_attn.{q,k,v,o}_proj.weight (and .bias when present),
-  // model.layers.N.mlp.{gate,up,down}_proj.weight, model.norm.weight, lm_head.weight (absent when tied).
-  // Roles come from the data flow (norm -> 3 projections -> RoPE/attention -> o_proj -> residual;
-  // norm -> gate (SiLU) * up -> down; final norm -> lm_head); node and initializer names that carry HF paths
-  // are cross-checked against it. Every role must be found exactly once with the shape `cfg` implies,
-  // else edgeq::Error naming what is missing, duplicated or mis-shaped.
-  // Order: embedding, then per layer input_layernorm, q, k, v, o, post_attention_layernorm, gate, up, down,
-  // then model.norm, lm_head.
-  std::vector<OnnxWeight> recover_hf_weights(const OnnxLlamaShape& cfg) const;
-
-  // Writes the weight's values as f32 in HF layout (transposing back with a blocked transpose when
-  // w.transposed). Values are converted exactly (f32 copied bit for bit, f16/bf16 widened).
-  // Throws edgeq::Error naming the file and tensor for a non-float initializer, a size mismatch or NaN/Inf.
-  void load_f32(const OnnxWeight& w, float* dst) const;
+  // The graph's nodes in file order (convert/onnx_roles.h recovers weight roles from them).
+  const std::vector<OnnxNode>& nodes() const;
 
  private:
   struct Impl;

@@ -5,12 +5,12 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
-namespace edgeq {
+#include "edgeq/formats/gguf.h"
 
-class GgufFile;
-class GgufWriter;
+namespace edgeq {
 
 // tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
 enum class TokenType : int32_t { UNDEFINED = 0, NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4, UNUSED = 5, BYTE = 6 };
@@ -30,6 +30,8 @@ struct Vocab {
   // (array lengths differ, ids out of range, missing tokens).
   static Vocab from_gguf(const GgufFile& f);
   // Writes tokenizer.ggml.* keys in llama.cpp's converter order.
+  // The tokenizer.ggml.* keys in gguf-py's order (what to_gguf sets). Throws edgeq::Error when inconsistent.
+  std::vector<std::pair<std::string, GgufValue>> to_metadata() const;
   void to_gguf(GgufWriter& w) const;
   size_t size() const { return tokens.size(); }
 };

@@ -42,6 +42,12 @@ void set_quantize_simd(bool enabled);
 // True when quantize_rows uses SIMD code on this machine (AVX2 available and not switched off).
 bool quantize_simd_active();
 
+// A block's grid with its scales kept: the number of integer codes an element of type t can take (0 when
+// this is not supported for t), and writing element e's code in an encoded block. Dequantizing the block
+// with code k in every element gives, per element, the value of level k (GPTQ rounds on that grid).
+int block_code_levels(GgmlType t);
+void set_block_code(GgmlType t, void* block, int element, int code);
+
 // Error metric used by tests and benchmarks: sum_j w_j * (a_j - b_j)^2 (w == nullptr: all 1), in double.
 double weighted_sq_error(const float* a, const float* b, int64_t n, const float* w);
 

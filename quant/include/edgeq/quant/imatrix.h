@@ -4,12 +4,18 @@
 // The stored values are per-column sums over ncall calls (mean * ncall); like llama-quantize's load_imatrix,
 // importance() returns them divided by ncall (when ncall > 0): the per-column mean of x^2, the vector
 // llama-quantize hands to the quantizer for every row of that weight.
+// open() also reads the GGUF imatrix of current llama.cpp (general.type = imatrix, <tensor>.in_sum2 and
+// <tensor>.counts per weight; importance = in_sum2 / counts; other tensors are ignored, as llama.cpp does).
 #pragma once
 #include <cstdint>
 #include <map>
 #include <string>
 #include <string_view>
 #include <vector>
+
+namespace edgeq {
+class GgufFile;
+}
 
 namespace edgeq::quant {
 
@@ -24,6 +30,7 @@ class ImatrixFile {
   // Throws edgeq::Error("<path>: ...") on anything malformed (hostile input safe).
   static ImatrixFile open(const std::string& path);
   static ImatrixFile parse(const uint8_t* data, uint64_t size, const std::string& name);
+  static ImatrixFile from_gguf(const GgufFile& f);
 
   const std::string& path() const { return path_; }
   const std::vector<ImatrixEntry>& entries() const { return entries_; }

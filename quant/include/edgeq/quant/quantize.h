@@ -13,6 +13,7 @@
 
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
+#include "edgeq/formats/thread_pool.h"
 #include "edgeq/quant/policy.h"
 
 namespace edgeq::quant {
@@ -62,6 +63,23 @@ struct TensorProgress {
   double seconds = 0;
 };
 
+// A calibration-driven method's hook into the pipeline (calibrate/ implements AWQ and GPTQ with it). Called
+// for every tensor after its f32 values are loaded and checked, before encoding. It may rewrite the values
+// in place (AWQ: a norm divided by its scales, weight columns multiplied by them), replace the importance
+// vector, or encode the rows itself into dst (d.nbytes bytes).
+enum class HookResult { Untouched, Modified, Encoded };
+struct TensorHookArgs {
+  const std::string& name;
+  GgmlType type;        // the output type
+  bool quantize;        // the policy quantizes this tensor
+  float* values;        // nrows * n_per_row floats, may be rewritten
+  int64_t nrows, n_per_row;
+  const float* importance;  // the importance the standard encoder would use (may be null); may be replaced
+  uint8_t* dst;             // room for the encoded tensor
+  int threads;
+};
+using TensorHook = std::function<HookResult(TensorHookArgs&)>;
+
 struct QuantizeOptions {
   PolicyOptions policy;
   const Importance* importance = nullptr;  // optional; not owned
@@ -70,6 +88,8 @@ struct QuantizeOptions {
   std::string method = "edgeq";  // recorded in edgeq.quantize.method together with the mix
   bool record_method = true;     // false: no edgeq.quantize.method key (metadata exactly as llama-quantize)
   std::function<void(const TensorProgress&)> on_tensor;  // called after each tensor is written
+  TensorHook tensor_hook;                                  // optional (calibration methods)
+  std::vector<std::pair<std::string, GgufValue>> extra_metadata;  // appended after edgeq.quantize.method when recorded
   // Called with the output's header (metadata and tensor infos, no data: GgufFile::parse_header) before
   // any tensor is read or written; throws to refuse. The CLI runs the runtime's model checks here, so
   // quantize never writes a file that perplexity would then reject.
@@ -117,5 +137,11 @@ std::string quantize_method_string(const QuantizeOptions& opts);
 
 // Rows per work item used when splitting a tensor over threads (fixed, so output never depends on threads).
 int64_t quantize_chunk_rows(int64_t n_per_row);
+
+// quantize_rows (blocks.h) over a pool, in work items of quantize_chunk_rows(n_per_row) rows: the same bytes
+// for any pool size; on failure, the error of the lowest-numbered failing work item. Convert and quantize
+// both encode through it.
+void quantize_rows_parallel(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
+                            const float* importance, ThreadPool& pool);
 
 }  // namespace edgeq::quant

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 
 namespace edgeq::runtime {
@@ -34,6 +35,9 @@ struct CompareOptions {
   std::function<void(size_t model_index, const std::string& path)> on_model;
   std::function<void(const ChunkProgress&)> progress;
 };
+
+// Path, file type, size, parameters and bits per weight of a loaded model (no evaluation).
+CompareRow describe_model(const Model& m);
 
 // Throws edgeq::Error when a candidate does not share the base's vocabulary, or on any load error.
 CompareReport compare_models(const std::string& base, const std::vector<std::string>& candidates,

@@ -11,12 +11,25 @@
 
 namespace edgeq::runtime {
 
+// The distinct f32 inputs of a layer's weight products (one input feeds several weights).
+enum class MatmulInput { AttnQKV, AttnOut, FfnGateUp, FfnDown };
+
+// Sees every matmul input of the forward pass as computed, before any activation rounding: for the layer's
+// `site`, n rows of `width` floats at x with row stride ld (the same values llama.cpp's eval callback gets
+// as src1 of its MUL_MAT nodes). Called on the evaluating thread; the rows stay valid only during the call.
+class ActivationObserver {
+ public:
+  virtual ~ActivationObserver() = default;
+  virtual void observe(int64_t layer, MatmulInput site, const float* x, int64_t n, int64_t width, int64_t ld) = 0;
+};
+
 struct ContextOptions {
   int64_t n_ctx = 256;  // KV cache capacity (tokens)
   int n_threads = 1;
   // Reproduce llama.cpp's CPU numerics (f16 KV cache, activations rounded to the weight's dot-product type,
   // f16 attention probabilities). false: plain f32 everywhere.
   bool ggml_compat = true;
+  ActivationObserver* observer = nullptr;  // optional, not owned (calibration)
 };
 
 class Context {

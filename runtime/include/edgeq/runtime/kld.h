@@ -29,11 +29,21 @@ struct KldAccum {
 void kld_accumulate(const float* logits, int64_t n_vocab, const uint16_t* base_row, int32_t tok, KldAccum& acc);
 KldStats kld_finalize(KldAccum acc);  // sorts the value lists; count must be >= 1
 
+// Two on-disk layouts of the same rows:
+//  Edgeq: "EDGEQKLD" header (perplexity.h), then the rows in one zstd frame.
+//  Llama: llama-perplexity --kl-divergence-base (b4748), uncompressed, native little endian:
+//         "_logits_", int32 n_ctx, int32 n_vocab, int32 n_chunk, int32 tokens[n_chunk·n_ctx] (as tokenized, BOS
+//         not substituted), then per chunk (n_ctx − 1 − n_ctx/2) rows of kld_row_len(n_vocab) uint16.
+//         It names no model and no add_bos flag; the stored tokens take the place of the hash.
+// (KldBaseFormat is declared in perplexity.h, whose options select it.)
+
 struct KldHeader {
-  uint32_t version = 1;
-  uint32_t n_ctx = 0, n_vocab = 0, n_chunks = 0, add_bos = 0;
-  uint64_t tokens_hash = 0;
-  std::string model_name, model_path;
+  KldBaseFormat format = KldBaseFormat::Edgeq;
+  uint32_t version = 1;  // Edgeq layout only
+  uint32_t n_ctx = 0, n_vocab = 0, n_chunks = 0, add_bos = 0;  // add_bos: Edgeq layout only
+  uint64_t tokens_hash = 0;  // of the n_chunks·n_ctx tokens (computed from the stored ids for the Llama layout)
+  std::string model_name, model_path;  // empty for the Llama layout
+  std::vector<int32_t> tokens;  // Llama layout: the stored n_chunks·n_ctx token ids (the writer needs them too)
 };
 
 // True when `path` is an existing regular file that does not start like a KLD base file: writing a base
@@ -54,7 +64,7 @@ class KldBaseWriter {
 
 class KldBaseReader {
  public:
-  explicit KldBaseReader(const std::string& path);  // validates the header
+  explicit KldBaseReader(const std::string& path);  // either layout, told apart by the magic; validates the header
   ~KldBaseReader();
   const KldHeader& header() const;
   void read(uint16_t* dst, size_t n);  // next n uint16 values; throws when the data ends early or is corrupt

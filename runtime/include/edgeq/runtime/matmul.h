@@ -1,49 +1,28 @@
-// Matrix products of f32 activations with (possibly quantized) mmapped weights, and a small thread pool.
+// Matrix products of f32 activations with (possibly quantized) mmapped weights.
 // A weight W is a GGUF tensor [in, out] (dims[0] = in = row length); y = x · Wᵀ for a batch of rows x.
-// Weight rows are dequantized tile by tile (quant::dequantize_row) into a per-thread f32 buffer and
-// multiplied with OpenBLAS sgemm (single-threaded; we parallelise over tiles ourselves). The tile size is
-// fixed, so every output element is computed by the same operations whatever the thread count:
-// results are bit-identical for any --threads.
+// Weight types with a kernel (runtime/src/kernels.h: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) are multiplied in integer arithmetic
+// on the blocks, with activations quantized to Q8_0/Q8_K as llama.cpp does, for batches under 16 tokens
+// (generation). Other weights, and larger batches, are dequantized tile by tile (quant::dequantize_row) into
+// a per-thread f32 buffer and multiplied with OpenBLAS sgemm (runtime/src/blas.h; single-threaded; we
+// parallelise over tiles ourselves). Every output element is
+// computed by the same operations whatever the thread count: results are bit-identical for any --threads.
 #pragma once
-#include <condition_variable>
 #include <cstdint>
-#include <functional>
-#include <mutex>
-#include <thread>
+#include <string>
 #include <vector>
 
 #include "edgeq/formats/gguf.h"
+#include "edgeq/formats/thread_pool.h"
+#include "edgeq/quant/block_ops.h"
 
 namespace edgeq::runtime {
 
-// Fixed-size pool; run(n, fn) calls fn(i, worker) for i in [0, n) spread over the workers and the caller.
-class ThreadPool {
- public:
-  explicit ThreadPool(int n_threads);  // n_threads >= 1 (the caller counts as one)
-  ~ThreadPool();
-  ThreadPool(const ThreadPool&) = delete;
-  ThreadPool& operator=(const ThreadPool&) = delete;
+// The shared pool lives in formats/ (convert and quantize use it too); the runtime name stays.
+using ThreadPool = edgeq::ThreadPool;
 
-  int size() const { return n_threads_; }
-  void run(int64_t n_tasks, const std::function<void(int64_t task, int worker)>& fn);
-
- private:
-  void worker_loop(int worker);
-  int n_threads_;
-  std::vector<std::thread> threads_;
-  std::mutex mu_;
-  std::condition_variable cv_start_, cv_done_;
-  const std::function<void(int64_t, int)>* fn_ = nullptr;
-  int64_t n_tasks_ = 0, next_ = 0;
-  int active_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
-};
-
-// How activations are rounded before a product, to reproduce llama.cpp's CPU numerics:
-// F32 weights: none; F16 weights: x rounded to f16; Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL: x quantized to
-// Q8_0 (fp16 scale, 32-blocks); k-quants and IQ4_XS: x quantized to Q8_K (256-blocks).
-enum class ActRounding { None, F16, Q8_0, Q8_K };
+// How activations are rounded before a product, to reproduce llama.cpp's CPU numerics: a column of quant's
+// block-ops table (edgeq/quant/block_ops.h); act_rounding_for reads it (None for a type without a row).
+using ActRounding = quant::ActRounding;
 ActRounding act_rounding_for(GgmlType weight_type);
 // Applies the rounding in place to one row of n values (n a multiple of the block size, else no-op).
 void round_activations(ActRounding r, float* x, int64_t n);
@@ -55,12 +34,22 @@ void round_f16(float* x, int64_t n);
 struct MatmulScratch {
   std::vector<std::vector<float>> tiles;  // one per worker
   std::vector<float> xr;                  // rounded activations
+  std::vector<uint8_t> xq;                // activations as Q8_0/Q8_K blocks (quantized-kernel path)
 };
 
 // y[t, o] = sum_i x[t, i] * W[o, i] for t < n_tokens, o < out. x has row stride ldx, y row stride ldy.
 // ggml_compat: round activations as llama.cpp does for this weight type.
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat = true);
+
+// The kernel family OpenBLAS chose ("SkylakeX", "Haswell", ...). edgeq loads OpenBLAS itself after choosing
+// it from the CPU's features, because OpenBLAS 0.3.21 falls back to "Prescott" on CPUs it does not know.
+std::string blas_core();
+
+// For tests and benchmarks (not thread-safe with a product in progress): enabled=false sends quantized weights
+// through dequantize + sgemm instead of the integer dot-product kernels; simd=false makes the kernels take
+// their portable path (same results).
+void set_matmul_kernels(bool enabled, bool simd = true);
 
 // Dequantizes rows [r0, r1) of a 2-D tensor into dst (row-major, dims[0] floats per row).
 void dequantize_rows(const TensorView& w, int64_t r0, int64_t r1, float* dst);

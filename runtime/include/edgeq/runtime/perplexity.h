@@ -11,6 +11,8 @@
 // min log-prob, then n_vocab uint16 levels, padded to nv = 2·((n_vocab+1)/2)+4 uint16 per row). Header
 // (little endian): "EDGEQKLD" magic, u32 version (1), u32 n_ctx, u32 n_vocab, u32 n_chunks, u32 add_bos,
 // u64 FNV-1a hash of the n_chunks·n_ctx int32 token ids, u32 name length + model name, u32 path length + path.
+// Bases written by llama-perplexity --kl-divergence-base are read too, and written with KldBaseFormat::Llama
+// (layout in kld.h): the same rows, uncompressed, after the token ids themselves.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -21,6 +23,9 @@
 #include "edgeq/runtime/model.h"
 
 namespace edgeq::runtime {
+
+// The two layouts of a KLD base file (kld.h describes them).
+enum class KldBaseFormat { Edgeq, Llama };
 
 struct ChunkProgress {
   int chunk = 0;        // 1-based index of the finished chunk
@@ -36,6 +41,7 @@ struct PerplexityOptions {
   int n_threads = 1;
   bool ggml_compat = true;
   std::string kld_base_out;  // write the reference log-probs here
+  KldBaseFormat kld_base_format = KldBaseFormat::Edgeq;  // layout of kld_base_out (kld_in: either, by its magic)
   std::string kld_in;        // compare against this base file
   std::string text_name;     // the evaluated text's file, named in errors about the text (default: the model)
   std::function<void(const ChunkProgress&)> progress;

@@ -1,0 +1,54 @@
+// matmul at the 0.74B model's FFN shape (2048 -> 5632) for 1, 8, 64 tokens and each weight type with an
+// integer kernel: the kernels (SIMD, and portable), against dequantize + sgemm, in one process.
+//   bench_matmul [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "edgeq/formats/ggml_types.h"
+#include "edgeq/formats/gguf.h"
+#include "edgeq/quant/blocks.h"
+#include "edgeq/runtime/matmul.h"
+
+namespace {
+
+using edgeq::GgmlType;
+constexpr int64_t kIn = 2048, kOut = 5632;
+
+// mode 0: dequantize + sgemm, 1: kernels (SIMD), 2: kernels (portable)
+void BM_Matmul(benchmark::State& st, GgmlType t, int mode) {
+  const int64_t tokens = st.range(0);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  std::vector<float> wf(static_cast<size_t>(kIn * kOut)), x(static_cast<size_t>(kIn * tokens)),
+      y(static_cast<size_t>(kOut * tokens));
+  for (auto& v : wf) v = nd(rng);
+  for (auto& v : x) v = nd(rng);
+  std::vector<uint8_t> wq(*edgeq::ggml_row_size(t, kIn) * kOut);
+  edgeq::quant::quantize_rows(t, wf.data(), wq.data(), kOut, kIn, nullptr);
+  edgeq::TensorView w{"w", {kIn, kOut}, t, wq.data(), wq.size()};
+  edgeq::runtime::ThreadPool pool(1);
+  edgeq::runtime::MatmulScratch scratch;
+  edgeq::runtime::set_matmul_kernels(mode != 0, mode == 1);
+  for (auto _ : st) {
+    edgeq::runtime::matmul(w, x.data(), tokens, kIn, y.data(), kOut, pool, scratch);
+    benchmark::DoNotOptimize(y.data());
+  }
+  edgeq::runtime::set_matmul_kernels(true, true);
+  st.counters["GMAC/s"] = benchmark::Counter(static_cast<double>(kIn * kOut * tokens) * 1e-9 *
+                                             static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
+}
+
+#define EDGEQ_BENCH_TYPE(T)                                                                          \
+  BENCHMARK_CAPTURE(BM_Matmul, T##_sgemm, GgmlType::T, 0)->Arg(1)->Arg(8)->Arg(64)->Unit(benchmark::kMillisecond); \
+  BENCHMARK_CAPTURE(BM_Matmul, T##_kernel, GgmlType::T, 1)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond);         \
+  BENCHMARK_CAPTURE(BM_Matmul, T##_kernel_portable, GgmlType::T, 2)->Arg(1)->Unit(benchmark::kMillisecond);
+
+EDGEQ_BENCH_TYPE(Q4_K)
+EDGEQ_BENCH_TYPE(Q6_K)
+EDGEQ_BENCH_TYPE(Q8_0)
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,29 @@
+// GPTQ (Frantar et al. 2022) with llama.cpp's block formats as the grid. Columns are processed one block of
+// the target type at a time (32 or 256 columns, GPTQ's lazy batch): the block's scales (and mins) come from
+// quant::quantize_rows - the format's own search - on the error-updated weights, weighted by the diagonal of
+// U_FF^-1 U_FF^-T (U the upper Cholesky factor of H^-1); then every column of the block is rounded to the
+// nearest level of that grid (quant::set_block_code) and its error, divided by U_jj, is fed into the block's
+// later columns; the block's errors update all later columns at once (W_R -= E U_FR). Types without code
+// access (block_code_levels 0) keep the search's rounding and use the joint update W_R -= (W_F - Q_F) U_FF^-1 U_FR.
+// The result is a standard block tensor. Numerics in double for H; deterministic.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "edgeq/formats/ggml_types.h"
+
+namespace edgeq::calibrate {
+
+// Output error of replacing W by Q for inputs whose Hessian is H = sum x xᵀ (cols × cols, row-major):
+// sum over rows r of (w_r - q_r)ᵀ H (w_r - q_r)  (= ||X Wᵀ - X Qᵀ||²).
+double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H);
+
+// Upper Cholesky factor U of (H + damp·mean(diag H)·I)^-1 (row-major, H^-1 = UᵀU); dead columns (zero
+// diagonal) get 1 on the diagonal. Raises damping until the factorisation succeeds.
+std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n, double damp = 0.01);
+
+// Quantizes W (rows × cols, row-major; cols a multiple of t's block size) into dst (rows × row size of t).
+void gptq_quantize(GgmlType t, const float* W, int64_t rows, int64_t cols, const double* H, uint8_t* dst,
+                   double damp = 0.01);
+
+}  // namespace edgeq::calibrate

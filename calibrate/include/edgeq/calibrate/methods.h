@@ -1,0 +1,55 @@
+// Calibration-driven quantization methods for `edgeq quantize --method`:
+//   rtn      edgeq's plain search (no importance)
+//   imatrix  the importance-weighted search with mean x² from the calibration statistics
+//   awq      per-input-channel scales s = mean|x|^α (α from a grid, per layer input, minimising the output error
+//            ||X Wᵀ - X Qᵀ||² of all weights sharing that input), weights quantized as W·diag(s) with importance
+//            mean x²/s², 1/s folded into the preceding RMSNorm weight (q/k/v <- attn_norm, gate/up <- ffn_norm):
+//            the file stays a plain llama.cpp model. Other weights: imatrix.
+//   gptq     calibrate/gptq.h on every weight with a Hessian
+//   auto     per tensor the candidate (rtn, imatrix, gptq, and for q/k/v and gate/up with AWQ scales awq and
+//            awq+gptq) with the lowest output error on held-out activations: candidates are fitted on the even
+//            calibration chunks and scored on the odd ones (rtn is a candidate, so on held-out data auto is never
+//            worse than rtn); the chosen method is then applied with all chunks. Methods per tensor are recorded in
+//            edgeq.quantize.tensor_methods unless --no-edgeq-metadata.
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "edgeq/calibrate/calibrate.h"
+#include "edgeq/quant/quantize.h"
+
+namespace edgeq::calibrate {
+
+enum class Method { Rtn, Imatrix, Awq, Gptq, Auto };
+std::optional<Method> parse_method(std::string_view name);
+const char* method_name(Method m);
+bool method_needs_hessian(Method m);
+
+// The importance (mean x² per column) of every weight in the statistics, as `--imatrix` would load it.
+quant::Importance importance_from_stats(const CalibrationStats& stats, const std::string& file_label);
+
+// State behind a method's quantize hook; keep it alive until quantize_model returns.
+struct MethodSetup {
+  quant::Importance importance;
+  std::map<std::string, std::string> tensor_methods;  // name -> chosen method
+  std::map<std::string, std::vector<float>> awq_scales;  // RMSNorm weight name -> AWQ scales folded into it
+  std::shared_ptr<void> state;
+};
+
+// Prepares qo (importance, tensor_hook, method name, per-tensor record) for method m. Decisions that need the
+// weights (AWQ scales, auto's choice) are made here, reading src's tensors once, before anything is written.
+// log: optional progress lines. Throws edgeq::Error when the statistics lack what the method needs.
+std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stats, const std::string& stats_label,
+                                          const quant::QuantizeSource& src, quant::QuantizeOptions& qo,
+                                          const std::function<void(const std::string&)>& log = {});
+
+// AWQ's folding alone (no rounding): each listed RMSNorm weight is divided by its scales and the columns of the
+// weights reading it (attn_norm: q/k/v, ffn_norm: gate/up) are multiplied by them. With a float output type
+// the model computes the same function (tested: logits unchanged).
+quant::TensorHook awq_fold_hook(std::map<std::string, std::vector<float>> norm_scales);
+
+}  // namespace edgeq::calibrate

@@ -1,0 +1,158 @@
+#include "edgeq/calibrate/gptq.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "edgeq/formats/error.h"
+#include "edgeq/quant/blocks.h"
+#include "edgeq/runtime/blas.h"
+
+
+namespace edgeq::calibrate {
+
+namespace blas = runtime::blas;
+
+double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H) {
+  std::vector<double> d(static_cast<size_t>(cols)), hd(static_cast<size_t>(cols));
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < cols; ++j) d[j] = static_cast<double>(W[r * cols + j]) - Q[r * cols + j];
+    blas::api().dsymv(CblasRowMajor, CblasUpper, static_cast<int>(cols), 1.0, H, static_cast<int>(cols), d.data(), 1, 0.0,
+                hd.data(), 1);
+    total += blas::api().ddot(static_cast<int>(cols), d.data(), 1, hd.data(), 1);
+  }
+  return total;
+}
+
+std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n64, double damp) {
+  const int n = static_cast<int>(n64);
+  double mean = 0;
+  for (int i = 0; i < n; ++i) mean += H[static_cast<size_t>(i) * n + i];
+  mean /= n;
+  if (!(mean > 0)) mean = 1;
+  std::vector<double> A(static_cast<size_t>(n) * n);
+  for (int attempt = 0; attempt < 8; ++attempt, damp *= 10) {
+    std::memcpy(A.data(), H, A.size() * sizeof(double));
+    for (int i = 0; i < n; ++i) {
+      double& a = A[static_cast<size_t>(i) * n + i];
+      if (a <= 0) a = 1;
+      a += damp * mean;
+    }
+    int info = 0;
+    // Column-major 'L' on a symmetric row-major matrix: the row-major upper factor U with A = UᵀU.
+    blas::api().dpotrf("L", &n, A.data(), &n, &info);
+    if (info != 0) continue;
+    blas::api().dpotri("L", &n, A.data(), &n, &info);  // A^-1 in the row-major upper triangle
+    if (info != 0) continue;
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < i; ++j) A[static_cast<size_t>(i) * n + j] = A[static_cast<size_t>(j) * n + i];
+    blas::api().dpotrf("L", &n, A.data(), &n, &info);  // A^-1 = UᵀU
+    if (info != 0) continue;
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < i; ++j) A[static_cast<size_t>(i) * n + j] = 0;
+    return A;
+  }
+  fail("gptq: the Hessian cannot be factorised even with heavy damping");
+}
+
+void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, const double* H, uint8_t* dst,
+                   double damp) {
+  const GgmlTypeInfo* ti = ggml_type_info(t);
+  if (!ti || !ti->quantized) fail("gptq: {} is not a block type", ggml_type_name(t));
+  const int64_t g = ti->block_size;
+  if (cols % g) fail("gptq: row length {} is not a multiple of {}'s block size {}", cols, ti->name, g);
+  const std::vector<double> U = inverse_hessian_cholesky(H, cols, damp);
+  std::vector<float> W(W0, W0 + rows * cols);
+  const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(cols));
+  const uint64_t block_bytes = ti->type_size;
+  std::vector<float> buf(static_cast<size_t>(rows * g)), q(static_cast<size_t>(rows * g)), imp(static_cast<size_t>(g));
+  std::vector<uint8_t> enc(static_cast<size_t>(rows) * block_bytes);
+  std::vector<double> Uinv(static_cast<size_t>(g * g));
+  std::vector<float> M, E(static_cast<size_t>(rows * g));
+  const int levels = quant::block_code_levels(t);
+  std::vector<float> grid(static_cast<size_t>(rows * g) * static_cast<size_t>(std::max(levels, 0))), lv(static_cast<size_t>(g));
+  std::vector<uint8_t> probe;
+  for (int64_t b0 = 0; b0 < cols; b0 += g) {
+    // Inverse of the upper-triangular block U_FF (back substitution, column by column of the identity).
+    std::fill(Uinv.begin(), Uinv.end(), 0.0);
+    for (int64_t c = 0; c < g; ++c) {
+      Uinv[c * g + c] = 1.0 / U[(b0 + c) * cols + b0 + c];
+      for (int64_t i = c - 1; i >= 0; --i) {
+        double s = 0;
+        for (int64_t k = i + 1; k <= c; ++k) s += U[(b0 + i) * cols + b0 + k] * Uinv[k * g + c];
+        Uinv[i * g + c] = -s / U[(b0 + i) * cols + b0 + i];
+      }
+    }
+    // The block's error after optimal compensation is E U_FF^-1 U_FF^-T Eᵀ; its diagonal weights the search
+    // (for a single column: (w - q)² / [H^-1]_jj, GPTQ's own criterion).
+    for (int64_t j = 0; j < g; ++j) {
+      double s = 0;
+      for (int64_t k = j; k < g; ++k) s += Uinv[j * g + k] * Uinv[j * g + k];
+      imp[j] = static_cast<float>(s);
+    }
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(&buf[r * g], &W[r * cols + b0], static_cast<size_t>(g) * sizeof(float));
+    quant::quantize_rows(t, buf.data(), enc.data(), rows, g, imp.data());
+    if (levels > 0) {
+      // The block's scales stay; its elements are re-rounded column by column on that grid, each column's
+      // error (scaled by 1/U_jj) fed into the block's later columns (GPTQ proper); E collects those errors.
+      for (int64_t r = 0; r < rows; ++r) {
+        uint8_t* blk = &enc[r * block_bytes];
+        for (int k = 0; k < levels; ++k) {
+          probe.assign(blk, blk + block_bytes);
+          for (int64_t e = 0; e < g; ++e) quant::set_block_code(t, probe.data(), static_cast<int>(e), k);
+          quant::dequantize_row(t, probe.data(), lv.data(), g);
+          for (int64_t e = 0; e < g; ++e) grid[(r * g + e) * levels + k] = lv[e];
+        }
+      }
+      for (int64_t c = 0; c < g; ++c) {
+        const int64_t j = b0 + c;
+        const double ujj = U[j * cols + j];
+        for (int64_t r = 0; r < rows; ++r) {
+          const float w = W[r * cols + j];
+          const float* gv = &grid[(r * g + c) * levels];
+          int best = 0;
+          float be = std::fabs(gv[0] - w);
+          for (int k = 1; k < levels; ++k)
+            if (const float d = std::fabs(gv[k] - w); d < be) be = d, best = k;
+          quant::set_block_code(t, &enc[r * block_bytes], static_cast<int>(c), best);
+          const float err = static_cast<float>((w - gv[best]) / ujj);
+          E[r * g + c] = err;
+          float* wr = &W[r * cols];
+          for (int64_t c2 = c + 1; c2 < g; ++c2) wr[b0 + c2] -= err * static_cast<float>(U[j * cols + b0 + c2]);
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(dst + r * row_bytes + (b0 / g) * block_bytes, &enc[r * block_bytes], block_bytes);
+      const int64_t rest = cols - b0 - g;
+      if (rest == 0) break;
+      // W_R -= E U_FR (E already holds the errors divided by U_jj).
+      M.resize(static_cast<size_t>(g * rest));
+      for (int64_t i = 0; i < g; ++i)
+        for (int64_t c = 0; c < rest; ++c) M[i * rest + c] = static_cast<float>(U[(b0 + i) * cols + b0 + g + c]);
+      blas::api().sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(rest),
+                  static_cast<int>(g), -1.f, E.data(), static_cast<int>(g), M.data(), static_cast<int>(rest), 1.f,
+                  W.data() + b0 + g, static_cast<int>(cols));
+      continue;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(dst + r * row_bytes + (b0 / g) * block_bytes, &enc[r * block_bytes], block_bytes);
+      quant::dequantize_row(t, &enc[r * block_bytes], &q[r * g], g);
+      for (int64_t j = 0; j < g; ++j) E[r * g + j] = buf[r * g + j] - q[r * g + j];
+    }
+    const int64_t rest = cols - b0 - g;
+    if (rest == 0) break;
+    // M = U_FF^-1 U_FR (g × rest), then W_R -= E M.
+    M.assign(static_cast<size_t>(g * rest), 0.f);
+    for (int64_t i = 0; i < g; ++i)
+      for (int64_t c = 0; c < rest; ++c) {
+        double s = 0;
+        for (int64_t k = i; k < g; ++k) s += Uinv[i * g + k] * U[(b0 + k) * cols + b0 + g + c];
+        M[i * rest + c] = static_cast<float>(s);
+      }
+    blas::api().sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(rest),
+                static_cast<int>(g), -1.f, E.data(), static_cast<int>(g), M.data(), static_cast<int>(rest), 1.f,
+                W.data() + b0 + g, static_cast<int>(cols));
+  }
+}
+
+}  // namespace edgeq::calibrate

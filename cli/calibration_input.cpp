@@ -1,0 +1,124 @@
+#include "calibration_input.h"
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "command.h"
+#include "edgeq/calibrate/data.h"
+#include "edgeq/convert/convert.h"
+#include "edgeq/formats/error.h"
+#include "edgeq/runtime/model.h"
+#include "edgeq/runtime/tokenizer.h"
+
+#include "progress.h"
+
+namespace edgeq::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+volatile std::sig_atomic_t g_interrupted = 0;
+void on_sigint(int) { g_interrupted = 1; }
+}  // namespace
+
+RuntimeModelFile::RuntimeModelFile(const std::string& src, int threads) : path_(src) {
+  std::error_code ec;
+  if (fs::is_directory(src, ec) || src.ends_with(".onnx")) {
+    path_ = (fs::temp_directory_path() / ("edgeq-calibrate-" + std::to_string(::getpid()) + ".gguf")).string();
+    temporary_ = true;
+    on_signal_ = std::make_unique<ScopedRemoveOnSignal>(path_);
+    convert::ConvertOptions cvo;
+    cvo.outtype = "f32";
+    cvo.threads = threads;
+    convert::convert_to_gguf(convert::plan_conversion(src, cvo), path_, "f32", threads);
+  }
+}
+
+RuntimeModelFile::~RuntimeModelFile() {
+  if (temporary_) {
+    std::error_code ec;
+    fs::remove(path_, ec);
+  }
+}
+
+calibrate::CalibrationStats run_calibration(const std::string& model_src, const std::vector<std::string>& data,
+                                            int64_t ctx, int64_t chunks, int threads, bool hessian) {
+  const std::string text = calibrate::load_calibration_text(data);
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  RuntimeModelFile mf(model_src, threads);
+  const auto model = runtime::Model::load(mf.path());
+  const auto tok = Tokenizer::from_gguf(model.gguf());
+  const std::vector<int32_t> tokens = tok.tokenize(text, true, false);
+  calibrate::CalibrationOptions co;
+  co.n_ctx = ctx;
+  co.max_chunks = chunks;
+  co.n_threads = threads;
+  co.hessian = hessian;
+  auto progress = std::make_shared<Progress>("calibrate");
+  progress->note(fmt::format("calibrate: {}, {} tokens, n_ctx {}, {} threads{}", model_src, tokens.size(), ctx, threads,
+                             hessian ? ", with Hessians" : ""));
+  co.progress = [progress](const calibrate::CalibrationProgress& p) {
+    if (g_interrupted) fail("interrupted; no output written");
+    progress->update(p.n_chunks > 0 ? double(p.chunk) / p.n_chunks : 1.0,
+                     fmt::format("[{}/{}] {:.0f} tokens/s", p.chunk, p.n_chunks, p.tokens_per_second));
+  };
+  g_interrupted = 0;
+  auto prev = std::signal(SIGINT, on_sigint);
+  calibrate::CalibrationStats s;
+  try {
+    s = calibrate::calibrate(model, tokens, tok.add_bos(), tok.bos(), co);
+  } catch (...) {
+    std::signal(SIGINT, prev);
+    throw;
+  }
+  std::signal(SIGINT, prev);
+  s.datasets = data;
+  return s;
+}
+
+void check_quantize_method_options(const std::string& method, const std::string& calib,
+                                   const std::vector<std::string>& data, bool has_imatrix) {
+  if (method.empty() && calib.empty() && data.empty()) return;
+  const std::string m = method.empty() ? "imatrix" : method;
+  const auto pm = calibrate::parse_method(m);
+  if (!pm) fail("--method {}: unknown (rtn, imatrix, awq, gptq, auto)", method);
+  if (!calib.empty() && !data.empty()) fail("--calib and --data are exclusive");
+  if (has_imatrix && *pm != calibrate::Method::Imatrix && *pm != calibrate::Method::Rtn)
+    fail("--imatrix with --method {}: give the calibration as --calib or --data instead", m);
+  if (has_imatrix && (!calib.empty() || !data.empty())) fail("--imatrix and --calib/--data are exclusive");
+  if (*pm != calibrate::Method::Rtn && calib.empty() && data.empty() && !has_imatrix)
+    fail("--method {} needs calibration: --calib STATS or --data FILE...", m);
+}
+
+std::unique_ptr<QuantizeMethod> setup_quantize_method(const std::string& method, const std::string& calib,
+                                                      const std::vector<std::string>& data, const std::string& src_path,
+                                                      const quant::QuantizeSource& src, quant::QuantizeOptions& qo,
+                                                      int threads) {
+  if (method.empty() && calib.empty() && data.empty()) return nullptr;
+  const auto m = *calibrate::parse_method(method.empty() ? "imatrix" : method);
+  if (calib.empty() && data.empty()) {  // rtn, or imatrix from --imatrix: nothing to prepare
+    if (m == calibrate::Method::Rtn) qo.importance = nullptr;
+    qo.method = std::string("edgeq-") + calibrate::method_name(m);
+    return nullptr;
+  }
+  auto r = std::make_unique<QuantizeMethod>();
+  std::string label;
+  if (!calib.empty()) {
+    r->stats = calibrate::read_calibration_stats(calib);
+    label = calib;
+  } else {
+    r->stats = run_calibration(src_path, data, 256, -1, threads, calibrate::method_needs_hessian(m));
+    label = data.front();
+  }
+  auto progress = std::make_shared<Progress>("quantize");
+  r->setup = calibrate::setup_method(m, r->stats, label, src, qo, [progress](const std::string& line) {
+    progress->note(line);
+  });
+  return r;
+}
+
+}  // namespace edgeq::cli

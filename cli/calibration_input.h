@@ -1,0 +1,48 @@
+// Wiring shared by `calibrate` and `quantize --data`: a model file the runtime can evaluate (an HF checkpoint
+// or ONNX model is converted to a temporary F32 GGUF, removed afterwards) and a calibration run over data files.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "edgeq/formats/mapped_file.h"
+#include "edgeq/calibrate/calibrate.h"
+#include "edgeq/calibrate/methods.h"
+#include "edgeq/quant/quantize.h"
+
+namespace edgeq::cli {
+
+class RuntimeModelFile {
+ public:
+  RuntimeModelFile(const std::string& src, int threads);  // converts when src is not a GGUF
+  ~RuntimeModelFile();
+  RuntimeModelFile(const RuntimeModelFile&) = delete;
+  RuntimeModelFile& operator=(const RuntimeModelFile&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  bool temporary_ = false;
+  std::unique_ptr<ScopedRemoveOnSignal> on_signal_;  // the converted temp model goes on Ctrl-C too
+};
+
+// Loads the data, tokenizes it with the model's vocab and runs calibration (progress lines when enabled;
+// Ctrl-C cancels with an error so that no output is written).
+calibrate::CalibrationStats run_calibration(const std::string& model_src, const std::vector<std::string>& data,
+                                            int64_t ctx, int64_t chunks, int threads, bool hessian);
+
+// `quantize --method M [--calib STATS | --data FILE...]`: loads or computes the statistics and prepares qo.
+// Validates the combination before any work. Returns null when no method option was given.
+struct QuantizeMethod {
+  calibrate::CalibrationStats stats;
+  std::unique_ptr<calibrate::MethodSetup> setup;
+};
+std::unique_ptr<QuantizeMethod> setup_quantize_method(const std::string& method, const std::string& calib,
+                                                      const std::vector<std::string>& data, const std::string& src_path,
+                                                      const quant::QuantizeSource& src, quant::QuantizeOptions& qo,
+                                                      int threads);
+// Checks the options alone (before any file is opened); throws edgeq::Error.
+void check_quantize_method_options(const std::string& method, const std::string& calib,
+                                   const std::vector<std::string>& data, bool has_imatrix);
+
+}  // namespace edgeq::cli

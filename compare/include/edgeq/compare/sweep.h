@@ -1,0 +1,107 @@
+// The quantization sweep behind `edgeq compare SRC -o DIR --eval TEXT`: convert the source once (an F32
+// reference GGUF), score the reference once (perplexity and its log-probabilities for KL divergence), then for
+// every type x method quantize the reference, evaluate the file against it and record one result file.
+// The report (edgeq/compare/report.h) is built from the result files, so a sweep resumes where it stopped,
+// and entries run elsewhere (--plan, one command per entry) merge into the same report.
+//
+// Layout of DIR: report.{md,json,csv}, ppl_vs_bpw.svg, kld_vs_bpw.svg, results/<TYPE>-<method>.json (one per
+// finished entry), models/<TYPE>-<method>.gguf (kept with --keep), work/ (the reference GGUF, its
+// log-probabilities and reference.json; removed when a sweep completes unless --keep).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "edgeq/compare/report.h"
+#include "edgeq/quant/quantize.h"
+
+namespace edgeq::compare {
+
+struct SweepOptions {
+  std::string source;      // HF checkpoint dir, .onnx, or a GGUF (F32/F16/BF16)
+  std::string out_dir;     // report directory
+  std::string eval_text;   // evaluation text
+  std::string calib_text;  // calibration text, for methods that compute statistics
+  std::string imatrix;     // llama.cpp imatrix file, for the `imatrix` method
+  std::vector<std::string> types;    // mixes (llama-quantize names); empty: default_types()
+  std::vector<std::string> methods;  // empty: default_methods(*this)
+  int64_t n_ctx = 256;
+  int64_t max_chunks = -1;  // < 0: all
+  int threads = 0;          // 0: all cores; results do not depend on it
+  bool keep = false;        // keep the quantized files (DIR/models/) and DIR/work/
+  // Set (e.g. by a SIGINT handler) to stop after the current step; finished entries stay in the report.
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+// The default sweep: F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K.
+const std::vector<std::string>& default_types();
+
+// How weights are rounded. One row per method: a calibration method joins the sweep by adding a row that
+// names the inputs it reads and returns the importance it computes.
+struct Method {
+  const char* name;
+  const char* description;
+  bool uses_importance;  // false: plain rounding. Importance changes nothing for float types, so
+                         // such methods skip F32/F16/BF16.
+  // The files this method reads beyond the model (hashed into the entry key); throws edgeq::Error naming
+  // the missing option when one is required and absent (checked before any work starts).
+  std::function<std::vector<std::string>(const SweepOptions&)> inputs;
+  // The importance to quantize with (nullopt: none). reference: the F32 reference GGUF.
+  std::function<std::optional<quant::Importance>(const SweepOptions&, const std::string& reference)> importance;
+};
+const std::vector<Method>& methods();
+const Method& find_method(std::string_view name);  // throws edgeq::Error listing the methods
+// rtn, plus imatrix when an imatrix file is given.
+std::vector<std::string> default_methods(const SweepOptions& opt);
+
+struct Entry {
+  std::string type;    // canonical mix name ("Q4_K_M")
+  std::string method;  // "rtn"
+  std::string id() const { return type + "-" + method; }
+};
+
+// types x methods in the given order, without pairs a method does not apply to. Validates every name and
+// every method's inputs; throws edgeq::Error before any work.
+std::vector<Entry> plan_entries(const SweepOptions& opt);
+
+// Progress of a sweep, for a display.
+struct SweepProgress {
+  size_t entry = 0;      // 1-based entry being worked on (0 while preparing the reference)
+  size_t n_entries = 0;
+  std::string label;     // "Q4_K_M rtn" or "reference"
+  std::string stage;     // "convert", "reference", "quantize", "evaluate", "done", "skipped"
+  double fraction = 0;   // of the whole sweep's remaining work at the start of this run, 0..1
+  std::string detail;    // e.g. "chunk 3/12 PPL 12.3"
+};
+using SweepProgressFn = std::function<void(const SweepProgress&)>;
+
+struct SweepOutcome {
+  size_t n_entries = 0, n_run = 0, n_skipped = 0;
+  bool interrupted = false;
+  Report report;          // the finished entries (run_sweep)
+  WrittenReport files;    // paths of the written report (empty for a single-entry run)
+};
+
+// Runs the sweep: every entry not yet in DIR/results with the same key is run, and the report is rewritten
+// after each one (so an interruption leaves a consistent report of the finished entries).
+SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress = {});
+
+// Runs exactly one entry and writes its result file to result_path (no report). The reference is taken from
+// DIR/work when it is there for the same inputs, else made there (shared by entries on a shared disk).
+SweepOutcome run_entry(const SweepOptions& opt, const Entry& entry, const std::string& result_path,
+                       const SweepProgressFn& progress = {});
+
+// One JSON line per entry: {"entry", "key", "result", "command"}, the command being the argv that runs the
+// entry alone with `exe` (the edgeq binary) and writes its result file into DIR/results. Each command makes
+// the reference in DIR/work if it is not there yet (run one line first when they share a disk).
+std::vector<std::string> plan_lines(const SweepOptions& opt, const std::string& exe);
+
+// The key that identifies an entry's inputs and flags: source files, evaluation text, n_ctx, chunks, type,
+// method and the method's inputs (hex of a 64-bit hash). Thread count and --keep are not part of it.
+std::string entry_key(const SweepOptions& opt, const Entry& e);
+
+}  // namespace edgeq::compare

@@ -1,0 +1,341 @@
+#include "edgeq/compare/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "edgeq/compare/sweep.h"
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/mapped_file.h"
+
+namespace edgeq::compare {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+template <typename T>
+T get(const nlohmann::json& j, const char* key, const std::string& path) {
+  if (!j.is_object() || !j.contains(key)) fail("{}: not an edgeq compare result (no \"{}\")", path, key);
+  try {
+    return j.at(key).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: \"{}\" has the wrong type", path, key);
+  }
+}
+
+size_t method_rank(const std::string& m) {
+  const auto& ms = methods();
+  for (size_t i = 0; i < ms.size(); ++i)
+    if (m == ms[i].name) return i;
+  return ms.size();
+}
+
+void write_text(const fs::path& p, const std::string& s) {
+  AtomicOutputFile f(p.string());
+  f.write(s.data(), s.size());
+  f.commit();
+}
+
+std::string pct(double ratio) { return fmt::format("{:+.2f}", 100.0 * (ratio - 1.0)); }
+
+}  // namespace
+
+nlohmann::json reference_to_json(const ReferenceResult& r) {
+  return {{"run_key", r.run_key},       {"source", r.source},   {"eval_text", r.eval_text},
+          {"file_type", r.file_type},   {"file_bytes", r.file_bytes}, {"parameters", r.parameters},
+          {"bits_per_weight", r.bits_per_weight}, {"ppl", r.ppl}, {"ppl_err", r.ppl_err},
+          {"n_ctx", r.n_ctx},           {"n_chunks", r.n_chunks}, {"scored_tokens", r.scored},
+          {"eval_seconds", r.eval_seconds}};
+}
+
+ReferenceResult reference_from_json(const nlohmann::json& j, const std::string& path) {
+  ReferenceResult r;
+  r.run_key = get<std::string>(j, "run_key", path);
+  r.source = get<std::string>(j, "source", path);
+  r.eval_text = get<std::string>(j, "eval_text", path);
+  r.file_type = get<std::string>(j, "file_type", path);
+  r.file_bytes = get<uint64_t>(j, "file_bytes", path);
+  r.parameters = get<uint64_t>(j, "parameters", path);
+  r.bits_per_weight = get<double>(j, "bits_per_weight", path);
+  r.ppl = get<double>(j, "ppl", path);
+  r.ppl_err = get<double>(j, "ppl_err", path);
+  r.n_ctx = get<int64_t>(j, "n_ctx", path);
+  r.n_chunks = get<int64_t>(j, "n_chunks", path);
+  r.scored = get<int64_t>(j, "scored_tokens", path);
+  r.eval_seconds = get<double>(j, "eval_seconds", path);
+  return r;
+}
+
+static nlohmann::json entry_to_json(const EntryResult& e) {
+  return {{"key", e.key},
+          {"type", e.type},
+          {"method", e.method},
+          {"file_bytes", e.file_bytes},
+          {"bits_per_weight", e.bits_per_weight},
+          {"ppl", e.ppl},
+          {"ppl_err", e.ppl_err},
+          {"ppl_ratio", e.ppl_ratio},
+          {"ppl_ratio_err", e.ppl_ratio_err},
+          {"mean_kld", e.mean_kld},
+          {"mean_kld_err", e.mean_kld_err},
+          {"median_kld", e.median_kld},
+          {"p99_kld", e.p99_kld},
+          {"max_kld", e.max_kld},
+          {"same_top_p_pct", e.same_top_pct},
+          {"rms_dp_pct", e.rms_dp_pct},
+          {"quantize_seconds", e.quantize_seconds},
+          {"eval_seconds", e.eval_seconds},
+          {"eval_tokens_per_second", e.eval_tokens_per_second}};
+}
+
+nlohmann::json result_to_json(const ReferenceResult& ref, const EntryResult& e) {
+  return {{"edgeq_compare_result", 1}, {"reference", reference_to_json(ref)}, {"entry", entry_to_json(e)}};
+}
+
+void result_from_json(const nlohmann::json& j, const std::string& path, ReferenceResult& ref, EntryResult& e) {
+  if (get<int>(j, "edgeq_compare_result", path) != 1) fail("{}: unsupported result version", path);
+  ref = reference_from_json(get<nlohmann::json>(j, "reference", path), path);
+  const auto x = get<nlohmann::json>(j, "entry", path);
+  e.key = get<std::string>(x, "key", path);
+  e.type = get<std::string>(x, "type", path);
+  e.method = get<std::string>(x, "method", path);
+  e.file_bytes = get<uint64_t>(x, "file_bytes", path);
+  e.bits_per_weight = get<double>(x, "bits_per_weight", path);
+  e.ppl = get<double>(x, "ppl", path);
+  e.ppl_err = get<double>(x, "ppl_err", path);
+  e.ppl_ratio = get<double>(x, "ppl_ratio", path);
+  e.ppl_ratio_err = get<double>(x, "ppl_ratio_err", path);
+  e.mean_kld = get<double>(x, "mean_kld", path);
+  e.mean_kld_err = get<double>(x, "mean_kld_err", path);
+  e.median_kld = get<double>(x, "median_kld", path);
+  e.p99_kld = get<double>(x, "p99_kld", path);
+  e.max_kld = get<double>(x, "max_kld", path);
+  e.same_top_pct = get<double>(x, "same_top_p_pct", path);
+  e.rms_dp_pct = get<double>(x, "rms_dp_pct", path);
+  e.quantize_seconds = get<double>(x, "quantize_seconds", path);
+  e.eval_seconds = get<double>(x, "eval_seconds", path);
+  e.eval_tokens_per_second = get<double>(x, "eval_tokens_per_second", path);
+}
+
+void sort_entries(Report& r) {
+  std::stable_sort(r.entries.begin(), r.entries.end(), [](const EntryResult& a, const EntryResult& b) {
+    if (a.bits_per_weight != b.bits_per_weight) return a.bits_per_weight > b.bits_per_weight;
+    if (method_rank(a.method) != method_rank(b.method)) return method_rank(a.method) < method_rank(b.method);
+    return a.type < b.type;
+  });
+}
+
+Report merge_results(const std::vector<std::string>& paths) {
+  std::vector<fs::path> files;
+  for (auto& p : paths) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      std::vector<fs::path> in;
+      for (auto& e : fs::directory_iterator(p))
+        if (e.is_regular_file() && e.path().extension() == ".json") in.push_back(e.path());
+      if (in.empty()) fail("{}: no result files (*.json) in this directory", p);
+      std::sort(in.begin(), in.end());
+      files.insert(files.end(), in.begin(), in.end());
+    } else if (fs::is_regular_file(p, ec)) {
+      files.push_back(p);
+    } else {
+      fail("{}: no such file or directory", p);
+    }
+  }
+  if (files.empty()) fail("compare --merge: no result files given");
+  Report r;
+  std::map<std::string, std::pair<std::string, EntryResult>> seen;  // type-method -> (file, result)
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string path = files[i].string();
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_text_file(path));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not a JSON file ({})", path, e.what());
+    }
+    ReferenceResult ref;
+    EntryResult e;
+    result_from_json(j, path, ref, e);
+    if (i == 0) {
+      r.reference = ref;
+    } else if (ref.run_key != r.reference.run_key) {
+      fail("{}: measured against a different reference or text (run key {}) than {} ({})", path, ref.run_key,
+           files[0].string(), r.reference.run_key);
+    }
+    const std::string id = e.type + "-" + e.method;
+    if (auto it = seen.find(id); it != seen.end()) {
+      if (it->second.second.key != e.key || it->second.second.mean_kld != e.mean_kld)
+        fail("{}: {} differs from the same entry in {}", path, id, it->second.first);
+      continue;
+    }
+    seen.emplace(id, std::make_pair(path, e));
+    r.entries.push_back(e);
+  }
+  sort_entries(r);
+  return r;
+}
+
+// bpw as the table prints it (2 decimals), so 4.9999 is in the 5-bit band where it reads "5.00"
+int size_band(double bpw) { return static_cast<int>(std::floor(std::round(bpw * 100.0) / 100.0)); }
+
+std::vector<bool> best_in_band(const Report& r) {
+  std::vector<bool> best(r.entries.size(), false);
+  std::map<int, size_t> pick;
+  for (size_t i = 0; i < r.entries.size(); ++i) {
+    const int b = size_band(r.entries[i].bits_per_weight);
+    auto it = pick.find(b);
+    if (it == pick.end() || r.entries[i].mean_kld < r.entries[it->second].mean_kld) pick[b] = i;
+  }
+  for (auto& [b, i] : pick) best[i] = true;
+  return best;
+}
+
+std::string recommendation(const Report& r) {
+  if (r.entries.empty()) return "No entries yet.";
+  const EntryResult* pick = nullptr;
+  for (auto& e : r.entries)
+    if (e.ppl <= 1.01 * r.reference.ppl &&
+        (!pick || e.bits_per_weight < pick->bits_per_weight ||
+         (e.bits_per_weight == pick->bits_per_weight && e.mean_kld < pick->mean_kld)))
+      pick = &e;  // the fewest bits; of equally small files, the lowest KLD
+  if (pick)
+    return fmt::format(
+        "Recommended: {} ({}), the smallest file within 1% PPL of the reference: {:.2f} MiB, {:.2f} bpw, PPL {} %, "
+        "mean KLD {:.6f}.",
+        pick->type, pick->method, double(pick->file_bytes) / kMiB, pick->bits_per_weight,
+        pct(pick->ppl / r.reference.ppl), pick->mean_kld);
+  const EntryResult* closest = &r.entries[0];
+  for (auto& e : r.entries)
+    if (e.ppl < closest->ppl) closest = &e;
+  return fmt::format("No file is within 1% PPL of the reference; the closest is {} ({}): {:.2f} MiB, PPL {} %.",
+                     closest->type, closest->method, double(closest->file_bytes) / kMiB,
+                     pct(closest->ppl / r.reference.ppl));
+}
+
+std::string render_table(const Report& r) {
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"type", "method", "size MiB", "bpw", "PPL", "ΔPPL %", "mean KLD", "p99 KLD", "top-1 %",
+                  "quantize s", "eval tok/s", "best in band"});
+  const auto& f = r.reference;
+  rows.push_back({f.file_type + " (ref)", "-", fmt::format("{:.2f}", double(f.file_bytes) / kMiB),
+                  fmt::format("{:.2f}", f.bits_per_weight), fmt::format("{:.4f} ± {:.4f}", f.ppl, f.ppl_err), "0",
+                  "0", "0", "100", "-",
+                  f.eval_seconds > 0 ? fmt::format("{:.0f}", double(f.n_chunks * f.n_ctx) / f.eval_seconds) : "-", ""});
+  const auto best = best_in_band(r);
+  for (size_t i = 0; i < r.entries.size(); ++i) {
+    const auto& e = r.entries[i];
+    rows.push_back({e.type, e.method, fmt::format("{:.2f}", double(e.file_bytes) / kMiB),
+                    fmt::format("{:.2f}", e.bits_per_weight), fmt::format("{:.4f} ± {:.4f}", e.ppl, e.ppl_err),
+                    pct(e.ppl / f.ppl), fmt::format("{:.6f}", e.mean_kld), fmt::format("{:.5f}", e.p99_kld),
+                    fmt::format("{:.2f}", e.same_top_pct), fmt::format("{:.2f}", e.quantize_seconds),
+                    fmt::format("{:.0f}", e.eval_tokens_per_second),
+                    best[i] ? fmt::format("★ {} bit", size_band(e.bits_per_weight)) : ""});
+  }
+  // column widths in code points (the table holds a few multi-byte characters)
+  auto width = [](const std::string& s) {
+    size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+  };
+  std::vector<size_t> w(rows[0].size(), 0);
+  for (auto& row : rows)
+    for (size_t c = 0; c < row.size(); ++c) w[c] = std::max(w[c], width(row[c]));
+  std::string o;
+  auto line = [&](const std::vector<std::string>& row) {
+    o += "|";
+    for (size_t c = 0; c < row.size(); ++c) {
+      const bool left = c < 2 || c + 1 == row.size();
+      const size_t pad = w[c] - width(row[c]);
+      o.push_back(' ');
+      if (!left) o.append(pad, ' ');
+      o.append(row[c]);
+      if (left) o.append(pad, ' ');
+      o.append(" |");
+    }
+    o += "\n";
+  };
+  line(rows[0]);
+  o += "|";
+  for (size_t c = 0; c < w.size(); ++c) {  // text columns aligned left, numbers right
+    const bool left = c < 2 || c + 1 == w.size();
+    o.push_back(left ? ':' : '-');
+    o.append(w[c], '-');
+    o.append(left ? "-|" : ":|");
+  }
+  o += "\n";
+  for (size_t i = 1; i < rows.size(); ++i) line(rows[i]);
+  return o;
+}
+
+WrittenReport write_report(const Report& r, const std::string& dir) {
+  const fs::path d(dir);
+  fs::create_directories(d);
+  WrittenReport w;
+  w.md = (d / "report.md").string();
+  w.json = (d / "report.json").string();
+  w.csv = (d / "report.csv").string();
+  w.ppl_svg = (d / "ppl_vs_bpw.svg").string();
+  w.kld_svg = (d / "kld_vs_bpw.svg").string();
+  const auto& f = r.reference;
+  const auto best = best_in_band(r);
+
+  std::string md = fmt::format("# Quantization report: {}\n\n", fs::path(f.source).filename().string().empty()
+                                                                    ? f.source
+                                                                    : fs::path(f.source).filename().string());
+  md += fmt::format(
+      "Every file is measured against the reference ({} of `{}`) on `{}`: {} scored tokens ({} chunks of {} "
+      "tokens, llama-perplexity's protocol). ΔPPL is relative to the reference's PPL; KLD is the mean KL "
+      "divergence of the token distributions from the reference's; top-1 is how often both pick the same "
+      "token. ★ marks the lowest mean KLD among files with the same whole number of bits per weight.\n\n",
+      f.file_type, f.source, f.eval_text, f.scored, f.n_chunks, f.n_ctx);
+  md += "**" + recommendation(r) + "**\n\n";
+  md += render_table(r);
+  md += "\n![perplexity against bits per weight](ppl_vs_bpw.svg)\n\n![KL divergence against bits per weight](kld_vs_bpw.svg)\n";
+  write_text(w.md, md);
+
+  nlohmann::json j;
+  j["edgeq_compare_report"] = 1;
+  j["reference"] = reference_to_json(f);
+  j["recommendation"] = recommendation(r);
+  j["entries"] = nlohmann::json::array();
+  for (size_t i = 0; i < r.entries.size(); ++i) {
+    auto e = entry_to_json(r.entries[i]);
+    e["size_band"] = size_band(r.entries[i].bits_per_weight);
+    e["best_in_band"] = static_cast<bool>(best[i]);
+    j["entries"].push_back(e);
+  }
+  for (bool kld : {false, true}) {
+    const auto g = plot_geometry(r, kld);
+    auto axis = [](const PlotAxis& a) {
+      return nlohmann::json{{"min", a.min}, {"max", a.max}, {"px0", a.px0}, {"px1", a.px1}, {"log", a.log}};
+    };
+    j["plots"][kld ? "kld_vs_bpw.svg" : "ppl_vs_bpw.svg"] = {
+        {"width", g.width}, {"height", g.height}, {"x", axis(g.x)}, {"y", axis(g.y)}};
+  }
+  write_text(w.json, j.dump(1) + "\n");
+
+  std::string csv =
+      "type,method,file_bytes,bits_per_weight,ppl,ppl_err,ppl_ratio,mean_kld,mean_kld_err,median_kld,p99_kld,max_kld,"
+      "same_top_p_pct,rms_dp_pct,size_band,best_in_band,quantize_seconds,eval_tokens_per_second\n";
+  csv += fmt::format("{},reference,{},{:.6f},{:.6f},{:.6f},1,0,0,0,0,0,100,0,{},false,0,{:.1f}\n", f.file_type,
+                     f.file_bytes, f.bits_per_weight, f.ppl, f.ppl_err, size_band(f.bits_per_weight),
+                     f.eval_seconds > 0 ? double(f.n_chunks * f.n_ctx) / f.eval_seconds : 0.0);
+  for (size_t i = 0; i < r.entries.size(); ++i) {
+    const auto& e = r.entries[i];
+    csv += fmt::format("{},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.8f},{:.8f},{:.8f},{:.8f},{:.8f},{:.4f},{:.4f},{},{},{:.3f},{:.1f}\n",
+                       e.type, e.method, e.file_bytes, e.bits_per_weight, e.ppl, e.ppl_err, e.ppl_ratio, e.mean_kld,
+                       e.mean_kld_err, e.median_kld, e.p99_kld, e.max_kld, e.same_top_pct, e.rms_dp_pct,
+                       size_band(e.bits_per_weight), best[i] ? "true" : "false", e.quantize_seconds,
+                       e.eval_tokens_per_second);
+  }
+  write_text(w.csv, csv);
+  write_text(w.ppl_svg, render_svg(r, false));
+  write_text(w.kld_svg, render_svg(r, true));
+  return w;
+}
+
+}  // namespace edgeq::compare

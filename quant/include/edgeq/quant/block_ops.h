@@ -1,0 +1,60 @@
+// The block-type operations table: one row per ggml type edgeq knows how to handle, like ggml's type_traits.
+// formats/ggml_types.h is the base table (id, name, elements and bytes per block); a row here adds what quant/
+// and runtime/ do with the type. Every predicate (can_dequantize, can_quantize, has_simd_dequantize, the types
+// a user may request) and every list is derived from these rows: adding a block type is one row here plus the
+// functions it names (and one row in formats' table when the type is new to ggml_types).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "edgeq/formats/ggml_types.h"
+
+namespace edgeq::quant {
+
+// How activations are rounded before a product with weights of a type, to reproduce llama.cpp's CPU
+// numerics (ggml's vec_dot_type): None for F32 (and BF16, kept f32), F16 for F16, Q8_0 (fp16 scale,
+// 32-blocks) for the legacy types and IQ4_NL, Q8_K (256-blocks) for k-quants and the IQ 256-block types.
+enum class ActRounding { None, F16, Q8_0, Q8_K };
+
+// nblocks blocks of src (the type's bytes) -> nblocks * block_size floats.
+using DequantizeFn = void (*)(const void* src, float* dst, int64_t nblocks);
+// nblocks * block_size floats of x -> nblocks blocks at dst. w: one weight per element (> 0), or nullptr
+// for the plain float types, which ignore it.
+using EncodeFn = void (*)(const float* x, const float* w, void* dst, int64_t nblocks);
+// Runtime kernel slot (ggml's vec_dot): *s = dot product of n elements of one weight row (this type's blocks)
+// and one activation row already rounded to act_rounding's format (that format's blocks).
+using VecDotFn = void (*)(int64_t n, float* s, const void* weight_row, const void* act_row);
+
+// Kernels a runtime registers for a type (empty in quant/; runtime/ fills them with set_block_kernels).
+struct BlockKernels {
+  VecDotFn vec_dot = nullptr;
+};
+
+struct BlockOps {
+  GgmlType type;
+  DequantizeFn dequantize = nullptr;       // portable reference path; nullptr: cannot dequantize
+  DequantizeFn dequantize_simd = nullptr;  // AVX2+F16C path, bit-identical to dequantize; nullptr: none
+  EncodeFn encode = nullptr;               // quantizer; nullptr: cannot quantize
+  ActRounding act_rounding = ActRounding::None;
+  bool writable = false;  // a user may ask quantize for it (tensor-type overrides); implies encode != nullptr
+  BlockKernels kernels{};
+  // Filled when the row is installed: the formats row of `type` (never nullptr in an installed row).
+  const GgmlTypeInfo* info = nullptr;
+};
+
+// The row for t, or nullptr when edgeq has none. dequantize_simd is nullptr when this CPU lacks AVX2+F16C.
+const BlockOps* block_ops(GgmlType t);
+// Every row, in table order (built-in rows first, in id order, then registered ones).
+std::vector<const BlockOps*> block_ops_rows();
+// The types a user may request (writable rows), in table order.
+std::vector<GgmlType> writable_types();
+
+// Adds a block type: `info` becomes a row of formats' ggml table (unless it is already there, equal) and `ops`
+// a row here. For tests and extensions; call before other threads use quant/. Throws edgeq::Error when the id
+// or name is taken by a different type, or the row is inconsistent (writable without an encoder).
+void register_block_type(const GgmlTypeInfo& info, const BlockOps& ops);
+// Fills the runtime kernel slots of t's row (runtime/ calls it once at start-up, before threads use quant/).
+// Throws edgeq::Error when t has no row.
+void set_block_kernels(GgmlType t, const BlockKernels& kernels);
+
+}  // namespace edgeq::quant

@@ -1,0 +1,71 @@
+#include "edgeq/runtime/blas.h"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+
+#include "edgeq/formats/error.h"
+
+namespace edgeq::runtime::blas {
+namespace {
+
+const char* core_for_this_cpu() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+    return "SkylakeX";
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  return nullptr;  // older CPUs are known to OpenBLAS 0.3.21: let it choose
+}
+
+struct OpenBlas {
+  Api api;
+  decltype(&openblas_get_corename) corename = nullptr;
+
+  OpenBlas() {
+    const char* core = std::getenv("OPENBLAS_CORETYPE") == nullptr ? core_for_this_cpu() : nullptr;
+    if (core != nullptr) setenv("OPENBLAS_CORETYPE", core, 0);
+    void* h = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (core != nullptr) unsetenv("OPENBLAS_CORETYPE");
+    if (h == nullptr) throw Error(std::string("cannot load OpenBLAS: ") + dlerror());
+    api.sgemm = reinterpret_cast<decltype(api.sgemm)>(dlsym(h, "cblas_sgemm"));
+    api.ssyrk = reinterpret_cast<decltype(api.ssyrk)>(dlsym(h, "cblas_ssyrk"));
+    api.dsymv = reinterpret_cast<decltype(api.dsymv)>(dlsym(h, "cblas_dsymv"));
+    api.ddot = reinterpret_cast<decltype(api.ddot)>(dlsym(h, "cblas_ddot"));
+    api.dpotrf = reinterpret_cast<decltype(api.dpotrf)>(dlsym(h, "dpotrf_"));
+    api.dpotri = reinterpret_cast<decltype(api.dpotri)>(dlsym(h, "dpotri_"));
+    corename = reinterpret_cast<decltype(corename)>(dlsym(h, "openblas_get_corename"));
+    auto set_threads = reinterpret_cast<decltype(&openblas_set_num_threads)>(dlsym(h, "openblas_set_num_threads"));
+    if (api.sgemm == nullptr || api.ssyrk == nullptr || api.dsymv == nullptr || api.ddot == nullptr ||
+        api.dpotrf == nullptr || api.dpotri == nullptr || corename == nullptr || set_threads == nullptr) {
+      throw Error("cannot load OpenBLAS: libopenblas.so.0 lacks a BLAS/LAPACK function edgeq uses");
+    }
+    set_threads(1);
+    // The pthread build starts a thread pool when it is loaded, and its idle threads spin for ~0.1 s, taking a
+    // core from short commands; edgeq calls sgemm with one OpenBLAS thread, so the pool is released at once.
+    // Other OpenBLAS builds (serial, OpenMP) lack the symbol.
+    if (auto shutdown = reinterpret_cast<int (*)()>(dlsym(h, "blas_thread_shutdown_"))) shutdown();
+  }
+};
+
+const OpenBlas& lib() {
+  static const OpenBlas b;
+  return b;
+}
+
+}  // namespace
+
+const Api& api() { return lib().api; }
+
+void sgemm(bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
+  lib().api.sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.f, a, lda, b, ldb, 0.f, c,
+              ldc);
+}
+
+std::string core() {
+  const char* c = lib().corename();
+  return c != nullptr ? c : "";
+}
+
+}  // namespace edgeq::runtime::blas

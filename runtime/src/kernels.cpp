@@ -1,0 +1,464 @@
+#include "kernels.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "edgeq/formats/half.h"
+#include "edgeq/quant/blocks.h"
+
+namespace edgeq::runtime::kernels {
+namespace {
+
+// ggml block layouts (ggml-common.h).
+#pragma pack(push, 1)
+struct BlockQ8_0 {
+  uint16_t d;
+  int8_t qs[32];
+};
+struct BlockQ4_K {
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qs[128];
+};
+struct BlockQ4_0 {
+  uint16_t d;
+  uint8_t qs[16];
+};
+struct BlockQ5_K {
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qh[32];
+  uint8_t qs[128];
+};
+struct BlockQ6_K {
+  uint8_t ql[128];
+  uint8_t qh[64];
+  int8_t scales[16];
+  uint16_t d;
+};
+#pragma pack(pop)
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144 &&
+              sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
+
+// ---------------------------------------------------------------- per-block float combination (all paths)
+// One place for the float arithmetic, so every path performs the same operations in the same order. Weight
+// scales are widened from fp16 exactly (f16_to_f32 or F16C: the same value).
+
+inline float fold_q4_K(float acc, float dx, float dmx, const ActQ8_K& y, int32_t sumi, int32_t summs) {
+  return acc + ((y.d * dx) * static_cast<float>(sumi) - (y.d * dmx) * static_cast<float>(summs));
+}
+inline float fold_q6_K(float acc, float dx, const ActQ8_K& y, int32_t sumi) {
+  return acc + (y.d * dx) * static_cast<float>(sumi);
+}
+// Q8_0 keeps 8 float lanes, lane l summing the products of values 4l..4l+3 of every block (as the SIMD
+// registers do), added up at the end in one fixed tree.
+inline float hsum_lanes(const float* l) { return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])); }
+
+// Q4_K's 6-bit sub-block scales and mins (ggml's get_scale_min_k4), and sum_j min_j * (sum of the 32 y).
+inline void q4_K_scales(const uint8_t* q, uint8_t* sc, uint8_t* mn) {
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      sc[j] = q[j] & 63;
+      mn[j] = q[j + 4] & 63;
+    } else {
+      sc[j] = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+      mn[j] = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+  }
+}
+inline int32_t q4_K_summs(const uint8_t* mn, const ActQ8_K& y) {
+  int32_t s = 0;
+  for (int j = 0; j < 8; ++j) s += mn[j] * (y.bsums[2 * j] + y.bsums[2 * j + 1]);
+  return s;
+}
+// Q6_K stores q + 32; the offset's share: 32 * sum_k scale_k * (sum of the 16 y of group k).
+inline int32_t q6_K_offset(const BlockQ6_K& x, const ActQ8_K& y) {
+  int32_t s = 0;
+  for (int k = 0; k < 16; ++k) s += x.scales[k] * y.bsums[k];
+  return 32 * s;
+}
+
+template <class A>
+inline const A* act_row(const uint8_t* act, size_t stride, int k) {
+  return reinterpret_cast<const A*>(act + stride * static_cast<size_t>(k));
+}
+
+// ---------------------------------------------------------------- portable reference
+
+// The 32-value blocks paired with Q8_0 activations: value e of a block and its scale.
+inline int q8_0_value(const BlockQ8_0& b, int e) { return b.qs[e]; }
+inline int q4_0_value(const BlockQ4_0& b, int e) { return (e < 16 ? b.qs[e] & 0xF : b.qs[e - 16] >> 4) - 8; }
+
+template <class B, int (*Value)(const B&, int)>
+void dot_q8_0_act_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const B*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_0>(act, as, k);
+    float lanes[8] = {};
+    for (int64_t i = 0; i < n / 32; ++i) {
+      const float d = f16_to_f32(x[i].d) * y[i].d;
+      for (int l = 0; l < 8; ++l) {
+        int32_t s = 0;
+        for (int e = 4 * l; e < 4 * l + 4; ++e) s += Value(x[i], e) * y[i].qs[e];
+        lanes[l] = lanes[l] + d * static_cast<float>(s);
+      }
+    }
+    out[os * static_cast<size_t>(k)] = hsum_lanes(lanes);
+  }
+}
+constexpr DotFn dot_q8_0_scalar = dot_q8_0_act_scalar<BlockQ8_0, q8_0_value>;
+constexpr DotFn dot_q4_0_scalar = dot_q8_0_act_scalar<BlockQ4_0, q4_0_value>;
+
+void dot_q5_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_K>(act, as, k);
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      uint8_t sc[8], mn[8];
+      q4_K_scales(x[i].scales, sc, mn);
+      int32_t sumi = 0;
+      for (int j = 0; j < 4; ++j) {
+        int32_t lo = 0, hi = 0;
+        for (int l = 0; l < 32; ++l) {
+          const int hl = (x[i].qh[l] >> (2 * j)) & 1, hh = (x[i].qh[l] >> (2 * j + 1)) & 1;
+          lo += ((x[i].qs[32 * j + l] & 0xF) | (hl << 4)) * y[i].qs[64 * j + l];
+          hi += ((x[i].qs[32 * j + l] >> 4) | (hh << 4)) * y[i].qs[64 * j + 32 + l];
+        }
+        sumi += sc[2 * j] * lo + sc[2 * j + 1] * hi;
+      }
+      acc = fold_q4_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
+    }
+    out[os * static_cast<size_t>(k)] = acc;
+  }
+}
+
+void dot_q4_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_K>(act, as, k);
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      uint8_t sc[8], mn[8];
+      q4_K_scales(x[i].scales, sc, mn);
+      int32_t sumi = 0;
+      for (int j = 0; j < 4; ++j) {
+        int32_t lo = 0, hi = 0;
+        for (int l = 0; l < 32; ++l) {
+          lo += (x[i].qs[32 * j + l] & 0xF) * y[i].qs[64 * j + l];
+          hi += (x[i].qs[32 * j + l] >> 4) * y[i].qs[64 * j + 32 + l];
+        }
+        sumi += sc[2 * j] * lo + sc[2 * j + 1] * hi;
+      }
+      acc = fold_q4_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
+    }
+    out[os * static_cast<size_t>(k)] = acc;
+  }
+}
+
+void dot_q6_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_K>(act, as, k);
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      int32_t sumi = 0;
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t* ql = x[i].ql + 64 * h;
+        const uint8_t* qh = x[i].qh + 32 * h;
+        const int8_t* sc = x[i].scales + 8 * h;
+        const int8_t* q8 = y[i].qs + 128 * h;
+        for (int g = 0; g < 4; ++g) {  // 32 values: ql nibble g/2 (low, high), qh bits 2g..2g+1
+          int32_t s0 = 0, s1 = 0;
+          for (int l = 0; l < 32; ++l) {
+            const int lo = g & 1 ? ql[32 + l] : ql[l];
+            const int q = (g < 2 ? lo & 0xF : lo >> 4) | (((qh[l] >> (2 * g)) & 3) << 4);  // 0..63
+            (l < 16 ? s0 : s1) += q * q8[32 * g + l];
+          }
+          sumi += sc[2 * g] * s0 + sc[2 * g + 1] * s1;
+        }
+      }
+      acc = fold_q6_K(acc, f16_to_f32(x[i].d), y[i], sumi - q6_K_offset(x[i], y[i]));
+    }
+    out[os * static_cast<size_t>(k)] = acc;
+  }
+}
+
+// ---------------------------------------------------------------- AVX2
+// Each weight block is unpacked once and multiplied with up to kMaxAct activation rows.
+
+__attribute__((target("avx2"))) inline int32_t hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+__attribute__((target("avx2"))) inline float hsum_f32(__m256 v) {
+  alignas(32) float l[8];
+  _mm256_store_ps(l, v);
+  return hsum_lanes(l);
+}
+
+__attribute__((target("avx2,f16c"))) void dot_q8_0_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ8_0*>(w);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[kMaxAct];
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
+    const __m256i ax = _mm256_sign_epi8(qx, qx);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_0& y = act_row<ActQ8_0>(act, as, k)[i];
+      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
+      // |x| * (y with x's sign): u8 x s8 pairs, |sum| <= 2 * 128 * 127 (no saturation)
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), ones);
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(dx * y.d), _mm256_cvtepi32_ps(p)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = hsum_f32(acc[k]);
+}
+
+__attribute__((target("avx2,f16c"))) void dot_q4_0_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ4_0*>(w);
+  const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0xF), off = _mm256_set1_epi8(8);
+  __m256 acc[kMaxAct];
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs));
+    // values 0..15: low nibbles, 16..31: high nibbles, minus 8
+    const __m256i qx = _mm256_sub_epi8(
+        _mm256_and_si256(_mm256_setr_m128i(b, _mm_srli_epi16(b, 4)), m4), off);
+    const __m256i ax = _mm256_sign_epi8(qx, qx);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_0& y = act_row<ActQ8_0>(act, as, k)[i];
+      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), ones);
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(dx * y.d), _mm256_cvtepi32_ps(p)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = hsum_f32(acc[k]);
+}
+
+__attribute__((target("avx2,f16c"))) void dot_q5_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
+  const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    uint8_t sc[8], mn[8];
+    q4_K_scales(x[i].scales, sc, mn);
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh));
+    __m256i q[8], s[8];  // q[j]: the 32 values (0..31) multiplying y[32j .. 32j+31]; bit 4 from qh bit j
+    for (int j = 0; j < 4; ++j) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * j));
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4);
+      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4);
+      q[2 * j] = _mm256_or_si256(_mm256_and_si256(b, m4), h0);
+      q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4), h1);
+    }
+    for (int j = 0; j < 8; ++j) s[j] = _mm256_set1_epi16(sc[j]);
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m256i sumi = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
+      }
+      acc[k] = fold_q4_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target("avx2,f16c"))) void dot_q4_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    uint8_t sc[8], mn[8];
+    q4_K_scales(x[i].scales, sc, mn);
+    __m256i q[8], s[8];  // q[j]: the 32 values multiplying y[32j .. 32j+31]
+    for (int j = 0; j < 4; ++j) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * j));
+      q[2 * j] = _mm256_and_si256(b, m4);
+      q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+    }
+    for (int j = 0; j < 8; ++j) s[j] = _mm256_set1_epi16(sc[j]);
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m256i sumi = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
+      }
+      acc[k] = fold_q4_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target("avx2,f16c"))) void dot_q6_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
+  const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m256i q[8], s[8];  // q[4h + g]: values 0..63 multiplying y[128h + 32g ..]
+    for (int h = 0; h < 2; ++h) {
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].ql + 64 * h));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].ql + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * h));
+      q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+    }
+    // int16 lanes 0..7 hold values 0..15 of a group (scale 2g), lanes 8..15 values 16..31 (scale 2g+1)
+    for (int g = 0; g < 8; ++g) {
+      s[g] = _mm256_setr_m128i(_mm_set1_epi16(x[i].scales[2 * g]), _mm_set1_epi16(x[i].scales[2 * g + 1]));
+    }
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m256i sumi = _mm256_setzero_si256();
+      for (int g = 0; g < 8; ++g) {
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * g));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[g], _mm256_maddubs_epi16(q[g], yv)));
+      }
+      acc[k] = fold_q6_K(acc[k], dx, y, hsum_i32(sumi) - q6_K_offset(x[i], y));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+// ---------------------------------------------------------------- AVX-512 VNNI
+// 64 values per register: maddubs (u8 x s8 -> pairs) then vpdpwssd (x scale, accumulated in int32 lanes).
+
+#define EDGEQ_AVX512 "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c"
+// GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which -Wuninitialized flags.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  // 16-bit lanes of the low half shift by 0 (low nibbles), of the high half by 4 (high nibbles)
+  const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    uint8_t sc[8], mn[8];
+    q4_K_scales(x[i].scales, sc, mn);
+    __m512i q[4], s[4];  // q[m]: the 64 values multiplying y[64m .. 64m+63]
+    for (int m = 0; m < 4; ++m) {
+      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
+      q[m] = _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
+      s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
+    }
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m512i sumi = _mm512_setzero_si512();
+      for (int m = 0; m < 4; ++m) {
+        const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], yv), s[m]);
+      }
+      acc[k] = fold_q4_K(acc[k], dx, dmx, y, _mm512_reduce_add_epi32(sumi), q4_K_summs(mn, y));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+#pragma GCC diagnostic pop
+
+// ---------------------------------------------------------------- the table
+
+const DotKernel kKernels[] = {
+    {GgmlType::Q8_0, ActRounding::Q8_0, dot_q8_0_scalar, dot_q8_0_avx2, nullptr},
+    {GgmlType::Q4_K, ActRounding::Q8_K, dot_q4_K_scalar, dot_q4_K_avx2, dot_q4_K_avx512},
+    {GgmlType::Q6_K, ActRounding::Q8_K, dot_q6_K_scalar, dot_q6_K_avx2, nullptr},
+    {GgmlType::Q4_0, ActRounding::Q8_0, dot_q4_0_scalar, dot_q4_0_avx2, nullptr},
+    {GgmlType::Q5_K, ActRounding::Q8_K, dot_q5_K_scalar, dot_q5_K_avx2, nullptr},
+};
+
+const bool g_avx2 = quant::cpu_has_avx2_f16c();
+const bool g_avx512 = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}();
+
+}  // namespace
+
+const DotKernel* find(GgmlType t) {
+  for (const auto& k : kKernels) {
+    if (k.type == t) return &k;
+  }
+  return nullptr;
+}
+
+DotFn best(const DotKernel& k, bool simd) {
+  if (simd && g_avx512 && k.avx512 != nullptr) return k.avx512;
+  if (simd && g_avx2 && k.avx2 != nullptr) return k.avx2;
+  return k.scalar;
+}
+
+const char* simd_level() { return g_avx512 ? "avx512vnni" : g_avx2 ? "avx2" : "scalar"; }
+
+size_t act_row_bytes(ActRounding a, int64_t n) {
+  switch (a) {
+    case ActRounding::Q8_0: return static_cast<size_t>(n / 32) * sizeof(ActQ8_0);
+    case ActRounding::Q8_K: return static_cast<size_t>(n / 256) * sizeof(ActQ8_K);
+    default: return 0;
+  }
+}
+
+void quantize_act(ActRounding a, const float* x, void* dst, int64_t n) {
+  if (a == ActRounding::Q8_0) {
+    auto* y = static_cast<ActQ8_0*>(dst);
+    for (int64_t b = 0; b < n / 32; ++b, x += 32) {
+      float amax = 0.f;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+      const float id = amax != 0.f ? 127.f / amax : 0.f;
+      y[b].d = f16_to_f32(f32_to_f16(amax / 127.f));
+      for (int j = 0; j < 32; ++j) y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+    }
+    return;
+  }
+  auto* y = static_cast<ActQ8_K*>(dst);
+  for (int64_t b = 0; b < n / 256; ++b, x += 256) {
+    float amax = 0.f, mx = 0.f;
+    for (int j = 0; j < 256; ++j) {
+      const float ax = std::fabs(x[j]);
+      if (ax > amax) {
+        amax = ax;
+        mx = x[j];
+      }
+    }
+    std::memset(&y[b], 0, sizeof(ActQ8_K));
+    if (amax == 0.f) continue;
+    const float iscale = -127.f / mx;
+    y[b].d = 1.f / iscale;
+    for (int j = 0; j < 256; ++j) {
+      y[b].qs[j] = static_cast<int8_t>(std::min(127.f, std::nearbyint(iscale * x[j])));
+      y[b].bsums[j / 16] = static_cast<int16_t>(y[b].bsums[j / 16] + y[b].qs[j]);
+    }
+  }
+}
+
+}  // namespace edgeq::runtime::kernels

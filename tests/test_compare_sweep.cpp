@@ -1,0 +1,255 @@
+// The quantization sweep (edgeq/compare/sweep.h) on the model shipped in data/: numbers agree with direct
+// runs, an interrupted sweep resumes to the same report as an uninterrupted one, entries are keyed by their
+// inputs and flags, and bad requests fail before any work.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "edgeq/compare/report.h"
+#include "edgeq/compare/sweep.h"
+#include "edgeq/formats/error.h"
+#include "edgeq/formats/mapped_file.h"
+#include "edgeq/runtime/model.h"
+#include "edgeq/runtime/perplexity.h"
+#include "edgeq/runtime/tokenizer.h"
+#include "test_helpers.h"
+
+namespace fs = std::filesystem;
+using namespace edgeq;
+
+namespace {
+
+const std::string kModel = std::string(EDGEQ_SOURCE_DIR) + "/data/tl-8m";
+const std::string kEval = std::string(EDGEQ_SOURCE_DIR) + "/data/eval.txt";
+
+std::string temp_dir(const std::string& tag) {
+  auto d = fs::temp_directory_path() / ("edgeq-sweep-" + tag + "-" + std::to_string(getpid()));
+  fs::remove_all(d);
+  return d.string();
+}
+
+compare::SweepOptions small(const std::string& dir) {
+  compare::SweepOptions o;
+  o.source = kModel;
+  o.out_dir = dir;
+  o.eval_text = kEval;
+  o.types = {"F16", "Q4_K_M", "Q2_K"};
+  o.n_ctx = 128;
+  o.max_chunks = 2;
+  o.threads = 2;
+  return o;
+}
+
+// report.json without timings (they differ between runs)
+nlohmann::json without_timings(nlohmann::json j) {
+  j["reference"].erase("eval_seconds");
+  for (auto& e : j["entries"])
+    for (auto k : {"quantize_seconds", "eval_seconds", "eval_tokens_per_second"}) e.erase(k);
+  return j;
+}
+
+nlohmann::json read_json(const std::string& p) { return nlohmann::json::parse(read_text_file(p)); }
+
+// One uninterrupted sweep shared by the tests.
+struct Baseline {
+  std::string dir = temp_dir("base");
+  compare::SweepOutcome out;
+  Baseline() { out = compare::run_sweep(small(dir)); }
+  ~Baseline() { fs::remove_all(dir); }
+};
+const Baseline& baseline() {
+  static Baseline b;
+  return b;
+}
+
+}  // namespace
+
+TEST(CompareSweep, ReportAgreesWithDirectRuns) {
+  const auto& b = baseline();
+  ASSERT_FALSE(b.out.interrupted);
+  EXPECT_EQ(b.out.n_run, 3u);
+  const auto j = read_json(b.dir + "/report.json");
+  ASSERT_EQ(j["entries"].size(), 3u);
+  EXPECT_EQ(j["reference"]["file_type"], "F32");
+  EXPECT_EQ(j["reference"]["n_chunks"], 2);
+  EXPECT_EQ(j["reference"]["scored_tokens"], 2 * 63);
+  EXPECT_EQ(j["reference"]["parameters"], 8392960u);
+  // sorted by bits per weight, and the KL divergence grows as bits shrink
+  EXPECT_EQ(j["entries"][0]["type"], "F16");
+  EXPECT_EQ(j["entries"][1]["type"], "Q4_K_M");
+  EXPECT_EQ(j["entries"][2]["type"], "Q2_K");
+  EXPECT_NEAR(j["entries"][0]["bits_per_weight"].get<double>(), 16.0, 0.01);
+  EXPECT_LT(j["entries"][0]["mean_kld"].get<double>() * 20, j["entries"][1]["mean_kld"].get<double>());
+  EXPECT_LT(j["entries"][1]["mean_kld"].get<double>() * 3, j["entries"][2]["mean_kld"].get<double>());
+  // each entry is alone in its size band here, so each is the best of its band
+  for (auto& e : j["entries"]) EXPECT_TRUE(e["best_in_band"].get<bool>());
+
+  // the reference row is a plain perplexity run of the F32 conversion (the sweep converts it itself)
+  {
+    compare::SweepOptions keep = small(temp_dir("keep"));
+    keep.types = {"Q4_K_M"};
+    keep.keep = true;
+    auto out = compare::run_sweep(keep);
+    EXPECT_TRUE(fs::exists(keep.out_dir + "/models/Q4_K_M-rtn.gguf"));  // --keep keeps the file
+    auto model = runtime::Model::load(keep.out_dir + "/work/reference.gguf");
+    auto tok = Tokenizer::from_gguf(model.gguf());
+    auto ids = tok.tokenize(read_text_file(kEval), true, false);
+    runtime::PerplexityOptions po;
+    po.n_ctx = 128;
+    po.max_chunks = 2;
+    po.n_threads = 2;
+    auto direct = runtime::perplexity(model, ids, tok.add_bos(), tok.bos(), po);
+    EXPECT_NEAR(j["reference"]["ppl"].get<double>(), direct.ppl, 1e-6 * direct.ppl);
+    // the same entry measured in another directory gives the same numbers (determinism, independent entries)
+    EXPECT_EQ(out.report.entries.at(0).mean_kld, j["entries"][1]["mean_kld"].get<double>());
+    // the quantized file is the one measured: its perplexity against the reference log-probabilities
+    auto q = runtime::Model::load(keep.out_dir + "/models/Q4_K_M-rtn.gguf");
+    po.kld_in = keep.out_dir + "/work/reference.kld";
+    auto qr = runtime::perplexity(q, ids, tok.add_bos(), tok.bos(), po);
+    EXPECT_EQ(qr.ppl, j["entries"][1]["ppl"].get<double>());
+    EXPECT_EQ(qr.kld->mean_kld, j["entries"][1]["mean_kld"].get<double>());
+    fs::remove_all(keep.out_dir);
+  }
+  // without --keep nothing but the report and the results is left
+  EXPECT_FALSE(fs::exists(b.dir + "/work"));
+  EXPECT_FALSE(fs::exists(b.dir + "/models"));
+  for (auto f : {"report.md", "report.csv", "ppl_vs_bpw.svg", "kld_vs_bpw.svg"}) EXPECT_TRUE(fs::exists(b.dir + "/" + f)) << f;
+  const std::string md = read_text_file(b.dir + "/report.md");
+  EXPECT_NE(md.find("| Q4_K_M "), std::string::npos) << md;
+  EXPECT_NE(md.find(compare::recommendation(b.out.report)), std::string::npos);
+  EXPECT_EQ(std::count(md.begin(), md.end(), '\n') > 8, true);
+}
+
+TEST(CompareSweep, RecommendsTheSmallestFileWithinOnePercent) {
+  compare::Report r;
+  r.reference.ppl = 10.0;
+  auto add = [&](const char* type, double bpw, uint64_t bytes, double ppl, double kld) {
+    compare::EntryResult e;
+    e.type = type;
+    e.method = "rtn";
+    e.bits_per_weight = bpw;
+    e.file_bytes = bytes;
+    e.ppl = ppl;
+    e.mean_kld = kld;
+    r.entries.push_back(e);
+  };
+  add("Q8_0", 8.5, 850, 10.01, 0.0001);
+  add("Q5_K_M", 5.7, 570, 10.09, 0.002);
+  add("Q4_K_M", 4.9, 490, 10.2, 0.004);
+  EXPECT_NE(compare::recommendation(r).find("Recommended: Q5_K_M (rtn)"), std::string::npos) << compare::recommendation(r);
+  r.entries[1].ppl = 10.11;  // now just outside 1%
+  EXPECT_NE(compare::recommendation(r).find("Recommended: Q8_0 (rtn)"), std::string::npos);
+  for (auto& e : r.entries) e.ppl = 12;
+  EXPECT_NE(compare::recommendation(r).find("No file is within 1%"), std::string::npos);
+  // bands: whole bits; the lowest KLD of a band is marked
+  add("Q4_K_S", 4.6, 460, 10.3, 0.003);
+  EXPECT_EQ(compare::size_band(4.99999), 5);  // as the table prints it: 5.00
+  EXPECT_EQ(compare::size_band(4.994), 4);
+  const auto best = compare::best_in_band(r);
+  EXPECT_EQ(best, (std::vector<bool>{true, true, false, true}));
+}
+
+TEST(CompareSweep, InterruptedThenResumedEqualsUninterrupted) {
+  const auto& b = baseline();
+  auto o = small(temp_dir("intr"));
+  fs::create_directories(o.out_dir + "/work");
+  edgeq::test::write_file(o.out_dir + "/work/mine.txt", {'m', 'i', 'n', 'e'});  // a user's file: never removed
+  std::atomic<bool> cancel{false};
+  o.cancel = &cancel;
+  size_t finished = 0;
+  auto out = compare::run_sweep(o, [&](const compare::SweepProgress& p) {
+    if (p.stage == "done" && ++finished == 2) cancel = true;  // as a SIGINT after the second entry
+  });
+  EXPECT_TRUE(out.interrupted);
+  // a consistent report of the finished entries is on disk
+  auto partial = read_json(o.out_dir + "/report.json");
+  EXPECT_EQ(partial["entries"].size(), 2u);
+  EXPECT_TRUE(fs::exists(o.out_dir + "/work/reference.kld"));  // kept for the rerun
+  for (auto& e : fs::directory_iterator(o.out_dir + "/models")) ADD_FAILURE() << "left behind: " << e.path();
+
+  cancel = false;
+  std::vector<std::string> stages;
+  auto again = compare::run_sweep(o, [&](const compare::SweepProgress& p) { stages.push_back(p.label + ":" + p.stage); });
+  EXPECT_FALSE(again.interrupted);
+  EXPECT_EQ(again.n_skipped, 2u);
+  EXPECT_EQ(again.n_run, 1u);
+  // the reference was not made again
+  EXPECT_NE(std::find(stages.begin(), stages.end(), "reference:skipped"), stages.end());
+  EXPECT_EQ(std::find(stages.begin(), stages.end(), "reference:convert"), stages.end());
+  auto a = without_timings(read_json(o.out_dir + "/report.json"));
+  auto c = without_timings(read_json(b.dir + "/report.json"));
+  a["reference"].erase("source");  // the same source by another path would be fine too; here both are kModel
+  c["reference"].erase("source");
+  EXPECT_EQ(a.dump(1), c.dump(1));
+  EXPECT_TRUE(fs::exists(o.out_dir + "/work/mine.txt"));
+  EXPECT_FALSE(fs::exists(o.out_dir + "/work/reference.gguf"));  // the sweep's own files are gone
+  // a third run has nothing to do
+  auto third = compare::run_sweep(o);
+  EXPECT_EQ(third.n_run, 0u);
+  EXPECT_EQ(third.n_skipped, 3u);
+  fs::remove_all(o.out_dir);
+}
+
+TEST(CompareSweep, KeysFollowInputsAndFlags) {
+  auto o = small("unused");
+  const compare::Entry e{"Q4_K_M", "rtn"};
+  const std::string k = compare::entry_key(o, e);
+  EXPECT_EQ(k.size(), 16u);
+  auto t = o;
+  t.threads = 1;  // results do not depend on it
+  EXPECT_EQ(compare::entry_key(t, e), k);
+  t = o;
+  t.max_chunks = 3;
+  EXPECT_NE(compare::entry_key(t, e), k);
+  t = o;
+  t.n_ctx = 256;
+  EXPECT_NE(compare::entry_key(t, e), k);
+  t = o;
+  t.eval_text = std::string(EDGEQ_SOURCE_DIR) + "/data/README.md";
+  EXPECT_NE(compare::entry_key(t, e), k);
+  EXPECT_THROW(compare::entry_key(o, {"Q4_K_M", "imatrix"}), Error);  // needs --imatrix
+  t = o;
+  t.imatrix = edgeq::test::shared("golden/tl-8m.imatrix");
+  const std::string ki = compare::entry_key(t, {"Q4_K_M", "imatrix"});
+  EXPECT_NE(ki, k);
+  EXPECT_EQ(compare::entry_key(t, e), k);  // rtn does not read the imatrix
+}
+
+TEST(CompareSweep, RefusesBadRequestsBeforeWork) {
+  auto o = small(temp_dir("bad"));
+  auto expect_fail = [&](compare::SweepOptions x, const std::string& what) {
+    try {
+      compare::run_sweep(x);
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(x.out_dir + "/work")) << what;
+  };
+  auto x = o;
+  x.methods = {"magic"};
+  expect_fail(x, "unknown method 'magic'");
+  x = o;
+  x.methods = {"imatrix"};
+  expect_fail(x, "--imatrix FILE");
+  x = o;
+  x.types = {"Q4_K_X"};
+  expect_fail(x, "Q4_K_X");
+  x = o;
+  x.calib_text = kEval;
+  expect_fail(x, "--calib");
+  x = o;
+  x.eval_text = "/nonexistent/eval.txt";
+  expect_fail(x, "/nonexistent/eval.txt");
+  x = o;
+  x.source = "/nonexistent/model";
+  expect_fail(x, "/nonexistent/model");
+  x = o;
+  x.methods = {"imatrix"};
+  x.types = {"F16"};
+  x.imatrix = edgeq::test::shared("golden/tl-8m.imatrix");
+  expect_fail(x, "no entries");
+  fs::remove_all(o.out_dir);
+}

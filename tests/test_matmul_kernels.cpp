@@ -1,0 +1,90 @@
+// The quantized dot-product kernels (runtime/src/kernels.h) behind matmul: the portable path and the SIMD
+// path this CPU runs give the same bits, results do not depend on the thread count, and they equal the
+// product of the dequantized weights with the Q8-rounded activations up to float summation error.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "edgeq/formats/ggml_types.h"
+#include "edgeq/formats/gguf.h"
+#include "edgeq/quant/blocks.h"
+#include "edgeq/runtime/matmul.h"
+
+namespace q = edgeq::quant;
+namespace rt = edgeq::runtime;
+using edgeq::GgmlType;
+
+namespace {
+
+struct KernelGuard {
+  ~KernelGuard() { rt::set_matmul_kernels(true, true); }
+};
+
+class MatmulKernels : public ::testing::TestWithParam<GgmlType> {};
+
+std::vector<float> run(const edgeq::TensorView& w, const std::vector<float>& x, int64_t tokens, int threads) {
+  rt::ThreadPool pool(threads);
+  rt::MatmulScratch scratch;
+  std::vector<float> y(static_cast<size_t>(tokens * static_cast<int64_t>(w.n_rows())));
+  rt::matmul(w, x.data(), tokens, static_cast<int64_t>(w.dims[0]), y.data(), static_cast<int64_t>(w.n_rows()), pool,
+             scratch);
+  return y;
+}
+
+TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
+  KernelGuard guard;
+  const GgmlType t = GetParam();
+  const int64_t in = 512, out = 70, tokens = 5;  // 70 rows: two tiles, one partial
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> wf(static_cast<size_t>(in * out)), x(static_cast<size_t>(in * tokens));
+  for (auto& v : wf) v = nd(rng);
+  for (auto& v : x) v = nd(rng);
+  x[3] = 40.f;  // an outlier sets a block's scale
+  for (int64_t i = 0; i < in; ++i) x[static_cast<size_t>(in + i)] = 0.f;  // an all-zero token row
+  std::vector<uint8_t> wq(*edgeq::ggml_row_size(t, in) * static_cast<size_t>(out));
+  q::quantize_rows(t, wf.data(), wq.data(), out, in, nullptr);
+  edgeq::TensorView w{"w", {static_cast<uint64_t>(in), static_cast<uint64_t>(out)}, t, wq.data(), wq.size()};
+
+  rt::set_matmul_kernels(true, false);
+  const auto portable = run(w, x, tokens, 1);
+  rt::set_matmul_kernels(true, true);
+  const auto simd1 = run(w, x, tokens, 1);
+  const auto simd3 = run(w, x, tokens, 3);
+  // token 2 alone (not in a group of 4) gives the same bits
+  const std::vector<float> x2(x.begin() + 2 * in, x.begin() + 3 * in);
+  const auto alone = run(w, x2, 1, 2);
+  for (int64_t o = 0; o < out; ++o) ASSERT_EQ(alone[static_cast<size_t>(o)], simd1[static_cast<size_t>(2 * out + o)]);
+  rt::set_matmul_kernels(false);
+  const auto sgemm = run(w, x, tokens, 2);
+
+  // Reference in double: dequantized weights times activations rounded exactly as llama.cpp rounds them.
+  std::vector<float> wd(wf.size()), xr = x;
+  rt::dequantize_rows(w, 0, out, wd.data());
+  for (int64_t tk = 0; tk < tokens; ++tk) rt::round_activations(rt::act_rounding_for(t), xr.data() + tk * in, in);
+  for (int64_t tk = 0; tk < tokens; ++tk) {
+    for (int64_t o = 0; o < out; ++o) {
+      const size_t i = static_cast<size_t>(tk * out + o);
+      ASSERT_EQ(portable[i], simd1[i]) << "token " << tk << " row " << o;
+      ASSERT_EQ(simd1[i], simd3[i]) << "token " << tk << " row " << o;
+      double ref = 0, mag = 0;
+      for (int64_t k = 0; k < in; ++k) {
+        const double p = static_cast<double>(wd[static_cast<size_t>(o * in + k)]) * xr[static_cast<size_t>(tk * in + k)];
+        ref += p;
+        mag += std::fabs(p);
+      }
+      EXPECT_NEAR(simd1[i], ref, 1e-5 * mag + 1e-6) << "token " << tk << " row " << o;
+      EXPECT_NEAR(sgemm[i], ref, 1e-5 * mag + 1e-6) << "token " << tk << " row " << o;
+      if (tk == 1) {
+        EXPECT_EQ(simd1[i], 0.f);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, MatmulKernels, ::testing::Values(GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K),
+                         [](const auto& info) { return std::string(edgeq::ggml_type_name(info.param)); });
+
+}  // namespace

@@ -1,0 +1,145 @@
+// Calibration methods on tl-8m: AWQ's folding leaves the float model's logits unchanged, and awq / gptq / auto
+// write standard block files the runtime loads, with the per-tensor methods recorded (or not, with
+// --no-edgeq-metadata) and auto choosing among its candidates.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "edgeq/calibrate/calibrate.h"
+#include "edgeq/calibrate/methods.h"
+#include "edgeq/convert/convert.h"
+#include "edgeq/formats/mapped_file.h"
+#include "edgeq/quant/quantize.h"
+#include "edgeq/runtime/forward.h"
+#include "edgeq/runtime/model.h"
+#include "edgeq/runtime/tokenizer.h"
+#include "test_helpers.h"
+
+using namespace edgeq;
+using edgeq::test::shared;
+using edgeq::test::TempDir;
+namespace cal = edgeq::calibrate;
+
+namespace {
+struct Fixture {
+  TempDir dir;
+  std::string f32;
+  cal::CalibrationStats stats;
+  Fixture() {
+    f32 = dir.file("tl-8m-f32.gguf");
+    convert::ConvertOptions co;
+    co.outtype = "f32";
+    convert::convert_to_gguf(convert::plan_conversion(shared("models/tl-8m"), co), f32, "f32", 2);
+    const auto model = runtime::Model::load(f32);
+    const auto tok = Tokenizer::from_gguf(model.gguf());
+    const auto tokens = tok.tokenize(read_text_file(shared("text/calib.txt")), true, false);
+    cal::CalibrationOptions o;
+    o.n_ctx = 128;
+    o.max_chunks = EDGEQ_SANITIZED ? 4 : 16;
+    o.n_threads = 2;
+    o.hessian = true;
+    stats = cal::calibrate(model, tokens, tok.add_bos(), tok.bos(), o);
+    stats.datasets = {"calib.txt"};
+  }
+};
+Fixture& fx() {
+  static Fixture f;
+  return f;
+}
+
+std::vector<float> logits(const std::string& path, const std::vector<int32_t>& toks) {
+  const auto m = runtime::Model::load(path);
+  runtime::ContextOptions co;
+  co.n_ctx = 64;
+  co.n_threads = 2;
+  co.ggml_compat = false;  // plain f32: the folding must be exact up to f32 rounding
+  runtime::Context ctx(m, co);
+  std::vector<float> out(toks.size() * static_cast<size_t>(m.config().n_vocab));
+  ctx.eval(toks.data(), static_cast<int64_t>(toks.size()), 0, out.data());
+  return out;
+}
+}  // namespace
+
+TEST(QuantMethods, AwqFoldingLeavesFloatLogitsUnchanged) {
+  auto& f = fx();
+  auto src = quant::open_gguf_source(f.f32);
+  quant::QuantizeOptions qo;
+  qo.policy.ftype = quant::parse_file_type("Q4_K_M");
+  qo.threads = 2;
+  auto setup = cal::setup_method(cal::Method::Awq, f.stats, "stats", src, qo);
+  ASSERT_GE(setup->awq_scales.size(), 4u);  // most norms get non-trivial scales
+  double spread = 0;
+  for (const auto& [n, s] : setup->awq_scales) {
+    const auto [lo, hi] = std::minmax_element(s.begin(), s.end());
+    spread = std::max(spread, double(*hi / *lo));
+  }
+  EXPECT_GT(spread, 1.2);  // the scales are far from 1: the folding is really exercised
+
+  quant::QuantizeOptions fo;
+  fo.policy.ftype = quant::parse_file_type("F32");
+  fo.threads = 2;
+  fo.tensor_hook = cal::awq_fold_hook(setup->awq_scales);
+  const std::string folded = f.dir.file("folded.gguf");
+  quant::quantize_model(src, folded, fo);
+
+  const auto model = runtime::Model::load(f.f32);
+  const auto tok = Tokenizer::from_gguf(model.gguf());
+  auto toks = tok.tokenize("Once upon a time, there was a little girl named Lily. She liked to play outside.", true, false);
+  const auto a = logits(f.f32, toks), b = logits(folded, toks);
+  ASSERT_EQ(a.size(), b.size());
+  double max_diff = 0, max_abs = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    max_diff = std::max(max_diff, double(std::fabs(a[i] - b[i])));
+    max_abs = std::max(max_abs, double(std::fabs(a[i])));
+  }
+  EXPECT_LT(max_diff, 1e-4 * max_abs) << "max diff " << max_diff << " of " << max_abs;
+  // The folded file really differs: its attn_norm weights are divided by the scales.
+  const auto fm = runtime::Model::load(folded);
+  const auto& [norm, sc] = *setup->awq_scales.begin();
+  const GgufFile orig = GgufFile::open(f.f32);
+  const auto orig_norm = orig.view(norm), new_norm = fm.gguf().view(norm);
+  EXPECT_NE(std::memcmp(orig_norm.data, new_norm.data, orig_norm.nbytes), 0) << norm;
+}
+
+TEST(QuantMethods, MethodsWriteStandardFilesAndRecordChoices) {
+  auto& f = fx();
+  auto src = quant::open_gguf_source(f.f32);
+  // k-quant mixes in the normal build; the fast Q4_0 under the sanitizers.
+  const char* mix = EDGEQ_SANITIZED ? "Q4_0" : "Q3_K_M";
+  for (cal::Method m : {cal::Method::Gptq, cal::Method::Auto}) {
+    quant::QuantizeOptions qo;
+    qo.policy.ftype = quant::parse_file_type(mix);
+    qo.threads = 2;
+    auto setup = cal::setup_method(m, f.stats, "stats.gguf", src, qo);
+    EXPECT_EQ(setup->tensor_methods.size(), 56u) << cal::method_name(m);
+    const std::string out = f.dir.file(std::string(cal::method_name(m)) + ".gguf");
+    const auto rep = quant::quantize_model(src, out, qo);
+    if (m != cal::Method::Auto) {
+      EXPECT_EQ(rep.n_with_importance, 56u);
+    }
+    const auto model = runtime::Model::load(out);  // loads as a plain model
+    const GgufValue* v = model.gguf().find("edgeq.quantize.tensor_methods");
+    ASSERT_NE(v, nullptr);
+    EXPECT_EQ(v->as_array().items.size(), 56u);
+    std::set<std::string> kinds;
+    for (const auto& [n, k] : setup->tensor_methods) kinds.insert(k);
+    if (m == cal::Method::Gptq) {
+      EXPECT_EQ(kinds, std::set<std::string>{"gptq"});
+    }
+    if (m == cal::Method::Auto) {
+      EXPECT_GE(kinds.size(), 2u);  // a real per-tensor choice
+    }
+  }
+  // Without edgeq metadata: no record.
+  quant::QuantizeOptions qo;
+  qo.policy.ftype = quant::parse_file_type(mix);
+  qo.record_method = false;
+  auto setup = cal::setup_method(cal::Method::Gptq, f.stats, "stats.gguf", src, qo);
+  const std::string out = f.dir.file("plain.gguf");
+  quant::quantize_model(src, out, qo);
+  EXPECT_EQ(GgufFile::open(out).find("edgeq.quantize.tensor_methods"), nullptr);
+  EXPECT_EQ(GgufFile::open(out).find("edgeq.quantize.method"), nullptr);
+}
