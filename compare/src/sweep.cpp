@@ -8,12 +8,12 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "edgeq/compare/report.h"
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/thread_count.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/policy.h"
@@ -129,7 +129,7 @@ std::string key_of(const Keys& k, const Entry& e) {
   return h.hex();
 }
 
-int thread_count(int t) { return t > 0 ? t : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+int thread_count(int t) { return resolve_threads(t); }  // the one --threads rule (formats/thread_count.h)
 
 // The sweep's progress arithmetic: units of work (1 per entry to run, 1 for the reference when made).
 struct Tracker {
