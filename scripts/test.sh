@@ -21,4 +21,4 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 UBSAN_OPTION
   ctest --test-dir build-asan -j"$jobs" --timeout 2400
 
 echo "== fuzz smoke (libFuzzer, clang)"
-bash scripts/fuzz-smoke.sh "${EDGEQ_FUZZ_SECONDS:-20}"
+bash scripts/fuzz-smoke.sh "${EDGEQ_FUZZ_SECONDS:-10}"

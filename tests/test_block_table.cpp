@@ -42,7 +42,10 @@ void enc_fake(const float* x, const float* w, void* dst, int64_t nb) {
     for (int j = 0; j < kQk; ++j) b[4 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[j] * id)));
   }
 }
-void dot_fake(int64_t, float* s, const void*, const void*) { *s = 42.f; }
+// A fake kernel: every output is 42 + the activation row's index, so a test sees that matmul called it.
+void dot_fake(const uint8_t*, const uint8_t*, size_t, int n_act, int64_t, float* out, size_t out_stride) {
+  for (int k = 0; k < n_act; ++k) out[out_stride * static_cast<size_t>(k)] = 42.f;
+}
 
 void register_fake() {
   static bool done = false;
@@ -119,13 +122,25 @@ TEST(BlockTable, FakeTypeIsOneRow) {
   EXPECT_NEAR(y[7], 1.5f, 6.f / 127.f / 2 + 1e-6f);
   EXPECT_THROW(q::dequantize_row(kFake, bytes.data(), y.data(), 6), edgeq::Error);  // not a multiple of 4
 
-  // The runtime kernel slot is a column of the same row.
-  EXPECT_EQ(q::block_ops(kFake)->kernels.vec_dot, nullptr);
-  q::set_block_kernels(kFake, {dot_fake});
-  ASSERT_NE(q::block_ops(kFake)->kernels.vec_dot, nullptr);
-  float s = 0;
-  q::block_ops(kFake)->kernels.vec_dot(4, &s, nullptr, nullptr);
-  EXPECT_EQ(s, 42.f);
+  // The runtime kernel slots are columns of the same row, and the runtime's matmul dispatches through them.
+  EXPECT_EQ(q::block_ops(kFake)->kernels.scalar, nullptr);
+  const int64_t in = 32, out = 3, tokens = 2;
+  std::vector<float> wf(static_cast<size_t>(in * out), 0.25f), xs(static_cast<size_t>(in * tokens), 1.f);
+  std::vector<uint8_t> wq(static_cast<size_t>(out) * *edgeq::ggml_row_size(kFake, in));
+  q::quantize_rows(kFake, wf.data(), wq.data(), out, in, nullptr);
+  edgeq::TensorView w{"w", {static_cast<uint64_t>(in), static_cast<uint64_t>(out)}, kFake, wq.data(), wq.size()};
+  auto product = [&] {
+    edgeq::runtime::ThreadPool pool(2);
+    edgeq::runtime::MatmulScratch scratch;
+    std::vector<float> y(static_cast<size_t>(out * tokens));
+    edgeq::runtime::matmul(w, xs.data(), tokens, in, y.data(), out, pool, scratch);
+    return y;
+  };
+  EXPECT_NEAR(product()[0], 32 * 0.25f, 1e-3f);  // no kernel: dequantized weights times activations
+  q::set_block_kernels(kFake, {dot_fake, nullptr, nullptr});
+  ASSERT_EQ(q::block_ops(kFake)->kernels.scalar, dot_fake);
+  for (float v : product()) EXPECT_EQ(v, 42.f);
+  EXPECT_THROW(q::set_block_kernels(kFake, {nullptr, dot_fake, nullptr}), edgeq::Error);  // SIMD without portable
 }
 
 TEST(BlockTable, RegistrationRejectsConflicts) {

@@ -1,11 +1,11 @@
 // Where each element's integer code lives inside an encoded block (the inverse of the dequantizers' unpacking),
 // so that a method can keep a block's scales and choose every element's level itself (GPTQ).
-#include "blocks_layout.h"
+#include "edgeq/quant/block_layout.h"
 #include "edgeq/quant/blocks.h"
 
 namespace edgeq::quant {
 
-using namespace detail;
+using namespace layout;
 
 namespace {
 void set_nibble(uint8_t& b, int high, int v) { b = high ? static_cast<uint8_t>((b & 0x0F) | (v << 4)) : static_cast<uint8_t>((b & 0xF0) | v); }

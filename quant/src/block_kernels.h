@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "blocks_layout.h"
+#include "edgeq/quant/block_layout.h"
 #include "edgeq/quant/block_ops.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -14,6 +14,7 @@
 #endif
 
 namespace edgeq::quant::detail {
+using namespace layout;
 
 // The row of t when it can dequantize n elements; else throws edgeq::Error naming the type and problem.
 const BlockOps& dequantizable_row(GgmlType t, int64_t n);

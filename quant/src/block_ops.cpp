@@ -17,7 +17,9 @@ using T = GgmlType;
 using A = ActRounding;
 constexpr bool W = true;  // writable: a user may request it
 
-// type, portable dequantizer, SIMD dequantizer, encoder, activation rounding (ggml's vec_dot_type), writable.
+// type, portable dequantizer, SIMD dequantizer, encoder, activation rounding (ggml's vec_dot_type), writable,
+// shape fallback (llama.cpp b4748's replacement when a row length is not a multiple of the block size; F16
+// when not given).
 // Rows without functions record the activation rounding llama.cpp uses for types edgeq cannot read yet.
 const BlockOps kBuiltin[] = {
     {T::F32, deq_f32, nullptr, enc_f32, A::None, W},
@@ -29,23 +31,23 @@ const BlockOps kBuiltin[] = {
     {T::Q5_1, deq_q5_1, EDGEQ_SIMD(avx2_q5_1), each_block<enc_q5_1, BlockQ5_1>, A::Q8_0, W},
     {T::Q8_0, deq_q8_0, EDGEQ_SIMD(avx2_q8_0), each_block<enc_q8_0, BlockQ8_0>, A::Q8_0, W},
     {T::Q8_1, deq_q8_1, nullptr, each_block<enc_q8_1, BlockQ8_1>, A::None, false},
-    {T::Q2_K, deq_q2_k, EDGEQ_SIMD(avx2_q2_k), each_block<enc_q2_k, BlockQ2_K>, A::Q8_K, W},
-    {T::Q3_K, deq_q3_k, EDGEQ_SIMD(avx2_q3_k), each_block<enc_q3_k, BlockQ3_K>, A::Q8_K, W},
-    {T::Q4_K, deq_q4_k, EDGEQ_SIMD(avx2_q4_k), each_block<enc_q4_k, BlockQ4_K>, A::Q8_K, W},
-    {T::Q5_K, deq_q5_k, EDGEQ_SIMD(avx2_q5_k), each_block<enc_q5_k, BlockQ5_K>, A::Q8_K, W},
-    {T::Q6_K, deq_q6_k, EDGEQ_SIMD(avx2_q6_k), each_block<enc_q6_k, BlockQ6_K>, A::Q8_K, W},
+    {T::Q2_K, deq_q2_k, EDGEQ_SIMD(avx2_q2_k), each_block<enc_q2_k, BlockQ2_K>, A::Q8_K, W, T::IQ4_NL},
+    {T::Q3_K, deq_q3_k, EDGEQ_SIMD(avx2_q3_k), each_block<enc_q3_k, BlockQ3_K>, A::Q8_K, W, T::IQ4_NL},
+    {T::Q4_K, deq_q4_k, EDGEQ_SIMD(avx2_q4_k), each_block<enc_q4_k, BlockQ4_K>, A::Q8_K, W, T::Q5_0},
+    {T::Q5_K, deq_q5_k, EDGEQ_SIMD(avx2_q5_k), each_block<enc_q5_k, BlockQ5_K>, A::Q8_K, W, T::Q5_1},
+    {T::Q6_K, deq_q6_k, EDGEQ_SIMD(avx2_q6_k), each_block<enc_q6_k, BlockQ6_K>, A::Q8_K, W, T::Q8_0},
     {T::Q8_K, deq_q8_k, nullptr, each_block<enc_q8_k, BlockQ8_K>, A::None, false},
-    {T::IQ2_XXS, nullptr, nullptr, nullptr, A::Q8_K, false},
-    {T::IQ2_XS, nullptr, nullptr, nullptr, A::Q8_K, false},
-    {T::IQ3_XXS, nullptr, nullptr, nullptr, A::Q8_K, false},
-    {T::IQ1_S, nullptr, nullptr, nullptr, A::Q8_K, false},
+    {T::IQ2_XXS, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
+    {T::IQ2_XS, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
+    {T::IQ3_XXS, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
+    {T::IQ1_S, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
     {T::IQ4_NL, deq_iq4_nl, EDGEQ_SIMD(avx2_iq4_nl), each_block<enc_iq4_nl, BlockIQ4_NL>, A::Q8_0, W},
-    {T::IQ3_S, nullptr, nullptr, nullptr, A::Q8_K, false},
-    {T::IQ2_S, nullptr, nullptr, nullptr, A::Q8_K, false},
-    {T::IQ4_XS, deq_iq4_xs, EDGEQ_SIMD(avx2_iq4_xs), each_block<enc_iq4_xs, BlockIQ4_XS>, A::Q8_K, W},
-    {T::IQ1_M, nullptr, nullptr, nullptr, A::Q8_K, false},
-    {T::TQ1_0, deq_tq1_0, nullptr, each_block<enc_tq1_0, BlockTQ1_0>, A::None, false},
-    {T::TQ2_0, deq_tq2_0, nullptr, each_block<enc_tq2_0, BlockTQ2_0>, A::None, false},
+    {T::IQ3_S, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
+    {T::IQ2_S, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
+    {T::IQ4_XS, deq_iq4_xs, EDGEQ_SIMD(avx2_iq4_xs), each_block<enc_iq4_xs, BlockIQ4_XS>, A::Q8_K, W, T::IQ4_NL},
+    {T::IQ1_M, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
+    {T::TQ1_0, deq_tq1_0, nullptr, each_block<enc_tq1_0, BlockTQ1_0>, A::None, false, T::Q4_0},
+    {T::TQ2_0, deq_tq2_0, nullptr, each_block<enc_tq2_0, BlockTQ2_0>, A::None, false, T::Q4_0},
 };
 
 // Rows live in a deque (addresses stay valid as rows are registered); ids below kDirect are indexed directly.
@@ -120,6 +122,10 @@ void register_block_type(const GgmlTypeInfo& info, const BlockOps& ops) {
 void set_block_kernels(GgmlType t, const BlockKernels& kernels) {
   BlockOps* row = find(t);
   if (!row) fail("set block kernels: type {} has no block-ops row", ggml_type_name(t));
+  if ((kernels.avx2 || kernels.avx512) && !kernels.scalar)
+    fail("set block kernels: {}: a SIMD kernel needs the portable one", ggml_type_name(t));
+  if (kernels.scalar && row->act_rounding != ActRounding::Q8_0 && row->act_rounding != ActRounding::Q8_K)
+    fail("set block kernels: {}: kernels take Q8_0 or Q8_K activations", ggml_type_name(t));
   row->kernels = kernels;
 }
 

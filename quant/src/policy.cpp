@@ -196,30 +196,14 @@ T mix_type(State& qs, const ModelParams& p, const PolicyOptions& o, T new_type, 
   return new_type;
 }
 
-// llama.cpp b4748's shape fallback: a row length that is not a multiple of the type's block size.
+// llama.cpp b4748's shape fallback: a row length that is not a multiple of the type's block size gets the
+// block table's fallback type for it (F16 when that does not fit either).
 T shape_fallback(T type, uint64_t nx, bool* fell_back) {
   *fell_back = false;
   if (nx % block_size(type) == 0) return type;
   *fell_back = true;
-  T t;
-  switch (type) {
-    case T::TQ1_0:
-    case T::TQ2_0: t = T::Q4_0; break;
-    case T::IQ2_XXS:
-    case T::IQ2_XS:
-    case T::IQ2_S:
-    case T::IQ3_XXS:
-    case T::IQ3_S:
-    case T::IQ1_S:
-    case T::IQ1_M:
-    case T::Q2_K:
-    case T::Q3_K:
-    case T::IQ4_XS: t = T::IQ4_NL; break;
-    case T::Q4_K: t = T::Q5_0; break;
-    case T::Q5_K: t = T::Q5_1; break;
-    case T::Q6_K: t = T::Q8_0; break;
-    default: t = T::F16; break;  // legacy 32-blocks on a row that is not a multiple of 32
-  }
+  const BlockOps* row = block_ops(type);
+  T t = row ? row->shape_fallback : T::F16;
   if (nx % block_size(t) != 0) t = T::F16;
   return t;
 }

@@ -7,41 +7,13 @@
 #include <cstring>
 
 #include "edgeq/formats/half.h"
+#include "edgeq/quant/block_layout.h"
 #include "edgeq/quant/blocks.h"
 
 namespace edgeq::runtime::kernels {
 namespace {
 
-// ggml block layouts (ggml-common.h).
-#pragma pack(push, 1)
-struct BlockQ8_0 {
-  uint16_t d;
-  int8_t qs[32];
-};
-struct BlockQ4_K {
-  uint16_t d, dmin;
-  uint8_t scales[12];
-  uint8_t qs[128];
-};
-struct BlockQ4_0 {
-  uint16_t d;
-  uint8_t qs[16];
-};
-struct BlockQ5_K {
-  uint16_t d, dmin;
-  uint8_t scales[12];
-  uint8_t qh[32];
-  uint8_t qs[128];
-};
-struct BlockQ6_K {
-  uint8_t ql[128];
-  uint8_t qh[64];
-  int8_t scales[16];
-  uint16_t d;
-};
-#pragma pack(pop)
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_K) == 144 &&
-              sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
+using namespace quant::layout;  // the ggml block layouts, shared with quant/'s codecs
 
 // ---------------------------------------------------------------- per-block float combination (all paths)
 // One place for the float arithmetic, so every path performs the same operations in the same order. Weight
@@ -388,12 +360,17 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, con
 
 // ---------------------------------------------------------------- the table
 
-const DotKernel kKernels[] = {
-    {GgmlType::Q8_0, ActRounding::Q8_0, dot_q8_0_scalar, dot_q8_0_avx2, nullptr},
-    {GgmlType::Q4_K, ActRounding::Q8_K, dot_q4_K_scalar, dot_q4_K_avx2, dot_q4_K_avx512},
-    {GgmlType::Q6_K, ActRounding::Q8_K, dot_q6_K_scalar, dot_q6_K_avx2, nullptr},
-    {GgmlType::Q4_0, ActRounding::Q8_0, dot_q4_0_scalar, dot_q4_0_avx2, nullptr},
-    {GgmlType::Q5_K, ActRounding::Q8_K, dot_q5_K_scalar, dot_q5_K_avx2, nullptr},
+// The kernels this file registers in quant's block-ops table: type, portable, AVX2, AVX-512 VNNI.
+struct Registration {
+  GgmlType type;
+  quant::BlockKernels kernels;
+};
+const Registration kKernels[] = {
+    {GgmlType::Q8_0, {dot_q8_0_scalar, dot_q8_0_avx2, nullptr}},
+    {GgmlType::Q4_K, {dot_q4_K_scalar, dot_q4_K_avx2, dot_q4_K_avx512}},
+    {GgmlType::Q6_K, {dot_q6_K_scalar, dot_q6_K_avx2, nullptr}},
+    {GgmlType::Q4_0, {dot_q4_0_scalar, dot_q4_0_avx2, nullptr}},
+    {GgmlType::Q5_K, {dot_q5_K_scalar, dot_q5_K_avx2, nullptr}},
 };
 
 const bool g_avx2 = quant::cpu_has_avx2_f16c();
@@ -405,14 +382,17 @@ const bool g_avx512 = [] {
 
 }  // namespace
 
-const DotKernel* find(GgmlType t) {
-  for (const auto& k : kKernels) {
-    if (k.type == t) return &k;
-  }
-  return nullptr;
+const quant::BlockOps* find(GgmlType t) {
+  static const bool registered = [] {
+    for (const auto& r : kKernels) quant::set_block_kernels(r.type, r.kernels);
+    return true;
+  }();
+  (void)registered;
+  const quant::BlockOps* row = quant::block_ops(t);
+  return row != nullptr && row->kernels.scalar != nullptr ? row : nullptr;
 }
 
-DotFn best(const DotKernel& k, bool simd) {
+DotFn best(const quant::BlockKernels& k, bool simd) {
   if (simd && g_avx512 && k.avx512 != nullptr) return k.avx512;
   if (simd && g_avx2 && k.avx2 != nullptr) return k.avx2;
   return k.scalar;

@@ -8,13 +8,15 @@
 // bits, and a product does not depend on how rows and tokens are split over threads.
 //
 // Adding a kernel for a block type: write its scalar reference dot (the definition), then SIMD versions that
-// compute the same per-block integers; add a row to the table in kernels.cpp naming the activation format and
-// the functions; test_kernels checks every row of the table (scalar == SIMD, and against dequantized floats).
+// compute the same per-block integers; name them in kernels.cpp's registration list, which fills the type's
+// kernel slots in quant's block-ops table (the activation format is the row's act_rounding);
+// test_matmul_kernels checks every type with kernels (scalar == SIMD, and against dequantized floats).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
 #include "edgeq/formats/ggml_types.h"
+#include "edgeq/quant/block_ops.h"
 #include "edgeq/runtime/matmul.h"
 
 namespace edgeq::runtime::kernels {
@@ -30,24 +32,15 @@ struct ActQ8_K {
   int16_t bsums[16];  // sums of qs over 16-element groups
 };
 
-// out[k * out_stride] = dot(weight row, activation row k) for k < n_act (1 .. kMaxAct); activation row k starts
-// at act + k * act_stride bytes; n values per row. Every output is the same whatever n_act.
+// Dot products over at most kMaxAct activation rows per call (quant::DotFn's n_act).
 constexpr int kMaxAct = 4;
-using DotFn = void (*)(const uint8_t* w_row, const uint8_t* act, size_t act_stride, int n_act, int64_t n,
-                       float* out, size_t out_stride);
+using quant::DotFn;
 
-struct DotKernel {
-  GgmlType type;
-  ActRounding act;  // Q8_0 or Q8_K
-  DotFn scalar;     // the reference
-  DotFn avx2;       // nullptr: none
-  DotFn avx512;     // AVX-512 VNNI (+BW/VL); nullptr: none
-};
-
-// The kernel for a weight type, or nullptr (then matmul dequantizes and uses sgemm).
-const DotKernel* find(GgmlType t);
-// The fastest path of k this CPU runs (or the scalar one when simd is false).
-DotFn best(const DotKernel& k, bool simd = true);
+// The block-ops row of a weight type whose kernel slots are filled, or nullptr (then matmul dequantizes and
+// uses sgemm). The first call registers this file's kernels in quant's table.
+const quant::BlockOps* find(GgmlType t);
+// The fastest path of a row's kernels this CPU runs (or the scalar one when simd is false).
+DotFn best(const quant::BlockKernels& k, bool simd = true);
 // Name of the SIMD level best() picks on this CPU ("avx512vnni", "avx2", "scalar").
 const char* simd_level();
 

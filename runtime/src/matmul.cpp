@@ -137,13 +137,13 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, 
   // thread, so the split over threads does not change it.
   // Used below kKernelMaxTokens tokens (generation, short prompts): there they beat dequantize + sgemm by 1.5-6x;
   // for larger batches OpenBLAS's AVX-512 sgemm on dequantized tiles is still faster than these AVX2 kernels.
-  const kernels::DotKernel* k =
+  const quant::BlockOps* k =
       ggml_compat && g_use_kernels && n_tokens < kKernelMaxTokens ? kernels::find(w.type) : nullptr;
-  if (k != nullptr && in % (k->act == ActRounding::Q8_0 ? 32 : 256) == 0) {
-    const size_t arb = kernels::act_row_bytes(k->act, in);
+  if (k != nullptr && in % (k->act_rounding == ActRounding::Q8_0 ? 32 : 256) == 0) {
+    const size_t arb = kernels::act_row_bytes(k->act_rounding, in);
     scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
-    pool.run(n_tokens, [&](int64_t t, int) { kernels::quantize_act(k->act, x + t * ldx, scratch.xq.data() + t * arb, in); });
-    const kernels::DotFn dot = kernels::best(*k, g_use_simd_kernels);
+    pool.run(n_tokens, [&](int64_t t, int) { kernels::quantize_act(k->act_rounding, x + t * ldx, scratch.xq.data() + t * arb, in); });
+    const kernels::DotFn dot = kernels::best(k->kernels, g_use_simd_kernels);
     const uint64_t rb = w.row_bytes();
     const int64_t n_tiles = (out + kTileRows - 1) / kTileRows;
     pool.run(n_tiles, [&](int64_t tile, int) {

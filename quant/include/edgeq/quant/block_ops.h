@@ -4,6 +4,7 @@
 // a user may request) and every list is derived from these rows: adding a block type is one row here plus the
 // functions it names (and one row in formats' table when the type is new to ggml_types).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -21,13 +22,18 @@ using DequantizeFn = void (*)(const void* src, float* dst, int64_t nblocks);
 // nblocks * block_size floats of x -> nblocks blocks at dst. w: one weight per element (> 0), or nullptr
 // for the plain float types, which ignore it.
 using EncodeFn = void (*)(const float* x, const float* w, void* dst, int64_t nblocks);
-// Runtime kernel slot (ggml's vec_dot): *s = dot product of n elements of one weight row (this type's blocks)
-// and one activation row already rounded to act_rounding's format (that format's blocks).
-using VecDotFn = void (*)(int64_t n, float* s, const void* weight_row, const void* act_row);
+// Runtime kernel slots (ggml's vec_dot): out[k * out_stride] = dot product of one weight row (this type's
+// blocks, n values) and activation row k (k < n_act), the activations already rounded to act_rounding's block
+// format; activation row k starts at act + k * act_stride bytes. Every output is the same whatever n_act.
+using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* act, size_t act_stride, int n_act, int64_t n,
+                       float* out, size_t out_stride);
 
-// Kernels a runtime registers for a type (empty in quant/; runtime/ fills them with set_block_kernels).
+// Kernels a runtime registers for a type (empty in quant/; runtime/ fills them with set_block_kernels). Every
+// path returns the same bits; the runtime picks the fastest this CPU runs.
 struct BlockKernels {
-  VecDotFn vec_dot = nullptr;
+  DotFn scalar = nullptr;  // the portable reference; nullptr: no kernel (the runtime dequantizes instead)
+  DotFn avx2 = nullptr;    // AVX2; nullptr: none
+  DotFn avx512 = nullptr;  // AVX-512 VNNI (+BW/VL); nullptr: none
 };
 
 struct BlockOps {
@@ -37,6 +43,9 @@ struct BlockOps {
   EncodeFn encode = nullptr;               // quantizer; nullptr: cannot quantize
   ActRounding act_rounding = ActRounding::None;
   bool writable = false;  // a user may ask quantize for it (tensor-type overrides); implies encode != nullptr
+  // The type llama-quantize uses instead when a row length is not a multiple of this type's block size (it
+  // falls back once more to F16 when that type's blocks do not fit either).
+  GgmlType shape_fallback = GgmlType::F16;
   BlockKernels kernels{};
   // Filled when the row is installed: the formats row of `type` (never nullptr in an installed row).
   const GgmlTypeInfo* info = nullptr;

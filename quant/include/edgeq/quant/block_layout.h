@@ -1,11 +1,12 @@
-// Internal: ggml block layouts (ggml-common.h) and small helpers shared by quant/src/blocks_*.cpp.
+// The ggml block layouts (ggml-common.h) and their small bit-packing helpers: the one copy shared by quant/'s
+// codecs (blocks_*.cpp) and runtime/'s integer dot-product kernels.
 #pragma once
 #include <cstdint>
 #include <cstring>
 
 #include "edgeq/formats/half.h"
 
-namespace edgeq::quant::detail {
+namespace edgeq::quant::layout {
 
 constexpr int QK_K = 256;
 constexpr int K_SCALE_SIZE = 12;
@@ -90,4 +91,4 @@ inline void q3k_set_scales(uint8_t* s, const int* sc /*16 values in [-32,31]*/) 
   }
 }
 
-}  // namespace edgeq::quant::detail
+}  // namespace edgeq::quant::layout
