@@ -162,6 +162,7 @@ def write_md(a, results):
                     met = "yes" if ratio <= factor and abs(dsize) <= 0.5 else "no"
                     f.write(f"| {ty} | {g['kld']:.6f} | {best} | {b['kld']:.6f} | {ratio:.3f} | {factor} | {met} | "
                             f"{dsize:+.2f}% |\n")
+                f.write("\n")
             f.write("`auto` against `rtn` (auto must never be worse):\n\n")
             for ty in a.types.split(","):
                 rows = results.get((tag, ty))
