@@ -121,3 +121,57 @@ TEST(Gptq, BlockCodesRoundTrip) {
     for (int e = 0; e < n; ++e) EXPECT_EQ(lv[e], y[e]) << ti->name << " element " << e;
   }
 }
+
+// The ridge (calibrate::kRidge) keeps GPTQ from over-fitting its calibration activations: with a Hessian from
+// inputs that excite few directions, GPTQ at the customary 1% damping moves the rounding error into the
+// directions the calibration never saw; on inputs that also excite those, the ridge's rounding has a clearly
+// lower output error (measured 0.60x vs 0.76x of plain rounding for Q4_K, 0.67x vs 0.85x for Q2_K), and on
+// the calibration inputs it still beats plain rounding.
+TEST(Gptq, RidgeGeneralisesToOtherInputs) {
+  const int64_t rows = 32, cols = 256, k = 6;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> W(static_cast<size_t>(rows * cols));
+  for (auto& w : W) w = nd(rng) * 0.05f;
+  std::vector<float> dirs(static_cast<size_t>(2 * k * cols));
+  for (auto& d : dirs) d = nd(rng);
+  // Calibration: k shared directions, tiny noise. Other text: the same k plus k new directions, more noise.
+  auto hessian = [&](int64_t n, int64_t nd_used, float noise) {
+    std::vector<double> H(static_cast<size_t>(cols * cols), 0.0);
+    std::vector<float> x(static_cast<size_t>(cols));
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t j = 0; j < cols; ++j) x[j] = noise * nd(rng);
+      for (int64_t i = 0; i < nd_used; ++i) {
+        const float z = nd(rng);
+        for (int64_t j = 0; j < cols; ++j) x[j] += z * dirs[i * cols + j];
+      }
+      for (int64_t i = 0; i < cols; ++i)
+        for (int64_t j = 0; j < cols; ++j) H[i * cols + j] += double(x[i]) * x[j];
+    }
+    return H;
+  };
+  const std::vector<double> Hcal = hessian(400, k, 0.05f), Hother = hessian(400, 2 * k, 0.3f);
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q2_K}) {
+    const uint64_t rb = *ggml_row_size(t, static_cast<uint64_t>(cols));
+    std::vector<uint8_t> rtn(rb * rows), g01(rb * rows), gr(rb * rows);
+    quant::quantize_rows(t, W.data(), rtn.data(), rows, cols, nullptr);
+    calibrate::gptq_quantize(t, W.data(), rows, cols, Hcal.data(), g01.data(), 0.01);
+    calibrate::gptq_quantize(t, W.data(), rows, cols, Hcal.data(), gr.data());
+    auto err = [&](const std::vector<uint8_t>& e, const std::vector<double>& H) {
+      return calibrate::output_error(W.data(), decode(t, e, rows, cols).data(), rows, cols, H.data());
+    };
+    const double rtn_o = err(rtn, Hother), g01_o = err(g01, Hother), gr_o = err(gr, Hother);
+    std::printf("%s other inputs: rtn %.5g  gptq 1%% %.5g (%.2fx)  gptq ridge %.5g (%.2fx); calibration: %.2fx\n",
+                ggml_type_name(t), rtn_o, g01_o, g01_o / rtn_o, gr_o, gr_o / rtn_o, err(gr, Hcal) / err(rtn, Hcal));
+    EXPECT_LT(gr_o, 0.9 * g01_o) << ggml_type_name(t);  // the over-fit the ridge exists for
+    EXPECT_LT(gr_o, rtn_o) << ggml_type_name(t);
+    EXPECT_LT(err(gr, Hcal), err(rtn, Hcal)) << ggml_type_name(t);
+  }
+}
+
+TEST(Gptq, RidgeAddsAFractionOfTheMeanDiagonal) {
+  const std::vector<double> H = {4, 1, 1, 2};
+  const auto R = calibrate::ridge_hessian(H.data(), 2, 0.5);
+  EXPECT_EQ(R, (std::vector<double>{5.5, 1, 1, 3.5}));
+  EXPECT_EQ(calibrate::ridge_importance({1.f, 3.f}, 0.5), (std::vector<float>{2.f, 4.f}));
+}

@@ -9,6 +9,7 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/runtime/blas.h"
+#include "edgeq/runtime/perplexity.h"
 
 namespace edgeq::calibrate {
 
@@ -110,16 +111,9 @@ CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_
   const auto& c = model.config();
   const int64_t n_ctx = opt.n_ctx;
   if (n_ctx < 16 || n_ctx > (int64_t(1) << 20)) fail("{}: calibration: context size {} is out of range (>= 16)", model.path(), n_ctx);
-  if (add_bos && (bos_id < 0 || bos_id >= c.n_vocab)) fail("{}: calibration: BOS id {} is outside the vocabulary", model.path(), bos_id);
   const int64_t n_tokens = static_cast<int64_t>(tokens.size());
-  if (n_tokens < 2 * n_ctx)
-    fail("calibration: the text tokenizes to only {} tokens; at least {} are needed for a context of {}", n_tokens,
-         2 * n_ctx, n_ctx);
-  for (int64_t i = 0; i < n_tokens; ++i)
-    if (tokens[i] < 0 || tokens[i] >= c.n_vocab)
-      fail("{}: calibration: token {} at position {} is outside the vocabulary", model.path(), tokens[i], i);
-  int64_t n_chunk = n_tokens / n_ctx;
-  if (opt.max_chunks >= 0) n_chunk = std::min(n_chunk, opt.max_chunks);
+  const int64_t n_chunk = runtime::text_chunks(tokens, n_ctx, c.n_vocab, add_bos, bos_id, opt.max_chunks,
+                                               model.path() + ": calibration", "calibration");
   if (n_chunk < 1) fail("calibration: --chunks {} leaves nothing to evaluate", opt.max_chunks);
 
   CalibrationStats s;
@@ -134,9 +128,7 @@ CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_
   std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t ic = 0; ic < n_chunk; ++ic) {
-    const int32_t* src = tokens.data() + ic * n_ctx;
-    std::copy(src, src + n_ctx, chunk.begin());
-    if (add_bos) chunk[0] = bos_id;
+    runtime::copy_chunk(tokens, ic, n_ctx, add_bos, bos_id, chunk.data());
     ctx.clear();
     col.odd_chunk = ic % 2 == 1;
     // All rows through every layer (llama-imatrix asks for every logit); the output head itself is not needed.

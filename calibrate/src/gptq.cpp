@@ -1,5 +1,6 @@
 #include "edgeq/calibrate/gptq.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -22,6 +23,23 @@ double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, 
     total += blas::api().ddot(static_cast<int>(cols), d.data(), 1, hd.data(), 1);
   }
   return total;
+}
+
+std::vector<double> ridge_hessian(const double* H, int64_t n, double ridge) {
+  std::vector<double> R(H, H + n * n);
+  double mean = 0;
+  for (int64_t i = 0; i < n; ++i) mean += H[i * n + i];
+  mean /= static_cast<double>(std::max<int64_t>(n, 1));
+  for (int64_t i = 0; i < n; ++i) R[i * n + i] += ridge * mean;
+  return R;
+}
+
+std::vector<float> ridge_importance(std::vector<float> v, double ridge) {
+  double mean = 0;
+  for (float x : v) mean += x;
+  mean /= static_cast<double>(std::max<size_t>(v.size(), 1));
+  for (auto& x : v) x = static_cast<float>(x + ridge * mean);
+  return v;
 }
 
 std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n64, double damp) {

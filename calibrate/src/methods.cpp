@@ -124,6 +124,8 @@ Hessians split(const InputStats& in) {
     h.imp_fit[j] = static_cast<float>(std::max(h.fit[j * in.width + j], 0.0));
     h.imp_all[j] = static_cast<float>(in.sum_x2[j] / std::max<double>(1, static_cast<double>(in.rows)));
   }
+  h.imp_fit = ridge_importance(std::move(h.imp_fit));
+  h.imp_all = ridge_importance(std::move(h.imp_all));
   return h;
 }
 
@@ -198,6 +200,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     return setup;
   }
   if (setup->importance.data.empty()) fail("{}: the calibration statistics hold no importance data", stats_label);
+  for (auto& [name, v] : setup->importance.data) v = ridge_importance(std::move(v));
   qo.importance = &setup->importance;
   if (m == Method::Imatrix) return setup;
   for (const auto& in : stats.inputs)
@@ -239,7 +242,9 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
       for (const auto& w : ws) st->choice[w.name] = {Rounding::Gptq, false};
     } else if (m == Method::Awq) {
       double e = 0;
-      std::vector<float> s = foldable ? search_scales(ws, in, in.hessian.data(), h.imp_all.data(), &e) : std::vector<float>{};
+      std::vector<float> s =
+          foldable ? search_scales(ws, in, ridge_hessian(in.hessian.data(), in.width).data(), h.imp_all.data(), &e)
+                   : std::vector<float>{};
       for (const auto& w : ws) st->choice[w.name] = {Rounding::Imatrix, !s.empty()};
       if (!s.empty()) st->norm_scales[norm] = std::move(s);
     } else {  // auto: fit on even chunks, score on odd ones
@@ -256,7 +261,8 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
       std::vector<Choice> pick = plain;
       if (foldable) {
         double fit_err = 0;
-        std::vector<float> s = search_scales(ws, in, h.fit.data(), h.imp_fit.data(), &fit_err);
+        std::vector<float> s =
+            search_scales(ws, in, ridge_hessian(h.fit.data(), in.width).data(), h.imp_fit.data(), &fit_err);
         if (!s.empty()) {
           double scaled_total = 0;
           std::vector<Choice> scaled(ws.size());

@@ -49,28 +49,41 @@ static std::string first_non_finite_tensor(const Model& model) {
   return "no weight is NaN or Inf; the activations overflowed";
 }
 
+int64_t text_chunks(const std::vector<int32_t>& tokens, int64_t n_ctx, int64_t n_vocab, bool add_bos, int32_t bos_id,
+                    int64_t max_chunks, const std::string& context, const std::string& text) {
+  if (add_bos && (bos_id < 0 || bos_id >= n_vocab)) fail("{}: BOS id {} is outside the vocabulary", context, bos_id);
+  const int64_t n_tokens = static_cast<int64_t>(tokens.size());
+  if (n_tokens < 2 * n_ctx)
+    fail("{}: the text tokenizes to only {} tokens; at least {} are needed for a context of {}", text, n_tokens,
+         2 * n_ctx, n_ctx);
+  for (int64_t i = 0; i < n_tokens; ++i)
+    if (tokens[i] < 0 || tokens[i] >= n_vocab)
+      fail("{}: token {} at position {} is outside the vocabulary (size {})", context, tokens[i], i, n_vocab);
+  int64_t n_chunk = n_tokens / n_ctx;
+  if (max_chunks >= 0) n_chunk = std::min(n_chunk, max_chunks);
+  return n_chunk;
+}
+
+void copy_chunk(const std::vector<int32_t>& tokens, int64_t ic, int64_t n_ctx, bool add_bos, int32_t bos_id,
+                int32_t* out) {
+  const int32_t* src = tokens.data() + ic * n_ctx;
+  std::copy(src, src + n_ctx, out);
+  if (add_bos) out[0] = bos_id;
+}
+
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, bool add_bos, int32_t bos_id,
                             const PerplexityOptions& opt) {
   const ModelConfig& c = model.config();
   const int64_t n_ctx = opt.n_ctx;
   const int64_t n_vocab = c.n_vocab;
   if (n_ctx < 4 || n_ctx > (int64_t(1) << 20)) fail("{}: perplexity: context size {} is out of range (>= 4)", model.path(), n_ctx);
-  if (add_bos && (bos_id < 0 || bos_id >= n_vocab)) fail("{}: perplexity: BOS id {} is outside the vocabulary", model.path(), bos_id);
-  const int64_t n_tokens = static_cast<int64_t>(tokens.size());
-  if (n_tokens < 2 * n_ctx)
-    fail("{}: perplexity: the text tokenizes to only {} tokens; at least {} are needed for a context of {}",
-         opt.text_name.empty() ? model.path() : opt.text_name, n_tokens, 2 * n_ctx, n_ctx);
   if (opt.max_chunks == 0 || opt.max_chunks < -1) fail("perplexity: --chunks {} must be >= 1", opt.max_chunks);
   if (!opt.kld_in.empty() && !opt.kld_base_out.empty()) fail("perplexity: --kld and --kld-base are exclusive");
-
-  for (int64_t i = 0; i < n_tokens; ++i)
-    if (tokens[i] < 0 || tokens[i] >= n_vocab)
-      fail("{}: perplexity: token {} at position {} is outside the vocabulary (size {})", model.path(), tokens[i], i, n_vocab);
+  const int64_t n_tokens = static_cast<int64_t>(tokens.size());
+  int64_t n_chunk = text_chunks(tokens, n_ctx, n_vocab, add_bos, bos_id, opt.max_chunks, model.path() + ": perplexity",
+                                opt.text_name.empty() ? model.path() + ": perplexity" : opt.text_name + ": perplexity");
   if (static_cast<uint64_t>(n_ctx) * static_cast<uint64_t>(n_vocab) > (uint64_t(1) << 29))  // 2 GiB of f32 logits
     fail("{}: perplexity: n_ctx {} x vocabulary {} logits is too large", model.path(), n_ctx, n_vocab);
-
-  int64_t n_chunk = n_tokens / n_ctx;
-  if (opt.max_chunks >= 0) n_chunk = std::min(n_chunk, opt.max_chunks);
   const int64_t first = n_ctx / 2;
   const int64_t n_scored = n_ctx - 1 - first;
   const int64_t nv = kld_row_len(n_vocab);
@@ -131,8 +144,7 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
 
   for (int64_t ic = 0; ic < n_chunk; ++ic) {
     const int32_t* src = tokens.data() + ic * n_ctx;
-    std::copy(src, src + n_ctx, chunk.begin());
-    if (add_bos) chunk[0] = bos_id;
+    copy_chunk(tokens, ic, n_ctx, add_bos, bos_id, chunk.data());
     ctx.clear();
     // The last token's logits are never scored, so the chunk's first n_ctx-1 tokens suffice.
     ctx.eval(chunk.data(), n_ctx - 1, first, logits.data());

@@ -1,11 +1,13 @@
 // Calibration-driven quantization methods for `edgeq quantize --method`:
 //   rtn      edgeq's plain search (no importance)
-//   imatrix  the importance-weighted search with mean x² from the calibration statistics
-//   awq      per-input-channel scales s = mean|x|^α (α from a grid, per layer input, minimising the output error
-//            ||X Wᵀ - X Qᵀ||² of all weights sharing that input), weights quantized as W·diag(s) with importance
+//   imatrix  the importance-weighted search with mean x² from the calibration statistics, regularised as
+//            mean x² + kRidge·mean(mean x²) (calibrate/gptq.h: the same ridge as GPTQ's damping)
+//   awq      per-input-channel scales s = mean|x|^α (α from a grid, per layer input, minimising the regularised
+//            output error tr((W - Q)(H + kRidge·mean(diag H)·I)(W - Q)ᵀ) of all weights sharing that input),
+//            weights quantized as W·diag(s) with importance
 //            mean x²/s², 1/s folded into the preceding RMSNorm weight (q/k/v <- attn_norm, gate/up <- ffn_norm):
 //            the file stays a plain llama.cpp model. Other weights: imatrix.
-//   gptq     calibrate/gptq.h on every weight with a Hessian
+//   gptq     calibrate/gptq.h on every weight with a Hessian (damping kRidge)
 //   auto     per tensor the candidate (rtn, imatrix, gptq, and for q/k/v and gate/up with AWQ scales awq and
 //            awq+gptq) with the lowest output error on held-out activations: candidates are fitted on the even
 //            calibration chunks and scored on the odd ones (rtn is a candidate, so on held-out data auto is never

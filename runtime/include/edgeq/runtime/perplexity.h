@@ -70,6 +70,16 @@ struct PerplexityResult {
   std::optional<KldStats> kld;
 };
 
+// The text set-up llama-perplexity and llama-imatrix share (perplexity here, calibrate::calibrate):
+// `context` ("<model>: perplexity") prefixes the errors. Checks that the BOS id (when add_bos) and every token
+// are inside the vocabulary and that the text holds at least 2·n_ctx tokens (`text` names it in that error);
+// returns n_chunk = n_tokens / n_ctx, at most max_chunks (< 0: all).
+int64_t text_chunks(const std::vector<int32_t>& tokens, int64_t n_ctx, int64_t n_vocab, bool add_bos, int32_t bos_id,
+                    int64_t max_chunks, const std::string& context, const std::string& text);
+// Chunk ic: tokens [ic·n_ctx, (ic+1)·n_ctx) into out (n_ctx ids), its first token replaced by BOS when add_bos.
+void copy_chunk(const std::vector<int32_t>& tokens, int64_t ic, int64_t n_ctx, bool add_bos, int32_t bos_id,
+                int32_t* out);
+
 // tokens: the whole text as tokenized (BOS already prepended when add_bos).
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, bool add_bos,
                             int32_t bos_id, const PerplexityOptions& opt);
