@@ -46,7 +46,7 @@ std::string pct(double ratio) { return fmt::format("{:+.2f}", 100.0 * (ratio - 1
 
 nlohmann::json reference_to_json(const ReferenceResult& r) {
   return {{"run_key", r.run_key},       {"source", r.source},   {"eval_text", r.eval_text},
-          {"file_type", r.file_type},   {"file_bytes", r.file_bytes}, {"parameters", r.parameters},
+          {"file_type", r.file_type},   {"reference_choice", r.choice}, {"file_bytes", r.file_bytes}, {"parameters", r.parameters},
           {"bits_per_weight", r.bits_per_weight}, {"ppl", r.ppl}, {"ppl_err", r.ppl_err},
           {"n_ctx", r.n_ctx},           {"n_chunks", r.n_chunks}, {"scored_tokens", r.scored},
           {"eval_seconds", r.eval_seconds}};
@@ -58,6 +58,7 @@ ReferenceResult reference_from_json(const nlohmann::json& j, const std::string& 
   r.source = get<std::string>(j, "source", path);
   r.eval_text = get<std::string>(j, "eval_text", path);
   r.file_type = get<std::string>(j, "file_type", path);
+  r.choice = j.value("reference_choice", "");  // absent in results of earlier versions
   r.file_bytes = get<uint64_t>(j, "file_bytes", path);
   r.parameters = get<uint64_t>(j, "parameters", path);
   r.bits_per_weight = get<double>(j, "bits_per_weight", path);
@@ -292,6 +293,7 @@ WrittenReport write_report(const Report& r, const std::string& dir) {
       "divergence of the token distributions from the reference's; top-1 is how often both pick the same "
       "token. ★ marks the lowest mean KLD among files with the same whole number of bits per weight.\n\n",
       f.file_type, f.source, f.eval_text, f.scored, f.n_chunks, f.n_ctx);
+  if (!f.choice.empty()) md += fmt::format("Reference: {}.\n\n", f.choice);
   md += "**" + recommendation(r) + "**\n\n";
   md += render_table(r);
   md += "\n![perplexity against bits per weight](ppl_vs_bpw.svg)\n\n![KL divergence against bits per weight](kld_vs_bpw.svg)\n";
