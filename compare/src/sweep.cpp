@@ -192,7 +192,8 @@ std::string key_of(const Keys& k, const Entry& e) {
 
 int thread_count(int t) { return resolve_threads(t); }  // the one --threads rule (formats/thread_count.h)
 
-// The sweep's progress arithmetic: units of work (1 per entry to run, 1 for the reference when made).
+// The sweep's progress arithmetic: units of work (1 per entry to run, 1 for the reference and 1 for the
+// calibration when a run needs them). report() is also where a cancel request is noticed.
 struct Tracker {
   const SweepOptions& opt;
   const SweepProgressFn& fn;
@@ -264,7 +265,8 @@ class Session {
     quant::QuantizeOptions qo;
     qo.policy.ftype = quant::parse_file_type(e.type);
     qo.threads = opt_.threads;
-    const MethodContext ctx{opt_, *src_, m.inputs(opt_).calibration != Calibration::None ? &stats_ : nullptr};
+    const MethodContext ctx{opt_, *src_, m.inputs(opt_).calibration != Calibration::None ? &stats_ : nullptr,
+                            [&](const std::string& line) { tr_.report(index, label, "prepare", 0, line); }};
     const auto t0 = std::chrono::steady_clock::now();
     const std::shared_ptr<void> state = m.prepare(ctx, qo);  // AWQ scales, auto's choices: part of quantize time
     const double prepare_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -475,7 +477,7 @@ Method calibrated_row(calibrate::Method cm, const char* description) {
             return MethodInputs{{}, need};
           },
           [cm](const MethodContext& c, quant::QuantizeOptions& qo) -> std::shared_ptr<void> {
-            return calibrate::setup_method(cm, *c.stats, c.opt.calib_text, c.reference, qo);
+            return calibrate::setup_method(cm, *c.stats, c.opt.calib_text, c.reference, qo, c.log);
           }};
 }
 
@@ -505,7 +507,7 @@ const std::vector<Method>& methods() {
            qo.importance = imp.get();
            return imp;
          }
-         return calibrate::setup_method(calibrate::Method::Imatrix, *c.stats, c.opt.calib_text, c.reference, qo);
+         return calibrate::setup_method(calibrate::Method::Imatrix, *c.stats, c.opt.calib_text, c.reference, qo, c.log);
        }},
       calibrated_row(calibrate::Method::Awq,
                      "AWQ from --calib TEXT: per-channel activation scales folded into the RMSNorm weights, then imatrix"),

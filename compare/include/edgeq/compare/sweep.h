@@ -62,6 +62,7 @@ struct MethodContext {
   const SweepOptions& opt;
   const quant::QuantizeSource& reference;          // the reference GGUF, opened once
   const calibrate::CalibrationStats* stats;        // the sweep's calibration (null unless the inputs asked for it)
+  std::function<void(const std::string&)> log;     // progress lines of a long preparation (may throw to cancel)
 };
 struct Method {
   const char* name;
