@@ -342,6 +342,12 @@ TEST(CompareSweep, CalibratedMethodsShareOneCalibration) {
   std::map<std::string, compare::EntryResult> by;
   for (auto& e : out.report.entries) by[e.method] = e;
   ASSERT_EQ(by.size(), 5u);
+  // the report says what the calibrated methods read
+  EXPECT_EQ(by["rtn"].inputs, "");
+  EXPECT_EQ(by["gptq"].inputs, fmt::format("`{}` (4 chunks of 128 tokens)", kCalib));
+  EXPECT_NE(read_text_file(o.out_dir + "/report.md")
+                .find(fmt::format("Statistics for imatrix, awq, gptq, auto: `{}` (4 chunks of 128 tokens).", kCalib)),
+            std::string::npos);
   // different roundings give different files; importance-weighted rounding beats plain rounding on this model
   std::set<double> klds;
   for (auto& [m, e] : by) klds.insert(e.mean_kld);

@@ -300,6 +300,7 @@ class Session {
     r.key = key;
     r.type = e.type;
     r.method = e.method;
+    r.inputs = describe_inputs(m);
     r.file_bytes = row.file_bytes;
     r.bits_per_weight = row.bits_per_weight;
     r.ppl = pr.ppl;
@@ -323,6 +324,16 @@ class Session {
   }
 
  private:
+  // What a method read, for the report: its files, and the calibration it used.
+  std::string describe_inputs(const Method& m) const {
+    const MethodInputs in = m.inputs(opt_);
+    std::vector<std::string> parts;
+    for (auto& f : in.files) parts.push_back(fmt::format("`{}`", f));
+    if (in.calibration != Calibration::None)
+      parts.push_back(fmt::format("`{}` ({} chunks of {} tokens)", opt_.calib_text, stats_.n_chunks, stats_.n_ctx));
+    return fmt::format("{}", fmt::join(parts, ", "));
+  }
+
   runtime::PerplexityOptions perplexity_options() const {
     runtime::PerplexityOptions po;
     po.n_ctx = opt_.n_ctx;

@@ -26,6 +26,7 @@ struct ReferenceResult {
 struct EntryResult {
   std::string key;  // entry_key(): inputs and flags
   std::string type, method;
+  std::string inputs;  // what the method read: "" (rtn), the imatrix file, or the calibration text and chunks
   uint64_t file_bytes = 0;
   double bits_per_weight = 0;
   double ppl = 0, ppl_err = 0, ppl_ratio = 0, ppl_ratio_err = 0;
