@@ -213,8 +213,10 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
       if (o->models.size() != 1) edgeq::fail("compare -o: give exactly one source model, got {}", o->models.size());
       return run_sweep_mode(*o);
     }
-    if (o->plan || !o->result.empty() || o->keep || !o->types.empty() || !o->methods.empty())
-      edgeq::fail("compare: --plan, --result, --keep, --types and --methods need a report directory (-o DIR)");
+    if (o->plan || !o->result.empty() || o->keep || !o->types.empty() || !o->methods.empty() || !o->calib.empty() ||
+        !o->imatrix.empty() || o->calib_chunks > 0 || o->ref_type != "auto")
+      edgeq::fail("compare: --plan, --result, --keep, --types, --methods, --calib, --calib-chunks, --imatrix and "
+                  "--ref-type need a report directory (-o DIR)");
     return run_legacy_mode(*o);
   };
 });

@@ -207,6 +207,9 @@ TEST(CompareCli, ExistingFilesFormStillWorks) {
   auto bad = run(quote(kEdgeq) + " compare " + kModel + " --eval " + kEval + " --types Q4_K_M");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("need a report directory"), std::string::npos) << bad.err;
+  bad = run(quote(kEdgeq) + " compare " + kModel + " --eval " + kEval + " --calib " + kEval);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("need a report directory"), std::string::npos) << bad.err;
 }
 
 // --ref-type f16: the reference is converted to F16 (half the F32 file) and the report says so.
