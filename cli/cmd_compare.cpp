@@ -1,5 +1,6 @@
 // edgeq compare: which quant level and method to ship.
-//   edgeq compare SRC -o DIR --eval TEXT [--types LIST] [--methods LIST] ...   the sweep (edgeq/compare/sweep.h)
+//   edgeq compare SRC -o DIR --eval TEXT [--types LIST] [--methods LIST] [--calib TEXT] ...   the sweep
+//                                                                            (edgeq/compare/sweep.h)
 //   edgeq compare SRC -o DIR --eval TEXT ... --plan                            one JSON line per entry
 //   edgeq compare --merge RESULTS... -o DIR                                   the report from result files
 //   edgeq compare BASE.gguf CANDIDATE.gguf... -f TEXT                          existing files, one table
@@ -25,9 +26,9 @@ namespace cmp = edgeq::compare;
 
 struct Opts {
   std::vector<std::string> models, merge;
-  std::string text, out, calib, imatrix, result;
+  std::string text, out, calib, imatrix, result, ref_type = "auto";
   std::vector<std::string> types, methods;
-  int64_t ctx = 256, chunks = -1;
+  int64_t ctx = 256, chunks = -1, calib_chunks = -1;
   int threads = 0;
   bool json = false, keep = false, plan = false;
 };
@@ -76,6 +77,8 @@ int run_sweep_mode(const Opts& o) {
   so.methods = o.methods;
   so.n_ctx = o.ctx;
   so.max_chunks = o.chunks;
+  so.calib_chunks = o.calib_chunks;
+  so.ref_type = o.ref_type;
   so.threads = edgeq::resolve_threads(o.threads);
   so.keep = o.keep;
   so.cancel = &g_cancel;
@@ -153,11 +156,13 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
       "Examples:\n"
       "  edgeq compare data/tl-8m -o report --eval data/eval.txt\n"
       "  edgeq compare model.gguf -o report --eval wiki.txt --types Q4_K_M,Q3_K_M --methods rtn,imatrix --imatrix m.imatrix\n"
+      "  edgeq compare data/tl-8m -o report --eval data/eval.txt --calib calib.txt --methods rtn,imatrix,awq,gptq,auto\n"
       "  edgeq compare data/tl-8m -o report --eval data/eval.txt --plan > plan.jsonl   (one command per entry)\n"
       "  edgeq compare --merge report/results -o report\n"
       "  edgeq compare ref-F32.gguf q4.gguf q3.gguf -f data/eval.txt\n"
-      "Rerunning a sweep skips the entries already measured with the same inputs and flags; Ctrl-C keeps the "
-      "finished ones in the report (exit 130).");
+      "Rerunning a sweep skips the entries already measured with the same inputs and flags (a changed --calib text "
+      "reruns the calibrated methods only); Ctrl-C keeps the finished ones in the report (exit 130). With --calib the "
+      "statistics (with Hessians when awq, gptq or auto run) are computed once on the reference and kept in DIR/work.");
   sub->add_option("models", o->models,
                   "With -o: the source (HF checkpoint dir, .onnx, or an F32/F16/BF16 GGUF). Without: a reference GGUF "
                   "then the candidate GGUFs");
@@ -168,11 +173,22 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
       ->allow_extra_args(false);
   std::string mnames;
   for (auto& m : cmp::methods()) mnames += fmt::format("\n    {}: {}", m.name, m.description);
-  sub->add_option("--methods", o->methods, "Comma-separated methods (default: rtn, plus imatrix with --imatrix):" + mnames)
+  sub->add_option("--methods", o->methods,
+                  "Comma-separated methods (default: rtn; plus imatrix with --imatrix; plus imatrix and auto with "
+                  "--calib). Methods other than rtn skip the float types:" + mnames)
       ->delimiter(',')
       ->allow_extra_args(false);
-  sub->add_option("--imatrix", o->imatrix, "Importance matrix (llama-imatrix format) for the imatrix method");
-  sub->add_option("--calib", o->calib, "Calibration text, for methods that compute statistics from text");
+  sub->add_option("--imatrix", o->imatrix,
+                  "Importance matrix (llama-imatrix format) for the imatrix method (used instead of --calib for it)");
+  sub->add_option("--calib", o->calib,
+                  "Calibration text (plain, JSONL, optionally zstd) for imatrix, awq, gptq and auto: calibrated once on "
+                  "the reference, n_ctx = --ctx, at least 2 x ctx tokens");
+  sub->add_option("--calib-chunks", o->calib_chunks, "Calibrate on the first N chunks of the calibration text (default: all)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--ref-type", o->ref_type,
+                  "Reference of an HF/ONNX source: f32, f16, or auto (default): F32 unless 1.5 x its size exceeds "
+                  "MemAvailable, then F16. A float GGUF source is the reference as it is. The choice is in the report")
+      ->check(CLI::IsMember({"auto", "f32", "f16"}));
   edgeq::cli::add_ctx_option(sub, o->ctx, "Context size = chunk length in tokens (default 256)");
   edgeq::cli::add_chunks_option(sub, o->chunks);
   edgeq::cli::add_threads_option(sub, o->threads, "; results do not depend on it");
@@ -197,8 +213,10 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
       if (o->models.size() != 1) edgeq::fail("compare -o: give exactly one source model, got {}", o->models.size());
       return run_sweep_mode(*o);
     }
-    if (o->plan || !o->result.empty() || o->keep || !o->types.empty() || !o->methods.empty())
-      edgeq::fail("compare: --plan, --result, --keep, --types and --methods need a report directory (-o DIR)");
+    if (o->plan || !o->result.empty() || o->keep || !o->types.empty() || !o->methods.empty() || !o->calib.empty() ||
+        !o->imatrix.empty() || o->calib_chunks > 0 || o->ref_type != "auto")
+      edgeq::fail("compare: --plan, --result, --keep, --types, --methods, --calib, --calib-chunks, --imatrix and "
+                  "--ref-type need a report directory (-o DIR)");
     return run_legacy_mode(*o);
   };
 });

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -206,4 +207,82 @@ TEST(CompareCli, ExistingFilesFormStillWorks) {
   auto bad = run(quote(kEdgeq) + " compare " + kModel + " --eval " + kEval + " --types Q4_K_M");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("need a report directory"), std::string::npos) << bad.err;
+  bad = run(quote(kEdgeq) + " compare " + kModel + " --eval " + kEval + " --calib " + kEval);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("need a report directory"), std::string::npos) << bad.err;
+}
+
+// --ref-type f16: the reference is converted to F16 (half the F32 file) and the report says so.
+TEST(CompareCli, RefTypeF16MakesAnF16Reference) {
+  if (!have_cli()) GTEST_SKIP() << "edgeq not built";
+  const std::string d = temp_dir("f16");
+  auto r = run(quote(kEdgeq) + " compare " + kModel + " -o " + d + " --eval " + kEval +
+               " --types Q8_0,Q4_K_M --ctx 128 --chunks 2 -t 2 --ref-type f16 --keep");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(slurp(d + "/report.json"));
+  EXPECT_EQ(j["reference"]["file_type"], "F16");
+  EXPECT_EQ(j["reference"]["reference_choice"], "F16, as asked (--ref-type f16)");
+  EXPECT_NEAR(j["reference"]["bits_per_weight"].get<double>(), 16.0, 0.1);
+  EXPECT_NE(slurp(d + "/report.md").find("Reference: F16, as asked (--ref-type f16)."), std::string::npos);
+  EXPECT_NE(r.out.find("| F16 (ref) "), std::string::npos) << r.out;
+  const auto ref_bytes = fs::file_size(d + "/work/reference.gguf");
+  EXPECT_LT(ref_bytes, 18u << 20);  // F32 would be 32 MiB
+  EXPECT_GT(ref_bytes, 16u << 20);
+  // measured against the F16 reference: Q8_0 is close to it, Q4_K_M further away
+  ASSERT_EQ(j["entries"].size(), 2u);
+  const double q8 = j["entries"][0]["mean_kld"], q4 = j["entries"][1]["mean_kld"];
+  EXPECT_GT(q8, 0.0);
+  EXPECT_LT(q8 * 5, q4);
+  // the auto choice for this small model is F32, a different reference: nothing is reused
+  auto again = run(quote(kEdgeq) + " compare " + kModel + " -o " + d + " --eval " + kEval +
+                   " --types Q8_0 --ctx 128 --chunks 2 -t 2 --quiet");
+  ASSERT_EQ(again.code, 0) << again.err;
+  j = nlohmann::json::parse(slurp(d + "/report.json"));
+  EXPECT_EQ(j["reference"]["file_type"], "F32");
+  EXPECT_EQ(j["reference"]["reference_choice"].get<std::string>().rfind("F32 (auto: 1.5 x its 32.0 MiB fits", 0), 0u)
+      << j["reference"]["reference_choice"];
+  auto bad = run(quote(kEdgeq) + " compare " + kModel + " -o " + d + " --eval " + kEval + " --ref-type f64");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("--ref-type"), std::string::npos) << bad.err;
+  fs::remove_all(d);
+}
+
+// --help names the calibrated methods and flags; --plan carries the calibration into each entry's command,
+// and a planned calibrated entry run alone writes the result the plan announced.
+TEST(CompareCli, CalibratedMethodsInHelpAndPlan) {
+  if (!have_cli()) GTEST_SKIP() << "edgeq not built";
+  auto help = run(quote(kEdgeq) + " compare --help");
+  ASSERT_EQ(help.code, 0);
+  for (auto s : {"--calib ", "--calib-chunks", "--ref-type", "awq:", "gptq:", "auto:", "imatrix:", "MemAvailable"})
+    EXPECT_NE(help.out.find(s), std::string::npos) << s;
+  const std::string d = temp_dir("calplan");
+  const std::string calib = edgeq::test::shared("text/calib.txt");
+  auto plan = run(quote(kEdgeq) + " compare " + kModel + " -o " + d + " --eval " + kEval + " --calib " + calib +
+                  " --calib-chunks 3 --types Q4_K_M --methods rtn,gptq --ctx 128 --chunks 2 -t 2 --plan");
+  ASSERT_EQ(plan.code, 0) << plan.err;
+  std::istringstream lines(plan.out);
+  std::vector<nlohmann::json> js;
+  for (std::string line; std::getline(lines, line);) js.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(js.size(), 2u);
+  EXPECT_EQ(js[1]["entry"], "Q4_K_M-gptq");
+  const auto cmd = js[1]["command"].get<std::vector<std::string>>();
+  auto after = [&](const std::string& flag) {
+    auto it = std::find(cmd.begin(), cmd.end(), flag);
+    return it == cmd.end() || it + 1 == cmd.end() ? std::string() : *(it + 1);
+  };
+  EXPECT_EQ(after("--calib"), calib);
+  EXPECT_EQ(after("--calib-chunks"), "3");
+  std::string line = "cd " + quote(js[1]["cwd"]) + " &&";
+  for (auto& a : cmd) {
+    line.push_back(' ');
+    line.append(quote(a));
+  }
+  auto r = run(line);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("calibration: calibrate"), std::string::npos) << r.err;
+  auto res = nlohmann::json::parse(slurp(js[1]["result"].get<std::string>()));
+  EXPECT_EQ(res["entry"]["key"], js[1]["key"]);
+  EXPECT_EQ(res["entry"]["method"], "gptq");
+  EXPECT_GT(res["entry"]["mean_kld"].get<double>(), 0.0);
+  fs::remove_all(d);
 }

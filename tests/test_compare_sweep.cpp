@@ -3,13 +3,20 @@
 // inputs and flags, and bad requests fail before any work.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
+#include "edgeq/calibrate/calibrate.h"
 #include "edgeq/compare/report.h"
 #include "edgeq/compare/sweep.h"
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
@@ -23,6 +30,7 @@ namespace {
 
 const std::string kModel = std::string(EDGEQ_SOURCE_DIR) + "/data/tl-8m";
 const std::string kEval = std::string(EDGEQ_SOURCE_DIR) + "/data/eval.txt";
+const std::string kCalib = edgeq::test::shared("text/calib.txt");
 
 std::string temp_dir(const std::string& tag) {
   auto d = fs::temp_directory_path() / ("edgeq-sweep-" + tag + "-" + std::to_string(getpid()));
@@ -215,6 +223,174 @@ TEST(CompareSweep, KeysFollowInputsAndFlags) {
   const std::string ki = compare::entry_key(t, {"Q4_K_M", "imatrix"});
   EXPECT_NE(ki, k);
   EXPECT_EQ(compare::entry_key(t, e), k);  // rtn does not read the imatrix
+
+  // calibrated methods are keyed by the calibration text (path and contents) and its chunks; rtn is not
+  const std::string dir = temp_dir("keys");
+  fs::create_directories(dir);
+  const std::string calib2 = dir + "/calib.txt";
+  fs::copy_file(kCalib, calib2);
+  t = o;
+  t.calib_text = calib2;
+  EXPECT_EQ(compare::entry_key(t, e), k);
+  std::map<std::string, std::string> keyed;
+  for (auto m : {"imatrix", "awq", "gptq", "auto"}) keyed[m] = compare::entry_key(t, {"Q4_K_M", m});
+  EXPECT_EQ(std::set<std::string>({keyed["imatrix"], keyed["awq"], keyed["gptq"], keyed["auto"], k}).size(), 5u);
+  auto changed = [&](const compare::SweepOptions& x) {
+    for (auto& [m, key] : keyed) EXPECT_NE(compare::entry_key(x, {"Q4_K_M", m}), key) << m;
+    EXPECT_EQ(compare::entry_key(x, e), k);
+  };
+  {
+    std::ofstream(calib2, std::ios::app) << "one more line\n";  // the same path, other contents
+    changed(t);
+    auto x = t;
+    x.calib_chunks = 4;
+    changed(x);
+    fs::copy_file(kCalib, calib2, fs::copy_options::overwrite_existing);
+    for (auto& [m, key] : keyed) EXPECT_EQ(compare::entry_key(t, {"Q4_K_M", m}), key) << m;
+  }
+  // an imatrix file takes the imatrix method off the calibration text
+  t.imatrix = edgeq::test::shared("golden/tl-8m.imatrix");
+  EXPECT_EQ(compare::entry_key(t, {"Q4_K_M", "imatrix"}), ki);
+  EXPECT_EQ(compare::entry_key(t, {"Q4_K_M", "gptq"}), keyed["gptq"]);
+  // the reference type is part of every key
+  t = o;
+  t.ref_type = "f16";
+  EXPECT_NE(compare::entry_key(t, e), k);
+  t.ref_type = "f32";
+  EXPECT_EQ(compare::entry_key(t, e), k);  // what auto picks for tl-8m
+  fs::remove_all(dir);
+}
+
+TEST(CompareSweep, DefaultMethodsFollowTheCalibrationInput) {
+  compare::SweepOptions o;
+  EXPECT_EQ(compare::default_methods(o), (std::vector<std::string>{"rtn"}));
+  o.imatrix = "m.imatrix";
+  EXPECT_EQ(compare::default_methods(o), (std::vector<std::string>{"rtn", "imatrix"}));
+  o.calib_text = "calib.txt";
+  EXPECT_EQ(compare::default_methods(o), (std::vector<std::string>{"rtn", "imatrix", "auto"}));
+  // every method is one row; the calibrated ones skip float types
+  std::vector<std::string> names;
+  for (auto& m : compare::methods()) names.push_back(m.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"rtn", "imatrix", "awq", "gptq", "auto"}));
+  o = small("unused");
+  o.calib_text = kCalib;
+  o.methods = {"rtn", "awq"};
+  auto entries = compare::plan_entries(o);
+  ASSERT_EQ(entries.size(), 5u);  // F16 rtn, Q4_K_M rtn/awq, Q2_K rtn/awq
+  EXPECT_EQ(entries[0].id(), "F16-rtn");
+  EXPECT_EQ(entries[2].id(), "Q4_K_M-awq");
+}
+
+TEST(CompareSweep, ReferenceTypeFollowsTheAvailableMemory) {
+  const uint64_t GiB = 1ull << 30;
+  // auto: F32 while 1.5 x its size fits in the available memory, else F16
+  EXPECT_EQ(compare::choose_reference_type("auto", 1000, 1500).outtype, "f32");
+  EXPECT_EQ(compare::choose_reference_type("auto", 1000, 1499).outtype, "f16");
+  const auto big = compare::choose_reference_type("auto", 28 * GiB, 24 * GiB);  // a 7B model on this machine
+  EXPECT_EQ(big.outtype, "f16");
+  EXPECT_EQ(big.reason, "F16 (auto: 1.5 x the F32 size, 28.00 GiB, exceeds the available memory)");
+  const auto small_model = compare::choose_reference_type("auto", 32 * (1ull << 20), 24 * GiB);
+  EXPECT_EQ(small_model.outtype, "f32");
+  EXPECT_EQ(small_model.reason, "F32 (auto: 1.5 x its 32.0 MiB fits in the available memory)");
+  EXPECT_EQ(compare::choose_reference_type("auto", 28 * GiB, 0).outtype, "f32");  // unknown memory
+  // forced either way
+  EXPECT_EQ(compare::choose_reference_type("f16", 1000, 100 * GiB).outtype, "f16");
+  EXPECT_EQ(compare::choose_reference_type("f32", 100 * GiB, 1000).outtype, "f32");
+  EXPECT_EQ(compare::choose_reference_type("f32", 100 * GiB, 1000).reason, "F32, as asked (--ref-type f32)");
+  EXPECT_THROW(compare::choose_reference_type("bf16", 1, 1), Error);
+  // /proc/meminfo is read: something between 1 MiB and the machine's total
+  const uint64_t avail = compare::mem_available_bytes();
+  EXPECT_GT(avail, 1ull << 20);
+  EXPECT_LT(avail, 1ull << 50);
+}
+
+// Calibrated methods: one calibration (with Hessians) for all of them, each entry quantized by its method,
+// the same numbers when an entry runs alone (--plan), and a changed calibration text reruns exactly them.
+TEST(CompareSweep, CalibratedMethodsShareOneCalibration) {
+  auto o = small(temp_dir("calib"));
+  o.types = {"Q4_0"};
+  o.methods = {"rtn", "imatrix", "awq", "gptq", "auto"};
+  o.calib_text = kCalib;
+  o.calib_chunks = 4;
+  o.keep = true;
+  std::vector<std::string> events;
+  auto out = compare::run_sweep(o, [&](const compare::SweepProgress& p) { events.push_back(p.label + ":" + p.stage); });
+  ASSERT_FALSE(out.interrupted);
+  EXPECT_EQ(out.n_run, 5u);
+  // the reference is loaded once and calibrated once, before the first entry
+  EXPECT_EQ(std::count(events.begin(), events.end(), "reference:load"), 1);
+  const auto first_cal = std::find(events.begin(), events.end(), "calibration:calibrate");
+  const auto last_cal = std::find(events.rbegin(), events.rend(), "calibration:calibrate").base();
+  ASSERT_NE(first_cal, events.end());
+  EXPECT_TRUE(std::all_of(first_cal, last_cal, [](auto& s) { return s == "calibration:calibrate"; }));
+  EXPECT_LE(last_cal - events.begin(), std::find(events.begin(), events.end(), "Q4_0 rtn:prepare") - events.begin());
+  // statistics of 4 chunks of 128 tokens with Hessians, in DIR/work while --keep
+  const auto stats = calibrate::read_calibration_stats(o.out_dir + "/work/calibration.gguf");
+  EXPECT_EQ(stats.n_chunks, 4);
+  EXPECT_EQ(stats.n_ctx, 128);
+  ASSERT_FALSE(stats.inputs.empty());
+  EXPECT_EQ(stats.inputs[0].hessian.size(), size_t(256 * 256));
+  // each file was quantized by its method, with the statistics of the calibration text
+  for (auto m : {"rtn", "imatrix", "awq", "gptq", "auto"}) {
+    auto g = GgufFile::open(o.out_dir + "/models/Q4_0-" + std::string(m) + ".gguf");
+    const std::string rec = g.get_string("edgeq.quantize.method").value_or("");
+    EXPECT_EQ(rec.rfind(std::string(m) == "rtn" ? "edgeq Q4_0" : fmt::format("edgeq-{} Q4_0", m), 0), 0u) << rec;
+    if (std::string(m) != "rtn") {
+      EXPECT_EQ(g.get_string("quantize.imatrix.file").value_or(""), kCalib) << m;
+    }
+  }
+  std::map<std::string, compare::EntryResult> by;
+  for (auto& e : out.report.entries) by[e.method] = e;
+  ASSERT_EQ(by.size(), 5u);
+  // the report says what the calibrated methods read
+  EXPECT_EQ(by["rtn"].inputs, "");
+  EXPECT_EQ(by["gptq"].inputs, fmt::format("`{}` (4 chunks of 128 tokens)", kCalib));
+  EXPECT_NE(read_text_file(o.out_dir + "/report.md")
+                .find(fmt::format("Statistics for imatrix, awq, gptq, auto: `{}` (4 chunks of 128 tokens).", kCalib)),
+            std::string::npos);
+  // different roundings give different files; importance-weighted rounding beats plain rounding on this model
+  std::set<double> klds;
+  for (auto& [m, e] : by) klds.insert(e.mean_kld);
+  EXPECT_EQ(klds.size(), 5u);
+  EXPECT_LT(by["imatrix"].mean_kld, by["rtn"].mean_kld);
+  EXPECT_LT(by["gptq"].mean_kld, by["rtn"].mean_kld);
+
+  // one entry run alone in another directory (a --plan line) calibrates there and measures the same
+  {
+    auto one = o;
+    one.out_dir = temp_dir("calib-one");
+    one.keep = false;
+    auto r = compare::run_entry(one, {"Q4_0", "gptq"}, one.out_dir + "/results/Q4_0-gptq.json");
+    EXPECT_EQ(r.n_run, 1u);
+    auto j = read_json(one.out_dir + "/results/Q4_0-gptq.json");
+    EXPECT_EQ(j["entry"]["key"], by["gptq"].key);
+    EXPECT_EQ(j["entry"]["mean_kld"].get<double>(), by["gptq"].mean_kld);
+    EXPECT_EQ(j["entry"]["file_bytes"].get<uint64_t>(), by["gptq"].file_bytes);
+    fs::remove_all(one.out_dir);
+  }
+
+  // another calibration text: rtn is kept, the calibrated entry is measured again after a new calibration
+  // (without Hessians now: only imatrix runs)
+  const std::string calib2 = o.out_dir + "/calib2.txt";
+  fs::copy_file(kCalib, calib2);
+  std::ofstream(calib2, std::ios::app) << "A different ending for the calibration text.\n";
+  auto o2 = o;
+  o2.calib_text = calib2;
+  o2.methods = {"rtn", "imatrix"};
+  o2.keep = false;
+  events.clear();
+  auto again = compare::run_sweep(o2, [&](const compare::SweepProgress& p) { events.push_back(p.label + ":" + p.stage); });
+  EXPECT_EQ(again.n_skipped, 1u);
+  EXPECT_EQ(again.n_run, 1u);
+  EXPECT_NE(std::find(events.begin(), events.end(), "Q4_0 rtn:skipped"), events.end());
+  EXPECT_NE(std::find(events.begin(), events.end(), "calibration:calibrate"), events.end());
+  EXPECT_NE(std::find(events.begin(), events.end(), "reference:skipped"), events.end());  // the reference is reused
+  // the same text again: nothing to do
+  auto third = compare::run_sweep(o2);
+  EXPECT_EQ(third.n_run, 0u);
+  EXPECT_EQ(third.n_skipped, 2u);
+  EXPECT_FALSE(fs::exists(o.out_dir + "/work/calibration.gguf"));  // complete without --keep: removed
+  fs::remove_all(o.out_dir);
 }
 
 TEST(CompareSweep, RefusesBadRequestsBeforeWork) {
@@ -239,7 +415,29 @@ TEST(CompareSweep, RefusesBadRequestsBeforeWork) {
   expect_fail(x, "Q4_K_X");
   x = o;
   x.calib_text = kEval;
-  expect_fail(x, "--calib");
+  x.methods = {"rtn"};
+  expect_fail(x, "none of the methods (rtn) reads a calibration text");
+  for (auto m : {"awq", "gptq", "auto"}) {
+    x = o;
+    x.methods = {"rtn", m};
+    expect_fail(x, fmt::format("method {} needs a calibration text (--calib TEXT)", m));
+  }
+  x = o;
+  x.methods = {"imatrix"};
+  x.calib_text = "/nonexistent/calib.txt";
+  expect_fail(x, "/nonexistent/calib.txt");
+  x = o;
+  x.methods = {"gptq"};
+  x.calib_text = kCalib;
+  x.calib_chunks = 0;
+  expect_fail(x, "--calib-chunks 0");
+  x = o;
+  x.ref_type = "f64";
+  expect_fail(x, "--ref-type f64");
+  x = o;
+  x.source = edgeq::test::shared("golden/tl-8m-F16.gguf");
+  x.ref_type = "f32";
+  expect_fail(x, "used as it is");
   x = o;
   x.eval_text = "/nonexistent/eval.txt";
   expect_fail(x, "/nonexistent/eval.txt");

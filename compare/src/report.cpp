@@ -1,5 +1,7 @@
 #include "edgeq/compare/report.h"
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -46,7 +48,7 @@ std::string pct(double ratio) { return fmt::format("{:+.2f}", 100.0 * (ratio - 1
 
 nlohmann::json reference_to_json(const ReferenceResult& r) {
   return {{"run_key", r.run_key},       {"source", r.source},   {"eval_text", r.eval_text},
-          {"file_type", r.file_type},   {"file_bytes", r.file_bytes}, {"parameters", r.parameters},
+          {"file_type", r.file_type},   {"reference_choice", r.choice}, {"file_bytes", r.file_bytes}, {"parameters", r.parameters},
           {"bits_per_weight", r.bits_per_weight}, {"ppl", r.ppl}, {"ppl_err", r.ppl_err},
           {"n_ctx", r.n_ctx},           {"n_chunks", r.n_chunks}, {"scored_tokens", r.scored},
           {"eval_seconds", r.eval_seconds}};
@@ -58,6 +60,7 @@ ReferenceResult reference_from_json(const nlohmann::json& j, const std::string& 
   r.source = get<std::string>(j, "source", path);
   r.eval_text = get<std::string>(j, "eval_text", path);
   r.file_type = get<std::string>(j, "file_type", path);
+  r.choice = j.value("reference_choice", "");  // absent in results of earlier versions
   r.file_bytes = get<uint64_t>(j, "file_bytes", path);
   r.parameters = get<uint64_t>(j, "parameters", path);
   r.bits_per_weight = get<double>(j, "bits_per_weight", path);
@@ -74,6 +77,7 @@ static nlohmann::json entry_to_json(const EntryResult& e) {
   return {{"key", e.key},
           {"type", e.type},
           {"method", e.method},
+          {"method_inputs", e.inputs},
           {"file_bytes", e.file_bytes},
           {"bits_per_weight", e.bits_per_weight},
           {"ppl", e.ppl},
@@ -103,6 +107,7 @@ void result_from_json(const nlohmann::json& j, const std::string& path, Referenc
   e.key = get<std::string>(x, "key", path);
   e.type = get<std::string>(x, "type", path);
   e.method = get<std::string>(x, "method", path);
+  e.inputs = x.value("method_inputs", "");  // absent in results of earlier versions
   e.file_bytes = get<uint64_t>(x, "file_bytes", path);
   e.bits_per_weight = get<double>(x, "bits_per_weight", path);
   e.ppl = get<double>(x, "ppl", path);
@@ -292,6 +297,15 @@ WrittenReport write_report(const Report& r, const std::string& dir) {
       "divergence of the token distributions from the reference's; top-1 is how often both pick the same "
       "token. ★ marks the lowest mean KLD among files with the same whole number of bits per weight.\n\n",
       f.file_type, f.source, f.eval_text, f.scored, f.n_chunks, f.n_ctx);
+  if (!f.choice.empty()) md += fmt::format("Reference: {}.\n\n", f.choice);
+  std::vector<std::pair<std::string, std::vector<std::string>>> inputs;  // what the methods read, in order
+  for (auto& e : r.entries) {
+    if (e.inputs.empty()) continue;
+    auto it = std::find_if(inputs.begin(), inputs.end(), [&](auto& x) { return x.first == e.inputs; });
+    if (it == inputs.end()) it = inputs.insert(inputs.end(), {e.inputs, {}});
+    if (std::find(it->second.begin(), it->second.end(), e.method) == it->second.end()) it->second.push_back(e.method);
+  }
+  for (auto& [what, ms] : inputs) md += fmt::format("Statistics for {}: {}.\n\n", fmt::join(ms, ", "), what);
   md += "**" + recommendation(r) + "**\n\n";
   md += render_table(r);
   md += "\n![perplexity against bits per weight](ppl_vs_bpw.svg)\n\n![KL divergence against bits per weight](kld_vs_bpw.svg)\n";

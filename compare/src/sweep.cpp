@@ -3,12 +3,16 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "edgeq/calibrate/calibrate.h"
+#include "edgeq/calibrate/data.h"
+#include "edgeq/calibrate/methods.h"
 #include "edgeq/compare/report.h"
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
@@ -96,27 +100,84 @@ std::string hash_file(const std::string& path) {
   return h.hex();
 }
 
+// The reference as decided before any work: the source GGUF as given, or a conversion of an HF/ONNX source
+// to the chosen type (its plan kept for the conversion).
+struct ReferencePlan {
+  ReferenceChoice choice;
+  std::shared_ptr<convert::ConvertPlan> plan;  // null for a GGUF source
+};
+
+ReferencePlan plan_reference(const SweepOptions& opt) {
+  const std::string& req = opt.ref_type;
+  if (req != "auto" && req != "f32" && req != "f16") fail("compare: --ref-type {}: must be auto, f32 or f16", req);
+  ReferencePlan rp;
+  if (is_gguf_file(opt.source)) {
+    GgufFile g = GgufFile::open(opt.source);
+    GgmlType widest = GgmlType::F16;
+    for (auto& t : g.tensors()) {
+      if (t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16)
+        fail("{}: tensor {} is {}; the reference must be a float GGUF (F32, F16 or BF16)", opt.source, t.name,
+             ggml_type_name(t.type));
+      if (t.dims.size() >= 2 && t.type != GgmlType::F16) widest = t.type;
+    }
+    const std::string type = widest == GgmlType::F32 ? "f32" : widest == GgmlType::BF16 ? "bf16" : "f16";
+    if (req != "auto" && req != type)
+      fail("compare: --ref-type {}: {} is a {} GGUF, used as it is (convert it, or give the HF checkpoint)", req,
+           opt.source, ggml_type_name(widest));
+    rp.choice = {type, "the source GGUF as given"};
+    return rp;
+  }
+  convert::ConvertOptions co;
+  co.outtype = "f32";
+  co.threads = opt.threads;
+  rp.plan = std::make_shared<convert::ConvertPlan>(convert::plan_conversion(opt.source, co));
+  uint64_t f32_bytes = 0;
+  for (auto& t : rp.plan->tensors) f32_bytes += 4 * t.n_elements();
+  rp.choice = choose_reference_type(req, f32_bytes, req == "auto" ? mem_available_bytes() : 0);
+  return rp;
+}
+
 // Hashes of the inputs, computed once per run.
 struct Keys {
-  std::string run;  // source + eval text + n_ctx + chunks
+  ReferencePlan ref;
+  std::string run;    // source + reference type + eval text + n_ctx + chunks
+  std::string calib;  // source + reference type + calibration text + n_ctx + calibration chunks (when given)
   std::map<std::string, std::string> method_inputs;
+  Calibration calibration = Calibration::None;  // the most any entry's method needs
 };
 
 Keys make_keys(const SweepOptions& opt, const std::vector<Entry>& entries) {
   Keys k;
+  k.ref = plan_reference(opt);
+  const std::string source = hash_source(opt.source);
   Hasher h;
   h.i64(kResultVersion);
-  h.str(hash_source(opt.source));
+  h.str(source);
+  h.str(k.ref.choice.outtype);
   h.str(hash_file(opt.eval_text));
   h.i64(opt.n_ctx);
   h.i64(opt.max_chunks < 0 ? -1 : opt.max_chunks);
   k.run = h.hex();
+  if (!opt.calib_text.empty()) {
+    Hasher c;
+    c.i64(kResultVersion);
+    c.str(source);
+    c.str(k.ref.choice.outtype);
+    c.str(opt.calib_text);  // the path too: it is recorded in the files (quantize.imatrix.file)
+    c.str(hash_file(opt.calib_text));
+    c.i64(opt.n_ctx);
+    c.i64(opt.calib_chunks < 0 ? -1 : opt.calib_chunks);
+    k.calib = c.hex();
+  }
   for (auto& e : entries) {
     if (k.method_inputs.count(e.method)) continue;
+    const MethodInputs in = find_method(e.method).inputs(opt);
     Hasher m;
     m.str(e.method);
-    for (auto& f : find_method(e.method).inputs(opt)) m.str(hash_file(f));
+    for (auto& f : in.files) m.str(hash_file(f));
+    if (in.calibration != Calibration::None) m.str(k.calib);
     k.method_inputs[e.method] = m.hex();
+    k.calibration = std::max(k.calibration, in.calibration);
   }
   return k;
 }
@@ -131,7 +192,8 @@ std::string key_of(const Keys& k, const Entry& e) {
 
 int thread_count(int t) { return resolve_threads(t); }  // the one --threads rule (formats/thread_count.h)
 
-// The sweep's progress arithmetic: units of work (1 per entry to run, 1 for the reference when made).
+// The sweep's progress arithmetic: units of work (1 per entry to run, 1 for the reference and 1 for the
+// calibration when a run needs them). report() is also where a cancel request is noticed.
 struct Tracker {
   const SweepOptions& opt;
   const SweepProgressFn& fn;
@@ -156,12 +218,6 @@ fs::path work_dir(const SweepOptions& o) { return fs::path(o.out_dir) / "work"; 
 fs::path results_dir(const SweepOptions& o) { return fs::path(o.out_dir) / "results"; }
 fs::path models_dir(const SweepOptions& o) { return fs::path(o.out_dir) / "models"; }
 
-struct Reference {
-  ReferenceResult result;
-  std::string gguf;  // the reference model
-  std::string kld;   // its log-probabilities
-};
-
 void write_json_file(const fs::path& path, const nlohmann::json& j) {
   AtomicOutputFile f(path.string());
   const std::string s = j.dump(1) + "\n";
@@ -169,155 +225,234 @@ void write_json_file(const fs::path& path, const nlohmann::json& j) {
   f.commit();
 }
 
+// Reads one of the sweep's own files (DIR/work/*.json, result files), which a rerun with other inputs
+// rewrites: it is not protected as an input of this process (formats/mapped_file.h).
 std::optional<nlohmann::json> read_json_file(const fs::path& path) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) return std::nullopt;
+  std::string text = read_text_file(path.string());
+  forget_input_file(path.string());
   try {
-    return nlohmann::json::parse(read_text_file(path.string()));
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not a JSON file ({})", path.string(), e.what());
   }
 }
 
-// The reference: found in DIR/work for the same run key, or made there (convert to F32 unless the source is
-// already a float GGUF, then score it once, writing its log-probabilities).
-Reference prepare_reference(const SweepOptions& opt, const Keys& keys, Tracker& tr) {
-  const fs::path work = work_dir(opt);
-  fs::create_directories(work);
-  Reference ref;
-  ref.kld = (work / "reference.kld").string();
-  const bool gguf_source = is_gguf_file(opt.source);
-  ref.gguf = gguf_source ? opt.source : (work / "reference.gguf").string();
-  const fs::path ref_json = work / "reference.json";
-  if (auto j = read_json_file(ref_json)) {
-    const ReferenceResult r = reference_from_json(*j, ref_json.string());
-    std::error_code ec;
-    if (r.run_key == keys.run && fs::exists(ref.kld, ec) && fs::exists(ref.gguf, ec)) {
-      ref.result = r;
-      tr.units_done += 1;
-      tr.report(0, "reference", "skipped", 0);
-      return ref;
-    }
-  }
-  if (gguf_source) {
-    GgufFile g = GgufFile::open(opt.source);
-    for (auto& t : g.tensors())
-      if (t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16)
-        fail("{}: tensor {} is {}; the reference must be a float GGUF (F32, F16 or BF16)", opt.source, t.name,
-             ggml_type_name(t.type));
-  } else {
-    convert::ConvertOptions co;
-    co.outtype = "f32";
-    co.threads = opt.threads;
-    auto plan = convert::plan_conversion(opt.source, co);
-    tr.report(0, "reference", "convert", 0);
-    convert::convert_to_gguf(plan, ref.gguf, "f32", opt.threads, [&](const convert::ConvertProgress& p) {
-      tr.report(0, "reference", "convert", 0.2 * double(p.index + 1) / double(p.count),
-                fmt::format("tensor {}/{}", p.index + 1, p.count));
-    });
-  }
-  const auto model = runtime::Model::load(ref.gguf);
-  const auto tok = Tokenizer::from_gguf(model.gguf());
-  const auto tokens = tok.tokenize(read_text_file(opt.eval_text), true, false);
-  runtime::PerplexityOptions po;
-  po.n_ctx = opt.n_ctx;
-  po.max_chunks = opt.max_chunks;
-  po.n_threads = thread_count(opt.threads);
-  po.kld_base_out = ref.kld;
-  po.progress = [&](const runtime::ChunkProgress& p) {
-    tr.report(0, "reference", "evaluate", 0.2 + 0.8 * double(p.chunk) / double(p.n_chunks),
-              fmt::format("chunk {}/{} PPL {:.4f}", p.chunk, p.n_chunks, p.ppl));
-  };
-  const auto row = runtime::describe_model(model);
-  const auto pr = runtime::perplexity(model, tokens, tok.add_bos(), tok.bos(), po);
-  auto& r = ref.result;
-  r.run_key = keys.run;
-  r.source = opt.source;
-  r.eval_text = opt.eval_text;
-  r.file_type = row.file_type;
-  r.file_bytes = row.file_bytes;
-  r.parameters = row.parameters;
-  r.bits_per_weight = row.bits_per_weight;
-  r.ppl = pr.ppl;
-  r.ppl_err = pr.ppl_err;
-  r.n_ctx = pr.n_ctx;
-  r.n_chunks = pr.n_chunks;
-  r.scored = pr.count;
-  r.eval_seconds = pr.seconds;
-  write_json_file(ref_json, reference_to_json(r));
-  tr.units_done += 1;
-  return ref;
-}
+// What the entries of one run share, each made or loaded once: the reference (found in DIR/work for the same
+// run key, or made there), the reference model with its tokenizer and the tokenized evaluation text, the
+// reference opened as the quantization source, and the calibration statistics.
+class Session {
+ public:
+  Session(const SweepOptions& opt, const Keys& keys, Tracker& tr) : opt_(opt), keys_(keys), tr_(tr) {}
 
-// Quantizes the reference for one entry, evaluates it against the reference, writes the result file.
-void run_one(const SweepOptions& opt, const Reference& ref, const Entry& e, const std::string& key,
-             const fs::path& result_path, size_t index, Tracker& tr) {
-  const std::string label = e.type + " " + e.method;
-  const Method& m = find_method(e.method);
-  tr.report(index, label, "quantize", 0);
-  std::optional<quant::Importance> imp;
-  if (m.uses_importance) imp = m.importance(opt, ref.gguf);
-  quant::QuantizeOptions qo;
-  qo.policy.ftype = quant::parse_file_type(e.type);
-  qo.importance = imp ? &*imp : nullptr;
-  qo.threads = opt.threads;
-  qo.on_tensor = [&](const quant::TensorProgress& p) {
-    tr.report(index, label, "quantize", 0.25 * double(p.index + 1) / double(p.count),
-              fmt::format("tensor {}/{}", p.index + 1, p.count));
-  };
-  fs::create_directories(models_dir(opt));
-  const fs::path qpath = models_dir(opt) / (e.id() + ".gguf");
-  struct RemoveUnlessKept {  // the quantized file goes when the entry ends (or fails), unless --keep
-    fs::path p;
-    bool keep;
-    ~RemoveUnlessKept() {
+  // Makes the reference and, when a method needs them, the calibration statistics. Units of work: one each
+  // (counted in the tracker's total by the caller through units_needed()).
+  void prepare() {
+    prepare_reference();
+    load();
+    if (keys_.calibration != Calibration::None) prepare_calibration();
+  }
+  static double units_needed(const Keys& keys) { return keys.calibration != Calibration::None ? 2.0 : 1.0; }
+
+  const ReferenceResult& reference() const { return result_; }
+
+  // Quantizes the reference for one entry, evaluates it against the reference, writes the result file.
+  void run_one(const Entry& e, const std::string& key, const fs::path& result_path, size_t index) {
+    const std::string label = e.type + " " + e.method;
+    const Method& m = find_method(e.method);
+    tr_.report(index, label, "prepare", 0);
+    quant::QuantizeOptions qo;
+    qo.policy.ftype = quant::parse_file_type(e.type);
+    qo.threads = opt_.threads;
+    const MethodContext ctx{opt_, *src_, m.inputs(opt_).calibration != Calibration::None ? &stats_ : nullptr,
+                            [&](const std::string& line) { tr_.report(index, label, "prepare", 0, line); }};
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::shared_ptr<void> state = m.prepare(ctx, qo);  // AWQ scales, auto's choices: part of quantize time
+    const double prepare_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    qo.on_tensor = [&](const quant::TensorProgress& p) {
+      tr_.report(index, label, "quantize", 0.25 * double(p.index + 1) / double(p.count),
+                 fmt::format("tensor {}/{}", p.index + 1, p.count));
+    };
+    fs::create_directories(models_dir(opt_));
+    const fs::path qpath = models_dir(opt_) / (e.id() + ".gguf");
+    struct RemoveUnlessKept {  // the quantized file goes when the entry ends (or fails), unless --keep
+      fs::path p;
+      bool keep;
+      ~RemoveUnlessKept() {
+        std::error_code ec;
+        if (!keep) fs::remove(p, ec);
+      }
+    } cleanup{qpath, opt_.keep};
+    const auto qr = quant::quantize_model(*src_, qpath.string(), qo);
+
+    const auto model = runtime::Model::load(qpath.string());
+    runtime::PerplexityOptions po = perplexity_options();
+    po.kld_in = kld_;
+    po.progress = [&](const runtime::ChunkProgress& p) {
+      tr_.report(index, label, "evaluate", 0.25 + 0.75 * double(p.chunk) / double(p.n_chunks),
+                 fmt::format("chunk {}/{} PPL {:.4f} KLD {:.5f}", p.chunk, p.n_chunks, p.ppl, p.kld));
+    };
+    const auto row = runtime::describe_model(model);
+    const auto pr = runtime::perplexity(model, eval_tokens_, tok_->add_bos(), tok_->bos(), po);
+    const auto& k = *pr.kld;
+    EntryResult r;
+    r.key = key;
+    r.type = e.type;
+    r.method = e.method;
+    r.inputs = describe_inputs(m);
+    r.file_bytes = row.file_bytes;
+    r.bits_per_weight = row.bits_per_weight;
+    r.ppl = pr.ppl;
+    r.ppl_err = pr.ppl_err;
+    r.ppl_ratio = k.ppl_ratio;
+    r.ppl_ratio_err = k.ppl_ratio_err;
+    r.mean_kld = k.mean_kld;
+    r.mean_kld_err = k.mean_kld_err;
+    r.median_kld = k.median_kld;
+    r.p99_kld = k.p99_kld;
+    r.max_kld = k.max_kld;
+    r.same_top_pct = k.same_top_pct;
+    r.rms_dp_pct = k.rms_dp_pct;
+    r.quantize_seconds = prepare_seconds + qr.seconds;
+    r.eval_seconds = pr.seconds;
+    r.eval_tokens_per_second = pr.seconds > 0 ? double(pr.n_chunks * pr.n_ctx) / pr.seconds : 0.0;
+    fs::create_directories(result_path.parent_path().empty() ? fs::path(".") : result_path.parent_path());
+    write_json_file(result_path, result_to_json(result_, r));
+    tr_.units_done += 1;
+    tr_.report(index, label, "done", 0);
+  }
+
+ private:
+  // What a method read, for the report: its files, and the calibration it used.
+  std::string describe_inputs(const Method& m) const {
+    const MethodInputs in = m.inputs(opt_);
+    std::vector<std::string> parts;
+    for (auto& f : in.files) parts.push_back(fmt::format("`{}`", f));
+    if (in.calibration != Calibration::None)
+      parts.push_back(fmt::format("`{}` ({} chunks of {} tokens)", opt_.calib_text, stats_.n_chunks, stats_.n_ctx));
+    return fmt::format("{}", fmt::join(parts, ", "));
+  }
+
+  runtime::PerplexityOptions perplexity_options() const {
+    runtime::PerplexityOptions po;
+    po.n_ctx = opt_.n_ctx;
+    po.max_chunks = opt_.max_chunks;
+    po.n_threads = thread_count(opt_.threads);
+    return po;
+  }
+
+  // The reference GGUF and its result: reused from DIR/work for the same run key, else converted (unless the
+  // source is a float GGUF) and scored once, writing its log-probabilities.
+  void prepare_reference() {
+    const fs::path work = work_dir(opt_);
+    fs::create_directories(work);
+    kld_ = (work / "reference.kld").string();
+    const bool gguf_source = !keys_.ref.plan;
+    gguf_ = gguf_source ? opt_.source : (work / "reference.gguf").string();
+    const fs::path ref_json = work / "reference.json";
+    if (auto j = read_json_file(ref_json)) {
+      const ReferenceResult r = reference_from_json(*j, ref_json.string());
       std::error_code ec;
-      if (!keep) fs::remove(p, ec);
+      if (r.run_key == keys_.run && fs::exists(kld_, ec) && fs::exists(gguf_, ec)) {
+        result_ = r;
+        tr_.units_done += 1;
+        tr_.report(0, "reference", "skipped", 0);
+        return;
+      }
     }
-  } cleanup{qpath, opt.keep};
-  const auto src = quant::open_gguf_source(ref.gguf);
-  const auto qr = quant::quantize_model(src, qpath.string(), qo);
+    if (!gguf_source) {
+      const std::string& outtype = keys_.ref.choice.outtype;
+      tr_.report(0, "reference", "convert", 0, outtype);
+      convert::convert_to_gguf(*keys_.ref.plan, gguf_, outtype, opt_.threads, [&](const convert::ConvertProgress& p) {
+        tr_.report(0, "reference", "convert", 0.2 * double(p.index + 1) / double(p.count),
+                   fmt::format("{} tensor {}/{}", outtype, p.index + 1, p.count));
+      });
+    }
+    load();
+    runtime::PerplexityOptions po = perplexity_options();
+    po.kld_base_out = kld_;
+    po.progress = [&](const runtime::ChunkProgress& p) {
+      tr_.report(0, "reference", "evaluate", 0.2 + 0.8 * double(p.chunk) / double(p.n_chunks),
+                 fmt::format("chunk {}/{} PPL {:.4f}", p.chunk, p.n_chunks, p.ppl));
+    };
+    const auto row = runtime::describe_model(*model_);
+    const auto pr = runtime::perplexity(*model_, eval_tokens_, tok_->add_bos(), tok_->bos(), po);
+    auto& r = result_;
+    r.run_key = keys_.run;
+    r.source = opt_.source;
+    r.eval_text = opt_.eval_text;
+    r.file_type = row.file_type;
+    r.choice = keys_.ref.choice.reason;
+    r.file_bytes = row.file_bytes;
+    r.parameters = row.parameters;
+    r.bits_per_weight = row.bits_per_weight;
+    r.ppl = pr.ppl;
+    r.ppl_err = pr.ppl_err;
+    r.n_ctx = pr.n_ctx;
+    r.n_chunks = pr.n_chunks;
+    r.scored = pr.count;
+    r.eval_seconds = pr.seconds;
+    write_json_file(ref_json, reference_to_json(r));
+    tr_.units_done += 1;
+  }
 
-  const auto model = runtime::Model::load(qpath.string());
-  const auto tok = Tokenizer::from_gguf(model.gguf());
-  const auto tokens = tok.tokenize(read_text_file(opt.eval_text), true, false);
-  runtime::PerplexityOptions po;
-  po.n_ctx = opt.n_ctx;
-  po.max_chunks = opt.max_chunks;
-  po.n_threads = thread_count(opt.threads);
-  po.kld_in = ref.kld;
-  po.progress = [&](const runtime::ChunkProgress& p) {
-    tr.report(index, label, "evaluate", 0.25 + 0.75 * double(p.chunk) / double(p.n_chunks),
-              fmt::format("chunk {}/{} PPL {:.4f} KLD {:.5f}", p.chunk, p.n_chunks, p.ppl, p.kld));
-  };
-  const auto row = runtime::describe_model(model);
-  const auto pr = runtime::perplexity(model, tokens, tok.add_bos(), tok.bos(), po);
-  const auto& k = *pr.kld;
-  EntryResult r;
-  r.key = key;
-  r.type = e.type;
-  r.method = e.method;
-  r.file_bytes = row.file_bytes;
-  r.bits_per_weight = row.bits_per_weight;
-  r.ppl = pr.ppl;
-  r.ppl_err = pr.ppl_err;
-  r.ppl_ratio = k.ppl_ratio;
-  r.ppl_ratio_err = k.ppl_ratio_err;
-  r.mean_kld = k.mean_kld;
-  r.mean_kld_err = k.mean_kld_err;
-  r.median_kld = k.median_kld;
-  r.p99_kld = k.p99_kld;
-  r.max_kld = k.max_kld;
-  r.same_top_pct = k.same_top_pct;
-  r.rms_dp_pct = k.rms_dp_pct;
-  r.quantize_seconds = qr.seconds;
-  r.eval_seconds = pr.seconds;
-  r.eval_tokens_per_second = pr.seconds > 0 ? double(pr.n_chunks * pr.n_ctx) / pr.seconds : 0.0;
-  fs::create_directories(result_path.parent_path().empty() ? fs::path(".") : result_path.parent_path());
-  write_json_file(result_path, result_to_json(ref.result, r));
-  tr.units_done += 1;
-  tr.report(index, label, "done", 0);
-}
+  // The reference model, its tokenizer, the evaluation tokens and the quantization source: once per run.
+  void load() {
+    if (model_) return;
+    model_.emplace(runtime::Model::load(gguf_));
+    tok_.emplace(Tokenizer::from_gguf(model_->gguf()));
+    eval_tokens_ = tok_->tokenize(read_text_file(opt_.eval_text), true, false);
+    src_.emplace(quant::open_gguf_source(gguf_));
+    tr_.report(0, "reference", "load", 0, fmt::format("{} evaluation tokens", eval_tokens_.size()));
+  }
+
+  // The calibration statistics: reused from DIR/work for the same calibration key (with Hessians when
+  // needed), else computed on the reference model and written there. Entries always read them back from
+  // the file, so a sweep and entries run alone (--plan) quantize from the same numbers.
+  void prepare_calibration() {
+    const bool hessian = keys_.calibration == Calibration::Hessian;
+    const fs::path path = work_dir(opt_) / "calibration.gguf";
+    const fs::path meta = work_dir(opt_) / "calibration.json";
+    std::error_code ec;
+    if (auto j = read_json_file(meta); j && j->value("key", "") == keys_.calib && (j->value("hessian", false) || !hessian) &&
+                                       fs::exists(path, ec)) {
+      tr_.units_done += 1;
+      tr_.report(0, "calibration", "skipped", 0);
+    } else {
+      const std::string text = calibrate::load_calibration_text({opt_.calib_text});
+      const std::vector<int32_t> tokens = tok_->tokenize(text, true, false);
+      calibrate::CalibrationOptions co;
+      co.n_ctx = opt_.n_ctx;
+      co.max_chunks = opt_.calib_chunks;
+      co.n_threads = thread_count(opt_.threads);
+      co.hessian = hessian;
+      co.progress = [&](const calibrate::CalibrationProgress& p) {
+        tr_.report(0, "calibration", "calibrate", double(p.chunk) / double(std::max(1, p.n_chunks)),
+                   fmt::format("chunk {}/{}{}", p.chunk, p.n_chunks, hessian ? " with Hessians" : ""));
+      };
+      tr_.report(0, "calibration", "calibrate", 0, fmt::format("{} tokens", tokens.size()));
+      calibrate::CalibrationStats s = calibrate::calibrate(*model_, tokens, tok_->add_bos(), tok_->bos(), co);
+      s.datasets = {opt_.calib_text};
+      calibrate::write_imatrix(s, path.string());
+      write_json_file(meta, {{"key", keys_.calib}, {"hessian", hessian}, {"calib_text", opt_.calib_text},
+                             {"n_ctx", s.n_ctx}, {"n_chunks", s.n_chunks}, {"seconds", s.seconds}});
+      tr_.units_done += 1;
+    }
+    stats_ = calibrate::read_calibration_stats(path.string());
+  }
+
+  const SweepOptions& opt_;
+  const Keys& keys_;
+  Tracker& tr_;
+  ReferenceResult result_;
+  std::string gguf_, kld_;  // the reference model and its log-probabilities
+  std::optional<runtime::Model> model_;
+  std::optional<Tokenizer> tok_;
+  std::vector<int32_t> eval_tokens_;
+  std::optional<quant::QuantizeSource> src_;
+  calibrate::CalibrationStats stats_;
+};
 
 // The finished result of an entry in path, when it has this key.
 std::optional<std::pair<ReferenceResult, EntryResult>> finished(const fs::path& path, const std::string& key) {
@@ -338,7 +473,23 @@ void check_common(const SweepOptions& opt) {
   std::error_code ec;
   if (fs::exists(opt.out_dir, ec) && !fs::is_directory(opt.out_dir, ec))
     fail("{}: exists and is not a directory", opt.out_dir);
+  if (opt.calib_chunks == 0) fail("compare: --calib-chunks 0: must be at least 1 (or omitted for all)");
   read_text_file(opt.eval_text);  // readable
+  if (!opt.calib_text.empty()) calibrate::load_calibration_text({opt.calib_text});  // readable, valid format
+}
+
+// A calibrate/ method as a row: statistics computed once by the sweep from --calib TEXT.
+Method calibrated_row(calibrate::Method cm, const char* description) {
+  const Calibration need = calibrate::method_needs_hessian(cm) ? Calibration::Hessian : Calibration::Importance;
+  return {calibrate::method_name(cm), description, true,
+          [cm, need](const SweepOptions& o) {
+            if (o.calib_text.empty())
+              fail("compare: method {} needs a calibration text (--calib TEXT)", calibrate::method_name(cm));
+            return MethodInputs{{}, need};
+          },
+          [cm](const MethodContext& c, quant::QuantizeOptions& qo) -> std::shared_ptr<void> {
+            return calibrate::setup_method(cm, *c.stats, c.opt.calib_text, c.reference, qo, c.log);
+          }};
 }
 
 }  // namespace
@@ -351,14 +502,30 @@ const std::vector<std::string>& default_types() {
 const std::vector<Method>& methods() {
   static const std::vector<Method> m = {
       {"rtn", "round to nearest: each block's scales searched for the least squared error, no statistics", false,
-       [](const SweepOptions&) { return std::vector<std::string>{}; },
-       [](const SweepOptions&, const std::string&) { return std::optional<quant::Importance>{}; }},
-      {"imatrix", "importance-weighted error with llama.cpp's importance matrix (--imatrix FILE)", true,
+       [](const SweepOptions&) { return MethodInputs{}; },
+       [](const MethodContext&, quant::QuantizeOptions&) { return std::shared_ptr<void>{}; }},
+      {"imatrix",
+       "importance-weighted error: llama.cpp's importance matrix from --imatrix FILE, else computed from --calib TEXT",
+       true,
        [](const SweepOptions& o) {
-         if (o.imatrix.empty()) fail("compare: method imatrix needs --imatrix FILE (an importance matrix from llama-imatrix)");
-         return std::vector<std::string>{o.imatrix};
+         if (!o.imatrix.empty()) return MethodInputs{{o.imatrix}, Calibration::None};
+         if (!o.calib_text.empty()) return MethodInputs{{}, Calibration::Importance};
+         fail("compare: method imatrix needs --calib TEXT or --imatrix FILE (an importance matrix from llama-imatrix)");
        },
-       [](const SweepOptions& o, const std::string&) { return std::optional<quant::Importance>{quant::load_importance(o.imatrix)}; }},
+       [](const MethodContext& c, quant::QuantizeOptions& qo) -> std::shared_ptr<void> {
+         if (!c.stats) {
+           auto imp = std::make_shared<quant::Importance>(quant::load_importance(c.opt.imatrix));
+           qo.importance = imp.get();
+           return imp;
+         }
+         return calibrate::setup_method(calibrate::Method::Imatrix, *c.stats, c.opt.calib_text, c.reference, qo, c.log);
+       }},
+      calibrated_row(calibrate::Method::Awq,
+                     "AWQ from --calib TEXT: per-channel activation scales folded into the RMSNorm weights, then imatrix"),
+      calibrated_row(calibrate::Method::Gptq,
+                     "GPTQ from --calib TEXT: rounding errors fed forward through each input's Hessian"),
+      calibrated_row(calibrate::Method::Auto,
+                     "per tensor the lowest output error on held-out --calib chunks among rtn, imatrix, gptq, awq"),
   };
   return m;
 }
@@ -374,8 +541,38 @@ const Method& find_method(std::string_view name) {
 
 std::vector<std::string> default_methods(const SweepOptions& opt) {
   std::vector<std::string> m = {"rtn"};
-  if (!opt.imatrix.empty()) m.push_back("imatrix");
+  if (!opt.imatrix.empty() || !opt.calib_text.empty()) m.push_back("imatrix");
+  if (!opt.calib_text.empty()) m.push_back("auto");
   return m;
+}
+
+// The reason is part of the report, so it holds nothing that changes between runs (the available memory
+// does): a resumed sweep and entries run alone write the same reference.
+ReferenceChoice choose_reference_type(std::string_view requested, uint64_t f32_bytes, uint64_t mem_available) {
+  auto size = [](uint64_t b) {
+    return b >= (1ull << 30) ? fmt::format("{:.2f} GiB", double(b) / double(1ull << 30))
+                             : fmt::format("{:.1f} MiB", double(b) / double(1ull << 20));
+  };
+  if (requested == "f32" || requested == "f16")
+    return {std::string(requested), fmt::format("{}, as asked (--ref-type {})", requested == "f32" ? "F32" : "F16", requested)};
+  if (requested != "auto") fail("compare: --ref-type {}: must be auto, f32 or f16", requested);
+  if (mem_available == 0) return {"f32", "F32 (auto: the available memory is unknown)"};
+  const uint64_t need = f32_bytes + f32_bytes / 2;
+  if (need <= mem_available)
+    return {"f32", fmt::format("F32 (auto: 1.5 x its {} fits in the available memory)", size(f32_bytes))};
+  return {"f16", fmt::format("F16 (auto: 1.5 x the F32 size, {}, exceeds the available memory)", size(f32_bytes))};
+}
+
+uint64_t mem_available_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  uint64_t value = 0;
+  std::string unit;
+  while (f >> key >> value) {
+    std::getline(f, unit);
+    if (key == "MemAvailable:") return value * 1024;  // kB
+  }
+  return 0;
 }
 
 std::vector<Entry> plan_entries(const SweepOptions& opt) {
@@ -383,8 +580,7 @@ std::vector<Entry> plan_entries(const SweepOptions& opt) {
   const auto ms = opt.methods.empty() ? default_methods(opt) : opt.methods;
   std::vector<Entry> out;
   bool reads_calib = false;  // names and required inputs, before any work
-  for (auto& mname : ms)
-    for (auto& f : find_method(mname).inputs(opt)) reads_calib |= !opt.calib_text.empty() && f == opt.calib_text;
+  for (auto& mname : ms) reads_calib |= find_method(mname).inputs(opt).calibration != Calibration::None;
   if (!opt.calib_text.empty() && !reads_calib)
     fail("compare: --calib {}: none of the methods ({}) reads a calibration text", opt.calib_text, fmt::join(ms, ", "));
   for (auto& t : types) {
@@ -393,7 +589,7 @@ std::vector<Entry> plan_entries(const SweepOptions& opt) {
                           info.default_type == GgmlType::BF16;
     for (auto& mname : ms) {
       const Method& m = find_method(mname);
-      if (m.uses_importance && is_float) continue;
+      if (m.calibrated && is_float) continue;
       Entry e{info.name, m.name};
       for (auto& x : out)
         if (x.id() == e.id()) fail("compare: {} {} is listed twice", e.type, e.method);
@@ -437,16 +633,21 @@ SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress)
     out.report = report;
   };
   Tracker tr{opt, progress, entries.size()};
-  tr.units_total = double(todo.size()) + (todo.empty() ? 0.0 : 1.0);
+  Keys todo_keys = keys;  // the calibration only when an entry still to run needs it
+  todo_keys.calibration = Calibration::None;
+  for (auto& [i, key] : todo)
+    todo_keys.calibration = std::max(todo_keys.calibration, find_method(entries[i].method).inputs(opt).calibration);
+  tr.units_total = double(todo.size()) + (todo.empty() ? 0.0 : Session::units_needed(todo_keys));
   try {
     for (size_t i : skipped) tr.report(i + 1, entries[i].type + " " + entries[i].method, "skipped", 0);
     if (!todo.empty()) {
-      const Reference ref = prepare_reference(opt, keys, tr);
-      report.reference = ref.result;
+      Session session(opt, todo_keys, tr);
+      session.prepare();
+      report.reference = session.reference();
       have_ref = true;
       for (auto& [i, key] : todo) {
         const fs::path rp = results_dir(opt) / (entries[i].id() + ".json");
-        run_one(opt, ref, entries[i], key, rp, i + 1, tr);
+        session.run_one(entries[i], key, rp, i + 1);
         ReferenceResult r;
         EntryResult e;
         result_from_json(*read_json_file(rp), rp.string(), r, e);
@@ -463,7 +664,8 @@ SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress)
   write();
   if (!opt.keep) {  // complete: the reference is no longer needed. Only files the sweep made are removed
     std::error_code ec;  // (and the folders when that leaves them empty), never anything else in DIR.
-    for (auto f : {"reference.gguf", "reference.kld", "reference.json"}) fs::remove(work_dir(opt) / f, ec);
+    for (auto f : {"reference.gguf", "reference.kld", "reference.json", "calibration.gguf", "calibration.json"})
+      fs::remove(work_dir(opt) / f, ec);
     fs::remove(work_dir(opt), ec);
     fs::remove(models_dir(opt), ec);
   }
@@ -486,10 +688,11 @@ SweepOutcome run_entry(const SweepOptions& opt, const Entry& entry, const std::s
     return out;
   }
   Tracker tr{opt, progress, 1};
-  tr.units_total = 2;
+  tr.units_total = 1 + Session::units_needed(keys);
   try {
-    const Reference ref = prepare_reference(opt, keys, tr);
-    run_one(opt, ref, entries[0], key, result_path, 1, tr);
+    Session session(opt, keys, tr);
+    session.prepare();
+    session.run_one(entries[0], key, result_path, 1);
     out.n_run = 1;
   } catch (const Cancelled&) {
     out.interrupted = true;
@@ -511,6 +714,8 @@ std::vector<std::string> plan_lines(const SweepOptions& opt, const std::string& 
     if (opt.threads > 0) cmd.insert(cmd.end(), {"--threads", std::to_string(opt.threads)});
     if (!opt.imatrix.empty()) cmd.insert(cmd.end(), {"--imatrix", opt.imatrix});
     if (!opt.calib_text.empty()) cmd.insert(cmd.end(), {"--calib", opt.calib_text});
+    if (opt.calib_chunks > 0) cmd.insert(cmd.end(), {"--calib-chunks", std::to_string(opt.calib_chunks)});
+    if (opt.ref_type != "auto") cmd.insert(cmd.end(), {"--ref-type", opt.ref_type});
     if (opt.keep) cmd.push_back("--keep");
     cmd.insert(cmd.end(), {"--result", result});
     nlohmann::json j = {{"entry", e.id()}, {"key", key_of(keys, e)}, {"cwd", cwd}, {"result", result}, {"command", cmd}};

@@ -9,12 +9,13 @@
 
 namespace edgeq::compare {
 
-// The reference every entry is measured against (the source as F32, or a float GGUF as given).
+// The reference every entry is measured against (the source as F32 or F16, or a float GGUF as given).
 struct ReferenceResult {
   std::string run_key;    // hash of the source files, evaluation text, n_ctx and chunks
   std::string source;     // as given
   std::string eval_text;  // as given
   std::string file_type;  // F32 / F16 / BF16
+  std::string choice;     // why this type (compare::choose_reference_type's reason)
   uint64_t file_bytes = 0, parameters = 0;
   double bits_per_weight = 0;
   double ppl = 0, ppl_err = 0;
@@ -25,6 +26,7 @@ struct ReferenceResult {
 struct EntryResult {
   std::string key;  // entry_key(): inputs and flags
   std::string type, method;
+  std::string inputs;  // what the method read: "" (rtn), the imatrix file, or the calibration text and chunks
   uint64_t file_bytes = 0;
   double bits_per_weight = 0;
   double ppl = 0, ppl_err = 0, ppl_ratio = 0, ppl_ratio_err = 0;
