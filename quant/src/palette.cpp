@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include "edgeq/formats/error.h"
@@ -14,6 +15,7 @@ namespace edgeq::quant {
 namespace {
 
 constexpr int kMaxIterations = 300;
+constexpr size_t kMaxBins = 16384;  // the exact clustering's resolution (memory k·kMaxBins·4 bytes)
 constexpr int kReseedIterations = 100;  // empty clusters are re-seeded only this early (so the loop ends)
 
 // Sorted distinct values with their summed weights, and prefix sums of w, w·v, w·v² (double).
@@ -71,6 +73,57 @@ void boundaries(const Histogram& h, const std::vector<double>& c, std::vector<si
   }
 }
 
+// The k centroids of the clustering of bins (bin b = distinct values [bins[b], bins[b+1])) into k runs of
+// consecutive bins with the least weighted squared error: dynamic programming over runs, each layer solved by
+// divide and conquer (the best split point is monotone for one-dimensional k-means). Ties: the earliest split.
+std::vector<double> optimal_centroids(const Histogram& h, const std::vector<size_t>& bins, size_t k) {
+  const size_t nb = bins.size() - 1;
+  const double inf = std::numeric_limits<double>::infinity();
+  auto cost_fn = [&](size_t a, size_t b) { return h.sse(bins[a], bins[b]); };
+  std::vector<double> prev(nb + 1, inf), cur(nb + 1, inf);
+  std::vector<std::vector<uint32_t>> arg(k, std::vector<uint32_t>(nb + 1, 0));
+  for (size_t i = 1; i <= nb; ++i) prev[i] = cost_fn(0, i);
+  struct Solver {
+    const std::vector<double>& prev;
+    std::vector<double>& cur;
+    std::vector<uint32_t>& arg;
+    const decltype(cost_fn)& cost;
+    void solve(size_t lo, size_t hi, size_t ol, size_t oh) {
+      while (lo <= hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        double best = std::numeric_limits<double>::infinity();
+        size_t bt = ol;
+        for (size_t t = ol; t <= std::min(mid - 1, oh); ++t) {
+          const double v = prev[t] + cost(t, mid);
+          if (v < best) {
+            best = v;
+            bt = t;
+          }
+        }
+        cur[mid] = best;
+        arg[mid] = static_cast<uint32_t>(bt);
+        if (mid > lo) solve(lo, mid - 1, ol, bt);
+        lo = mid + 1;  // the upper half iteratively
+        ol = bt;
+      }
+    }
+  };
+  for (size_t j = 1; j < k; ++j) {
+    std::fill(cur.begin(), cur.end(), inf);
+    Solver{prev, cur, arg[j], cost_fn}.solve(j + 1, nb, j, nb - 1);
+    std::swap(prev, cur);
+  }
+  std::vector<double> c(k);
+  size_t i = nb;
+  for (size_t j = k; j-- > 0;) {
+    const size_t t = j == 0 ? 0 : arg[j][i];
+    const size_t a = bins[t], b = bins[i];
+    c[j] = h.weight(a, b) > 0 ? h.mean(a, b) : 0.5 * (double(h.v[a]) + h.v[b - 1]);
+    i = t;
+  }
+  return c;
+}
+
 }  // namespace
 
 std::vector<float> fit_palette(const float* x, const float* w, int64_t n, int bits) {
@@ -84,20 +137,11 @@ std::vector<float> fit_palette(const float* x, const float* w, int64_t n, int bi
   if (m <= k) {
     for (size_t j = 0; j < k; ++j) c[j] = h.v[std::min(j, m - 1)];
   } else {
-    // Seeds: the weighted means of k slices of equal weight (each slice at least one distinct value).
-    const double total = h.pw[m];
-    std::vector<size_t> b(k + 1);
-    b[0] = 0;
-    b[k] = m;
-    for (size_t j = 1; j < k; ++j) {
-      const double t = total * double(j) / double(k);
-      size_t i = static_cast<size_t>(std::lower_bound(h.pw.begin() + 1, h.pw.end(), t) - h.pw.begin());
-      b[j] = std::clamp(i, b[j - 1] + 1, m - (k - j));
-    }
-    for (size_t j = 0; j < k; ++j)
-      c[j] = h.weight(b[j], b[j + 1]) > 0 ? h.mean(b[j], b[j + 1]) : 0.5 * (double(h.v[b[j]]) + h.v[b[j + 1] - 1]);
+    // Seeds: the optimal clustering of at most kMaxBins bins of consecutive distinct values (exact when m fits).
+    std::vector<size_t> bins(std::min(m, kMaxBins) + 1);
+    for (size_t i = 0; i < bins.size(); ++i) bins[i] = i * m / (bins.size() - 1);
+    c = optimal_centroids(h, bins, k);
     std::sort(c.begin(), c.end());
-
     std::vector<size_t> bd, prev;
     for (int it = 0; it < kMaxIterations; ++it) {
       boundaries(h, c, bd);
