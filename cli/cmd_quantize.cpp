@@ -225,7 +225,8 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
   for (auto& t : q::file_types()) types += std::string(types.empty() ? "" : ", ") + t.name;
   sub->add_option("-t,--type", o->type,
                   "Quantization mix, by llama-quantize's name or number (e.g. Q4_K_M or 15): " + types +
-                      " (see --list-types). PALn: n-bit k-means look-up tables, edgeq's runtime only (llama.cpp cannot "
+                      " (see --list-types). PALn: n-bit k-means look-up tables for every 2-D weight (output.weight keeps "
+                      "Q6_K as in llama.cpp's mixes; --pure palettizes it too), edgeq's runtime only (llama.cpp cannot "
                       "load them); a PAL source re-encodes to any other type");
   o->pal_group_opt = sub->add_option("--pal-group", o->pal_group,
                   "PAL types: one look-up table per N output rows (N must divide every palettized tensor's rows; "

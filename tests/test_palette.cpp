@@ -168,12 +168,16 @@ TEST_F(PalModel, Pal4FileLayoutBitsPerWeightAndThreads) {
   EXPECT_EQ(out.get_int("edgeq.pal.bits"), 4);
   EXPECT_EQ(out.get_int("edgeq.pal.group"), 0);
   EXPECT_EQ(out.get_int("general.file_type"), 4100);
-  // By hand: every 2-D weight of tl-8m (58) becomes 4-bit indices plus a 16-entry F16 table; norms stay F32.
+  // By hand: every 2-D weight of tl-8m but the output (57) becomes 4-bit indices plus a 16-entry F16 table; the
+  // output is Q6_K (210 bytes per 256), norms stay F32.
   uint64_t bytes = 0, params = 0;
   int palettized = 0;
   for (const auto& t : src.tensors()) {
     params += t.n_elements();
-    if (t.dims.size() == 2) {
+    if (t.name == "output.weight") {
+      bytes += t.n_elements() / 256 * 210;
+      EXPECT_EQ(out.find_tensor(t.name)->type, edgeq::GgmlType::Q6_K);
+    } else if (t.dims.size() == 2) {
       bytes += t.n_elements() / 2 + 16 * 2;
       ++palettized;
       const auto* idx = out.find_tensor(t.name + ".pal_idx");
@@ -185,7 +189,7 @@ TEST_F(PalModel, Pal4FileLayoutBitsPerWeightAndThreads) {
       bytes += t.nbytes;
     }
   }
-  EXPECT_EQ(palettized, 58);
+  EXPECT_EQ(palettized, 57);
   EXPECT_EQ(params, 8392960u);
   const double bpw = 8.0 * double(bytes) / double(params);
   const auto size = edgeq::palette::data_size(out);
@@ -195,17 +199,17 @@ TEST_F(PalModel, Pal4FileLayoutBitsPerWeightAndThreads) {
   EXPECT_EQ(row.file_type, "PAL4");
   EXPECT_EQ(row.parameters, params);
   EXPECT_DOUBLE_EQ(row.bits_per_weight, bpw);
-  EXPECT_NEAR(bpw, 4.0163, 1e-4);
+  EXPECT_NEAR(bpw, 4.3364, 1e-4);
 }
 
-// Measured (20 chunks of 256): F16 46.392, PAL4 46.892 (1.011x), PAL3 48.24 (1.040x, so the PAL4 bound can fail),
-// PAL4 -> Q4_K_M 46.981 (1.013x).
+// Measured (20 chunks of 256): F16 46.392, PAL4 46.570 (1.0038x), PAL3 47.106 (1.0154x, so the PAL4 bound can
+// fail), PAL4 -> Q4_K_M 46.643 (1.0054x).
 TEST_F(PalModel, PerplexityAndReencodeToQ4KM) {
   const double base = ppl(f16(), 20);
   const double p4 = ppl(pal4(), 20);
   ASSERT_TRUE(std::isfinite(p4));
   EXPECT_GT(p4, base);  // a 4-bit table costs something
-  EXPECT_LT(p4, 1.025 * base) << "PAL4 " << p4 << " vs F16 " << base;
+  EXPECT_LT(p4, 1.01 * base) << "PAL4 " << p4 << " vs F16 " << base;
 
   // Re-encode the palettized model into a standard Q4_K_M file that llama.cpp could load.
   const std::string re = tmp->file("re-q4km.gguf");
@@ -218,7 +222,7 @@ TEST_F(PalModel, PerplexityAndReencodeToQ4KM) {
   EXPECT_EQ(m.gguf().find("edgeq.pal.bits"), nullptr);
   for (const auto& t : m.gguf().tensors()) EXPECT_FALSE(edgeq::palette::is_part_name(t.name)) << t.name;
   const double pr = ppl(re, 20);
-  EXPECT_LT(pr, 1.03 * base) << "PAL4 -> Q4_K_M " << pr;
+  EXPECT_LT(pr, 1.015 * base) << "PAL4 -> Q4_K_M " << pr;
 }
 
 TEST_F(PalModel, GroupsOfRows) {
@@ -227,7 +231,7 @@ TEST_F(PalModel, GroupsOfRows) {
   const auto f = edgeq::GgufFile::open(p);
   EXPECT_EQ(f.get_int("edgeq.pal.group"), 64);
   EXPECT_EQ(f.find_tensor("blk.0.ffn_up.weight.pal_lut")->dims, (std::vector<uint64_t>{8, 768 / 64}));
-  EXPECT_EQ(f.find_tensor("output.weight.pal_lut")->dims, (std::vector<uint64_t>{8, 4096 / 64}));
+  EXPECT_EQ(f.find_tensor("token_embd.weight.pal_lut")->dims, (std::vector<uint64_t>{8, 4096 / 64}));
   EXPECT_EQ(f.find_tensor("blk.0.ffn_up.weight.pal_idx")->dims, (std::vector<uint64_t>{96, 768}));
   const auto m = rt::Model::load(p);
   EXPECT_EQ(m.layers()[0].w_up.palette->group_rows, 64u);

@@ -429,6 +429,10 @@ std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vec
       // The mix rules run for every quantized tensor (even when an override wins) so that the layer
       // counters advance exactly as in llama.cpp.
       if (!opts.pure && is_quantized(info.default_type)) type = mix_type(qs, params, opts, type, t);
+      // PAL types keep llama.cpp's rule for the output matrix (Q6_K; Q8_0 for short rows): one 2^n-entry table
+      // for the logits' matrix doubled tl-8m's KLD (PAL4 0.0083 vs 0.0038). --pure palettizes it too.
+      if (!opts.pure && info.palette_bits > 0 && (t.name == "output.weight" || (!qs.has_output && t.name == "token_embd.weight")))
+        type = mix_type(qs, params, opts, type, t);
       for (auto& [re, ty] : overrides) {
         bool m = false;
         try {
@@ -451,7 +455,7 @@ std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vec
         d.overridden = true;
       }
       const uint64_t ne0 = t.dims.empty() ? 1 : t.dims[0];
-      if (info.palette_bits > 0 && !d.overridden) {
+      if (info.palette_bits > 0 && !d.overridden && type == info.default_type) {
         if (palette::row_fits(ne0, info.palette_bits)) {
           uint64_t rows = 1;
           for (size_t i = 1; i < t.dims.size(); ++i) rows *= t.dims[i];

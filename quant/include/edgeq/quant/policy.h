@@ -53,8 +53,9 @@ struct FileTypeInfo {
   GgmlType default_type;  // the mix's base type (llama_model_quantize_impl's default_type); I8 for PAL
   const char* description;
   // > 0: a palettized type (PALn): every tensor llama.cpp's mixes quantize becomes an n-bit index tensor plus
-  // an F16 look-up table (formats/palette.h), token embedding and output included; no mix rules apply. Only
-  // edgeq loads these files.
+  // an F16 look-up table (formats/palette.h), the token embedding included, except the output matrix, which
+  // keeps llama.cpp's mix rule (Q6_K; palettized too with --pure); no other mix rules apply. Only edgeq loads
+  // these files.
   int palette_bits = 0;
 };
 
@@ -125,7 +126,7 @@ bool tensor_is_quantizable(std::string_view name, const std::vector<uint64_t>& d
 
 // Decides the type of every tensor. The tensors must be in processing order (llama_tensor_order_less):
 // the attn_v / ffn_down promotions count layers in that order. PAL types palettize every quantizable tensor
-// not overridden whose rows pack into whole bytes (others fall back to F16). Throws edgeq::Error for a
+// not overridden whose rows pack into whole bytes (others fall back to F16), but output.weight (Q6_K). Throws edgeq::Error for a
 // tensor whose size overflows, a regex that cannot run, or palette_group not dividing a palettized tensor's
 // rows.
 std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vector<TensorShape>& tensors,
