@@ -260,7 +260,7 @@ TEST(Convert, DefaultOuttypeIsF16LikeLlamaCpp) {
   EXPECT_EQ(o.outtype, "f16");
   auto plan = plan_conversion(kShared + "/models/tl-8m", o);
   EXPECT_EQ(plan.outtype, "f16");
-  for (auto& t : plan.tensors) EXPECT_EQ(t.default_type, t.dims.size() == 1 ? GgmlType::F32 : GgmlType::F16) << t.name;
+  for (auto& t : plan.tensors) EXPECT_EQ(t.keep_type, t.dims.size() == 1 ? GgmlType::F32 : GgmlType::F16) << t.name;
 }
 
 TEST(Convert, Tl8mAutoIsBf16LikeLlamaCpp) {
@@ -270,7 +270,7 @@ TEST(Convert, Tl8mAutoIsBf16LikeLlamaCpp) {
   auto plan = plan_conversion(kShared + "/models/tl-8m", o);
   EXPECT_EQ(plan.outtype, "bf16");
   EXPECT_EQ(plan.first_source_type, GgmlType::BF16);
-  for (auto& t : plan.tensors) EXPECT_EQ(t.default_type, t.dims.size() == 1 ? GgmlType::F32 : GgmlType::BF16) << t.name;
+  for (auto& t : plan.tensors) EXPECT_EQ(t.keep_type, t.dims.size() == 1 ? GgmlType::F32 : GgmlType::BF16) << t.name;
   TempDir td;
   convert_to_gguf(plan, td.str("a.gguf"), "", 2);
   auto got = GgufFile::open(td.str("a.gguf"));

@@ -39,9 +39,9 @@ ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_pa
   std::vector<GgmlType> types;
   uint64_t total = 0;
   for (auto& t : plan.tensors) {
-    GgmlType ty = outtype == plan.outtype ? t.default_type : output_type_for(t.name, t.dims, outtype);
+    GgmlType ty = outtype == plan.outtype ? t.keep_type : output_type_for(t.name, t.dims, outtype);
     auto rb = ggml_row_size(ty, t.dims.empty() ? 1 : t.dims[0]);
-    if (!rb) fail("{}: tensor {}: row of {} elements does not fit {} blocks", plan.source, t.name, t.dims[0], ggml_type_name(ty));
+    if (!rb) fail("{}: tensor {}: row of {} elements does not fit {} blocks", plan.path, t.name, t.dims[0], ggml_type_name(ty));
     types.push_back(ty);
     w.add_tensor(t.name, t.dims, ty);
   }
@@ -51,7 +51,7 @@ ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_pa
   std::vector<uint8_t> obuf;
   uint64_t done = 0;
   for (size_t i = 0; i < plan.tensors.size(); ++i) {
-    const PlannedTensor& t = plan.tensors[i];
+    const SourceTensor& t = plan.tensors[i];
     const GgmlType ty = types[i];
     const uint64_t row_len = t.dims.empty() ? 1 : t.dims[0];
     const uint64_t n_rows = t.n_elements() / std::max<uint64_t>(row_len, 1);

@@ -19,7 +19,6 @@
 namespace edgeq::convert {
 
 namespace fs = std::filesystem;
-using detail::SourceTensor;
 using detail::TensorSource;
 
 // ---- outtype rules -----------------------------------------------------------------------------------
@@ -197,7 +196,7 @@ Hparams read_hparams(const Config& c) {
 
 std::vector<Want> expected_tensors(const Hparams& h, const TensorSource& src) {
   std::set<std::string> present;
-  for (auto& t : src.tensors) present.insert(t.hf_name);
+  for (auto& t : src.tensors) present.insert(t.name);
   std::vector<Want> w;
   const uint64_t q_rows = h.n_head * h.head_dim, kv_rows = h.n_head_kv * h.head_dim;
   const bool llama = h.arch == Arch::Llama;
@@ -299,21 +298,23 @@ RopeScaling read_rope_scaling(const Config& cfg, const Hparams& h) {
 }
 
 // ---- tensor plan: every HF tensor the architecture expects, mapped to its GGUF name, shape and loaders ------
-PlannedTensor plan_tensor(const Want& w, const SourceTensor& st, const Hparams& h, const std::string& outtype) {
-  if (st.shape != w.hf_shape)
-    fail("{}: tensor {}: shape {} does not match config.json (expected {})", st.file, w.hf, shape_str(st.shape),
+SourceTensor plan_tensor(const Want& w, const SourceTensor& st, const Hparams& h, const std::string& outtype) {
+  const std::vector<uint64_t> hf_shape(st.dims.rbegin(), st.dims.rend());
+  if (hf_shape != w.hf_shape)
+    fail("{}: tensor {}: shape {} does not match config.json (expected {})", st.file, w.hf, shape_str(hf_shape),
          shape_str(w.hf_shape));
-  if (st.type != GgmlType::F32 && st.type != GgmlType::F16 && st.type != GgmlType::BF16)
+  if (st.source_type != GgmlType::F32 && st.source_type != GgmlType::F16 && st.source_type != GgmlType::BF16)
     fail("{}: tensor {}: dtype is not a float type", st.file, w.hf);
-  if (!st.read_rows && !st.read_all) fail("{}: tensor {}: cannot be read as floats", st.file, w.hf);
+  if (!st.load_f32) fail("{}: tensor {}: cannot be read as floats", st.file, w.hf);
 
-  PlannedTensor pt;
+  SourceTensor pt;
   pt.name = w.gguf;
-  pt.dims.assign(w.hf_shape.rbegin(), w.hf_shape.rend());  // GGUF order: innermost first
-  pt.source_type = st.type;
-  pt.default_type = output_type_for(pt.name, pt.dims, outtype);
-  const uint64_t row_len = pt.dims[0];
-  const uint64_t n_rows = pt.n_elements() / (row_len ? row_len : 1);
+  pt.dims = st.dims;
+  pt.source_type = st.source_type;
+  pt.keep_type = output_type_for(pt.name, pt.dims, outtype);
+  pt.file = st.file;
+  const uint64_t row_len = pt.row_length();
+  const uint64_t n_rows = pt.n_rows();
   const bool one_d = w.hf_shape.size() == 1;
   // Row index map (GGUF row -> HF row). For a 1-D permuted vector every element is its own "row".
   auto perm = std::make_shared<std::vector<uint64_t>>();
@@ -322,42 +323,32 @@ PlannedTensor plan_tensor(const Want& w, const SourceTensor& st, const Hparams& 
     permute_rows_index(*perm, w.hf_shape[0], heads, st.file, w.hf);
   }
   std::string file = st.file, hf = w.hf;
-  if (st.read_rows && !one_d) {
-    auto rr = st.read_rows;
-    pt.load_rows = [rr, perm, n_rows, file, hf](uint64_t row0, uint64_t nrows, float* dst) {
+  if (st.load_rows && !one_d) {
+    auto lr = st.load_rows;
+    pt.load_rows = [lr, perm, n_rows, row_len, file, hf](uint64_t row0, uint64_t nrows, float* dst) {
       if (row0 > n_rows || nrows > n_rows - row0) fail("{}: tensor {}: rows [{}, +{}) out of range", file, hf, row0, nrows);
-      std::vector<uint64_t> idx(nrows);
-      for (uint64_t i = 0; i < nrows; ++i) idx[i] = perm->empty() ? row0 + i : (*perm)[row0 + i];
-      rr(idx.data(), nrows, dst);
+      if (perm->empty()) return lr(row0, nrows, dst);
+      for (uint64_t i = 0; i < nrows; ++i) lr((*perm)[row0 + i], 1, dst + i * row_len);
     };
-    auto lr = pt.load_rows;
-    pt.load_f32 = [lr, n_rows](float* dst) { lr(0, n_rows, dst); };
+    auto plr = pt.load_rows;
+    pt.load_f32 = [plr, n_rows](float* dst) { plr(0, n_rows, dst); };
   } else {
-    // whole-tensor loads (1-D tensors, ONNX): load then permute in place via a copy when needed
-    auto ra = st.read_all;
-    auto rr = st.read_rows;
+    // whole-tensor loads (1-D tensors, ONNX): load then permute via a copy when needed
+    auto lf = st.load_f32;
     const uint64_t n = pt.n_elements();
-    pt.load_f32 = [ra, rr, perm, n](float* dst) {
-      if (ra) {
-        if (perm->empty()) {
-          ra(dst);
-          return;
-        }
-        std::vector<float> tmp(n);
-        ra(tmp.data());
-        uint64_t per = n / perm->size();  // elements per permuted row (1 for a bias vector)
-        for (uint64_t r = 0; r < perm->size(); ++r)
-          std::copy(tmp.begin() + (*perm)[r] * per, tmp.begin() + ((*perm)[r] + 1) * per, dst + r * per);
-      } else {
-        uint64_t zero = 0;
-        rr(&zero, 1, dst);
-      }
+    pt.load_f32 = [lf, perm, n](float* dst) {
+      if (perm->empty()) return lf(dst);
+      std::vector<float> tmp(n);
+      lf(tmp.data());
+      uint64_t per = n / perm->size();  // elements per permuted row (1 for a bias vector)
+      for (uint64_t r = 0; r < perm->size(); ++r)
+        std::copy(tmp.begin() + (*perm)[r] * per, tmp.begin() + ((*perm)[r] + 1) * per, dst + r * per);
     };
     if (one_d) {
-      auto lf = pt.load_f32;
-      pt.load_rows = [lf, file, hf](uint64_t row0, uint64_t nrows, float* dst) {
+      auto plf = pt.load_f32;
+      pt.load_rows = [plf, file, hf](uint64_t row0, uint64_t nrows, float* dst) {
         if (row0 != 0 || nrows != 1) fail("{}: tensor {}: a vector has one row", file, hf);
-        lf(dst);
+        plf(dst);
       };
     }
   }
@@ -370,28 +361,29 @@ void plan_tensors(ConvertPlan& plan, const Hparams& h, TensorSource src_in) {
   plan.keep_alive = src->keep_alive;
   plan.keep_alive.push_back(src);
   std::map<std::string, const SourceTensor*> by_name;
-  for (auto& t : src->tensors) by_name[t.hf_name] = &t;
+  for (auto& t : src->tensors) by_name[t.name] = &t;
   std::set<std::string> used;
   for (const Want& w : expected_tensors(h, *src)) {
     auto it = by_name.find(w.hf);
-    if (it == by_name.end()) fail("{}: missing tensor {} (needed for {})", src->description, w.hf, w.gguf);
+    if (it == by_name.end()) fail("{}: missing tensor {} (needed for {})", src->path, w.hf, w.gguf);
     used.insert(w.hf);
     plan.tensors.push_back(plan_tensor(w, *it->second, h, plan.outtype));
   }
   for (auto& t : src->tensors)
-    if (!used.count(t.hf_name) && !ignored_tensor(t.hf_name, h))
-      fail("{}: tensor {} does not map to any {} GGUF tensor", t.file, t.hf_name, h.arch_name);
+    if (!used.count(t.name) && !ignored_tensor(t.name, h))
+      fail("{}: tensor {} does not map to any {} GGUF tensor", t.file, t.name, h.arch_name);
 }
 
 // llama3 rope scaling adds rope_freqs.weight (before the other tensors, as llama.cpp's converter does).
 void add_rope_freqs(ConvertPlan& plan, const Hparams& h, const RopeScaling& rs) {
   if (rs.type != "llama3") return;
   auto factors = std::make_shared<std::vector<float>>(llama3_rope_factors(*rs.j, h.rope_theta.value_or(10000.0), h.head_dim));
-  PlannedTensor pt;
+  SourceTensor pt;
   pt.name = "rope_freqs.weight";
   pt.dims = {factors->size()};
   pt.source_type = GgmlType::F32;
-  pt.default_type = GgmlType::F32;
+  pt.keep_type = GgmlType::F32;
+  pt.file = plan.path;
   pt.load_f32 = [factors](float* dst) { std::copy(factors->begin(), factors->end(), dst); };
   pt.load_rows = [factors](uint64_t, uint64_t, float* dst) { std::copy(factors->begin(), factors->end(), dst); };
   plan.tensors.insert(plan.tensors.begin(), std::move(pt));
@@ -481,7 +473,7 @@ ConvertPlan plan_conversion(const std::string& src_path, const ConvertOptions& o
   TensorSource src = loc.onnx_path.empty() ? detail::open_safetensors_source(loc.dir)
                                            : detail::open_onnx_source(loc.onnx_path, onnx_shape(h));
   ConvertPlan plan;
-  plan.source = src_path;
+  plan.path = src_path;
   plan.arch = h.arch_name;
   plan.first_source_type = src.first_type;
   plan.source_bytes = src.total_bytes;

@@ -3,7 +3,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <memory>
 
 #include "edgeq/formats/error.h"
 
@@ -25,24 +24,7 @@ bool has_gguf_magic(const std::string& path) {
 }  // namespace
 
 quant::QuantizeSource quantize_source_from_plan(ConvertPlan plan) {
-  auto keep = std::make_shared<ConvertPlan>(std::move(plan));
-  quant::QuantizeSource src;
-  src.path = keep->source;
-  src.metadata = keep->metadata;
-  src.tensors.reserve(keep->tensors.size());
-  for (const auto& pt : keep->tensors) {
-    quant::SourceTensor t;
-    t.name = pt.name;
-    t.dims = pt.dims;
-    t.source_type = pt.source_type;
-    t.keep_type = pt.default_type;
-    t.load_f32 = pt.load_f32;
-    t.release = pt.release;
-    src.tensors.push_back(std::move(t));
-  }
-  src.keep_alive = keep->keep_alive;
-  src.keep_alive.push_back(keep);
-  return src;
+  return std::move(static_cast<ModelSource&>(plan));  // a plan is a model source; its tensors are used as they are
 }
 
 quant::QuantizeSource open_quantize_source(const std::string& path, int threads) {

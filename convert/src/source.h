@@ -8,28 +8,17 @@
 
 #include "edgeq/convert/onnx_roles.h"
 #include "edgeq/formats/ggml_types.h"
+#include "edgeq/formats/source_tensor.h"
 
 namespace edgeq::convert::detail {
 
-// One weight of the HF checkpoint, in HF layout (shape outermost first: [out, in] for linear weights).
-struct SourceTensor {
-  std::string hf_name;
-  std::vector<uint64_t> shape;
-  GgmlType type = GgmlType::F32;  // the source precision (F32, F16, BF16)
-  std::string file;               // for error messages
-  // Rows of the HF layout (row = shape[0] index for 2-D, the whole vector counts as 1 row for 1-D):
-  // src_rows[i] is written to dst + i * row_len. Empty when only whole loads exist.
-  std::function<void(const uint64_t* src_rows, uint64_t n, float* dst)> read_rows;
-  std::function<void(float* dst)> read_all;  // the whole tensor, HF layout
-  std::function<void()> release;             // drop source pages (may be empty)
-};
-
-struct TensorSource {
-  std::string description;  // what was opened, for messages
-  std::vector<SourceTensor> tensors;  // in the source's own order
+// A checkpoint reader gives each weight as a SourceTensor named as in the checkpoint (HF name), dims in GGUF
+// order (the HF shape reversed; the memory layout is the HF one), keep_type = source_type; a non-float tensor
+// has source_type I32 and no loaders (the planner reports it if it is used).
+// What a reader opened (path), its tensors in the source's own order, and the mapped files they read from.
+struct TensorSource : ModelSource {
   GgmlType first_type = GgmlType::F32;  // the dtype llama.cpp's "auto" outtype looks at
   uint64_t total_bytes = 0;
-  std::vector<std::shared_ptr<void>> keep_alive;
 };
 
 // Opens the safetensors checkpoint in dir (single file or index + shards).

@@ -43,7 +43,7 @@ GgmlType ggml_of(StDtype d) {
 TensorSource open_safetensors_source(const std::string& dir) {
   auto ckpt = std::make_shared<SafetensorsCheckpoint>(SafetensorsCheckpoint::open(dir));
   TensorSource src;
-  src.description = dir;
+  src.path = dir;
   src.keep_alive.push_back(ckpt);
   if (!ckpt->files().empty() && !ckpt->files()[0].tensors().empty()) {
     // convert_hf_to_gguf.py decides "auto" from the first tensor of the first shard (safe_open sorts its keys).
@@ -55,25 +55,22 @@ TensorSource open_safetensors_source(const std::string& dir) {
   src.total_bytes = ckpt->total_bytes();
   for (const StTensor* t : ckpt->tensors()) {
     SourceTensor s;
-    s.hf_name = t->name;
-    s.shape = t->shape;
+    s.name = t->name;
+    s.dims.assign(t->shape.rbegin(), t->shape.rend());
     s.file = t->file;
-    s.type = ggml_of(t->dtype);
-    if (!st_dtype_is_float_convertible(t->dtype))
-      s.type = GgmlType::I32;  // marks a non-float tensor; the planner reports it if it is used
+    s.source_type = st_dtype_is_float_convertible(t->dtype) ? ggml_of(t->dtype) : GgmlType::I32;
+    s.keep_type = s.source_type;
     const StTensor* tp = t;
     if (st_dtype_is_float_convertible(t->dtype)) {
-      uint64_t row_len = t->shape.size() >= 2 ? t->n_elements() / (t->shape[0] ? t->shape[0] : 1) : t->n_elements();
-      uint32_t esz = st_dtype_size(t->dtype);
-      s.read_rows = [tp, row_len, esz](const uint64_t* rows, uint64_t n, float* dst) {
-        uint64_t n_rows = tp->shape.size() >= 2 ? tp->shape[0] : 1;
-        for (uint64_t i = 0; i < n; ++i) {
-          if (rows[i] >= n_rows) fail("{}: tensor {}: row {} out of range", tp->file, tp->name, rows[i]);
-          st_to_f32(tp->dtype, tp->data + rows[i] * row_len * esz, dst + i * row_len, row_len);
-          check_finite(dst + i * row_len, row_len, tp->file, tp->name, rows[i] * row_len);
-        }
+      const uint64_t n_rows = t->shape.size() >= 2 ? t->shape[0] : 1;
+      const uint64_t row_len = t->n_elements() / (n_rows ? n_rows : 1);
+      const uint32_t esz = st_dtype_size(t->dtype);
+      s.load_rows = [tp, n_rows, row_len, esz](uint64_t row0, uint64_t n, float* dst) {
+        if (row0 > n_rows || n > n_rows - row0) fail("{}: tensor {}: rows [{}, +{}) out of range", tp->file, tp->name, row0, n);
+        st_to_f32(tp->dtype, tp->data + row0 * row_len * esz, dst, n * row_len);
+        check_finite(dst, n * row_len, tp->file, tp->name, row0 * row_len);
       };
-      s.read_all = [tp](float* dst) {
+      s.load_f32 = [tp](float* dst) {
         st_to_f32(tp->dtype, tp->data, dst, tp->n_elements());
         check_finite(dst, tp->n_elements(), tp->file, tp->name, 0);
       };

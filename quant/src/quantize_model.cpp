@@ -56,12 +56,6 @@ uint64_t tensor_bytes(const std::string& src, const std::string& name, GgmlType 
 
 }  // namespace
 
-uint64_t SourceTensor::n_elements() const {
-  uint64_t n = 1;
-  for (auto d : dims) n *= d;
-  return n;
-}
-
 void quantize_rows_parallel(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
                             const float* importance, ThreadPool& pool) {
   const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(n_per_row));
@@ -103,6 +97,7 @@ QuantizeSource open_gguf_source(const std::string& path) {
       t.source_type = GgmlType::F16;
       t.keep_type = GgmlType::F16;
       t.palettized = true;
+      t.file = path;
       const uint8_t* idx = file->view(*p->index).data;
       const uint8_t* lut = file->view(*p->lut).data;
       const int bits = p->bits;
@@ -126,6 +121,7 @@ QuantizeSource open_gguf_source(const std::string& path) {
     t.dims = info.dims;
     t.source_type = info.type;
     t.keep_type = info.type;
+    t.file = path;
     TensorView v = file->view(info);
     t.raw = v.data;
     t.raw_nbytes = v.nbytes;

@@ -14,7 +14,7 @@ namespace edgeq::convert {
 struct ConvertProgress {
   size_t index = 0;        // tensor being written (0-based)
   size_t count = 0;        // tensors in the plan
-  const PlannedTensor* tensor = nullptr;
+  const SourceTensor* tensor = nullptr;
   GgmlType type = GgmlType::F32;  // type written for it
   uint64_t bytes_done = 0;  // output tensor bytes written so far (after this tensor)
   uint64_t bytes_total = 0;

@@ -12,30 +12,13 @@
 
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
+#include "edgeq/formats/source_tensor.h"
 
 namespace edgeq::convert {
 
-struct PlannedTensor {
-  std::string name;             // GGUF name: token_embd.weight, blk.0.attn_q.weight, ...
-  std::vector<uint64_t> dims;   // GGUF order: dims[0] is the row length
-  GgmlType source_type;         // the checkpoint's own precision: F32, F16 or BF16
-  GgmlType default_type;        // the type `convert` writes for the chosen --outtype (1-D tensors stay F32)
-  // Fills dst (n_elements floats) with the tensor's values after every transformation (Q/K permutation,
-  // transposes of ONNX weights). Throws edgeq::Error naming the source file and tensor on bad data
-  // (NaN/Inf included).
-  std::function<void(float* dst)> load_f32;
-  // Optional (edgeq extension): fills dst (nrows * dims[0] floats) with rows [row0, row0 + nrows) of the
-  // same values, so a consumer can stream a large tensor in slabs. Empty when only load_f32 exists.
-  std::function<void(uint64_t row0, uint64_t nrows, float* dst)> load_rows;
-  // Optional: drops the source pages of this tensor from memory once it is consumed (madvise DONTNEED on
-  // the mapped bytes; a later load still works, it reads them again).
-  std::function<void()> release;
-  uint64_t n_elements() const {
-    uint64_t n = 1;
-    for (auto d : dims) n *= d;
-    return n;
-  }
-};
+// A planned tensor is a formats SourceTensor named and shaped as in the GGUF (keep_type: the type `convert`
+// writes for the chosen --outtype; 1-D tensors stay F32), its loaders applying every transformation.
+using edgeq::SourceTensor;
 
 struct ConvertOptions {
   // auto|f32|f16|bf16|q8_0. The default is f16, as convert_hf_to_gguf.py's --outtype default; "auto" is
@@ -46,16 +29,13 @@ struct ConvertOptions {
   int threads = 0;               // 0: hardware concurrency
 };
 
-struct ConvertPlan {
-  std::string source;  // what was opened (directory or .onnx path)
+// The plan is a ModelSource (path: what was opened; tensors in output order; metadata: general.*, <arch>.*,
+// tokenizer.ggml.*), so `quantize` streams it as it is.
+struct ConvertPlan : ModelSource {
   std::string arch;    // GGUF architecture: llama, qwen2, qwen3
-  std::vector<std::pair<std::string, GgufValue>> metadata;  // general.*, <arch>.*, tokenizer.ggml.*
-  std::vector<PlannedTensor> tensors;                      // in output order
   std::string outtype;     // the resolved --outtype: f32, f16, bf16 or q8_0 ("auto" resolved as llama.cpp does)
   GgmlType first_source_type = GgmlType::F32;  // dtype of the checkpoint's first tensor (decides "auto")
   uint64_t source_bytes = 0;                  // bytes of tensor data in the source files
-  // Keeps the mapped source files alive while the plan is in use.
-  std::vector<std::shared_ptr<void>> keep_alive;
 };
 
 // Where a checkpoint's parts are: `src` is an HF checkpoint directory (safetensors; a directory holding only

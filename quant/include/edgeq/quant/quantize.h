@@ -13,35 +13,15 @@
 
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
+#include "edgeq/formats/source_tensor.h"
 #include "edgeq/formats/thread_pool.h"
 #include "edgeq/quant/policy.h"
 
 namespace edgeq::quant {
 
-struct SourceTensor {
-  std::string name;
-  std::vector<uint64_t> dims;  // GGUF order: dims[0] is the row length
-  GgmlType source_type;        // how the source stores it (GGUF: the tensor's type; HF: F32/F16/BF16)
-  GgmlType keep_type;          // the type written when the policy leaves it unquantized
-  // Bytes of the tensor in keep_type when the source holds exactly those (a GGUF source); else null.
-  const uint8_t* raw = nullptr;
-  uint64_t raw_nbytes = 0;
-  // Fills dst (n_elements floats). Throws edgeq::Error naming the source and tensor on bad data.
-  std::function<void(float* dst)> load_f32;
-  // Optional: called once the tensor is written (drops its source pages from memory).
-  std::function<void()> release;
-  // A palettized weight of the source (formats/palette.h), read through its table: source_type and keep_type
-  // are F16 (every value is an f16 table entry), raw is null.
-  bool palettized = false;
-  uint64_t n_elements() const;
-};
-
-struct QuantizeSource {
-  std::string path;  // for messages
-  std::vector<std::pair<std::string, GgufValue>> metadata;
-  std::vector<SourceTensor> tensors;  // in source order (the output uses llama.cpp's order)
-  std::vector<std::shared_ptr<void>> keep_alive;
-};
+// The source tensor and model types are formats/source_tensor.h's (shared with convert's plan).
+using edgeq::SourceTensor;
+using QuantizeSource = ModelSource;
 
 // Opens a GGUF file as a source: metadata copied, tensors loaded through dequantize_row / half conversions;
 // a palettized weight (its .pal_idx and .pal_lut tensors) is one source tensor decoded through its tables.
