@@ -32,6 +32,8 @@ struct Opts {
   std::string method, calib;       // calibration methods (calibration_input.h)
   std::vector<std::string> data;
   int threads = 0;
+  int64_t pal_group = 0;
+  const CLI::Option* pal_group_opt = nullptr;  // its count() tells whether --pal-group was given
   bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false;
   bool list_types = false;
 };
@@ -63,12 +65,17 @@ void print_types() {
   std::printf("%-8s %4s  %-7s %6s  %s\n", "TYPE", "ID", "BLOCK", "BPW", "what it is (llama-quantize's figures)");
   for (const auto& t : q::file_types()) {
     const auto* bt = edgeq::ggml_type_info(t.default_type);
-    const double bpw = bt ? 8.0 * double(bt->type_size) / double(bt->block_size) : 0.0;
-    std::printf("%-8s %4u  %-7s %6.2f  %s\n", t.name, static_cast<unsigned>(t.ftype), edgeq::ggml_type_name(t.default_type),
-                bpw, t.description);
+    const double bpw = t.palette_bits > 0 ? double(t.palette_bits)
+                       : bt               ? 8.0 * double(bt->type_size) / double(bt->block_size)
+                                          : 0.0;
+    std::printf("%-8s %4u  %-7s %6.2f  %s\n", t.name, static_cast<unsigned>(t.ftype),
+                t.palette_bits > 0 ? "LUT" : edgeq::ggml_type_name(t.default_type), bpw, t.description);
   }
   std::printf("\nBPW is the base block type's; a mix keeps some tensors at higher precision, so the file's bits per "
-              "weight are a little higher (edgeq quantize reports them).\n");
+              "weight are a little higher (edgeq quantize reports them).\n"
+              "PALn files (edgeq's k-means look-up tables, --pal-group) load in edgeq only, not in llama.cpp; their "
+              "BPW is the index bits, the tables add 2^n x 16 bits per table (included in every reported bpw). "
+              "`edgeq quantize PAL_FILE OUT --type Q4_K_M` re-encodes one into a standard file.\n");
 }
 
 std::string human_bytes(uint64_t b) {
@@ -101,6 +108,15 @@ int run(Opts& o) {
   for (auto& s : o.tensor_types) qo.policy.tensor_types.push_back(q::parse_tensor_type_override(s));
   if (!o.output_tensor_type.empty()) qo.policy.output_tensor_type = q::parse_tensor_type(o.output_tensor_type);
   if (!o.token_embedding_type.empty()) qo.policy.token_embedding_type = q::parse_tensor_type(o.token_embedding_type);
+  const int pal_bits = q::file_type_info(qo.policy.ftype).palette_bits;
+  if (o.pal_group_opt && o.pal_group_opt->count() > 0) {
+    if (pal_bits == 0) edgeq::fail("--pal-group applies to the PAL types only (--type {})", o.type);
+    if (o.pal_group <= 0)
+      edgeq::fail("--pal-group {}: a group needs at least one row (omit it for one table per tensor)", o.pal_group);
+    qo.policy.palette_group = static_cast<uint64_t>(o.pal_group);
+  }
+  if (pal_bits > 0 && !o.method.empty() && o.method != "rtn" && o.method != "imatrix")
+    edgeq::fail("--method {}: the PAL types take rtn or imatrix (the importance weights the k-means)", o.method);
   qo.policy.pure = o.pure;
   qo.policy.leave_output_tensor = o.leave_output;
   qo.allow_requantize = o.allow_requantize;
@@ -130,14 +146,16 @@ int run(Opts& o) {
     tensors.push_back({{"name", p.name},
                        {"dims", p.dims},
                        {"from", edgeq::ggml_type_name(p.from)},
-                       {"type", edgeq::ggml_type_name(p.to)},
+                       {"type", p.palette_bits ? fmt::format("PAL{}", p.palette_bits) : edgeq::ggml_type_name(p.to)},
                        {"quantized", p.quantized},
                        {"fallback", p.fallback},
                        {"imatrix", p.has_importance},
                        {"bytes", p.bytes_after}});
     progress.update(double(p.index + 1) / double(p.count),
                     fmt::format("[{}/{}] {} {} {} -> {} {} -> {}{}{}", p.index + 1, p.count, p.name, dims_str(p.dims),
-                                edgeq::ggml_type_name(p.from), edgeq::ggml_type_name(p.to), human_bytes(p.bytes_before),
+                                edgeq::ggml_type_name(p.from),
+                                p.palette_bits ? fmt::format("PAL{}", p.palette_bits) : edgeq::ggml_type_name(p.to),
+                                human_bytes(p.bytes_before),
                                 human_bytes(p.bytes_after), p.fallback ? " (fallback)" : "",
                                 p.has_importance ? " (imatrix)" : ""));
   };
@@ -193,9 +211,11 @@ int run(Opts& o) {
 edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand(
-      "quantize", "Quantize a GGUF (or an HF checkpoint / ONNX model, converted on the fly) with a llama.cpp mix");
+      "quantize",
+      "Quantize a GGUF (or an HF checkpoint / ONNX model, converted on the fly) with a llama.cpp mix, or palettize it "
+      "(PAL2..PAL8: k-means look-up tables; such files load in edgeq only, not in llama.cpp)");
   sub->add_option("src", o->src,
-                  "Source: a .gguf file (F32/F16/BF16, or quantized with --allow-requantize), a Hugging Face "
+                  "Source: a .gguf file (F32/F16/BF16, palettized, or quantized with --allow-requantize), a Hugging Face "
                   "checkpoint directory or an ONNX model (converted and quantized in one pass)");
   sub->add_option("out_type_threads", o->positional,
                   "llama-quantize's positional form: OUT TYPE [THREADS] after SRC (instead of -o, --type, --threads)");
@@ -205,7 +225,12 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
   for (auto& t : q::file_types()) types += std::string(types.empty() ? "" : ", ") + t.name;
   sub->add_option("-t,--type", o->type,
                   "Quantization mix, by llama-quantize's name or number (e.g. Q4_K_M or 15): " + types +
-                      " (see --list-types)");
+                      " (see --list-types). PALn: n-bit k-means look-up tables for every 2-D weight (output.weight keeps "
+                      "Q6_K as in llama.cpp's mixes; --pure palettizes it too), edgeq's runtime only (llama.cpp cannot "
+                      "load them); a PAL source re-encodes to any other type");
+  o->pal_group_opt = sub->add_option("--pal-group", o->pal_group,
+                  "PAL types: one look-up table per N output rows (N must divide every palettized tensor's rows; "
+                  "default: one table per tensor)");
   sub->add_flag("--list-types", o->list_types, "List the quantization types: id, block type, bits per weight, use");
   sub->add_option("--imatrix", o->imatrix, "Importance matrix file (llama.cpp imatrix format)");
   sub->add_option("--method", o->method,

@@ -3,7 +3,8 @@
 
 For Q4_K_M, Q3_K_M, Q2_K, Q4_0 and IQ4_XS: bits per weight, file size, PPL, mean KLD and same-top-token %
 for llama.cpp's goldens (plain and imatrix, ../shared/golden) and for `edgeq quantize --method`
-rtn, imatrix, awq, gptq and auto (written with --no-edgeq-metadata, so the sizes compare with llama-quantize's).
+rtn, imatrix, awq, gptq and auto (written with --no-edgeq-metadata, so the sizes compare with llama-quantize's);
+PAL4 and PAL3 (edgeq's k-means look-up tables, rtn and imatrix) with their true bpw, tables included.
 
 Table 1: calibration on all of ../shared/text/calib.txt, evaluation on ../shared/text/tinystories-heldout.txt
          (n_ctx 256, KLD against the F32 conversion) - the protocol of issue 10.
@@ -28,6 +29,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 TYPES = ["Q4_K_M", "Q3_K_M", "Q2_K", "Q4_0", "IQ4_XS"]
 METHODS = ["rtn", "imatrix", "awq", "gptq", "auto"]
+# Palettized types (edgeq only; bpw includes the look-up tables): the k-means is weighted by the imatrix or not.
+PAL_TYPES = ["PAL4", "PAL3"]
+PAL_METHODS = ["rtn", "imatrix"]
 # Issue 10's targets: best edgeq KLD <= factor x llama.cpp's imatrix golden.
 TARGETS = {"Q4_K_M": 0.9, "IQ4_XS": 0.9, "Q3_K_M": 0.8, "Q2_K": 0.8}
 
@@ -45,6 +49,7 @@ def main():
     ap.add_argument("--work", default="/tmp/edgeq-results")
     ap.add_argument("--threads", default="2")
     ap.add_argument("--types", default=",".join(TYPES))
+    ap.add_argument("--pal-types", default=",".join(PAL_TYPES))
     ap.add_argument("--chunks2", default=None, help="evaluation chunks of table 2's text (default: all)")
     ap.add_argument("--no-table2", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results.md"))
@@ -94,14 +99,14 @@ def main():
             json.dump(r, open(cache, "w"))
             return r
 
-        for ty in a.types.split(","):
+        for ty in all_types(a):
             rows = {}
             for kind, name in (("llama.cpp", f"tl-8m-{ty}.gguf"), ("llama.cpp imatrix", f"tl-8m-{ty}-imat.gguf")):
                 g = os.path.join(SHARED, "golden", name)
                 if os.path.exists(g):
                     p(f"table {tag}: {ty} {kind}")
                     rows[kind] = evaluate(g)
-            for m in METHODS:
+            for m in PAL_METHODS if ty in a.pal_types.split(",") else METHODS:
                 out = os.path.join(W, f"t{tag}-{ty}-{m}.gguf")
                 p(f"table {tag}: {ty} edgeq {m}")
                 cmd = [E, "quantize", f32, "-o", out, "-t", ty, "--method", m, "--threads", T, "--no-edgeq-metadata"]
@@ -115,6 +120,10 @@ def main():
 
     write_md(a, results)
     p("wrote", a.out)
+
+
+def all_types(a):
+    return [t for t in a.types.split(",") + a.pal_types.split(",") if t]
 
 
 def write_md(a, results):
@@ -136,7 +145,7 @@ def write_md(a, results):
             f.write(f"## {title}\n\n")
             f.write("| type | method | bpw | file size | PPL | mean KLD | same top % | KLD / golden imatrix |\n")
             f.write("|---|---|---:|---:|---:|---:|---:|---:|\n")
-            for ty in a.types.split(","):
+            for ty in all_types(a):
                 rows = results.get((tag, ty))
                 if not rows:
                     continue

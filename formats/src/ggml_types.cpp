@@ -29,9 +29,6 @@ constexpr GgmlTypeInfo kTypes[] = {
     {GgmlType::F64, "F64", 1, 8, false},          {GgmlType::IQ1_M, "IQ1_M", 256, 56, true},
     {GgmlType::BF16, "BF16", 1, 2, false},        {GgmlType::TQ1_0, "TQ1_0", 256, 54, true},
     {GgmlType::TQ2_0, "TQ2_0", 256, 66, true},    {GgmlType::MXFP4, "MXFP4", 32, 17, true},
-    // edgeq palettized: per row of 256 weights a 1-byte index... block layout is defined in quant/; the
-    // byte size here is one uint8 index per weight (the LUT is stored as a separate F32 tensor).
-    {GgmlType::EDGEQ_PAL, "EDGEQ_PAL", 1, 1, true},
 };
 // Registered rows (deques: addresses stay valid as rows are added).
 struct Registered {

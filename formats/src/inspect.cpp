@@ -9,6 +9,7 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/formats/onnx.h"
+#include "edgeq/formats/palette.h"
 #include "edgeq/formats/safetensors.h"
 
 namespace edgeq {
@@ -86,21 +87,34 @@ nlohmann::json inspect_gguf(const std::string& path) {
   r["metadata"] = md;
   nlohmann::json ts = nlohmann::json::array();
   std::map<std::string, std::pair<uint64_t, uint64_t>> hist;
-  uint64_t params = 0, bytes = 0;
+  // A palettized weight's parameters and bits per weight (index and table bytes) are shown on its index tensor;
+  // its table holds no parameters (formats/palette.h).
+  const auto pal = palette::palettized_tensors(f);
+  std::map<std::string_view, const palette::PalTensor*> parts;
+  for (const auto& p : pal) {
+    parts.emplace(p.index->name, &p);
+    parts.emplace(p.lut->name, nullptr);
+  }
   for (auto& t : f.tensors()) {
-    uint64_t n = t.n_elements();
+    uint64_t n = t.n_elements(), nb = t.nbytes;
+    if (auto it = parts.find(t.name); it != parts.end()) {
+      n = it->second ? it->second->n_elements() : 0;
+      nb = it->second ? it->second->nbytes() : 0;
+    }
     const char* tn = ggml_type_name(t.type);
     ts.push_back({{"name", t.name}, {"type", tn}, {"shape", t.dims}, {"elements", n}, {"bytes", t.nbytes},
                   {"offset", f.data_offset() + t.offset},
-                  {"bits_per_weight", n ? 8.0 * static_cast<double>(t.nbytes) / static_cast<double>(n) : 0.0}});
-    params += n;
-    bytes += t.nbytes;
+                  {"bits_per_weight", n ? 8.0 * static_cast<double>(nb) / static_cast<double>(n) : 0.0}});
     hist[tn].first++;
     hist[tn].second += t.nbytes;
   }
   r["tensor_count"] = f.tensors().size();
   r["tensors"] = ts;
-  finish_totals(r, hist, params, bytes);
+  if (!pal.empty())
+    r["palettized"] = {{"tensors", pal.size()}, {"bits", pal.front().bits},
+                       {"group", f.get_int(palette::kGroupKey).value_or(0)}};
+  const palette::DataSize size = palette::data_size(f);
+  finish_totals(r, hist, size.parameters, size.bytes);
   return r;
 }
 
@@ -313,6 +327,13 @@ std::string render_inspection(const nlohmann::json& r, size_t max_tensors) {
   o += "\ntypes:\n";
   for (auto& [t, h] : r["type_histogram"].items())
     o += fmt::format("  {:<8} {:>5} tensors  {:>12}\n", t, h["tensors"].get<uint64_t>(), human_bytes(h["bytes"]));
+  if (r.contains("palettized"))
+    o += fmt::format("\npalettized: {} weights, {}-bit indices, {} (edgeq only: llama.cpp cannot load this file; "
+                     "bits per weight include the tables)\n",
+                     r["palettized"]["tensors"].get<uint64_t>(), r["palettized"]["bits"].get<int>(),
+                     r["palettized"]["group"].get<int64_t>() == 0
+                         ? std::string("one table per tensor")
+                         : fmt::format("one table per {} rows", r["palettized"]["group"].get<int64_t>()));
   uint64_t params = r["parameters"];
   o += fmt::format("\nparameters: {} ({:.2f} M)\ntensor data: {} ({} bytes)\nbits per weight: {:.4f}\n", params,
                    static_cast<double>(params) / 1e6, human_bytes(r["tensor_bytes"]), r["tensor_bytes"].get<uint64_t>(),

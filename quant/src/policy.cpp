@@ -8,6 +8,7 @@
 #include <string>
 
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/palette.h"
 #include "edgeq/quant/block_ops.h"
 
 namespace edgeq::quant {
@@ -231,6 +232,11 @@ const std::vector<FileTypeInfo>& file_types() {
       {F::MOSTLY_F16, "F16", T::F16, "14.00G, +0.0020 ppl @ Mistral-7B"},
       {F::MOSTLY_BF16, "BF16", T::BF16, "14.00G, -0.0050 ppl @ Mistral-7B"},
       {F::ALL_F32, "F32", T::F32, "26.00G @ 7B"},
+      {F::EDGEQ_PAL2, "PAL2", T::I8, "2-bit k-means look-up tables (edgeq only; llama.cpp cannot load it)", 2},
+      {F::EDGEQ_PAL3, "PAL3", T::I8, "3-bit k-means look-up tables (edgeq only; llama.cpp cannot load it)", 3},
+      {F::EDGEQ_PAL4, "PAL4", T::I8, "4-bit k-means look-up tables (edgeq only; llama.cpp cannot load it)", 4},
+      {F::EDGEQ_PAL6, "PAL6", T::I8, "6-bit k-means look-up tables (edgeq only; llama.cpp cannot load it)", 6},
+      {F::EDGEQ_PAL8, "PAL8", T::I8, "8-bit k-means look-up tables (edgeq only; llama.cpp cannot load it)", 8},
   };
   return v;
 }
@@ -355,7 +361,7 @@ std::vector<std::pair<std::string, GgufValue>> quantized_metadata(
   static const char* kDropped[] = {"split.no", "split.count", "split.tensors.count", "general.quantization_version",
                                    "general.file_type", "quantize.imatrix.file", "quantize.imatrix.dataset",
                                    "quantize.imatrix.entries_count", "quantize.imatrix.chunks_count",
-                                   "edgeq.quantize.method"};
+                                   "edgeq.quantize.method", palette::kBitsKey, palette::kGroupKey};
   std::vector<std::pair<std::string, GgufValue>> kv;
   kv.reserve(source.size() + 7);
   for (const auto& [k, v] : source) {
@@ -407,6 +413,10 @@ std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vec
       // The mix rules run for every quantized tensor (even when an override wins) so that the layer
       // counters advance exactly as in llama.cpp.
       if (!opts.pure && is_quantized(info.default_type)) type = mix_type(qs, params, opts, type, t);
+      // PAL types keep llama.cpp's rule for the output matrix (Q6_K; Q8_0 for short rows): one 2^n-entry table
+      // for the logits' matrix doubled tl-8m's KLD (PAL4 0.0083 vs 0.0038). --pure palettizes it too.
+      if (!opts.pure && info.palette_bits > 0 && (t.name == "output.weight" || (!qs.has_output && t.name == "token_embd.weight")))
+        type = mix_type(qs, params, opts, type, t);
       for (auto& [re, ty] : overrides) {
         bool m = false;
         try {
@@ -428,7 +438,26 @@ std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vec
         type = *opts.output_tensor_type;
         d.overridden = true;
       }
-      type = shape_fallback(type, t.dims.empty() ? 1 : t.dims[0], &d.fallback);
+      const uint64_t ne0 = t.dims.empty() ? 1 : t.dims[0];
+      if (info.palette_bits > 0 && !d.overridden && type == info.default_type) {
+        if (palette::row_fits(ne0, info.palette_bits)) {
+          uint64_t rows = 1;
+          for (size_t i = 1; i < t.dims.size(); ++i) rows *= t.dims[i];
+          if (opts.palette_group > 0 && rows % opts.palette_group != 0)
+            fail("tensor {}: --pal-group {} does not divide its {} rows", t.name, opts.palette_group, rows);
+          d.type = T::I8;
+          d.palette_bits = info.palette_bits;
+          d.palette_groups = opts.palette_group > 0 ? rows / opts.palette_group : 1;
+          d.nbytes = palette::palettized_bytes(t.dims, d.palette_bits, d.palette_groups);
+          out.push_back(d);
+          continue;
+        }
+        type = T::F16;  // a row that does not pack into whole bytes
+        d.fallback = true;
+      }
+      bool fell_back = false;
+      type = shape_fallback(type, ne0, &fell_back);
+      d.fallback |= fell_back;
       d.type = type;
       d.quantize = type != t.keep_type;
     }

@@ -9,9 +9,11 @@
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
+#include "edgeq/formats/palette.h"
 #include "edgeq/formats/thread_count.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/imatrix.h"
+#include "edgeq/quant/palette.h"
 #include "edgeq/quant/quantize.h"
 
 namespace edgeq::quant {
@@ -25,6 +27,13 @@ bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16
 bool is_quantized(GgmlType t) {
   auto* i = ggml_type_info(t);
   return i && i->quantized;
+}
+
+// Whether the tensor's encoder takes an importance vector (quantized blocks and palettes; not float types).
+bool takes_importance(const TypeDecision& d) { return d.quantize && (is_quantized(d.type) || d.palette_bits > 0); }
+
+std::string type_label(const TypeDecision& d) {
+  return d.palette_bits > 0 ? fmt::format("PAL{}", d.palette_bits) : std::string(ggml_type_name(d.type));
 }
 
 uint64_t checked_elements(const std::string& src, const std::string& name, const std::vector<uint64_t>& dims) {
@@ -72,7 +81,41 @@ QuantizeSource open_gguf_source(const std::string& path) {
   src.path = path;
   src.metadata = file->metadata();
   src.keep_alive.push_back(file);
+  const auto pal = std::make_shared<std::vector<palette::PalTensor>>(palette::palettized_tensors(*file));
+  src.keep_alive.push_back(pal);
+  std::set<std::string_view> parts;
+  for (const auto& p : *pal) parts.insert(p.lut->name);
   for (const auto& info : file->tensors()) {
+    if (parts.count(info.name)) continue;
+    if (info.name.ends_with(palette::kIndexSuffix)) {
+      const palette::PalTensor* p = nullptr;
+      for (const auto& q : *pal)
+        if (q.index == &info) p = &q;
+      SourceTensor t;
+      t.name = p->name;
+      t.dims = p->dims;
+      t.source_type = GgmlType::F16;
+      t.keep_type = GgmlType::F16;
+      t.palettized = true;
+      t.file = path;
+      const uint8_t* idx = file->view(*p->index).data;
+      const uint8_t* lut = file->view(*p->lut).data;
+      const int bits = p->bits;
+      const uint64_t ne0 = p->dims[0], group_rows = p->group_rows, rows = p->n_elements() / ne0;
+      const uint64_t rb = palette::index_row_bytes(ne0, bits), k = uint64_t{1} << bits;
+      t.load_f32 = [idx, lut, bits, ne0, group_rows, rows, rb, k](float* dst) {
+        std::vector<float> table(k);
+        for (uint64_t r = 0; r < rows; ++r) {
+          if (r % group_rows == 0) {
+            const uint8_t* g = lut + (r / group_rows) * k * 2;
+            for (uint64_t j = 0; j < k; ++j) table[j] = f16_to_f32(static_cast<uint16_t>(g[2 * j] | g[2 * j + 1] << 8));
+          }
+          palette_decode_row(idx + r * rb, table.data(), bits, dst + r * ne0, static_cast<int64_t>(ne0));
+        }
+      };
+      src.tensors.push_back(std::move(t));
+      continue;
+    }
     SourceTensor t;
     t.name = info.name;
     t.dims = info.dims;
@@ -163,13 +206,16 @@ QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opt
       if (!t.load_f32) fail("{}: tensor {}: the source cannot provide its values", src.path, t.name);
       if (d.quantize && is_quantized(t.source_type) && !opts.allow_requantize)
         fail("{}: tensor {}: already quantized as {}; converting it to {} needs --allow-requantize",
-             src.path, t.name, ggml_type_name(t.source_type), ggml_type_name(d.type));
-      if (is_quantized(d.type) && !can_quantize(d.type))
+             src.path, t.name, ggml_type_name(t.source_type), type_label(d));
+      if (d.palette_bits > 0 && t.palettized && !opts.allow_requantize)
+        fail("{}: tensor {}: already palettized; palettizing it again as {} needs --allow-requantize", src.path,
+             t.name, type_label(d));
+      if (d.palette_bits == 0 && is_quantized(d.type) && !can_quantize(d.type))
         fail("{}: tensor {}: edgeq cannot write type {} yet", src.path, t.name, ggml_type_name(d.type));
-      if (!is_quantized(d.type) && !is_float_type(d.type))
+      if (d.palette_bits == 0 && !is_quantized(d.type) && !is_float_type(d.type))
         fail("{}: tensor {}: cannot write type {}", src.path, t.name, ggml_type_name(d.type));
     }
-    if (opts.importance && d.quantize && is_quantized(d.type)) {
+    if (opts.importance && takes_importance(d)) {
       auto it = opts.importance->data.find(t.name);
       if (it != opts.importance->data.end()) {
         const uint64_t ne0 = t.dims[0];
@@ -181,6 +227,12 @@ QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opt
       }
     }
     plan.tensors.push_back({order[k], d});
+  }
+  if (const int bits = file_type_info(po.ftype).palette_bits; bits > 0) {
+    bool any = false;
+    for (const auto& p : plan.tensors) any |= p.decision.palette_bits > 0;
+    if (!any)
+      fail("{}: no tensor can be palettized as PAL{} (2-D weights whose rows pack into whole bytes)", src.path, bits);
   }
   return plan;
 }
@@ -214,11 +266,22 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
                                          opts.importance ? &opts.importance->info : nullptr,
                                          quantize_method_string(opts)))
     w.set(k, std::move(v));
+  if (const int bits = file_type_info(opts.policy.ftype).palette_bits; bits > 0) {
+    w.set(palette::kBitsKey, GgufValue(static_cast<uint32_t>(bits)));
+    w.set(palette::kGroupKey, GgufValue(static_cast<uint32_t>(opts.policy.palette_group)));
+  }
   if (opts.record_method)
     for (const auto& [k, v] : opts.extra_metadata) w.set(k, v);
   for (const auto& p : plan.tensors) {
     const auto& t = src.tensors[p.source_index];
-    w.add_tensor(t.name, t.dims, p.decision.type);
+    const auto& d = p.decision;
+    if (d.palette_bits > 0) {
+      w.add_tensor(t.name + std::string(palette::kIndexSuffix), palette::index_dims(t.dims, d.palette_bits), GgmlType::I8);
+      w.add_tensor(t.name + std::string(palette::kLutSuffix), palette::lut_dims(d.palette_bits, d.palette_groups),
+                   GgmlType::F16);
+    } else {
+      w.add_tensor(t.name, t.dims, d.type);
+    }
   }
   if (opts.check_output) {
     const std::string header = w.header_bytes();
@@ -246,6 +309,7 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
     prog.to = d.type;
     prog.quantized = d.quantize;
     prog.fallback = d.fallback;
+    prog.palette_bits = d.palette_bits;
     prog.bytes_before = t.raw ? t.raw_nbytes : tensor_bytes(src.path, t.name, t.source_type, t.dims);
     prog.bytes_after = d.nbytes;
 
@@ -265,10 +329,10 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
 
     HookResult hooked = HookResult::Untouched;
     const float* hook_imp = nullptr;
-    if (opts.tensor_hook && loadable) {
+    if (opts.tensor_hook && loadable && d.palette_bits == 0) {
       out.resize(d.nbytes);
       const float* base_imp = nullptr;
-      if (opts.importance && d.quantize && is_quantized(d.type)) {
+      if (opts.importance && takes_importance(d)) {
         auto it = opts.importance->data.find(t.name);
         if (it != opts.importance->data.end() && it->second.size() == ne0) base_imp = it->second.data();
       }
@@ -295,26 +359,44 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
       // Experts (3-D tensors) are quantized slice by slice, each with its own importance row (as llama.cpp).
       const uint64_t ne1 = t.dims.size() > 1 ? t.dims[1] : 1;
       const uint64_t slices = nrows / ne1;
-      if (opts.importance && d.quantize && is_quantized(d.type)) {
+      bool slices_done = false;
+      if (opts.importance && takes_importance(d)) {
         // As llama-quantize: a vector of the wrong size is ignored (only token_embd gets this far).
         auto it = opts.importance->data.find(t.name);
         if (it != opts.importance->data.end() && it->second.size() == ne0 * slices) imv = &it->second;
       }
       out.resize(d.nbytes);
+      if (d.palette_bits > 0) {
+        // One palettization over all rows (groups of output rows; per-slice importance only for 2-D weights).
+        const uint64_t idx_bytes = palette::index_row_bytes(ne0, d.palette_bits) * nrows;
+        std::vector<uint16_t> lut(d.palette_groups << d.palette_bits);
+        palettize(f32.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
+                  imv && slices == 1 ? imv->data() : nullptr, d.palette_bits,
+                  static_cast<int64_t>(opts.policy.palette_group), out.data(), lut.data(), pool);
+        std::memcpy(out.data() + idx_bytes, lut.data(), lut.size() * sizeof(uint16_t));
+        prog.has_importance = imv && slices == 1;
+        slices_done = true;
+      }
       const uint64_t row_bytes = d.nbytes / nrows;
-      for (uint64_t s = 0; s < slices; ++s) {
+      for (uint64_t s = 0; s < slices && !slices_done; ++s) {
         imp = nullptr;
         if (imv) imp = imv->data() + s * ne0;
         quantize_rows_parallel(d.type, f32.data() + s * ne1 * ne0, out.data() + s * ne1 * row_bytes,
                                static_cast<int64_t>(ne1), static_cast<int64_t>(ne0), imp, pool);
       }
-      prog.has_importance = imv != nullptr;
-      w.write_tensor_data(out.data(), out.size());
+      if (!slices_done) prog.has_importance = imv != nullptr;
+      if (d.palette_bits > 0) {  // the two tensors, index then table
+        const uint64_t idx_bytes = palette::index_row_bytes(ne0, d.palette_bits) * nrows;
+        w.write_tensor_data(out.data(), idx_bytes);
+        w.write_tensor_data(out.data() + idx_bytes, out.size() - idx_bytes);
+      } else {
+        w.write_tensor_data(out.data(), out.size());
+      }
     }
     if (d.quantize) ++rep.n_quantized;
     if (d.fallback) ++rep.n_fallback;
     if (prog.has_importance) ++rep.n_with_importance;
-    ++rep.type_counts[ggml_type_name(d.type)];
+    ++rep.type_counts[type_label(d)];
     prog.seconds = std::chrono::duration<double>(Clock::now() - tt).count();
     if (t.release) t.release();
     if (opts.on_tensor) opts.on_tensor(prog);

@@ -9,6 +9,7 @@
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/formats/palette.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
@@ -24,13 +25,9 @@ CompareRow describe_model(const Model& m) {
   const auto& f = m.gguf();
   row.path = m.path();
   row.file_bytes = f.file_size();
-  uint64_t bytes = 0, params = 0;
-  for (auto& t : f.tensors()) {
-    bytes += t.nbytes;
-    params += t.n_elements();
-  }
-  row.parameters = params;
-  row.bits_per_weight = params ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0;
+  const palette::DataSize size = palette::data_size(f);  // palettized weights count their logical parameters
+  row.parameters = size.parameters;
+  row.bits_per_weight = size.bits_per_weight();
   const char* ft_name = "?";
   if (auto ft = f.get_int("general.file_type")) {
     for (auto& info : quant::file_types())

@@ -107,12 +107,12 @@ void Context::attention(int64_t il, int64_t n) {
 }
 
 void Context::matmul_shared(const float* x, int64_t n, int64_t ld,
-                            std::initializer_list<std::pair<const TensorView*, float*>> outs) {
+                            std::initializer_list<std::pair<const Weight*, float*>> outs) {
   const bool compat = opt_.ggml_compat;
   ActRounding r = ActRounding::None;
   bool same = compat;
   for (const auto& o : outs) {
-    const ActRounding ri = act_rounding_for(o.first->type);
+    const ActRounding ri = act_rounding_for(*o.first);
     if (&o == outs.begin()) r = ri;
     same = same && ri == r;
   }

@@ -11,6 +11,7 @@
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
+#include "edgeq/quant/palette.h"
 #include "edgeq/runtime/blas.h"
 #include "kernels.h"
 
@@ -22,6 +23,8 @@ ActRounding act_rounding_for(GgmlType t) {
   const quant::BlockOps* ops = quant::block_ops(t);
   return ops ? ops->act_rounding : ActRounding::None;
 }
+
+ActRounding act_rounding_for(const Weight& w) { return w.palette ? ActRounding::F16 : act_rounding_for(w.type); }
 
 namespace {
 // Round half to even (ggml's nearest_int / _mm256_round_ps(NEAREST)). nearbyint, not the magic-number add:
@@ -99,8 +102,15 @@ void round_activations(ActRounding r, float* x, int64_t n) {
 
 // ---------------------------------------------------------------- dequantization of weight rows
 
-void dequantize_rows(const TensorView& w, int64_t r0, int64_t r1, float* dst) {
+void dequantize_rows(const Weight& w, int64_t r0, int64_t r1, float* dst) {
   const int64_t ne0 = static_cast<int64_t>(w.dims[0]);
+  if (const Palette* p = w.palette.get()) {
+    const uint64_t k = uint64_t{1} << p->bits;
+    for (int64_t r = r0; r < r1; ++r, dst += ne0)
+      quant::palette_decode_row(w.data + static_cast<uint64_t>(r) * p->row_bytes,
+                                p->lut.data() + (static_cast<uint64_t>(r) / p->group_rows) * k, p->bits, dst, ne0);
+    return;
+  }
   const uint64_t rb = w.row_bytes();
   const uint8_t* src = w.data + static_cast<uint64_t>(r0) * rb;
   if (w.type == GgmlType::F32) {
@@ -126,7 +136,7 @@ void set_matmul_kernels(bool enabled, bool simd) {
 
 std::string blas_core() { return blas::core(); }
 
-void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
+void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat) {
   const int64_t in = static_cast<int64_t>(w.dims[0]);
   const int64_t out = static_cast<int64_t>(w.n_rows());
@@ -137,8 +147,9 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, 
   // thread, so the split over threads does not change it.
   // Used below kKernelMaxTokens tokens (generation, short prompts): there they beat dequantize + sgemm by 1.5-6x;
   // for larger batches OpenBLAS's AVX-512 sgemm on dequantized tiles is still faster than these AVX2 kernels.
-  const quant::BlockOps* k =
-      ggml_compat && g_use_kernels && n_tokens < kKernelMaxTokens ? kernels::find(w.type) : nullptr;
+  const quant::BlockOps* k = ggml_compat && g_use_kernels && n_tokens < kKernelMaxTokens && !w.palette
+                                 ? kernels::find(w.type)
+                                 : nullptr;
   if (k != nullptr && in % (k->act_rounding == ActRounding::Q8_0 ? 32 : 256) == 0) {
     const size_t arb = kernels::act_row_bytes(k->act_rounding, in);
     scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
@@ -162,7 +173,7 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, 
 
   const float* xs = x;
   int64_t ldxs = ldx;
-  const ActRounding r = ggml_compat ? act_rounding_for(w.type) : ActRounding::None;
+  const ActRounding r = ggml_compat ? act_rounding_for(w) : ActRounding::None;
   if (r != ActRounding::None) {
     scratch.xr.resize(static_cast<size_t>(n_tokens * in));
     for (int64_t t = 0; t < n_tokens; ++t) {
@@ -179,7 +190,7 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, 
     const int64_t r0 = tile * kTileRows;
     const int64_t r1 = std::min(out, r0 + kTileRows);
     const float* wt;
-    if (w.type == GgmlType::F32) {
+    if (w.type == GgmlType::F32 && !w.palette) {
       wt = reinterpret_cast<const float*>(w.data) + r0 * in;  // no copy needed
     } else {
       auto& buf = scratch.tiles[worker];

@@ -2,8 +2,11 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/half.h"
+#include "edgeq/formats/palette.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/runtime/matmul.h"
 
@@ -24,6 +27,7 @@ struct Loader {
   const std::string& path;
   std::string arch;
   bool with_data = true;  // false: a header without tensor data (shapes and types checked, nothing read)
+  std::map<std::string, const palette::PalTensor*, std::less<>> pal;  // palettized weights by name
 
   int64_t get_int(const std::string& key, std::optional<int64_t> def = std::nullopt) const {
     const std::string full = arch + "." + key;
@@ -50,9 +54,39 @@ struct Loader {
 
   const GgufTensorInfo* find(const std::string& name) const { return f.find_tensor(name); }
 
-  TensorView matrix(const std::string& name, uint64_t ne0, uint64_t ne1, bool required = true) const {
+  // The dims of a weight, plain or palettized; nullptr when absent.
+  const std::vector<uint64_t>* dims_of(const std::string& name) const {
+    if (const GgufTensorInfo* t = find(name)) return &t->dims;
+    if (auto it = pal.find(name); it != pal.end()) return &it->second->dims;
+    return nullptr;
+  }
+
+  Weight palettized(const palette::PalTensor& p, uint64_t ne0, uint64_t ne1) const {
+    if (p.dims.size() != 2 || p.dims[0] != ne0 || p.dims[1] != ne1)
+      fail("{}: tensor {}: palettized shape {} does not match the hyperparameters (expected [{}, {}])", path, p.name,
+           dims_str(p.dims), ne0, ne1);
+    Weight w(f.view(*p.index));  // data == nullptr for a header only
+    w.name = p.name;
+    w.dims = p.dims;
+    auto pt = std::make_shared<Palette>();
+    pt->bits = p.bits;
+    pt->group_rows = p.group_rows;
+    pt->row_bytes = palette::index_row_bytes(ne0, p.bits);
+    if (with_data) {
+      const TensorView lut = f.view(*p.lut);
+      pt->lut.resize(lut.n_elements());
+      f16_to_f32_row(reinterpret_cast<const uint16_t*>(lut.data), pt->lut.data(), static_cast<int64_t>(pt->lut.size()));
+      for (float x : pt->lut)
+        if (!std::isfinite(x)) fail("{}: tensor {}: contains NaN or Inf", path, p.lut->name);
+    }
+    w.palette = std::move(pt);
+    return w;
+  }
+
+  Weight matrix(const std::string& name, uint64_t ne0, uint64_t ne1, bool required = true) const {
     const GgufTensorInfo* t = find(name);
     if (!t) {
+      if (auto it = pal.find(name); it != pal.end()) return palettized(*it->second, ne0, ne1);
       if (!required) return {};
       fail("{}: tensor {}: missing", path, name);
     }
@@ -107,7 +141,9 @@ Model Model::build(GgufFile file, bool with_data) {
   c.arch = f.architecture();
   if (!supports(c.arch))
     fail("{}: unsupported architecture '{}' (supported: llama, qwen2, qwen3)", path, c.arch);
-  Loader L{f, path, c.arch, with_data};
+  const std::vector<palette::PalTensor> pal = palette::palettized_tensors(f);
+  Loader L{f, path, c.arch, with_data, {}};
+  for (const auto& p : pal) L.pal.emplace(p.name, &p);
   c.name = f.get_string("general.name").value_or(std::filesystem::path(path).stem().string());
 
   c.n_layer = L.get_int("block_count");
@@ -138,10 +174,10 @@ Model Model::build(GgufFile file, bool with_data) {
   c.has_qk_norm = c.arch == "qwen3";
 
   // Vocabulary size: <arch>.vocab_size, else token_embd's second dimension.
-  const GgufTensorInfo* te = f.find_tensor("token_embd.weight");
+  const std::vector<uint64_t>* te = L.dims_of("token_embd.weight");
   if (!te) fail("{}: tensor token_embd.weight: missing", path);
-  if (te->dims.size() != 2) fail("{}: tensor token_embd.weight: shape {} is not 2-D", path, dims_str(te->dims));
-  c.n_vocab = L.get_int("vocab_size", static_cast<int64_t>(te->dims[1]));
+  if (te->size() != 2) fail("{}: tensor token_embd.weight: shape {} is not 2-D", path, dims_str(*te));
+  c.n_vocab = L.get_int("vocab_size", static_cast<int64_t>((*te)[1]));
   if (c.n_vocab < 1 || c.n_vocab > (int64_t(1) << 24)) fail("{}: vocabulary size {} is out of range", path, c.n_vocab);
   if (const GgufValue* tok = f.find("tokenizer.ggml.tokens"); tok && tok->type() == GgufType::ARRAY) {
     const auto n = static_cast<int64_t>(tok->as_array().items.size());

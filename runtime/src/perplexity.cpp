@@ -33,12 +33,12 @@ uint64_t hash_tokens(const int32_t* ids, size_t n) {
 
 // The first weight matrix holding NaN or Inf (only looked for once the output has gone non-finite).
 static std::string first_non_finite_tensor(const Model& model) {
-  std::vector<const TensorView*> ws = {&model.token_embd()};
+  std::vector<const Weight*> ws = {&model.token_embd()};
   for (const auto& l : model.layers())
-    for (const TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) ws.push_back(w);
+    for (const Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) ws.push_back(w);
   ws.push_back(&model.output());
   std::vector<float> row;
-  for (const TensorView* w : ws) {
+  for (const Weight* w : ws) {
     row.resize(w->dims[0]);
     for (uint64_t r = 0; r < w->n_rows(); ++r) {
       dequantize_rows(*w, static_cast<int64_t>(r), static_cast<int64_t>(r) + 1, row.data());

@@ -32,6 +32,9 @@ struct SourceTensor {
   std::function<void(uint64_t row0, uint64_t nrows, float* dst)> load_rows;
   // Optional: drops the source pages of this tensor from memory once consumed (a later load reads them again).
   std::function<void()> release;
+  // A palettized weight of a GGUF source (formats/palette.h), decoded through its tables: source_type and
+  // keep_type are F16 (every value is an f16 table entry), raw is null.
+  bool palettized = false;
 
   uint64_t n_elements() const {
     uint64_t n = 1;

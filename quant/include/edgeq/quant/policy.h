@@ -38,16 +38,28 @@ enum class FileType : uint32_t {
   MOSTLY_IQ4_NL = 25,
   MOSTLY_IQ4_XS = 30,
   MOSTLY_BF16 = 32,
+  // edgeq's palettized files (formats/palette.h): not llama.cpp values (its range ends far below), so
+  // llama.cpp never mistakes such a file for one of its own types.
+  EDGEQ_PAL2 = 4096 + 2,
+  EDGEQ_PAL3 = 4096 + 3,
+  EDGEQ_PAL4 = 4096 + 4,
+  EDGEQ_PAL6 = 4096 + 6,
+  EDGEQ_PAL8 = 4096 + 8,
 };
 
 struct FileTypeInfo {
   FileType ftype;
   const char* name;       // "Q4_K_M", as llama-quantize names it
-  GgmlType default_type;  // the mix's base type (llama_model_quantize_impl's default_type)
+  GgmlType default_type;  // the mix's base type (llama_model_quantize_impl's default_type); I8 for PAL
   const char* description;
+  // > 0: a palettized type (PALn): every tensor llama.cpp's mixes quantize becomes an n-bit index tensor plus
+  // an F16 look-up table (formats/palette.h), the token embedding included, except the output matrix, which
+  // keeps llama.cpp's mix rule (Q6_K; palettized too with --pure); no other mix rules apply. Only edgeq loads
+  // these files.
+  int palette_bits = 0;
 };
 
-// The supported mixes, in llama-quantize's listing order.
+// The supported mixes, in llama-quantize's listing order, then edgeq's palettized types.
 const std::vector<FileTypeInfo>& file_types();
 const FileTypeInfo& file_type_info(FileType t);  // throws edgeq::Error for an unsupported value
 std::optional<FileType> file_type_from_name(std::string_view name);  // case-insensitive
@@ -84,6 +96,7 @@ struct PolicyOptions {
   bool pure = false;                 // every quantized tensor gets the mix's default type
   bool leave_output_tensor = false;  // output.weight is not quantized
   bool has_imatrix = false;          // some rules depend on whether an importance matrix is used
+  uint64_t palette_group = 0;        // PAL types: output rows per look-up table (0: one table per tensor)
 };
 
 struct TensorShape {
@@ -97,7 +110,11 @@ struct TypeDecision {
   bool quantize = false;  // false: the tensor keeps keep_type (norms, 1-D tensors, --leave-output-tensor)
   bool fallback = false;  // the row length forced a fallback type
   bool overridden = false;  // a user override chose the type
-  uint64_t nbytes = 0;    // data bytes of the tensor in `type`
+  uint64_t nbytes = 0;    // data bytes of the tensor in `type` (palettized: index and table together)
+  // > 0: palettized at these bits, written as <name>.pal_idx (`type` = I8) and <name>.pal_lut (F16) with
+  // palette_groups tables (formats/palette.h).
+  int palette_bits = 0;
+  uint64_t palette_groups = 0;
 };
 
 // llama.cpp's tensor order for quantized files (llama_model_loader's weight_name_comparer): tensors outside
@@ -108,8 +125,10 @@ bool llama_tensor_order_less(std::string_view a, std::string_view b);
 bool tensor_is_quantizable(std::string_view name, const std::vector<uint64_t>& dims, bool leave_output_tensor);
 
 // Decides the type of every tensor. The tensors must be in processing order (llama_tensor_order_less):
-// the attn_v / ffn_down promotions count layers in that order. Throws edgeq::Error for a tensor whose size
-// overflows or a regex that cannot run.
+// the attn_v / ffn_down promotions count layers in that order. PAL types palettize every quantizable tensor
+// not overridden whose rows pack into whole bytes (others fall back to F16), but output.weight (Q6_K). Throws edgeq::Error for a
+// tensor whose size overflows, a regex that cannot run, or palette_group not dividing a palettized tensor's
+// rows.
 std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vector<TensorShape>& tensors,
                                        const PolicyOptions& opts);
 
@@ -125,7 +144,8 @@ struct ImatrixProvenance {
 // quantize.* keys, then general.quantization_version = 2 (u32) and general.file_type (u32) moved to the end
 // (as llama-quantize's gguf_set_val does), then quantize.imatrix.* (file, dataset, entries_count i32,
 // chunks_count i32) when an imatrix is used, then edgeq.quantize.method = method (omitted when method is
-// empty: the metadata, and so the file size, are then exactly llama-quantize's).
+// empty: the metadata, and so the file size, are then exactly llama-quantize's). Stale edgeq.pal.* keys of
+// a palettized source are dropped (quantize_model writes them for PAL outputs).
 std::vector<std::pair<std::string, GgufValue>> quantized_metadata(
     const std::vector<std::pair<std::string, GgufValue>>& source, FileType ftype, const ImatrixProvenance* imatrix,
     const std::string& method);

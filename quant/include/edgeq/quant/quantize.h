@@ -23,7 +23,8 @@ namespace edgeq::quant {
 using edgeq::SourceTensor;
 using QuantizeSource = ModelSource;
 
-// Opens a GGUF file as a source: metadata copied, tensors loaded through dequantize_row / half conversions.
+// Opens a GGUF file as a source: metadata copied, tensors loaded through dequantize_row / half conversions;
+// a palettized weight (its .pal_idx and .pal_lut tensors) is one source tensor decoded through its tables.
 QuantizeSource open_gguf_source(const std::string& path);
 
 // Importance vectors (llama.cpp imatrix) keyed by tensor name, and the provenance llama-quantize records.
@@ -42,6 +43,7 @@ struct TensorProgress {
   bool quantized = false;  // false: copied/converted unchanged
   bool fallback = false;
   bool has_importance = false;
+  int palette_bits = 0;  // > 0: written palettized (`to` is the index tensor's I8)
   uint64_t bytes_before = 0, bytes_after = 0;
   double seconds = 0;
 };
@@ -93,7 +95,8 @@ struct QuantizePlan {
 };
 
 // Decides every tensor's output type and size without reading tensor data; validates requantization
-// and importance sizes. Throws edgeq::Error.
+// (a palettized source tensor palettized again needs allow_requantize), importance sizes, and that a PAL type
+// palettizes at least one tensor. Throws edgeq::Error.
 QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opts);
 
 struct QuantizeReport {
@@ -106,13 +109,15 @@ struct QuantizeReport {
   uint64_t file_size = 0;     // output file
   double seconds = 0;
   int threads = 1;
-  std::map<std::string, size_t> type_counts;  // ggml type name -> tensors
+  std::map<std::string, size_t> type_counts;  // ggml type name (PALn for palettized weights) -> tensors
   double bpw_before() const { return n_elements ? 8.0 * double(bytes_before) / double(n_elements) : 0; }
   double bpw_after() const { return n_elements ? 8.0 * double(bytes_after) / double(n_elements) : 0; }
 };
 
 // Quantizes src into out_path. The output appears only when complete; the same input and options give
 // byte-identical files for any thread count. Throws edgeq::Error (non-finite weights name the tensor).
+// PAL types write edgeq.pal.bits and edgeq.pal.group (formats/palette.h) and skip tensor_hook for palettized
+// tensors (the calibration methods rewrite standard blocks only).
 QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_path, const QuantizeOptions& opts);
 
 // The edgeq.quantize.method string recorded for these options; empty (no key) when !opts.record_method.

@@ -61,7 +61,7 @@ class Context {
   std::vector<float> x_, h_, q_, k_, v_, att_, ff_gate_, ff_up_, tmp_, xr_;
   // y_i = x · W_iᵀ for several weights sharing the input; the activation rounding is done once when the
   // weights share a rounding type.
-  void matmul_shared(const float* x, int64_t n, int64_t ld, std::initializer_list<std::pair<const TensorView*, float*>> outs);
+  void matmul_shared(const float* x, int64_t n, int64_t ld, std::initializer_list<std::pair<const Weight*, float*>> outs);
   std::vector<std::vector<float>> scores_;  // per worker
   std::vector<float> rope_cos_, rope_sin_;   // [pos][n_rot/2], filled lazily
   int64_t rope_filled_ = 0;

@@ -8,6 +8,7 @@
 // computed by the same operations whatever the thread count: results are bit-identical for any --threads.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,10 +21,28 @@ namespace edgeq::runtime {
 // The shared pool lives in formats/ (convert and quantize use it too); the runtime name stays.
 using ThreadPool = edgeq::ThreadPool;
 
+// A weight matrix as the runtime uses it: a GGUF tensor, or a palettized weight (formats/palette.h), whose
+// view is its index tensor with the weight's name and dims (type I8, data = the index bytes) and whose rows
+// are table look-ups. Palettized weights go through dequantize + sgemm, activations rounded to f16 (their
+// values are f16 table entries, so they are multiplied as F16 weights are).
+struct Palette {
+  int bits = 0;
+  uint64_t group_rows = 0;   // rows per table
+  uint64_t row_bytes = 0;    // index bytes per row
+  std::vector<float> lut;    // n_groups · 2^bits entries (widened from the file's f16)
+};
+struct Weight : TensorView {
+  Weight() = default;
+  Weight(TensorView v) : TensorView(std::move(v)) {}  // NOLINT: a plain tensor is a weight
+  std::shared_ptr<const Palette> palette;            // set for a palettized weight
+};
+
 // How activations are rounded before a product, to reproduce llama.cpp's CPU numerics: a column of quant's
 // block-ops table (edgeq/quant/block_ops.h); act_rounding_for reads it (None for a type without a row).
 using ActRounding = quant::ActRounding;
 ActRounding act_rounding_for(GgmlType weight_type);
+// The rounding for a weight: its type's, F16 for a palettized weight.
+ActRounding act_rounding_for(const Weight& w);
 // Applies the rounding in place to one row of n values (n a multiple of the block size, else no-op).
 void round_activations(ActRounding r, float* x, int64_t n);
 
@@ -39,7 +58,7 @@ struct MatmulScratch {
 
 // y[t, o] = sum_i x[t, i] * W[o, i] for t < n_tokens, o < out. x has row stride ldx, y row stride ldy.
 // ggml_compat: round activations as llama.cpp does for this weight type.
-void matmul(const TensorView& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
+void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat = true);
 
 // The kernel family OpenBLAS chose ("SkylakeX", "Haswell", ...). edgeq loads OpenBLAS itself after choosing
@@ -51,7 +70,7 @@ std::string blas_core();
 // their portable path (same results).
 void set_matmul_kernels(bool enabled, bool simd = true);
 
-// Dequantizes rows [r0, r1) of a 2-D tensor into dst (row-major, dims[0] floats per row).
-void dequantize_rows(const TensorView& w, int64_t r0, int64_t r1, float* dst);
+// Dequantizes rows [r0, r1) of a 2-D weight into dst (row-major, dims[0] floats per row).
+void dequantize_rows(const Weight& w, int64_t r0, int64_t r1, float* dst);
 
 }  // namespace edgeq::runtime

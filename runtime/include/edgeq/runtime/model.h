@@ -1,13 +1,14 @@
 // A decoder-only transformer loaded from GGUF for evaluation: architectures llama, qwen2, qwen3.
 // Weights stay in the memory-mapped file (no copy); only the small norm/bias vectors are widened to f32.
 // Everything is validated at load, before any compute: architecture, hyperparameters, every tensor's
-// presence, shape and type (must be dequantizable).
+// presence, shape and type (must be dequantizable). A weight may be palettized (formats/palette.h).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "edgeq/formats/gguf.h"
+#include "edgeq/runtime/matmul.h"
 
 namespace edgeq::runtime {
 
@@ -31,7 +32,7 @@ struct LayerWeights {
   std::vector<float> attn_norm, ffn_norm;
   std::vector<float> bq, bk, bv;          // qwen2 (empty otherwise)
   std::vector<float> q_norm, k_norm;      // qwen3 (empty otherwise)
-  TensorView wq, wk, wv, wo, w_gate, w_up, w_down;
+  Weight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
 class Model {
@@ -48,8 +49,8 @@ class Model {
   const GgufFile& gguf() const { return file_; }
   const std::string& path() const { return file_.path(); }
 
-  const TensorView& token_embd() const { return tok_embd_; }
-  const TensorView& output() const { return output_; }
+  const Weight& token_embd() const { return tok_embd_; }
+  const Weight& output() const { return output_; }
   const std::vector<float>& output_norm() const { return output_norm_; }
   const std::vector<float>& rope_freq_factors() const { return rope_freqs_; }  // empty when absent
   const std::vector<LayerWeights>& layers() const { return layers_; }
@@ -58,7 +59,7 @@ class Model {
   static Model build(GgufFile file, bool with_data);
   GgufFile file_;
   ModelConfig cfg_;
-  TensorView tok_embd_, output_;
+  Weight tok_embd_, output_;
   std::vector<float> output_norm_, rope_freqs_;
   std::vector<LayerWeights> layers_;
 };
