@@ -17,6 +17,7 @@ struct Opts {
   std::string src, out, outtype = "f16", pre, name;
   int threads = 0;
   bool json = false;
+  edgeq::GgufSplitOptions split;
 };
 
 edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
@@ -33,6 +34,7 @@ edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
   edgeq::cli::add_threads_option(sub, o->threads, "; the output is identical for any count");
   sub->add_option("--pre", o->pre, "Force tokenizer.ggml.pre (for a BPE pre-tokenizer edgeq does not recognise)");
   sub->add_option("--name", o->name, "general.name (default: the source directory's name)");
+  edgeq::cli::add_split_options(sub, o->split);
   sub->add_flag("--json", o->json, "Print a JSON summary on stdout");
   return [o]() {
     auto t0 = std::chrono::steady_clock::now();
@@ -41,23 +43,26 @@ edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
     co.force_pre = o->pre;
     co.threads = o->threads;
     co.name = o->name;
-    edgeq::check_output_path(o->out);  // a directory or a device is refused before anything is read
+    // A directory or a device is refused before anything is read (a split set's names are known, and checked,
+    // once the tensors are planned, before any is read).
+    if (!o->split.enabled()) edgeq::check_output_path(o->out);
     auto plan = edgeq::convert::plan_conversion(o->src, co);
-    edgeq::check_output_path(o->out);  // the checkpoint's files are known now: the output replaces none of them
+    if (!o->split.enabled()) edgeq::check_output_path(o->out);  // the checkpoint's files are known now
     edgeq::cli::Progress progress("convert", !o->json);
     auto res = edgeq::convert::convert_to_gguf(plan, o->out, "", o->threads, [&](const edgeq::convert::ConvertProgress& p) {
       progress.update(p.bytes_total ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 1.0,
                       fmt::format("[{}/{}] {} {}", p.index + 1, p.count, p.tensor->name, edgeq::ggml_type_name(p.type)));
-    });
+    }, o->split);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (o->json) {
-      nlohmann::json j = {{"output", res.path},      {"arch", plan.arch},          {"outtype", res.outtype},
+      nlohmann::json j = {{"output", res.path},      {"outputs", res.outputs}, {"arch", plan.arch},          {"outtype", res.outtype},
                           {"tensors", res.n_tensors}, {"file_size", res.file_size}, {"source_bytes", plan.source_bytes},
                           {"seconds", secs}};
       std::puts(j.dump(1).c_str());
     } else {
       std::printf("%s: %s, %zu tensors, %s, %.1f MB in %.2f s\n", res.path.c_str(), plan.arch.c_str(), res.n_tensors,
                   res.outtype.c_str(), static_cast<double>(res.file_size) / 1e6, secs);
+      if (res.outputs.size() > 1) std::printf("  split GGUF: %zu files, open it by the first\n", res.outputs.size());
     }
     return 0;
   };

@@ -36,6 +36,7 @@ struct Opts {
   const CLI::Option* pal_group_opt = nullptr;  // its count() tells whether --pal-group was given
   bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false;
   bool list_types = false;
+  edgeq::GgufSplitOptions split;
 };
 
 // llama-quantize's `SRC OUT TYPE [THREADS]`: fills out/type/threads unless the flags already did.
@@ -122,13 +123,16 @@ int run(Opts& o) {
   qo.allow_requantize = o.allow_requantize;
   qo.record_method = !o.no_edgeq_metadata;
   qo.threads = edgeq::resolve_threads(o.threads);
+  qo.split = o.split;
   // The output must load in the runtime: the same model and tokenizer checks perplexity makes.
   qo.check_output = [](const edgeq::GgufFile& header) {
     if (!edgeq::runtime::Model::supports(header.architecture())) return;
     edgeq::runtime::Model::check_header(header);
     (void)edgeq::Tokenizer::from_gguf(header);
   };
-  edgeq::check_output_path(o.out);  // a directory or a device is refused before anything is read
+  // A directory or a device is refused before anything is read (a split set's file names are known, and
+  // checked, once the tensor types are planned, before any tensor is read).
+  if (!o.split.enabled()) edgeq::check_output_path(o.out);
 
   edgeq::cli::check_quantize_method_options(o.method, o.calib, o.data, !o.imatrix.empty());
   q::Importance imp;
@@ -138,7 +142,7 @@ int run(Opts& o) {
   }
   q::QuantizeSource src = open_source(o.src, qo.threads);
   const auto method = edgeq::cli::setup_quantize_method(o.method, o.calib, o.data, o.src, src, qo, qo.threads);
-  edgeq::check_output_path(o.out);  // every input is known now: the output replaces none of them
+  if (!o.split.enabled()) edgeq::check_output_path(o.out);  // every input is known now: it replaces none
 
   edgeq::cli::Progress progress("quantize", !o.json);
   nlohmann::json tensors = nlohmann::json::array();
@@ -167,6 +171,7 @@ int run(Opts& o) {
   if (o.json) {
     nlohmann::json j = {{"input", o.src},
                         {"output", r.output},
+                        {"outputs", r.outputs},
                         {"type", fti.name},
                         {"file_type", static_cast<uint32_t>(r.ftype)},
                         {"threads", r.threads},
@@ -200,6 +205,7 @@ int run(Opts& o) {
   std::printf("  %-12s %12s  %6.2f bpw  (%.2fx smaller)\n", "size after", human_bytes(r.bytes_after).c_str(),
               r.bpw_after(), r.bytes_after ? double(r.bytes_before) / double(r.bytes_after) : 0.0);
   std::printf("  %-12s %llu bytes\n", "file size", static_cast<unsigned long long>(r.file_size));
+  if (r.outputs.size() > 1) std::printf("  %-12s %zu files (open the set by the first)\n", "split", r.outputs.size());
   std::printf("  %-12s %.3f s on %d thread%s (%.1f MB/s of source data)\n", "time", r.seconds, r.threads,
               r.threads == 1 ? "" : "s", mbps);
   std::printf("  %-12s", "types");
@@ -251,6 +257,7 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
   sub->add_flag("--no-edgeq-metadata", o->no_edgeq_metadata,
                 "Do not record edgeq.quantize.method (by default the method and mix are recorded); the metadata, and "
                 "so the file size, are then exactly what llama-quantize writes for the same source");
+  edgeq::cli::add_split_options(sub, o->split);
   sub->add_flag("--json", o->json, "Print the summary as one JSON document (no progress lines)");
   sub->callback([o]() {  // SRC is required unless only --list-types is asked for
     if (!o->list_types && o->src.empty()) throw CLI::RequiredError("src");

@@ -44,6 +44,32 @@ CLI::Option* add_chunks_option(CLI::App* sub, int64_t& chunks) {
       ->check(whole_number("--chunks", 1, INT64_MAX, "a whole number >= 1", -1));
 }
 
+void add_split_options(CLI::App* sub, edgeq::GgufSplitOptions& split) {
+  auto* size = sub->add_option_function<std::string>(
+                      "--split-max-size",
+                      [&split](const std::string& s) { split.max_bytes = edgeq::parse_split_size(s); },
+                      "Write a split GGUF (as llama.cpp's gguf-split): at most SIZE of tensor data per file, SIZE a "
+                      "whole number with M (10^6 bytes) or G (10^9), e.g. 500M, 2G. Files are OUT-00001-of-0000N.gguf "
+                      "(OUT without .gguf); llama.cpp and edgeq open the set by its first file")
+                  ->type_name("SIZE")
+                  ->check(CLI::Validator(
+                      [](std::string& s) -> std::string {
+                        try {
+                          (void)edgeq::parse_split_size(s);
+                          return {};
+                        } catch (const edgeq::Error& e) {
+                          return e.what();
+                        }
+                      },
+                      "", "SIZE"));
+  auto* tensors = sub->add_option("--split-max-tensors", split.max_tensors,
+                                  "Write a split GGUF with at most N tensors per file (as gguf-split; see --split-max-size)")
+                      ->type_name("N")
+                      ->check(whole_number("--split-max-tensors", 1, INT64_MAX, "a whole number >= 1"));
+  size->excludes(tensors);
+  tensors->excludes(size);
+}
+
 void warn_if_beyond_training_context(const edgeq::runtime::Model& model, int64_t n_ctx) {
   const int64_t train = model.config().n_ctx_train;
   if (train > 0 && n_ctx > train)

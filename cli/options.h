@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "edgeq/formats/gguf.h"
 #include "edgeq/runtime/model.h"
 
 namespace edgeq::cli {
@@ -16,6 +17,9 @@ CLI::Option* add_threads_option(CLI::App* sub, int& threads, const std::string& 
 CLI::Option* add_ctx_option(CLI::App* sub, int64_t& ctx, const std::string& help);
 // --chunks N: -1 (default) = all, else at least 1.
 CLI::Option* add_chunks_option(CLI::App* sub, int64_t& chunks);
+
+// --split-max-size SIZE / --split-max-tensors N (one of them, as gguf-split): write a split GGUF.
+void add_split_options(CLI::App* sub, edgeq::GgufSplitOptions& split);
 
 // llama.cpp's warning when a context larger than the model was trained with is asked for (n_ctx 0: none).
 void warn_if_beyond_training_context(const edgeq::runtime::Model& model, int64_t n_ctx);

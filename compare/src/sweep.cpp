@@ -70,7 +70,7 @@ bool is_gguf_file(const std::string& path) {
   return f.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
 }
 
-// Every file the source consists of: a GGUF alone; a directory's regular files; an .onnx model with the
+// Every file the source consists of: a GGUF alone (or all files of a split GGUF); a directory's regular files; an .onnx model with the
 // files beside it (external data, config, tokenizer).
 std::string hash_source(const std::string& src) {
   std::error_code ec;
@@ -79,7 +79,8 @@ std::string hash_source(const std::string& src) {
   if (fs::is_directory(src, ec)) {
     for (auto& e : fs::directory_iterator(src)) if (e.is_regular_file()) files.push_back(e.path());
   } else if (is_gguf_file(src)) {
-    files.push_back(src);
+    const GgufFile g = GgufFile::open(src);
+    for (const auto& s : g.splits()) files.push_back(s.path);  // every file of a split set
   } else if (fs::is_regular_file(src, ec)) {
     fs::path dir = fs::path(src).parent_path();
     if (dir.empty()) dir = ".";

@@ -14,11 +14,11 @@
 namespace edgeq::convert {
 
 ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_path, const std::string& outtype_in, int threads,
-                              const ProgressFn& progress) {
+                              const ProgressFn& progress, const GgufSplitOptions& split) {
   ThreadPool pool(resolve_threads(threads));
   std::string outtype = outtype_in.empty() ? plan.outtype : resolve_outtype(outtype_in, plan.first_source_type);
 
-  GgufWriter w(out_path);
+  GgufWriter w(out_path, split);
   for (auto& [k, v] : plan.metadata) w.set(k, v);
   w.set("general.file_type", GgufValue(file_type_for(outtype)));
   if (outtype == "q8_0") {
@@ -46,6 +46,7 @@ ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_pa
     w.add_tensor(t.name, t.dims, ty);
   }
   for (size_t i = 0; i < w.tensor_count(); ++i) total += w.tensor(i).nbytes;
+  w.check_outputs();  // every file of a split set, before any tensor is read
 
   std::vector<float> fbuf;
   std::vector<uint8_t> obuf;
@@ -89,7 +90,8 @@ ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_pa
   uint64_t size = w.expected_file_size();
   w.finish();
   ConvertResult res;
-  res.path = out_path;
+  res.outputs = w.output_paths();
+  res.path = res.outputs.front();
   res.outtype = outtype;
   res.n_tensors = plan.tensors.size();
   res.file_size = size;

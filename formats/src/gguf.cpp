@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 
 #include "edgeq/formats/error.h"
@@ -183,7 +184,50 @@ void put_value(std::string& out, const GgufValue& v, uint32_t version) {
 
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
+// A split key of `f`, exactly of type T (llama.cpp reads split.no/split.count as uint16 and
+// split.tensors.count as int32 and refuses other types); nullopt when absent.
+template <typename T>
+std::optional<T> split_key(const GgufFile& f, const char* key) {
+  const GgufValue* v = f.find(key);
+  if (!v) return std::nullopt;
+  if (!std::holds_alternative<T>(v->v))
+    fail("{}: {} must be {}, found {}", f.path(), key, gguf_type_name(GgufValue(T{}).type()), gguf_type_name(v->type()));
+  return std::get<T>(v->v);
+}
+
 }  // namespace
+
+bool is_split_key(std::string_view key) { return key == kSplitNoKey || key == kSplitCountKey || key == kSplitTensorsKey; }
+
+std::string gguf_split_path(const std::string& prefix, uint32_t split_no, uint32_t count) {
+  return fmt::format("{}-{:05d}-of-{:05d}.gguf", prefix, split_no + 1, count);
+}
+
+std::string gguf_split_prefix(const std::string& out_path) {
+  constexpr std::string_view ext = ".gguf";
+  if (out_path.size() > ext.size() && out_path.ends_with(ext)) return out_path.substr(0, out_path.size() - ext.size());
+  return out_path;
+}
+
+uint64_t parse_split_size(std::string_view text) {
+  const auto bad = [&]() -> uint64_t {
+    fail("split size '{}': expected a positive whole number followed by M (megabytes) or G (gigabytes), e.g. 500M "
+         "or 2G (as gguf-split)",
+         text);
+  };
+  if (text.size() < 2) return bad();
+  const char unit = text.back();
+  const uint64_t scale = unit == 'M' ? 1000ull * 1000 : unit == 'G' ? 1000ull * 1000 * 1000 : 0;
+  if (scale == 0) return bad();
+  uint64_t n = 0;
+  for (char c : text.substr(0, text.size() - 1)) {
+    if (c < '0' || c > '9') return bad();
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+    if (n > (uint64_t{1} << 40)) return bad();
+  }
+  if (n == 0) return bad();
+  return n * scale;
+}
 
 const char* gguf_type_name(GgufType t) {
   auto i = static_cast<uint32_t>(t);
@@ -321,11 +365,86 @@ uint64_t TensorView::row_bytes() const {
 
 // ---- GgufFile -----------------------------------------------------------------------------------
 
-GgufFile GgufFile::open(const std::string& path) {
+GgufFile GgufFile::open_one(const std::string& path) {
   auto map = std::make_shared<MappedFile>(path);
   GgufFile f = parse(map->data(), map->size(), path);
   f.map_ = std::move(map);
   return f;
+}
+
+GgufFile GgufFile::open(const std::string& path) {
+  GgufFile first = open_one(path);
+  const auto count = split_key<uint16_t>(first, kSplitCountKey);
+  if (!count || *count <= 1) return join(std::move(first), {});
+  const uint16_t no = split_key<uint16_t>(first, kSplitNoKey).value_or(0);
+  const std::string postfix = fmt::format("-{:05d}-of-{:05d}.gguf", no + 1, *count);
+  const std::string prefix = path.size() > postfix.size() && path.ends_with(postfix)
+                                 ? path.substr(0, path.size() - postfix.size())
+                                 : std::string();
+  if (no != 0)
+    fail("{}: is split {} of {} of a split GGUF; open its first split{}", path, no + 1, *count,
+         prefix.empty() ? std::string() : ", " + gguf_split_path(prefix, 0, *count));
+  if (prefix.empty())
+    fail("{}: the first of {} split files, but its name does not end in {} (llama.cpp's naming), so the others "
+         "cannot be found",
+         path, *count, postfix);
+  std::vector<GgufFile> rest;
+  for (uint32_t i = 1; i < *count; ++i) {
+    const std::string p = gguf_split_path(prefix, i, *count);
+    try {
+      rest.push_back(open_one(p));
+    } catch (const Error& e) {
+      fail("{}: split {} of {}: {}", path, i + 1, *count, e.what());
+    }
+  }
+  return join(std::move(first), std::move(rest));
+}
+
+GgufFile GgufFile::join(GgufFile first, std::vector<GgufFile> rest) {
+  const auto count = split_key<uint16_t>(first, kSplitCountKey);
+  const auto no = split_key<uint16_t>(first, kSplitNoKey);
+  const auto total = split_key<int32_t>(first, kSplitTensorsKey);
+  const uint64_t n_files = rest.size() + 1;
+  if (!count) {
+    if (!rest.empty()) fail("{}: has no {} key but {} split files were given", first.path(), kSplitCountKey, n_files);
+    return first;
+  }
+  if (*count == 0) fail("{}: {} is 0", first.path(), kSplitCountKey);
+  if (*count != n_files) fail("{}: {} is {} but {} files were given", first.path(), kSplitCountKey, *count, n_files);
+  if (no.value_or(0) != 0) fail("{}: {} is {}, expected 0 for the first split", first.path(), kSplitNoKey, *no);
+  if (*count > 1 && !total) fail("{}: a split GGUF without {}", first.path(), kSplitTensorsKey);
+  for (size_t i = 0; i < rest.size(); ++i) {
+    GgufFile& part = rest[i];
+    const auto pno = split_key<uint16_t>(part, kSplitNoKey);
+    const auto pcount = split_key<uint16_t>(part, kSplitCountKey);
+    if (!pno) fail("{}: split {} of {} has no {} key", part.path(), i + 2, *count, kSplitNoKey);
+    if (*pno != i + 1) fail("{}: {} is {}, expected {} (split {} of {})", part.path(), kSplitNoKey, *pno, i + 1, i + 2, *count);
+    if (pcount != count)
+      fail("{}: {} is {} but the first split {} says {}", part.path(), kSplitCountKey,
+           pcount ? std::to_string(*pcount) : "missing", first.path(), *count);
+    if (part.header_only_ != first.header_only_) fail("{}: a header-only split joined with full files", part.path());
+    const uint32_t k = static_cast<uint32_t>(first.splits_.size());
+    for (auto& t : part.tensors_) {
+      if (const GgufTensorInfo* other = first.find_tensor(t.name))
+        fail("{}: tensor '{}' is also in {}", part.path(), t.name, first.splits_[other->split].path);
+      t.split = k;
+      first.tensor_index_.emplace(t.name, first.tensors_.size());
+      first.tensors_.push_back(std::move(t));
+    }
+    first.splits_.push_back(part.splits_.front());
+    first.split_base_.push_back(part.split_base_.front());
+    if (part.map_) first.split_maps_.push_back(std::move(part.map_));
+  }
+  if (total && (*total < 0 || static_cast<uint64_t>(*total) != first.tensors_.size()))
+    fail("{}: {} is {} but the {} split file{} hold{} {} tensors", first.path(), kSplitTensorsKey, *total, n_files,
+         n_files == 1 ? "" : "s", n_files == 1 ? "s" : "", first.tensors_.size());
+  return first;
+}
+
+uint64_t GgufFile::file_size() const {
+  uint64_t n = 0;
+  for (const auto& s : splits_) n += s.file_size;
+  return n;
 }
 
 GgufFile GgufFile::parse(const uint8_t* data, uint64_t size, const std::string& name) {
@@ -340,8 +459,6 @@ GgufFile GgufFile::parse_impl(const uint8_t* data, uint64_t size, const std::str
   GgufFile f;
   f.header_only_ = header_only;
   f.path_ = name;
-  f.base_ = data;
-  f.size_ = size;
   Cursor c(data, size, f.path_);
   if (size < 4) fail("{}: not a GGUF file (only {} bytes)", name, size);
   uint32_t magic = c.read<uint32_t>("magic");
@@ -435,6 +552,8 @@ GgufFile GgufFile::parse_impl(const uint8_t* data, uint64_t size, const std::str
       if (by_off[i - 1]->offset + by_off[i - 1]->nbytes > by_off[i]->offset && by_off[i - 1]->nbytes > 0)
         fail("{}: tensors '{}' and '{}' overlap", name, by_off[i - 1]->name, by_off[i]->name);
   }
+  f.splits_.push_back({name, size, f.data_offset_, f.tensors_.size()});
+  f.split_base_.push_back(data);
   return f;
 }
 
@@ -480,7 +599,7 @@ TensorView GgufFile::view(const GgufTensorInfo& t) const {
   v.name = t.name;
   v.dims = t.dims;
   v.type = t.type;
-  v.data = header_only_ ? nullptr : base_ + data_offset_ + t.offset;
+  v.data = header_only_ ? nullptr : split_base_.at(t.split) + splits_.at(t.split).data_offset + t.offset;
   v.nbytes = t.nbytes;
   return v;
 }
@@ -495,6 +614,11 @@ TensorView GgufFile::view(std::string_view name) const {
 
 GgufWriter::GgufWriter(const std::string& path, uint32_t version) : path_(path), version_(version) {
   if (version < 2 || version > 3) fail("{}: edgeq writes GGUF versions 2 and 3, not {}", path, version);
+}
+
+GgufWriter::GgufWriter(const std::string& path, const GgufSplitOptions& split, uint32_t version)
+    : GgufWriter(path, version) {
+  split_ = split;
 }
 
 GgufWriter::~GgufWriter() = default;  // an unfinished AtomicOutputFile removes its temp file
@@ -549,43 +673,123 @@ void GgufWriter::add_tensor(const std::string& name, std::vector<uint64_t> dims,
   tensors_.push_back(std::move(t));
 }
 
-void GgufWriter::layout() {
-  uint64_t al = alignment();
-  uint64_t off = 0;
-  for (auto& t : tensors_) {
-    t.offset = off;
-    off = align_up(off + t.nbytes, al);
+std::vector<GgufWriter::Placement> GgufWriter::place(const GgufSplitOptions& split) const {
+  const uint64_t al = alignment();
+  std::vector<Placement> p;
+  p.reserve(tensors_.size());
+  uint32_t k = 0;
+  uint64_t in_split = 0, off = 0;
+  for (const auto& t : tensors_) {
+    const uint64_t padded = align_up(t.nbytes, al);
+    // gguf-split's rule (a tensor count, or the tensor data size with the next tensor, padded; metadata not
+    // counted); a file never stays empty, so a tensor larger than the limit gets a file of its own.
+    if (split.enabled() && in_split > 0 &&
+        ((split.max_tensors > 0 && in_split >= split.max_tensors) ||
+         (split.max_bytes > 0 && off + padded > split.max_bytes))) {
+      ++k;
+      in_split = 0;
+      off = 0;
+    }
+    p.push_back({k, off});
+    off += padded;
+    ++in_split;
   }
+  if (k + 1 > kMaxSplitFiles)
+    fail("{}: the split options give {} files; edgeq writes at most {} (raise --split-max-size or --split-max-tensors)",
+         path_, k + 1, kMaxSplitFiles);
+  return p;
 }
 
-void GgufWriter::write_header() {
-  const std::string h = header_bytes();
-  out_ = std::make_unique<AtomicOutputFile>(path_);
-  out_->write(h.data(), h.size());
-  if (!tensors_.empty()) out_->write_zeros(align_up(h.size(), alignment()) - h.size());
-  header_done_ = true;
+uint32_t GgufWriter::count_splits(const std::vector<Placement>& p) { return p.empty() ? 1 : p.back().split + 1; }
+
+void GgufWriter::layout() {
+  const auto p = place(split_);
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    tensors_[i].split = p[i].split;
+    tensors_[i].offset = p[i].offset;
+  }
+  n_splits_ = count_splits(p);
 }
 
-std::string GgufWriter::header_bytes() {
-  layout();
+// File k's header: the metadata (all of it in the first file, with the caller's split.* keys dropped), the
+// split keys when splitting (last, in gguf-split's order), and the infos of the tensors placed in file k.
+std::string GgufWriter::encode_header(uint32_t k, const std::vector<Placement>& p, bool split_keys) const {
+  const uint32_t n_splits = count_splits(p);
+  std::vector<std::pair<std::string, GgufValue>> extra;
+  if (k > 0 && alignment() != 32) extra.emplace_back("general.alignment", GgufValue(alignment()));
+  if (split_keys) {
+    // gguf-split's order: it sets split.count last (a placeholder first, replaced once the count is known).
+    extra.emplace_back(kSplitNoKey, GgufValue(static_cast<uint16_t>(k)));
+    extra.emplace_back(kSplitTensorsKey, GgufValue(static_cast<int32_t>(tensors_.size())));
+    extra.emplace_back(kSplitCountKey, GgufValue(static_cast<uint16_t>(n_splits)));
+  }
+  uint64_t n_kv = extra.size(), n_t = 0;
+  if (k == 0)
+    for (auto& [key, v] : kv_) n_kv += !is_split_key(key);
+  for (const auto& pl : p) n_t += pl.split == k;
   std::string h;
   put<uint32_t>(h, kMagic);
   put<uint32_t>(h, version_);
-  put<uint64_t>(h, tensors_.size());
-  put<uint64_t>(h, kv_.size());
-  for (auto& [k, v] : kv_) {
-    put_string(h, k, version_);
+  put<uint64_t>(h, n_t);
+  put<uint64_t>(h, n_kv);
+  const auto put_kv = [&](const std::string& key, const GgufValue& v) {
+    put_string(h, key, version_);
     put<uint32_t>(h, static_cast<uint32_t>(v.type()));
     put_value(h, v, version_);
-  }
-  for (auto& t : tensors_) {
+  };
+  if (k == 0)
+    for (auto& [key, v] : kv_)
+      if (!is_split_key(key)) put_kv(key, v);
+  for (auto& [key, v] : extra) put_kv(key, v);
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (p[i].split != k) continue;
+    const auto& t = tensors_[i];
     put_string(h, t.name, version_);
     put<uint32_t>(h, static_cast<uint32_t>(t.dims.size()));
     for (auto d : t.dims) put<uint64_t>(h, d);
     put<uint32_t>(h, static_cast<uint32_t>(t.type));
-    put<uint64_t>(h, t.offset);
+    put<uint64_t>(h, p[i].offset);
   }
   return h;
+}
+
+std::string GgufWriter::output_path(uint32_t k, uint32_t n_splits) const {
+  return split_.enabled() ? gguf_split_path(gguf_split_prefix(path_), k, n_splits) : path_;
+}
+
+std::vector<std::string> GgufWriter::output_paths() const {
+  const uint32_t n = count_splits(place(split_));
+  std::vector<std::string> paths;
+  for (uint32_t k = 0; k < n; ++k) paths.push_back(output_path(k, n));
+  return paths;
+}
+
+void GgufWriter::check_outputs() const {
+  for (const auto& p : output_paths()) check_output_path(p);
+}
+
+void GgufWriter::write_header() {
+  layout();
+  check_outputs();  // every file of a split set, before the first one is written
+  open_split(0);
+  header_done_ = true;
+}
+
+std::string GgufWriter::header_bytes() { return encode_header(0, place({}), false); }
+
+void GgufWriter::open_split(uint32_t k) {
+  while (outs_.size() <= k) {
+    if (!outs_.empty()) outs_.back()->close();  // complete: stays a temp file until finish()
+    const auto i = static_cast<uint32_t>(outs_.size());
+    std::vector<Placement> p;
+    for (const auto& t : tensors_) p.push_back({t.split, t.offset});
+    const std::string h = encode_header(i, p, split_.enabled());
+    outs_.push_back(std::make_unique<AtomicOutputFile>(output_path(i, n_splits_)));
+    outs_.back()->write(h.data(), h.size());
+    bool has_tensors = false;
+    for (const auto& t : tensors_) has_tensors |= t.split == i;
+    if (has_tensors) outs_.back()->write_zeros(align_up(h.size(), alignment()) - h.size());
+  }
 }
 
 void GgufWriter::write_tensor_data(const void* data, size_t n) {
@@ -594,14 +798,15 @@ void GgufWriter::write_tensor_data(const void* data, size_t n) {
   while (n > 0) {
     if (cur_tensor_ >= tensors_.size()) fail("{}: more tensor data written than the tensors hold", path_);
     auto& t = tensors_[cur_tensor_];
+    open_split(t.split);
     uint64_t left = t.nbytes - cur_written_;
     uint64_t k = std::min<uint64_t>(left, n);
-    out_->write(p, k);
+    outs_.back()->write(p, k);
     p += k;
     n -= k;
     cur_written_ += k;
     if (cur_written_ == t.nbytes) {
-      out_->write_zeros(align_up(t.nbytes, alignment()) - t.nbytes);
+      outs_.back()->write_zeros(align_up(t.nbytes, alignment()) - t.nbytes);
       ++cur_tensor_;
       cur_written_ = 0;
     }
@@ -616,23 +821,39 @@ void GgufWriter::finish() {
   if (cur_tensor_ != tensors_.size())
     fail("{}: finished with tensor '{}' incomplete ({} of {} tensors written)", path_, tensors_[cur_tensor_].name, cur_tensor_,
          tensors_.size());
-  out_->commit();
+  open_split(n_splits_ - 1);
+  outs_.back()->close();
+  // Every file is complete: rename them all. Should a rename fail, the files already renamed are removed
+  // again, so no incomplete set is left behind.
+  std::vector<std::string> placed;
+  try {
+    for (auto& o : outs_) {
+      o->commit();
+      placed.push_back(o->target());
+    }
+  } catch (...) {
+    for (const auto& p : placed) {
+      std::error_code ec;
+      std::filesystem::remove(p, ec);
+    }
+    throw;
+  }
 }
 
 uint64_t GgufWriter::expected_file_size() const {
-  std::string h;
-  // size of the header part
-  uint64_t n = 4 + 4 + 8 + 8;
-  for (auto& [k, v] : kv_) {
-    h.clear();
-    put_value(h, v, version_);
-    n += 8 + k.size() + 4 + h.size();
+  const auto p = place(split_);
+  const uint64_t al = alignment();
+  uint64_t n = 0;
+  for (uint32_t k = 0; k < count_splits(p); ++k) {
+    const uint64_t h = encode_header(k, p, split_.enabled()).size();
+    bool has_tensors = false;
+    for (size_t i = 0; i < tensors_.size(); ++i)
+      if (p[i].split == k) {
+        has_tensors = true;
+        n += align_up(tensors_[i].nbytes, al);
+      }
+    n += has_tensors ? align_up(h, al) : h;
   }
-  for (auto& t : tensors_) n += 8 + t.name.size() + 4 + 8 * t.dims.size() + 4 + 8;
-  if (tensors_.empty()) return n;
-  uint64_t al = alignment();
-  n = align_up(n, al);
-  for (auto& t : tensors_) n += align_up(t.nbytes, al);
   return n;
 }
 

@@ -82,6 +82,12 @@ nlohmann::json inspect_gguf(const std::string& path) {
   r["alignment"] = f.alignment();
   r["file_size"] = f.file_size();
   r["data_offset"] = f.data_offset();
+  if (f.splits().size() > 1) {  // a split set (formats/gguf.h): its files, each with its own tensors
+    nlohmann::json sp = nlohmann::json::array();
+    for (const auto& s : f.splits())
+      sp.push_back({{"path", s.path}, {"file_size", s.file_size}, {"data_offset", s.data_offset}, {"tensors", s.n_tensors}});
+    r["splits"] = sp;
+  }
   nlohmann::json md = nlohmann::json::array();
   for (auto& [k, v] : f.metadata()) md.push_back({{"key", k}, {"type", gguf_type_name(v.type())}, {"value", value_to_json(v, 8)}});
   r["metadata"] = md;
@@ -103,8 +109,9 @@ nlohmann::json inspect_gguf(const std::string& path) {
     }
     const char* tn = ggml_type_name(t.type);
     ts.push_back({{"name", t.name}, {"type", tn}, {"shape", t.dims}, {"elements", n}, {"bytes", t.nbytes},
-                  {"offset", f.data_offset() + t.offset},
+                  {"offset", f.splits()[t.split].data_offset + t.offset},
                   {"bits_per_weight", n ? 8.0 * static_cast<double>(nb) / static_cast<double>(n) : 0.0}});
+    if (f.splits().size() > 1) ts.back()["split"] = t.split;
     hist[tn].first++;
     hist[tn].second += t.nbytes;
   }
@@ -270,9 +277,16 @@ nlohmann::json inspect_path(const std::string& path) {
 std::string render_inspection(const nlohmann::json& r, size_t max_tensors) {
   std::string o;
   std::string fmt_name = r["format"];
-  if (fmt_name == "gguf")
+  if (fmt_name == "gguf") {
     o += fmt::format("{}: GGUF v{}, alignment {}, {} ({} bytes)\n", r["path"].get<std::string>(), r["version"].get<int>(),
                      r["alignment"].get<int>(), human_bytes(r["file_size"]), r["file_size"].get<uint64_t>());
+    if (r.contains("splits")) {
+      o += fmt::format("split GGUF, {} files:\n", r["splits"].size());
+      for (auto& s : r["splits"])
+        o += fmt::format("  {}: {} tensors, {} ({} bytes)\n", s["path"].get<std::string>(), s["tensors"].get<uint64_t>(),
+                         human_bytes(s["file_size"]), s["file_size"].get<uint64_t>());
+    }
+  }
   else if (fmt_name == "onnx")
     o += fmt::format("{}: ONNX, IR version {}, opset {}, producer \"{}\", {} nodes ({} file{}, {})\n",
                      r["path"].get<std::string>(), r["ir_version"].get<int64_t>(), r["opset_version"].get<int64_t>(),

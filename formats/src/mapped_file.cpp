@@ -127,7 +127,7 @@ void check_output_path(const std::string& path) {
 
 namespace {
 
-constexpr int kSignalSlots = 64;
+constexpr int kSignalSlots = 4096 + 64;  // a split GGUF's files (kMaxSplitFiles) and a few more
 std::atomic<char*> g_remove_slots[kSignalSlots];
 
 extern "C" void edgeq_signal_cleanup(int sig) {
@@ -206,10 +206,8 @@ AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path), targe
 }
 
 AtomicOutputFile::~AtomicOutputFile() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    if (!direct_) ::unlink(tmp_path_.c_str());
-  }
+  if (fd_ >= 0) ::close(fd_);
+  if (!direct_ && !committed_) ::unlink(tmp_path_.c_str());
 }
 
 void AtomicOutputFile::flush_buf() {
@@ -228,7 +226,7 @@ void AtomicOutputFile::flush_buf() {
 }
 
 void AtomicOutputFile::write(const void* data, size_t n) {
-  if (fd_ < 0) fail("{}: write after commit", path_);
+  if (fd_ < 0) fail("{}: write after close", path_);
   const char* p = static_cast<const char*>(data);
   offset_ += n;
   if (buf_.size() + n <= kBufSize) {
@@ -254,8 +252,9 @@ void AtomicOutputFile::write_zeros(size_t n) {
   }
 }
 
-void AtomicOutputFile::commit() {
-  if (fd_ < 0) fail("{}: commit twice", path_);
+void AtomicOutputFile::close() {
+  if (committed_) fail("{}: close after commit", path_);
+  if (fd_ < 0) return;
   flush_buf();
   if (direct_) {
     int rc = ::close(fd_);
@@ -263,14 +262,23 @@ void AtomicOutputFile::commit() {
     if (rc != 0) fail("{}: close failed: {}", path_, std::strerror(errno));
     return;
   }
-  check_output_path(path_);  // an input opened after this output was created
   if (::fsync(fd_) != 0 && errno != EINVAL) fail("{}: fsync failed: {}", path_, std::strerror(errno));
-  if (::close(fd_) != 0) {
-    fd_ = -1;
-    ::unlink(tmp_path_.c_str());
-    fail("{}: close failed: {}", path_, std::strerror(errno));
-  }
+  int rc = ::close(fd_);
   fd_ = -1;
+  if (rc != 0) fail("{}: close failed: {}", path_, std::strerror(errno));
+}
+
+void AtomicOutputFile::commit() {
+  if (committed_) fail("{}: commit twice", path_);
+  close();
+  committed_ = true;
+  if (direct_) return;
+  try {
+    check_output_path(path_);  // an input opened after this output was created
+  } catch (...) {
+    ::unlink(tmp_path_.c_str());
+    throw;
+  }
   if (::rename(tmp_path_.c_str(), target_.c_str()) != 0) {
     int e = errno;
     ::unlink(tmp_path_.c_str());

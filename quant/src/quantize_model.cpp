@@ -254,14 +254,13 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   ThreadPool pool(threads);
 
   QuantizeReport rep;
-  rep.output = out_path;
   rep.ftype = opts.policy.ftype;
   rep.threads = threads;
   rep.n_tensors = plan.tensors.size();
   rep.bytes_before = plan.bytes_before;
   rep.bytes_after = plan.bytes_after;
 
-  GgufWriter w(out_path);
+  GgufWriter w(out_path, opts.split);
   for (auto& [k, v] : quantized_metadata(src.metadata, opts.policy.ftype,
                                          opts.importance ? &opts.importance->info : nullptr,
                                          quantize_method_string(opts)))
@@ -283,6 +282,9 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
       w.add_tensor(t.name, t.dims, d.type);
     }
   }
+  rep.outputs = w.output_paths();
+  rep.output = rep.outputs.front();
+  w.check_outputs();  // every file of a split set: none replaces an input
   if (opts.check_output) {
     const std::string header = w.header_bytes();
     opts.check_output(GgufFile::parse_header(reinterpret_cast<const uint8_t*>(header.data()), header.size(), out_path));
@@ -404,9 +406,16 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   w.finish();
   f32 = {};
   out = {};
-  std::error_code ec;
-  rep.file_size = std::filesystem::file_size(out_path, ec);
-  if (ec) rep.file_size = w.expected_file_size();
+  rep.file_size = 0;
+  for (const auto& p : rep.outputs) {
+    std::error_code ec;
+    const auto n = std::filesystem::file_size(p, ec);
+    if (ec) {  // a device or FIFO
+      rep.file_size = w.expected_file_size();
+      break;
+    }
+    rep.file_size += n;
+  }
   rep.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
   return rep;
 }

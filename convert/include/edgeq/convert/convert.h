@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
+
+#include "edgeq/formats/gguf.h"
 
 #include "edgeq/convert/plan.h"
 
@@ -22,17 +25,19 @@ struct ConvertProgress {
 using ProgressFn = std::function<void(const ConvertProgress&)>;
 
 struct ConvertResult {
-  std::string path;
+  std::string path;                  // the output (the first file of a split set)
+  std::vector<std::string> outputs;  // every file written
   std::string outtype;   // resolved outtype
   size_t n_tensors = 0;
-  uint64_t file_size = 0;
+  uint64_t file_size = 0;  // all files together
   uint64_t tensor_bytes = 0;
 };
 
 // outtype: "" or the plan's own outtype to keep it; otherwise auto|f32|f16|bf16|q8_0 (re-resolves the types
-// and general.file_type). threads <= 0: hardware concurrency. progress may be empty.
+// and general.file_type). threads <= 0: hardware concurrency. progress may be empty. split: write a split GGUF
+// as gguf-split lays it out (formats/gguf.h), all files temp until the last is written.
 ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_path, const std::string& outtype = "",
-                              int threads = 0, const ProgressFn& progress = {});
+                              int threads = 0, const ProgressFn& progress = {}, const GgufSplitOptions& split = {});
 
 // Rows per slab used by convert_to_gguf (elements per slab ~ this many floats); exposed for tests/benchmarks.
 inline constexpr uint64_t kSlabElements = 4u << 20;  // 16 MiB of f32

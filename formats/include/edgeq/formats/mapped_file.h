@@ -78,13 +78,18 @@ class AtomicOutputFile {
   void write(const void* data, size_t n);  // throws on short write (disk full…)
   void write_zeros(size_t n);
   uint64_t offset() const { return offset_; }
-  void commit();  // flush, fsync, close, rename
+  // Flush, fsync and close the temp file, which stays a temp file (removed if never committed): a set of
+  // files (a split GGUF) closes each as it is complete and commits all at the end.
+  void close();
+  void commit();  // close() if still open, then rename
   const std::string& path() const { return path_; }
+  const std::string& target() const { return target_; }  // the file that commit() replaced (links resolved)
 
  private:
   std::string path_, target_, tmp_path_;
   std::unique_ptr<ScopedRemoveOnSignal> on_signal_;
   bool direct_ = false;  // a character device or FIFO: written in place
+  bool committed_ = false;
   int fd_ = -1;
   uint64_t offset_ = 0;
   std::string buf_;

@@ -79,6 +79,8 @@ struct QuantizeOptions {
   // any tensor is read or written; throws to refuse. The CLI runs the runtime's model checks here, so
   // quantize never writes a file that perplexity would then reject.
   std::function<void(const GgufFile& header)> check_output;
+  // Write a split GGUF as gguf-split lays it out (formats/gguf.h; none by default).
+  GgufSplitOptions split;
 };
 
 // One planned output tensor (in output order).
@@ -100,13 +102,14 @@ struct QuantizePlan {
 QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opts);
 
 struct QuantizeReport {
-  std::string output;
+  std::string output;                // the output file (the first file of a split set)
+  std::vector<std::string> outputs;  // every file written
   FileType ftype = FileType::MOSTLY_Q4_K_M;
   size_t n_tensors = 0, n_quantized = 0, n_fallback = 0, n_with_importance = 0;
   uint64_t n_elements = 0;
   uint64_t bytes_before = 0;  // source tensor data
   uint64_t bytes_after = 0;   // output tensor data (unpadded)
-  uint64_t file_size = 0;     // output file
+  uint64_t file_size = 0;     // output file (all files of a split set)
   double seconds = 0;
   int threads = 1;
   std::map<std::string, size_t> type_counts;  // ggml type name (PALn for palettized weights) -> tensors
