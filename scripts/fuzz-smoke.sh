@@ -16,6 +16,10 @@ mkdir -p "$seeds/gguf" "$seeds/safetensors" "$seeds/onnx"
 head -c 65536 "$shared/golden/stories260K-F32.gguf" > "$seeds/gguf/stories-head.gguf" || true
 head -c 4096 "$shared/golden/tl-8m-Q4_K_M.gguf" > "$seeds/gguf/q4km-head.gguf" || true
 head -c 65536 "$shared/models/stories260K-sharded/model-00003-of-00003.safetensors" > "$seeds/safetensors/shard.safetensors" || true
+# a split GGUF set (two files concatenated; fuzz_gguf cuts it at the second magic), written by the fuzz smoke test
+if [ -x build/tests/test_fuzz_smoke ]; then
+  EDGEQ_FUZZ_SEED_DIR="$seeds/gguf" build/tests/test_fuzz_smoke --gtest_filter='FuzzSmoke.GgufSplitSet' >/dev/null 2>&1 || true
+fi
 # ONNX: small synthetic Llama graphs written by the ONNX test (a prefix of a real export never parses)
 if [ -x build/tests/test_onnx ]; then
   EDGEQ_ONNX_SEED_DIR="$seeds/onnx" build/tests/test_onnx >/dev/null 2>&1 || true

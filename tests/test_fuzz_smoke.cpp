@@ -4,6 +4,7 @@
 // and deleted bytes. Each must be parsed or refused with edgeq::Error; anything else fails the test.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -84,6 +85,47 @@ TEST(FuzzSmoke, Gguf) {
       }
     }
   });
+}
+
+// A split set (two files made by the split writer, concatenated as fuzz/fuzz_gguf.cpp takes them): mutants
+// cut at their last "GGUF" magic, both parts parsed and joined.
+TEST(FuzzSmoke, GgufSplitSet) {
+  const auto src = GgufFile::open(edgeq::test::shared("golden/stories260K-F32.gguf"));
+  edgeq::test::TempDir d;
+  GgufWriter w(d.file("s.gguf"), GgufSplitOptions{0, 2});
+  w.set("general.architecture", GgufValue("llama"));
+  const std::vector<std::string> names = {"blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"};
+  for (const auto& n : names) w.add_tensor(n, src.find_tensor(n)->dims, src.find_tensor(n)->type);
+  const auto paths = w.output_paths();
+  for (const auto& n : names) w.write_tensor_data(src.view(n).data, src.view(n).nbytes);
+  w.finish();
+  ASSERT_EQ(paths.size(), 2u);
+  auto seed = edgeq::test::read_file(paths[0]);
+  const auto second = edgeq::test::read_file(paths[1]);
+  seed.insert(seed.end(), second.begin(), second.end());
+  if (const char* dir = std::getenv("EDGEQ_FUZZ_SEED_DIR")) edgeq::test::write_file(std::string(dir) + "/split-set.gguf", seed);
+  const auto parse_set = [](const uint8_t* p, size_t n) {
+    size_t cut = 0;
+    for (size_t i = n >= 4 ? n - 4 : 0; i > 0; --i)
+      if (std::memcmp(p + i, "GGUF", 4) == 0) {
+        cut = i;
+        break;
+      }
+    if (cut == 0) throw Error("no second file");
+    std::vector<uint8_t> a(p, p + cut), b(p + cut, p + n);
+    std::vector<GgufFile> rest;
+    rest.push_back(GgufFile::parse(b.data(), b.size(), "b.gguf"));
+    auto g = GgufFile::join(GgufFile::parse(a.data(), a.size(), "a.gguf"), std::move(rest));
+    for (auto& t : g.tensors()) {
+      const auto v = g.view(t);
+      const uint8_t* lo = t.split == 0 ? a.data() : b.data();
+      const size_t len = t.split == 0 ? a.size() : b.size();
+      ASSERT_GE(v.data, lo);
+      ASSERT_LE(v.data + v.nbytes, lo + len);
+    }
+  };
+  parse_set(seed.data(), seed.size());  // the seed itself joins
+  run(seed, seed.size(), iterations() / 4, parse_set);
 }
 
 TEST(FuzzSmoke, Safetensors) {
