@@ -313,6 +313,9 @@ TEST(GgufSplitCli, CommandsReadSplitSetsAsTheUnsplitFile) {
   ASSERT_EQ(paths.size(), 4u);
   const std::string split = paths[0];
   const std::string text = shared("text/tinystories-heldout.txt");
+  // The sanitizer build runs a lighter slice (a cheaper type, one chunk): the same code paths.
+  const std::string type = EDGEQ_SANITIZED ? "Q8_0" : "Q4_K_M";
+  const std::string eval = " -f " + text + (EDGEQ_SANITIZED ? " --ctx 64 --chunks 1" : " --ctx 64 --chunks 3") + " --json --threads 2";
 
   // inspect
   auto a = run_cli("inspect --json " + split), b = run_cli("inspect --json " + kF16);
@@ -325,13 +328,13 @@ TEST(GgufSplitCli, CommandsReadSplitSetsAsTheUnsplitFile) {
   EXPECT_EQ(ja["metadata"].size(), jb["metadata"].size() + 3);
 
   // quantize from the split set: byte-identical to quantizing the unsplit file (split keys dropped)
-  a = run_cli("quantize " + split + " -o " + d.file("q-split-src.gguf") + " --type Q4_K_M --threads 2");
-  b = run_cli("quantize " + kF16 + " -o " + d.file("q.gguf") + " --type Q4_K_M --threads 2");
+  a = run_cli("quantize " + split + " -o " + d.file("q-split-src.gguf") + " --type " + type + " --threads 2");
+  b = run_cli("quantize " + kF16 + " -o " + d.file("q.gguf") + " --type " + type + " --threads 2");
   ASSERT_EQ(a.code, 0) << a.err;
   ASSERT_EQ(b.code, 0) << b.err;
   EXPECT_EQ(edgeq::test::read_file(d.file("q-split-src.gguf")), edgeq::test::read_file(d.file("q.gguf")));
   // ... and into a split set: the same tensors, joined back to the same file
-  a = run_cli("quantize " + kF16 + " -o " + d.file("qs.gguf") + " --type Q4_K_M --threads 2 --split-max-tensors 25 --json");
+  a = run_cli("quantize " + kF16 + " -o " + d.file("qs.gguf") + " --type " + type + " --threads 2 --split-max-tensors 25 --json");
   ASSERT_EQ(a.code, 0) << a.err;
   ja = nlohmann::json::parse(a.out);
   ASSERT_EQ(ja["outputs"].size(), 3u);
@@ -340,8 +343,8 @@ TEST(GgufSplitCli, CommandsReadSplitSetsAsTheUnsplitFile) {
   EXPECT_EQ(edgeq::test::read_file(d.file("qs-joined.gguf")), edgeq::test::read_file(d.file("q.gguf")));
 
   // perplexity: the same numbers
-  a = run_cli("perplexity " + split + " -f " + text + " --ctx 64 --chunks 3 --json --threads 2");
-  b = run_cli("perplexity " + kF16 + " -f " + text + " --ctx 64 --chunks 3 --json --threads 2");
+  a = run_cli("perplexity " + split + eval);
+  b = run_cli("perplexity " + kF16 + eval);
   ASSERT_EQ(a.code, 0) << a.err;
   ASSERT_EQ(b.code, 0) << b.err;
   ja = nlohmann::json::parse(a.out), jb = nlohmann::json::parse(b.out);
@@ -349,8 +352,8 @@ TEST(GgufSplitCli, CommandsReadSplitSetsAsTheUnsplitFile) {
   EXPECT_EQ(ja["ppl"], jb["ppl"]);
 
   // compare: a split reference and a split candidate against the unsplit pair
-  a = run_cli("compare " + split + " " + d.file("qs-00001-of-00003.gguf") + " -f " + text + " --ctx 64 --chunks 3 --json --threads 2");
-  b = run_cli("compare " + kF16 + " " + d.file("q.gguf") + " -f " + text + " --ctx 64 --chunks 3 --json --threads 2");
+  a = run_cli("compare " + split + " " + d.file("qs-00001-of-00003.gguf") + eval);
+  b = run_cli("compare " + kF16 + " " + d.file("q.gguf") + eval);
   ASSERT_EQ(a.code, 0) << a.err;
   ASSERT_EQ(b.code, 0) << b.err;
   ja = nlohmann::json::parse(a.out), jb = nlohmann::json::parse(b.out);
