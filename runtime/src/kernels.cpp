@@ -19,10 +19,10 @@ using namespace quant::layout;  // the ggml block layouts, shared with quant/'s 
 // One place for the float arithmetic, so every path performs the same operations in the same order. Weight
 // scales are widened from fp16 exactly (f16_to_f32 or F16C: the same value).
 
-inline float fold_q4_K(float acc, float dx, float dmx, const ActQ8_K& y, int32_t sumi, int32_t summs) {
+inline float fold_min_K(float acc, float dx, float dmx, const ActQ8_K& y, int32_t sumi, int32_t summs) {
   return acc + ((y.d * dx) * static_cast<float>(sumi) - (y.d * dmx) * static_cast<float>(summs));
 }
-inline float fold_q6_K(float acc, float dx, const ActQ8_K& y, int32_t sumi) {
+inline float fold_K(float acc, float dx, const ActQ8_K& y, int32_t sumi) {
   return acc + (y.d * dx) * static_cast<float>(sumi);
 }
 // Q8_0 keeps 8 float lanes, lane l summing the products of values 4l..4l+3 of every block (as the SIMD
@@ -52,6 +52,34 @@ inline int32_t q6_K_offset(const BlockQ6_K& x, const ActQ8_K& y) {
   for (int k = 0; k < 16; ++k) s += x.scales[k] * y.bsums[k];
   return 32 * s;
 }
+// Q2_K: the 4-bit mins (high nibbles of the scales) times the 16-value sums of y.
+inline int32_t q2_K_summs(const BlockQ2_K& x, const ActQ8_K& y) {
+  int32_t s = 0;
+  for (int k = 0; k < 16; ++k) s += (x.scales[k] >> 4) * y.bsums[k];
+  return s;
+}
+// Q3_K's 16 signed 6-bit scales; the kernels multiply the unsigned values q + 4 (0..7), so the offset's share
+// 4 * sum_k scale_k * (sum of the 16 y of group k) is subtracted.
+inline void q3_K_scales(const BlockQ3_K& x, int16_t* sc) {
+  for (int k = 0; k < 16; ++k) sc[k] = static_cast<int16_t>(q3k_scale(x.scales, k));
+}
+inline int32_t q3_K_offset(const int16_t* sc, const ActQ8_K& y) {
+  int32_t s = 0;
+  for (int k = 0; k < 16; ++k) s += sc[k] * y.bsums[k];
+  return 4 * s;
+}
+// IQ4_XS's 8 signed 6-bit scales of its 32-value sub-blocks.
+inline void iq4_xs_scales(const BlockIQ4_XS& x, int16_t* sc) {
+  for (int j = 0; j < 8; ++j)
+    sc[j] = static_cast<int16_t>((((x.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((x.scales_h >> (2 * j)) & 3) << 4)) - 32);
+}
+// The 32-blocks with a minimum (Q4_1, Q5_1) add m * s per block, in block order, after the lanes' sum.
+inline float fold_min(float summs, uint16_t m, const ActQ8_0& y) { return summs + f16_to_f32(m) * y.s; }
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
 
 template <class A>
 inline const A* act_row(const uint8_t* act, size_t stride, int k) {
@@ -60,16 +88,24 @@ inline const A* act_row(const uint8_t* act, size_t stride, int k) {
 
 // ---------------------------------------------------------------- portable reference
 
-// The 32-value blocks paired with Q8_0 activations: value e of a block and its scale.
+// The 32-value blocks: value e of a block (the nibble/bit layout of ggml's dequantize_row_<type>). The signed
+// ones pair with Q8_0 activations; Q4_1 and Q5_1 hold unsigned values and a minimum m and pair with Q8_1.
+inline int nibble(const uint8_t* qs, int e) { return e < 16 ? qs[e] & 0xF : qs[e - 16] >> 4; }
+inline int bit4(const uint8_t* qh, int e) { return static_cast<int>((load_u32(qh) >> e) & 1) << 4; }
 inline int q8_0_value(const BlockQ8_0& b, int e) { return b.qs[e]; }
-inline int q4_0_value(const BlockQ4_0& b, int e) { return (e < 16 ? b.qs[e] & 0xF : b.qs[e - 16] >> 4) - 8; }
+inline int q4_0_value(const BlockQ4_0& b, int e) { return nibble(b.qs, e) - 8; }
+inline int q5_0_value(const BlockQ5_0& b, int e) { return (nibble(b.qs, e) | bit4(b.qh, e)) - 16; }
+inline int iq4_nl_value(const BlockIQ4_NL& b, int e) { return kIq4nlValues[nibble(b.qs, e)]; }
+inline int q4_1_value(const BlockQ4_1& b, int e) { return nibble(b.qs, e); }
+inline int q5_1_value(const BlockQ5_1& b, int e) { return nibble(b.qs, e) | bit4(b.qh, e); }
 
-template <class B, int (*Value)(const B&, int)>
-void dot_q8_0_act_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+// HasMin: B has a minimum m (Q4_1, Q5_1), added through fold_min.
+template <class B, int (*Value)(const B&, int), bool HasMin>
+void dot_32_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
   const auto* x = reinterpret_cast<const B*>(w);
   for (int k = 0; k < na; ++k) {
     const auto* y = act_row<ActQ8_0>(act, as, k);
-    float lanes[8] = {};
+    float lanes[8] = {}, summs = 0.f;
     for (int64_t i = 0; i < n / 32; ++i) {
       const float d = f16_to_f32(x[i].d) * y[i].d;
       for (int l = 0; l < 8; ++l) {
@@ -77,12 +113,81 @@ void dot_q8_0_act_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na
         for (int e = 4 * l; e < 4 * l + 4; ++e) s += Value(x[i], e) * y[i].qs[e];
         lanes[l] = lanes[l] + d * static_cast<float>(s);
       }
+      if constexpr (HasMin) summs = fold_min(summs, x[i].m, y[i]);
     }
-    out[os * static_cast<size_t>(k)] = hsum_lanes(lanes);
+    out[os * static_cast<size_t>(k)] = HasMin ? hsum_lanes(lanes) + summs : hsum_lanes(lanes);
   }
 }
-constexpr DotFn dot_q8_0_scalar = dot_q8_0_act_scalar<BlockQ8_0, q8_0_value>;
-constexpr DotFn dot_q4_0_scalar = dot_q8_0_act_scalar<BlockQ4_0, q4_0_value>;
+constexpr DotFn dot_q8_0_scalar = dot_32_scalar<BlockQ8_0, q8_0_value, false>;
+constexpr DotFn dot_q4_0_scalar = dot_32_scalar<BlockQ4_0, q4_0_value, false>;
+constexpr DotFn dot_q5_0_scalar = dot_32_scalar<BlockQ5_0, q5_0_value, false>;
+constexpr DotFn dot_iq4_nl_scalar = dot_32_scalar<BlockIQ4_NL, iq4_nl_value, false>;
+constexpr DotFn dot_q4_1_scalar = dot_32_scalar<BlockQ4_1, q4_1_value, true>;
+constexpr DotFn dot_q5_1_scalar = dot_32_scalar<BlockQ5_1, q5_1_value, true>;
+
+void dot_q2_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_K>(act, as, k);
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      int32_t sumi = 0;
+      for (int g = 0; g < 8; ++g) {  // 32 values: bits 2(g%4).. of qs[32(g/4) ..], scales 2g, 2g+1 (low nibbles)
+        int32_t s0 = 0, s1 = 0;
+        for (int l = 0; l < 32; ++l) {
+          const int q = (x[i].qs[32 * (g / 4) + l] >> (2 * (g % 4))) & 3;
+          (l < 16 ? s0 : s1) += q * y[i].qs[32 * g + l];
+        }
+        sumi += (x[i].scales[2 * g] & 0xF) * s0 + (x[i].scales[2 * g + 1] & 0xF) * s1;
+      }
+      acc = fold_min_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q2_K_summs(x[i], y[i]));
+    }
+    out[os * static_cast<size_t>(k)] = acc;
+  }
+}
+
+void dot_q3_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ3_K*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_K>(act, as, k);
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      int16_t sc[16];
+      q3_K_scales(x[i], sc);
+      int32_t sumi = 0;
+      for (int g = 0; g < 8; ++g) {  // low 2 bits as Q2_K, bit 2 from hmask bit g
+        int32_t s0 = 0, s1 = 0;
+        for (int l = 0; l < 32; ++l) {
+          const int q = ((x[i].qs[32 * (g / 4) + l] >> (2 * (g % 4))) & 3) | (((x[i].hmask[l] >> g) & 1) << 2);
+          (l < 16 ? s0 : s1) += q * y[i].qs[32 * g + l];
+        }
+        sumi += sc[2 * g] * s0 + sc[2 * g + 1] * s1;
+      }
+      acc = fold_K(acc, f16_to_f32(x[i].d), y[i], sumi - q3_K_offset(sc, y[i]));
+    }
+    out[os * static_cast<size_t>(k)] = acc;
+  }
+}
+
+void dot_iq4_xs_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockIQ4_XS*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_K>(act, as, k);
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      int16_t sc[8];
+      iq4_xs_scales(x[i], sc);
+      int32_t sumi = 0;
+      for (int j = 0; j < 8; ++j) {
+        int32_t s = 0;
+        for (int e = 0; e < 32; ++e) s += kIq4nlValues[nibble(x[i].qs + 16 * j, e)] * y[i].qs[32 * j + e];
+        sumi += sc[j] * s;
+      }
+      acc = fold_K(acc, f16_to_f32(x[i].d), y[i], sumi);
+    }
+    out[os * static_cast<size_t>(k)] = acc;
+  }
+}
 
 void dot_q5_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
   const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
@@ -102,7 +207,7 @@ void dot_q5_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, in
         }
         sumi += sc[2 * j] * lo + sc[2 * j + 1] * hi;
       }
-      acc = fold_q4_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
+      acc = fold_min_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
     }
     out[os * static_cast<size_t>(k)] = acc;
   }
@@ -125,7 +230,7 @@ void dot_q4_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, in
         }
         sumi += sc[2 * j] * lo + sc[2 * j + 1] * hi;
       }
-      acc = fold_q4_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
+      acc = fold_min_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
     }
     out[os * static_cast<size_t>(k)] = acc;
   }
@@ -153,7 +258,7 @@ void dot_q6_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, in
           sumi += sc[2 * g] * s0 + sc[2 * g + 1] * s1;
         }
       }
-      acc = fold_q6_K(acc, f16_to_f32(x[i].d), y[i], sumi - q6_K_offset(x[i], y[i]));
+      acc = fold_K(acc, f16_to_f32(x[i].d), y[i], sumi - q6_K_offset(x[i], y[i]));
     }
     out[os * static_cast<size_t>(k)] = acc;
   }
@@ -174,48 +279,160 @@ __attribute__((target("avx2"))) inline float hsum_f32(__m256 v) {
   return hsum_lanes(l);
 }
 
-__attribute__((target("avx2,f16c"))) void dot_q8_0_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                        int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ8_0*>(w);
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[kMaxAct];
-  for (auto& a : acc) a = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / 32; ++i) {
-    const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
-    const __m256i ax = _mm256_sign_epi8(qx, qx);
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_0& y = act_row<ActQ8_0>(act, as, k)[i];
-      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
-      // |x| * (y with x's sign): u8 x s8 pairs, |sum| <= 2 * 128 * 127 (no saturation)
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), ones);
-      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(dx * y.d), _mm256_cvtepi32_ps(p)));
-    }
-  }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = hsum_f32(acc[k]);
+// The 32 values of a 32-block in byte order (ggml's element order): low nibbles are values 0..15, high 16..31.
+__attribute__((target("avx2"))) inline __m256i nibbles_avx2(const uint8_t* qs) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_setr_m128i(b, _mm_srli_epi16(b, 4)), _mm256_set1_epi8(0xF));
+}
+// 0x10 in byte e where bit e of the 32-bit qh is set (the fifth bit of Q5_0/Q5_1 values).
+__attribute__((target("avx2"))) inline __m256i bit4_avx2(const uint8_t* qh) {
+  const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
+                                       2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+  const __m256i b = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(load_u32(qh))), sel), bit);
+  return _mm256_and_si256(_mm256_cmpeq_epi8(b, bit), _mm256_set1_epi8(0x10));
+}
+__attribute__((target("avx2"))) inline __m256i iq4nl_table_avx2() {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+}
+__attribute__((target("avx2"))) inline __m256i q8_0_avx2(const BlockQ8_0& b) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+}
+__attribute__((target("avx2"))) inline __m256i q4_0_avx2(const BlockQ4_0& b) {
+  return _mm256_sub_epi8(nibbles_avx2(b.qs), _mm256_set1_epi8(8));
+}
+__attribute__((target("avx2"))) inline __m256i q5_0_avx2(const BlockQ5_0& b) {
+  return _mm256_sub_epi8(_mm256_or_si256(nibbles_avx2(b.qs), bit4_avx2(b.qh)), _mm256_set1_epi8(16));
+}
+__attribute__((target("avx2"))) inline __m256i iq4_nl_avx2(const BlockIQ4_NL& b) {
+  return _mm256_shuffle_epi8(iq4nl_table_avx2(), nibbles_avx2(b.qs));
+}
+__attribute__((target("avx2"))) inline __m256i q4_1_avx2(const BlockQ4_1& b) { return nibbles_avx2(b.qs); }
+__attribute__((target("avx2"))) inline __m256i q5_1_avx2(const BlockQ5_1& b) {
+  return _mm256_or_si256(nibbles_avx2(b.qs), bit4_avx2(b.qh));
 }
 
-__attribute__((target("avx2,f16c"))) void dot_q4_0_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                        int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ4_0*>(w);
-  const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0xF), off = _mm256_set1_epi8(8);
+// The 32-blocks: 8 int32 lanes of 4 products each (lane l: values 4l..4l+3, as dot_32_scalar's lanes).
+// Signed values (HasMin false, |value| <= 127): |x| * (y with x's sign), u8 x s8 pairs, |pair| <= 2 * 127 * 127.
+// Unsigned values (HasMin true, 0..31): x * y directly.
+template <class B, __m256i (*Values)(const B&), bool HasMin>
+__attribute__((target("avx2,f16c"))) void dot_32_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                      int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const B*>(w);
+  const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[kMaxAct];
+  float summs[kMaxAct] = {};
   for (auto& a : acc) a = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / 32; ++i) {
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs));
-    // values 0..15: low nibbles, 16..31: high nibbles, minus 8
-    const __m256i qx = _mm256_sub_epi8(
-        _mm256_and_si256(_mm256_setr_m128i(b, _mm_srli_epi16(b, 4)), m4), off);
-    const __m256i ax = _mm256_sign_epi8(qx, qx);
+    const __m256i qx = Values(x[i]);
+    const __m256i ax = HasMin ? qx : _mm256_sign_epi8(qx, qx);
     const float dx = _cvtsh_ss(x[i].d);
     for (int k = 0; k < na; ++k) {
       const ActQ8_0& y = act_row<ActQ8_0>(act, as, k)[i];
       const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), ones);
+      const __m256i sy = HasMin ? qy : _mm256_sign_epi8(qy, qx);
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
       acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(dx * y.d), _mm256_cvtepi32_ps(p)));
+      if constexpr (HasMin) summs[k] = fold_min(summs[k], x[i].m, y);
     }
   }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = hsum_f32(acc[k]);
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = HasMin ? hsum_f32(acc[k]) + summs[k] : hsum_f32(acc[k]);
+}
+constexpr DotFn dot_q8_0_avx2 = dot_32_avx2<BlockQ8_0, q8_0_avx2, false>;
+constexpr DotFn dot_q4_0_avx2 = dot_32_avx2<BlockQ4_0, q4_0_avx2, false>;
+constexpr DotFn dot_q5_0_avx2 = dot_32_avx2<BlockQ5_0, q5_0_avx2, false>;
+constexpr DotFn dot_iq4_nl_avx2 = dot_32_avx2<BlockIQ4_NL, iq4_nl_avx2, false>;
+constexpr DotFn dot_q4_1_avx2 = dot_32_avx2<BlockQ4_1, q4_1_avx2, true>;
+constexpr DotFn dot_q5_1_avx2 = dot_32_avx2<BlockQ5_1, q5_1_avx2, true>;
+
+// The 256-blocks with 16-value sub-block scales (Q2_K, Q3_K, Q6_K): q[g] the 32 unsigned values multiplying
+// y[32g ..], s[g] their two scales (int16 lanes 0..7: values 0..15, lanes 8..15: values 16..31).
+__attribute__((target("avx2"))) inline int32_t sum_scaled_avx2(const __m256i* q, const __m256i* s, const ActQ8_K& y) {
+  __m256i sumi = _mm256_setzero_si256();
+  for (int g = 0; g < 8; ++g) {
+    const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * g));
+    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[g], _mm256_maddubs_epi16(q[g], yv)));
+  }
+  return hsum_i32(sumi);
+}
+__attribute__((target("avx2"))) inline __m256i scale_pair(int s0, int s1) {
+  return _mm256_setr_m128i(_mm_set1_epi16(static_cast<int16_t>(s0)), _mm_set1_epi16(static_cast<int16_t>(s1)));
+}
+// Q2_K / Q3_K: the 2-bit fields, q[4h + j] = bits 2j, 2j+1 of qs[32h ..].
+__attribute__((target("avx2"))) inline void two_bits_avx2(const uint8_t* qs, __m256i* q) {
+  const __m256i m3 = _mm256_set1_epi8(3);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * h));
+    for (int j = 0; j < 4; ++j) q[4 * h + j] = _mm256_and_si256(_mm256_srli_epi16(b, 2 * j), m3);
+  }
+}
+
+__attribute__((target("avx2,f16c"))) void dot_q2_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m256i q[8], s[8];
+    two_bits_avx2(x[i].qs, q);
+    for (int g = 0; g < 8; ++g) s[g] = scale_pair(x[i].scales[2 * g] & 0xF, x[i].scales[2 * g + 1] & 0xF);
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx2(q, s, y), q2_K_summs(x[i], y));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target("avx2,f16c"))) void dot_q3_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ3_K*>(w);
+  const __m256i one = _mm256_set1_epi8(1);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m256i q[8], s[8];
+    two_bits_avx2(x[i].qs, q);
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].hmask));
+    for (int g = 0; g < 8; ++g)  // bit 2 of the values multiplying y[32g ..]: bit g of hmask
+      q[g] = _mm256_or_si256(q[g], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, g), one), 2));
+    int16_t sc[16];
+    q3_K_scales(x[i], sc);
+    for (int g = 0; g < 8; ++g) s[g] = scale_pair(sc[2 * g], sc[2 * g + 1]);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx2(q, s, y) - q3_K_offset(sc, y));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target("avx2,f16c"))) void dot_iq4_xs_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                          int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockIQ4_XS*>(w);
+  const __m256i table = iq4nl_table_avx2();
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m256i q[8], ax[8], s[8];  // q[j]: the 32 signed values multiplying y[32j ..], ax[j] = |q[j]|
+    int16_t sc[8];
+    iq4_xs_scales(x[i], sc);
+    for (int j = 0; j < 8; ++j) {
+      q[j] = _mm256_shuffle_epi8(table, nibbles_avx2(x[i].qs + 16 * j));
+      ax[j] = _mm256_sign_epi8(q[j], q[j]);
+      s[j] = _mm256_set1_epi16(sc[j]);
+    }
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m256i sumi = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(ax[j], _mm256_sign_epi8(yv, q[j]))));
+      }
+      acc[k] = fold_K(acc[k], dx, y, hsum_i32(sumi));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
 }
 
 __attribute__((target("avx2,f16c"))) void dot_q5_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
@@ -244,7 +461,7 @@ __attribute__((target("avx2,f16c"))) void dot_q5_K_avx2(const uint8_t* w, const 
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
       }
-      acc[k] = fold_q4_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -273,7 +490,7 @@ __attribute__((target("avx2,f16c"))) void dot_q4_K_avx2(const uint8_t* w, const 
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
       }
-      acc[k] = fold_q4_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -298,19 +515,11 @@ __attribute__((target("avx2,f16c"))) void dot_q6_K_avx2(const uint8_t* w, const 
       q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
     }
-    // int16 lanes 0..7 hold values 0..15 of a group (scale 2g), lanes 8..15 values 16..31 (scale 2g+1)
-    for (int g = 0; g < 8; ++g) {
-      s[g] = _mm256_setr_m128i(_mm_set1_epi16(x[i].scales[2 * g]), _mm_set1_epi16(x[i].scales[2 * g + 1]));
-    }
+    for (int g = 0; g < 8; ++g) s[g] = scale_pair(x[i].scales[2 * g], x[i].scales[2 * g + 1]);
     const float dx = _cvtsh_ss(x[i].d);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      __m256i sumi = _mm256_setzero_si256();
-      for (int g = 0; g < 8; ++g) {
-        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * g));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[g], _mm256_maddubs_epi16(q[g], yv)));
-      }
-      acc[k] = fold_q6_K(acc[k], dx, y, hsum_i32(sumi) - q6_K_offset(x[i], y));
+      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx2(q, s, y) - q6_K_offset(x[i], y));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -351,7 +560,7 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, con
         const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
         sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], yv), s[m]);
       }
-      acc[k] = fold_q4_K(acc[k], dx, dmx, y, _mm512_reduce_add_epi32(sumi), q4_K_summs(mn, y));
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, _mm512_reduce_add_epi32(sumi), q4_K_summs(mn, y));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -371,6 +580,13 @@ const Registration kKernels[] = {
     {GgmlType::Q6_K, {dot_q6_K_scalar, dot_q6_K_avx2, nullptr}},
     {GgmlType::Q4_0, {dot_q4_0_scalar, dot_q4_0_avx2, nullptr}},
     {GgmlType::Q5_K, {dot_q5_K_scalar, dot_q5_K_avx2, nullptr}},
+    {GgmlType::Q4_1, {dot_q4_1_scalar, dot_q4_1_avx2, nullptr}},
+    {GgmlType::Q5_0, {dot_q5_0_scalar, dot_q5_0_avx2, nullptr}},
+    {GgmlType::Q5_1, {dot_q5_1_scalar, dot_q5_1_avx2, nullptr}},
+    {GgmlType::Q2_K, {dot_q2_K_scalar, dot_q2_K_avx2, nullptr}},
+    {GgmlType::Q3_K, {dot_q3_K_scalar, dot_q3_K_avx2, nullptr}},
+    {GgmlType::IQ4_NL, {dot_iq4_nl_scalar, dot_iq4_nl_avx2, nullptr}},
+    {GgmlType::IQ4_XS, {dot_iq4_xs_scalar, dot_iq4_xs_avx2, nullptr}},
 };
 
 const bool g_avx2 = quant::cpu_has_avx2_f16c();
@@ -414,9 +630,14 @@ void quantize_act(ActRounding a, const float* x, void* dst, int64_t n) {
     for (int64_t b = 0; b < n / 32; ++b, x += 32) {
       float amax = 0.f;
       for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
-      const float id = amax != 0.f ? 127.f / amax : 0.f;
-      y[b].d = f16_to_f32(f32_to_f16(amax / 127.f));
-      for (int j = 0; j < 32; ++j) y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+      const float d = amax / 127.f, id = amax != 0.f ? 127.f / amax : 0.f;
+      y[b].d = f16_to_f32(f32_to_f16(d));
+      int32_t sum = 0;
+      for (int j = 0; j < 32; ++j) {
+        y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+        sum += y[b].qs[j];
+      }
+      y[b].s = f16_to_f32(f32_to_f16(d * static_cast<float>(sum)));
     }
     return;
   }
