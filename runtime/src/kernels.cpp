@@ -74,7 +74,7 @@ inline void iq4_xs_scales(const BlockIQ4_XS& x, int16_t* sc) {
     sc[j] = static_cast<int16_t>((((x.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((x.scales_h >> (2 * j)) & 3) << 4)) - 32);
 }
 // The 32-blocks with a minimum (Q4_1, Q5_1) add m * s per block, in block order, after the lanes' sum.
-inline float fold_min(float summs, uint16_t m, const ActQ8_0& y) { return summs + f16_to_f32(m) * y.s; }
+inline float fold_min(float summs, float m, const ActQ8_0& y) { return summs + m * y.s; }
 inline uint32_t load_u32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
@@ -113,7 +113,7 @@ void dot_32_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int6
         for (int e = 4 * l; e < 4 * l + 4; ++e) s += Value(x[i], e) * y[i].qs[e];
         lanes[l] = lanes[l] + d * static_cast<float>(s);
       }
-      if constexpr (HasMin) summs = fold_min(summs, x[i].m, y[i]);
+      if constexpr (HasMin) summs = fold_min(summs, f16_to_f32(x[i].m), y[i]);
     }
     out[os * static_cast<size_t>(k)] = HasMin ? hsum_lanes(lanes) + summs : hsum_lanes(lanes);
   }
@@ -327,13 +327,15 @@ __attribute__((target("avx2,f16c"))) void dot_32_avx2(const uint8_t* w, const ui
     const __m256i qx = Values(x[i]);
     const __m256i ax = HasMin ? qx : _mm256_sign_epi8(qx, qx);
     const float dx = _cvtsh_ss(x[i].d);
+    float mx = 0.f;
+    if constexpr (HasMin) mx = _cvtsh_ss(x[i].m);
     for (int k = 0; k < na; ++k) {
       const ActQ8_0& y = act_row<ActQ8_0>(act, as, k)[i];
       const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
       const __m256i sy = HasMin ? qy : _mm256_sign_epi8(qy, qx);
       const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
       acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(dx * y.d), _mm256_cvtepi32_ps(p)));
-      if constexpr (HasMin) summs[k] = fold_min(summs[k], x[i].m, y);
+      if constexpr (HasMin) summs[k] = fold_min(summs[k], mx, y);
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = HasMin ? hsum_f32(acc[k]) + summs[k] : hsum_f32(acc[k]);
