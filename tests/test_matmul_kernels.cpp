@@ -17,6 +17,7 @@
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/runtime/matmul.h"
+#include "../runtime/src/kernels.h"  // the kernel slots and activation format, to call every path directly
 
 namespace q = edgeq::quant;
 namespace rt = edgeq::runtime;
@@ -114,6 +115,45 @@ TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
       EXPECT_NEAR(sgemm[i], ref, 1e-5 * mag + 1e-6) << "token " << tk << " row " << o;
       if (tk == 1) {
         EXPECT_EQ(simd1[i], 0.f);
+      }
+    }
+  }
+}
+
+// matmul reaches only the fastest path; here every path this CPU runs (AVX2 also where AVX-512 is used) is
+// called through the type's row and must give the portable path's bits, for 1 to 4 activation rows at a time.
+TEST_P(MatmulKernels, EveryPathEqualsPortable) {
+  namespace k = rt::kernels;
+  const GgmlType t = GetParam();
+  const q::BlockOps* row = k::find(t);
+  ASSERT_NE(row, nullptr);
+  const int64_t in = 768, rows = 6;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> wf(static_cast<size_t>(in * rows)), x(static_cast<size_t>(in * k::kMaxAct));
+  for (auto& v : wf) v = nd(rng);
+  for (auto& v : x) v = nd(rng) * 0.1f;
+  x[100] = -9.f;
+  const size_t rb = *edgeq::ggml_row_size(t, in), arb = k::act_row_bytes(row->act_rounding, in);
+  std::vector<uint8_t> wq(rb * rows), xq(arb * k::kMaxAct);
+  q::quantize_rows(t, wf.data(), wq.data(), rows, in, nullptr);
+  for (int a = 0; a < k::kMaxAct; ++a) k::quantize_act(row->act_rounding, x.data() + a * in, xq.data() + a * arb, in);
+
+  const std::string level = k::simd_level();
+  std::vector<std::pair<const char*, q::DotFn>> paths;
+  if (level != "scalar" && row->kernels.avx2) paths.emplace_back("avx2", row->kernels.avx2);
+  if (level == "avx512vnni" && row->kernels.avx512) paths.emplace_back("avx512", row->kernels.avx512);
+  if (paths.empty()) GTEST_SKIP() << "no SIMD path on this CPU";
+  for (int64_t r = 0; r < rows; ++r) {
+    float ref[k::kMaxAct];
+    row->kernels.scalar(wq.data() + r * rb, xq.data(), arb, k::kMaxAct, in, ref, 1);
+    for (const auto& [name, dot] : paths) {
+      for (int na = 1; na <= k::kMaxAct; ++na) {
+        for (int a0 = 0; a0 + na <= k::kMaxAct; ++a0) {
+          float got[k::kMaxAct];
+          dot(wq.data() + r * rb, xq.data() + a0 * arb, arb, na, in, got, 1);
+          for (int a = 0; a < na; ++a) ASSERT_EQ(got[a], ref[a0 + a]) << name << " row " << r << " act " << a0 + a << " of " << na;
+        }
       }
     }
   }

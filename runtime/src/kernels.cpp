@@ -349,13 +349,36 @@ constexpr DotFn dot_q5_1_avx2 = dot_32_avx2<BlockQ5_1, q5_1_avx2, true>;
 
 // The 256-blocks with 16-value sub-block scales (Q2_K, Q3_K, Q6_K): q[g] the 32 unsigned values multiplying
 // y[32g ..], s[g] their two scales (int16 lanes 0..7: values 0..15, lanes 8..15: values 16..31).
-__attribute__((target("avx2"))) inline int32_t sum_scaled_avx2(const __m256i* q, const __m256i* s, const ActQ8_K& y) {
-  __m256i sumi = _mm256_setzero_si256();
+// init: int32 lanes added to the sum (an offset's share, from bsums_dot).
+__attribute__((target("avx2"))) inline int32_t sum_scaled_avx2(const __m256i* q, const __m256i* s, const ActQ8_K& y,
+                                                               __m256i init) {
+  __m256i sumi = init;
   for (int g = 0; g < 8; ++g) {
     const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * g));
     sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[g], _mm256_maddubs_epi16(q[g], yv)));
   }
   return hsum_i32(sumi);
+}
+// sum_k w[k] * bsums[k] over the 16 groups of 16 values, in int32 lanes (w: 16 int16, |w * bsum| < 2^30).
+__attribute__((target("avx2"))) inline __m256i bsums_dot(const ActQ8_K& y, __m256i w) {
+  return _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.bsums)), w);
+}
+// Per-group weights for bsums_dot: Q2_K's 4-bit mins; Q4_K/Q5_K's 8 mins of 32-value sub-blocks (each twice);
+// Q3_K's -4 * scale and Q6_K's -32 * scale (their offsets' shares, q3_K_offset and q6_K_offset negated).
+__attribute__((target("avx2"))) inline __m256i q2_K_mins(const BlockQ2_K& x) {
+  const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales));
+  return _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0xF)));
+}
+__attribute__((target("avx2"))) inline __m256i q4_K_mins(const uint8_t* mn) {
+  const __m128i m = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn));
+  return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+}
+__attribute__((target("avx2"))) inline __m256i q3_K_offset_w(const int16_t* sc) {
+  return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc)), 2));
+}
+__attribute__((target("avx2"))) inline __m256i q6_K_offset_w(const BlockQ6_K& x) {
+  const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
+  return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 5));
 }
 __attribute__((target("avx2"))) inline __m256i scale_pair(int s0, int s1) {
   return _mm256_setr_m128i(_mm_set1_epi16(static_cast<int16_t>(s0)), _mm_set1_epi16(static_cast<int16_t>(s1)));
@@ -377,10 +400,11 @@ __attribute__((target("avx2,f16c"))) void dot_q2_K_avx2(const uint8_t* w, const 
     __m256i q[8], s[8];
     two_bits_avx2(x[i].qs, q);
     for (int g = 0; g < 8; ++g) s[g] = scale_pair(x[i].scales[2 * g] & 0xF, x[i].scales[2 * g + 1] & 0xF);
+    const __m256i mins = q2_K_mins(x[i]);
     const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx2(q, s, y), q2_K_summs(x[i], y));
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx2(q, s, y, _mm256_setzero_si256()), hsum_i32(bsums_dot(y, mins)));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -400,10 +424,11 @@ __attribute__((target("avx2,f16c"))) void dot_q3_K_avx2(const uint8_t* w, const 
     int16_t sc[16];
     q3_K_scales(x[i], sc);
     for (int g = 0; g < 8; ++g) s[g] = scale_pair(sc[2 * g], sc[2 * g + 1]);
+    const __m256i off = q3_K_offset_w(sc);
     const float dx = _cvtsh_ss(x[i].d);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx2(q, s, y) - q3_K_offset(sc, y));
+      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx2(q, s, y, bsums_dot(y, off)));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -455,6 +480,7 @@ __attribute__((target("avx2,f16c"))) void dot_q5_K_avx2(const uint8_t* w, const 
       q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4), h1);
     }
     for (int j = 0; j < 8; ++j) s[j] = _mm256_set1_epi16(sc[j]);
+    const __m256i mins = q4_K_mins(mn);
     const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
@@ -463,7 +489,7 @@ __attribute__((target("avx2,f16c"))) void dot_q5_K_avx2(const uint8_t* w, const 
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
       }
-      acc[k] = fold_min_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, hsum_i32(sumi), hsum_i32(bsums_dot(y, mins)));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -484,6 +510,7 @@ __attribute__((target("avx2,f16c"))) void dot_q4_K_avx2(const uint8_t* w, const 
       q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
     }
     for (int j = 0; j < 8; ++j) s[j] = _mm256_set1_epi16(sc[j]);
+    const __m256i mins = q4_K_mins(mn);
     const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
@@ -492,7 +519,7 @@ __attribute__((target("avx2,f16c"))) void dot_q4_K_avx2(const uint8_t* w, const 
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
       }
-      acc[k] = fold_min_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, hsum_i32(sumi), hsum_i32(bsums_dot(y, mins)));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -518,10 +545,11 @@ __attribute__((target("avx2,f16c"))) void dot_q6_K_avx2(const uint8_t* w, const 
                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
     }
     for (int g = 0; g < 8; ++g) s[g] = scale_pair(x[i].scales[2 * g], x[i].scales[2 * g + 1]);
+    const __m256i off = q6_K_offset_w(x[i]);
     const float dx = _cvtsh_ss(x[i].d);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx2(q, s, y) - q6_K_offset(x[i], y));
+      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx2(q, s, y, bsums_dot(y, off)));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -554,6 +582,7 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, con
       q[m] = _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
       s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
     }
+    const __m256i mins = q4_K_mins(mn);
     const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
@@ -562,7 +591,168 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, con
         const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
         sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], yv), s[m]);
       }
-      acc[k] = fold_min_K(acc[k], dx, dmx, y, _mm512_reduce_add_epi32(sumi), q4_K_summs(mn, y));
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, _mm512_reduce_add_epi32(sumi), hsum_i32(bsums_dot(y, mins)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+// q[m]: the 64 unsigned values multiplying y[64m .. 64m+63]; s[m]: their scales as int16 pairs.
+__attribute__((target(EDGEQ_AVX512))) inline int32_t sum_scaled_avx512(const __m512i* q, const __m512i* s,
+                                                                      const ActQ8_K& y, __m256i init) {
+  __m512i sumi = _mm512_zextsi256_si512(init);
+  for (int m = 0; m < 4; ++m) sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], _mm512_loadu_si512(y.qs + 64 * m)), s[m]);
+  return _mm512_reduce_add_epi32(sumi);
+}
+// Scales of 16-value groups, four per register: 128-bit lane c holds the scale of values 16c .. 16c+15.
+__attribute__((target(EDGEQ_AVX512))) inline __m512i scale_quad(int s0, int s1, int s2, int s3) {
+  const auto r = [](int v) { return static_cast<int>((static_cast<uint32_t>(v) & 0xFFFF) * 0x10001u); };
+  return _mm512_setr_epi32(r(s0), r(s0), r(s0), r(s0), r(s1), r(s1), r(s1), r(s1), r(s2), r(s2), r(s2), r(s2),
+                           r(s3), r(s3), r(s3), r(s3));
+}
+// int16 shift counts: a in the low 256 bits, b in the high.
+__attribute__((target(EDGEQ_AVX512))) inline __m512i shift_pair(int a, int b) {
+  return _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(a)), _mm256_set1_epi16(static_cast<int16_t>(b)), 1);
+}
+// Q2_K / Q3_K: the 2-bit fields in value order (t[j]: bits 2j.. of all 64 qs bytes = values 32j + l, 128 + 32j + l).
+__attribute__((target(EDGEQ_AVX512))) inline void two_bits_avx512(const uint8_t* qs, __m512i* q) {
+  const __m512i b = _mm512_loadu_si512(qs), m3 = _mm512_set1_epi8(3);
+  __m512i t[4];
+  for (int j = 0; j < 4; ++j) t[j] = _mm512_and_si512(_mm512_srli_epi16(b, 2 * j), m3);
+  q[0] = _mm512_shuffle_i64x2(t[0], t[1], 0x44);  // low halves: values 0..63
+  q[1] = _mm512_shuffle_i64x2(t[2], t[3], 0x44);
+  q[2] = _mm512_shuffle_i64x2(t[0], t[1], 0xEE);  // high halves: values 128..191
+  q[3] = _mm512_shuffle_i64x2(t[2], t[3], 0xEE);
+}
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q2_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m512i q[4], s[4];
+    two_bits_avx512(x[i].qs, q);
+    const uint8_t* sc = x[i].scales;
+    for (int m = 0; m < 4; ++m)
+      s[m] = scale_quad(sc[4 * m] & 0xF, sc[4 * m + 1] & 0xF, sc[4 * m + 2] & 0xF, sc[4 * m + 3] & 0xF);
+    const __m256i mins = q2_K_mins(x[i]);
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx512(q, s, y, _mm256_setzero_si256()), hsum_i32(bsums_dot(y, mins)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q3_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ3_K*>(w);
+  const __m512i one = _mm512_set1_epi8(1);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m512i q[4], s[4];
+    two_bits_avx512(x[i].qs, q);
+    const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].hmask)));
+    int16_t sc[16];
+    q3_K_scales(x[i], sc);
+    for (int m = 0; m < 4; ++m) {  // bit 2 of values 64m + l: hmask bit 2m (l < 32), 2m + 1 (l >= 32)
+      q[m] = _mm512_or_si512(q[m], _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hm, shift_pair(2 * m, 2 * m + 1)), one), 2));
+      s[m] = scale_quad(sc[4 * m], sc[4 * m + 1], sc[4 * m + 2], sc[4 * m + 3]);
+    }
+    const __m256i off = q3_K_offset_w(sc);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx512(q, s, y, bsums_dot(y, off)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q6_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
+  const __m512i m4 = _mm512_set1_epi8(0xF), m3 = _mm512_set1_epi8(3);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m512i q[4], s[4];
+    for (int h = 0; h < 2; ++h) {  // values 128h + l: low nibbles of ql[64h + l], high bits from qh[32h + l % 32]
+      const __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * h)));
+      q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                 _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_pair(0, 2)), m3), 4));
+      q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                     _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_pair(4, 6)), m3), 4));
+    }
+    const int8_t* sc = x[i].scales;
+    for (int m = 0; m < 4; ++m) s[m] = scale_quad(sc[4 * m], sc[4 * m + 1], sc[4 * m + 2], sc[4 * m + 3]);
+    const __m256i off = q6_K_offset_w(x[i]);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx512(q, s, y, bsums_dot(y, off)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q5_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
+  const __m512i m4 = _mm512_set1_epi8(0xF), one = _mm512_set1_epi8(1), nib = shift_pair(0, 4);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    uint8_t sc[8], mn[8];
+    q4_K_scales(x[i].scales, sc, mn);
+    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh)));
+    __m512i q[4], s[4];  // q[m]: values 64m + l, low nibbles of qs[32m + l] (l < 32), high ones; bit 4: qh bit 2m, 2m+1
+    for (int m = 0; m < 4; ++m) {
+      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
+      const __m512i h = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_pair(2 * m, 2 * m + 1)), one), 4);
+      q[m] = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi16(b, nib), m4), h);
+      s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
+    }
+    const __m256i mins = q4_K_mins(mn);
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx512(q, s, y, _mm256_setzero_si256()), hsum_i32(bsums_dot(y, mins)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target(EDGEQ_AVX512))) void dot_iq4_xs_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                             int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockIQ4_XS*>(w);
+  const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    int16_t sc[8];
+    iq4_xs_scales(x[i], sc);
+    __m512i q[4], ax[4], s[4];  // q[m]: the signed values multiplying y[64m ..] (sub-blocks 2m, 2m+1)
+    for (int m = 0; m < 4; ++m) {
+      // 128-bit lanes: low nibbles of qs[32m ..+15], high ones, then the same of qs[32m + 16 ..]
+      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
+      const __m512i lanes = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), b);
+      const __m512i idx = _mm512_and_si512(_mm512_srlv_epi16(lanes, _mm512_setr_epi64(0, 0, 0x0004000400040004, 0x0004000400040004, 0, 0, 0x0004000400040004, 0x0004000400040004)), m4);
+      q[m] = _mm512_shuffle_epi8(table, idx);
+      ax[m] = _mm512_abs_epi8(q[m]);
+      s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
+    }
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m512i sumi = _mm512_setzero_si512();
+      for (int m = 0; m < 4; ++m) {
+        const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
+        // y with q's sign (AVX-512 has no vpsignb): negate where q < 0, zero where q == 0 (ax is 0 there anyway)
+        const __m512i sy = _mm512_mask_sub_epi8(yv, _mm512_movepi8_mask(q[m]), _mm512_setzero_si512(), yv);
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(ax[m], sy), s[m]);
+      }
+      acc[k] = fold_K(acc[k], dx, y, _mm512_reduce_add_epi32(sumi));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -579,16 +769,16 @@ struct Registration {
 const Registration kKernels[] = {
     {GgmlType::Q8_0, {dot_q8_0_scalar, dot_q8_0_avx2, nullptr}},
     {GgmlType::Q4_K, {dot_q4_K_scalar, dot_q4_K_avx2, dot_q4_K_avx512}},
-    {GgmlType::Q6_K, {dot_q6_K_scalar, dot_q6_K_avx2, nullptr}},
+    {GgmlType::Q6_K, {dot_q6_K_scalar, dot_q6_K_avx2, dot_q6_K_avx512}},
     {GgmlType::Q4_0, {dot_q4_0_scalar, dot_q4_0_avx2, nullptr}},
-    {GgmlType::Q5_K, {dot_q5_K_scalar, dot_q5_K_avx2, nullptr}},
+    {GgmlType::Q5_K, {dot_q5_K_scalar, dot_q5_K_avx2, dot_q5_K_avx512}},
     {GgmlType::Q4_1, {dot_q4_1_scalar, dot_q4_1_avx2, nullptr}},
     {GgmlType::Q5_0, {dot_q5_0_scalar, dot_q5_0_avx2, nullptr}},
     {GgmlType::Q5_1, {dot_q5_1_scalar, dot_q5_1_avx2, nullptr}},
-    {GgmlType::Q2_K, {dot_q2_K_scalar, dot_q2_K_avx2, nullptr}},
-    {GgmlType::Q3_K, {dot_q3_K_scalar, dot_q3_K_avx2, nullptr}},
+    {GgmlType::Q2_K, {dot_q2_K_scalar, dot_q2_K_avx2, dot_q2_K_avx512}},
+    {GgmlType::Q3_K, {dot_q3_K_scalar, dot_q3_K_avx2, dot_q3_K_avx512}},
     {GgmlType::IQ4_NL, {dot_iq4_nl_scalar, dot_iq4_nl_avx2, nullptr}},
-    {GgmlType::IQ4_XS, {dot_iq4_xs_scalar, dot_iq4_xs_avx2, nullptr}},
+    {GgmlType::IQ4_XS, {dot_iq4_xs_scalar, dot_iq4_xs_avx2, dot_iq4_xs_avx512}},
 };
 
 const bool g_avx2 = quant::cpu_has_avx2_f16c();
