@@ -373,8 +373,17 @@ __attribute__((target("avx2"))) inline __m256i q4_K_mins(const uint8_t* mn) {
   const __m128i m = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn));
   return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
 }
-__attribute__((target("avx2"))) inline __m256i q3_K_offset_w(const int16_t* sc) {
-  return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc)), 2));
+// Q3_K's 16 scales (q3k_scale) as int16 lanes: low 4 bits from the nibbles of bytes 0..7, high 2 bits from
+// bytes 8..11 (scale j: byte 8 + j % 4, bits 2 (j / 4) ..).
+__attribute__((target("avx2"))) inline __m256i q3_K_scales_avx2(const uint8_t* sc) {
+  const __m128i a = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc));
+  const __m128i lo = _mm_and_si128(_mm_unpacklo_epi64(a, _mm_srli_epi16(a, 4)), _mm_set1_epi8(0xF));
+  const __m128i h = _mm_shuffle_epi32(_mm_cvtsi32_si128(static_cast<int>(load_u32(sc + 8))), 0);
+  const __m128i hi = _mm_and_si128(_mm_srlv_epi32(h, _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+  return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32)));
+}
+__attribute__((target("avx2"))) inline __m256i q3_K_offset_w(__m256i sc) {
+  return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 2));
 }
 __attribute__((target("avx2"))) inline __m256i q6_K_offset_w(const BlockQ6_K& x) {
   const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
@@ -421,9 +430,11 @@ __attribute__((target("avx2,f16c"))) void dot_q3_K_avx2(const uint8_t* w, const 
     const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].hmask));
     for (int g = 0; g < 8; ++g)  // bit 2 of the values multiplying y[32g ..]: bit g of hmask
       q[g] = _mm256_or_si256(q[g], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, g), one), 2));
-    int16_t sc[16];
-    q3_K_scales(x[i], sc);
-    for (int g = 0; g < 8; ++g) s[g] = scale_pair(sc[2 * g], sc[2 * g + 1]);
+    const __m256i sc = q3_K_scales_avx2(x[i].scales);
+    // s[g]: dword g of sc (scales 2g, 2g+1) in every dword, then int16 lanes 0..7 = scale 2g, 8..15 = 2g+1
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
+                                            2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    for (int g = 0; g < 8; ++g) s[g] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc, _mm256_set1_epi32(g)), spread);
     const __m256i off = q3_K_offset_w(sc);
     const float dx = _cvtsh_ss(x[i].d);
     for (int k = 0; k < na; ++k) {
@@ -604,11 +615,14 @@ __attribute__((target(EDGEQ_AVX512))) inline int32_t sum_scaled_avx512(const __m
   for (int m = 0; m < 4; ++m) sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], _mm512_loadu_si512(y.qs + 64 * m)), s[m]);
   return _mm512_reduce_add_epi32(sumi);
 }
-// Scales of 16-value groups, four per register: 128-bit lane c holds the scale of values 16c .. 16c+15.
-__attribute__((target(EDGEQ_AVX512))) inline __m512i scale_quad(int s0, int s1, int s2, int s3) {
-  const auto r = [](int v) { return static_cast<int>((static_cast<uint32_t>(v) & 0xFFFF) * 0x10001u); };
-  return _mm512_setr_epi32(r(s0), r(s0), r(s0), r(s0), r(s1), r(s1), r(s1), r(s1), r(s2), r(s2), r(s2), r(s2),
-                           r(s3), r(s3), r(s3), r(s3));
+// The 16 scales of 16-value groups (int16 lanes of v) spread over four registers: 128-bit lane c of s[m] holds
+// scale 4m + c (values 64m + 16c .. +15), in all its int16 lanes.
+__attribute__((target(EDGEQ_AVX512))) inline void scales16_avx512(__m256i v, __m512i* s) {
+  const __m512i lane = _mm512_srli_epi16(_mm512_setr_epi64(0x0003000200010000, 0x0007000600050004, 0x000B000A00090008,
+                                                           0x000F000E000D000C, 0x0013001200110010, 0x0017001600150014,
+                                                           0x001B001A00190018, 0x001F001E001D001C), 3);  // i / 8
+  const __m512i w = _mm512_zextsi256_si512(v);
+  for (int m = 0; m < 4; ++m) s[m] = _mm512_permutexvar_epi16(_mm512_add_epi16(lane, _mm512_set1_epi16(static_cast<int16_t>(4 * m))), w);
 }
 // int16 shift counts: a in the low 256 bits, b in the high.
 __attribute__((target(EDGEQ_AVX512))) inline __m512i shift_pair(int a, int b) {
@@ -632,9 +646,8 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q2_K_avx512(const uint8_t* w, con
   for (int64_t i = 0; i < n / 256; ++i) {
     __m512i q[4], s[4];
     two_bits_avx512(x[i].qs, q);
-    const uint8_t* sc = x[i].scales;
-    for (int m = 0; m < 4; ++m)
-      s[m] = scale_quad(sc[4 * m] & 0xF, sc[4 * m + 1] & 0xF, sc[4 * m + 2] & 0xF, sc[4 * m + 3] & 0xF);
+    scales16_avx512(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)),
+                                                       _mm_set1_epi8(0xF))), s);
     const __m256i mins = q2_K_mins(x[i]);
     const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
     for (int k = 0; k < na; ++k) {
@@ -654,12 +667,11 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q3_K_avx512(const uint8_t* w, con
     __m512i q[4], s[4];
     two_bits_avx512(x[i].qs, q);
     const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].hmask)));
-    int16_t sc[16];
-    q3_K_scales(x[i], sc);
+    const __m256i sc = q3_K_scales_avx2(x[i].scales);
     for (int m = 0; m < 4; ++m) {  // bit 2 of values 64m + l: hmask bit 2m (l < 32), 2m + 1 (l >= 32)
       q[m] = _mm512_or_si512(q[m], _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hm, shift_pair(2 * m, 2 * m + 1)), one), 2));
-      s[m] = scale_quad(sc[4 * m], sc[4 * m + 1], sc[4 * m + 2], sc[4 * m + 3]);
     }
+    scales16_avx512(sc, s);
     const __m256i off = q3_K_offset_w(sc);
     const float dx = _cvtsh_ss(x[i].d);
     for (int k = 0; k < na; ++k) {
@@ -685,8 +697,7 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q6_K_avx512(const uint8_t* w, con
       q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
                                      _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_pair(4, 6)), m3), 4));
     }
-    const int8_t* sc = x[i].scales;
-    for (int m = 0; m < 4; ++m) s[m] = scale_quad(sc[4 * m], sc[4 * m + 1], sc[4 * m + 2], sc[4 * m + 3]);
+    scales16_avx512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales))), s);
     const __m256i off = q6_K_offset_w(x[i]);
     const float dx = _cvtsh_ss(x[i].d);
     for (int k = 0; k < na; ++k) {
