@@ -608,6 +608,61 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, con
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
 }
 
+__attribute__((target("avx2"))) inline __m256i y_qs(const ActQ8_0& y) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
+}
+// The 32-blocks, two per register: vpdpbusd sums the 4 products of each int32 lane (|x| or unsigned x, times
+// y with x's sign), the lanes of block i then of block i + 1 are added to the 8 float lanes as in dot_32_scalar.
+template <class B, __m256i (*Values)(const B&), bool HasMin>
+__attribute__((target(EDGEQ_AVX512))) void dot_32_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                         int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const B*>(w);
+  const int64_t nb = n / 32;
+  __m256 acc[kMaxAct];
+  float summs[kMaxAct] = {};
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 1 < nb; i += 2) {
+    const __m512i qx = _mm512_inserti64x4(_mm512_castsi256_si512(Values(x[i])), Values(x[i + 1]), 1);
+    const __m512i ax = HasMin ? qx : _mm512_abs_epi8(qx);
+    const __mmask64 neg = _mm512_movepi8_mask(qx);
+    const float d0 = _cvtsh_ss(x[i].d), d1 = _cvtsh_ss(x[i + 1].d);
+    float m0 = 0.f, m1 = 0.f;
+    if constexpr (HasMin) m0 = _cvtsh_ss(x[i].m), m1 = _cvtsh_ss(x[i + 1].m);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_0* y = act_row<ActQ8_0>(act, as, k) + i;
+      const __m512i qy = _mm512_inserti64x4(_mm512_castsi256_si512(y_qs(y[0])), y_qs(y[1]), 1);
+      const __m512i sy = HasMin ? qy : _mm512_mask_sub_epi8(qy, neg, _mm512_setzero_si512(), qy);
+      const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy));
+      const __m256 p1 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1));
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(d0 * y[0].d), _mm512_castps512_ps256(p)));
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(d1 * y[1].d), p1));
+      if constexpr (HasMin) summs[k] = fold_min(fold_min(summs[k], m0, y[0]), m1, y[1]);
+    }
+  }
+  if (i < nb) {  // an odd block count: the last block alone
+    const __m256i qx = Values(x[i]);
+    const __m256i ax = HasMin ? qx : _mm256_sign_epi8(qx, qx);
+    const float d0 = _cvtsh_ss(x[i].d);
+    float m0 = 0.f;
+    if constexpr (HasMin) m0 = _cvtsh_ss(x[i].m);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_0& y = act_row<ActQ8_0>(act, as, k)[i];
+      const __m256i sy = HasMin ? y_qs(y) : _mm256_sign_epi8(y_qs(y), qx);
+      const __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy));
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(d0 * y.d), p));
+      if constexpr (HasMin) summs[k] = fold_min(summs[k], m0, y);
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = HasMin ? hsum_f32(acc[k]) + summs[k] : hsum_f32(acc[k]);
+}
+constexpr DotFn dot_q8_0_avx512 = dot_32_avx512<BlockQ8_0, q8_0_avx2, false>;
+constexpr DotFn dot_q4_0_avx512 = dot_32_avx512<BlockQ4_0, q4_0_avx2, false>;
+constexpr DotFn dot_q5_0_avx512 = dot_32_avx512<BlockQ5_0, q5_0_avx2, false>;
+constexpr DotFn dot_iq4_nl_avx512 = dot_32_avx512<BlockIQ4_NL, iq4_nl_avx2, false>;
+constexpr DotFn dot_q4_1_avx512 = dot_32_avx512<BlockQ4_1, q4_1_avx2, true>;
+constexpr DotFn dot_q5_1_avx512 = dot_32_avx512<BlockQ5_1, q5_1_avx2, true>;
+
 // q[m]: the 64 unsigned values multiplying y[64m .. 64m+63]; s[m]: their scales as int16 pairs.
 __attribute__((target(EDGEQ_AVX512))) inline int32_t sum_scaled_avx512(const __m512i* q, const __m512i* s,
                                                                       const ActQ8_K& y, __m256i init) {
@@ -778,17 +833,17 @@ struct Registration {
   quant::BlockKernels kernels;
 };
 const Registration kKernels[] = {
-    {GgmlType::Q8_0, {dot_q8_0_scalar, dot_q8_0_avx2, nullptr}},
+    {GgmlType::Q8_0, {dot_q8_0_scalar, dot_q8_0_avx2, dot_q8_0_avx512}},
     {GgmlType::Q4_K, {dot_q4_K_scalar, dot_q4_K_avx2, dot_q4_K_avx512}},
     {GgmlType::Q6_K, {dot_q6_K_scalar, dot_q6_K_avx2, dot_q6_K_avx512}},
-    {GgmlType::Q4_0, {dot_q4_0_scalar, dot_q4_0_avx2, nullptr}},
+    {GgmlType::Q4_0, {dot_q4_0_scalar, dot_q4_0_avx2, dot_q4_0_avx512}},
     {GgmlType::Q5_K, {dot_q5_K_scalar, dot_q5_K_avx2, dot_q5_K_avx512}},
-    {GgmlType::Q4_1, {dot_q4_1_scalar, dot_q4_1_avx2, nullptr}},
-    {GgmlType::Q5_0, {dot_q5_0_scalar, dot_q5_0_avx2, nullptr}},
-    {GgmlType::Q5_1, {dot_q5_1_scalar, dot_q5_1_avx2, nullptr}},
+    {GgmlType::Q4_1, {dot_q4_1_scalar, dot_q4_1_avx2, dot_q4_1_avx512}},
+    {GgmlType::Q5_0, {dot_q5_0_scalar, dot_q5_0_avx2, dot_q5_0_avx512}},
+    {GgmlType::Q5_1, {dot_q5_1_scalar, dot_q5_1_avx2, dot_q5_1_avx512}},
     {GgmlType::Q2_K, {dot_q2_K_scalar, dot_q2_K_avx2, dot_q2_K_avx512}},
     {GgmlType::Q3_K, {dot_q3_K_scalar, dot_q3_K_avx2, dot_q3_K_avx512}},
-    {GgmlType::IQ4_NL, {dot_iq4_nl_scalar, dot_iq4_nl_avx2, nullptr}},
+    {GgmlType::IQ4_NL, {dot_iq4_nl_scalar, dot_iq4_nl_avx2, dot_iq4_nl_avx512}},
     {GgmlType::IQ4_XS, {dot_iq4_xs_scalar, dot_iq4_xs_avx2, dot_iq4_xs_avx512}},
 };
 
