@@ -1,6 +1,7 @@
 // matmul at the 0.74B model's FFN shape (2048 -> 5632) for 1, 8, 64 tokens and each weight type with an
 // integer kernel: the kernels (SIMD, and portable), against dequantize + sgemm, in one process.
-//   bench_matmul [--benchmark_filter=...]
+//   bench_matmul [--benchmark_filter=...]   e.g. --benchmark_filter='Q3_K' for one type
+// (mode sgemm is also what a type without a kernel runs: the before/after ratio of adding one)
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -45,9 +46,18 @@ void BM_Matmul(benchmark::State& st, GgmlType t, int mode) {
   BENCHMARK_CAPTURE(BM_Matmul, T##_kernel, GgmlType::T, 1)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond);         \
   BENCHMARK_CAPTURE(BM_Matmul, T##_kernel_portable, GgmlType::T, 2)->Arg(1)->Unit(benchmark::kMillisecond);
 
-EDGEQ_BENCH_TYPE(Q4_K)
-EDGEQ_BENCH_TYPE(Q6_K)
+EDGEQ_BENCH_TYPE(Q4_0)
+EDGEQ_BENCH_TYPE(Q4_1)
+EDGEQ_BENCH_TYPE(Q5_0)
+EDGEQ_BENCH_TYPE(Q5_1)
 EDGEQ_BENCH_TYPE(Q8_0)
+EDGEQ_BENCH_TYPE(IQ4_NL)
+EDGEQ_BENCH_TYPE(Q2_K)
+EDGEQ_BENCH_TYPE(Q3_K)
+EDGEQ_BENCH_TYPE(Q4_K)
+EDGEQ_BENCH_TYPE(Q5_K)
+EDGEQ_BENCH_TYPE(Q6_K)
+EDGEQ_BENCH_TYPE(IQ4_XS)
 
 }  // namespace
 

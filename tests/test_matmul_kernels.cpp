@@ -1,16 +1,23 @@
 // The quantized dot-product kernels (runtime/src/kernels.h) behind matmul: the portable path and the SIMD
 // path this CPU runs give the same bits, results do not depend on the thread count, and they equal the
-// product of the dequantized weights with the Q8-rounded activations up to float summation error.
+// product of the dequantized weights with the Q8-rounded activations up to float summation error (for Q4_1
+// and Q5_1, with ggml's fp16 rounding of the Q8_1 block sums).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
+#include "edgeq/formats/half.h"
+#include "edgeq/quant/block_layout.h"
+#include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/runtime/matmul.h"
+#include "../runtime/src/kernels.h"  // the kernel slots and activation format, to call every path directly
 
 namespace q = edgeq::quant;
 namespace rt = edgeq::runtime;
@@ -21,6 +28,32 @@ namespace {
 struct KernelGuard {
   ~KernelGuard() { rt::set_matmul_kernels(true, true); }
 };
+
+// ggml pairs Q4_1 and Q5_1 with Q8_1 activations: a block's minimum m multiplies s = fp16(amax/127 * sum q), not
+// the exact sum of the rounded activations (fp16(amax/127) * sum q). The difference this makes to one row's dot
+// product (0 for the other types), from ggml's definition of quantize_row_q8_1.
+template <class B>
+double q8_1_min_term(const uint8_t* wrow, const float* x, int64_t in) {
+  double c = 0;
+  for (int64_t b = 0; b < in / 32; ++b, x += 32) {
+    B blk;
+    std::memcpy(&blk, wrow + b * static_cast<int64_t>(sizeof(B)), sizeof(B));
+    float amax = 0.f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.f, id = amax != 0.f ? 127.f / amax : 0.f;
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) sum += static_cast<int>(std::nearbyint(x[j] * id));
+    const double s_ggml = edgeq::f16_to_f32(edgeq::f32_to_f16(d * static_cast<float>(sum)));
+    const double s_exact = static_cast<double>(edgeq::f16_to_f32(edgeq::f32_to_f16(d))) * sum;
+    c += static_cast<double>(edgeq::f16_to_f32(blk.m)) * (s_ggml - s_exact);
+  }
+  return c;
+}
+double min_term(GgmlType t, const uint8_t* wrow, const float* x, int64_t in) {
+  if (t == GgmlType::Q4_1) return q8_1_min_term<q::layout::BlockQ4_1>(wrow, x, in);
+  if (t == GgmlType::Q5_1) return q8_1_min_term<q::layout::BlockQ5_1>(wrow, x, in);
+  return 0;
+}
 
 class MatmulKernels : public ::testing::TestWithParam<GgmlType> {};
 
@@ -50,6 +83,7 @@ TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
 
   rt::set_matmul_kernels(true, false);
   const auto portable = run(w, x, tokens, 1);
+  ASSERT_NE(q::block_ops(t)->kernels.scalar, nullptr) << "no kernel registered: the test would compare sgemm with itself";
   rt::set_matmul_kernels(true, true);
   const auto simd1 = run(w, x, tokens, 1);
   const auto simd3 = run(w, x, tokens, 3);
@@ -75,7 +109,9 @@ TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
         ref += p;
         mag += std::fabs(p);
       }
-      EXPECT_NEAR(simd1[i], ref, 1e-5 * mag + 1e-6) << "token " << tk << " row " << o;
+      const double ref_ggml = ref + min_term(t, wq.data() + o * static_cast<int64_t>(*edgeq::ggml_row_size(t, in)),
+                                             x.data() + tk * in, in);
+      EXPECT_NEAR(simd1[i], ref_ggml, 1e-5 * mag + 1e-6) << "token " << tk << " row " << o;
       EXPECT_NEAR(sgemm[i], ref, 1e-5 * mag + 1e-6) << "token " << tk << " row " << o;
       if (tk == 1) {
         EXPECT_EQ(simd1[i], 0.f);
@@ -84,7 +120,49 @@ TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, MatmulKernels, ::testing::Values(GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K),
+// matmul reaches only the fastest path; here every path this CPU runs (AVX2 also where AVX-512 is used) is
+// called through the type's row and must give the portable path's bits, for 1 to 4 activation rows at a time.
+TEST_P(MatmulKernels, EveryPathEqualsPortable) {
+  namespace k = rt::kernels;
+  const GgmlType t = GetParam();
+  const q::BlockOps* row = k::find(t);
+  ASSERT_NE(row, nullptr);
+  // 25 blocks of 32 (an odd count: the AVX-512 32-block paths take blocks in pairs), 3 of 256
+  const int64_t in = edgeq::ggml_type_info(t)->block_size == 32 ? 800 : 768, rows = 6;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> wf(static_cast<size_t>(in * rows)), x(static_cast<size_t>(in * k::kMaxAct));
+  for (auto& v : wf) v = nd(rng);
+  for (auto& v : x) v = nd(rng) * 0.1f;
+  x[100] = -9.f;
+  const size_t rb = *edgeq::ggml_row_size(t, in), arb = k::act_row_bytes(row->act_rounding, in);
+  std::vector<uint8_t> wq(rb * rows), xq(arb * k::kMaxAct);
+  q::quantize_rows(t, wf.data(), wq.data(), rows, in, nullptr);
+  for (int a = 0; a < k::kMaxAct; ++a) k::quantize_act(row->act_rounding, x.data() + a * in, xq.data() + a * arb, in);
+
+  const std::string level = k::simd_level();
+  std::vector<std::pair<const char*, q::DotFn>> paths;
+  if (level != "scalar" && row->kernels.avx2) paths.emplace_back("avx2", row->kernels.avx2);
+  if (level == "avx512vnni" && row->kernels.avx512) paths.emplace_back("avx512", row->kernels.avx512);
+  if (paths.empty()) GTEST_SKIP() << "no SIMD path on this CPU";
+  for (int64_t r = 0; r < rows; ++r) {
+    float ref[k::kMaxAct];
+    row->kernels.scalar(wq.data() + r * rb, xq.data(), arb, k::kMaxAct, in, ref, 1);
+    for (const auto& [name, dot] : paths) {
+      for (int na = 1; na <= k::kMaxAct; ++na) {
+        for (int a0 = 0; a0 + na <= k::kMaxAct; ++a0) {
+          float got[k::kMaxAct];
+          dot(wq.data() + r * rb, xq.data() + a0 * arb, arb, na, in, got, 1);
+          for (int a = 0; a < na; ++a) ASSERT_EQ(got[a], ref[a0 + a]) << name << " row " << r << " act " << a0 + a << " of " << na;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, MatmulKernels, ::testing::Values(GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
+                                                                GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::Q2_K, GgmlType::Q3_K,
+                                                                GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS),
                          [](const auto& info) { return std::string(edgeq::ggml_type_name(info.param)); });
 
 }  // namespace

@@ -19,10 +19,10 @@ using namespace quant::layout;  // the ggml block layouts, shared with quant/'s 
 // One place for the float arithmetic, so every path performs the same operations in the same order. Weight
 // scales are widened from fp16 exactly (f16_to_f32 or F16C: the same value).
 
-inline float fold_q4_K(float acc, float dx, float dmx, const ActQ8_K& y, int32_t sumi, int32_t summs) {
+inline float fold_min_K(float acc, float dx, float dmx, const ActQ8_K& y, int32_t sumi, int32_t summs) {
   return acc + ((y.d * dx) * static_cast<float>(sumi) - (y.d * dmx) * static_cast<float>(summs));
 }
-inline float fold_q6_K(float acc, float dx, const ActQ8_K& y, int32_t sumi) {
+inline float fold_K(float acc, float dx, const ActQ8_K& y, int32_t sumi) {
   return acc + (y.d * dx) * static_cast<float>(sumi);
 }
 // Q8_0 keeps 8 float lanes, lane l summing the products of values 4l..4l+3 of every block (as the SIMD
@@ -52,6 +52,34 @@ inline int32_t q6_K_offset(const BlockQ6_K& x, const ActQ8_K& y) {
   for (int k = 0; k < 16; ++k) s += x.scales[k] * y.bsums[k];
   return 32 * s;
 }
+// Q2_K: the 4-bit mins (high nibbles of the scales) times the 16-value sums of y.
+inline int32_t q2_K_summs(const BlockQ2_K& x, const ActQ8_K& y) {
+  int32_t s = 0;
+  for (int k = 0; k < 16; ++k) s += (x.scales[k] >> 4) * y.bsums[k];
+  return s;
+}
+// Q3_K's 16 signed 6-bit scales; the kernels multiply the unsigned values q + 4 (0..7), so the offset's share
+// 4 * sum_k scale_k * (sum of the 16 y of group k) is subtracted.
+inline void q3_K_scales(const BlockQ3_K& x, int16_t* sc) {
+  for (int k = 0; k < 16; ++k) sc[k] = static_cast<int16_t>(q3k_scale(x.scales, k));
+}
+inline int32_t q3_K_offset(const int16_t* sc, const ActQ8_K& y) {
+  int32_t s = 0;
+  for (int k = 0; k < 16; ++k) s += sc[k] * y.bsums[k];
+  return 4 * s;
+}
+// IQ4_XS's 8 signed 6-bit scales of its 32-value sub-blocks.
+inline void iq4_xs_scales(const BlockIQ4_XS& x, int16_t* sc) {
+  for (int j = 0; j < 8; ++j)
+    sc[j] = static_cast<int16_t>((((x.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((x.scales_h >> (2 * j)) & 3) << 4)) - 32);
+}
+// The 32-blocks with a minimum (Q4_1, Q5_1) add m * s per block, in block order, after the lanes' sum.
+inline float fold_min(float summs, float m, const ActQ8_0& y) { return summs + m * y.s; }
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
 
 template <class A>
 inline const A* act_row(const uint8_t* act, size_t stride, int k) {
@@ -60,16 +88,24 @@ inline const A* act_row(const uint8_t* act, size_t stride, int k) {
 
 // ---------------------------------------------------------------- portable reference
 
-// The 32-value blocks paired with Q8_0 activations: value e of a block and its scale.
+// The 32-value blocks: value e of a block (the nibble/bit layout of ggml's dequantize_row_<type>). The signed
+// ones pair with Q8_0 activations; Q4_1 and Q5_1 hold unsigned values and a minimum m and pair with Q8_1.
+inline int nibble(const uint8_t* qs, int e) { return e < 16 ? qs[e] & 0xF : qs[e - 16] >> 4; }
+inline int bit4(const uint8_t* qh, int e) { return static_cast<int>((load_u32(qh) >> e) & 1) << 4; }
 inline int q8_0_value(const BlockQ8_0& b, int e) { return b.qs[e]; }
-inline int q4_0_value(const BlockQ4_0& b, int e) { return (e < 16 ? b.qs[e] & 0xF : b.qs[e - 16] >> 4) - 8; }
+inline int q4_0_value(const BlockQ4_0& b, int e) { return nibble(b.qs, e) - 8; }
+inline int q5_0_value(const BlockQ5_0& b, int e) { return (nibble(b.qs, e) | bit4(b.qh, e)) - 16; }
+inline int iq4_nl_value(const BlockIQ4_NL& b, int e) { return kIq4nlValues[nibble(b.qs, e)]; }
+inline int q4_1_value(const BlockQ4_1& b, int e) { return nibble(b.qs, e); }
+inline int q5_1_value(const BlockQ5_1& b, int e) { return nibble(b.qs, e) | bit4(b.qh, e); }
 
-template <class B, int (*Value)(const B&, int)>
-void dot_q8_0_act_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+// HasMin: B has a minimum m (Q4_1, Q5_1), added through fold_min.
+template <class B, int (*Value)(const B&, int), bool HasMin>
+void dot_32_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
   const auto* x = reinterpret_cast<const B*>(w);
   for (int k = 0; k < na; ++k) {
     const auto* y = act_row<ActQ8_0>(act, as, k);
-    float lanes[8] = {};
+    float lanes[8] = {}, summs = 0.f;
     for (int64_t i = 0; i < n / 32; ++i) {
       const float d = f16_to_f32(x[i].d) * y[i].d;
       for (int l = 0; l < 8; ++l) {
@@ -77,12 +113,81 @@ void dot_q8_0_act_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na
         for (int e = 4 * l; e < 4 * l + 4; ++e) s += Value(x[i], e) * y[i].qs[e];
         lanes[l] = lanes[l] + d * static_cast<float>(s);
       }
+      if constexpr (HasMin) summs = fold_min(summs, f16_to_f32(x[i].m), y[i]);
     }
-    out[os * static_cast<size_t>(k)] = hsum_lanes(lanes);
+    out[os * static_cast<size_t>(k)] = HasMin ? hsum_lanes(lanes) + summs : hsum_lanes(lanes);
   }
 }
-constexpr DotFn dot_q8_0_scalar = dot_q8_0_act_scalar<BlockQ8_0, q8_0_value>;
-constexpr DotFn dot_q4_0_scalar = dot_q8_0_act_scalar<BlockQ4_0, q4_0_value>;
+constexpr DotFn dot_q8_0_scalar = dot_32_scalar<BlockQ8_0, q8_0_value, false>;
+constexpr DotFn dot_q4_0_scalar = dot_32_scalar<BlockQ4_0, q4_0_value, false>;
+constexpr DotFn dot_q5_0_scalar = dot_32_scalar<BlockQ5_0, q5_0_value, false>;
+constexpr DotFn dot_iq4_nl_scalar = dot_32_scalar<BlockIQ4_NL, iq4_nl_value, false>;
+constexpr DotFn dot_q4_1_scalar = dot_32_scalar<BlockQ4_1, q4_1_value, true>;
+constexpr DotFn dot_q5_1_scalar = dot_32_scalar<BlockQ5_1, q5_1_value, true>;
+
+void dot_q2_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_K>(act, as, k);
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      int32_t sumi = 0;
+      for (int g = 0; g < 8; ++g) {  // 32 values: bits 2(g%4).. of qs[32(g/4) ..], scales 2g, 2g+1 (low nibbles)
+        int32_t s0 = 0, s1 = 0;
+        for (int l = 0; l < 32; ++l) {
+          const int q = (x[i].qs[32 * (g / 4) + l] >> (2 * (g % 4))) & 3;
+          (l < 16 ? s0 : s1) += q * y[i].qs[32 * g + l];
+        }
+        sumi += (x[i].scales[2 * g] & 0xF) * s0 + (x[i].scales[2 * g + 1] & 0xF) * s1;
+      }
+      acc = fold_min_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q2_K_summs(x[i], y[i]));
+    }
+    out[os * static_cast<size_t>(k)] = acc;
+  }
+}
+
+void dot_q3_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ3_K*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_K>(act, as, k);
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      int16_t sc[16];
+      q3_K_scales(x[i], sc);
+      int32_t sumi = 0;
+      for (int g = 0; g < 8; ++g) {  // low 2 bits as Q2_K, bit 2 from hmask bit g
+        int32_t s0 = 0, s1 = 0;
+        for (int l = 0; l < 32; ++l) {
+          const int q = ((x[i].qs[32 * (g / 4) + l] >> (2 * (g % 4))) & 3) | (((x[i].hmask[l] >> g) & 1) << 2);
+          (l < 16 ? s0 : s1) += q * y[i].qs[32 * g + l];
+        }
+        sumi += sc[2 * g] * s0 + sc[2 * g + 1] * s1;
+      }
+      acc = fold_K(acc, f16_to_f32(x[i].d), y[i], sumi - q3_K_offset(sc, y[i]));
+    }
+    out[os * static_cast<size_t>(k)] = acc;
+  }
+}
+
+void dot_iq4_xs_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockIQ4_XS*>(w);
+  for (int k = 0; k < na; ++k) {
+    const auto* y = act_row<ActQ8_K>(act, as, k);
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / 256; ++i) {
+      int16_t sc[8];
+      iq4_xs_scales(x[i], sc);
+      int32_t sumi = 0;
+      for (int j = 0; j < 8; ++j) {
+        int32_t s = 0;
+        for (int e = 0; e < 32; ++e) s += kIq4nlValues[nibble(x[i].qs + 16 * j, e)] * y[i].qs[32 * j + e];
+        sumi += sc[j] * s;
+      }
+      acc = fold_K(acc, f16_to_f32(x[i].d), y[i], sumi);
+    }
+    out[os * static_cast<size_t>(k)] = acc;
+  }
+}
 
 void dot_q5_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
   const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
@@ -102,7 +207,7 @@ void dot_q5_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, in
         }
         sumi += sc[2 * j] * lo + sc[2 * j + 1] * hi;
       }
-      acc = fold_q4_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
+      acc = fold_min_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
     }
     out[os * static_cast<size_t>(k)] = acc;
   }
@@ -125,7 +230,7 @@ void dot_q4_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, in
         }
         sumi += sc[2 * j] * lo + sc[2 * j + 1] * hi;
       }
-      acc = fold_q4_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
+      acc = fold_min_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
     }
     out[os * static_cast<size_t>(k)] = acc;
   }
@@ -153,7 +258,7 @@ void dot_q6_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, in
           sumi += sc[2 * g] * s0 + sc[2 * g + 1] * s1;
         }
       }
-      acc = fold_q6_K(acc, f16_to_f32(x[i].d), y[i], sumi - q6_K_offset(x[i], y[i]));
+      acc = fold_K(acc, f16_to_f32(x[i].d), y[i], sumi - q6_K_offset(x[i], y[i]));
     }
     out[os * static_cast<size_t>(k)] = acc;
   }
@@ -174,48 +279,198 @@ __attribute__((target("avx2"))) inline float hsum_f32(__m256 v) {
   return hsum_lanes(l);
 }
 
-__attribute__((target("avx2,f16c"))) void dot_q8_0_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                        int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ8_0*>(w);
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[kMaxAct];
-  for (auto& a : acc) a = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / 32; ++i) {
-    const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
-    const __m256i ax = _mm256_sign_epi8(qx, qx);
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_0& y = act_row<ActQ8_0>(act, as, k)[i];
-      const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
-      // |x| * (y with x's sign): u8 x s8 pairs, |sum| <= 2 * 128 * 127 (no saturation)
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), ones);
-      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(dx * y.d), _mm256_cvtepi32_ps(p)));
-    }
-  }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = hsum_f32(acc[k]);
+// The 32 values of a 32-block in byte order (ggml's element order): low nibbles are values 0..15, high 16..31.
+__attribute__((target("avx2"))) inline __m256i nibbles_avx2(const uint8_t* qs) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_setr_m128i(b, _mm_srli_epi16(b, 4)), _mm256_set1_epi8(0xF));
+}
+// 0x10 in byte e where bit e of the 32-bit qh is set (the fifth bit of Q5_0/Q5_1 values).
+__attribute__((target("avx2"))) inline __m256i bit4_avx2(const uint8_t* qh) {
+  const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
+                                       2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+  const __m256i b = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(load_u32(qh))), sel), bit);
+  return _mm256_and_si256(_mm256_cmpeq_epi8(b, bit), _mm256_set1_epi8(0x10));
+}
+__attribute__((target("avx2"))) inline __m256i iq4nl_table_avx2() {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+}
+__attribute__((target("avx2"))) inline __m256i q8_0_avx2(const BlockQ8_0& b) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+}
+__attribute__((target("avx2"))) inline __m256i q4_0_avx2(const BlockQ4_0& b) {
+  return _mm256_sub_epi8(nibbles_avx2(b.qs), _mm256_set1_epi8(8));
+}
+__attribute__((target("avx2"))) inline __m256i q5_0_avx2(const BlockQ5_0& b) {
+  return _mm256_sub_epi8(_mm256_or_si256(nibbles_avx2(b.qs), bit4_avx2(b.qh)), _mm256_set1_epi8(16));
+}
+__attribute__((target("avx2"))) inline __m256i iq4_nl_avx2(const BlockIQ4_NL& b) {
+  return _mm256_shuffle_epi8(iq4nl_table_avx2(), nibbles_avx2(b.qs));
+}
+__attribute__((target("avx2"))) inline __m256i q4_1_avx2(const BlockQ4_1& b) { return nibbles_avx2(b.qs); }
+__attribute__((target("avx2"))) inline __m256i q5_1_avx2(const BlockQ5_1& b) {
+  return _mm256_or_si256(nibbles_avx2(b.qs), bit4_avx2(b.qh));
 }
 
-__attribute__((target("avx2,f16c"))) void dot_q4_0_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                        int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ4_0*>(w);
-  const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0xF), off = _mm256_set1_epi8(8);
+// The 32-blocks: 8 int32 lanes of 4 products each (lane l: values 4l..4l+3, as dot_32_scalar's lanes).
+// Signed values (HasMin false, |value| <= 127): |x| * (y with x's sign), u8 x s8 pairs, |pair| <= 2 * 127 * 127.
+// Unsigned values (HasMin true, 0..31): x * y directly.
+template <class B, __m256i (*Values)(const B&), bool HasMin>
+__attribute__((target("avx2,f16c"))) void dot_32_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                      int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const B*>(w);
+  const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[kMaxAct];
+  float summs[kMaxAct] = {};
   for (auto& a : acc) a = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / 32; ++i) {
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs));
-    // values 0..15: low nibbles, 16..31: high nibbles, minus 8
-    const __m256i qx = _mm256_sub_epi8(
-        _mm256_and_si256(_mm256_setr_m128i(b, _mm_srli_epi16(b, 4)), m4), off);
-    const __m256i ax = _mm256_sign_epi8(qx, qx);
+    const __m256i qx = Values(x[i]);
+    const __m256i ax = HasMin ? qx : _mm256_sign_epi8(qx, qx);
     const float dx = _cvtsh_ss(x[i].d);
+    float mx = 0.f;
+    if constexpr (HasMin) mx = _cvtsh_ss(x[i].m);
     for (int k = 0; k < na; ++k) {
       const ActQ8_0& y = act_row<ActQ8_0>(act, as, k)[i];
       const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), ones);
+      const __m256i sy = HasMin ? qy : _mm256_sign_epi8(qy, qx);
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
       acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(dx * y.d), _mm256_cvtepi32_ps(p)));
+      if constexpr (HasMin) summs[k] = fold_min(summs[k], mx, y);
     }
   }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = hsum_f32(acc[k]);
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = HasMin ? hsum_f32(acc[k]) + summs[k] : hsum_f32(acc[k]);
+}
+constexpr DotFn dot_q8_0_avx2 = dot_32_avx2<BlockQ8_0, q8_0_avx2, false>;
+constexpr DotFn dot_q4_0_avx2 = dot_32_avx2<BlockQ4_0, q4_0_avx2, false>;
+constexpr DotFn dot_q5_0_avx2 = dot_32_avx2<BlockQ5_0, q5_0_avx2, false>;
+constexpr DotFn dot_iq4_nl_avx2 = dot_32_avx2<BlockIQ4_NL, iq4_nl_avx2, false>;
+constexpr DotFn dot_q4_1_avx2 = dot_32_avx2<BlockQ4_1, q4_1_avx2, true>;
+constexpr DotFn dot_q5_1_avx2 = dot_32_avx2<BlockQ5_1, q5_1_avx2, true>;
+
+// The 256-blocks with 16-value sub-block scales (Q2_K, Q3_K, Q6_K): q[g] the 32 unsigned values multiplying
+// y[32g ..], s[g] their two scales (int16 lanes 0..7: values 0..15, lanes 8..15: values 16..31).
+// init: int32 lanes added to the sum (an offset's share, from bsums_dot).
+__attribute__((target("avx2"))) inline int32_t sum_scaled_avx2(const __m256i* q, const __m256i* s, const ActQ8_K& y,
+                                                               __m256i init) {
+  __m256i sumi = init;
+  for (int g = 0; g < 8; ++g) {
+    const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * g));
+    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[g], _mm256_maddubs_epi16(q[g], yv)));
+  }
+  return hsum_i32(sumi);
+}
+// sum_k w[k] * bsums[k] over the 16 groups of 16 values, in int32 lanes (w: 16 int16, |w * bsum| < 2^30).
+__attribute__((target("avx2"))) inline __m256i bsums_dot(const ActQ8_K& y, __m256i w) {
+  return _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.bsums)), w);
+}
+// Per-group weights for bsums_dot: Q2_K's 4-bit mins; Q4_K/Q5_K's 8 mins of 32-value sub-blocks (each twice);
+// Q3_K's -4 * scale and Q6_K's -32 * scale (their offsets' shares, q3_K_offset and q6_K_offset negated).
+__attribute__((target("avx2"))) inline __m256i q2_K_mins(const BlockQ2_K& x) {
+  const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales));
+  return _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0xF)));
+}
+__attribute__((target("avx2"))) inline __m256i q4_K_mins(const uint8_t* mn) {
+  const __m128i m = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn));
+  return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+}
+// Q3_K's 16 scales (q3k_scale) as int16 lanes: low 4 bits from the nibbles of bytes 0..7, high 2 bits from
+// bytes 8..11 (scale j: byte 8 + j % 4, bits 2 (j / 4) ..).
+__attribute__((target("avx2"))) inline __m256i q3_K_scales_avx2(const uint8_t* sc) {
+  const __m128i a = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc));
+  const __m128i lo = _mm_and_si128(_mm_unpacklo_epi64(a, _mm_srli_epi16(a, 4)), _mm_set1_epi8(0xF));
+  const __m128i h = _mm_shuffle_epi32(_mm_cvtsi32_si128(static_cast<int>(load_u32(sc + 8))), 0);
+  const __m128i hi = _mm_and_si128(_mm_srlv_epi32(h, _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+  return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32)));
+}
+__attribute__((target("avx2"))) inline __m256i q3_K_offset_w(__m256i sc) {
+  return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 2));
+}
+__attribute__((target("avx2"))) inline __m256i q6_K_offset_w(const BlockQ6_K& x) {
+  const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
+  return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 5));
+}
+__attribute__((target("avx2"))) inline __m256i scale_pair(int s0, int s1) {
+  return _mm256_setr_m128i(_mm_set1_epi16(static_cast<int16_t>(s0)), _mm_set1_epi16(static_cast<int16_t>(s1)));
+}
+// Q2_K / Q3_K: the 2-bit fields, q[4h + j] = bits 2j, 2j+1 of qs[32h ..].
+__attribute__((target("avx2"))) inline void two_bits_avx2(const uint8_t* qs, __m256i* q) {
+  const __m256i m3 = _mm256_set1_epi8(3);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * h));
+    for (int j = 0; j < 4; ++j) q[4 * h + j] = _mm256_and_si256(_mm256_srli_epi16(b, 2 * j), m3);
+  }
+}
+
+__attribute__((target("avx2,f16c"))) void dot_q2_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m256i q[8], s[8];
+    two_bits_avx2(x[i].qs, q);
+    for (int g = 0; g < 8; ++g) s[g] = scale_pair(x[i].scales[2 * g] & 0xF, x[i].scales[2 * g + 1] & 0xF);
+    const __m256i mins = q2_K_mins(x[i]);
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx2(q, s, y, _mm256_setzero_si256()), hsum_i32(bsums_dot(y, mins)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target("avx2,f16c"))) void dot_q3_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ3_K*>(w);
+  const __m256i one = _mm256_set1_epi8(1);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m256i q[8], s[8];
+    two_bits_avx2(x[i].qs, q);
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].hmask));
+    for (int g = 0; g < 8; ++g)  // bit 2 of the values multiplying y[32g ..]: bit g of hmask
+      q[g] = _mm256_or_si256(q[g], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, g), one), 2));
+    const __m256i sc = q3_K_scales_avx2(x[i].scales);
+    // s[g]: dword g of sc (scales 2g, 2g+1) in every dword, then int16 lanes 0..7 = scale 2g, 8..15 = 2g+1
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
+                                            2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    for (int g = 0; g < 8; ++g) s[g] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc, _mm256_set1_epi32(g)), spread);
+    const __m256i off = q3_K_offset_w(sc);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx2(q, s, y, bsums_dot(y, off)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target("avx2,f16c"))) void dot_iq4_xs_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                          int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockIQ4_XS*>(w);
+  const __m256i table = iq4nl_table_avx2();
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m256i q[8], ax[8], s[8];  // q[j]: the 32 signed values multiplying y[32j ..], ax[j] = |q[j]|
+    int16_t sc[8];
+    iq4_xs_scales(x[i], sc);
+    for (int j = 0; j < 8; ++j) {
+      q[j] = _mm256_shuffle_epi8(table, nibbles_avx2(x[i].qs + 16 * j));
+      ax[j] = _mm256_sign_epi8(q[j], q[j]);
+      s[j] = _mm256_set1_epi16(sc[j]);
+    }
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m256i sumi = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(ax[j], _mm256_sign_epi8(yv, q[j]))));
+      }
+      acc[k] = fold_K(acc[k], dx, y, hsum_i32(sumi));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
 }
 
 __attribute__((target("avx2,f16c"))) void dot_q5_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
@@ -236,6 +491,7 @@ __attribute__((target("avx2,f16c"))) void dot_q5_K_avx2(const uint8_t* w, const 
       q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4), h1);
     }
     for (int j = 0; j < 8; ++j) s[j] = _mm256_set1_epi16(sc[j]);
+    const __m256i mins = q4_K_mins(mn);
     const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
@@ -244,7 +500,7 @@ __attribute__((target("avx2,f16c"))) void dot_q5_K_avx2(const uint8_t* w, const 
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
       }
-      acc[k] = fold_q4_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, hsum_i32(sumi), hsum_i32(bsums_dot(y, mins)));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -265,6 +521,7 @@ __attribute__((target("avx2,f16c"))) void dot_q4_K_avx2(const uint8_t* w, const 
       q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
     }
     for (int j = 0; j < 8; ++j) s[j] = _mm256_set1_epi16(sc[j]);
+    const __m256i mins = q4_K_mins(mn);
     const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
@@ -273,7 +530,7 @@ __attribute__((target("avx2,f16c"))) void dot_q4_K_avx2(const uint8_t* w, const 
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
       }
-      acc[k] = fold_q4_K(acc[k], dx, dmx, y, hsum_i32(sumi), q4_K_summs(mn, y));
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, hsum_i32(sumi), hsum_i32(bsums_dot(y, mins)));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -298,19 +555,12 @@ __attribute__((target("avx2,f16c"))) void dot_q6_K_avx2(const uint8_t* w, const 
       q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
     }
-    // int16 lanes 0..7 hold values 0..15 of a group (scale 2g), lanes 8..15 values 16..31 (scale 2g+1)
-    for (int g = 0; g < 8; ++g) {
-      s[g] = _mm256_setr_m128i(_mm_set1_epi16(x[i].scales[2 * g]), _mm_set1_epi16(x[i].scales[2 * g + 1]));
-    }
+    for (int g = 0; g < 8; ++g) s[g] = scale_pair(x[i].scales[2 * g], x[i].scales[2 * g + 1]);
+    const __m256i off = q6_K_offset_w(x[i]);
     const float dx = _cvtsh_ss(x[i].d);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      __m256i sumi = _mm256_setzero_si256();
-      for (int g = 0; g < 8; ++g) {
-        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * g));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[g], _mm256_maddubs_epi16(q[g], yv)));
-      }
-      acc[k] = fold_q6_K(acc[k], dx, y, hsum_i32(sumi) - q6_K_offset(x[i], y));
+      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx2(q, s, y, bsums_dot(y, off)));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -343,6 +593,7 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, con
       q[m] = _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
       s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
     }
+    const __m256i mins = q4_K_mins(mn);
     const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
@@ -351,7 +602,223 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, con
         const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
         sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], yv), s[m]);
       }
-      acc[k] = fold_q4_K(acc[k], dx, dmx, y, _mm512_reduce_add_epi32(sumi), q4_K_summs(mn, y));
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, _mm512_reduce_add_epi32(sumi), hsum_i32(bsums_dot(y, mins)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target("avx2"))) inline __m256i y_qs(const ActQ8_0& y) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
+}
+// The 32-blocks, two per register: vpdpbusd sums the 4 products of each int32 lane (|x| or unsigned x, times
+// y with x's sign), the lanes of block i then of block i + 1 are added to the 8 float lanes as in dot_32_scalar.
+template <class B, __m256i (*Values)(const B&), bool HasMin>
+__attribute__((target(EDGEQ_AVX512))) void dot_32_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                         int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const B*>(w);
+  const int64_t nb = n / 32;
+  __m256 acc[kMaxAct];
+  float summs[kMaxAct] = {};
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 1 < nb; i += 2) {
+    const __m512i qx = _mm512_inserti64x4(_mm512_castsi256_si512(Values(x[i])), Values(x[i + 1]), 1);
+    const __m512i ax = HasMin ? qx : _mm512_abs_epi8(qx);
+    const __mmask64 neg = _mm512_movepi8_mask(qx);
+    const float d0 = _cvtsh_ss(x[i].d), d1 = _cvtsh_ss(x[i + 1].d);
+    float m0 = 0.f, m1 = 0.f;
+    if constexpr (HasMin) m0 = _cvtsh_ss(x[i].m), m1 = _cvtsh_ss(x[i + 1].m);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_0* y = act_row<ActQ8_0>(act, as, k) + i;
+      const __m512i qy = _mm512_inserti64x4(_mm512_castsi256_si512(y_qs(y[0])), y_qs(y[1]), 1);
+      const __m512i sy = HasMin ? qy : _mm512_mask_sub_epi8(qy, neg, _mm512_setzero_si512(), qy);
+      const __m512 p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy));
+      const __m256 p1 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1));
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(d0 * y[0].d), _mm512_castps512_ps256(p)));
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(d1 * y[1].d), p1));
+      if constexpr (HasMin) summs[k] = fold_min(fold_min(summs[k], m0, y[0]), m1, y[1]);
+    }
+  }
+  if (i < nb) {  // an odd block count: the last block alone
+    const __m256i qx = Values(x[i]);
+    const __m256i ax = HasMin ? qx : _mm256_sign_epi8(qx, qx);
+    const float d0 = _cvtsh_ss(x[i].d);
+    float m0 = 0.f;
+    if constexpr (HasMin) m0 = _cvtsh_ss(x[i].m);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_0& y = act_row<ActQ8_0>(act, as, k)[i];
+      const __m256i sy = HasMin ? y_qs(y) : _mm256_sign_epi8(y_qs(y), qx);
+      const __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy));
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_set1_ps(d0 * y.d), p));
+      if constexpr (HasMin) summs[k] = fold_min(summs[k], m0, y);
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = HasMin ? hsum_f32(acc[k]) + summs[k] : hsum_f32(acc[k]);
+}
+constexpr DotFn dot_q8_0_avx512 = dot_32_avx512<BlockQ8_0, q8_0_avx2, false>;
+constexpr DotFn dot_q4_0_avx512 = dot_32_avx512<BlockQ4_0, q4_0_avx2, false>;
+constexpr DotFn dot_q5_0_avx512 = dot_32_avx512<BlockQ5_0, q5_0_avx2, false>;
+constexpr DotFn dot_iq4_nl_avx512 = dot_32_avx512<BlockIQ4_NL, iq4_nl_avx2, false>;
+constexpr DotFn dot_q4_1_avx512 = dot_32_avx512<BlockQ4_1, q4_1_avx2, true>;
+constexpr DotFn dot_q5_1_avx512 = dot_32_avx512<BlockQ5_1, q5_1_avx2, true>;
+
+// q[m]: the 64 unsigned values multiplying y[64m .. 64m+63]; s[m]: their scales as int16 pairs.
+__attribute__((target(EDGEQ_AVX512))) inline int32_t sum_scaled_avx512(const __m512i* q, const __m512i* s,
+                                                                      const ActQ8_K& y, __m256i init) {
+  __m512i sumi = _mm512_zextsi256_si512(init);
+  for (int m = 0; m < 4; ++m) sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], _mm512_loadu_si512(y.qs + 64 * m)), s[m]);
+  return _mm512_reduce_add_epi32(sumi);
+}
+// The 16 scales of 16-value groups (int16 lanes of v) spread over four registers: 128-bit lane c of s[m] holds
+// scale 4m + c (values 64m + 16c .. +15), in all its int16 lanes.
+__attribute__((target(EDGEQ_AVX512))) inline void scales16_avx512(__m256i v, __m512i* s) {
+  const __m512i lane = _mm512_srli_epi16(_mm512_setr_epi64(0x0003000200010000, 0x0007000600050004, 0x000B000A00090008,
+                                                           0x000F000E000D000C, 0x0013001200110010, 0x0017001600150014,
+                                                           0x001B001A00190018, 0x001F001E001D001C), 3);  // i / 8
+  const __m512i w = _mm512_zextsi256_si512(v);
+  for (int m = 0; m < 4; ++m) s[m] = _mm512_permutexvar_epi16(_mm512_add_epi16(lane, _mm512_set1_epi16(static_cast<int16_t>(4 * m))), w);
+}
+// int16 shift counts: a in the low 256 bits, b in the high.
+__attribute__((target(EDGEQ_AVX512))) inline __m512i shift_pair(int a, int b) {
+  return _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(a)), _mm256_set1_epi16(static_cast<int16_t>(b)), 1);
+}
+// Q2_K / Q3_K: the 2-bit fields in value order (t[j]: bits 2j.. of all 64 qs bytes = values 32j + l, 128 + 32j + l).
+__attribute__((target(EDGEQ_AVX512))) inline void two_bits_avx512(const uint8_t* qs, __m512i* q) {
+  const __m512i b = _mm512_loadu_si512(qs), m3 = _mm512_set1_epi8(3);
+  __m512i t[4];
+  for (int j = 0; j < 4; ++j) t[j] = _mm512_and_si512(_mm512_srli_epi16(b, 2 * j), m3);
+  q[0] = _mm512_shuffle_i64x2(t[0], t[1], 0x44);  // low halves: values 0..63
+  q[1] = _mm512_shuffle_i64x2(t[2], t[3], 0x44);
+  q[2] = _mm512_shuffle_i64x2(t[0], t[1], 0xEE);  // high halves: values 128..191
+  q[3] = _mm512_shuffle_i64x2(t[2], t[3], 0xEE);
+}
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q2_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m512i q[4], s[4];
+    two_bits_avx512(x[i].qs, q);
+    scales16_avx512(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)),
+                                                       _mm_set1_epi8(0xF))), s);
+    const __m256i mins = q2_K_mins(x[i]);
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx512(q, s, y, _mm256_setzero_si256()), hsum_i32(bsums_dot(y, mins)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q3_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ3_K*>(w);
+  const __m512i one = _mm512_set1_epi8(1);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m512i q[4], s[4];
+    two_bits_avx512(x[i].qs, q);
+    const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].hmask)));
+    const __m256i sc = q3_K_scales_avx2(x[i].scales);
+    for (int m = 0; m < 4; ++m) {  // bit 2 of values 64m + l: hmask bit 2m (l < 32), 2m + 1 (l >= 32)
+      q[m] = _mm512_or_si512(q[m], _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hm, shift_pair(2 * m, 2 * m + 1)), one), 2));
+    }
+    scales16_avx512(sc, s);
+    const __m256i off = q3_K_offset_w(sc);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx512(q, s, y, bsums_dot(y, off)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q6_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
+  const __m512i m4 = _mm512_set1_epi8(0xF), m3 = _mm512_set1_epi8(3);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    __m512i q[4], s[4];
+    for (int h = 0; h < 2; ++h) {  // values 128h + l: low nibbles of ql[64h + l], high bits from qh[32h + l % 32]
+      const __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * h)));
+      q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                 _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_pair(0, 2)), m3), 4));
+      q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                     _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_pair(4, 6)), m3), 4));
+    }
+    scales16_avx512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales))), s);
+    const __m256i off = q6_K_offset_w(x[i]);
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx512(q, s, y, bsums_dot(y, off)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target(EDGEQ_AVX512))) void dot_q5_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                           int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
+  const __m512i m4 = _mm512_set1_epi8(0xF), one = _mm512_set1_epi8(1), nib = shift_pair(0, 4);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    uint8_t sc[8], mn[8];
+    q4_K_scales(x[i].scales, sc, mn);
+    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh)));
+    __m512i q[4], s[4];  // q[m]: values 64m + l, low nibbles of qs[32m + l] (l < 32), high ones; bit 4: qh bit 2m, 2m+1
+    for (int m = 0; m < 4; ++m) {
+      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
+      const __m512i h = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_pair(2 * m, 2 * m + 1)), one), 4);
+      q[m] = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi16(b, nib), m4), h);
+      s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
+    }
+    const __m256i mins = q4_K_mins(mn);
+    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx512(q, s, y, _mm256_setzero_si256()), hsum_i32(bsums_dot(y, mins)));
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+}
+
+__attribute__((target(EDGEQ_AVX512))) void dot_iq4_xs_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                             int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const BlockIQ4_XS*>(w);
+  const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    int16_t sc[8];
+    iq4_xs_scales(x[i], sc);
+    __m512i q[4], ax[4], s[4];  // q[m]: the signed values multiplying y[64m ..] (sub-blocks 2m, 2m+1)
+    for (int m = 0; m < 4; ++m) {
+      // 128-bit lanes: low nibbles of qs[32m ..+15], high ones, then the same of qs[32m + 16 ..]
+      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
+      const __m512i lanes = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), b);
+      const __m512i idx = _mm512_and_si512(_mm512_srlv_epi16(lanes, _mm512_setr_epi64(0, 0, 0x0004000400040004, 0x0004000400040004, 0, 0, 0x0004000400040004, 0x0004000400040004)), m4);
+      q[m] = _mm512_shuffle_epi8(table, idx);
+      ax[m] = _mm512_abs_epi8(q[m]);
+      s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
+    }
+    const float dx = _cvtsh_ss(x[i].d);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      __m512i sumi = _mm512_setzero_si512();
+      for (int m = 0; m < 4; ++m) {
+        const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
+        // y with q's sign (AVX-512 has no vpsignb): negate where q < 0, zero where q == 0 (ax is 0 there anyway)
+        const __m512i sy = _mm512_mask_sub_epi8(yv, _mm512_movepi8_mask(q[m]), _mm512_setzero_si512(), yv);
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(ax[m], sy), s[m]);
+      }
+      acc[k] = fold_K(acc[k], dx, y, _mm512_reduce_add_epi32(sumi));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -366,11 +833,18 @@ struct Registration {
   quant::BlockKernels kernels;
 };
 const Registration kKernels[] = {
-    {GgmlType::Q8_0, {dot_q8_0_scalar, dot_q8_0_avx2, nullptr}},
+    {GgmlType::Q8_0, {dot_q8_0_scalar, dot_q8_0_avx2, dot_q8_0_avx512}},
     {GgmlType::Q4_K, {dot_q4_K_scalar, dot_q4_K_avx2, dot_q4_K_avx512}},
-    {GgmlType::Q6_K, {dot_q6_K_scalar, dot_q6_K_avx2, nullptr}},
-    {GgmlType::Q4_0, {dot_q4_0_scalar, dot_q4_0_avx2, nullptr}},
-    {GgmlType::Q5_K, {dot_q5_K_scalar, dot_q5_K_avx2, nullptr}},
+    {GgmlType::Q6_K, {dot_q6_K_scalar, dot_q6_K_avx2, dot_q6_K_avx512}},
+    {GgmlType::Q4_0, {dot_q4_0_scalar, dot_q4_0_avx2, dot_q4_0_avx512}},
+    {GgmlType::Q5_K, {dot_q5_K_scalar, dot_q5_K_avx2, dot_q5_K_avx512}},
+    {GgmlType::Q4_1, {dot_q4_1_scalar, dot_q4_1_avx2, dot_q4_1_avx512}},
+    {GgmlType::Q5_0, {dot_q5_0_scalar, dot_q5_0_avx2, dot_q5_0_avx512}},
+    {GgmlType::Q5_1, {dot_q5_1_scalar, dot_q5_1_avx2, dot_q5_1_avx512}},
+    {GgmlType::Q2_K, {dot_q2_K_scalar, dot_q2_K_avx2, dot_q2_K_avx512}},
+    {GgmlType::Q3_K, {dot_q3_K_scalar, dot_q3_K_avx2, dot_q3_K_avx512}},
+    {GgmlType::IQ4_NL, {dot_iq4_nl_scalar, dot_iq4_nl_avx2, dot_iq4_nl_avx512}},
+    {GgmlType::IQ4_XS, {dot_iq4_xs_scalar, dot_iq4_xs_avx2, dot_iq4_xs_avx512}},
 };
 
 const bool g_avx2 = quant::cpu_has_avx2_f16c();
@@ -414,9 +888,14 @@ void quantize_act(ActRounding a, const float* x, void* dst, int64_t n) {
     for (int64_t b = 0; b < n / 32; ++b, x += 32) {
       float amax = 0.f;
       for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
-      const float id = amax != 0.f ? 127.f / amax : 0.f;
-      y[b].d = f16_to_f32(f32_to_f16(amax / 127.f));
-      for (int j = 0; j < 32; ++j) y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+      const float d = amax / 127.f, id = amax != 0.f ? 127.f / amax : 0.f;
+      y[b].d = f16_to_f32(f32_to_f16(d));
+      int32_t sum = 0;
+      for (int j = 0; j < 32; ++j) {
+        y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+        sum += y[b].qs[j];
+      }
+      y[b].s = f16_to_f32(f32_to_f16(d * static_cast<float>(sum)));
     }
     return;
   }

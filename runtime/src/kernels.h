@@ -1,6 +1,6 @@
 // Quantized dot products: a weight row in its ggml block format times an activation row quantized to the
-// block format llama.cpp's CPU backend pairs with it (Q8_0 for the 32-blocks, Q8_K for the k-quants), in
-// integer arithmetic per block, as ggml_vec_dot_<type>_q8_<0|K> does.
+// block format llama.cpp's CPU backend pairs with it (Q8_0 for the 32-blocks, Q8_1 for Q4_1/Q5_1, Q8_K for the
+// k-quants and IQ4_XS), in integer arithmetic per block, as ggml_vec_dot_<type>_q8_<0|1|K> does.
 //
 // Exactness: every block's integer sum is exact whatever the instruction set, and the float combination per
 // block (scale products, the running sum over blocks in order) is the same scalar code in every path, compiled
@@ -22,8 +22,11 @@
 namespace edgeq::runtime::kernels {
 
 // Activation blocks. d is the scale as llama.cpp uses it (Q8_0: the fp16-rounded scale, widened).
+// ActQ8_0 is also ggml's Q8_1 (the activations of Q4_1 and Q5_1): the same d and qs, plus
+// s = fp16(amax / 127 * sum of qs), widened, which those types' dot products multiply with the block minimum.
 struct ActQ8_0 {
   float d;
+  float s;
   int8_t qs[32];
 };
 struct ActQ8_K {
@@ -46,8 +49,8 @@ const char* simd_level();
 
 // Bytes of one activation row of n values quantized to a.
 size_t act_row_bytes(ActRounding a, int64_t n);
-// Quantizes a row of n floats (n a multiple of the block size) exactly as llama.cpp's quantize_row_q8_0 /
-// quantize_row_q8_K do; dequantizing the result gives round_activations' values.
+// Quantizes a row of n floats (n a multiple of the block size) exactly as llama.cpp's quantize_row_q8_0 (and
+// _q8_1, for s) / quantize_row_q8_K do; dequantizing the result gives round_activations' values.
 void quantize_act(ActRounding a, const float* x, void* dst, int64_t n);
 
 }  // namespace edgeq::runtime::kernels

@@ -160,7 +160,7 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
   // llama.cpp does, then one integer dot product per (token, row); each result is computed whole by one
   // thread, so the split over threads does not change it.
   // Used below kKernelMaxTokens tokens (generation, short prompts): there they beat dequantize + sgemm by 1.5-6x;
-  // for larger batches OpenBLAS's AVX-512 sgemm on dequantized tiles is still faster than these AVX2 kernels.
+  // for larger batches OpenBLAS's AVX-512 sgemm on dequantized tiles is as fast or faster (tl-8m perplexity: same time).
   const quant::BlockOps* k = kernel_for(w, n_tokens, ggml_compat);
   if (k != nullptr) {
     const size_t arb = kernels::act_row_bytes(k->act_rounding, in);
