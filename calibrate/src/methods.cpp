@@ -103,20 +103,23 @@ struct Weight {
 };
 
 struct Hessians {
-  std::vector<double> fit, eval;  // fit: even chunks (or all), eval: odd chunks (or all)
+  std::vector<double> all, fit, eval;  // all chunks; fit: even chunks (or all), eval: odd chunks (or all)
   std::vector<float> imp_fit, imp_all;
 };
 
+// One input's Hessians (read from the statistics file on demand: one input's at a time in memory).
 Hessians split(const InputStats& in) {
   Hessians h;
-  const size_t n = in.hessian.size();
-  if (!in.hessian_odd.empty()) {
+  h.all = in.load_hessian();
+  std::vector<double> odd = in.load_hessian(true);
+  const size_t n = h.all.size();
+  if (odd.size() == n) {
     h.fit.resize(n);
-    for (size_t i = 0; i < n; ++i) h.fit[i] = in.hessian[i] - in.hessian_odd[i];
-    h.eval = in.hessian_odd;
+    for (size_t i = 0; i < n; ++i) h.fit[i] = h.all[i] - odd[i];
+    h.eval = std::move(odd);
   } else {
-    h.fit = in.hessian;
-    h.eval = in.hessian;
+    h.fit = h.all;
+    h.eval = h.all;
   }
   h.imp_fit.resize(static_cast<size_t>(in.width));
   h.imp_all.resize(static_cast<size_t>(in.width));
@@ -204,7 +207,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
   qo.importance = &setup->importance;
   if (m == Method::Imatrix) return setup;
   for (const auto& in : stats.inputs)
-    if (in.rows > 0 && in.hessian.empty())
+    if (in.rows > 0 && !in.has_hessian())
       fail("{}: --method {} needs Hessians: run `edgeq calibrate --hessian` (or quantize with --data)", stats_label,
            method_name(m));
 
@@ -243,7 +246,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     } else if (m == Method::Awq) {
       double e = 0;
       std::vector<float> s =
-          foldable ? search_scales(ws, in, ridge_hessian(in.hessian.data(), in.width).data(), h.imp_all.data(), &e)
+          foldable ? search_scales(ws, in, ridge_hessian(h.all.data(), in.width).data(), h.imp_all.data(), &e)
                    : std::vector<float>{};
       for (const auto& w : ws) st->choice[w.name] = {Rounding::Imatrix, !s.empty()};
       if (!s.empty()) st->norm_scales[norm] = std::move(s);
@@ -316,7 +319,8 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     const float* sc = nullptr;
     if (auto wi = s->weight_scales.find(a.name); wi != s->weight_scales.end()) sc = wi->second->data();
     if (c.r == Rounding::Gptq || !c.scaled) {
-      encode(a.type, a.values, a.nrows, a.n_per_row, c, in->hessian.data(), imp.data(), sc, a.dst, nullptr);
+      const std::vector<double> H = c.r == Rounding::Gptq ? in->load_hessian() : std::vector<double>{};
+      encode(a.type, a.values, a.nrows, a.n_per_row, c, H.empty() ? nullptr : H.data(), imp.data(), sc, a.dst, nullptr);
       a.importance = c.r == Rounding::Rtn ? nullptr : imp.data();
       return quant::HookResult::Encoded;
     }
