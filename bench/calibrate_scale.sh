@@ -10,7 +10,9 @@
 # The weights are random, so only times and memory mean anything. Not part of ctest (minutes, GiBs on disk).
 #
 #   bench/calibrate_scale.sh [BUILD_DIR]   env: LLAMA_CPP_BIN, THREADS (2), CHUNKS (8, of 256 tokens),
-#                                            EDGEQ_FIXTURES (~/.cache/edgeq), FIXTURE_ARGS (as scale.sh)
+#                                            EDGEQ_FIXTURES (~/.cache/edgeq), FIXTURE_ARGS (as scale.sh),
+#                                            STEPS (default "imatrix llama hessian rtn awq gptq"; awq and
+#                                            gptq need hessian)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
@@ -26,6 +28,8 @@ dir=$cache/$name
 for b in "$edgeq" "$fixture"; do [[ -x $b ]] || { echo "calibrate_scale.sh: $b missing (cmake --build $build --target edgeq fixture_llama)" >&2; exit 1; }; done
 [[ -f $text ]] || { echo "calibrate_scale.sh: $text missing" >&2; exit 1; }
 lbin=${LLAMA_CPP_BIN:-}
+steps=" ${STEPS:-imatrix llama hessian rtn awq gptq} "
+step() { [[ $steps == *" $1 "* ]]; }
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/calibrate-scale.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -54,19 +58,24 @@ row() { printf "%-40s %10s %14s %12s\n" "$@"; }
 tps() { awk -v s="$1" -v n="$((chunks * 256))" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "-" }'; }
 row job "wall (s)" "peak RSS (MiB)" "tokens/s"
 
-measure c "${E[@]}" calibrate "$f16" --data "$text" --ctx 256 --chunks "$chunks" -t "$threads" -o "$work/imatrix.dat"
-row "edgeq calibrate (imatrix)" "${c% *}" "${c#* }" "$(tps "${c% *}")"
-if [[ -n $lbin ]]; then
+if step imatrix; then
+  measure c "${E[@]}" calibrate "$f16" --data "$text" --ctx 256 --chunks "$chunks" -t "$threads" -o "$work/imatrix.dat"
+  row "edgeq calibrate (imatrix)" "${c% *}" "${c#* }" "$(tps "${c% *}")"
+fi
+if [[ -n $lbin ]] && step llama; then
   measure l "$lbin/llama-imatrix" -m "$f16" -f "$text" -c 256 --chunks "$chunks" -t "$threads" --no-ppl -o "$work/llama.dat"
   row "llama-imatrix" "${l% *}" "${l#* }" "$(tps "${l% *}")"
   measure l "env" OMP_WAIT_POLICY=PASSIVE "$lbin/llama-imatrix" -m "$f16" -f "$text" -c 256 --chunks "$chunks" -t "$threads" --no-ppl -o "$work/llama.dat"
   row "llama-imatrix, OMP_WAIT_POLICY=PASSIVE" "${l% *}" "${l#* }" "$(tps "${l% *}")"
 fi
 stats=$work/stats.gguf
-measure h "${E[@]}" calibrate "$f16" --data "$text" --ctx 256 --chunks "$chunks" -t "$threads" --hessian -o "$stats"
-row "edgeq calibrate --hessian" "${h% *}" "${h#* }" "$(tps "${h% *}")"
-echo "  statistics file: $(($(stat -c %s "$stats") >> 20)) MiB"
+if step hessian; then
+  measure h "${E[@]}" calibrate "$f16" --data "$text" --ctx 256 --chunks "$chunks" -t "$threads" --hessian -o "$stats"
+  row "edgeq calibrate --hessian" "${h% *}" "${h#* }" "$(tps "${h% *}")"
+  echo "  statistics file: $(($(stat -c %s "$stats") >> 20)) MiB"
+fi
 for m in rtn awq gptq; do
+  step $m || continue
   extra=()
   [[ $m != rtn ]] && extra=(--calib "$stats")
   measure q "${E[@]}" quantize "$f16" -o "$work/q.gguf" -t Q4_K_M --threads "$threads" --method "$m" "${extra[@]}" --no-edgeq-metadata

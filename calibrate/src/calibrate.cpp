@@ -14,6 +14,7 @@
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/formats/thread_pool.h"
 #include "edgeq/runtime/blas.h"
 #include "edgeq/runtime/perplexity.h"
 
@@ -66,6 +67,12 @@ std::vector<double> InputStats::load_hessian(bool odd) const {
     if (!std::isfinite(x)) fail("{}: tensor {}: non-finite value at {}", hessian_file->path(), name, i);
     r[i] = x;
   }
+  // Release the pages just read from the (read-only, file-backed) mapping: they stay in the page cache, but not
+  // in this process's resident set, which would otherwise grow to the whole statistics file.
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(v.data) + page - 1) & ~(page - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(v.data) + 4 * n) & ~(page - 1);
+  if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
   return r;
 }
 
@@ -106,7 +113,8 @@ class FileScratch {
 // per chunk parity (hessian: even chunks, hessian_odd: odd ones) and summed when the layer is complete.
 class Collector final : public runtime::ActivationObserver {
  public:
-  Collector(CalibrationStats& s, const runtime::ModelConfig& c, bool hessian) : s_(s), n_layer_(c.n_layer), hessian_(hessian) {
+  Collector(CalibrationStats& s, const runtime::ModelConfig& c, bool hessian, int n_threads)
+      : s_(s), n_layer_(c.n_layer), hessian_(hessian), pool_(n_threads), tmp_(static_cast<size_t>(pool_.size())) {
     s_.inputs.resize(static_cast<size_t>(n_layer_ * kSites));
     const int64_t widths[kSites] = {c.n_embd, c.n_head * c.head_dim_v, c.n_embd, c.n_ff};
     for (int64_t l = 0; l < n_layer_; ++l)
@@ -141,13 +149,23 @@ class Collector final : public runtime::ActivationObserver {
         in.hessian.assign(W2, 0.0);
         in.hessian_odd.assign(W2, 0.0);
       }
-      // XᵀX of this batch in f32 (lower triangle, symmetric rank-k update), accumulated in double.
-      tmp_.resize(W2);
-      runtime::blas::api().ssyrk(CblasRowMajor, CblasLower, CblasTrans, static_cast<int>(width), static_cast<int>(n), 1.f, x,
-                                 static_cast<int>(ld), 0.f, tmp_.data(), static_cast<int>(width));
+      // XᵀX of this batch in f32, accumulated in double: the lower triangle in panels of kPanel rows
+      // (X[:, i0:i1]ᵀ X[:, 0:i1]), one panel per task on the calibration's threads.
+      constexpr int64_t kPanel = 64;
       double* h = odd_chunk ? in.hessian_odd.data() : in.hessian.data();
-      for (int64_t i = 0; i < width; ++i)
-        for (int64_t j = 0; j <= i; ++j) h[i * width + j] += tmp_[static_cast<size_t>(i * width + j)];
+      pool_.run((width + kPanel - 1) / kPanel, [&](int64_t p, int worker) {
+        const int64_t i0 = p * kPanel, i1 = std::min(width, i0 + kPanel);
+        auto& t = tmp_[static_cast<size_t>(worker)];
+        t.resize(static_cast<size_t>(kPanel * width));
+        runtime::blas::api().sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(i1 - i0), static_cast<int>(i1),
+                                   static_cast<int>(n), 1.f, x + i0, static_cast<int>(ld), x, static_cast<int>(ld), 0.f,
+                                   t.data(), static_cast<int>(i1));
+        for (int64_t i = i0; i < i1; ++i) {
+          const float* src = t.data() + (i - i0) * i1;
+          double* dst = h + i * width;
+          for (int64_t j = 0; j <= i; ++j) dst[j] += src[j];
+        }
+      });
     }
   }
   // The layer's Hessians: all chunks (even + odd) and both completed to symmetric matrices.
@@ -176,7 +194,8 @@ class Collector final : public runtime::ActivationObserver {
   CalibrationStats& s_;
   int64_t n_layer_;
   bool hessian_;
-  std::vector<float> tmp_;
+  ThreadPool pool_;  // idle while the forward pass runs: the two never overlap
+  std::vector<std::vector<float>> tmp_;  // per worker
 };
 
 }  // namespace
@@ -196,7 +215,7 @@ CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_
   s.n_tokens = n_tokens;
   s.n_chunks = static_cast<int32_t>(n_chunk);
   s.datasets = opt.datasets;
-  Collector col(s, c, opt.hessian);
+  Collector col(s, c, opt.hessian, opt.n_threads);
   runtime::ContextOptions co;
   co.n_ctx = n_ctx;
   co.n_threads = opt.n_threads;
@@ -320,10 +339,15 @@ void StatsFileWriter::write(const InputStats& in) {
   if (next_ >= n_inputs_) fail("{}: more inputs written than declared", in.tensor_names().front());
   if (in.ncall == 0) fail("calibration: layer {} input {} was never observed", in.layer, in.tensor_names().front());
   ++next_;
+  // Converted to f32 in pieces: no second copy of a Hessian.
   auto put = [&](const std::vector<double>& v) {
-    buf_.resize(v.size());
-    for (size_t j = 0; j < v.size(); ++j) buf_[j] = static_cast<float>(v[j]);
-    w_.write_tensor_data(buf_.data(), buf_.size() * sizeof(float));
+    constexpr size_t kPiece = size_t(1) << 16;
+    for (size_t i0 = 0; i0 < v.size(); i0 += kPiece) {
+      const size_t n = std::min(kPiece, v.size() - i0);
+      buf_.resize(n);
+      for (size_t j = 0; j < n; ++j) buf_[j] = static_cast<float>(v[i0 + j]);
+      w_.write_tensor_data(buf_.data(), n * sizeof(float));
+    }
   };
   for (size_t k = 0; k < in.tensor_names().size(); ++k) {
     put(in.sum_x2);
@@ -333,9 +357,11 @@ void StatsFileWriter::write(const InputStats& in) {
   if (hessians_) {
     const size_t W2 = static_cast<size_t>(in.width * in.width);
     for (bool odd : {false, true}) {
-      const std::vector<double> h = in.load_hessian(odd);
-      if (h.size() != W2) fail("calibration: layer {} input {} has no Hessian", in.layer, in.tensor_names().front());
-      put(h);
+      const std::vector<double>& held = odd ? in.hessian_odd : in.hessian;
+      const std::vector<double> h = held.empty() ? in.load_hessian(odd) : std::vector<double>{};
+      const std::vector<double>& use = held.empty() ? h : held;
+      if (use.size() != W2) fail("calibration: layer {} input {} has no Hessian", in.layer, in.tensor_names().front());
+      put(use);
     }
   }
 }

@@ -107,9 +107,19 @@ struct Hessians {
   std::vector<float> imp_fit, imp_all;
 };
 
-// One input's Hessians (read from the statistics file on demand: one input's at a time in memory).
-Hessians split(const InputStats& in) {
+// The importance (mean x², ridged) alone, without reading any Hessian.
+Hessians importance_only(const InputStats& in) {
   Hessians h;
+  h.imp_all.resize(static_cast<size_t>(in.width));
+  for (int64_t j = 0; j < in.width; ++j)
+    h.imp_all[j] = static_cast<float>(in.sum_x2[j] / std::max<double>(1, static_cast<double>(in.rows)));
+  h.imp_all = ridge_importance(std::move(h.imp_all));
+  return h;
+}
+
+// One input's Hessians as well (read from the statistics file on demand: one input's at a time in memory).
+Hessians split(const InputStats& in) {
+  Hessians h = importance_only(in);
   h.all = in.load_hessian();
   std::vector<double> odd = in.load_hessian(true);
   const size_t n = h.all.size();
@@ -122,13 +132,8 @@ Hessians split(const InputStats& in) {
     h.eval = h.all;
   }
   h.imp_fit.resize(static_cast<size_t>(in.width));
-  h.imp_all.resize(static_cast<size_t>(in.width));
-  for (int64_t j = 0; j < in.width; ++j) {
-    h.imp_fit[j] = static_cast<float>(std::max(h.fit[j * in.width + j], 0.0));
-    h.imp_all[j] = static_cast<float>(in.sum_x2[j] / std::max<double>(1, static_cast<double>(in.rows)));
-  }
+  for (int64_t j = 0; j < in.width; ++j) h.imp_fit[j] = static_cast<float>(std::max(h.fit[j * in.width + j], 0.0));
   h.imp_fit = ridge_importance(std::move(h.imp_fit));
-  h.imp_all = ridge_importance(std::move(h.imp_all));
   return h;
 }
 
@@ -255,8 +260,9 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     for (const auto& n : in.tensor_names())
       if (auto w = load(n); w && w->cols == in.width) ws.push_back(std::move(*w));
     if (ws.empty()) continue;
-    const Hessians h = split(in);
     const bool foldable = norm_for(in.site) != nullptr && ws.size() == in.tensor_names().size();
+    // Hessians only where this method reads them here (gptq's are read per tensor when it is encoded).
+    const Hessians h = m == Method::Auto || (m == Method::Awq && foldable) ? split(in) : importance_only(in);
     const std::string norm = "blk." + std::to_string(in.layer) + "." + (foldable ? norm_for(in.site) : "") + ".weight";
     if (m == Method::Gptq) {
       for (const auto& w : ws) st->choice[w.name] = {Rounding::Gptq, false};
