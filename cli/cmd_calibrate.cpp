@@ -62,7 +62,9 @@ edgeq::cli::Register reg(35, [](CLI::App& app) -> std::function<int()> {
   edgeq::cli::add_chunks_option(sub, o->chunks);
   edgeq::cli::add_threads_option(sub, o->threads, "; results do not depend on it");
   sub->add_flag("--hessian", o->hessian,
-                "Also collect X^T X per distinct matmul input (for --method gptq; GGUF output only)");
+                "Also collect X^T X per distinct matmul input (for --method awq, gptq, auto; GGUF output only). The "
+                "model is evaluated one layer at a time and each layer's statistics are written as soon as it is "
+                "done: one layer's Hessians in memory");
   return [o]() { return run(*o); };
 });
 
