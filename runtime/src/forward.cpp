@@ -114,7 +114,7 @@ void Context::matmul_shared(const float* x, int64_t n, int64_t ld,
   for (const auto& o : outs) {
     const ActRounding ri = act_rounding_for(*o.first);
     if (&o == outs.begin()) r = ri;
-    same = same && ri == r;
+    same = same && ri == r && !matmul_uses_kernel(*o.first, n, compat);
   }
   if (same && r != ActRounding::None && outs.size() > 1) {
     const int64_t in = static_cast<int64_t>(outs.begin()->first->dims[0]);

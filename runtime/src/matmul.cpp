@@ -136,6 +136,20 @@ void set_matmul_kernels(bool enabled, bool simd) {
 
 std::string blas_core() { return blas::core(); }
 
+namespace {
+const quant::BlockOps* kernel_for(const Weight& w, int64_t n_tokens, bool ggml_compat) {
+  if (!ggml_compat || !g_use_kernels || n_tokens >= kKernelMaxTokens || w.palette) return nullptr;
+  const quant::BlockOps* k = kernels::find(w.type);
+  if (k == nullptr || static_cast<int64_t>(w.dims[0]) % (k->act_rounding == ActRounding::Q8_0 ? 32 : 256) != 0)
+    return nullptr;
+  return k;
+}
+}  // namespace
+
+bool matmul_uses_kernel(const Weight& w, int64_t n_tokens, bool ggml_compat) {
+  return kernel_for(w, n_tokens, ggml_compat) != nullptr;
+}
+
 void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat) {
   const int64_t in = static_cast<int64_t>(w.dims[0]);
@@ -147,10 +161,8 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
   // thread, so the split over threads does not change it.
   // Used below kKernelMaxTokens tokens (generation, short prompts): there they beat dequantize + sgemm by 1.5-6x;
   // for larger batches OpenBLAS's AVX-512 sgemm on dequantized tiles is still faster than these AVX2 kernels.
-  const quant::BlockOps* k = ggml_compat && g_use_kernels && n_tokens < kKernelMaxTokens && !w.palette
-                                 ? kernels::find(w.type)
-                                 : nullptr;
-  if (k != nullptr && in % (k->act_rounding == ActRounding::Q8_0 ? 32 : 256) == 0) {
+  const quant::BlockOps* k = kernel_for(w, n_tokens, ggml_compat);
+  if (k != nullptr) {
     const size_t arb = kernels::act_row_bytes(k->act_rounding, in);
     scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
     pool.run(n_tokens, [&](int64_t t, int) { kernels::quantize_act(k->act_rounding, x + t * ldx, scratch.xq.data() + t * arb, in); });

@@ -61,6 +61,11 @@ struct MatmulScratch {
 void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat = true);
 
+// True when matmul sends this weight and batch through an integer dot-product kernel (a quantized weight type
+// with a kernel in the block-ops table, ggml_compat, a batch below the kernels' limit): it then rounds the
+// activations itself, so callers must not share a pre-rounded copy across weights.
+bool matmul_uses_kernel(const Weight& w, int64_t n_tokens, bool ggml_compat);
+
 // The kernel family OpenBLAS chose ("SkylakeX", "Haswell", ...). edgeq loads OpenBLAS itself after choosing
 // it from the CPU's features, because OpenBLAS 0.3.21 falls back to "Prescott" on CPUs it does not know.
 std::string blas_core();
