@@ -46,7 +46,8 @@ RuntimeModelFile::~RuntimeModelFile() {
 }
 
 calibrate::CalibrationStats run_calibration(const std::string& model_src, const std::vector<std::string>& data,
-                                            int64_t ctx, int64_t chunks, int threads, bool hessian) {
+                                            int64_t ctx, int64_t chunks, int threads, bool hessian,
+                                            const std::string& stats_gguf) {
   const std::string text = calibrate::load_calibration_text(data);
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   RuntimeModelFile mf(model_src, threads);
@@ -58,26 +59,33 @@ calibrate::CalibrationStats run_calibration(const std::string& model_src, const 
   co.max_chunks = chunks;
   co.n_threads = threads;
   co.hessian = hessian;
+  co.datasets = data;
   auto progress = std::make_shared<Progress>("calibrate");
   progress->note(fmt::format("calibrate: {}, {} tokens, n_ctx {}, {} threads{}", model_src, tokens.size(), ctx, threads,
                              hessian ? ", with Hessians" : ""));
   co.progress = [progress](const calibrate::CalibrationProgress& p) {
     if (g_interrupted) fail("interrupted; no output written");
-    progress->update(p.n_chunks > 0 ? double(p.chunk) / p.n_chunks : 1.0,
-                     fmt::format("[{}/{}] {:.0f} tokens/s", p.chunk, p.n_chunks, p.tokens_per_second));
+    progress->update(p.done, fmt::format("layer {}/{} [{}/{}] {:.0f} tokens/s", p.layer + 1, p.n_layers, p.chunk,
+                                         p.n_chunks, p.tokens_per_second));
   };
   g_interrupted = 0;
   auto prev = std::signal(SIGINT, on_sigint);
   calibrate::CalibrationStats s;
   try {
-    s = calibrate::calibrate(model, tokens, tok.add_bos(), tok.bos(), co);
+    s = stats_gguf.empty() ? calibrate::calibrate(model, tokens, tok.add_bos(), tok.bos(), co)
+                           : calibrate::calibrate_to_file(model, tokens, tok.add_bos(), tok.bos(), co, stats_gguf);
   } catch (...) {
     std::signal(SIGINT, prev);
     throw;
   }
   std::signal(SIGINT, prev);
-  s.datasets = data;
   return s;
+}
+
+QuantizeMethod::~QuantizeMethod() {
+  if (temp_stats.empty()) return;
+  std::error_code ec;
+  fs::remove(temp_stats, ec);
 }
 
 void check_quantize_method_options(const std::string& method, const std::string& calib,
@@ -111,7 +119,11 @@ std::unique_ptr<QuantizeMethod> setup_quantize_method(const std::string& method,
     r->stats = calibrate::read_calibration_stats(calib);
     label = calib;
   } else {
-    r->stats = run_calibration(src_path, data, 256, -1, threads, calibrate::method_needs_hessian(m));
+    // Through a temporary statistics file: the Hessians are then read one input at a time (bounded memory).
+    r->temp_stats = (fs::temp_directory_path() / ("edgeq-stats-" + std::to_string(::getpid()) + ".gguf")).string();
+    r->temp_on_signal = std::make_unique<ScopedRemoveOnSignal>(r->temp_stats);
+    run_calibration(src_path, data, 256, -1, threads, calibrate::method_needs_hessian(m), r->temp_stats);
+    r->stats = calibrate::read_calibration_stats(r->temp_stats);
     label = data.front();
   }
   auto progress = std::make_shared<Progress>("quantize");

@@ -27,13 +27,18 @@ class RuntimeModelFile {
 };
 
 // Loads the data, tokenizes it with the model's vocab and runs calibration (progress lines when enabled;
-// Ctrl-C cancels with an error so that no output is written).
+// Ctrl-C cancels with an error so that no output is written). stats_gguf non-empty: the statistics are
+// streamed there layer by layer (calibrate_to_file; the result then holds no Hessians).
 calibrate::CalibrationStats run_calibration(const std::string& model_src, const std::vector<std::string>& data,
-                                            int64_t ctx, int64_t chunks, int threads, bool hessian);
+                                            int64_t ctx, int64_t chunks, int threads, bool hessian,
+                                            const std::string& stats_gguf = {});
 
 // `quantize --method M [--calib STATS | --data FILE...]`: loads or computes the statistics and prepares qo.
 // Validates the combination before any work. Returns null when no method option was given.
 struct QuantizeMethod {
+  ~QuantizeMethod();
+  std::string temp_stats;  // --data: the statistics file written for this run, removed afterwards
+  std::unique_ptr<ScopedRemoveOnSignal> temp_on_signal;
   calibrate::CalibrationStats stats;
   std::unique_ptr<calibrate::MethodSetup> setup;
 };

@@ -29,8 +29,10 @@ int run(const Opts& o) {
   for (const auto& d : o.data) edgeq::note_input_file(d);  // the data files are inputs even before they are read
   edgeq::note_input_file(o.model);
   edgeq::check_output_path(o.out);
-  auto s = edgeq::cli::run_calibration(o.model, o.data, o.ctx, o.chunks, threads, o.hessian);
-  edgeq::calibrate::write_imatrix(s, o.out);
+  // GGUF statistics are streamed to the output a layer at a time (one layer's Hessians in memory).
+  const bool gguf = o.out.ends_with(".gguf");
+  auto s = edgeq::cli::run_calibration(o.model, o.data, o.ctx, o.chunks, threads, o.hessian, gguf ? o.out : "");
+  if (!gguf) edgeq::calibrate::write_imatrix(s, o.out);
   size_t n_tensors = 0;
   for (const auto& in : s.inputs)
     if (in.ncall) n_tensors += in.tensor_names().size();
@@ -60,7 +62,9 @@ edgeq::cli::Register reg(35, [](CLI::App& app) -> std::function<int()> {
   edgeq::cli::add_chunks_option(sub, o->chunks);
   edgeq::cli::add_threads_option(sub, o->threads, "; results do not depend on it");
   sub->add_flag("--hessian", o->hessian,
-                "Also collect X^T X per distinct matmul input (for --method gptq; GGUF output only)");
+                "Also collect X^T X per distinct matmul input (for --method awq, gptq, auto; GGUF output only). The "
+                "model is evaluated one layer at a time and each layer's statistics are written as soon as it is "
+                "done: one layer's Hessians in memory");
   return [o]() { return run(*o); };
 });
 

@@ -203,6 +203,65 @@ TEST(Calibrate, HessianDiagonalIsSumOfSquares) {
   }
 }
 
+// --hessian streamed: calibrate_to_file writes each layer's statistics as soon as the layer is complete
+// (on_layer, in layer order, one layer's Hessians in memory) and the file reads back equal to an in-memory run,
+// Hessians included (read on demand from the file).
+TEST(Calibrate, StreamedPerLayerStatisticsRoundTrip) {
+  const auto model = edgeq::runtime::Model::load(shared("golden/tl-8m-Q8_0.gguf"));
+  const auto tok = edgeq::Tokenizer::from_gguf(model.gguf());
+  const auto tokens = tok.tokenize(edgeq::read_text_file(shared("text/calib.txt")), true, false);
+  cal::CalibrationOptions co;
+  co.n_ctx = 64;
+  co.max_chunks = 3;
+  co.n_threads = 2;
+  co.hessian = true;
+  co.datasets = {"calib.txt"};
+  const auto mem = cal::calibrate(model, tokens, tok.add_bos(), tok.bos(), co);
+  // on_layer sees complete layers in order, and holds the only Hessians in memory.
+  std::vector<size_t> firsts;
+  auto probe = co;
+  probe.on_layer = [&](const cal::CalibrationStats& s, size_t first) {
+    firsts.push_back(first);
+    for (size_t i = 0; i < s.inputs.size(); ++i)
+      EXPECT_EQ(s.inputs[i].hessian.empty(), i < first || i >= first + 4) << "input " << i << " at layer start " << first;
+  };
+  cal::calibrate(model, tokens, tok.add_bos(), tok.bos(), probe);
+  EXPECT_EQ(firsts, (std::vector<size_t>{0, 4, 8, 12, 16, 20, 24, 28}));
+
+  TempDir d;
+  const auto streamed = cal::calibrate_to_file(model, tokens, tok.add_bos(), tok.bos(), co, d.file("s.gguf"));
+  for (const auto& in : streamed.inputs) EXPECT_TRUE(in.hessian.empty());
+  const auto back = cal::read_calibration_stats(d.file("s.gguf"));
+  EXPECT_EQ(back.n_chunks, 3);
+  EXPECT_EQ(back.n_ctx, 64);
+  EXPECT_EQ(back.datasets, std::vector<std::string>{"calib.txt"});
+  ASSERT_EQ(back.inputs.size(), mem.inputs.size());
+  for (size_t i = 0; i < mem.inputs.size(); ++i) {
+    const auto& a = mem.inputs[i];
+    const auto& b = back.inputs[i];
+    EXPECT_EQ(b.layer, a.layer);
+    EXPECT_EQ(b.site, a.site);
+    EXPECT_EQ(b.rows, a.rows);
+    ASSERT_EQ(b.width, a.width);
+    EXPECT_TRUE(b.hessian.empty());  // left in the file until asked for
+    ASSERT_TRUE(b.has_hessian());
+    for (int64_t j = 0; j < a.width; ++j) {
+      EXPECT_NEAR(b.sum_x2[j], a.sum_x2[j], 1e-6 * a.sum_x2[j]);
+      EXPECT_NEAR(b.sum_abs[j], a.sum_abs[j], 1e-6 * a.sum_abs[j]);
+    }
+    for (bool odd : {false, true}) {
+      const auto hb = b.load_hessian(odd);
+      const auto& ha = odd ? a.hessian_odd : a.hessian;
+      ASSERT_EQ(hb.size(), ha.size());
+      for (size_t k = 0; k < ha.size(); k += 7) EXPECT_NEAR(hb[k], ha[k], 1e-6 * std::fabs(ha[k]) + 1e-9) << i << " " << k;
+    }
+  }
+  // The odd-chunk Hessian is a real part of the whole: chunk 1 of 3 holds about a third of the rows.
+  const auto& h0 = mem.inputs[0];
+  EXPECT_GT(h0.hessian[0], h0.hessian_odd[0]);
+  EXPECT_GT(h0.hessian_odd[0], 0.0);
+}
+
 namespace {
 struct Run {
   int code = -1;

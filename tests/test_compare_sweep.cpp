@@ -329,7 +329,7 @@ TEST(CompareSweep, CalibratedMethodsShareOneCalibration) {
   EXPECT_EQ(stats.n_chunks, 4);
   EXPECT_EQ(stats.n_ctx, 128);
   ASSERT_FALSE(stats.inputs.empty());
-  EXPECT_EQ(stats.inputs[0].hessian.size(), size_t(256 * 256));
+  EXPECT_EQ(stats.inputs[0].load_hessian().size(), size_t(256 * 256));
   // each file was quantized by its method, with the statistics of the calibration text
   for (auto m : {"rtn", "imatrix", "awq", "gptq", "auto"}) {
     auto g = GgufFile::open(o.out_dir + "/models/Q4_0-" + std::string(m) + ".gguf");

@@ -1,13 +1,20 @@
 #include "edgeq/calibrate/calibrate.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <map>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/formats/thread_pool.h"
 #include "edgeq/runtime/blas.h"
 #include "edgeq/runtime/perplexity.h"
 
@@ -40,36 +47,90 @@ const InputStats* CalibrationStats::find(std::string_view tensor_name) const {
   return nullptr;
 }
 
+bool InputStats::has_hessian() const {
+  if (!hessian.empty()) return true;
+  return hessian_file && hessian_file->find_tensor(tensor_names().front() + ".hessian") != nullptr;
+}
+
+std::vector<double> InputStats::load_hessian(bool odd) const {
+  const std::vector<double>& held = odd ? hessian_odd : hessian;
+  if (!held.empty() || !hessian_file) return held;
+  const std::string name = tensor_names().front() + (odd ? ".hessian_odd" : ".hessian");
+  const GgufTensorInfo* t = hessian_file->find_tensor(name);
+  if (!t) return {};
+  const uint64_t n = static_cast<uint64_t>(width) * static_cast<uint64_t>(width);
+  const TensorView v = hessian_file->view(*t);
+  std::vector<double> r(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    float x;
+    std::memcpy(&x, v.data + 4 * i, 4);
+    if (!std::isfinite(x)) fail("{}: tensor {}: non-finite value at {}", hessian_file->path(), name, i);
+    r[i] = x;
+  }
+  // Release the pages just read from the (read-only, file-backed) mapping: they stay in the page cache, but not
+  // in this process's resident set, which would otherwise grow to the whole statistics file.
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(v.data) + page - 1) & ~(page - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(v.data) + 4 * n) & ~(page - 1);
+  if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+  return r;
+}
+
 namespace {
 
 constexpr int kSites = 4;
 
-// llama-imatrix's collector: products over fewer than 16 rows are not counted.
+// Floats in an unlinked temporary file's shared mapping (the chunks' hidden states between layers): the
+// kernel can write the pages out under memory pressure instead of the process holding n_tokens × n_embd floats.
+class FileScratch {
+ public:
+  explicit FileScratch(size_t n) : bytes_(std::max<size_t>(n, 1) * sizeof(float)) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "edgeq-calibrate-XXXXXX").string();
+    const int fd = ::mkstemp(tmpl.data());
+    if (fd < 0) fail("{}: cannot create a temporary file: {}", tmpl, std::strerror(errno));
+    ::unlink(tmpl.c_str());
+    if (::ftruncate(fd, static_cast<off_t>(bytes_)) != 0) {
+      const int e = errno;
+      ::close(fd);
+      fail("{}: cannot size the temporary file to {} bytes: {}", tmpl, bytes_, std::strerror(e));
+    }
+    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) fail("{}: cannot map {} bytes: {}", tmpl, bytes_, std::strerror(errno));
+    data_ = static_cast<float*>(p);
+  }
+  ~FileScratch() { ::munmap(data_, bytes_); }
+  FileScratch(const FileScratch&) = delete;
+  FileScratch& operator=(const FileScratch&) = delete;
+  float* data() { return data_; }
+
+ private:
+  size_t bytes_;
+  float* data_ = nullptr;
+};
+
+// llama-imatrix's collector: products over fewer than 16 rows are not counted. Hessians are accumulated
+// per chunk parity (hessian: even chunks, hessian_odd: odd ones) and summed when the layer is complete.
 class Collector final : public runtime::ActivationObserver {
  public:
-  Collector(CalibrationStats& s, int64_t n_layer, bool hessian) : s_(s), n_layer_(n_layer), hessian_(hessian) {
-    s_.inputs.resize(static_cast<size_t>(n_layer * kSites));
-    for (int64_t l = 0; l < n_layer; ++l)
+  Collector(CalibrationStats& s, const runtime::ModelConfig& c, bool hessian, int n_threads)
+      : s_(s), n_layer_(c.n_layer), hessian_(hessian), pool_(n_threads), tmp_(static_cast<size_t>(pool_.size())) {
+    s_.inputs.resize(static_cast<size_t>(n_layer_ * kSites));
+    const int64_t widths[kSites] = {c.n_embd, c.n_head * c.head_dim_v, c.n_embd, c.n_ff};
+    for (int64_t l = 0; l < n_layer_; ++l)
       for (int k = 0; k < kSites; ++k) {
         auto& in = s_.inputs[static_cast<size_t>(l * kSites + k)];
         in.layer = l;
         in.site = kInputs[k];
+        in.width = widths[k];
+        in.sum_x2.assign(static_cast<size_t>(in.width), 0.0);
+        in.sum_abs.assign(static_cast<size_t>(in.width), 0.0);
       }
   }
   void observe(int64_t layer, MatmulInput site, const float* x, int64_t n, int64_t width, int64_t ld) override {
     if (n < 16 || layer < 0 || layer >= n_layer_) return;
     auto& in = s_.inputs[static_cast<size_t>(layer * kSites + static_cast<int>(site))];
-    if (in.width == 0) {
-      in.width = width;
-      in.sum_x2.assign(static_cast<size_t>(width), 0.0);
-      in.sum_abs.assign(static_cast<size_t>(width), 0.0);
-      if (hessian_) {
-        in.hessian.assign(static_cast<size_t>(width * width), 0.0);
-        in.hessian_odd.assign(static_cast<size_t>(width * width), 0.0);
-      }
-    } else if (in.width != width) {
-      fail("calibration: layer {} input width changed from {} to {}", layer, in.width, width);
-    }
+    if (in.width != width) fail("calibration: layer {} input width {} differs from the model's {}", layer, width, in.width);
     ++in.ncall;
     in.rows += n;
     double* s2 = in.sum_x2.data();
@@ -83,25 +144,58 @@ class Collector final : public runtime::ActivationObserver {
       }
     }
     if (hessian_) {
-      // XᵀX of this batch in f32 (lower triangle, symmetric rank-k update), accumulated in double.
-      tmp_.assign(static_cast<size_t>(width * width), 0.f);
-      runtime::blas::api().ssyrk(CblasRowMajor, CblasLower, CblasTrans, static_cast<int>(width), static_cast<int>(n), 1.f, x,
-                  static_cast<int>(ld), 0.f, tmp_.data(), static_cast<int>(width));
-      for (double* h : {in.hessian.data(), odd_chunk ? in.hessian_odd.data() : nullptr})
-        if (h)
-          for (int64_t i = 0; i < width; ++i)
-            for (int64_t j = 0; j <= i; ++j) h[i * width + j] += tmp_[static_cast<size_t>(i * width + j)];
+      const size_t W2 = static_cast<size_t>(width * width);
+      if (in.hessian.empty()) {
+        in.hessian.assign(W2, 0.0);
+        in.hessian_odd.assign(W2, 0.0);
+      }
+      // XᵀX of this batch in f32, accumulated in double: the lower triangle in panels of kPanel rows
+      // (X[:, i0:i1]ᵀ X[:, 0:i1]), one panel per task on the calibration's threads.
+      constexpr int64_t kPanel = 64;
+      double* h = odd_chunk ? in.hessian_odd.data() : in.hessian.data();
+      pool_.run((width + kPanel - 1) / kPanel, [&](int64_t p, int worker) {
+        const int64_t i0 = p * kPanel, i1 = std::min(width, i0 + kPanel);
+        auto& t = tmp_[static_cast<size_t>(worker)];
+        t.resize(static_cast<size_t>(kPanel * width));
+        runtime::blas::api().sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(i1 - i0), static_cast<int>(i1),
+                                   static_cast<int>(n), 1.f, x + i0, static_cast<int>(ld), x, static_cast<int>(ld), 0.f,
+                                   t.data(), static_cast<int>(i1));
+        for (int64_t i = i0; i < i1; ++i) {
+          const float* src = t.data() + (i - i0) * i1;
+          double* dst = h + i * width;
+          for (int64_t j = 0; j <= i; ++j) dst[j] += src[j];
+        }
+      });
     }
   }
+  // The layer's Hessians: all chunks (even + odd) and both completed to symmetric matrices.
+  void finish_layer(int64_t layer) {
+    for (int k = 0; k < kSites; ++k) {
+      auto& in = s_.inputs[static_cast<size_t>(layer * kSites + k)];
+      if (in.hessian.empty()) continue;
+      const int64_t W = in.width;
+      for (size_t i = 0; i < in.hessian.size(); ++i) in.hessian[i] += in.hessian_odd[i];
+      for (auto* hv : {&in.hessian, &in.hessian_odd})
+        for (int64_t i = 0; i < W; ++i)
+          for (int64_t j = i + 1; j < W; ++j) (*hv)[i * W + j] = (*hv)[j * W + i];
+    }
+  }
+  void drop_layer(int64_t layer) {
+    for (int k = 0; k < kSites; ++k) {
+      auto& in = s_.inputs[static_cast<size_t>(layer * kSites + k)];
+      std::vector<double>().swap(in.hessian);
+      std::vector<double>().swap(in.hessian_odd);
+    }
+  }
+
+  bool odd_chunk = false;
 
  private:
   CalibrationStats& s_;
   int64_t n_layer_;
   bool hessian_;
-  std::vector<float> tmp_;
-
- public:
-  bool odd_chunk = false;
+  ThreadPool pool_;  // idle while the forward pass runs: the two never overlap
+  std::vector<std::vector<float>> tmp_;  // per worker
 };
 
 }  // namespace
@@ -119,37 +213,59 @@ CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_
   CalibrationStats s;
   s.n_ctx = n_ctx;
   s.n_tokens = n_tokens;
-  Collector col(s, c.n_layer, opt.hessian);
+  s.n_chunks = static_cast<int32_t>(n_chunk);
+  s.datasets = opt.datasets;
+  Collector col(s, c, opt.hessian, opt.n_threads);
   runtime::ContextOptions co;
   co.n_ctx = n_ctx;
   co.n_threads = opt.n_threads;
   co.observer = &col;
   runtime::Context ctx(model, co);
+  const size_t E = static_cast<size_t>(c.n_embd), chunk_floats = static_cast<size_t>(n_ctx) * E;
+  FileScratch hidden(static_cast<size_t>(n_chunk) * chunk_floats);
   std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t ic = 0; ic < n_chunk; ++ic) {
     runtime::copy_chunk(tokens, ic, n_ctx, add_bos, bos_id, chunk.data());
-    ctx.clear();
-    col.odd_chunk = ic % 2 == 1;
-    // All rows through every layer (llama-imatrix asks for every logit); the output head itself is not needed.
-    ctx.eval(chunk.data(), n_ctx, 0, nullptr);
-    s.n_chunks = static_cast<int32_t>(ic + 1);
-    if (opt.progress) {
-      CalibrationProgress p;
-      p.chunk = static_cast<int>(ic + 1);
-      p.n_chunks = static_cast<int>(n_chunk);
-      p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      p.tokens_per_second = p.seconds > 0 ? static_cast<double>((ic + 1) * n_ctx) / p.seconds : 0.0;
-      opt.progress(p);
+    ctx.embed(chunk.data(), n_ctx, hidden.data() + static_cast<size_t>(ic) * chunk_floats);
+  }
+  // All rows through every layer (llama-imatrix asks for every logit); the output head itself is not needed.
+  const double steps = static_cast<double>(c.n_layer * n_chunk);
+  for (int64_t il = 0; il < c.n_layer; ++il) {
+    for (int64_t ic = 0; ic < n_chunk; ++ic) {
+      col.odd_chunk = ic % 2 == 1;
+      ctx.eval_layer(il, hidden.data() + static_cast<size_t>(ic) * chunk_floats, n_ctx, 0);
+      if (opt.progress) {
+        CalibrationProgress p;
+        p.chunk = static_cast<int>(ic + 1);
+        p.n_chunks = static_cast<int>(n_chunk);
+        p.layer = static_cast<int>(il);
+        p.n_layers = static_cast<int>(c.n_layer);
+        p.done = static_cast<double>(il * n_chunk + ic + 1) / steps;
+        p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        p.tokens_per_second = p.seconds > 0 ? p.done * static_cast<double>(n_chunk * n_ctx) / p.seconds : 0.0;
+        opt.progress(p);
+      }
+    }
+    col.finish_layer(il);
+    if (opt.on_layer) {
+      opt.on_layer(s, static_cast<size_t>(il * kSites));
+      col.drop_layer(il);
     }
   }
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  // Complete the symmetric Hessians.
-  for (auto& in : s.inputs)
-    for (auto* hv : {&in.hessian, &in.hessian_odd})
-      if (!hv->empty())
-        for (int64_t i = 0; i < in.width; ++i)
-          for (int64_t j = i + 1; j < in.width; ++j) (*hv)[i * in.width + j] = (*hv)[j * in.width + i];
+  return s;
+}
+
+CalibrationStats calibrate_to_file(const runtime::Model& model, const std::vector<int32_t>& tokens, bool add_bos,
+                                   int32_t bos_id, CalibrationOptions opt, const std::string& path) {
+  std::unique_ptr<StatsFileWriter> w;
+  opt.on_layer = [&](const CalibrationStats& s, size_t first) {
+    if (!w) w = std::make_unique<StatsFileWriter>(path, s, opt.hessian);
+    for (size_t i = first; i < first + kSites; ++i) w->write(s.inputs[i]);
+  };
+  CalibrationStats s = calibrate(model, tokens, add_bos, bos_id, opt);
+  if (w) w->finish();
   return s;
 }
 
@@ -198,61 +314,79 @@ void write_legacy(const CalibrationStats& s, const std::string& path) {
   out.commit();
 }
 
-void write_gguf(const CalibrationStats& s, const std::string& path) {
-  GgufWriter w(path);
-  w.set("general.type", GgufValue("imatrix"));
-  w.set("imatrix.datasets", GgufValue::string_array(s.datasets));
-  w.set("imatrix.chunk_count", GgufValue(static_cast<uint32_t>(s.n_chunks)));
-  w.set("imatrix.chunk_size", GgufValue(static_cast<uint32_t>(s.n_ctx)));
-  struct Item {
-    std::string name;
-    std::vector<uint64_t> dims;
-    std::function<void(std::vector<float>&)> fill;
-  };
-  std::vector<Item> items;
+}  // namespace
+
+StatsFileWriter::StatsFileWriter(const std::string& path, const CalibrationStats& s, bool hessians)
+    : w_(path), hessians_(hessians), n_inputs_(s.inputs.size()) {
+  w_.set("general.type", GgufValue("imatrix"));
+  w_.set("imatrix.datasets", GgufValue::string_array(s.datasets));
+  w_.set("imatrix.chunk_count", GgufValue(static_cast<uint32_t>(s.n_chunks)));
+  w_.set("imatrix.chunk_size", GgufValue(static_cast<uint32_t>(s.n_ctx)));
   for (const auto& in : s.inputs) {
-    if (in.ncall == 0) continue;
     const uint64_t W = static_cast<uint64_t>(in.width);
     const auto names = in.tensor_names();
     for (const auto& name : names) {
-      items.push_back({name + ".in_sum2", {W, 1}, [&in](std::vector<float>& v) {
-                         v.resize(in.sum_x2.size());
-                         for (size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>(in.sum_x2[j]);
-                       }});
-      items.push_back({name + ".counts", {1, 1}, [&in](std::vector<float>& v) { v.assign(1, static_cast<float>(in.rows)); }});
-      items.push_back({name + ".in_abs", {W, 1}, [&in](std::vector<float>& v) {
-                         v.resize(in.sum_abs.size());
-                         for (size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>(in.sum_abs[j]);
-                       }});
+      w_.add_tensor(name + ".in_sum2", {W, 1}, GgmlType::F32);
+      w_.add_tensor(name + ".counts", {1, 1}, GgmlType::F32);
+      w_.add_tensor(name + ".in_abs", {W, 1}, GgmlType::F32);
     }
-    for (const auto& [suffix, hv] : {std::pair<const char*, const std::vector<double>*>{".hessian", &in.hessian},
-                                     {".hessian_odd", &in.hessian_odd}})
-      if (!hv->empty())
-        items.push_back({names.front() + suffix, {W, W}, [hv](std::vector<float>& v) {
-                           v.resize(hv->size());
-                           for (size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>((*hv)[j]);
-                         }});
+    if (hessians_)
+      for (const char* suffix : {".hessian", ".hessian_odd"}) w_.add_tensor(names.front() + suffix, {W, W}, GgmlType::F32);
   }
-  for (const auto& it : items) w.add_tensor(it.name, it.dims, GgmlType::F32);
-  std::vector<float> buf;
-  for (const auto& it : items) {
-    it.fill(buf);
-    w.write_tensor_data(buf.data(), buf.size() * sizeof(float));
+}
+
+void StatsFileWriter::write(const InputStats& in) {
+  if (next_ >= n_inputs_) fail("{}: more inputs written than declared", in.tensor_names().front());
+  if (in.ncall == 0) fail("calibration: layer {} input {} was never observed", in.layer, in.tensor_names().front());
+  ++next_;
+  // Converted to f32 in pieces: no second copy of a Hessian.
+  auto put = [&](const std::vector<double>& v) {
+    constexpr size_t kPiece = size_t(1) << 16;
+    for (size_t i0 = 0; i0 < v.size(); i0 += kPiece) {
+      const size_t n = std::min(kPiece, v.size() - i0);
+      buf_.resize(n);
+      for (size_t j = 0; j < n; ++j) buf_[j] = static_cast<float>(v[i0 + j]);
+      w_.write_tensor_data(buf_.data(), n * sizeof(float));
+    }
+  };
+  for (size_t k = 0; k < in.tensor_names().size(); ++k) {
+    put(in.sum_x2);
+    put({static_cast<double>(in.rows)});
+    put(in.sum_abs);
   }
+  if (hessians_) {
+    const size_t W2 = static_cast<size_t>(in.width * in.width);
+    for (bool odd : {false, true}) {
+      const std::vector<double>& held = odd ? in.hessian_odd : in.hessian;
+      const std::vector<double> h = held.empty() ? in.load_hessian(odd) : std::vector<double>{};
+      const std::vector<double>& use = held.empty() ? h : held;
+      if (use.size() != W2) fail("calibration: layer {} input {} has no Hessian", in.layer, in.tensor_names().front());
+      put(use);
+    }
+  }
+}
+
+void StatsFileWriter::finish() {
+  if (next_ != n_inputs_) fail("calibration statistics: {} of {} inputs written", next_, n_inputs_);
+  w_.finish();
+}
+
+void write_imatrix(const CalibrationStats& stats, const std::string& path) {
+  if (!ends_with(path, ".gguf")) return write_legacy(stats, path);
+  bool hessians = !stats.inputs.empty();
+  for (const auto& in : stats.inputs) hessians = hessians && in.has_hessian();
+  CalibrationStats observed = stats;  // the inputs seen (llama.cpp's writer leaves out the others)
+  observed.inputs.clear();
+  for (const auto& in : stats.inputs)
+    if (in.ncall > 0) observed.inputs.push_back(in);
+  StatsFileWriter w(path, observed, hessians);
+  for (const auto& in : observed.inputs) w.write(in);
   w.finish();
 }
 
-}  // namespace
-
-void write_imatrix(const CalibrationStats& stats, const std::string& path) {
-  if (ends_with(path, ".gguf"))
-    write_gguf(stats, path);
-  else
-    write_legacy(stats, path);
-}
-
 CalibrationStats read_calibration_stats(const std::string& path) {
-  const GgufFile f = GgufFile::open(path);
+  const auto file = std::make_shared<const GgufFile>(GgufFile::open(path));
+  const GgufFile& f = *file;
   if (f.get_string("general.type").value_or("") != "imatrix") fail("{}: not an imatrix GGUF (general.type is not imatrix)", path);
   CalibrationStats s;
   s.n_chunks = static_cast<int32_t>(f.get_int("imatrix.chunk_count").value_or(0));
@@ -301,8 +435,10 @@ CalibrationStats read_calibration_stats(const std::string& path) {
       in.rows = static_cast<int64_t>(cnt[0]);
       in.ncall = s.n_chunks;
       in.sum_abs = load(base + ".in_abs", W);
-      in.hessian = load(base + ".hessian", W * W);
-      in.hessian_odd = load(base + ".hessian_odd", W * W);
+      for (const char* suffix : {".hessian", ".hessian_odd"})  // shapes now, values when loaded
+        if (const GgufTensorInfo* h = f.find_tensor(base + suffix); h && (h->type != GgmlType::F32 || h->n_elements() != W * W))
+          fail("{}: tensor {}{} must be F32 with {} elements", path, base, suffix, W * W);
+      if (f.find_tensor(base + ".hessian")) in.hessian_file = file;
       found[{layer, k}] = std::move(in);
     }
   }

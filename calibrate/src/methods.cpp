@@ -103,29 +103,37 @@ struct Weight {
 };
 
 struct Hessians {
-  std::vector<double> fit, eval;  // fit: even chunks (or all), eval: odd chunks (or all)
+  std::vector<double> all, fit, eval;  // all chunks; fit: even chunks (or all), eval: odd chunks (or all)
   std::vector<float> imp_fit, imp_all;
 };
 
-Hessians split(const InputStats& in) {
+// The importance (mean x², ridged) alone, without reading any Hessian.
+Hessians importance_only(const InputStats& in) {
   Hessians h;
-  const size_t n = in.hessian.size();
-  if (!in.hessian_odd.empty()) {
+  h.imp_all.resize(static_cast<size_t>(in.width));
+  for (int64_t j = 0; j < in.width; ++j)
+    h.imp_all[j] = static_cast<float>(in.sum_x2[j] / std::max<double>(1, static_cast<double>(in.rows)));
+  h.imp_all = ridge_importance(std::move(h.imp_all));
+  return h;
+}
+
+// One input's Hessians as well (read from the statistics file on demand: one input's at a time in memory).
+Hessians split(const InputStats& in) {
+  Hessians h = importance_only(in);
+  h.all = in.load_hessian();
+  std::vector<double> odd = in.load_hessian(true);
+  const size_t n = h.all.size();
+  if (odd.size() == n) {
     h.fit.resize(n);
-    for (size_t i = 0; i < n; ++i) h.fit[i] = in.hessian[i] - in.hessian_odd[i];
-    h.eval = in.hessian_odd;
+    for (size_t i = 0; i < n; ++i) h.fit[i] = h.all[i] - odd[i];
+    h.eval = std::move(odd);
   } else {
-    h.fit = in.hessian;
-    h.eval = in.hessian;
+    h.fit = h.all;
+    h.eval = h.all;
   }
   h.imp_fit.resize(static_cast<size_t>(in.width));
-  h.imp_all.resize(static_cast<size_t>(in.width));
-  for (int64_t j = 0; j < in.width; ++j) {
-    h.imp_fit[j] = static_cast<float>(std::max(h.fit[j * in.width + j], 0.0));
-    h.imp_all[j] = static_cast<float>(in.sum_x2[j] / std::max<double>(1, static_cast<double>(in.rows)));
-  }
+  for (int64_t j = 0; j < in.width; ++j) h.imp_fit[j] = static_cast<float>(std::max(h.fit[j * in.width + j], 0.0));
   h.imp_fit = ridge_importance(std::move(h.imp_fit));
-  h.imp_all = ridge_importance(std::move(h.imp_all));
   return h;
 }
 
@@ -137,10 +145,27 @@ double candidate_error(const Weight& w, Choice c, const double* H_fit, const flo
   return output_error(w.W.data(), Q.data(), w.rows, w.cols, H_eval);
 }
 
+// At most this many rows of a weight (evenly spaced) score AWQ's scale candidates: rows are rounded
+// independently, so the error of a row sample is exact for those rows; the search's cost then stops growing with
+// the output dimension (tl-8m's weights, at most 768 rows, are scored whole).
+constexpr int64_t kSearchRows = 1024;
+
+Weight row_sample(const Weight& w) {
+  if (w.rows <= kSearchRows) return w;
+  Weight r{w.name, w.type, kSearchRows, w.cols, std::vector<float>(static_cast<size_t>(kSearchRows * w.cols))};
+  for (int64_t i = 0; i < kSearchRows; ++i)
+    std::memcpy(r.W.data() + i * w.cols, w.W.data() + (i * w.rows / kSearchRows) * w.cols,
+                static_cast<size_t>(w.cols) * sizeof(float));
+  return r;
+}
+
 // AWQ's scale search for the weights sharing one input: s = mean|x|^α normalised by sqrt(max·min), α on a grid
-// of 0, 0.1 … 1; the α with the lowest summed output error (imatrix-weighted rounding). Empty when α = 0 wins.
-std::vector<float> search_scales(const std::vector<Weight>& ws, const InputStats& in, const double* H,
+// of 0, 0.1 … 1; the α with the lowest summed output error (imatrix-weighted rounding, on a row sample of
+// each weight). Empty when α = 0 wins.
+std::vector<float> search_scales(const std::vector<Weight>& ws_all, const InputStats& in, const double* H,
                                  const float* imp, double* best_err) {
+  std::vector<Weight> ws;
+  for (const auto& w : ws_all) ws.push_back(row_sample(w));
   std::vector<float> xa(static_cast<size_t>(in.width));
   double mx = 0;
   for (int64_t j = 0; j < in.width; ++j) {
@@ -204,7 +229,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
   qo.importance = &setup->importance;
   if (m == Method::Imatrix) return setup;
   for (const auto& in : stats.inputs)
-    if (in.rows > 0 && in.hessian.empty())
+    if (in.rows > 0 && !in.has_hessian())
       fail("{}: --method {} needs Hessians: run `edgeq calibrate --hessian` (or quantize with --data)", stats_label,
            method_name(m));
 
@@ -235,15 +260,16 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     for (const auto& n : in.tensor_names())
       if (auto w = load(n); w && w->cols == in.width) ws.push_back(std::move(*w));
     if (ws.empty()) continue;
-    const Hessians h = split(in);
     const bool foldable = norm_for(in.site) != nullptr && ws.size() == in.tensor_names().size();
+    // Hessians only where this method reads them here (gptq's are read per tensor when it is encoded).
+    const Hessians h = m == Method::Auto || (m == Method::Awq && foldable) ? split(in) : importance_only(in);
     const std::string norm = "blk." + std::to_string(in.layer) + "." + (foldable ? norm_for(in.site) : "") + ".weight";
     if (m == Method::Gptq) {
       for (const auto& w : ws) st->choice[w.name] = {Rounding::Gptq, false};
     } else if (m == Method::Awq) {
       double e = 0;
       std::vector<float> s =
-          foldable ? search_scales(ws, in, ridge_hessian(in.hessian.data(), in.width).data(), h.imp_all.data(), &e)
+          foldable ? search_scales(ws, in, ridge_hessian(h.all.data(), in.width).data(), h.imp_all.data(), &e)
                    : std::vector<float>{};
       for (const auto& w : ws) st->choice[w.name] = {Rounding::Imatrix, !s.empty()};
       if (!s.empty()) st->norm_scales[norm] = std::move(s);
@@ -316,7 +342,8 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     const float* sc = nullptr;
     if (auto wi = s->weight_scales.find(a.name); wi != s->weight_scales.end()) sc = wi->second->data();
     if (c.r == Rounding::Gptq || !c.scaled) {
-      encode(a.type, a.values, a.nrows, a.n_per_row, c, in->hessian.data(), imp.data(), sc, a.dst, nullptr);
+      const std::vector<double> H = c.r == Rounding::Gptq ? in->load_hessian() : std::vector<double>{};
+      encode(a.type, a.values, a.nrows, a.n_per_row, c, H.empty() ? nullptr : H.data(), imp.data(), sc, a.dst, nullptr);
       a.importance = c.r == Rounding::Rtn ? nullptr : imp.data();
       return quant::HookResult::Encoded;
     }

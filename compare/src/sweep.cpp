@@ -428,14 +428,15 @@ class Session {
       co.max_chunks = opt_.calib_chunks;
       co.n_threads = thread_count(opt_.threads);
       co.hessian = hessian;
+      co.datasets = {opt_.calib_text};
       co.progress = [&](const calibrate::CalibrationProgress& p) {
-        tr_.report(0, "calibration", "calibrate", double(p.chunk) / double(std::max(1, p.n_chunks)),
-                   fmt::format("chunk {}/{}{}", p.chunk, p.n_chunks, hessian ? " with Hessians" : ""));
+        tr_.report(0, "calibration", "calibrate", p.done,
+                   fmt::format("layer {}/{} chunk {}/{}{}", p.layer + 1, p.n_layers, p.chunk, p.n_chunks,
+                               hessian ? " with Hessians" : ""));
       };
       tr_.report(0, "calibration", "calibrate", 0, fmt::format("{} tokens", tokens.size()));
-      calibrate::CalibrationStats s = calibrate::calibrate(*model_, tokens, tok_->add_bos(), tok_->bos(), co);
-      s.datasets = {opt_.calib_text};
-      calibrate::write_imatrix(s, path.string());
+      const calibrate::CalibrationStats s =
+          calibrate::calibrate_to_file(*model_, tokens, tok_->add_bos(), tok_->bos(), co, path.string());
       write_json_file(meta, {{"key", keys_.calib}, {"hessian", hessian}, {"calib_text", opt_.calib_text},
                              {"n_ctx", s.n_ctx}, {"n_chunks", s.n_chunks}, {"seconds", s.seconds}});
       tr_.units_done += 1;

@@ -30,14 +30,12 @@ struct OpenBlas {
     if (core != nullptr) unsetenv("OPENBLAS_CORETYPE");
     if (h == nullptr) throw Error(std::string("cannot load OpenBLAS: ") + dlerror());
     api.sgemm = reinterpret_cast<decltype(api.sgemm)>(dlsym(h, "cblas_sgemm"));
-    api.ssyrk = reinterpret_cast<decltype(api.ssyrk)>(dlsym(h, "cblas_ssyrk"));
-    api.dsymv = reinterpret_cast<decltype(api.dsymv)>(dlsym(h, "cblas_dsymv"));
-    api.ddot = reinterpret_cast<decltype(api.ddot)>(dlsym(h, "cblas_ddot"));
+    api.dsymm = reinterpret_cast<decltype(api.dsymm)>(dlsym(h, "cblas_dsymm"));
     api.dpotrf = reinterpret_cast<decltype(api.dpotrf)>(dlsym(h, "dpotrf_"));
     api.dpotri = reinterpret_cast<decltype(api.dpotri)>(dlsym(h, "dpotri_"));
     corename = reinterpret_cast<decltype(corename)>(dlsym(h, "openblas_get_corename"));
     auto set_threads = reinterpret_cast<decltype(&openblas_set_num_threads)>(dlsym(h, "openblas_set_num_threads"));
-    if (api.sgemm == nullptr || api.ssyrk == nullptr || api.dsymv == nullptr || api.ddot == nullptr ||
+    if (api.sgemm == nullptr || api.dsymm == nullptr ||
         api.dpotrf == nullptr || api.dpotri == nullptr || corename == nullptr || set_threads == nullptr) {
       throw Error("cannot load OpenBLAS: libopenblas.so.0 lacks a BLAS/LAPACK function edgeq uses");
     }

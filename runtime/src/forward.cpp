@@ -59,7 +59,7 @@ void Context::ensure_rope(int64_t upto) {
   rope_filled_ = upto;
 }
 
-void Context::attention(int64_t il, int64_t n) {
+void Context::attention(int64_t il, int64_t n, int64_t pos0) {
   const ModelConfig& c = model_.config();
   const int64_t hdk = c.head_dim_k, hdv = c.head_dim_v;
   const int64_t QD = c.n_head * hdk, KD = c.n_head_kv * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
@@ -75,7 +75,7 @@ void Context::attention(int64_t il, int64_t n) {
   pool_.run(c.n_head * n_blocks, [&](int64_t task, int worker) {
     const int64_t h = task / n_blocks, blk = task % n_blocks;
     const int64_t i0 = blk * kQBlock, i1 = std::min(n, i0 + kQBlock), m = i1 - i0;
-    const int64_t nk = n_past_ + i1;
+    const int64_t nk = pos0 + i1;
     auto& S = scores_[worker];
     S.resize(static_cast<size_t>(kQBlock * nk));
     const int64_t g = h / group;
@@ -83,7 +83,7 @@ void Context::attention(int64_t il, int64_t n) {
                 static_cast<int>(QD), kc + g * hdk, static_cast<int>(KD), S.data(), static_cast<int>(nk));
     for (int64_t r = 0; r < m; ++r) {
       float* s = S.data() + r * nk;
-      const int64_t valid = n_past_ + i0 + r + 1;
+      const int64_t valid = pos0 + i0 + r + 1;
       float mx = -INFINITY;
       for (int64_t j = 0; j < valid; ++j) {
         s[j] *= scale;
@@ -140,8 +140,6 @@ void Context::eval(const int32_t* tokens, int64_t n, int64_t first_logit, float*
   for (int64_t t = 0; t < n; ++t)
     if (tokens[t] < 0 || tokens[t] >= c.n_vocab)
       fail("{}: token id {} is outside the vocabulary (size {})", model_.path(), tokens[t], c.n_vocab);
-  // Micro-batches of at most kMaxBatch tokens bound the activation buffers (as llama.cpp's n_ubatch).
-  constexpr int64_t kMaxBatch = 512;
   for (int64_t b0 = 0; b0 < n; b0 += kMaxBatch) {
     const int64_t b1 = std::min(n, b0 + kMaxBatch);
     const int64_t fl = std::clamp(first_logit - b0, int64_t(0), b1 - b0);
@@ -150,27 +148,71 @@ void Context::eval(const int32_t* tokens, int64_t n, int64_t first_logit, float*
   }
 }
 
-void Context::eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits) {
+void Context::prepare(int64_t n, int64_t pos_end) {
   const ModelConfig& c = model_.config();
-
   const int64_t E = c.n_embd, F = c.n_ff;
-  const int64_t hdk = c.head_dim_k, hdv = c.head_dim_v;
-  const int64_t QD = c.n_head * hdk, KD = c.n_head_kv * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
   const size_t N = static_cast<size_t>(n);
   x_.resize(N * E);
   h_.resize(N * E);
   tmp_.resize(N * E);
-  q_.resize(N * QD);
-  k_.resize(N * KD);
-  v_.resize(N * VD);
-  att_.resize(N * OD);
+  q_.resize(N * c.n_head * c.head_dim_k);
+  k_.resize(N * c.n_head_kv * c.head_dim_k);
+  v_.resize(N * c.n_head_kv * c.head_dim_v);
+  att_.resize(N * c.n_head * c.head_dim_v);
   ff_gate_.resize(N * F);
   ff_up_.resize(N * F);
-  ensure_rope(n_past_ + n);
-  const bool compat = opt_.ggml_compat;
+  ensure_rope(pos_end);
+}
 
+void Context::embed(const int32_t* tokens, int64_t n, float* x) {
+  const ModelConfig& c = model_.config();
+  for (int64_t t = 0; t < n; ++t)
+    if (tokens[t] < 0 || tokens[t] >= c.n_vocab)
+      fail("{}: token id {} is outside the vocabulary (size {})", model_.path(), tokens[t], c.n_vocab);
+  pool_.run(n, [&](int64_t t, int) { dequantize_rows(model_.token_embd(), tokens[t], tokens[t] + 1, x + t * c.n_embd); });
+}
+
+void Context::eval_layer(int64_t il, float* x, int64_t n, int64_t pos0) {
+  const ModelConfig& c = model_.config();
+  if (il < 0 || il >= c.n_layer) fail("{}: eval_layer: layer {} does not exist", model_.path(), il);
+  if (pos0 < 0 || n < 0 || pos0 + n > opt_.n_ctx)
+    fail("{}: eval_layer: positions {}..{} exceed the context size {}", model_.path(), pos0, pos0 + n, opt_.n_ctx);
+  const int64_t E = c.n_embd;
+  for (int64_t b0 = 0; b0 < n; b0 += kMaxBatch) {  // the micro-batches eval uses
+    const int64_t nb = std::min(n, b0 + kMaxBatch) - b0;
+    prepare(nb, pos0 + b0 + nb);
+    std::memcpy(x_.data(), x + b0 * E, static_cast<size_t>(nb * E) * sizeof(float));
+    layer(il, nb, pos0 + b0, 0);
+    std::memcpy(x + b0 * E, x_.data(), static_cast<size_t>(nb * E) * sizeof(float));
+  }
+}
+
+void Context::eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits) {
+  const ModelConfig& c = model_.config();
+  const int64_t E = c.n_embd;
+  prepare(n, n_past_ + n);
   pool_.run(n, [&](int64_t t, int) { dequantize_rows(model_.token_embd(), tokens[t], tokens[t] + 1, x_.data() + t * E); });
+  for (int64_t il = 0; il < c.n_layer; ++il) {
+    // The last layer only needs the rows whose logits are requested (as llama.cpp's inp_out_ids).
+    const int64_t r0 = il == c.n_layer - 1 ? first_logit : 0;
+    layer(il, n, n_past_, r0);
+  }
+  n_past_ += n;
 
+  const int64_t nl = n - first_logit;
+  if (nl <= 0 || !logits) return;
+  pool_.run(nl, [&](int64_t t, int) {
+    rms_norm_row(x_.data() + (first_logit + t) * E, model_.output_norm().data(), h_.data() + t * E, E, c.rms_eps);
+  });
+  matmul(model_.output(), h_.data(), nl, E, logits, c.n_vocab, pool_, scratch_, opt_.ggml_compat);
+}
+
+void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
+  const ModelConfig& c = model_.config();
+  const int64_t E = c.n_embd, F = c.n_ff;
+  const int64_t hdk = c.head_dim_k, hdv = c.head_dim_v;
+  const int64_t QD = c.n_head * hdk, KD = c.n_head_kv * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
+  const bool compat = opt_.ggml_compat;
   const int64_t half = c.n_rot / 2;
   auto rope = [&](float* v, int64_t pos) {
     const float* cs = rope_cos_.data() + pos * half;
@@ -189,78 +231,63 @@ void Context::eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, 
       }
     }
   };
-
-  const auto& layers = model_.layers();
   ActivationObserver* const obs = opt_.observer;
-  for (int64_t il = 0; il < c.n_layer; ++il) {
-    const LayerWeights& L = layers[il];
-    const bool last = il == c.n_layer - 1;
-    pool_.run(n, [&](int64_t t, int) { rms_norm_row(x_.data() + t * E, L.attn_norm.data(), h_.data() + t * E, E, c.rms_eps); });
-    if (obs) obs->observe(il, MatmulInput::AttnQKV, h_.data(), n, E, E);
-    matmul_shared(h_.data(), n, E, {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}});
-    float* kc = kcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * KD;
-    float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
-    pool_.run(n, [&](int64_t t, int) {
-      float* q = q_.data() + t * QD;
-      float* k = k_.data() + t * KD;
-      float* v = v_.data() + t * VD;
-      if (!L.bq.empty()) {
-        for (int64_t i = 0; i < QD; ++i) q[i] += L.bq[i];
-        for (int64_t i = 0; i < KD; ++i) k[i] += L.bk[i];
-        for (int64_t i = 0; i < VD; ++i) v[i] += L.bv[i];
-      }
-      if (!L.q_norm.empty()) {
-        for (int64_t h = 0; h < c.n_head; ++h) rms_norm_row(q + h * hdk, L.q_norm.data(), q + h * hdk, hdk, c.rms_eps);
-        for (int64_t h = 0; h < c.n_head_kv; ++h) rms_norm_row(k + h * hdk, L.k_norm.data(), k + h * hdk, hdk, c.rms_eps);
-      }
-      const int64_t pos = n_past_ + t;
-      for (int64_t h = 0; h < c.n_head; ++h) rope(q + h * hdk, pos);
-      for (int64_t h = 0; h < c.n_head_kv; ++h) rope(k + h * hdk, pos);
-      if (compat) {  // llama.cpp: f16 KV cache; q is converted to f16 for the K·Q product
-        round_f16(q, QD);
-        round_f16(k, KD);
-        round_f16(v, VD);
-      }
-      std::memcpy(kc + pos * KD, k, static_cast<size_t>(KD) * sizeof(float));
-      std::memcpy(vc + pos * VD, v, static_cast<size_t>(VD) * sizeof(float));
-    });
-    attention(il, n);
-
-    // The last layer only needs the rows whose logits are requested (as llama.cpp's inp_out_ids).
-    const int64_t r0 = last ? first_logit : 0;
-    const int64_t nr = n - r0;
-    if (nr == 0) break;
-    if (obs) obs->observe(il, MatmulInput::AttnOut, att_.data() + r0 * OD, nr, OD, OD);
-    matmul(L.wo, att_.data() + r0 * OD, nr, OD, tmp_.data(), E, pool_, scratch_, compat);
-    pool_.run(nr, [&](int64_t t, int) {
-      float* x = x_.data() + (r0 + t) * E;
-      const float* o = tmp_.data() + t * E;
-      for (int64_t i = 0; i < E; ++i) x[i] += o[i];
-      rms_norm_row(x, L.ffn_norm.data(), h_.data() + t * E, E, c.rms_eps);
-    });
-    if (obs) obs->observe(il, MatmulInput::FfnGateUp, h_.data(), nr, E, E);
-    matmul_shared(h_.data(), nr, E, {{&L.w_gate, ff_gate_.data()}, {&L.w_up, ff_up_.data()}});
-    pool_.run(nr, [&](int64_t t, int) {
-      float* g = ff_gate_.data() + t * F;
-      const float* u = ff_up_.data() + t * F;
-      for (int64_t i = 0; i < F; ++i) g[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
-    });
-    if (obs) obs->observe(il, MatmulInput::FfnDown, ff_gate_.data(), nr, F, F);
-    matmul(L.w_down, ff_gate_.data(), nr, F, tmp_.data(), E, pool_, scratch_, compat);
-    pool_.run(nr, [&](int64_t t, int) {
-      float* x = x_.data() + (r0 + t) * E;
-      const float* o = tmp_.data() + t * E;
-      for (int64_t i = 0; i < E; ++i) x[i] += o[i];
-    });
-  }
-  n_past_ += n;
-
-  const int64_t nl = n - first_logit;
-  if (nl <= 0 || !logits) return;
-  pool_.run(nl, [&](int64_t t, int) {
-    rms_norm_row(x_.data() + (first_logit + t) * E, model_.output_norm().data(), h_.data() + t * E, E, c.rms_eps);
+  const LayerWeights& L = model_.layers()[il];
+  pool_.run(n, [&](int64_t t, int) { rms_norm_row(x_.data() + t * E, L.attn_norm.data(), h_.data() + t * E, E, c.rms_eps); });
+  if (obs) obs->observe(il, MatmulInput::AttnQKV, h_.data(), n, E, E);
+  matmul_shared(h_.data(), n, E, {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}});
+  float* kc = kcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * KD;
+  float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
+  pool_.run(n, [&](int64_t t, int) {
+    float* q = q_.data() + t * QD;
+    float* k = k_.data() + t * KD;
+    float* v = v_.data() + t * VD;
+    if (!L.bq.empty()) {
+      for (int64_t i = 0; i < QD; ++i) q[i] += L.bq[i];
+      for (int64_t i = 0; i < KD; ++i) k[i] += L.bk[i];
+      for (int64_t i = 0; i < VD; ++i) v[i] += L.bv[i];
+    }
+    if (!L.q_norm.empty()) {
+      for (int64_t h = 0; h < c.n_head; ++h) rms_norm_row(q + h * hdk, L.q_norm.data(), q + h * hdk, hdk, c.rms_eps);
+      for (int64_t h = 0; h < c.n_head_kv; ++h) rms_norm_row(k + h * hdk, L.k_norm.data(), k + h * hdk, hdk, c.rms_eps);
+    }
+    const int64_t pos = pos0 + t;
+    for (int64_t h = 0; h < c.n_head; ++h) rope(q + h * hdk, pos);
+    for (int64_t h = 0; h < c.n_head_kv; ++h) rope(k + h * hdk, pos);
+    if (compat) {  // llama.cpp: f16 KV cache; q is converted to f16 for the K·Q product
+      round_f16(q, QD);
+      round_f16(k, KD);
+      round_f16(v, VD);
+    }
+    std::memcpy(kc + pos * KD, k, static_cast<size_t>(KD) * sizeof(float));
+    std::memcpy(vc + pos * VD, v, static_cast<size_t>(VD) * sizeof(float));
   });
-  matmul(model_.output(), h_.data(), nl, E, logits, c.n_vocab, pool_, scratch_, compat);
+  attention(il, n, pos0);
+
+  const int64_t nr = n - r0;
+  if (nr == 0) return;
+  if (obs) obs->observe(il, MatmulInput::AttnOut, att_.data() + r0 * OD, nr, OD, OD);
+  matmul(L.wo, att_.data() + r0 * OD, nr, OD, tmp_.data(), E, pool_, scratch_, compat);
+  pool_.run(nr, [&](int64_t t, int) {
+    float* x = x_.data() + (r0 + t) * E;
+    const float* o = tmp_.data() + t * E;
+    for (int64_t i = 0; i < E; ++i) x[i] += o[i];
+    rms_norm_row(x, L.ffn_norm.data(), h_.data() + t * E, E, c.rms_eps);
+  });
+  if (obs) obs->observe(il, MatmulInput::FfnGateUp, h_.data(), nr, E, E);
+  matmul_shared(h_.data(), nr, E, {{&L.w_gate, ff_gate_.data()}, {&L.w_up, ff_up_.data()}});
+  pool_.run(nr, [&](int64_t t, int) {
+    float* g = ff_gate_.data() + t * F;
+    const float* u = ff_up_.data() + t * F;
+    for (int64_t i = 0; i < F; ++i) g[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
+  });
+  if (obs) obs->observe(il, MatmulInput::FfnDown, ff_gate_.data(), nr, F, F);
+  matmul(L.w_down, ff_gate_.data(), nr, F, tmp_.data(), E, pool_, scratch_, compat);
+  pool_.run(nr, [&](int64_t t, int) {
+    float* x = x_.data() + (r0 + t) * E;
+    const float* o = tmp_.data() + t * E;
+    for (int64_t i = 0; i < E; ++i) x[i] += o[i];
+  });
 }
 
 }  // namespace edgeq::runtime

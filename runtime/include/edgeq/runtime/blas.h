@@ -17,9 +17,7 @@ namespace edgeq::runtime::blas {
 // The OpenBLAS entry points edgeq uses, resolved from the library loaded as described above.
 struct Api {
   decltype(&cblas_sgemm) sgemm = nullptr;
-  decltype(&cblas_ssyrk) ssyrk = nullptr;
-  decltype(&cblas_dsymv) dsymv = nullptr;
-  decltype(&cblas_ddot) ddot = nullptr;
+  decltype(&cblas_dsymm) dsymm = nullptr;
   // LAPACK (OpenBLAS ships it), column-major: Cholesky factorisation and the inverse from it.
   void (*dpotrf)(const char* uplo, const int* n, double* a, const int* lda, int* info) = nullptr;
   void (*dpotri)(const char* uplo, const int* n, double* a, const int* lda, int* info) = nullptr;

@@ -49,8 +49,20 @@ class Context {
   // when the cache would overflow.
   void eval(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits);
 
+  // Layer-major evaluation (calibration streams its statistics one layer at a time): embed writes the token
+  // embeddings of tokens[0..n) to x (n × n_embd); eval_layer runs layer il in place on x for n tokens at
+  // positions pos0..pos0+n-1, attending to this layer's cached keys/values of positions < pos0 and caching its
+  // own. embed followed by eval_layer(0..n_layer-1, pos0 = 0) computes exactly what eval does from an empty
+  // cache (same micro-batches, same observer calls); n_past is not changed.
+  void embed(const int32_t* tokens, int64_t n, float* x);
+  void eval_layer(int64_t il, float* x, int64_t n, int64_t pos0);
+
  private:
-  void attention(int64_t il, int64_t n);
+  // Micro-batches of at most kMaxBatch tokens bound the activation buffers (as llama.cpp's n_ubatch).
+  static constexpr int64_t kMaxBatch = 512;
+  void prepare(int64_t n, int64_t pos_end);  // buffers for n rows, rope tables up to pos_end
+  void layer(int64_t il, int64_t n, int64_t pos0, int64_t r0);  // rows r0.. of x_ through layer il (x_ in place)
+  void attention(int64_t il, int64_t n, int64_t pos0);
   void eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits);
   const Model& model_;
   ContextOptions opt_;
