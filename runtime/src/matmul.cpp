@@ -13,7 +13,9 @@
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/palette.h"
 #include "edgeq/runtime/blas.h"
+#include "gemm.h"
 #include "kernels.h"
+#include "vec.h"
 
 namespace edgeq::runtime {
 
@@ -132,6 +134,8 @@ bool g_use_simd_kernels = true;
 void set_matmul_kernels(bool enabled, bool simd) {
   g_use_kernels = enabled;
   g_use_simd_kernels = simd;
+  gemm::set_simd(simd);
+  vec::set_simd(simd);
 }
 
 std::string blas_core() { return blas::core(); }
@@ -196,22 +200,25 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
     ldxs = in;
   }
 
+  // Each task dequantizes a tile of kTileRows weight rows, packs it transposed (gemm.h) and multiplies it with
+  // every token; the per-worker buffer holds the dequantized rows, then the packed tile.
   if (static_cast<int>(scratch.tiles.size()) < pool.size()) scratch.tiles.resize(pool.size());
   const int64_t n_tiles = (out + kTileRows - 1) / kTileRows;
+  const bool direct = w.type == GgmlType::F32 && !w.palette;  // rows are read from the mapping
   pool.run(n_tiles, [&](int64_t tile, int worker) {
     const int64_t r0 = tile * kTileRows;
     const int64_t r1 = std::min(out, r0 + kTileRows);
-    const float* wt;
-    if (w.type == GgmlType::F32 && !w.palette) {
-      wt = reinterpret_cast<const float*>(w.data) + r0 * in;  // no copy needed
-    } else {
-      auto& buf = scratch.tiles[worker];
-      buf.resize(static_cast<size_t>(kTileRows * in));
+    auto& buf = scratch.tiles[worker];
+    const size_t rows_size = direct ? 0 : static_cast<size_t>(kTileRows * in);
+    buf.resize(rows_size + static_cast<size_t>(gemm::packed_size(kTileRows, in)));
+    const float* wt = reinterpret_cast<const float*>(w.data) + r0 * in;
+    if (!direct) {
       dequantize_rows(w, r0, r1, buf.data());
       wt = buf.data();
     }
-    blas::sgemm(true, static_cast<int>(n_tokens), static_cast<int>(r1 - r0), static_cast<int>(in), xs,
-                static_cast<int>(ldxs), wt, static_cast<int>(in), y + r0, static_cast<int>(ldy));
+    float* packed = buf.data() + rows_size;
+    gemm::pack_transposed(wt, r1 - r0, in, in, packed);
+    gemm::gemm(n_tokens, r1 - r0, in, xs, ldxs, gemm::packed(packed, in), y + r0, ldy);
   });
 }
 

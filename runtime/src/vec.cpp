@@ -1,0 +1,128 @@
+#include "vec.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+
+#include "edgeq/quant/blocks.h"
+
+namespace edgeq::runtime::vec {
+namespace {
+
+constexpr float kLo = -87.3f, kHi = 88.3f;  // exp(kLo) is near the smallest normal float; kHi keeps 2^n finite
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693145751953125f;      // ln 2 in 16 bits: n · kLn2Hi is exact
+constexpr float kLn2Lo = 1.428606765330187e-06f;  // ln 2 − kLn2Hi
+// Taylor coefficients 1/k!, k = 7 .. 1 (|r| <= ln2/2: truncation below 1e-8 relative).
+constexpr float kC[7] = {1.f / 5040, 1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f};
+constexpr int kLanes = 16;
+
+// The definition; exp8 performs the same operations on 8 lanes.
+float exp1(float x) {
+  const float xc = std::min(std::max(x, kLo), kHi);
+  const float n = std::nearbyint(xc * kLog2e);
+  float r = std::fma(n, -kLn2Hi, xc);
+  r = std::fma(n, -kLn2Lo, r);
+  float p = kC[0];
+  for (int i = 1; i < 7; ++i) p = std::fma(p, r, kC[i]);
+  p = std::fma(p, r, 1.f);
+  const float res = p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  return x < kLo ? 0.f : x > kHi ? INFINITY : res;
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 exp8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(kLo), hi = _mm256_set1_ps(kHi);
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), xc);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kC[0]);
+  for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kC[i]));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  __m256 res = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  res = _mm256_blendv_ps(res, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+  return _mm256_blendv_ps(res, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
+}
+__attribute__((target("avx2"))) inline __m256i tail_mask(int64_t left) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(left, 8))),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+__attribute__((target("avx2,fma"))) void softmax_avx2(float* s, int64_t n, float scale) {
+  const __m256 sc = _mm256_set1_ps(scale);
+  __m256 mx = _mm256_set1_ps(-INFINITY);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256i m = tail_mask(n - i);
+    const __m256 v = _mm256_mul_ps(_mm256_maskload_ps(s + i, m), sc);
+    _mm256_maskstore_ps(s + i, m, v);
+    mx = _mm256_max_ps(mx, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(m)));
+  }
+  alignas(32) float lane[kLanes];
+  _mm256_store_ps(lane, mx);
+  float mxs = lane[0];
+  for (int l = 1; l < 8; ++l) mxs = std::max(mxs, lane[l]);
+  const __m256 vm = _mm256_set1_ps(mxs);
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256i m = tail_mask(n - i);
+    const __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(s + i, m), vm)), _mm256_castsi256_ps(m));
+    _mm256_maskstore_ps(s + i, m, e);
+    acc[(i / 8) % 2] = _mm256_add_ps(acc[(i / 8) % 2], e);
+  }
+  _mm256_store_ps(lane, acc[0]);
+  _mm256_store_ps(lane + 8, acc[1]);
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256i m = tail_mask(n - i);
+    _mm256_maskstore_ps(s + i, m, _mm256_mul_ps(_mm256_maskload_ps(s + i, m), inv));
+  }
+}
+
+__attribute__((target("avx2,fma"))) void swiglu_avx2(float* g, const float* u, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256i m = tail_mask(n - i);
+    const __m256 x = _mm256_maskload_ps(g + i, m);
+    const __m256 e = exp8(_mm256_xor_ps(x, sign));
+    _mm256_maskstore_ps(g + i, m, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_maskload_ps(u + i, m)));
+  }
+}
+
+const bool g_has_avx2 = quant::cpu_has_avx2_f16c() && __builtin_cpu_supports("fma");
+bool g_simd = true;
+bool simd() { return g_simd && g_has_avx2; }
+
+}  // namespace
+
+void set_simd(bool enabled) { g_simd = enabled; }
+
+void softmax(float* s, int64_t n, float scale) {
+  if (n <= 0) return;
+  if (simd()) return softmax_avx2(s, n, scale);
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] *= scale;
+    mx = std::max(mx, s[j]);
+  }
+  float lane[kLanes] = {};
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = exp1(s[j] - mx);
+    lane[j % kLanes] += s[j];
+  }
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+}
+
+void swiglu(float* g, const float* u, int64_t n) {
+  if (simd()) return swiglu_avx2(g, u, n);
+  for (int64_t i = 0; i < n; ++i) g[i] = (g[i] / (1.f + exp1(-g[i]))) * u[i];
+}
+
+}  // namespace edgeq::runtime::vec
