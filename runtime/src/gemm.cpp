@@ -148,12 +148,43 @@ void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, B b, flo
   }
 }
 
+namespace {
+// Rows j0 .. j0+8 of the panel, columns p0 .. p0+8 (8 × 8 transposed in registers).
+__attribute__((target("avx2"))) void transpose8_avx2(const float* w, int64_t ldw, int64_t k, float* d) {
+  int64_t p = 0;
+  for (; p + 8 <= k; p += 8) {
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(w + i * ldw + p);
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; ++i) {
+      _mm256_storeu_ps(d + (p + i) * kPanel, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+      _mm256_storeu_ps(d + (p + i + 4) * kPanel, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+    }
+  }
+  for (; p < k; ++p)
+    for (int i = 0; i < 8; ++i) d[p * kPanel + i] = w[i * ldw + p];
+}
+const bool g_has_avx2 = __builtin_cpu_supports("avx2");
+}  // namespace
+
 void pack_transposed(const float* w, int64_t rows, int64_t k, int64_t ldw, float* dst) {
   for (int64_t j0 = 0; j0 < rows; j0 += kPanel) {
     float* d = dst + (j0 / kPanel) * kPanel * k;
     const int64_t nc = std::min(kPanel, rows - j0);
     if (nc < kPanel) std::memset(d, 0, static_cast<size_t>(kPanel * k) * sizeof(float));
-    for (int64_t j = 0; j < nc; ++j) {
+    int64_t j = 0;
+    if (g_has_avx2)
+      for (; j + 8 <= nc; j += 8) transpose8_avx2(w + (j0 + j) * ldw, ldw, k, d + j);
+    for (; j < nc; ++j) {
       const float* src = w + (j0 + j) * ldw;
       for (int64_t p = 0; p < k; ++p) d[p * kPanel + j] = src[p];
     }

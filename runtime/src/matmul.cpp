@@ -15,7 +15,6 @@
 #include "edgeq/runtime/blas.h"
 #include "gemm.h"
 #include "kernels.h"
-#include "vec.h"
 
 namespace edgeq::runtime {
 
@@ -134,8 +133,6 @@ bool g_use_simd_kernels = true;
 void set_matmul_kernels(bool enabled, bool simd) {
   g_use_kernels = enabled;
   g_use_simd_kernels = simd;
-  gemm::set_simd(simd);
-  vec::set_simd(simd);
 }
 
 std::string blas_core() { return blas::core(); }
