@@ -117,8 +117,7 @@ void Context::matmul_shared(const float* x, int64_t n, int64_t ld,
       std::memcpy(xr_.data() + t * in, x + t * ld, static_cast<size_t>(in) * sizeof(float));
       round_activations(r, xr_.data() + t * in, in);
     });
-    for (const auto& o : outs)
-      matmul(*o.first, xr_.data(), n, in, o.second, static_cast<int64_t>(o.first->n_rows()), pool_, scratch_, false);
+    matmul_dequant(outs, xr_.data(), n, in, pool_, scratch_);
     return;
   }
   for (const auto& o : outs)

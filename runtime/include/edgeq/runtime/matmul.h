@@ -8,8 +8,10 @@
 // computed by the same operations whatever the thread count: results are bit-identical for any --threads.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "edgeq/formats/gguf.h"
@@ -60,6 +62,12 @@ struct MatmulScratch {
 // ggml_compat: round activations as llama.cpp does for this weight type.
 void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat = true);
+
+// y_i = x · W_iᵀ (row stride: W_i's rows) for several weights reading the same activations, already rounded (no
+// rounding here), on the dequantize + GEMM path, all weights' tiles in one pool run: the same bits as one matmul
+// per weight with ggml_compat = false.
+void matmul_dequant(std::initializer_list<std::pair<const Weight*, float*>> outs, const float* x, int64_t n_tokens,
+                    int64_t ldx, ThreadPool& pool, MatmulScratch& scratch);
 
 // True when matmul sends this weight and batch through an integer dot-product kernel (a quantized weight type
 // with a kernel in the block-ops table, ggml_compat, a batch below the kernels' limit): it then rounds the
