@@ -1,5 +1,5 @@
-// The batched path's f32 product (runtime/src/gemm.h) and row operations (runtime/src/vec.h): the SIMD path this
-// CPU runs and the portable one give the same bits, any split of C into blocks gives the same bits as the whole
+// The batched path's f32 product (runtime/src/gemm.h) and row operations (runtime/src/vec.h): the AVX-512 and AVX2
+// paths (those this CPU has) and the portable one give the same bits, any split of C into blocks gives the same bits as the whole
 // (so results do not depend on the thread count), and the results match double-precision references.
 #include <gtest/gtest.h>
 
@@ -48,17 +48,19 @@ TEST(Gemm, SimdEqualsPortableAnyBlockingAndMatchesDouble) {
         std::vector<float> bt(static_cast<size_t>(k * (n + 2)));
         for (int64_t p = 0; p < k; ++p)
           for (int64_t j = 0; j < n; ++j) bt[p * (n + 2) + j] = w[j * ldw + p];
-        auto run = [&](bool simd, bool row_major) {
-          gemm::set_simd(simd);
+        auto run = [&](int path, bool row_major) {  // 0 portable, 1 AVX2, 2 AVX-512 (each where the CPU has it)
+          gemm::set_simd(path > 0, path > 1);
           std::vector<float> c(static_cast<size_t>(m * ldc), -1.f);
           const gemm::B b = row_major ? gemm::B{bt.data(), n + 2, gemm::kPanel} : gemm::packed(packed.data(), k);
           gemm::gemm(m, n, k, a.data(), lda, b, c.data(), ldc);
           return c;
         };
-        const auto ref = run(false, false);
-        EXPECT_EQ(run(true, false), ref);
-        EXPECT_EQ(run(true, true), ref);
-        EXPECT_EQ(run(false, true), ref);
+        const auto ref = run(0, false);
+        EXPECT_EQ(run(0, true), ref);
+        for (int path : {1, 2}) {
+          EXPECT_EQ(run(path, false), ref) << path;
+          EXPECT_EQ(run(path, true), ref) << path;
+        }
         // Rows one at a time and the columns of the second panel on their own: the thread splits' blocks.
         gemm::set_simd(true);
         std::vector<float> c(static_cast<size_t>(m * ldc), -1.f);
@@ -93,14 +95,15 @@ TEST(Vec, SoftmaxAndSwigluSimdEqualPortableAndMatchStdExp) {
     for (auto& x : s0) x *= 8.f;
     if (n > 2) s0[1] = -1e4f;  // exp underflows to 0
     const float scale = 0.17677669f;
-    auto run_softmax = [&](bool simd) {
-      vec::set_simd(simd);
+    auto run_softmax = [&](int path) {
+      vec::set_simd(path > 0, path > 1);
       auto s = s0;
       vec::softmax(s.data(), n, scale);
       return s;
     };
-    const auto ref = run_softmax(false);
-    EXPECT_EQ(run_softmax(true), ref);
+    const auto ref = run_softmax(0);
+    EXPECT_EQ(run_softmax(1), ref);
+    EXPECT_EQ(run_softmax(2), ref);
     // The reference takes the same float arguments (x·scale − max rounds in float) and the exact exp.
     float mx = -INFINITY;
     for (float x : s0) mx = std::max(mx, x * scale);
@@ -112,14 +115,15 @@ TEST(Vec, SoftmaxAndSwigluSimdEqualPortableAndMatchStdExp) {
     const auto u = randn(static_cast<size_t>(n), 5);
     for (auto& x : g0) x *= 6.f;
     if (n > 3) g0[2] = 200.f, g0[3] = -200.f;  // exp(-g) overflows / underflows
-    auto run_swiglu = [&](bool simd) {
-      vec::set_simd(simd);
+    auto run_swiglu = [&](int path) {
+      vec::set_simd(path > 0, path > 1);
       auto g = g0;
       vec::swiglu(g.data(), u.data(), n);
       return g;
     };
-    const auto gr = run_swiglu(false);
-    EXPECT_EQ(run_swiglu(true), gr);
+    const auto gr = run_swiglu(0);
+    EXPECT_EQ(run_swiglu(1), gr);
+    EXPECT_EQ(run_swiglu(2), gr);
     for (int64_t i = 0; i < n; ++i) {
       const double want = double(g0[i]) / (1.0 + std::exp(-double(g0[i]))) * u[i];
       EXPECT_NEAR(gr[i], want, 4e-7 * std::fabs(want) + 1e-30) << g0[i];

@@ -114,19 +114,26 @@ struct Path {
   const Kernel* kernels;  // kernels[r - 1] handles r rows
   int mr;
 };
-Path detect() {
+// __builtin_cpu_init first: these run as static initialisers, possibly before libgcc's own.
+const bool g_avx512_cpu = [] { __builtin_cpu_init(); return __builtin_cpu_supports("avx512f") != 0; }();
+const bool g_avx2_cpu = [] {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return {kAvx512.data(), kMr512};
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {kAvx2.data(), kMr256};
-  return {nullptr, 1};
-}
-const Path g_best = detect();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}();
 constexpr Kernel kPortable[1] = {kernel_portable<1>};
-bool g_simd = true;
+bool g_simd = true, g_avx512 = true;
+Path path() {
+  if (g_simd && g_avx512 && g_avx512_cpu) return {kAvx512.data(), kMr512};
+  if (g_simd && g_avx2_cpu) return {kAvx2.data(), kMr256};
+  return {kPortable, 1};
+}
 
 }  // namespace
 
-void set_simd(bool enabled) { g_simd = enabled; }
+void set_simd(bool enabled, bool avx512) {
+  g_simd = enabled;
+  g_avx512 = avx512;
+}
 
 void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, B b, float* c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
@@ -134,15 +141,15 @@ void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, B b, flo
     for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
     return;
   }
-  const Path path = g_simd && g_best.kernels ? g_best : Path{kPortable, 1};
+  const Path p = path();
   for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
     const float* bp = b.data + (j0 / kPanel) * b.panel_stride;
     const int nc = static_cast<int>(std::min(kPanel, n - j0));
     for (int64_t p0 = 0; p0 < k; p0 += kKBlock) {
       const int64_t kc = std::min(kKBlock, k - p0);
-      for (int64_t i0 = 0; i0 < m; i0 += path.mr) {
-        const int64_t mr = std::min<int64_t>(path.mr, m - i0);
-        path.kernels[mr - 1](kc, a + i0 * lda + p0, lda, bp + p0 * b.ldb, b.ldb, c + i0 * ldc + j0, ldc, nc, p0 > 0);
+      for (int64_t i0 = 0; i0 < m; i0 += p.mr) {
+        const int64_t mr = std::min<int64_t>(p.mr, m - i0);
+        p.kernels[mr - 1](kc, a + i0 * lda + p0, lda, bp + p0 * b.ldb, b.ldb, c + i0 * ldc + j0, ldc, nc, p0 > 0);
       }
     }
   }
@@ -173,7 +180,6 @@ __attribute__((target("avx2"))) void transpose8_avx2(const float* w, int64_t ldw
   for (; p < k; ++p)
     for (int i = 0; i < 8; ++i) d[p * kPanel + i] = w[i * ldw + p];
 }
-const bool g_has_avx2 = __builtin_cpu_supports("avx2");
 }  // namespace
 
 void pack_transposed(const float* w, int64_t rows, int64_t k, int64_t ldw, float* dst) {
@@ -182,7 +188,7 @@ void pack_transposed(const float* w, int64_t rows, int64_t k, int64_t ldw, float
     const int64_t nc = std::min(kPanel, rows - j0);
     if (nc < kPanel) std::memset(d, 0, static_cast<size_t>(kPanel * k) * sizeof(float));
     int64_t j = 0;
-    if (g_has_avx2)
+    if (g_avx2_cpu)
       for (; j + 8 <= nc; j += 8) transpose8_avx2(w + (j0 + j) * ldw, ldw, k, d + j);
     for (; j < nc; ++j) {
       const float* src = w + (j0 + j) * ldw;

@@ -31,7 +31,7 @@ void pack_transposed(const float* w, int64_t rows, int64_t k, int64_t ldw, float
 inline B packed(const float* dst, int64_t k) { return {dst, kPanel, kPanel * k}; }
 inline int64_t packed_size(int64_t rows, int64_t k) { return (rows + kPanel - 1) / kPanel * kPanel * k; }
 
-// Tests: false forces the portable path (same bits).
-void set_simd(bool enabled);
+// Tests: enabled = false forces the portable path, avx512 = false the AVX2 one on an AVX-512 machine (same bits).
+void set_simd(bool enabled, bool avx512 = true);
 
 }  // namespace edgeq::runtime::gemm

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <climits>
 #include <cmath>
 
 #include "edgeq/quant/blocks.h"
@@ -93,17 +94,88 @@ __attribute__((target("avx2,fma"))) void swiglu_avx2(float* g, const float* u, i
   }
 }
 
-const bool g_has_avx2 = quant::cpu_has_avx2_f16c() && __builtin_cpu_supports("fma");
-bool g_simd = true;
+// AVX-512: the same operations on 16 lanes (the 16 sum lanes are one register). GCC 12 reports the intrinsics'
+// undefined pass-through operands as maybe-uninitialized (a false positive of its own headers).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"))) inline __m512 exp16(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(kLo), hi = _mm512_set1_ps(kHi);
+  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), xc);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kC[0]);
+  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC[i]));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  __m512 res = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  res = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), res, _mm512_setzero_ps());
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), res, _mm512_set1_ps(INFINITY));
+}
+inline __mmask16 tail16(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
+
+__attribute__((target("avx512f"))) void softmax_avx512(float* s, int64_t n, float scale) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  __m512 mx = _mm512_set1_ps(-INFINITY);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail16(n - i);
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), sc);
+    _mm512_mask_storeu_ps(s + i, m, v);
+    mx = _mm512_mask_max_ps(mx, m, mx, v);
+  }
+  alignas(64) float lane[kLanes];
+  _mm512_store_ps(lane, mx);
+  float mxs = lane[0];
+  for (int l = 1; l < kLanes; ++l) mxs = std::max(mxs, lane[l]);
+  const __m512 vm = _mm512_set1_ps(mxs);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail16(n - i);
+    const __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + i), vm)));
+    _mm512_mask_storeu_ps(s + i, m, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  _mm512_store_ps(lane, acc);
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  const __m512 inv = _mm512_set1_ps(static_cast<float>(1.0 / sum));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail16(n - i);
+    _mm512_mask_storeu_ps(s + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), inv));
+  }
+}
+
+__attribute__((target("avx512f"))) void swiglu_avx512(float* g, const float* u, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail16(n - i);
+    const __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+    const __m512 e = exp16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN))));
+    _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
+  }
+}
+
+#pragma GCC diagnostic pop
+
+const bool g_has_avx2 = [] {
+  __builtin_cpu_init();
+  return quant::cpu_has_avx2_f16c() && __builtin_cpu_supports("fma");
+}();
+const bool g_has_avx512 = [] { __builtin_cpu_init(); return __builtin_cpu_supports("avx512f") != 0; }();
+bool g_simd = true, g_avx512 = true;
 bool simd() { return g_simd && g_has_avx2; }
+bool avx512() { return g_avx512 && g_has_avx512; }
 
 }  // namespace
 
-void set_simd(bool enabled) { g_simd = enabled; }
+void set_simd(bool enabled, bool avx512) {
+  g_simd = enabled;
+  g_avx512 = avx512;
+}
 
 void softmax(float* s, int64_t n, float scale) {
   if (n <= 0) return;
-  if (simd()) return softmax_avx2(s, n, scale);
+  if (simd()) return avx512() ? softmax_avx512(s, n, scale) : softmax_avx2(s, n, scale);
   float mx = -INFINITY;
   for (int64_t j = 0; j < n; ++j) {
     s[j] *= scale;
@@ -121,7 +193,7 @@ void softmax(float* s, int64_t n, float scale) {
 }
 
 void swiglu(float* g, const float* u, int64_t n) {
-  if (simd()) return swiglu_avx2(g, u, n);
+  if (simd()) return avx512() ? swiglu_avx512(g, u, n) : swiglu_avx2(g, u, n);
   for (int64_t i = 0; i < n; ++i) g[i] = (g[i] / (1.f + exp1(-g[i]))) * u[i];
 }
 
