@@ -197,7 +197,8 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
   // llama.cpp does, then one integer dot product per (token, row); each result is computed whole by one
   // thread, so the split over threads does not change it.
   // Used below kKernelMaxTokens tokens (generation, short prompts): there they beat dequantize + sgemm by 1.5-6x;
-  // for larger batches OpenBLAS's AVX-512 sgemm on dequantized tiles is as fast or faster (tl-8m perplexity: same time).
+  // for larger batches the GEMM on dequantized tiles is faster (tl-8m perplexity: OpenBLAS sgemm already took the
+  // same time as the kernels).
   const quant::BlockOps* k = kernel_for(w, n_tokens, ggml_compat);
   if (k != nullptr) {
     const size_t arb = kernels::act_row_bytes(k->act_rounding, in);
