@@ -200,7 +200,10 @@ TEST(KldLlamaFormat, WriteReadRoundTripEqualsEdgeqLayout) {
   o.kld_in = tmp.file("base.edgeq");
   const auto kb = rt::perplexity(m, toks, true, 1, o);
   ASSERT_TRUE(ka.kld && kb.kld);
-  EXPECT_GT(ka.kld->mean_kld, 0.0);
+  // The two arithmetics differ by f16 roundings only: the mean KLD is at the 16-bit base rows' resolution (its
+  // sign is noise: +9.0e-7 with OpenBLAS's sgemm, -1.5e-6 with the runtime's GEMM), the tail is not (p99 3.4e-5).
+  EXPECT_NE(ka.kld->mean_kld, 0.0);
+  EXPECT_GT(ka.kld->p99_kld, 0.0);
   EXPECT_EQ(ka.kld->mean_kld, kb.kld->mean_kld);
   EXPECT_EQ(ka.kld->p99_kld, kb.kld->p99_kld);
   EXPECT_EQ(ka.kld->same_top_pct, kb.kld->same_top_pct);

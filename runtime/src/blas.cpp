@@ -56,11 +56,6 @@ const OpenBlas& lib() {
 
 const Api& api() { return lib().api; }
 
-void sgemm(bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
-  lib().api.sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.f, a, lda, b, ldb, 0.f, c,
-              ldc);
-}
-
 std::string core() {
   const char* c = lib().corename();
   return c != nullptr ? c : "";

@@ -6,7 +6,8 @@
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
-#include "edgeq/runtime/blas.h"
+#include "gemm.h"
+#include "vec.h"
 
 namespace edgeq::runtime {
 
@@ -32,12 +33,17 @@ Context::Context(const Model& model, const ContextOptions& opt) : model_(model),
   if (per * (kd + vd) > (uint64_t(1) << 30))  // 4 GiB of f32
     fail("{}: the KV cache for a context of {} tokens would need {} MiB; use a smaller context", model_.path(),
          opt_.n_ctx, per * (kd + vd) * 4 >> 20);
-  kcache_.resize(per * kd);
+  kcache_.resize(static_cast<uint64_t>(c.n_layer) * k_layer_size());
   vcache_.resize(per * vd);
   scores_.resize(pool_.size());
 }
 
 Context::~Context() = default;
+
+int64_t Context::k_layer_size() const {
+  const ModelConfig& c = model_.config();
+  return c.n_head_kv * ((opt_.n_ctx + gemm::kPanel - 1) / gemm::kPanel) * c.head_dim_k * gemm::kPanel;
+}
 
 void Context::ensure_rope(int64_t upto) {
   const ModelConfig& c = model_.config();
@@ -62,16 +68,19 @@ void Context::ensure_rope(int64_t upto) {
 void Context::attention(int64_t il, int64_t n, int64_t pos0) {
   const ModelConfig& c = model_.config();
   const int64_t hdk = c.head_dim_k, hdv = c.head_dim_v;
-  const int64_t QD = c.n_head * hdk, KD = c.n_head_kv * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
+  const int64_t QD = c.n_head * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
   const int64_t group = c.n_head / c.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hdk));
-  const float* kc = kcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * KD;
+  const float* kc = kcache_.data() + static_cast<size_t>(il) * k_layer_size();
+  const int64_t k_group = k_layer_size() / c.n_head_kv;
   const float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
   const bool compat = opt_.ggml_compat;
   // Queries in blocks of kQBlock rows; block [i0, i1) only needs keys 0 .. n_past + i1 - 1 (causal mask),
   // which bounds the score buffer and skips the masked half of the products.
   constexpr int64_t kQBlock = 64;
   const int64_t n_blocks = (n + kQBlock - 1) / kQBlock;
+  // Per task: S = Q·Kᵀ (the group's keys are cached transposed, gemm.h's packed form), the causal softmax row by
+  // row, then P·V.
   pool_.run(c.n_head * n_blocks, [&](int64_t task, int worker) {
     const int64_t h = task / n_blocks, blk = task % n_blocks;
     const int64_t i0 = blk * kQBlock, i1 = std::min(n, i0 + kQBlock), m = i1 - i0;
@@ -79,30 +88,15 @@ void Context::attention(int64_t il, int64_t n, int64_t pos0) {
     auto& S = scores_[worker];
     S.resize(static_cast<size_t>(kQBlock * nk));
     const int64_t g = h / group;
-    blas::sgemm(true, static_cast<int>(m), static_cast<int>(nk), static_cast<int>(hdk), q_.data() + i0 * QD + h * hdk,
-                static_cast<int>(QD), kc + g * hdk, static_cast<int>(KD), S.data(), static_cast<int>(nk));
+    gemm::gemm(m, nk, hdk, q_.data() + i0 * QD + h * hdk, QD, gemm::packed(kc + g * k_group, hdk), S.data(), nk);
     for (int64_t r = 0; r < m; ++r) {
       float* s = S.data() + r * nk;
       const int64_t valid = pos0 + i0 + r + 1;
-      float mx = -INFINITY;
-      for (int64_t j = 0; j < valid; ++j) {
-        s[j] *= scale;
-        mx = std::max(mx, s[j]);
-      }
-      double sum = 0.0;
-      for (int64_t j = 0; j < valid; ++j) {
-        const float e = std::exp(s[j] - mx);
-        s[j] = e;
-        sum += e;
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j < valid; ++j) s[j] *= inv;
+      vec::softmax(s, valid, scale);
       if (compat) round_f16(s, valid);
-      for (int64_t j = valid; j < nk; ++j) s[j] = 0.f;
+      std::fill(s + valid, s + nk, 0.f);
     }
-    blas::sgemm(false, static_cast<int>(m), static_cast<int>(hdv), static_cast<int>(nk), S.data(), static_cast<int>(nk),
-                vc + g * hdv, static_cast<int>(VD),
-                att_.data() + i0 * OD + h * hdv, static_cast<int>(OD));
+    gemm::gemm(m, hdv, nk, S.data(), nk, gemm::B{vc + g * hdv, VD, gemm::kPanel}, att_.data() + i0 * OD + h * hdv, OD);
   });
 }
 
@@ -123,8 +117,7 @@ void Context::matmul_shared(const float* x, int64_t n, int64_t ld,
       std::memcpy(xr_.data() + t * in, x + t * ld, static_cast<size_t>(in) * sizeof(float));
       round_activations(r, xr_.data() + t * in, in);
     });
-    for (const auto& o : outs)
-      matmul(*o.first, xr_.data(), n, in, o.second, static_cast<int64_t>(o.first->n_rows()), pool_, scratch_, false);
+    matmul_dequant(outs, xr_.data(), n, in, pool_, scratch_);
     return;
   }
   for (const auto& o : outs)
@@ -236,7 +229,8 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
   pool_.run(n, [&](int64_t t, int) { rms_norm_row(x_.data() + t * E, L.attn_norm.data(), h_.data() + t * E, E, c.rms_eps); });
   if (obs) obs->observe(il, MatmulInput::AttnQKV, h_.data(), n, E, E);
   matmul_shared(h_.data(), n, E, {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}});
-  float* kc = kcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * KD;
+  float* kc = kcache_.data() + static_cast<size_t>(il) * k_layer_size();
+  const int64_t k_group = k_layer_size() / c.n_head_kv;
   float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
   pool_.run(n, [&](int64_t t, int) {
     float* q = q_.data() + t * QD;
@@ -259,7 +253,10 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
       round_f16(k, KD);
       round_f16(v, VD);
     }
-    std::memcpy(kc + pos * KD, k, static_cast<size_t>(KD) * sizeof(float));
+    // Key p of position pos, KV head g, at [g][pos / kPanel][p][pos % kPanel].
+    float* kp = kc + (pos / gemm::kPanel) * gemm::kPanel * hdk + pos % gemm::kPanel;
+    for (int64_t g = 0; g < c.n_head_kv; ++g)
+      for (int64_t p = 0; p < hdk; ++p) kp[g * k_group + p * gemm::kPanel] = k[g * hdk + p];
     std::memcpy(vc + pos * VD, v, static_cast<size_t>(VD) * sizeof(float));
   });
   attention(il, n, pos0);
@@ -279,7 +276,7 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
   pool_.run(nr, [&](int64_t t, int) {
     float* g = ff_gate_.data() + t * F;
     const float* u = ff_up_.data() + t * F;
-    for (int64_t i = 0; i < F; ++i) g[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
+    vec::swiglu(g, u, F);
   });
   if (obs) obs->observe(il, MatmulInput::FfnDown, ff_gate_.data(), nr, F, F);
   matmul(L.w_down, ff_gate_.data(), nr, F, tmp_.data(), E, pool_, scratch_, compat);

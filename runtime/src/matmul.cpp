@@ -13,6 +13,7 @@
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/palette.h"
 #include "edgeq/runtime/blas.h"
+#include "gemm.h"
 #include "kernels.h"
 
 namespace edgeq::runtime {
@@ -150,6 +151,42 @@ bool matmul_uses_kernel(const Weight& w, int64_t n_tokens, bool ggml_compat) {
   return kernel_for(w, n_tokens, ggml_compat) != nullptr;
 }
 
+namespace {
+struct TileJob {
+  const Weight* w;
+  float* y;
+  int64_t ldy;
+};
+// y = x · Wᵀ for every job on the dequantize + GEMM path, the jobs' tiles in one pool run. Each task dequantizes a
+// tile of kTileRows weight rows, packs it transposed (gemm.h) and multiplies it with every token; the per-worker
+// buffer holds the dequantized rows, then the packed tile.
+void gemm_tiles(const TileJob* jobs, size_t n_jobs, const float* x, int64_t n_tokens, int64_t ldx, ThreadPool& pool,
+                MatmulScratch& scratch) {
+  if (static_cast<int>(scratch.tiles.size()) < pool.size()) scratch.tiles.resize(pool.size());
+  std::vector<int64_t> first(n_jobs + 1, 0);  // first task of each job
+  for (size_t j = 0; j < n_jobs; ++j) first[j + 1] = first[j] + (static_cast<int64_t>(jobs[j].w->n_rows()) + kTileRows - 1) / kTileRows;
+  pool.run(first[n_jobs], [&](int64_t task, int worker) {
+    const size_t j = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), task) - first.begin()) - 1;
+    const Weight& w = *jobs[j].w;
+    const int64_t in = static_cast<int64_t>(w.dims[0]);
+    const int64_t r0 = (task - first[j]) * kTileRows;
+    const int64_t r1 = std::min(static_cast<int64_t>(w.n_rows()), r0 + kTileRows);
+    const bool direct = w.type == GgmlType::F32 && !w.palette;  // rows are read from the mapping
+    auto& buf = scratch.tiles[worker];
+    const size_t rows_size = direct ? 0 : static_cast<size_t>(kTileRows * in);
+    buf.resize(rows_size + static_cast<size_t>(gemm::packed_size(kTileRows, in)));
+    const float* wt = reinterpret_cast<const float*>(w.data) + r0 * in;
+    if (!direct) {
+      dequantize_rows(w, r0, r1, buf.data());
+      wt = buf.data();
+    }
+    float* packed = buf.data() + rows_size;
+    gemm::pack_transposed(wt, r1 - r0, in, in, packed);
+    gemm::gemm(n_tokens, r1 - r0, in, x, ldx, gemm::packed(packed, in), jobs[j].y + r0, jobs[j].ldy);
+  });
+}
+}  // namespace
+
 void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat) {
   const int64_t in = static_cast<int64_t>(w.dims[0]);
@@ -160,7 +197,8 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
   // llama.cpp does, then one integer dot product per (token, row); each result is computed whole by one
   // thread, so the split over threads does not change it.
   // Used below kKernelMaxTokens tokens (generation, short prompts): there they beat dequantize + sgemm by 1.5-6x;
-  // for larger batches OpenBLAS's AVX-512 sgemm on dequantized tiles is as fast or faster (tl-8m perplexity: same time).
+  // for larger batches the GEMM on dequantized tiles is faster (tl-8m perplexity: OpenBLAS sgemm already took the
+  // same time as the kernels).
   const quant::BlockOps* k = kernel_for(w, n_tokens, ggml_compat);
   if (k != nullptr) {
     const size_t arb = kernels::act_row_bytes(k->act_rounding, in);
@@ -196,23 +234,15 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
     ldxs = in;
   }
 
-  if (static_cast<int>(scratch.tiles.size()) < pool.size()) scratch.tiles.resize(pool.size());
-  const int64_t n_tiles = (out + kTileRows - 1) / kTileRows;
-  pool.run(n_tiles, [&](int64_t tile, int worker) {
-    const int64_t r0 = tile * kTileRows;
-    const int64_t r1 = std::min(out, r0 + kTileRows);
-    const float* wt;
-    if (w.type == GgmlType::F32 && !w.palette) {
-      wt = reinterpret_cast<const float*>(w.data) + r0 * in;  // no copy needed
-    } else {
-      auto& buf = scratch.tiles[worker];
-      buf.resize(static_cast<size_t>(kTileRows * in));
-      dequantize_rows(w, r0, r1, buf.data());
-      wt = buf.data();
-    }
-    blas::sgemm(true, static_cast<int>(n_tokens), static_cast<int>(r1 - r0), static_cast<int>(in), xs,
-                static_cast<int>(ldxs), wt, static_cast<int>(in), y + r0, static_cast<int>(ldy));
-  });
+  const TileJob job{&w, y, ldy};
+  gemm_tiles(&job, 1, xs, n_tokens, ldxs, pool, scratch);
+}
+
+void matmul_dequant(std::initializer_list<std::pair<const Weight*, float*>> outs, const float* x, int64_t n_tokens,
+                    int64_t ldx, ThreadPool& pool, MatmulScratch& scratch) {
+  std::vector<TileJob> jobs;
+  for (const auto& o : outs) jobs.push_back({o.first, o.second, static_cast<int64_t>(o.first->n_rows())});
+  gemm_tiles(jobs.data(), jobs.size(), x, n_tokens, ldx, pool, scratch);
 }
 
 }  // namespace edgeq::runtime

@@ -6,7 +6,8 @@
 // OPENBLAS_CORETYPE from the features the CPU and OS offer (AVX-512 F/BW/DQ/VL -> SkylakeX, AVX2+FMA ->
 // Haswell; a value the user set is kept), dlopens libopenblas.so.0, and removes the variable again so child
 // processes see the user's environment. OpenBLAS runs single-threaded: edgeq threads products itself.
-// Every BLAS/LAPACK call in edgeq goes through here (calibrate's GPTQ and Hessians too): nothing links OpenBLAS.
+// Every BLAS/LAPACK call in edgeq goes through here (calibrate's GPTQ and Hessians; the forward pass uses the
+// runtime's own GEMM, runtime/src/gemm.h): nothing links OpenBLAS.
 #pragma once
 #include <cblas.h>
 
@@ -23,9 +24,6 @@ struct Api {
   void (*dpotri)(const char* uplo, const int* n, double* a, const int* lda, int* info) = nullptr;
 };
 const Api& api();  // loads OpenBLAS on first use; throws edgeq::Error when it cannot
-
-// C[m, n] = A[m, k] · B, all row-major; B is [n, k] (used transposed) when trans_b, else [k, n].
-void sgemm(bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc);
 
 // The kernel family OpenBLAS chose ("SkylakeX", "Haswell", ...).
 std::string core();

@@ -69,7 +69,10 @@ class Context {
   ThreadPool pool_;
   MatmulScratch scratch_;
   int64_t n_past_ = 0;
-  std::vector<float> kcache_, vcache_;  // [layer][pos][n_head_kv * head_dim]
+  // vcache_: [layer][pos][n_head_kv · head_dim_v]; kcache_: [layer][KV head][pos / 32][head_dim_k][pos % 32], each
+  // head's keys transposed in runtime/src/gemm.h's packed form, the layout attention's Q·Kᵀ reads.
+  std::vector<float> kcache_, vcache_;
+  int64_t k_layer_size() const;
   std::vector<float> x_, h_, q_, k_, v_, att_, ff_gate_, ff_up_, tmp_, xr_;
   // y_i = x · W_iᵀ for several weights sharing the input; the activation rounding is done once when the
   // weights share a rounding type.

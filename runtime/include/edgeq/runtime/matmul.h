@@ -3,13 +3,15 @@
 // Weight types with a kernel (runtime/src/kernels.h: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) are multiplied in integer arithmetic
 // on the blocks, with activations quantized to Q8_0/Q8_K as llama.cpp does, for batches under 16 tokens
 // (generation). Other weights, and larger batches, are dequantized tile by tile (quant::dequantize_row) into
-// a per-thread f32 buffer and multiplied with OpenBLAS sgemm (runtime/src/blas.h; single-threaded; we
-// parallelise over tiles ourselves). Every output element is
+// a per-thread f32 buffer, packed and multiplied with the runtime's GEMM (runtime/src/gemm.h; a task per tile on
+// our thread pool). Every output element is
 // computed by the same operations whatever the thread count: results are bit-identical for any --threads.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "edgeq/formats/gguf.h"
@@ -23,7 +25,7 @@ using ThreadPool = edgeq::ThreadPool;
 
 // A weight matrix as the runtime uses it: a GGUF tensor, or a palettized weight (formats/palette.h), whose
 // view is its index tensor with the weight's name and dims (type I8, data = the index bytes) and whose rows
-// are table look-ups. Palettized weights go through dequantize + sgemm, activations rounded to f16 (their
+// are table look-ups. Palettized weights go through dequantize + GEMM, activations rounded to f16 (their
 // values are f16 table entries, so they are multiplied as F16 weights are).
 struct Palette {
   int bits = 0;
@@ -61,6 +63,12 @@ struct MatmulScratch {
 void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat = true);
 
+// y_i = x · W_iᵀ (row stride: W_i's rows) for several weights reading the same activations, already rounded (no
+// rounding here), on the dequantize + GEMM path, all weights' tiles in one pool run: the same bits as one matmul
+// per weight with ggml_compat = false.
+void matmul_dequant(std::initializer_list<std::pair<const Weight*, float*>> outs, const float* x, int64_t n_tokens,
+                    int64_t ldx, ThreadPool& pool, MatmulScratch& scratch);
+
 // True when matmul sends this weight and batch through an integer dot-product kernel (a quantized weight type
 // with a kernel in the block-ops table, ggml_compat, a batch below the kernels' limit): it then rounds the
 // activations itself, so callers must not share a pre-rounded copy across weights.
@@ -71,7 +79,7 @@ bool matmul_uses_kernel(const Weight& w, int64_t n_tokens, bool ggml_compat);
 std::string blas_core();
 
 // For tests and benchmarks (not thread-safe with a product in progress): enabled=false sends quantized weights
-// through dequantize + sgemm instead of the integer dot-product kernels; simd=false makes the kernels take
+// through dequantize + GEMM instead of the integer dot-product kernels; simd=false makes the kernels take
 // their portable path (same results).
 void set_matmul_kernels(bool enabled, bool simd = true);
 

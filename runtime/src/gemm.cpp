@@ -1,0 +1,200 @@
+#include "gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+namespace edgeq::runtime::gemm {
+namespace {
+
+// Columns of C blocks of kc values of p: C is reloaded between blocks, which does not change the chain.
+constexpr int64_t kKBlock = 256;
+
+// One micro-tile: rows i < MR of A against up to kPanel columns of one panel, p in [0, kc); acc: continue the
+// chains held in C (the previous p-block's values), else start them from 0.
+using Kernel = void (*)(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                        int ncols, bool acc);
+
+// AVX-512: MR rows × 32 columns (two registers per row); masked loads and stores for a panel's last columns.
+template <int MR>
+__attribute__((target("avx512f"))) void kernel_avx512(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+                                                      float* c, int64_t ldc, int ncols, bool acc) {
+  const __mmask16 m0 = ncols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ncols) - 1);
+  const __mmask16 m1 = ncols >= 32 ? __mmask16(0xFFFF) : ncols > 16 ? __mmask16((1u << (ncols - 16)) - 1) : __mmask16(0);
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    c0[i] = acc ? _mm512_maskz_loadu_ps(m0, c + i * ldc) : _mm512_setzero_ps();
+    c1[i] = acc ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + p * ldb);
+    const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + p * ldb + 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512 x = _mm512_set1_ps(a[i * lda + p]);
+      c0[i] = _mm512_fmadd_ps(x, b0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(x, b1, c1[i]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    _mm512_mask_storeu_ps(c + i * ldc, m0, c0[i]);
+    _mm512_mask_storeu_ps(c + i * ldc + 16, m1, c1[i]);
+  }
+}
+constexpr int kMr512 = 12;
+
+// AVX2 + FMA: MR rows × 16 columns, a 32-column panel in two halves.
+__attribute__((target("avx2"))) inline __m256i mask8(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+template <int MR>
+__attribute__((target("avx2,fma"))) void half_avx2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+                                                   float* c, int64_t ldc, int ncols, bool acc) {
+  const __m256i m0 = mask8(std::min(ncols, 8)), m1 = mask8(std::max(ncols - 8, 0));
+  __m256 c0[MR], c1[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    c0[i] = acc ? _mm256_maskload_ps(c + i * ldc, m0) : _mm256_setzero_ps();
+    c1[i] = acc ? _mm256_maskload_ps(c + i * ldc + 8, m1) : _mm256_setzero_ps();
+  }
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m256 b0 = _mm256_maskload_ps(b + p * ldb, m0);
+    const __m256 b1 = _mm256_maskload_ps(b + p * ldb + 8, m1);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 x = _mm256_broadcast_ss(a + i * lda + p);
+      c0[i] = _mm256_fmadd_ps(x, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(x, b1, c1[i]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    _mm256_maskstore_ps(c + i * ldc, m0, c0[i]);
+    _mm256_maskstore_ps(c + i * ldc + 8, m1, c1[i]);
+  }
+}
+template <int MR>
+void kernel_avx2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int ncols,
+                 bool acc) {
+  half_avx2<MR>(kc, a, lda, b, ldb, c, ldc, std::min(ncols, 16), acc);
+  if (ncols > 16) half_avx2<MR>(kc, a, lda, b + 16, ldb, c + 16, ldc, ncols - 16, acc);
+}
+constexpr int kMr256 = 6;
+
+// The definition: the same chains with std::fma.
+template <int MR>
+void kernel_portable(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                     int ncols, bool acc) {
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < ncols; ++j) {
+      float s = acc ? c[i * ldc + j] : 0.f;
+      for (int64_t p = 0; p < kc; ++p) s = std::fma(a[i * lda + p], b[p * ldb + j], s);
+      c[i * ldc + j] = s;
+    }
+}
+
+template <int... I>
+constexpr auto table512(std::integer_sequence<int, I...>) {
+  return std::array<Kernel, sizeof...(I)>{kernel_avx512<I + 1>...};
+}
+template <int... I>
+constexpr auto table256(std::integer_sequence<int, I...>) {
+  return std::array<Kernel, sizeof...(I)>{kernel_avx2<I + 1>...};
+}
+const auto kAvx512 = table512(std::make_integer_sequence<int, kMr512>{});
+const auto kAvx2 = table256(std::make_integer_sequence<int, kMr256>{});
+
+struct Path {
+  const Kernel* kernels;  // kernels[r - 1] handles r rows
+  int mr;
+};
+// __builtin_cpu_init first: these run as static initialisers, possibly before libgcc's own.
+const bool g_avx512_cpu = [] { __builtin_cpu_init(); return __builtin_cpu_supports("avx512f") != 0; }();
+const bool g_avx2_cpu = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}();
+constexpr Kernel kPortable[1] = {kernel_portable<1>};
+bool g_simd = true, g_avx512 = true;
+Path path() {
+  if (g_simd && g_avx512 && g_avx512_cpu) return {kAvx512.data(), kMr512};
+  if (g_simd && g_avx2_cpu) return {kAvx2.data(), kMr256};
+  return {kPortable, 1};
+}
+
+}  // namespace
+
+void set_simd(bool enabled, bool avx512) {
+  g_simd = enabled;
+  g_avx512 = avx512;
+}
+
+void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, B b, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
+    return;
+  }
+  const Path p = path();
+  for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
+    const float* bp = b.data + (j0 / kPanel) * b.panel_stride;
+    const int nc = static_cast<int>(std::min(kPanel, n - j0));
+    for (int64_t p0 = 0; p0 < k; p0 += kKBlock) {
+      const int64_t kc = std::min(kKBlock, k - p0);
+      for (int64_t i0 = 0; i0 < m; i0 += p.mr) {
+        const int64_t mr = std::min<int64_t>(p.mr, m - i0);
+        p.kernels[mr - 1](kc, a + i0 * lda + p0, lda, bp + p0 * b.ldb, b.ldb, c + i0 * ldc + j0, ldc, nc, p0 > 0);
+      }
+    }
+  }
+}
+
+namespace {
+// Rows j0 .. j0+8 of the panel, columns p0 .. p0+8 (8 × 8 transposed in registers).
+__attribute__((target("avx2"))) void transpose8_avx2(const float* w, int64_t ldw, int64_t k, float* d) {
+  int64_t p = 0;
+  for (; p + 8 <= k; p += 8) {
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(w + i * ldw + p);
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; ++i) {
+      _mm256_storeu_ps(d + (p + i) * kPanel, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+      _mm256_storeu_ps(d + (p + i + 4) * kPanel, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+    }
+  }
+  for (; p < k; ++p)
+    for (int i = 0; i < 8; ++i) d[p * kPanel + i] = w[i * ldw + p];
+}
+}  // namespace
+
+void pack_transposed(const float* w, int64_t rows, int64_t k, int64_t ldw, float* dst) {
+  for (int64_t j0 = 0; j0 < rows; j0 += kPanel) {
+    float* d = dst + (j0 / kPanel) * kPanel * k;
+    const int64_t nc = std::min(kPanel, rows - j0);
+    if (nc < kPanel) std::memset(d, 0, static_cast<size_t>(kPanel * k) * sizeof(float));
+    int64_t j = 0;
+    if (g_avx2_cpu)
+      for (; j + 8 <= nc; j += 8) transpose8_avx2(w + (j0 + j) * ldw, ldw, k, d + j);
+    for (; j < nc; ++j) {
+      const float* src = w + (j0 + j) * ldw;
+      for (int64_t p = 0; p < k; ++p) d[p * kPanel + j] = src[p];
+    }
+  }
+}
+
+}  // namespace edgeq::runtime::gemm

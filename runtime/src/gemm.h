@@ -1,0 +1,37 @@
+// The runtime's f32 matrix product for batched evaluation (prompt, perplexity, calibration): the weight tiles of
+// matmul's dequantize path and attention's two products. Replaces OpenBLAS there: at these shapes (a few hundred
+// rows, k = 32 .. a few thousand) OpenBLAS spends much of its time packing and in per-call overhead, and its
+// kernel family depends on OPENBLAS_CORETYPE.
+//
+// Every element of C is one FMA chain over p = 0, 1, ..., k-1 starting from 0 (c = fma(a[p], b[p], c)), whatever
+// its position, the shape of the call, the blocking or the instruction set (AVX-512, AVX2+FMA, portable std::fma):
+// results are bit-identical for any thread split and on every x86-64 machine.
+#pragma once
+#include <cstdint>
+
+namespace edgeq::runtime::gemm {
+
+// Columns of B come in panels of kPanel: column j of row p is at b[(j / kPanel) * panel_stride + p * ldb + j % kPanel].
+// A plain row-major [k][n] matrix is panel_stride = kPanel; pack_transposed writes the packed form
+// (ldb = kPanel, panel_stride = kPanel * k), which streams through the cache.
+constexpr int64_t kPanel = 32;
+
+struct B {
+  const float* data;
+  int64_t ldb;           // distance between rows p and p+1 inside a panel
+  int64_t panel_stride;  // distance between panels
+};
+
+// C[i, j] = Σ_p A[i, p] · B[p, j] for i < m, j < n (C overwritten): A row-major with row stride lda, C with ldc.
+void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, B b, float* c, int64_t ldc);
+
+// rows × k row-major W (row stride ldw) into dst as the packed B = Wᵀ (ceil(rows / kPanel) · kPanel · k floats;
+// columns past `rows` in the last panel are zero).
+void pack_transposed(const float* w, int64_t rows, int64_t k, int64_t ldw, float* dst);
+inline B packed(const float* dst, int64_t k) { return {dst, kPanel, kPanel * k}; }
+inline int64_t packed_size(int64_t rows, int64_t k) { return (rows + kPanel - 1) / kPanel * kPanel * k; }
+
+// Tests: enabled = false forces the portable path, avx512 = false the AVX2 one on an AVX-512 machine (same bits).
+void set_simd(bool enabled, bool avx512 = true);
+
+}  // namespace edgeq::runtime::gemm
