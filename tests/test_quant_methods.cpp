@@ -1,4 +1,5 @@
-// Calibration methods on tl-8m: AWQ's folding leaves the float model's logits unchanged, and awq / gptq / auto
+// Calibration methods on tl-8m: AWQ's folding (into the norms, V's rows and up's rows) leaves the float model's
+// logits unchanged, AWQ's clipping never increases a tensor's output error, and awq / gptq / auto
 // write standard block files the runtime loads, with the per-tensor methods recorded (or not, with
 // --no-edgeq-metadata) and auto choosing among its candidates.
 #include <gtest/gtest.h>
@@ -6,12 +7,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <random>
 #include <set>
 
 #include "edgeq/calibrate/calibrate.h"
+#include "edgeq/calibrate/gptq.h"
 #include "edgeq/calibrate/methods.h"
 #include "edgeq/convert/convert.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/quant/blocks.h"
 #include "edgeq/quant/quantize.h"
 #include "edgeq/runtime/forward.h"
 #include "edgeq/runtime/model.h"
@@ -70,18 +75,32 @@ TEST(QuantMethods, AwqFoldingLeavesFloatLogitsUnchanged) {
   qo.policy.ftype = quant::parse_file_type("Q4_K_M");
   qo.threads = 2;
   auto setup = cal::setup_method(cal::Method::Awq, f.stats, "stats", src, qo);
-  ASSERT_GE(setup->awq_scales.size(), 4u);  // most norms get non-trivial scales
-  double spread = 0;
-  for (const auto& [n, s] : setup->awq_scales) {
+  const auto& awq = setup->awq;
+  // Every kind of folding is exercised: the norms (q/k/v, gate/up), V's rows (o's input, GQA 8/4: o's scales
+  // tied across the two query heads of a KV head) and up's rows (down's input), with scales far from 1.
+  std::map<std::string, double> spread;  // target kind -> largest max/min of its scales
+  for (const auto& [n, s] : awq.divide) {
     const auto [lo, hi] = std::minmax_element(s.begin(), s.end());
-    spread = std::max(spread, double(*hi / *lo));
+    const std::string kind = n.substr(n.find('.', 4) + 1);
+    spread[kind] = std::max(spread[kind], double(*hi / *lo));
   }
-  EXPECT_GT(spread, 1.2);  // the scales are far from 1: the folding is really exercised
+  for (const char* kind : {"attn_norm.weight", "attn_v.weight", "ffn_norm.weight", "ffn_up.weight"}) {
+    ASSERT_TRUE(spread.count(kind)) << kind;
+    EXPECT_GT(spread[kind], 1.2) << kind;
+  }
+  for (const auto& [n, s] : awq.multiply) {
+    if (n.find("attn_output") == std::string::npos) continue;
+    ASSERT_EQ(s.size(), 256u);  // 8 heads of 32; head h reads KV head h / 2
+    for (size_t c = 0; c < s.size(); ++c) EXPECT_EQ(s[c], s[(c / 64) * 64 + c % 32]) << n << " column " << c;
+    const auto& v = awq.divide.at(n.substr(0, n.find("attn_output")) + "attn_v.weight");
+    ASSERT_EQ(v.size(), 128u);
+    for (size_t c = 0; c < s.size(); ++c) EXPECT_EQ(s[c], v[(c / 64) * 32 + c % 32]);
+  }
 
   quant::QuantizeOptions fo;
   fo.policy.ftype = quant::parse_file_type("F32");
   fo.threads = 2;
-  fo.tensor_hook = cal::awq_fold_hook(setup->awq_scales);
+  fo.tensor_hook = cal::awq_fold_hook(awq);
   const std::string folded = f.dir.file("folded.gguf");
   quant::quantize_model(src, folded, fo);
 
@@ -96,12 +115,13 @@ TEST(QuantMethods, AwqFoldingLeavesFloatLogitsUnchanged) {
     max_abs = std::max(max_abs, double(std::fabs(a[i])));
   }
   EXPECT_LT(max_diff, 1e-4 * max_abs) << "max diff " << max_diff << " of " << max_abs;
-  // The folded file really differs: its attn_norm weights are divided by the scales.
+  // The folded file really differs: the folded tensors are divided by the scales.
   const auto fm = runtime::Model::load(folded);
-  const auto& [norm, sc] = *setup->awq_scales.begin();
   const GgufFile orig = GgufFile::open(f.f32);
-  const auto orig_norm = orig.view(norm), new_norm = fm.gguf().view(norm);
-  EXPECT_NE(std::memcmp(orig_norm.data, new_norm.data, orig_norm.nbytes), 0) << norm;
+  for (const auto& [name, sc] : awq.divide) {
+    const auto a0 = orig.view(name), a1 = fm.gguf().view(name);
+    EXPECT_NE(std::memcmp(a0.data, a1.data, a0.nbytes), 0) << name;
+  }
 }
 
 TEST(QuantMethods, MethodsWriteStandardFilesAndRecordChoices) {
@@ -142,4 +162,65 @@ TEST(QuantMethods, MethodsWriteStandardFilesAndRecordChoices) {
   quant::quantize_model(src, out, qo);
   EXPECT_EQ(GgufFile::open(out).find("edgeq.quantize.tensor_methods"), nullptr);
   EXPECT_EQ(GgufFile::open(out).find("edgeq.quantize.method"), nullptr);
+}
+
+// AWQ's clipping search never makes a tensor's output error worse than unclipped encoding (it keeps the better
+// one by that measure), the error it reports is the error of the clipped encoding, and on heavy-tailed
+// weights with outlier input channels it does find clips that lower the error. A random layer, so it is fast.
+TEST(QuantMethods, AwqClippingNeverIncreasesOutputError) {
+  const int64_t rows = 24, cols = 512, n = 768;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  std::exponential_distribution<float> ed(1.0f);
+  std::vector<float> W(static_cast<size_t>(rows * cols)), X(static_cast<size_t>(n * cols)), col(cols);
+  for (auto& w : W) w = ed(rng) * (nd(rng) < 0 ? -1.0f : 1.0f) * (ed(rng) < 0.05f ? 4.0f : 1.0f);  // Laplace + outliers
+  for (int64_t j = 0; j < cols; ++j) col[j] = j % 37 == 0 ? 8.0f : 0.5f + ed(rng);  // a few loud input channels
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < cols; ++j) X[i * cols + j] = nd(rng) * col[j];
+  std::vector<double> H0(static_cast<size_t>(cols * cols));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t a = 0; a < cols; ++a)
+      for (int64_t b = 0; b < cols; ++b) H0[a * cols + b] += double(X[i * cols + a]) * X[i * cols + b];
+  const std::vector<double> H = cal::ridge_hessian(H0.data(), cols);
+  // AWQ-style scales on the columns and rows (the search must account for them).
+  std::vector<float> s_col(cols), s_row(rows), imp(cols), Wf(W.size());
+  for (int64_t j = 0; j < cols; ++j) s_col[j] = std::sqrt(col[j]);
+  for (int64_t r = 0; r < rows; ++r) s_row[r] = 0.5f + ed(rng);
+  for (int64_t j = 0; j < cols; ++j) imp[j] = static_cast<float>(H[j * cols + j] / n) / (s_col[j] * s_col[j]);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) Wf[r * cols + j] = W[r * cols + j] * s_col[j] / s_row[r];
+
+  // The output error of encoding V (in Wf's space), measured in the original space.
+  auto error_of = [&](GgmlType t, const std::vector<float>& V) {
+    const uint64_t rb = *ggml_row_size(t, cols);
+    std::vector<uint8_t> enc(rb * rows);
+    std::vector<float> Q(W.size());
+    quant::quantize_rows(t, V.data(), enc.data(), rows, cols, imp.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      quant::dequantize_row(t, enc.data() + r * rb, Q.data() + r * cols, cols);
+      for (int64_t j = 0; j < cols; ++j) Q[r * cols + j] = Q[r * cols + j] * s_row[r] / s_col[j];
+    }
+    return cal::output_error(W.data(), Q.data(), rows, cols, H.data());
+  };
+  int clipped = 0;
+  for (GgmlType t : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::IQ4_XS, GgmlType::Q4_0}) {
+    double e_plain = 0, e_clip = 0;
+    const auto idx = cal::awq_clip_search(t, W.data(), Wf.data(), rows, cols, H.data(), imp.data(), s_col.data(),
+                                          s_row.data(), &e_plain, &e_clip);
+    const double plain = error_of(t, Wf);
+    EXPECT_NEAR(e_plain, plain, 1e-7 * plain) << ggml_type_name(t);
+    std::vector<float> C = Wf;
+    if (!idx.empty()) {
+      ++clipped;
+      ASSERT_EQ(idx.size(), static_cast<size_t>(rows * cols / ggml_type_info(t)->block_size));
+      cal::awq_apply_clip(t, C.data(), rows, cols, idx);
+      EXPECT_NE(C, Wf) << ggml_type_name(t);
+      EXPECT_NEAR(e_clip, error_of(t, C), 1e-7 * plain) << ggml_type_name(t);
+      EXPECT_LT(e_clip, plain) << ggml_type_name(t);
+    } else {
+      EXPECT_GE(e_clip, e_plain) << ggml_type_name(t);  // kept unclipped because clipping did not help
+    }
+    EXPECT_LE(error_of(t, C), plain) << ggml_type_name(t);  // what gets encoded is never worse
+  }
+  EXPECT_GE(clipped, 3);  // clipping really lowers the error for most types
 }
