@@ -72,7 +72,7 @@ TEST(QuantMethods, AwqFoldingLeavesFloatLogitsUnchanged) {
   auto& f = fx();
   auto src = quant::open_gguf_source(f.f32);
   quant::QuantizeOptions qo;
-  qo.policy.ftype = quant::parse_file_type("Q4_K_M");
+  qo.policy.ftype = quant::parse_file_type("Q4_0");
   qo.threads = 2;
   auto setup = cal::setup_method(cal::Method::Awq, f.stats, "stats", src, qo);
   const auto& awq = setup->awq;

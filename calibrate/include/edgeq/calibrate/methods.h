@@ -2,20 +2,24 @@
 //   rtn      edgeq's plain search (no importance)
 //   imatrix  the importance-weighted search with mean x² from the calibration statistics, regularised as
 //            mean x² + kRidge·mean(mean x²) (calibrate/gptq.h: the same ridge as GPTQ's damping)
-//   awq      per-input-channel scales s = mean|x|^α (α from a grid, per layer input, minimising the regularised
+//   awq      per-input-channel scales s = mean|x|^α (α from a grid, per matmul input, minimising the regularised
 //            output error tr((W - Q)(H + kRidge·mean(diag H)·I)(W - Q)ᵀ) of all weights sharing that input),
-//            weights quantized as W·diag(s) with importance
-//            mean x²/s², 1/s folded into the preceding RMSNorm weight (q/k/v <- attn_norm, gate/up <- ffn_norm):
-//            the file stays a plain llama.cpp model. Other weights: imatrix.
+//            weights quantized as W·diag(s) with importance mean x²/s², 1/s folded into the tensor producing the
+//            input: attn_norm (q/k/v), ffn_norm (gate/up), the rows of attn_v and its bias (attn_output: with GQA
+//            o's input column of query head h, dim d comes from V's row (h / (n_head / n_head_kv), d), so the
+//            scales are tied across the query heads of one KV head, searched on the group's mean of mean|x|),
+//            the rows of ffn_up (ffn_down: silu(gate)⊙up is linear in up's rows) - the file stays a plain
+//            llama.cpp model. Then AWQ's clipping search (awq_clip_search) on every weight, kept only where it
+//            lowers the tensor's output error.
 //   gptq     calibrate/gptq.h on every weight with a Hessian (damping kRidge)
-//   auto     per tensor the candidate (rtn, imatrix, gptq, and for q/k/v and gate/up with AWQ scales awq and
-//            awq+gptq) with the lowest output error on held-out activations: candidates are fitted on the even
+//   auto     per tensor the candidate (rtn, imatrix, gptq, and with AWQ scales folded as above awq and awq+gptq;
+//            no clipping) with the lowest output error on held-out activations: candidates are fitted on the even
 //            calibration chunks and scored on the odd ones (rtn is a candidate, so on held-out data auto is never
 //            worse than rtn); the chosen method is then applied with all chunks. Methods per tensor are recorded in
 //            edgeq.quantize.tensor_methods unless --no-edgeq-metadata.
 #pragma once
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
