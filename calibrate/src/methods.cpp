@@ -425,14 +425,19 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     for (const auto& w : ws) st->imp_all[w.name] = h.imp_all;
   }
 
-  // AWQ's clipping, once every scale (also the row scales of V and up, from later inputs) is known.
+  // AWQ's clipping, once every scale (also the row scales of V and up, from later inputs) is known: the ratios
+  // are chosen on the even chunks and kept only if they lower the output error on the odd ones.
   for (const auto& in : stats.inputs) {
     if (m != Method::Awq || in.rows <= 0) continue;
-    std::vector<double> H;
+    std::vector<double> H_fit, H_check;
     for (const auto& name : in.tensor_names()) {
       auto w = load(name);
       if (!w || w->cols != in.width || !st->choice.count(name)) continue;
-      if (H.empty()) H = ridge_hessian(in.load_hessian().data(), in.width);
+      if (H_fit.empty()) {
+        const Hessians hh = split(in);
+        H_fit = ridge_hessian(hh.fit.data(), in.width);
+        H_check = ridge_hessian(hh.eval.data(), in.width);
+      }
       const std::vector<float>* sc = find_scales(folds.multiply, name);
       const std::vector<float>* rd = find_scales(folds.divide, name);
       std::vector<float> Wf = w->W, imp = st->imp_all.at(name);
@@ -442,10 +447,11 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
       if (sc)
         for (int64_t j = 0; j < w->cols; ++j) imp[j] /= (*sc)[j] * (*sc)[j];
       double e0 = 0, e1 = 0;
-      auto idx = awq_clip_search(w->type, w->W.data(), Wf.data(), w->rows, w->cols, H.data(), imp.data(),
-                                 sc ? sc->data() : nullptr, rd ? rd->data() : nullptr, &e0, &e1);
+      auto idx = awq_clip_search(w->type, w->W.data(), Wf.data(), w->rows, w->cols, H_fit.data(), H_check.data(),
+                                 imp.data(), sc ? sc->data() : nullptr, rd ? rd->data() : nullptr, &e0, &e1);
       if (log)
-        log(fmt::format("awq clip {}: output error {:.4g} -> {:.4g}{}", name, e0, e1, idx.empty() ? " (kept unclipped)" : ""));
+        log(fmt::format("awq clip {}: held-out output error {:.4g} -> {:.4g}{}", name, e0, e1,
+                        idx.empty() ? " (kept unclipped)" : ""));
       if (!idx.empty()) st->clip[name] = std::move(idx);
     }
   }
@@ -539,7 +545,7 @@ void encode_original(GgmlType t, const float* Wf, int64_t rows, int64_t cols, co
 }  // namespace
 
 std::vector<uint8_t> awq_clip_search(GgmlType t, const float* W, const float* Wf, int64_t rows, int64_t cols,
-                                     const double* H, const float* imp, const float* s_col, const float* s_row,
+                                     const double* H, const double* H_check, const float* imp, const float* s_col, const float* s_row,
                                      double* err_plain, double* err_clip) {
   const int64_t g = ggml_type_info(t)->block_size, nb = cols / g;
   const size_t n = static_cast<size_t>(rows * cols);
@@ -551,7 +557,7 @@ std::vector<uint8_t> awq_clip_search(GgmlType t, const float* W, const float* Wf
     std::fill(cand.begin(), cand.end(), static_cast<uint8_t>(k));
     awq_apply_clip(t, Wc.data(), rows, cols, cand);
     encode_original(t, Wc.data(), rows, cols, imp, s_col, s_row, Q.data());
-    if (k == 0) *err_plain = output_error(W, Q.data(), rows, cols, H);
+    if (k == 0) *err_plain = output_error(W, Q.data(), rows, cols, H_check);
     block_output_errors(W, Q.data(), rows, cols, H, g, e.data());
     for (size_t i = 0; i < e.size(); ++i)
       if (e[i] < best[i]) best[i] = e[i], idx[i] = static_cast<uint8_t>(k);
@@ -559,7 +565,7 @@ std::vector<uint8_t> awq_clip_search(GgmlType t, const float* W, const float* Wf
   Wc.assign(Wf, Wf + n);
   awq_apply_clip(t, Wc.data(), rows, cols, idx);
   encode_original(t, Wc.data(), rows, cols, imp, s_col, s_row, Q.data());
-  *err_clip = output_error(W, Q.data(), rows, cols, H);
+  *err_clip = output_error(W, Q.data(), rows, cols, H_check);
   if (!(*err_clip < *err_plain)) return {};
   return idx;
 }

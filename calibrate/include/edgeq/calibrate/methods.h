@@ -9,8 +9,8 @@
 //            o's input column of query head h, dim d comes from V's row (h / (n_head / n_head_kv), d), so the
 //            scales are tied across the query heads of one KV head, searched on the group's mean of mean|x|),
 //            the rows of ffn_up (ffn_down: silu(gate)⊙up is linear in up's rows) - the file stays a plain
-//            llama.cpp model. Then AWQ's clipping search (awq_clip_search) on every weight, kept only where it
-//            lowers the tensor's output error.
+//            llama.cpp model. Then AWQ's clipping search (awq_clip_search) on every weight: ratios fitted on the
+//            even calibration chunks, kept only where they lower the tensor's output error on the odd ones.
 //   gptq     calibrate/gptq.h on every weight with a Hessian (damping kRidge)
 //   auto     per tensor the candidate (rtn, imatrix, gptq, and with AWQ scales folded as above awq and awq+gptq;
 //            no clipping) with the lowest output error on held-out activations: candidates are fitted on the even
@@ -71,12 +71,12 @@ quant::TensorHook awq_fold_hook(AwqFolds folds);
 // will see, Wf = diag(1/s_row)·W·diag(s_col) (s_row, s_col: AWQ scales, null for none; imp: the importance in
 // Wf's space). For each row and block of type t (blocks are encoded independently), the block's values are
 // clamped to ±ratio·max|w| for each ratio of a grid (1 … 0.5), and the ratio whose encoding has the lowest block
-// output error d_bᵀ H_bb d_b (d the error in the original space, H the ridged Hessian) is kept. The whole
-// tensor's output error tr((W - Q) H (W - Q)ᵀ) with those ratios is then compared with unclipped encoding:
-// returns the ratio index per row and block when it is lower, else empty (no clipping). err_plain / err_clip:
-// both errors.
+// output error d_bᵀ H_bb d_b is kept (d the error in the original space, H ridged). The whole tensor's output
+// error tr((W - Q) H_check (W - Q)ᵀ) with those ratios is then compared with unclipped encoding's (setup_method
+// passes the ridged Hessians of the even chunks as H and of the odd ones as H_check): returns the ratio index per
+// row and block when it is lower, else empty (no clipping). err_plain / err_clip: both errors under H_check.
 std::vector<uint8_t> awq_clip_search(GgmlType t, const float* W, const float* Wf, int64_t rows, int64_t cols,
-                                     const double* H, const float* imp, const float* s_col, const float* s_row,
+                                     const double* H, const double* H_check, const float* imp, const float* s_col, const float* s_row,
                                      double* err_plain, double* err_clip);
 // Applies awq_clip_search's result to Wf in place.
 void awq_apply_clip(GgmlType t, float* Wf, int64_t rows, int64_t cols, const std::vector<uint8_t>& ratio_index);
