@@ -241,7 +241,8 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
   sub->add_option("--imatrix", o->imatrix, "Importance matrix file (llama.cpp imatrix format)");
   sub->add_option("--method", o->method,
                   "rtn | imatrix | awq | gptq | auto: how weights are rounded using calibration (default imatrix when "
-                  "--calib/--data is given). awq folds activation scales into the RMSNorm weights, gptq feeds rounding "
+                  "--calib/--data is given). awq folds activation scales into the RMSNorm weights and the rows of attn_v and "
+                  "ffn_up, then clips each block where that lowers the output error, gptq feeds rounding "
                   "errors forward through the inputs' Hessian, auto keeps per tensor the method with the lowest "
                   "output error on held-out calibration chunks; all write standard llama.cpp blocks");
   sub->add_option("--calib", o->calib, "Statistics from `edgeq calibrate` (.gguf; --hessian for awq/gptq/auto)");

@@ -1,12 +1,14 @@
 // GPTQ with llama.cpp block formats: on a random layer with correlated inputs, the output error
 // ||X Wᵀ - X Qᵀ||² of GPTQ is below round-to-nearest (edgeq's plain search) for every block type edgeq writes,
-// and the bytes are a standard block tensor (they dequantize with the normal dequantizer).
+// and the bytes are a standard block tensor (they dequantize with the normal dequantizer); the per-block output
+// errors are the diagonal blocks of the output error; AWQ's clipping search never increases a tensor's error.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
 #include "edgeq/calibrate/gptq.h"
+#include "edgeq/calibrate/methods.h"
 #include "edgeq/quant/blocks.h"
 
 using namespace edgeq;
@@ -174,4 +176,89 @@ TEST(Gptq, RidgeAddsAFractionOfTheMeanDiagonal) {
   const auto R = calibrate::ridge_hessian(H.data(), 2, 0.5);
   EXPECT_EQ(R, (std::vector<double>{5.5, 1, 1, 3.5}));
   EXPECT_EQ(calibrate::ridge_importance({1.f, 3.f}, 0.5), (std::vector<float>{2.f, 4.f}));
+}
+
+// AWQ's clipping search (calibrate/methods.h) never makes a tensor's output error on the check inputs worse than
+// unclipped encoding (it keeps the better one by that measure), the error it reports is the error of the clipped
+// encoding, and on heavy-tailed weights with outlier input channels it does find clips that lower the error.
+TEST(Gptq, AwqClippingNeverIncreasesOutputError) {
+  const int64_t rows = 32, cols = 256, n = 1024;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  std::exponential_distribution<float> ed(1.0f);
+  std::vector<float> W(static_cast<size_t>(rows * cols)), X(static_cast<size_t>(n * cols)), col(cols);
+  for (auto& w : W) w = ed(rng) * (nd(rng) < 0 ? -1.0f : 1.0f) * (ed(rng) < 0.05f ? 4.0f : 1.0f);  // Laplace + outliers
+  for (int64_t j = 0; j < cols; ++j) col[j] = j % 37 == 0 ? 8.0f : 0.5f + ed(rng);  // a few loud input channels
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < cols; ++j) X[i * cols + j] = nd(rng) * col[j];
+  // The ratios are fitted on the first half of the inputs and checked on the second (as setup_method does).
+  std::vector<double> H0(static_cast<size_t>(cols * cols)), H1(H0.size());
+  for (int64_t i = 0; i < n; ++i) {
+    auto& Hh = i < n / 2 ? H0 : H1;
+    for (int64_t a = 0; a < cols; ++a)
+      for (int64_t b = 0; b < cols; ++b) Hh[a * cols + b] += double(X[i * cols + a]) * X[i * cols + b];
+  }
+  const std::vector<double> H_fit = calibrate::ridge_hessian(H0.data(), cols), H = calibrate::ridge_hessian(H1.data(), cols);
+  // AWQ-style scales on the columns and rows (the search must account for them).
+  std::vector<float> s_col(cols), s_row(rows), imp(cols), Wf(W.size());
+  for (int64_t j = 0; j < cols; ++j) s_col[j] = std::sqrt(col[j]);
+  for (int64_t r = 0; r < rows; ++r) s_row[r] = 0.5f + ed(rng);
+  for (int64_t j = 0; j < cols; ++j) imp[j] = static_cast<float>((H0[j * cols + j] + H1[j * cols + j]) / n) / (s_col[j] * s_col[j]);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) Wf[r * cols + j] = W[r * cols + j] * s_col[j] / s_row[r];
+
+  // The output error of encoding V (in Wf's space), measured in the original space.
+  auto error_of = [&](GgmlType t, const std::vector<float>& V) {
+    const uint64_t rb = *ggml_row_size(t, cols);
+    std::vector<uint8_t> enc(rb * rows);
+    std::vector<float> Q(W.size());
+    quant::quantize_rows(t, V.data(), enc.data(), rows, cols, imp.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      quant::dequantize_row(t, enc.data() + r * rb, Q.data() + r * cols, cols);
+      for (int64_t j = 0; j < cols; ++j) Q[r * cols + j] = Q[r * cols + j] * s_row[r] / s_col[j];
+    }
+    return calibrate::output_error(W.data(), Q.data(), rows, cols, H.data());
+  };
+  int clipped = 0;
+  for (GgmlType t : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::IQ4_XS, GgmlType::Q4_0}) {
+    double e_plain = 0, e_clip = 0;
+    const auto idx = calibrate::awq_clip_search(t, W.data(), Wf.data(), rows, cols, H_fit.data(), H.data(), imp.data(), s_col.data(),
+                                          s_row.data(), &e_plain, &e_clip);
+    const double plain = error_of(t, Wf);
+    EXPECT_NEAR(e_plain, plain, 1e-7 * plain) << ggml_type_name(t);
+    std::vector<float> C = Wf;
+    if (!idx.empty()) {
+      ++clipped;
+      ASSERT_EQ(idx.size(), static_cast<size_t>(rows * cols / ggml_type_info(t)->block_size));
+      calibrate::awq_apply_clip(t, C.data(), rows, cols, idx);
+      EXPECT_NE(C, Wf) << ggml_type_name(t);
+      EXPECT_NEAR(e_clip, error_of(t, C), 1e-7 * plain) << ggml_type_name(t);
+      EXPECT_LT(e_clip, plain) << ggml_type_name(t);
+    } else {
+      EXPECT_GE(e_clip, e_plain) << ggml_type_name(t);  // kept unclipped because clipping did not help
+    }
+    EXPECT_LE(error_of(t, C), plain) << ggml_type_name(t);  // what gets encoded is never worse
+  }
+  EXPECT_GE(clipped, 2);  // clipping really lowers the error (here for Q2_K, Q3_K and Q4_0, not Q4_K and IQ4_XS)
+}
+
+TEST(Gptq, BlockOutputErrorsAreTheDiagonalBlocks) {
+  const Layer L = random_layer(8, 96, 200, 3);
+  std::vector<float> Q(L.W);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 0.01f);
+  for (auto& q : Q) q += nd(rng);
+  const int64_t g = 32, nb = L.cols / g;
+  std::vector<double> e(static_cast<size_t>(L.rows * nb)), Hb(L.H.size(), 0.0);
+  calibrate::block_output_errors(L.W.data(), Q.data(), L.rows, L.cols, L.H.data(), g, e.data());
+  for (int64_t i = 0; i < L.cols; ++i)
+    for (int64_t j = 0; j < L.cols; ++j)
+      if (i / g == j / g) Hb[i * L.cols + j] = L.H[i * L.cols + j];
+  for (int64_t r = 0; r < L.rows; ++r) {  // row by row: output_error of one row with the block-diagonal H
+    double sum = 0;
+    for (int64_t b = 0; b < nb; ++b) sum += e[r * nb + b];
+    const double want = calibrate::output_error(L.W.data() + r * L.cols, Q.data() + r * L.cols, 1, L.cols, Hb.data());
+    EXPECT_NEAR(sum, want, 1e-9 * want) << "row " << r;
+    EXPECT_GT(e[r * nb + 1], 0.0);
+  }
 }

@@ -1,4 +1,5 @@
-// Calibration methods on tl-8m: AWQ's folding leaves the float model's logits unchanged, and awq / gptq / auto
+// Calibration methods on tl-8m: AWQ's folding (into the norms, V's rows and up's rows) leaves the float model's
+// logits unchanged, and awq / gptq / auto
 // write standard block files the runtime loads, with the per-tensor methods recorded (or not, with
 // --no-edgeq-metadata) and auto choosing among its candidates.
 #include <gtest/gtest.h>
@@ -6,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "edgeq/calibrate/calibrate.h"
@@ -67,21 +69,35 @@ TEST(QuantMethods, AwqFoldingLeavesFloatLogitsUnchanged) {
   auto& f = fx();
   auto src = quant::open_gguf_source(f.f32);
   quant::QuantizeOptions qo;
-  qo.policy.ftype = quant::parse_file_type("Q4_K_M");
+  qo.policy.ftype = quant::parse_file_type("Q4_0");
   qo.threads = 2;
   auto setup = cal::setup_method(cal::Method::Awq, f.stats, "stats", src, qo);
-  ASSERT_GE(setup->awq_scales.size(), 4u);  // most norms get non-trivial scales
-  double spread = 0;
-  for (const auto& [n, s] : setup->awq_scales) {
+  const auto& awq = setup->awq;
+  // Every kind of folding is exercised: the norms (q/k/v, gate/up), V's rows (o's input, GQA 8/4: o's scales
+  // tied across the two query heads of a KV head) and up's rows (down's input), with scales far from 1.
+  std::map<std::string, double> spread;  // target kind -> largest max/min of its scales
+  for (const auto& [n, s] : awq.divide) {
     const auto [lo, hi] = std::minmax_element(s.begin(), s.end());
-    spread = std::max(spread, double(*hi / *lo));
+    const std::string kind = n.substr(n.find('.', 4) + 1);
+    spread[kind] = std::max(spread[kind], double(*hi / *lo));
   }
-  EXPECT_GT(spread, 1.2);  // the scales are far from 1: the folding is really exercised
+  for (const char* kind : {"attn_norm.weight", "attn_v.weight", "ffn_norm.weight", "ffn_up.weight"}) {
+    ASSERT_TRUE(spread.count(kind)) << kind;
+    EXPECT_GT(spread[kind], 1.2) << kind;
+  }
+  for (const auto& [n, s] : awq.multiply) {
+    if (n.find("attn_output") == std::string::npos) continue;
+    ASSERT_EQ(s.size(), 256u);  // 8 heads of 32; head h reads KV head h / 2
+    for (size_t c = 0; c < s.size(); ++c) EXPECT_EQ(s[c], s[(c / 64) * 64 + c % 32]) << n << " column " << c;
+    const auto& v = awq.divide.at(n.substr(0, n.find("attn_output")) + "attn_v.weight");
+    ASSERT_EQ(v.size(), 128u);
+    for (size_t c = 0; c < s.size(); ++c) EXPECT_EQ(s[c], v[(c / 64) * 32 + c % 32]);
+  }
 
   quant::QuantizeOptions fo;
   fo.policy.ftype = quant::parse_file_type("F32");
   fo.threads = 2;
-  fo.tensor_hook = cal::awq_fold_hook(setup->awq_scales);
+  fo.tensor_hook = cal::awq_fold_hook(awq);
   const std::string folded = f.dir.file("folded.gguf");
   quant::quantize_model(src, folded, fo);
 
@@ -96,12 +112,13 @@ TEST(QuantMethods, AwqFoldingLeavesFloatLogitsUnchanged) {
     max_abs = std::max(max_abs, double(std::fabs(a[i])));
   }
   EXPECT_LT(max_diff, 1e-4 * max_abs) << "max diff " << max_diff << " of " << max_abs;
-  // The folded file really differs: its attn_norm weights are divided by the scales.
+  // The folded file really differs: the folded tensors are divided by the scales.
   const auto fm = runtime::Model::load(folded);
-  const auto& [norm, sc] = *setup->awq_scales.begin();
   const GgufFile orig = GgufFile::open(f.f32);
-  const auto orig_norm = orig.view(norm), new_norm = fm.gguf().view(norm);
-  EXPECT_NE(std::memcmp(orig_norm.data, new_norm.data, orig_norm.nbytes), 0) << norm;
+  for (const auto& [name, sc] : awq.divide) {
+    const auto a0 = orig.view(name), a1 = fm.gguf().view(name);
+    EXPECT_NE(std::memcmp(a0.data, a1.data, a0.nbytes), 0) << name;
+  }
 }
 
 TEST(QuantMethods, MethodsWriteStandardFilesAndRecordChoices) {

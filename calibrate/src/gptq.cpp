@@ -29,6 +29,23 @@ double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, 
   return total;
 }
 
+void block_output_errors(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H, int64_t g,
+                         double* out) {
+  const int64_t nb = cols / g;
+  std::vector<double> D(static_cast<size_t>(rows * cols)), HD(static_cast<size_t>(rows * g));
+  for (int64_t i = 0; i < rows * cols; ++i) D[i] = static_cast<double>(W[i]) - Q[i];
+  for (int64_t b = 0; b < nb; ++b) {
+    blas::api().dsymm(CblasRowMajor, CblasRight, CblasUpper, static_cast<int>(rows), static_cast<int>(g), 1.0,
+                      H + b * g * cols + b * g, static_cast<int>(cols), D.data() + b * g, static_cast<int>(cols), 0.0,
+                      HD.data(), static_cast<int>(g));
+    for (int64_t r = 0; r < rows; ++r) {
+      double e = 0;
+      for (int64_t j = 0; j < g; ++j) e += D[r * cols + b * g + j] * HD[r * g + j];
+      out[r * nb + b] = e;
+    }
+  }
+}
+
 std::vector<double> ridge_hessian(const double* H, int64_t n, double ridge) {
   std::vector<double> R(H, H + n * n);
   double mean = 0;

@@ -1,7 +1,9 @@
 #include "edgeq/calibrate/methods.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <limits>
 
 #include "edgeq/calibrate/gptq.h"
@@ -159,26 +161,23 @@ Weight row_sample(const Weight& w) {
   return r;
 }
 
-// AWQ's scale search for the weights sharing one input: s = mean|x|^α normalised by sqrt(max·min), α on a grid
-// of 0, 0.1 … 1; the α with the lowest summed output error (imatrix-weighted rounding, on a row sample of
-// each weight). Empty when α = 0 wins.
-std::vector<float> search_scales(const std::vector<Weight>& ws_all, const InputStats& in, const double* H,
+// AWQ's scale search for the weights sharing one input: s = xa^α normalised by sqrt(max·min), xa the mean |x|
+// per column (tied columns carry equal values), α on a grid of 0, 0.1 … 1; the α with the lowest summed output
+// error (imatrix-weighted rounding, on a row sample of each weight). Empty when α = 0 wins.
+std::vector<float> search_scales(const std::vector<Weight>& ws_all, std::vector<float> xa, const double* H,
                                  const float* imp, double* best_err) {
   std::vector<Weight> ws;
   for (const auto& w : ws_all) ws.push_back(row_sample(w));
-  std::vector<float> xa(static_cast<size_t>(in.width));
   double mx = 0;
-  for (int64_t j = 0; j < in.width; ++j) {
-    xa[j] = static_cast<float>(in.sum_abs[j] / std::max<double>(1, static_cast<double>(in.rows)));
-    mx = std::max(mx, double(xa[j]));
-  }
+  for (float v : xa) mx = std::max(mx, double(v));
   for (auto& v : xa) v = std::max(v, static_cast<float>(mx * 1e-4 + 1e-12));
-  std::vector<float> best, s(static_cast<size_t>(in.width));
+  const size_t n = xa.size();
+  std::vector<float> best, s(n);
   double best_e = std::numeric_limits<double>::infinity();
   for (int a = 0; a <= 10; ++a) {
     const double alpha = a / 10.0;
     double lo = std::numeric_limits<double>::infinity(), hi = 0;
-    for (int64_t j = 0; j < in.width; ++j) {
+    for (size_t j = 0; j < n; ++j) {
       s[j] = static_cast<float>(std::pow(double(xa[j]), alpha));
       lo = std::min(lo, double(s[j]));
       hi = std::max(hi, double(s[j]));
@@ -196,17 +195,123 @@ std::vector<float> search_scales(const std::vector<Weight>& ws_all, const InputS
   return best;
 }
 
+// Where AWQ's inverse scales go (one table): for each matmul input, the tensor that produces it linearly per
+// channel, whose output channels are divided by the scales the input's weights are multiplied by.
+//   attn_norm, ffn_norm: the RMSNorm weights; element j feeds column j of q/k/v, gate/up.
+//   attn_v: o's input for query head h, dim d is a softmax-weighted sum over positions of V's row (kv(h), d), with
+//     kv(h) = h / (n_head / n_head_kv) (GQA: consecutive query heads share a KV head, as in ggml's broadcast and
+//     the runtime). Dividing V's row (g, d) (and its bias, qwen2) by s divides o's input columns (h, d) of every
+//     query head h of group g, so o's column scales are tied across the heads of a group: their mean |x| is
+//     averaged over the group before the search.
+//   ffn_up: down's input is silu(gate) ⊙ up, linear in up's rows (needs a separate gate: SwiGLU).
+struct FoldTarget {
+  MatmulInput site;
+  const char* stem;      // "blk.N.<stem>.weight" (and .bias when present)
+  bool per_kv_head;      // o's input: columns tied across the query heads of a KV head
+  const char* needs;     // a tensor that must exist for the folding to be exact (or null)
+};
+constexpr FoldTarget kFoldTargets[] = {
+    {MatmulInput::AttnQKV, "attn_norm", false, nullptr},
+    {MatmulInput::AttnOut, "attn_v", true, nullptr},
+    {MatmulInput::FfnGateUp, "ffn_norm", false, nullptr},
+    {MatmulInput::FfnDown, "ffn_up", false, "ffn_gate"},
+};
+
+struct Fold {
+  std::vector<std::string> targets;  // tensors whose output channels are divided (weight, and its bias if any)
+  std::vector<int64_t> channel;      // input column -> target output channel
+  int64_t n_channels = 0;
+};
+
+// The folding of one input's scales, when the source has what it needs (else nullopt: the input keeps s = 1).
+std::optional<Fold> resolve_fold(const InputStats& in, const quant::QuantizeSource& src,
+                                 const std::map<std::string, size_t>& by_name, const quant::ModelParams& p) {
+  const FoldTarget* ft = nullptr;
+  for (const auto& f : kFoldTargets)
+    if (f.site == in.site) ft = &f;
+  if (!ft) return std::nullopt;
+  const std::string prefix = "blk." + std::to_string(in.layer) + ".";
+  // Present, and handed to the quantize hook (its values loadable as f32).
+  auto tensor = [&](const std::string& name) -> const SourceTensor* {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) return nullptr;
+    const SourceTensor& t = src.tensors[it->second];
+    const GgmlTypeInfo* ti = ggml_type_info(t.source_type);
+    if (!t.load_f32 || !ti || (ti->quantized && !quant::can_dequantize(t.source_type))) return nullptr;
+    return &t;
+  };
+  if (ft->needs && !tensor(prefix + ft->needs + ".weight")) return std::nullopt;
+  Fold f;
+  f.channel.resize(static_cast<size_t>(in.width));
+  f.n_channels = in.width;
+  for (int64_t c = 0; c < in.width; ++c) f.channel[c] = c;
+  if (ft->per_kv_head) {
+    if (p.n_head <= 0 || p.n_head_kv <= 0 || p.n_head % p.n_head_kv != 0 || in.width % p.n_head != 0)
+      return std::nullopt;
+    const int64_t hd = in.width / p.n_head, group = p.n_head / p.n_head_kv;
+    f.n_channels = p.n_head_kv * hd;
+    for (int64_t c = 0; c < in.width; ++c) f.channel[c] = (c / hd / group) * hd + c % hd;
+  }
+  const auto* w = tensor(prefix + ft->stem + ".weight");
+  if (!w) return std::nullopt;
+  const uint64_t nc = static_cast<uint64_t>(f.n_channels);
+  // A norm: one element per channel; a weight: one row per channel.
+  if (w->dims != std::vector<uint64_t>{nc} && (w->dims.size() != 2 || w->dims[1] != nc)) return std::nullopt;
+  f.targets.push_back(w->name);
+  if (w->dims.size() == 2) {
+    const std::string bias = prefix + ft->stem + ".bias";
+    if (by_name.count(bias)) {
+      const auto* b = tensor(bias);
+      if (!b || b->dims != std::vector<uint64_t>{nc}) return std::nullopt;
+      f.targets.push_back(bias);
+    }
+  }
+  return f;
+}
+
+// Mean |x| per column, averaged over the columns that share a target channel.
+std::vector<float> tied_mean_abs(const InputStats& in, const Fold& f) {
+  std::vector<double> sum(static_cast<size_t>(f.n_channels)), cnt(sum.size());
+  for (int64_t c = 0; c < in.width; ++c) {
+    sum[f.channel[c]] += in.sum_abs[c] / std::max<double>(1, static_cast<double>(in.rows));
+    cnt[f.channel[c]] += 1;
+  }
+  std::vector<float> xa(static_cast<size_t>(in.width));
+  for (int64_t c = 0; c < in.width; ++c) xa[c] = static_cast<float>(sum[f.channel[c]] / cnt[f.channel[c]]);
+  return xa;
+}
+
 struct State {
   const CalibrationStats* stats = nullptr;
   std::map<std::string, Choice> choice;
-  std::map<std::string, std::vector<float>> norm_scales;  // norm tensor name -> s (divide the norm by it)
-  std::map<std::string, const std::vector<float>*> weight_scales;
+  AwqFolds folds;  // divide: output channels of norms / V / up (and biases); multiply: weight columns
+  std::map<std::string, std::vector<uint8_t>> clip;  // weight -> clip ratio index per row and block
   std::map<std::string, std::vector<float>> imp_all;
   std::vector<float> imp_buf;
 };
 
-const char* norm_for(MatmulInput site) {
-  return site == MatmulInput::AttnQKV ? "attn_norm" : site == MatmulInput::FfnGateUp ? "ffn_norm" : nullptr;
+const std::vector<float>* find_scales(const std::map<std::string, std::vector<float>>& m, const std::string& name) {
+  auto it = m.find(name);
+  return it == m.end() ? nullptr : &it->second;
+}
+
+// Divides the output channels of a tensor (elements of a vector, rows of a matrix) by s.
+void divide_channels(quant::TensorHookArgs& a, const std::vector<float>& s) {
+  const auto n = static_cast<int64_t>(s.size());
+  if (a.nrows * a.n_per_row == n) {
+    for (int64_t j = 0; j < n; ++j) a.values[j] /= s[j];
+  } else if (a.nrows == n) {
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < a.n_per_row; ++j) a.values[r * a.n_per_row + j] /= s[r];
+  } else {
+    fail("awq: {} does not match its scales", a.name);
+  }
+}
+
+void multiply_columns(quant::TensorHookArgs& a, const std::vector<float>& s) {
+  if (static_cast<int64_t>(s.size()) != a.n_per_row) fail("awq: {} does not match its scales", a.name);
+  for (int64_t r = 0; r < a.nrows; ++r)
+    for (int64_t j = 0; j < a.n_per_row; ++j) a.values[r * a.n_per_row + j] *= s[j];
 }
 
 }  // namespace
@@ -235,6 +340,8 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
 
   // Which tensors get which type, and where their values come from.
   const quant::QuantizePlan plan = quant::plan_quantize(src, qo);
+  std::map<std::string, size_t> by_name;
+  for (size_t i = 0; i < src.tensors.size(); ++i) by_name.emplace(src.tensors[i].name, i);
   std::map<std::string, std::pair<size_t, GgmlType>> planned;
   for (const auto& p : plan.tensors) {
     const auto& t = src.tensors[p.source_index];
@@ -253,6 +360,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
       if (!std::isfinite(v)) fail("{}: tensor {}: non-finite value", src.path, name);
     return w;
   };
+  AwqFolds& folds = st->folds;
 
   for (const auto& in : stats.inputs) {
     if (in.rows <= 0) continue;
@@ -260,19 +368,19 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     for (const auto& n : in.tensor_names())
       if (auto w = load(n); w && w->cols == in.width) ws.push_back(std::move(*w));
     if (ws.empty()) continue;
-    const bool foldable = norm_for(in.site) != nullptr && ws.size() == in.tensor_names().size();
+    const std::optional<Fold> fold =
+        ws.size() == in.tensor_names().size() ? resolve_fold(in, src, by_name, plan.params) : std::nullopt;
     // Hessians only where this method reads them here (gptq's are read per tensor when it is encoded).
-    const Hessians h = m == Method::Auto || (m == Method::Awq && foldable) ? split(in) : importance_only(in);
-    const std::string norm = "blk." + std::to_string(in.layer) + "." + (foldable ? norm_for(in.site) : "") + ".weight";
+    const Hessians h = m == Method::Auto || (m == Method::Awq && fold) ? split(in) : importance_only(in);
+    std::vector<float> scales;  // per column; empty: none
     if (m == Method::Gptq) {
       for (const auto& w : ws) st->choice[w.name] = {Rounding::Gptq, false};
     } else if (m == Method::Awq) {
       double e = 0;
-      std::vector<float> s =
-          foldable ? search_scales(ws, in, ridge_hessian(h.all.data(), in.width).data(), h.imp_all.data(), &e)
-                   : std::vector<float>{};
-      for (const auto& w : ws) st->choice[w.name] = {Rounding::Imatrix, !s.empty()};
-      if (!s.empty()) st->norm_scales[norm] = std::move(s);
+      if (fold)
+        scales = search_scales(ws, tied_mean_abs(in, *fold), ridge_hessian(h.all.data(), in.width).data(),
+                               h.imp_all.data(), &e);
+      for (const auto& w : ws) st->choice[w.name] = {Rounding::Imatrix, !scales.empty()};
     } else {  // auto: fit on even chunks, score on odd ones
       double plain_total = 0;
       std::vector<Choice> plain(ws.size());
@@ -285,10 +393,10 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
         plain_total += best;
       }
       std::vector<Choice> pick = plain;
-      if (foldable) {
+      if (fold) {
         double fit_err = 0;
-        std::vector<float> s =
-            search_scales(ws, in, ridge_hessian(h.fit.data(), in.width).data(), h.imp_fit.data(), &fit_err);
+        std::vector<float> s = search_scales(ws, tied_mean_abs(in, *fold),
+                                             ridge_hessian(h.fit.data(), in.width).data(), h.imp_fit.data(), &fit_err);
         if (!s.empty()) {
           double scaled_total = 0;
           std::vector<Choice> scaled(ws.size());
@@ -302,23 +410,64 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
           }
           if (scaled_total < plain_total) {
             pick = scaled;
-            st->norm_scales[norm] = std::move(s);
+            scales = std::move(s);
           }
         }
       }
       for (size_t i = 0; i < ws.size(); ++i) st->choice[ws[i].name] = pick[i];
     }
-    if (auto it = st->norm_scales.find(norm); it != st->norm_scales.end())
-      for (const auto& w : ws) st->weight_scales[w.name] = &it->second;
-    for (const auto& w : ws) st->imp_all[w.name] = h.imp_all;
-    if (log) {
-      std::string line = fmt::format("{} layer {}:", method_name(m), in.layer);
-      for (const auto& w : ws) line += " " + w.name + "=" + choice_name(st->choice[w.name]);
-      log(line);
+    if (!scales.empty()) {
+      std::vector<float> per_channel(static_cast<size_t>(fold->n_channels));
+      for (int64_t c = 0; c < in.width; ++c) per_channel[fold->channel[c]] = scales[c];
+      for (const auto& t : fold->targets) folds.divide[t] = per_channel;
+      for (const auto& w : ws) folds.multiply[w.name] = scales;
     }
+    for (const auto& w : ws) st->imp_all[w.name] = h.imp_all;
   }
 
-  setup->awq_scales = st->norm_scales;
+  // AWQ's clipping, once every scale (also the row scales of V and up, from later inputs) is known: the ratios
+  // are chosen on the even chunks and kept only if they lower the output error on the odd ones.
+  for (const auto& in : stats.inputs) {
+    if (m != Method::Awq || in.rows <= 0) continue;
+    std::vector<double> H_fit, H_check;
+    for (const auto& name : in.tensor_names()) {
+      auto w = load(name);
+      if (!w || w->cols != in.width || !st->choice.count(name)) continue;
+      if (H_fit.empty()) {
+        const Hessians hh = split(in);
+        H_fit = ridge_hessian(hh.fit.data(), in.width);
+        H_check = ridge_hessian(hh.eval.data(), in.width);
+      }
+      const std::vector<float>* sc = find_scales(folds.multiply, name);
+      const std::vector<float>* rd = find_scales(folds.divide, name);
+      std::vector<float> Wf = w->W, imp = st->imp_all.at(name);
+      for (int64_t r = 0; r < w->rows; ++r)
+        for (int64_t j = 0; j < w->cols; ++j)
+          Wf[r * w->cols + j] *= (sc ? (*sc)[j] : 1.0f) / (rd ? (*rd)[r] : 1.0f);
+      if (sc)
+        for (int64_t j = 0; j < w->cols; ++j) imp[j] /= (*sc)[j] * (*sc)[j];
+      double e0 = 0, e1 = 0;
+      auto idx = awq_clip_search(w->type, w->W.data(), Wf.data(), w->rows, w->cols, H_fit.data(), H_check.data(),
+                                 imp.data(), sc ? sc->data() : nullptr, rd ? rd->data() : nullptr, &e0, &e1);
+      if (log)
+        log(fmt::format("awq clip {}: held-out output error {:.4g} -> {:.4g}{}", name, e0, e1,
+                        idx.empty() ? " (kept unclipped)" : ""));
+      if (!idx.empty()) st->clip[name] = std::move(idx);
+    }
+  }
+  if (log)
+    for (const auto& in : stats.inputs) {
+      std::string line = fmt::format("{} layer {}:", method_name(m), in.layer);
+      bool any = false;
+      for (const auto& n : in.tensor_names())
+        if (auto c = st->choice.find(n); c != st->choice.end()) {
+          line += " " + n + "=" + choice_name(c->second) + (st->clip.count(n) ? "+clip" : "");
+          any = true;
+        }
+      if (any) log(line);
+    }
+
+  setup->awq = folds;
   std::vector<std::string> record;
   for (const auto& [name, c] : st->choice) {
     setup->tensor_methods[name] = choice_name(c);
@@ -328,61 +477,112 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
 
   State* s = st.get();
   qo.tensor_hook = [s](quant::TensorHookArgs& a) -> quant::HookResult {
-    if (auto it = s->norm_scales.find(a.name); it != s->norm_scales.end()) {
-      const auto& sc = it->second;
-      if (a.n_per_row * a.nrows != static_cast<int64_t>(sc.size())) fail("awq: {} does not match its scales", a.name);
-      for (size_t j = 0; j < sc.size(); ++j) a.values[j] /= sc[j];
-      return quant::HookResult::Modified;
+    quant::HookResult res = quant::HookResult::Untouched;
+    if (const auto* d = find_scales(s->folds.divide, a.name)) {
+      divide_channels(a, *d);
+      res = quant::HookResult::Modified;
     }
     auto ci = s->choice.find(a.name);
-    if (ci == s->choice.end() || !a.quantize) return quant::HookResult::Untouched;
+    if (ci == s->choice.end() || !a.quantize) return res;
     const Choice c = ci->second;
     const InputStats* in = s->stats->find(a.name);
     const std::vector<float>& imp = s->imp_all.at(a.name);
-    const float* sc = nullptr;
-    if (auto wi = s->weight_scales.find(a.name); wi != s->weight_scales.end()) sc = wi->second->data();
-    if (c.r == Rounding::Gptq || !c.scaled) {
+    const std::vector<float>* sc = find_scales(s->folds.multiply, a.name);
+    if (c.r != Rounding::Imatrix) {
       const std::vector<double> H = c.r == Rounding::Gptq ? in->load_hessian() : std::vector<double>{};
-      encode(a.type, a.values, a.nrows, a.n_per_row, c, H.empty() ? nullptr : H.data(), imp.data(), sc, a.dst, nullptr);
+      encode(a.type, a.values, a.nrows, a.n_per_row, c, H.empty() ? nullptr : H.data(), imp.data(),
+             sc ? sc->data() : nullptr, a.dst, nullptr);
       a.importance = c.r == Rounding::Rtn ? nullptr : imp.data();
       return quant::HookResult::Encoded;
     }
-    // AWQ with the standard (threaded) encoder: scale the columns, divide the importance.
-    for (int64_t r = 0; r < a.nrows; ++r)
-      for (int64_t j = 0; j < a.n_per_row; ++j) a.values[r * a.n_per_row + j] *= sc[j];
-    s->imp_buf.resize(imp.size());
-    for (size_t j = 0; j < imp.size(); ++j) s->imp_buf[j] = imp[j] / (sc[j] * sc[j]);
+    // Importance-weighted rounding with the standard (threaded) encoder: scale the columns, divide the
+    // importance, clip.
+    s->imp_buf = imp;
+    if (c.scaled && sc) {
+      multiply_columns(a, *sc);
+      for (size_t j = 0; j < imp.size(); ++j) s->imp_buf[j] /= (*sc)[j] * (*sc)[j];
+    }
+    if (auto cl = s->clip.find(a.name); cl != s->clip.end()) awq_apply_clip(a.type, a.values, a.nrows, a.n_per_row, cl->second);
     a.importance = s->imp_buf.data();
     return quant::HookResult::Modified;
   };
   return setup;
 }
+namespace {
+constexpr float kClipRatios[] = {1.0f, 0.975f, 0.95f, 0.925f, 0.9f, 0.875f, 0.85f, 0.8f, 0.75f, 0.7f, 0.6f, 0.5f};
 
-quant::TensorHook awq_fold_hook(std::map<std::string, std::vector<float>> norm_scales) {
-  // Weight name -> the norm whose scales it takes.
-  std::map<std::string, std::string> reader;
-  for (const auto& [norm, sc] : norm_scales)
-    for (MatmulInput site : kInputs) {
-      const char* nn = norm_for(site);
-      if (!nn) continue;
-      const std::string suffix = std::string(".") + nn + ".weight";
-      if (!norm.ends_with(suffix)) continue;
-      const std::string prefix = norm.substr(0, norm.size() - suffix.size() + 1);
-      for (auto stem : input_tensors(site)) reader[prefix + std::string(stem) + ".weight"] = norm;
+}  // namespace
+
+void awq_apply_clip(GgmlType t, float* W, int64_t rows, int64_t cols, const std::vector<uint8_t>& idx) {
+  const int64_t g = ggml_type_info(t)->block_size, nb = cols / g;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      const float ratio = kClipRatios[idx[r * nb + b]];
+      if (ratio == 1.0f) continue;
+      float* x = W + r * cols + b * g;
+      float amax = 0;
+      for (int64_t j = 0; j < g; ++j) amax = std::max(amax, std::fabs(x[j]));
+      const float lim = ratio * amax;
+      for (int64_t j = 0; j < g; ++j) x[j] = std::clamp(x[j], -lim, lim);
     }
-  auto scales = std::make_shared<std::map<std::string, std::vector<float>>>(std::move(norm_scales));
-  return [scales, reader](quant::TensorHookArgs& a) -> quant::HookResult {
-    if (auto it = scales->find(a.name); it != scales->end()) {
-      for (size_t j = 0; j < it->second.size(); ++j) a.values[j] /= it->second[j];
-      return quant::HookResult::Modified;
+}
+
+namespace {
+// Encodes Wf (with importance imp) and writes the effective weights in the original space into Q.
+void encode_original(GgmlType t, const float* Wf, int64_t rows, int64_t cols, const float* imp,
+                     const float* s_col, const float* s_row, float* Q) {
+  const uint64_t rb = *ggml_row_size(t, static_cast<uint64_t>(cols));
+  std::vector<uint8_t> enc(rb * static_cast<uint64_t>(rows));
+  quant::quantize_rows(t, Wf, enc.data(), rows, cols, imp);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* q = Q + r * cols;
+    quant::dequantize_row(t, enc.data() + r * rb, q, cols);
+    const float sr = s_row ? s_row[r] : 1.0f;
+    for (int64_t j = 0; j < cols; ++j) q[j] = q[j] * sr / (s_col ? s_col[j] : 1.0f);
+  }
+}
+
+}  // namespace
+
+std::vector<uint8_t> awq_clip_search(GgmlType t, const float* W, const float* Wf, int64_t rows, int64_t cols,
+                                     const double* H, const double* H_check, const float* imp, const float* s_col, const float* s_row,
+                                     double* err_plain, double* err_clip) {
+  const int64_t g = ggml_type_info(t)->block_size, nb = cols / g;
+  const size_t n = static_cast<size_t>(rows * cols);
+  std::vector<float> Wc(n), Q(n);
+  std::vector<double> e(static_cast<size_t>(rows * nb)), best(e.size(), std::numeric_limits<double>::infinity());
+  std::vector<uint8_t> idx(e.size(), 0), cand(e.size());
+  for (size_t k = 0; k < std::size(kClipRatios); ++k) {
+    Wc.assign(Wf, Wf + n);
+    std::fill(cand.begin(), cand.end(), static_cast<uint8_t>(k));
+    awq_apply_clip(t, Wc.data(), rows, cols, cand);
+    encode_original(t, Wc.data(), rows, cols, imp, s_col, s_row, Q.data());
+    if (k == 0) *err_plain = output_error(W, Q.data(), rows, cols, H_check);
+    block_output_errors(W, Q.data(), rows, cols, H, g, e.data());
+    for (size_t i = 0; i < e.size(); ++i)
+      if (e[i] < best[i]) best[i] = e[i], idx[i] = static_cast<uint8_t>(k);
+  }
+  Wc.assign(Wf, Wf + n);
+  awq_apply_clip(t, Wc.data(), rows, cols, idx);
+  encode_original(t, Wc.data(), rows, cols, imp, s_col, s_row, Q.data());
+  *err_clip = output_error(W, Q.data(), rows, cols, H_check);
+  if (!(*err_clip < *err_plain)) return {};
+  return idx;
+}
+
+quant::TensorHook awq_fold_hook(AwqFolds folds) {
+  auto f = std::make_shared<AwqFolds>(std::move(folds));
+  return [f](quant::TensorHookArgs& a) -> quant::HookResult {
+    quant::HookResult res = quant::HookResult::Untouched;
+    if (const auto* d = find_scales(f->divide, a.name)) {
+      divide_channels(a, *d);
+      res = quant::HookResult::Modified;
     }
-    auto r = reader.find(a.name);
-    if (r == reader.end()) return quant::HookResult::Untouched;
-    const auto& sc = scales->at(r->second);
-    if (static_cast<int64_t>(sc.size()) != a.n_per_row) fail("awq: {} does not match its scales", a.name);
-    for (int64_t i = 0; i < a.nrows; ++i)
-      for (int64_t j = 0; j < a.n_per_row; ++j) a.values[i * a.n_per_row + j] *= sc[j];
-    return quant::HookResult::Modified;
+    if (const auto* m = find_scales(f->multiply, a.name)) {
+      multiply_columns(a, *m);
+      res = quant::HookResult::Modified;
+    }
+    return res;
   };
 }
 

@@ -523,7 +523,8 @@ const std::vector<Method>& methods() {
          return calibrate::setup_method(calibrate::Method::Imatrix, *c.stats, c.opt.calib_text, c.reference, qo, c.log);
        }},
       calibrated_row(calibrate::Method::Awq,
-                     "AWQ from --calib TEXT: per-channel activation scales folded into the RMSNorm weights, then imatrix"),
+                     "AWQ from --calib TEXT: per-channel activation scales folded into the RMSNorm weights and the rows of "
+                     "attn_v and ffn_up, clipping, then imatrix"),
       calibrated_row(calibrate::Method::Gptq,
                      "GPTQ from --calib TEXT: rounding errors fed forward through each input's Hessian"),
       calibrated_row(calibrate::Method::Auto,

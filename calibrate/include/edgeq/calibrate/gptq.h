@@ -18,6 +18,11 @@ namespace edgeq::calibrate {
 // sum over rows r of (w_r - q_r)ᵀ H (w_r - q_r)  (= ||X Wᵀ - X Qᵀ||²).
 double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H);
 
+// The same error split by block: out[r·(cols/g) + b] = d_rbᵀ H_bb d_rb for row r's columns [b·g, (b+1)·g)
+// (d = w - q; the cross-block terms of output_error left out). cols a multiple of g.
+void block_output_errors(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H, int64_t g,
+                         double* out);
+
 // The calibration methods' one regulariser: every fit minimises tr((W - Q)(H + kRidge·mean(diag H)·I)(W - Q)ᵀ),
 // the calibration text's output error plus kRidge times a plain weight error of the same scale (GPTQ's
 // damping; for the diagonal methods, importance mean x² + kRidge·mean(mean x²)). Without it the rounding fits

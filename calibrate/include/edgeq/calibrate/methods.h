@@ -2,24 +2,30 @@
 //   rtn      edgeq's plain search (no importance)
 //   imatrix  the importance-weighted search with mean x² from the calibration statistics, regularised as
 //            mean x² + kRidge·mean(mean x²) (calibrate/gptq.h: the same ridge as GPTQ's damping)
-//   awq      per-input-channel scales s = mean|x|^α (α from a grid, per layer input, minimising the regularised
+//   awq      per-input-channel scales s = mean|x|^α (α from a grid, per matmul input, minimising the regularised
 //            output error tr((W - Q)(H + kRidge·mean(diag H)·I)(W - Q)ᵀ) of all weights sharing that input),
-//            weights quantized as W·diag(s) with importance
-//            mean x²/s², 1/s folded into the preceding RMSNorm weight (q/k/v <- attn_norm, gate/up <- ffn_norm):
-//            the file stays a plain llama.cpp model. Other weights: imatrix.
+//            weights quantized as W·diag(s) with importance mean x²/s², 1/s folded into the tensor producing the
+//            input: attn_norm (q/k/v), ffn_norm (gate/up), the rows of attn_v and its bias (attn_output: with GQA
+//            o's input column of query head h, dim d comes from V's row (h / (n_head / n_head_kv), d), so the
+//            scales are tied across the query heads of one KV head, searched on the group's mean of mean|x|),
+//            the rows of ffn_up (ffn_down: silu(gate)⊙up is linear in up's rows) - the file stays a plain
+//            llama.cpp model. Then AWQ's clipping search (awq_clip_search) on every weight: ratios fitted on the
+//            even calibration chunks, kept only where they lower the tensor's output error on the odd ones.
 //   gptq     calibrate/gptq.h on every weight with a Hessian (damping kRidge)
-//   auto     per tensor the candidate (rtn, imatrix, gptq, and for q/k/v and gate/up with AWQ scales awq and
-//            awq+gptq) with the lowest output error on held-out activations: candidates are fitted on the even
+//   auto     per tensor the candidate (rtn, imatrix, gptq, and with AWQ scales folded as above awq and awq+gptq;
+//            no clipping) with the lowest output error on held-out activations: candidates are fitted on the even
 //            calibration chunks and scored on the odd ones (rtn is a candidate, so on held-out data auto is never
 //            worse than rtn); the chosen method is then applied with all chunks. Methods per tensor are recorded in
 //            edgeq.quantize.tensor_methods unless --no-edgeq-metadata.
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "edgeq/calibrate/calibrate.h"
 #include "edgeq/quant/quantize.h"
@@ -34,11 +40,19 @@ bool method_needs_hessian(Method m);
 // The importance (mean x² per column) of every weight in the statistics, as `--imatrix` would load it.
 quant::Importance importance_from_stats(const CalibrationStats& stats, const std::string& file_label);
 
+// AWQ's folding: scales s per column of a matmul input are multiplied into the columns of the weights reading it
+// and divided out of the output channels of the tensor producing it (the RMSNorm weights, or the rows of attn_v /
+// ffn_up and their biases), so the float model computes the same function.
+struct AwqFolds {
+  std::map<std::string, std::vector<float>> divide;    // tensor -> divisor per output channel (element or row)
+  std::map<std::string, std::vector<float>> multiply;  // weight -> factor per input column
+};
+
 // State behind a method's quantize hook; keep it alive until quantize_model returns.
 struct MethodSetup {
   quant::Importance importance;
   std::map<std::string, std::string> tensor_methods;  // name -> chosen method
-  std::map<std::string, std::vector<float>> awq_scales;  // RMSNorm weight name -> AWQ scales folded into it
+  AwqFolds awq;  // the AWQ scales folded (awq, and auto where it chose them)
   std::shared_ptr<void> state;
 };
 
@@ -49,9 +63,22 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
                                           const quant::QuantizeSource& src, quant::QuantizeOptions& qo,
                                           const std::function<void(const std::string&)>& log = {});
 
-// AWQ's folding alone (no rounding): each listed RMSNorm weight is divided by its scales and the columns of the
-// weights reading it (attn_norm: q/k/v, ffn_norm: gate/up) are multiplied by them. With a float output type
-// the model computes the same function (tested: logits unchanged).
-quant::TensorHook awq_fold_hook(std::map<std::string, std::vector<float>> norm_scales);
+// AWQ's folding alone (no rounding, no clipping): with a float output type the model computes the same function
+// (tested: logits unchanged).
+quant::TensorHook awq_fold_hook(AwqFolds folds);
+
+// AWQ's clipping search (auto_clip) for one weight W (rows × cols, original space), on the values the encoder
+// will see, Wf = diag(1/s_row)·W·diag(s_col) (s_row, s_col: AWQ scales, null for none; imp: the importance in
+// Wf's space). For each row and block of type t (blocks are encoded independently), the block's values are
+// clamped to ±ratio·max|w| for each ratio of a grid (1 … 0.5), and the ratio whose encoding has the lowest block
+// output error d_bᵀ H_bb d_b is kept (d the error in the original space, H ridged). The whole tensor's output
+// error tr((W - Q) H_check (W - Q)ᵀ) with those ratios is then compared with unclipped encoding's (setup_method
+// passes the ridged Hessians of the even chunks as H and of the odd ones as H_check): returns the ratio index per
+// row and block when it is lower, else empty (no clipping). err_plain / err_clip: both errors under H_check.
+std::vector<uint8_t> awq_clip_search(GgmlType t, const float* W, const float* Wf, int64_t rows, int64_t cols,
+                                     const double* H, const double* H_check, const float* imp, const float* s_col, const float* s_row,
+                                     double* err_plain, double* err_clip);
+// Applies awq_clip_search's result to Wf in place.
+void awq_apply_clip(GgmlType t, float* Wf, int64_t rows, int64_t cols, const std::vector<uint8_t>& ratio_index);
 
 }  // namespace edgeq::calibrate
