@@ -309,14 +309,18 @@ TEST(CompareSweep, ReferenceTypeFollowsTheAvailableMemory) {
 TEST(CompareSweep, CalibratedMethodsShareOneCalibration) {
   auto o = small(temp_dir("calib"));
   o.types = {"Q4_0"};
-  o.methods = {"rtn", "imatrix", "awq", "gptq", "auto"};
+  // Under the sanitizers (CI's second build) rtn, gptq and auto: auto fits the other methods' candidates (imatrix,
+  // awq, awq+gptq) itself, so their code is still checked for memory errors, at half the time.
+  const std::vector<std::string> methods = EDGEQ_SANITIZED ? std::vector<std::string>{"rtn", "gptq", "auto"}
+                                                           : std::vector<std::string>{"rtn", "imatrix", "awq", "gptq", "auto"};
+  o.methods = methods;
   o.calib_text = kCalib;
   o.calib_chunks = 4;
   o.keep = true;
   std::vector<std::string> events;
   auto out = compare::run_sweep(o, [&](const compare::SweepProgress& p) { events.push_back(p.label + ":" + p.stage); });
   ASSERT_FALSE(out.interrupted);
-  EXPECT_EQ(out.n_run, 5u);
+  EXPECT_EQ(out.n_run, methods.size());
   // the reference is loaded once and calibrated once, before the first entry
   EXPECT_EQ(std::count(events.begin(), events.end(), "reference:load"), 1);
   const auto first_cal = std::find(events.begin(), events.end(), "calibration:calibrate");
@@ -331,28 +335,31 @@ TEST(CompareSweep, CalibratedMethodsShareOneCalibration) {
   ASSERT_FALSE(stats.inputs.empty());
   EXPECT_EQ(stats.inputs[0].load_hessian().size(), size_t(256 * 256));
   // each file was quantized by its method, with the statistics of the calibration text
-  for (auto m : {"rtn", "imatrix", "awq", "gptq", "auto"}) {
-    auto g = GgufFile::open(o.out_dir + "/models/Q4_0-" + std::string(m) + ".gguf");
+  for (const auto& m : methods) {
+    auto g = GgufFile::open(o.out_dir + "/models/Q4_0-" + m + ".gguf");
     const std::string rec = g.get_string("edgeq.quantize.method").value_or("");
-    EXPECT_EQ(rec.rfind(std::string(m) == "rtn" ? "edgeq Q4_0" : fmt::format("edgeq-{} Q4_0", m), 0), 0u) << rec;
-    if (std::string(m) != "rtn") {
+    EXPECT_EQ(rec.rfind(m == "rtn" ? "edgeq Q4_0" : fmt::format("edgeq-{} Q4_0", m), 0), 0u) << rec;
+    if (m != "rtn") {
       EXPECT_EQ(g.get_string("quantize.imatrix.file").value_or(""), kCalib) << m;
     }
   }
   std::map<std::string, compare::EntryResult> by;
   for (auto& e : out.report.entries) by[e.method] = e;
-  ASSERT_EQ(by.size(), 5u);
+  ASSERT_EQ(by.size(), methods.size());
   // the report says what the calibrated methods read
   EXPECT_EQ(by["rtn"].inputs, "");
   EXPECT_EQ(by["gptq"].inputs, fmt::format("`{}` (4 chunks of 128 tokens)", kCalib));
   EXPECT_NE(read_text_file(o.out_dir + "/report.md")
-                .find(fmt::format("Statistics for imatrix, awq, gptq, auto: `{}` (4 chunks of 128 tokens).", kCalib)),
+                .find(fmt::format("Statistics for {}: `{}` (4 chunks of 128 tokens).",
+                                  EDGEQ_SANITIZED ? "gptq, auto" : "imatrix, awq, gptq, auto", kCalib)),
             std::string::npos);
   // different roundings give different files; importance-weighted rounding beats plain rounding on this model
   std::set<double> klds;
   for (auto& [m, e] : by) klds.insert(e.mean_kld);
-  EXPECT_EQ(klds.size(), 5u);
-  EXPECT_LT(by["imatrix"].mean_kld, by["rtn"].mean_kld);
+  EXPECT_EQ(klds.size(), methods.size());
+  if (!EDGEQ_SANITIZED) {
+    EXPECT_LT(by["imatrix"].mean_kld, by["rtn"].mean_kld);
+  }
   EXPECT_LT(by["gptq"].mean_kld, by["rtn"].mean_kld);
 
   // one entry run alone in another directory (a --plan line) calibrates there and measures the same

@@ -1,5 +1,6 @@
-// Perplexity against llama.cpp's golden numbers (llama-perplexity b4748, n_ctx 256, tinystories-heldout.txt),
-// driven by the golden token ids (llama-perplexity's own tokenization of the text).
+// The perplexity protocol (llama-perplexity b4748's: n_ctx 256, tinystories-heldout.txt, second half of each chunk
+// scored), driven by the golden token ids (llama-perplexity's own tokenization of the text): short runs, thread
+// invariance, options and errors. The full-text figures of every golden file are test_perplexity_goldens.cpp's.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -36,11 +37,6 @@ const std::vector<int32_t>& golden_tokens(const std::string& vocab) {
   return cache[vocab];
 }
 
-const nlohmann::json& golden(const std::string& name) {
-  static nlohmann::json j = load_json(kShared + "/golden/perplexity.json");
-  return j["files"][name];
-}
-
 rt::PerplexityResult run(const std::string& file, const std::string& vocab, int64_t chunks, int threads = 2,
                          bool compat = true) {
   auto m = rt::Model::load(kShared + "/golden/" + file);
@@ -51,40 +47,29 @@ rt::PerplexityResult run(const std::string& file, const std::string& vocab, int6
   return rt::perplexity(m, golden_tokens(vocab), true, 1, o);
 }
 
-// Full-text PPL vs llama.cpp within `tol` (relative); under sanitizers only a prefix of 4 chunks is evaluated
-// and compared with the running PPL measured by the Release build (documented here).
-void check_golden(const std::string& name, const std::string& vocab, double tol, int64_t n_chunks_full,
-                  double sanitized_prefix4) {
+// The running PPL after the first 4 chunks, against the value a full-text run printed when its final PPL matched
+// llama.cpp's golden (the full-text comparison of every golden, at golden_check.h's tolerances, is
+// Golden.MatchesLlamaCpp in test_perplexity_goldens.cpp; running it here too would double the CI's longest tests).
+// Short enough for the sanitizer build, which leaves test_perplexity_goldens out.
+void check_prefix(const std::string& name, const std::string& vocab, double prefix4) {
   SCOPED_TRACE(name);
-  if (EDGEQ_SANITIZED) {
-    auto r = run(name + ".gguf", vocab, 4);
-    ASSERT_EQ(r.n_chunks, 4);
-    EXPECT_NEAR(r.ppl, sanitized_prefix4, 1e-3 * sanitized_prefix4);
-    return;
-  }
-  auto r = run(name + ".gguf", vocab, -1);
-  const double g = golden(name)["ppl"].get<double>(), ge = golden(name)["ppl_err"].get<double>();
-  std::printf("%s: PPL %.5f +/- %.5f (llama.cpp %.5f +/- %.5f), %lld chunks, %.2f s, after 4 chunks %.5f\n", name.c_str(), r.ppl,
-              r.ppl_err, g, ge, static_cast<long long>(r.n_chunks), r.seconds, r.chunk_ppl.size() > 3 ? r.chunk_ppl[3] : 0.0);
-  EXPECT_EQ(r.n_chunks, n_chunks_full);
-  EXPECT_EQ(r.count, n_chunks_full * 127);
-  EXPECT_NEAR(r.ppl, g, tol * g);
-  EXPECT_NEAR(r.ppl_err, ge, 0.01 * ge);
-  ASSERT_GE(r.chunk_ppl.size(), 4u);
-  EXPECT_NEAR(r.chunk_ppl[3], sanitized_prefix4, 1e-3 * sanitized_prefix4);  // keeps the documented value honest
+  auto r = run(name + ".gguf", vocab, 4);
+  ASSERT_EQ(r.n_chunks, 4);
+  ASSERT_EQ(r.chunk_ppl.size(), 4u);
+  EXPECT_NEAR(r.chunk_ppl[3], r.ppl, 1e-9 * r.ppl);  // the running figure after the last chunk is the result
+  EXPECT_NEAR(r.ppl, prefix4, 1e-3 * prefix4);
+  EXPECT_GT(r.ppl_err, 0.0);
 }
 
 }  // namespace
 
-TEST(Perplexity, TlF16FullTextMatchesLlamaCpp) { check_golden("tl-8m-F16", "tl-8m-F16.gguf", 0.002, 120, 39.18928); }
+TEST(Perplexity, TlF16FirstChunks) { check_prefix("tl-8m-F16", "tl-8m-F16.gguf", 39.18928); }
 
-TEST(Perplexity, Stories260KF32MatchesLlamaCpp) {
-  check_golden("stories260K-F32", "stories260K-F32.gguf", 0.002, 195, 4.52974);
-}
+TEST(Perplexity, Stories260KF32FirstChunks) { check_prefix("stories260K-F32", "stories260K-F32.gguf", 4.52974); }
 
-TEST(Perplexity, TlQ8_0MatchesLlamaCpp) { check_golden("tl-8m-Q8_0", "tl-8m-F16.gguf", 0.002, 120, 39.20155); }
+TEST(Perplexity, TlQ8_0FirstChunks) { check_prefix("tl-8m-Q8_0", "tl-8m-F16.gguf", 39.20155); }
 
-TEST(Perplexity, TlQ4_K_MMatchesLlamaCpp) { check_golden("tl-8m-Q4_K_M", "tl-8m-F16.gguf", 0.01, 120, 39.27191); }
+TEST(Perplexity, TlQ4_K_MFirstChunks) { check_prefix("tl-8m-Q4_K_M", "tl-8m-F16.gguf", 39.27191); }
 
 TEST(Perplexity, ResultsDoNotDependOnThreadCount) {
   auto a = run("tl-8m-Q6_K.gguf", "tl-8m-F16.gguf", 2, 1);
