@@ -1,33 +1,9 @@
 #include "edgeq/formats/thread_pool.h"
 
 #include <algorithm>
-#include <chrono>
 #include <utility>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 namespace edgeq {
-
-namespace {
-// Spins (pausing, and yielding the core every 64 polls) until done() or about 100 microseconds have passed;
-// returns done().
-template <class Done>
-bool spin_until(Done done) {
-  using clock = std::chrono::steady_clock;
-  const auto end = clock::now() + std::chrono::microseconds(100);
-  for (;;) {
-    for (int i = 0; i < 64; ++i) {
-      if (done()) return true;
-#if defined(__x86_64__) || defined(__i386__)
-      _mm_pause();
-#endif
-    }
-    if (clock::now() > end) return done();
-    std::this_thread::yield();  // lets another runnable thread (on a loaded machine) use this core
-  }
-}
-}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
   for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker_loop(i); });
@@ -66,7 +42,6 @@ void ThreadPool::run_tasks(int worker) {
 void ThreadPool::worker_loop(int worker) {
   uint64_t seen = 0;
   for (;;) {
-    spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
     {
       std::unique_lock<std::mutex> lk(mu_);
       cv_start_.wait(lk, [&] { return stop_ || generation_ != seen; });
@@ -98,7 +73,6 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& f
   }
   cv_start_.notify_all();
   run_tasks(0);
-  spin_until([&] { return active_.load(std::memory_order_acquire) == 0; });
   std::exception_ptr err;
   {
     std::unique_lock<std::mutex> lk(mu_);

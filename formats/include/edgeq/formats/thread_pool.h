@@ -1,6 +1,5 @@
 // The one thread pool of edgeq (convert, quantize and the runtime share it).
 #pragma once
-#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -15,9 +14,6 @@ namespace edgeq {
 // (worker 0), handing out tasks in increasing order. When tasks throw, no new task starts, the running ones
 // finish, and run rethrows the exception of the lowest-numbered failing task (the same error for any pool
 // size). run is not reentrant: a task must not call run on its own pool.
-// Idle workers, and the caller waiting for the last task, spin (yielding the core) for about 100 microseconds
-// before sleeping on a condition variable: batch-1 decoding starts several runs per layer, microseconds apart,
-// where a futex wake-up would cost as much as a run's work.
 class ThreadPool {
  public:
   explicit ThreadPool(int n_threads);  // n_threads >= 1 (the caller counts as one); values < 1 mean 1
@@ -37,8 +33,8 @@ class ThreadPool {
   std::condition_variable cv_start_, cv_done_;
   const std::function<void(int64_t, int)>* fn_ = nullptr;
   int64_t n_tasks_ = 0, next_ = 0;
-  std::atomic<int> active_{0};             // written under mu_; read without it while spinning
-  std::atomic<uint64_t> generation_{0};
+  int active_ = 0;
+  uint64_t generation_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
   int64_t error_task_ = 0;
