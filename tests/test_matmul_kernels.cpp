@@ -160,6 +160,31 @@ TEST_P(MatmulKernels, EveryPathEqualsPortable) {
   }
 }
 
+// The activation quantization's SIMD path gives the portable path's bytes, including ties of |x| between a value
+// and its negation (the first one sets the scale's sign), NaNs (ignored by the maximum, then 127), infinities
+// and all-zero blocks.
+TEST(QuantizeAct, SimdEqualsPortable) {
+  namespace k = rt::kernels;
+  const int64_t n = 256 * 6;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = nd(rng);
+  x[10] = -7.f, x[20] = 7.f;                                              // block 0: tie, negative first
+  x[256 + 30] = 5.f, x[256 + 200] = -5.f;                                 // block 1: tie, positive first
+  std::fill(x.begin() + 512, x.begin() + 768, 0.f);                       // block 2: zeros
+  x[768 + 3] = std::nanf(""), x[768 + 4] = 4.f;                          // block 3: a NaN
+  x[1024 + 9] = -INFINITY;                                                // block 4: an infinity
+  for (int64_t j = 1280; j < n; ++j) x[static_cast<size_t>(j)] = 1e-3f * static_cast<float>(j % 7) - 3e-3f;  // block 5: small ties
+  for (const auto a : {q::ActRounding::Q8_K, q::ActRounding::Q8_0}) {
+    const size_t arb = k::act_row_bytes(a, n);
+    std::vector<uint8_t> ref(arb), got(arb);
+    k::quantize_act(a, x.data(), ref.data(), n, false);
+    k::quantize_act(a, x.data(), got.data(), n, true);
+    for (size_t i = 0; i < arb; ++i) ASSERT_EQ(got[i], ref[i]) << "byte " << i << (a == q::ActRounding::Q8_K ? " (Q8_K)" : " (Q8_0)");
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, MatmulKernels, ::testing::Values(GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
                                                                 GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::Q2_K, GgmlType::Q3_K,
                                                                 GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS),

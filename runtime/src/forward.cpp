@@ -103,6 +103,7 @@ void Context::attention(int64_t il, int64_t n, int64_t pos0) {
 void Context::matmul_shared(const float* x, int64_t n, int64_t ld,
                             std::initializer_list<std::pair<const Weight*, float*>> outs) {
   const bool compat = opt_.ggml_compat;
+  if (matmul_kernels_shared(outs, x, n, ld, pool_, scratch_, compat)) return;
   ActRounding r = ActRounding::None;
   bool same = compat;
   for (const auto& o : outs) {

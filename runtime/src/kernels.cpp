@@ -577,24 +577,51 @@ __attribute__((target("avx2,f16c"))) void dot_q6_K_avx2(const uint8_t* w, const 
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+// Q4_K / Q5_K: the 8 sub-block scales (bytes 0..7) and 8 mins (bytes 8..15) of a block, as q4_K_scales unpacks
+// them from the 12 packed bytes (32-bit words u0 u1 u2; reads 16 bytes: qh/qs follow the scales in the block).
+__attribute__((target("avx2"))) inline __m128i q4_K_scales_mins(const uint8_t* q) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));  // u0 u2 u1 u2
+  const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));  // u0 u0 u1 u1
+  // scales 0..3: u0 & 63; 4..7: (u2 & 15) | top 2 bits of u0's bytes; mins 0..3: u1 & 63; 4..7: (u2 >> 4) | u1's top bits
+  const __m128i lo = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                                   _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+  const __m128i hi = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+  return _mm_or_si128(lo, hi);
+}
+// fold_min_K with the two integer sums still spread over int32 lanes (a: sumi, b: summs) and dd = (dx, dmx):
+// the same float operations, the two reductions done together.
+__attribute__((target("avx2"))) inline float fold_min_K_lanes(float acc, __m128 dd, float yd, __m256i a, __m256i b) {
+  const __m256i h = _mm256_hadd_epi32(a, b);
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+  s = _mm_hadd_epi32(s, s);  // sumi, summs, sumi, summs
+  const __m128 p = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(yd), dd), _mm_cvtepi32_ps(s));  // (y.d*dx)*sumi, (y.d*dmx)*summs
+  return acc + _mm_cvtss_f32(_mm_sub_ss(p, _mm_movehdup_ps(p)));
+}
+
 __attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
                                                            int64_t n, float* out, size_t os) {
   const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
   const __m512i m4 = _mm512_set1_epi8(0xF);
   // 16-bit lanes of the low half shift by 0 (low nibbles), of the high half by 4 (high nibbles)
   const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  // byte shuffles giving int16 lanes of scale 2m (low half) and 2m + 1 (high half) from q4_K_scales_mins
+  __m512i pick[4];
+  for (int m = 0; m < 4; ++m)
+    pick[m] = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(0x8000 | (2 * m))),
+                                 _mm256_set1_epi16(static_cast<int16_t>(0x8000 | (2 * m + 1))), 1);
   float acc[kMaxAct] = {};
   for (int64_t i = 0; i < n / 256; ++i) {
-    uint8_t sc[8], mn[8];
-    q4_K_scales(x[i].scales, sc, mn);
+    const __m128i sm = q4_K_scales_mins(x[i].scales);
+    const __m512i smb = _mm512_broadcast_i32x4(sm);
     __m512i q[4], s[4];  // q[m]: the 64 values multiplying y[64m .. 64m+63]
     for (int m = 0; m < 4; ++m) {
       const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
       q[m] = _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
-      s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
+      s[m] = _mm512_shuffle_epi8(smb, pick[m]);
     }
-    const __m256i mins = q4_K_mins(mn);
-    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
+    const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));  // as q4_K_mins
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(&x[i].d)))));
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
       __m512i sumi = _mm512_setzero_si512();
@@ -602,7 +629,8 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, con
         const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
         sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], yv), s[m]);
       }
-      acc[k] = fold_min_K(acc[k], dx, dmx, y, _mm512_reduce_add_epi32(sumi), hsum_i32(bsums_dot(y, mins)));
+      const __m256i a = _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1));
+      acc[k] = fold_min_K_lanes(acc[k], dd, y.d, a, bsums_dot(y, mins));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -740,24 +768,39 @@ __attribute__((target(EDGEQ_AVX512))) void dot_q3_K_avx512(const uint8_t* w, con
 __attribute__((target(EDGEQ_AVX512))) void dot_q6_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
                                                            int64_t n, float* out, size_t os) {
   const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
-  const __m512i m4 = _mm512_set1_epi8(0xF), m3 = _mm512_set1_epi8(3);
+  const __m512i m4 = _mm512_set1_epi8(0xF), m30 = _mm512_set1_epi8(0x30);
+  const __m512i up = shift_pair(4, 2), down = shift_pair(0, 2);
+  // byte shuffles spreading int16 scale c (pick_lo) or 4 + c (pick_hi) over 128-bit lane c
+  const __m512i lane = _mm512_setr_epi64(0, 0, 0x0202020202020202, 0x0202020202020202, 0x0404040404040404,
+                                         0x0404040404040404, 0x0606060606060606, 0x0606060606060606);
+  const __m512i pick_lo = _mm512_add_epi8(lane, _mm512_set1_epi16(0x0100));
+  const __m512i pick_hi = _mm512_add_epi8(pick_lo, _mm512_set1_epi8(8));
   float acc[kMaxAct] = {};
   for (int64_t i = 0; i < n / 256; ++i) {
     __m512i q[4], s[4];
     for (int h = 0; h < 2; ++h) {  // values 128h + l: low nibbles of ql[64h + l], high bits from qh[32h + l % 32]
       const __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
       const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * h)));
-      q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
-                                 _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_pair(0, 2)), m3), 4));
+      // bits 4, 5 of the values: qh bits 0-1 (l < 32), 2-3 (l >= 32); then bits 4-5, 6-7
+      q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, up), m30));
       q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
-                                     _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_pair(4, 6)), m3), 4));
+                                     _mm512_and_si512(_mm512_srlv_epi16(qh, down), m30));
     }
-    scales16_avx512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales))), s);
-    const __m256i off = q6_K_offset_w(x[i]);
+    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)));
+    const __m512i s_lo = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sc));  // scales 0..7
+    const __m512i s_hi = _mm512_broadcast_i32x4(_mm256_extracti128_si256(sc, 1));
+    s[0] = _mm512_shuffle_epi8(s_lo, pick_lo);  // 128-bit lane c of s[m]: scale 4m + c (values 64m + 16c ..)
+    s[1] = _mm512_shuffle_epi8(s_lo, pick_hi);
+    s[2] = _mm512_shuffle_epi8(s_hi, pick_lo);
+    s[3] = _mm512_shuffle_epi8(s_hi, pick_hi);
+    const __m256i off = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 5));  // q6_K_offset_w
     const float dx = _cvtsh_ss(x[i].d);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx512(q, s, y, bsums_dot(y, off)));
+      __m512i sumi = _mm512_setzero_si512();
+      for (int m = 0; m < 4; ++m) sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], _mm512_loadu_si512(y.qs + 64 * m)), s[m]);
+      const __m256i a = _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1));
+      acc[k] = fold_K(acc[k], dx, y, hsum_i32(_mm256_add_epi32(a, bsums_dot(y, off))));
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -882,7 +925,46 @@ size_t act_row_bytes(ActRounding a, int64_t n) {
   }
 }
 
-void quantize_act(ActRounding a, const float* x, void* dst, int64_t n) {
+namespace {
+#pragma GCC diagnostic push  // as for the kernels above
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// quantize_act's Q8_K rows with AVX-512: the same operations per value (the largest |x| ignoring NaNs, the first
+// value with that magnitude, iscale * x rounded half to even, min(127, .)), so the same bytes.
+__attribute__((target(EDGEQ_AVX512))) void quantize_q8_K_avx512(const float* x, ActQ8_K* y, int64_t nb) {
+  for (int64_t b = 0; b < nb; ++b, x += 256) {
+    __m512 amax = _mm512_setzero_ps();
+    for (int c = 0; c < 16; ++c) amax = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * c)), amax);  // NaN: keeps amax
+    const float am = _mm512_reduce_max_ps(amax);
+    std::memset(&y[b], 0, sizeof(ActQ8_K));
+    if (am == 0.f) continue;
+    float mx = 0.f;
+    const __m512 vam = _mm512_set1_ps(am);
+    for (int c = 0; c < 16; ++c) {
+      const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * c)), vam, _CMP_EQ_OQ);
+      if (hit) {
+        mx = x[16 * c + __builtin_ctz(hit)];
+        break;
+      }
+    }
+    const float iscale = -127.f / mx;
+    y[b].d = 1.f / iscale;
+    const __m512 vs = _mm512_set1_ps(iscale), v127 = _mm512_set1_ps(127.f);
+    for (int c = 0; c < 16; ++c) {
+      const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * c)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m512i q = _mm512_cvtps_epi32(_mm512_min_ps(r, v127));  // min(r, 127): 127 when r is NaN, as std::min(127, r)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y[b].qs + 16 * c), _mm512_cvtsepi32_epi8(q));
+      y[b].bsums[c] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+    }
+  }
+}
+#pragma GCC diagnostic pop
+}  // namespace
+
+void quantize_act(ActRounding a, const float* x, void* dst, int64_t n, bool simd) {
+  if (a == ActRounding::Q8_K && simd && g_avx512) return quantize_q8_K_avx512(x, static_cast<ActQ8_K*>(dst), n / 256);
   if (a == ActRounding::Q8_0) {
     auto* y = static_cast<ActQ8_0*>(dst);
     for (int64_t b = 0; b < n / 32; ++b, x += 32) {

@@ -50,7 +50,8 @@ const char* simd_level();
 // Bytes of one activation row of n values quantized to a.
 size_t act_row_bytes(ActRounding a, int64_t n);
 // Quantizes a row of n floats (n a multiple of the block size) exactly as llama.cpp's quantize_row_q8_0 (and
-// _q8_1, for s) / quantize_row_q8_K do; dequantizing the result gives round_activations' values.
-void quantize_act(ActRounding a, const float* x, void* dst, int64_t n);
+// _q8_1, for s) / quantize_row_q8_K do; dequantizing the result gives round_activations' values. simd=false
+// takes the portable path (the same bytes).
+void quantize_act(ActRounding a, const float* x, void* dst, int64_t n, bool simd = true);
 
 }  // namespace edgeq::runtime::kernels

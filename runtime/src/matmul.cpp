@@ -185,42 +185,85 @@ void gemm_tiles(const TileJob* jobs, size_t n_jobs, const float* x, int64_t n_to
     gemm::gemm(n_tokens, r1 - r0, in, x, ldx, gemm::packed(packed, in), jobs[j].y + r0, jobs[j].ldy);
   });
 }
+
+// The kernel path for weights sharing one input (all with kernel k's activation format): the input is quantized
+// once, then one pool run covers every weight's row tiles, one integer dot product per (token, row); each result
+// is computed whole by one thread, so the split over threads does not change it.
+void kernel_products(const quant::BlockOps& k, std::initializer_list<std::pair<const Weight*, float*>> outs,
+                     const int64_t* ldy, const float* x, int64_t n_tokens, int64_t ldx, ThreadPool& pool,
+                     MatmulScratch& scratch) {
+  const int64_t in = static_cast<int64_t>(outs.begin()->first->dims[0]);
+  const size_t arb = kernels::act_row_bytes(k.act_rounding, in);
+  scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
+  pool.run(n_tokens, [&](int64_t t, int) {
+    kernels::quantize_act(k.act_rounding, x + t * ldx, scratch.xq.data() + t * arb, in, g_use_simd_kernels);
+  });
+  constexpr size_t kMaxOuts = 4;
+  struct Job {
+    const Weight* w;
+    float* y;
+    int64_t ldy, rows, first_tile;
+    kernels::DotFn dot;
+  } jobs[kMaxOuts];
+  size_t n_jobs = 0;
+  int64_t n_tiles = 0;
+  for (const auto& o : outs) {
+    const int64_t rows = static_cast<int64_t>(o.first->n_rows());
+    const quant::BlockOps* ko = kernels::find(o.first->type);
+    jobs[n_jobs] = {o.first, o.second, ldy[n_jobs], rows, n_tiles, kernels::best(ko->kernels, g_use_simd_kernels)};
+    n_tiles += (rows + kTileRows - 1) / kTileRows;
+    ++n_jobs;
+  }
+  pool.run(n_tiles, [&](int64_t tile, int) {
+    size_t j = 0;
+    while (j + 1 < n_jobs && tile >= jobs[j + 1].first_tile) ++j;
+    const Job& jb = jobs[j];
+    const uint64_t rb = jb.w->row_bytes();
+    const int64_t r0 = (tile - jb.first_tile) * kTileRows;
+    const int64_t r1 = std::min(jb.rows, r0 + kTileRows);
+    for (int64_t t = 0; t < n_tokens; t += kernels::kMaxAct) {
+      const int na = static_cast<int>(std::min<int64_t>(kernels::kMaxAct, n_tokens - t));
+      const uint8_t* a = scratch.xq.data() + t * arb;
+      for (int64_t r = r0; r < r1; ++r)
+        jb.dot(jb.w->data + static_cast<uint64_t>(r) * rb, a, arb, na, in, jb.y + t * jb.ldy + r, static_cast<size_t>(jb.ldy));
+    }
+  });
+}
 }  // namespace
+
+bool matmul_kernels_shared(std::initializer_list<std::pair<const Weight*, float*>> outs, const float* x,
+                           int64_t n_tokens, int64_t ldx, ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat) {
+  if (outs.size() == 0 || outs.size() > 4 || n_tokens <= 0) return false;
+  const quant::BlockOps* k0 = nullptr;
+  int64_t ldy[4];
+  size_t i = 0;
+  for (const auto& o : outs) {
+    const quant::BlockOps* k = kernel_for(*o.first, n_tokens, ggml_compat);
+    if (k == nullptr || (k0 != nullptr && (k->act_rounding != k0->act_rounding || o.first->dims[0] != outs.begin()->first->dims[0])))
+      return false;
+    k0 = k;
+    ldy[i++] = static_cast<int64_t>(o.first->n_rows());
+  }
+  kernel_products(*k0, outs, ldy, x, n_tokens, ldx, pool, scratch);
+  return true;
+}
 
 void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat) {
-  const int64_t in = static_cast<int64_t>(w.dims[0]);
   const int64_t out = static_cast<int64_t>(w.n_rows());
   if (n_tokens <= 0 || out <= 0) return;
 
   // Quantized weights with a dot-product kernel (kernels.h): activations quantized to Q8_0/Q8_K blocks as
-  // llama.cpp does, then one integer dot product per (token, row); each result is computed whole by one
-  // thread, so the split over threads does not change it.
+  // llama.cpp does, then integer dot products (kernel_products).
   // Used below kKernelMaxTokens tokens (generation, short prompts): there they beat dequantize + sgemm by 1.5-6x;
   // for larger batches the GEMM on dequantized tiles is faster (tl-8m perplexity: OpenBLAS sgemm already took the
   // same time as the kernels).
-  const quant::BlockOps* k = kernel_for(w, n_tokens, ggml_compat);
-  if (k != nullptr) {
-    const size_t arb = kernels::act_row_bytes(k->act_rounding, in);
-    scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
-    pool.run(n_tokens, [&](int64_t t, int) { kernels::quantize_act(k->act_rounding, x + t * ldx, scratch.xq.data() + t * arb, in); });
-    const kernels::DotFn dot = kernels::best(k->kernels, g_use_simd_kernels);
-    const uint64_t rb = w.row_bytes();
-    const int64_t n_tiles = (out + kTileRows - 1) / kTileRows;
-    pool.run(n_tiles, [&](int64_t tile, int) {
-      const int64_t r0 = tile * kTileRows;
-      const int64_t r1 = std::min(out, r0 + kTileRows);
-      for (int64_t t = 0; t < n_tokens; t += kernels::kMaxAct) {
-        const int na = static_cast<int>(std::min<int64_t>(kernels::kMaxAct, n_tokens - t));
-        const uint8_t* a = scratch.xq.data() + t * arb;
-        for (int64_t r = r0; r < r1; ++r) {
-          dot(w.data + static_cast<uint64_t>(r) * rb, a, arb, na, in, y + t * ldy + r, static_cast<size_t>(ldy));
-        }
-      }
-    });
+  if (const quant::BlockOps* k = kernel_for(w, n_tokens, ggml_compat)) {
+    kernel_products(*k, {{&w, y}}, &ldy, x, n_tokens, ldx, pool, scratch);
     return;
   }
 
+  const int64_t in = static_cast<int64_t>(w.dims[0]);
   const float* xs = x;
   int64_t ldxs = ldx;
   const ActRounding r = ggml_compat ? act_rounding_for(w) : ActRounding::None;

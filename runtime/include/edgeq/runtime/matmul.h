@@ -69,6 +69,14 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
 void matmul_dequant(std::initializer_list<std::pair<const Weight*, float*>> outs, const float* x, int64_t n_tokens,
                     int64_t ldx, ThreadPool& pool, MatmulScratch& scratch);
 
+// Several weights multiplying the same input x (q/k/v, gate/up; at most 4), each output y with row stride = its
+// weight's row count: when every one goes through a kernel (matmul_uses_kernel) with the same activation format,
+// x is quantized once and one pool run covers all their rows (batch-1 decoding: fewer thread wake-ups), with
+// the same results as separate matmul calls, and true is returned. Otherwise nothing is done and false returned.
+bool matmul_kernels_shared(std::initializer_list<std::pair<const Weight*, float*>> outs, const float* x,
+                           int64_t n_tokens, int64_t ldx, ThreadPool& pool, MatmulScratch& scratch,
+                           bool ggml_compat = true);
+
 // True when matmul sends this weight and batch through an integer dot-product kernel (a quantized weight type
 // with a kernel in the block-ops table, ggml_compat, a batch below the kernels' limit): it then rounds the
 // activations itself, so callers must not share a pre-rounded copy across weights.
