@@ -10,7 +10,7 @@
 #include "options.h"
 #include "edgeq/formats/error.h"
 
-namespace {
+namespace cmd_calibrate {  // named, not anonymous: cli/ compiles as a unity build
 
 
 struct Opts {
@@ -68,4 +68,4 @@ edgeq::cli::Register reg(35, [](CLI::App& app) -> std::function<int()> {
   return [o]() { return run(*o); };
 });
 
-}  // namespace
+}  // namespace cmd_calibrate

@@ -20,7 +20,7 @@
 #include "edgeq/runtime/compare.h"
 #include "progress.h"
 
-namespace {
+namespace cmd_compare {  // named, not anonymous: cli/ compiles as a unity build
 
 namespace cmp = edgeq::compare;
 
@@ -221,4 +221,4 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
   };
 });
 
-}  // namespace
+}  // namespace cmd_compare

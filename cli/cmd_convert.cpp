@@ -11,7 +11,7 @@
 #include "edgeq/convert/plan.h"
 #include "progress.h"
 
-namespace {
+namespace cmd_convert {  // named, not anonymous: cli/ compiles as a unity build
 
 struct Opts {
   std::string src, out, outtype = "f16", pre, name;
@@ -68,4 +68,4 @@ edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
   };
 });
 
-}  // namespace
+}  // namespace cmd_convert

@@ -9,7 +9,7 @@
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
 
-namespace {
+namespace cmd_generate {  // named, not anonymous: cli/ compiles as a unity build
 
 struct Opts {
   std::string model, prompt;
@@ -94,4 +94,4 @@ edgeq::cli::Register reg(61, [](CLI::App& app) -> std::function<int()> {
   };
 });
 
-}  // namespace
+}  // namespace cmd_generate

@@ -4,7 +4,7 @@
 #include "command.h"
 #include "edgeq/quant/inspect.h"
 
-namespace {
+namespace cmd_inspect {  // named, not anonymous: cli/ compiles as a unity build
 
 struct Opts {
   std::string path;
@@ -35,4 +35,4 @@ edgeq::cli::Register reg(10, [](CLI::App& app) -> std::function<int()> {
   };
 });
 
-}  // namespace
+}  // namespace cmd_inspect

@@ -16,7 +16,7 @@
 #include "edgeq/runtime/tokenizer.h"
 #include "progress.h"
 
-namespace {
+namespace cmd_perplexity {  // named, not anonymous: cli/ compiles as a unity build
 
 struct Opts {
   std::string model, text_file, kld_base, kld;
@@ -152,4 +152,4 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
   };
 });
 
-}  // namespace
+}  // namespace cmd_perplexity

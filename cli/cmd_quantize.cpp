@@ -21,7 +21,7 @@
 #include "edgeq/quant/quantize.h"
 #include "progress.h"
 
-namespace {
+namespace cmd_quantize {  // named, not anonymous: cli/ compiles as a unity build
 
 namespace q = edgeq::quant;
 
@@ -266,4 +266,4 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
   return [o]() { return run(*o); };
 });
 
-}  // namespace
+}  // namespace cmd_quantize

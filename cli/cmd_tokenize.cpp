@@ -15,7 +15,7 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/runtime/tokenizer.h"
 
-namespace {
+namespace cmd_tokenize {  // named, not anonymous: cli/ compiles as a unity build
 
 struct Opts {
   std::string model, prompt, file;
@@ -67,4 +67,4 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
   };
 });
 
-}  // namespace
+}  // namespace cmd_tokenize

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "edgeq/formats/error.h"
@@ -16,17 +17,19 @@ TEST(Gguf, EveryGoldenRoundTripsByteIdentical) {
   auto files = golden_ggufs();
   ASSERT_GE(files.size(), 27u);  // 22 quantized/F16/F32 goldens + 5 vocab files
   TempDir tmp;
-  for (auto& path : files) {
+  for (size_t i = 0; i < files.size(); ++i) {
+    // every file; every third under the sanitizers (CI's second build), where the rewrites took most of a minute
+    if (EDGEQ_SANITIZED && i % 3 != 0) continue;
+    const auto& path = files[i];
     SCOPED_TRACE(path);
     auto f = GgufFile::open(path);
     std::string out = tmp.file("rt.gguf");
     gguf_rewrite(f, out);
     auto a = read_file(path), b = read_file(out);
     ASSERT_EQ(a.size(), b.size());
-    size_t first_diff = a.size();
-    for (size_t i = 0; i < a.size(); ++i)
-      if (a[i] != b[i]) { first_diff = i; break; }
-    EXPECT_EQ(first_diff, a.size()) << "first differing byte";
+    if (a == b) continue;  // one memcmp (a byte loop took most of this test's time under the sanitizers)
+    const auto d = std::mismatch(a.begin(), a.end(), b.begin());
+    ADD_FAILURE() << "first differing byte at " << (d.first - a.begin());
   }
 }
 
