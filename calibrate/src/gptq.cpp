@@ -63,7 +63,10 @@ std::vector<float> ridge_importance(std::vector<float> v, double ridge) {
   return v;
 }
 
-std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n64, double damp) {
+namespace {
+// inverse_hessian_cholesky of H with rows and columns in the order perm (nullptr: as stored), without a
+// permuted copy of H.
+std::vector<double> inverse_cholesky(const double* H, int64_t n64, double damp, const int64_t* perm) {
   const int n = static_cast<int>(n64);
   double mean = 0;
   for (int i = 0; i < n; ++i) mean += H[static_cast<size_t>(i) * n + i];
@@ -71,7 +74,12 @@ std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n64, doubl
   if (!(mean > 0)) mean = 1;
   std::vector<double> A(static_cast<size_t>(n) * n);
   for (int attempt = 0; attempt < 8; ++attempt, damp *= 10) {
-    std::memcpy(A.data(), H, A.size() * sizeof(double));
+    if (perm) {
+      for (int i = 0; i < n; ++i)
+        for (int k = 0; k < n; ++k) A[static_cast<size_t>(i) * n + k] = H[perm[i] * n64 + perm[k]];
+    } else {
+      std::memcpy(A.data(), H, A.size() * sizeof(double));
+    }
     for (int i = 0; i < n; ++i) {
       double& a = A[static_cast<size_t>(i) * n + i];
       if (a <= 0) a = 1;
@@ -93,6 +101,11 @@ std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n64, doubl
   }
   fail("gptq: the Hessian cannot be factorised even with heavy damping");
 }
+}  // namespace
+
+std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n, double damp) {
+  return inverse_cholesky(H, n, damp, nullptr);
+}
 
 namespace {
 
@@ -111,15 +124,11 @@ void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float*
   std::vector<float> imp(static_cast<size_t>(cols));
   for (int64_t j = 0; j < cols; ++j) imp[j] = static_cast<float>(std::max(H[j * cols + j], 0.0) + damp * mean);
   quant::quantize_rows(t, W0, dst, rows, cols, mean > 0 ? imp.data() : nullptr);
-  // The order: decreasing H_jj (ties by index), H permuted to it, U the Cholesky factor of its damped inverse.
+  // The order: decreasing H_jj (ties by index), U the Cholesky factor of the damped inverse of H permuted to it.
   std::vector<int64_t> perm(static_cast<size_t>(cols));
   for (int64_t j = 0; j < cols; ++j) perm[j] = j;
   std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return H[a * cols + a] > H[b * cols + b]; });
-  std::vector<double> Hp(static_cast<size_t>(cols * cols));
-  for (int64_t i = 0; i < cols; ++i)
-    for (int64_t k = 0; k < cols; ++k) Hp[i * cols + k] = H[perm[i] * cols + perm[k]];
-  std::vector<double> U = inverse_hessian_cholesky(Hp.data(), cols, damp);
-  Hp = {};
+  std::vector<double> U = inverse_cholesky(H, cols, damp, perm.data());
   std::vector<double> udiag(static_cast<size_t>(cols));
   for (int64_t i = 0; i < cols; ++i) udiag[i] = U[i * cols + i];
   const std::vector<float> Uf(U.begin(), U.end());
