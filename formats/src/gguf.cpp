@@ -441,6 +441,11 @@ GgufFile GgufFile::join(GgufFile first, std::vector<GgufFile> rest) {
   return first;
 }
 
+void GgufFile::populate() const {
+  if (map_) map_->populate();
+  for (const auto& m : split_maps_) m->populate();
+}
+
 uint64_t GgufFile::file_size() const {
   uint64_t n = 0;
   for (const auto& s : splits_) n += s.file_size;

@@ -125,7 +125,11 @@ struct Loader {
 
 bool Model::supports(const std::string& arch) { return arch == "llama" || arch == "qwen2" || arch == "qwen3"; }
 
-Model Model::load(const std::string& path) { return build(GgufFile::open(path), true); }
+Model Model::load(const std::string& path) {
+  Model m = build(GgufFile::open(path), true);  // validated before any page is read
+  m.file_.populate();
+  return m;
+}
 
 void Model::check_header(const GgufFile& header) {
   if (!supports(header.architecture())) return;  // not ours to judge: llama.cpp knows more architectures

@@ -138,6 +138,8 @@ class GgufFile {
   // validated as usual, but views have no data (data == nullptr). Used to check an output before writing it.
   static GgufFile parse_header(const uint8_t* data, uint64_t size, const std::string& name);
   bool has_data() const { return !header_only_; }
+  // Maps every file's pages up front (MappedFile::populate): for the runtime, which reads all the weights.
+  void populate() const;
 
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }

@@ -20,6 +20,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Maps every page up front (madvise MADV_POPULATE_READ, as llama.cpp's MAP_POPULATE): one call instead of
+  // a page fault per few pages while a model's weights are first read. Best effort: a kernel without it
+  // (before Linux 5.14) or a failure leaves the lazy mapping, which works the same.
+  void populate() const;
 
  private:
   std::string path_;
