@@ -114,6 +114,7 @@ struct Grid {
 // The hot loops below work on 8 independent lanes (n is always a multiple of 8) so the compiler can
 // vectorise them; the lanes are summed in a fixed order, so results do not depend on the machine.
 constexpr float kRoundMagic = 12582912.f;  // 1.5 * 2^23: (t + M) - M rounds |t| < 2^22 half to even
+constexpr int kMaxTry = 10;                 // largest grid half-width (ntry) of any encoder below
 
 // Nearest level of a linear grid [lo, hi] to t, as a float (NaN maps to lo).
 inline float lin_level(float t, float lo, float hi) {
@@ -289,6 +290,144 @@ EDGEQ_TARGET_AVX2 bool sym_levels_avx2_any(const float* x, const float* w, int n
   }
   return false;
 }
+// Candidate-parallel kernels: vector lane c evaluates candidate c on the whole group, doing exactly the
+// operations of scalar accumulator j of the element-parallel loops above, in the same order (per lane:
+// acc_j = ((0 + t_j) + t_{j+8}) + ..., then sum8's tree over j). So one pass scores up to W candidates
+// with the bytes of W single calls. The clamp of t to [lo - 1, hi + 1] before rounding is left out: for
+// t outside it the magic-number rounding still lands outside [lo, hi] (or is NaN, which max maps to lo),
+// so the final clamp gives the same level.
+// Written with GCC vector extensions (IEEE add/sub/mul, max/min as the SSE selects: a > b ? a : b) and
+// instantiated for AVX-512 (16 lanes) and AVX2 (8 lanes); no FMA is enabled, so nothing is contracted.
+template <class V, int W>
+[[gnu::always_inline]] inline void asym_eval_lanes(const float* x, const float* w, int n, float hi, const float* s,
+                                                   const float* m, int nc, float* err) {
+  const V zero = {};
+  const V vhi = zero + hi;
+  for (int c0 = 0; c0 < nc; c0 += W) {
+    V vs = zero, vm = zero, vid = zero;
+    for (int k = 0; k < W && c0 + k < nc; ++k) {
+      vs[k] = s[c0 + k];
+      vm[k] = m[c0 + k];
+      vid[k] = s[c0 + k] == 0.f ? 0.f : 1.f / s[c0 + k];  // s == 0: level 0 everywhere, as asym_eval
+    }
+    V acc[8];
+    for (int j = 0; j < 8; ++j) {
+      V a = zero;
+      for (int i = j; i < n; i += 8) {
+        const V t = (x[i] - vm) * vid;
+        V q = (t + kRoundMagic) - kRoundMagic;
+        q = q > zero ? q : zero;
+        q = q < vhi ? q : vhi;
+        const V d = x[i] - (vs * q + vm);
+        a = a + (w[i] * d) * d;
+      }
+      acc[j] = a;
+    }
+    const V r = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (int k = 0; k < W && c0 + k < nc; ++k) err[c0 + k] = r[k];
+  }
+}
+
+// asym_grid_avx2's sums for nc inverse scales.
+template <class V, int W>
+[[gnu::always_inline]] inline void asym_grid_lanes(const float* x, const float* w, int n, float hi, float lo_a,
+                                                   const float* iscale, int nc, float* sl, float* sl2, float* sxl) {
+  const V zero = {};
+  const V vhi = zero + hi;
+  for (int c0 = 0; c0 < nc; c0 += W) {
+    V vis = zero;
+    for (int k = 0; k < W && c0 + k < nc; ++k) vis[k] = iscale[c0 + k];
+    V a1[8], a2[8], a3[8];
+    for (int j = 0; j < 8; ++j) {
+      V b1 = zero, b2 = zero, b3 = zero;
+      for (int i = j; i < n; i += 8) {
+        const V t = (x[i] - lo_a) * vis;
+        V q = (t + kRoundMagic) - kRoundMagic;
+        q = q > zero ? q : zero;
+        q = q < vhi ? q : vhi;
+        const V wq = w[i] * q;
+        b1 = b1 + wq;
+        b2 = b2 + wq * q;
+        b3 = b3 + wq * x[i];
+      }
+      a1[j] = b1;
+      a2[j] = b2;
+      a3[j] = b3;
+    }
+    const V r1 = ((a1[0] + a1[1]) + (a1[2] + a1[3])) + ((a1[4] + a1[5]) + (a1[6] + a1[7]));
+    const V r2 = ((a2[0] + a2[1]) + (a2[2] + a2[3])) + ((a2[4] + a2[5]) + (a2[6] + a2[7]));
+    const V r3 = ((a3[0] + a3[1]) + (a3[2] + a3[3])) + ((a3[4] + a3[5]) + (a3[6] + a3[7]));
+    for (int k = 0; k < W && c0 + k < nc; ++k) {
+      sl[k + c0] = r1[k];
+      sl2[k + c0] = r2[k];
+      sxl[k + c0] = r3[k];
+    }
+  }
+}
+
+// sym_levels_avx2's sums (linear grid [lo, hi]) for nc inverse scales.
+template <class V, int W>
+[[gnu::always_inline]] inline void sym_levels_lanes(const float* x, const float* w, int n, float lo, float hi,
+                                                    const float* iscale, int nc, float* sxl, float* sll) {
+  const V zero = {};
+  const V vlo = zero + lo, vhi = zero + hi;
+  for (int c0 = 0; c0 < nc; c0 += W) {
+    V vis = zero;
+    for (int k = 0; k < W && c0 + k < nc; ++k) vis[k] = iscale[c0 + k];
+    V b[8], c[8];
+    for (int j = 0; j < 8; ++j) {
+      V bj = zero, cj = zero;
+      for (int i = j; i < n; i += 8) {
+        const V t = x[i] * vis;
+        V l = (t + kRoundMagic) - kRoundMagic;
+        l = l > vlo ? l : vlo;
+        l = l < vhi ? l : vhi;
+        bj = bj + (w[i] * x[i]) * l;
+        cj = cj + (w[i] * l) * l;
+      }
+      b[j] = bj;
+      c[j] = cj;
+    }
+    const V rb = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
+    const V rc = ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));
+    for (int k = 0; k < W && c0 + k < nc; ++k) {
+      sxl[k + c0] = rb[k];
+      sll[k + c0] = rc[k];
+    }
+  }
+}
+
+typedef float V8f __attribute__((vector_size(32)));
+typedef float V16f __attribute__((vector_size(64)));
+#define EDGEQ_TARGET_AVX512 __attribute__((target("avx512f")))
+
+EDGEQ_TARGET_AVX2 void asym_eval_many_avx2(const float* x, const float* w, int n, float hi, const float* s,
+                                           const float* m, int nc, float* err) {
+  asym_eval_lanes<V8f, 8>(x, w, n, hi, s, m, nc, err);
+}
+EDGEQ_TARGET_AVX512 void asym_eval_many_avx512(const float* x, const float* w, int n, float hi, const float* s,
+                                               const float* m, int nc, float* err) {
+  asym_eval_lanes<V16f, 16>(x, w, n, hi, s, m, nc, err);
+}
+EDGEQ_TARGET_AVX2 void asym_grid_many_avx2(const float* x, const float* w, int n, float hi, float lo_a,
+                                           const float* iscale, int nc, float* sl, float* sl2, float* sxl) {
+  asym_grid_lanes<V8f, 8>(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
+}
+EDGEQ_TARGET_AVX512 void asym_grid_many_avx512(const float* x, const float* w, int n, float hi, float lo_a,
+                                               const float* iscale, int nc, float* sl, float* sl2, float* sxl) {
+  asym_grid_lanes<V16f, 16>(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
+}
+EDGEQ_TARGET_AVX2 void sym_levels_many_avx2(const float* x, const float* w, int n, float lo, float hi,
+                                            const float* iscale, int nc, float* sxl, float* sll) {
+  sym_levels_lanes<V8f, 8>(x, w, n, lo, hi, iscale, nc, sxl, sll);
+}
+EDGEQ_TARGET_AVX512 void sym_levels_many_avx512(const float* x, const float* w, int n, float lo, float hi,
+                                                const float* iscale, int nc, float* sxl, float* sll) {
+  sym_levels_lanes<V16f, 16>(x, w, n, lo, hi, iscale, nc, sxl, sll);
+}
+
+// 0: the element-parallel paths one candidate at a time; 8 / 16: the candidate-parallel kernels.
+int g_quant_lanes = !g_quant_avx2 ? 0 : (__builtin_cpu_supports("avx512f") ? 16 : 8);
 #endif
 
 // Error of a fixed (exactly representable) scale d with levels re-rounded; fills idx.
@@ -437,6 +576,17 @@ inline void sym_levels(const float* x, const float* w, int n, const Grid& G, flo
   *sll_out = sum8(all);
 }
 
+// sym_levels' sums for nc inverse scales (levels not kept).
+void sym_levels_many(const float* x, const float* w, int n, const Grid& G, const float* iscale, int nc, float* sxl,
+                     float* sll) {
+#if EDGEQ_QAVX2
+  if (G.linear && g_quant_lanes == 16) return sym_levels_many_avx512(x, w, n, G.lo(), G.hi(), iscale, nc, sxl, sll);
+  if (G.linear && g_quant_lanes == 8) return sym_levels_many_avx2(x, w, n, G.lo(), G.hi(), iscale, nc, sxl, sll);
+#endif
+  uint8_t tmp[256];
+  for (int c = 0; c < nc; ++c) sym_levels(x, w, n, G, iscale[c], tmp, &sxl[c], &sll[c]);
+}
+
 // Continuous search: the best unconstrained scale (any sign) for a group. Returns the scale; *err_out the
 // error of the continuous solution. idx receives the levels.
 float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry, uint8_t* idx, float* err_out) {
@@ -452,8 +602,38 @@ float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry,
     *err_out = 0;
     return 0.f;
   }
+  if (ntry > kMaxTry) fail("quantize: internal error: search grid of {} steps", ntry);
   uint8_t tmp[256];
   float best_err = FLT_MAX, best_scale = 0;
+  // The grid of inverse scales around both ends, scored in one batch; the first best one wins, as if tried
+  // one by one.
+  float isc[2 * (2 * kMaxTry + 1)] = {}, sxl[2 * (2 * kMaxTry + 1)], sll[2 * (2 * kMaxTry + 1)];
+  int nc = 0;
+  for (float end : {G.lo(), G.hi()}) {
+    if (end == 0.f) continue;
+    const float aend = std::fabs(end);
+    const float rel = std::max(0.1f / aend, 0.004f);
+    for (int t = -ntry; t <= ntry; ++t) {
+      float f = 1.f + rel * static_cast<float>(t);
+      if (f <= 0.05f) continue;
+      isc[nc++] = end * f / maxv;
+    }
+  }
+  sym_levels_many(x, w, n, G, isc, nc, sxl, sll);
+  int bi = -1;
+  for (int c = 0; c < nc; ++c) {
+    if (!(sll[c] > 0)) continue;
+    float e = sum_wx2 - sxl[c] * sxl[c] / sll[c];
+    if (e < best_err) {
+      best_err = e;
+      best_scale = sxl[c] / sll[c];
+      bi = c;
+    }
+  }
+  if (bi >= 0) {
+    float a, b;
+    sym_levels(x, w, n, G, isc[bi], idx, &a, &b);
+  }
   auto try_iscale = [&](float iscale) {
     float sxl, sll;
     sym_levels(x, w, n, G, iscale, tmp, &sxl, &sll);
@@ -465,16 +645,6 @@ float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry,
       std::memcpy(idx, tmp, static_cast<size_t>(n));
     }
   };
-  for (float end : {G.lo(), G.hi()}) {
-    if (end == 0.f) continue;
-    const float aend = std::fabs(end);
-    const float rel = std::max(0.1f / aend, 0.004f);
-    for (int t = -ntry; t <= ntry; ++t) {
-      float f = 1.f + rel * static_cast<float>(t);
-      if (f <= 0.05f) continue;
-      try_iscale(end * f / maxv);
-    }
-  }
   if (best_err == FLT_MAX) {  // all weights zero
     best_scale = maxv / (std::fabs(G.lo()) >= std::fabs(G.hi()) ? G.lo() : G.hi());
     sym_eval(x, w, n, G, best_scale, idx);
@@ -625,6 +795,52 @@ float asym_eval(const float* x, const float* w, int n, int nmax, float s, float 
   return sum8(acc);
 }
 
+// Errors of nc candidates: err[c] = asym_eval(x, w, n, nmax, s[c], m[c], ...) (levels not kept).
+void asym_eval_many(const float* x, const float* w, int n, int nmax, const float* s, const float* m, int nc,
+                    float* err) {
+#if EDGEQ_QAVX2
+  if (g_quant_lanes == 16) return asym_eval_many_avx512(x, w, n, static_cast<float>(nmax), s, m, nc, err);
+  if (g_quant_lanes == 8) return asym_eval_many_avx2(x, w, n, static_cast<float>(nmax), s, m, nc, err);
+#endif
+  uint8_t tmp[256];
+  for (int c = 0; c < nc; ++c) err[c] = asym_eval(x, w, n, nmax, s[c], m[c], tmp);
+}
+
+// Weighted sums sl = sum w*q, sl2 = sum w*q*q, sxl = sum w*q*x of the levels q (per lane, then sum8).
+void asym_sums(const uint8_t* q, const float* x, const float* w, int n, float* sl, float* sl2, float* sxl) {
+  float a1[8] = {}, a2[8] = {}, a3[8] = {};
+  for (int i = 0; i < n; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      const float l = q[i + j], ww = w[i + j];
+      a1[j] += ww * l;
+      a2[j] += ww * l * l;
+      a3[j] += ww * l * x[i + j];
+    }
+  *sl = sum8(a1);
+  *sl2 = sum8(a2);
+  *sxl = sum8(a3);
+}
+
+// The sums of the levels q = lin_level((x - lo_a) * iscale[c], 0, nmax) for nc inverse scales.
+void asym_grid_many(const float* x, const float* w, int n, int nmax, float lo_a, const float* iscale, int nc,
+                    float* sl, float* sl2, float* sxl) {
+  const float hi = static_cast<float>(nmax);
+  uint8_t tmp[256];
+#if EDGEQ_QAVX2
+  if (g_quant_lanes == 16) return asym_grid_many_avx512(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
+  if (g_quant_lanes == 8) return asym_grid_many_avx2(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
+  if (g_quant_avx2) {
+    for (int c = 0; c < nc; ++c) asym_grid_avx2(x, w, n, hi, lo_a, iscale[c], tmp, &sl[c], &sl2[c], &sxl[c]);
+    return;
+  }
+#endif
+  for (int c = 0; c < nc; ++c) {
+    for (int i = 0; i < n; ++i)
+      tmp[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - lo_a) * iscale[c], 0.f, hi)));
+    asym_sums(tmp, x, w, n, &sl[c], &sl2[c], &sxl[c]);
+  }
+}
+
 // Continuous search for (s >= 0, m); with nonpos_min the offset m is kept <= 0 (k-quants).
 float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_min, int ntry, float* s_out,
                   float* m_out, uint8_t* L, bool extra_anchors) {
@@ -659,15 +875,9 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
     return *s > 0;
   };
   auto fit = [&](const uint8_t* q, float* s, float* m) -> bool {
-    float a1[8] = {}, a2[8] = {}, a3[8] = {};
-    for (int i = 0; i < n; i += 8)
-      for (int j = 0; j < 8; ++j) {
-        const float l = q[i + j], ww = w[i + j];
-        a1[j] += ww * l;
-        a2[j] += ww * l * l;
-        a3[j] += ww * l * x[i + j];
-      }
-    return fit_sums(sum8(a1), sum8(a2), sum8(a3), s, m);
+    float sl, sl2, sxl;
+    asym_sums(q, x, w, n, &sl, &sl2, &sxl);
+    return fit_sums(sl, sl2, sxl, s, m);
   };
   auto consider = [&](float s, float m) {
     if (!(s > 0) || !std::isfinite(s) || !std::isfinite(m)) return;
@@ -679,11 +889,22 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
       std::memcpy(L, tmp, static_cast<size_t>(n));
     }
   };
-  consider(best_s, best_m);
+  // The start, then the least-squares fits of the levels of each grid point, scored in one batch; the first
+  // best candidate wins, as if they were considered one by one.
+  if (ntry > kMaxTry) fail("quantize: internal error: search grid of {} steps", ntry);
+  float cs[1 + 3 * (2 * kMaxTry + 1)], cm[1 + 3 * (2 * kMaxTry + 1)], ce[1 + 3 * (2 * kMaxTry + 1)];
+  int nc = 0;
+  auto add = [&](float s, float m) {
+    if (!(s > 0) || !std::isfinite(s) || !std::isfinite(m)) return;
+    cs[nc] = s;
+    cm[nc] = m;
+    ++nc;
+  };
+  add(best_s, best_m);
   // Grids anchored on the full range and on the ranges without the lowest / highest value (clipping an
   // outlier can lower the error of the other values).
   float mn2 = mx, mx2 = mn;
-  {
+  if (extra_anchors) {
     int imn = 0, imx = 0;
     for (int i = 1; i < n; ++i) {
       if (x[i] < x[imn]) imn = i;
@@ -696,28 +917,33 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
     if (nonpos_min && mn2 > 0) mn2 = 0;
   }
   const float anchors[3][2] = {{mn, mx}, {mn2, mx}, {mn, mx2}};
-  const float hi = static_cast<float>(nmax);
   for (int a = 0; a < (extra_anchors ? 3 : 1); ++a) {
     const float lo_a = anchors[a][0], range = anchors[a][1] - anchors[a][0];
     if (!(range > 0)) continue;
+    float isc[2 * kMaxTry + 1], sl[2 * kMaxTry + 1], sl2[2 * kMaxTry + 1], sxl[2 * kMaxTry + 1];
+    int ni = 0;
     for (int t = -ntry; t <= ntry; ++t) {
       float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(t)) / range;
       if (iscale <= 0) continue;
-#if EDGEQ_QAVX2
-      if (g_quant_avx2) {
-        float sl, sl2, sxl, s, m;
-        asym_grid_avx2(x, w, n, hi, lo_a, iscale, tmp, &sl, &sl2, &sxl);
-        if (fit_sums(sl, sl2, sxl, &s, &m)) consider(s, m);
-        continue;
-      }
-#endif
-      for (int i = 0; i < n; ++i)
-        tmp[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - lo_a) * iscale, 0.f, hi)));
-      uint8_t q2[256];
-      std::memcpy(q2, tmp, static_cast<size_t>(n));
-      float s, m;
-      if (fit(q2, &s, &m)) consider(s, m);
+      isc[ni++] = iscale;
     }
+    asym_grid_many(x, w, n, nmax, lo_a, isc, ni, sl, sl2, sxl);
+    for (int k = 0; k < ni; ++k) {
+      float s, m;
+      if (fit_sums(sl[k], sl2[k], sxl[k], &s, &m)) add(s, m);
+    }
+  }
+  asym_eval_many(x, w, n, nmax, cs, cm, nc, ce);
+  int bi = -1;
+  for (int c = 0; c < nc; ++c)
+    if (ce[c] < best_err) {
+      best_err = ce[c];
+      bi = c;
+    }
+  if (bi >= 0) {
+    best_s = cs[bi];
+    best_m = cm[bi];
+    asym_eval(x, w, n, nmax, best_s, best_m, L);
   }
   for (int it = 0; it < 4; ++it) {
     float before = best_err, s, m;
@@ -800,21 +1026,37 @@ struct AsymK {
 // Best integer (ls, lm) for one sub-block near (ls0, lm0) given super-block scales; returns its error.
 float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, float dmin, int ls0, int lm0,
                      uint8_t* ls, uint8_t* lm, uint8_t* L, int radius) {
-  uint8_t tmp[256];
-  float best = FLT_MAX;
+  // All (a, b) of the neighbourhood scored in one batch; the first best wins, as if tried one by one.
+  constexpr int kMaxRadius = 2;
+  if (radius > kMaxRadius) fail("quantize: internal error: neighbourhood radius {}", radius);
+  float s[(2 * kMaxRadius + 1) * (2 * kMaxRadius + 1)] = {}, m[(2 * kMaxRadius + 1) * (2 * kMaxRadius + 1)] = {};
+  float e[(2 * kMaxRadius + 1) * (2 * kMaxRadius + 1)];
+  uint8_t ca[(2 * kMaxRadius + 1) * (2 * kMaxRadius + 1)], cb[(2 * kMaxRadius + 1) * (2 * kMaxRadius + 1)];
+  int nc = 0;
   for (int a = ls0 - radius; a <= ls0 + radius; ++a) {
     if (a < 0 || a > P.smax) continue;
     for (int b = lm0 - radius; b <= lm0 + radius; ++b) {
       if (b < 0 || b > P.smax) continue;
       const float dl = d * static_cast<float>(a), ml = dmin * static_cast<float>(b);
-      float e = asym_eval(x, w, P.sub, P.nmax, dl, -ml, tmp);
-      if (e < best) {
-        best = e;
-        *ls = static_cast<uint8_t>(a);
-        *lm = static_cast<uint8_t>(b);
-        std::memcpy(L, tmp, static_cast<size_t>(P.sub));
-      }
+      s[nc] = dl;
+      m[nc] = -ml;
+      ca[nc] = static_cast<uint8_t>(a);
+      cb[nc] = static_cast<uint8_t>(b);
+      ++nc;
     }
+  }
+  asym_eval_many(x, w, P.sub, P.nmax, s, m, nc, e);
+  float best = FLT_MAX;
+  int bi = -1;
+  for (int c = 0; c < nc; ++c)
+    if (e[c] < best) {
+      best = e[c];
+      bi = c;
+    }
+  if (bi >= 0) {
+    *ls = ca[bi];
+    *lm = cb[bi];
+    asym_eval(x, w, P.sub, P.nmax, s[bi], m[bi], L);
   }
   return best;
 }
@@ -1235,6 +1477,7 @@ bool can_quantize(GgmlType t) {
 void set_quantize_simd(bool enabled) {
 #if EDGEQ_QAVX2
   g_quant_avx2 = enabled && cpu_has_avx2_f16c();
+  g_quant_lanes = !g_quant_avx2 ? 0 : (__builtin_cpu_supports("avx512f") ? 16 : 8);
 #else
   (void)enabled;
 #endif
