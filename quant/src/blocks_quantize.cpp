@@ -427,7 +427,12 @@ EDGEQ_TARGET_AVX512 void sym_levels_many_avx512(const float* x, const float* w, 
 }
 
 // 0: the element-parallel paths one candidate at a time; 8 / 16: the candidate-parallel kernels.
-int g_quant_lanes = !g_quant_avx2 ? 0 : (__builtin_cpu_supports("avx512f") ? 16 : 8);
+int pick_lanes(int max_lanes) {
+  if (!g_quant_avx2) return 0;
+  if (max_lanes >= 16 && __builtin_cpu_supports("avx512f")) return 16;
+  return max_lanes >= 8 ? 8 : 0;
+}
+int g_quant_lanes = pick_lanes(16);
 #endif
 
 // Error of a fixed (exactly representable) scale d with levels re-rounded; fills idx.
@@ -1474,12 +1479,21 @@ bool can_quantize(GgmlType t) {
   return ops && ops->encode;
 }
 
-void set_quantize_simd(bool enabled) {
+void set_quantize_simd(bool enabled, int max_lanes) {
 #if EDGEQ_QAVX2
   g_quant_avx2 = enabled && cpu_has_avx2_f16c();
-  g_quant_lanes = !g_quant_avx2 ? 0 : (__builtin_cpu_supports("avx512f") ? 16 : 8);
+  g_quant_lanes = pick_lanes(max_lanes);
 #else
   (void)enabled;
+  (void)max_lanes;
+#endif
+}
+
+int quantize_simd_lanes() {
+#if EDGEQ_QAVX2
+  return g_quant_lanes;
+#else
+  return 0;
 #endif
 }
 
