@@ -115,6 +115,8 @@ struct Grid {
 // vectorise them; the lanes are summed in a fixed order, so results do not depend on the machine.
 constexpr float kRoundMagic = 12582912.f;  // 1.5 * 2^23: (t + M) - M rounds |t| < 2^22 half to even
 constexpr int kMaxTry = 10;                 // largest grid half-width (ntry) of any encoder below
+// Size of an array of n candidates for the candidate-parallel kernels: whole vectors of the widest kind.
+constexpr int kPadLanes(int n) { return (n + 15) / 16 * 16; }
 
 // Nearest level of a linear grid [lo, hi] to t, as a float (NaN maps to lo).
 inline float lin_level(float t, float lo, float hi) {
@@ -297,19 +299,20 @@ EDGEQ_TARGET_AVX2 bool sym_levels_avx2_any(const float* x, const float* w, int n
 // t outside it the magic-number rounding still lands outside [lo, hi] (or is NaN, which max maps to lo),
 // so the final clamp gives the same level.
 // Written with GCC vector extensions (IEEE add/sub/mul, max/min as the SSE selects: a > b ? a : b) and
-// instantiated for AVX-512 (16 lanes) and AVX2 (8 lanes); no FMA is enabled, so nothing is contracted.
+// instantiated for AVX-512 (16 lanes) and AVX2 (8 lanes); the file is compiled with -ffp-contract=off, so
+// nothing is fused into an FMA. Every candidate array (inputs and outputs) holds kPadLanes(nc) floats, the
+// inputs zero past nc: the kernels load and store whole vectors.
 template <class V, int W>
 [[gnu::always_inline]] inline void asym_eval_lanes(const float* x, const float* w, int n, float hi, const float* s,
                                                    const float* m, int nc, float* err) {
   const V zero = {};
   const V vhi = zero + hi;
   for (int c0 = 0; c0 < nc; c0 += W) {
-    V vs = zero, vm = zero, vid = zero;
-    for (int k = 0; k < W && c0 + k < nc; ++k) {
-      vs[k] = s[c0 + k];
-      vm[k] = m[c0 + k];
-      vid[k] = s[c0 + k] == 0.f ? 0.f : 1.f / s[c0 + k];  // s == 0: level 0 everywhere, as asym_eval
-    }
+    V vs, vm;
+    std::memcpy(&vs, s + c0, sizeof vs);
+    std::memcpy(&vm, m + c0, sizeof vm);
+    V vid = 1.f / vs;
+    vid = vs == zero ? zero : vid;  // s == 0: level 0 everywhere, as asym_eval
     V acc[8];
     for (int j = 0; j < 8; ++j) {
       V a = zero;
@@ -324,7 +327,7 @@ template <class V, int W>
       acc[j] = a;
     }
     const V r = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (int k = 0; k < W && c0 + k < nc; ++k) err[c0 + k] = r[k];
+    std::memcpy(err + c0, &r, sizeof r);
   }
 }
 
@@ -335,8 +338,8 @@ template <class V, int W>
   const V zero = {};
   const V vhi = zero + hi;
   for (int c0 = 0; c0 < nc; c0 += W) {
-    V vis = zero;
-    for (int k = 0; k < W && c0 + k < nc; ++k) vis[k] = iscale[c0 + k];
+    V vis;
+    std::memcpy(&vis, iscale + c0, sizeof vis);
     V a1[8], a2[8], a3[8];
     for (int j = 0; j < 8; ++j) {
       V b1 = zero, b2 = zero, b3 = zero;
@@ -357,11 +360,9 @@ template <class V, int W>
     const V r1 = ((a1[0] + a1[1]) + (a1[2] + a1[3])) + ((a1[4] + a1[5]) + (a1[6] + a1[7]));
     const V r2 = ((a2[0] + a2[1]) + (a2[2] + a2[3])) + ((a2[4] + a2[5]) + (a2[6] + a2[7]));
     const V r3 = ((a3[0] + a3[1]) + (a3[2] + a3[3])) + ((a3[4] + a3[5]) + (a3[6] + a3[7]));
-    for (int k = 0; k < W && c0 + k < nc; ++k) {
-      sl[k + c0] = r1[k];
-      sl2[k + c0] = r2[k];
-      sxl[k + c0] = r3[k];
-    }
+    std::memcpy(sl + c0, &r1, sizeof r1);
+    std::memcpy(sl2 + c0, &r2, sizeof r2);
+    std::memcpy(sxl + c0, &r3, sizeof r3);
   }
 }
 
@@ -372,8 +373,8 @@ template <class V, int W>
   const V zero = {};
   const V vlo = zero + lo, vhi = zero + hi;
   for (int c0 = 0; c0 < nc; c0 += W) {
-    V vis = zero;
-    for (int k = 0; k < W && c0 + k < nc; ++k) vis[k] = iscale[c0 + k];
+    V vis;
+    std::memcpy(&vis, iscale + c0, sizeof vis);
     V b[8], c[8];
     for (int j = 0; j < 8; ++j) {
       V bj = zero, cj = zero;
@@ -390,10 +391,8 @@ template <class V, int W>
     }
     const V rb = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
     const V rc = ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));
-    for (int k = 0; k < W && c0 + k < nc; ++k) {
-      sxl[k + c0] = rb[k];
-      sll[k + c0] = rc[k];
-    }
+    std::memcpy(sxl + c0, &rb, sizeof rb);
+    std::memcpy(sll + c0, &rc, sizeof rc);
   }
 }
 
@@ -612,7 +611,8 @@ float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry,
   float best_err = FLT_MAX, best_scale = 0;
   // The grid of inverse scales around both ends, scored in one batch; the first best one wins, as if tried
   // one by one.
-  float isc[2 * (2 * kMaxTry + 1)] = {}, sxl[2 * (2 * kMaxTry + 1)], sll[2 * (2 * kMaxTry + 1)];
+  constexpr int kCap = kPadLanes(2 * (2 * kMaxTry + 1));
+  float isc[kCap] = {}, sxl[kCap], sll[kCap];
   int nc = 0;
   for (float end : {G.lo(), G.hi()}) {
     if (end == 0.f) continue;
@@ -732,6 +732,12 @@ EDGEQ_TARGET_AVX2 float asym_eval_avx2(const float* x, const float* w, int n, fl
   return sum8(a);
 }
 
+EDGEQ_TARGET_AVX2 void asym_levels_avx2(const float* x, int n, float hi, float m, float id, uint8_t* L) {
+  const LinAvx2 S(0.f, hi);
+  const __m256 vid = _mm256_set1_ps(id), vm = _mm256_set1_ps(m);
+  for (int i = 0; i < n; i += 8) S.store_idx(L + i, S.level(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vid)));
+}
+
 // Levels q = lin_level((x - lo) * iscale, 0, hi) into L, and the weighted sums the least-squares fit needs:
 // sum w*q, sum w*q*q, sum w*q*x (per-lane, then summed as sum8).
 EDGEQ_TARGET_AVX2 void asym_grid_avx2(const float* x, const float* w, int n, float hi, float lo_a, float iscale,
@@ -800,7 +806,21 @@ float asym_eval(const float* x, const float* w, int n, int nmax, float s, float 
   return sum8(acc);
 }
 
-// Errors of nc candidates: err[c] = asym_eval(x, w, n, nmax, s[c], m[c], ...) (levels not kept).
+// The levels asym_eval writes for (s, m), without the error.
+void asym_levels(const float* x, int n, int nmax, float s, float m, uint8_t* L) {
+  if (s == 0.f) {
+    std::memset(L, 0, static_cast<size_t>(n));
+    return;
+  }
+  const float id = 1.f / s, hi = static_cast<float>(nmax);
+#if EDGEQ_QAVX2
+  if (g_quant_avx2) return asym_levels_avx2(x, n, hi, m, id, L);
+#endif
+  for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - m) * id, 0.f, hi)));
+}
+
+// Errors of nc candidates: err[c] = asym_eval(x, w, n, nmax, s[c], m[c], ...) (levels not kept). Arrays of
+// kPadLanes(nc) floats, as every *_many function here.
 void asym_eval_many(const float* x, const float* w, int n, int nmax, const float* s, const float* m, int nc,
                     float* err) {
 #if EDGEQ_QAVX2
@@ -897,7 +917,8 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
   // The start, then the least-squares fits of the levels of each grid point, scored in one batch; the first
   // best candidate wins, as if they were considered one by one.
   if (ntry > kMaxTry) fail("quantize: internal error: search grid of {} steps", ntry);
-  float cs[1 + 3 * (2 * kMaxTry + 1)], cm[1 + 3 * (2 * kMaxTry + 1)], ce[1 + 3 * (2 * kMaxTry + 1)];
+  constexpr int kCap = kPadLanes(1 + 3 * (2 * kMaxTry + 1));
+  float cs[kCap] = {}, cm[kCap] = {}, ce[kCap];
   int nc = 0;
   auto add = [&](float s, float m) {
     if (!(s > 0) || !std::isfinite(s) || !std::isfinite(m)) return;
@@ -925,7 +946,8 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
   for (int a = 0; a < (extra_anchors ? 3 : 1); ++a) {
     const float lo_a = anchors[a][0], range = anchors[a][1] - anchors[a][0];
     if (!(range > 0)) continue;
-    float isc[2 * kMaxTry + 1], sl[2 * kMaxTry + 1], sl2[2 * kMaxTry + 1], sxl[2 * kMaxTry + 1];
+    constexpr int kGridCap = kPadLanes(2 * kMaxTry + 1);
+    float isc[kGridCap] = {}, sl[kGridCap], sl2[kGridCap], sxl[kGridCap];
     int ni = 0;
     for (int t = -ntry; t <= ntry; ++t) {
       float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(t)) / range;
@@ -948,7 +970,7 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
   if (bi >= 0) {
     best_s = cs[bi];
     best_m = cm[bi];
-    asym_eval(x, w, n, nmax, best_s, best_m, L);
+    asym_levels(x, n, nmax, best_s, best_m, L);
   }
   for (int it = 0; it < 4; ++it) {
     float before = best_err, s, m;
@@ -1029,14 +1051,15 @@ struct AsymK {
 };
 
 // Best integer (ls, lm) for one sub-block near (ls0, lm0) given super-block scales; returns its error.
+// The chosen sub-block's (scale, offset) go to *s_out, *m_out (its levels: asym_levels).
 float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, float dmin, int ls0, int lm0,
-                     uint8_t* ls, uint8_t* lm, uint8_t* L, int radius) {
+                     uint8_t* ls, uint8_t* lm, float* s_out, float* m_out, int radius) {
   // All (a, b) of the neighbourhood scored in one batch; the first best wins, as if tried one by one.
   constexpr int kMaxRadius = 2;
   if (radius > kMaxRadius) fail("quantize: internal error: neighbourhood radius {}", radius);
-  float s[(2 * kMaxRadius + 1) * (2 * kMaxRadius + 1)] = {}, m[(2 * kMaxRadius + 1) * (2 * kMaxRadius + 1)] = {};
-  float e[(2 * kMaxRadius + 1) * (2 * kMaxRadius + 1)];
-  uint8_t ca[(2 * kMaxRadius + 1) * (2 * kMaxRadius + 1)], cb[(2 * kMaxRadius + 1) * (2 * kMaxRadius + 1)];
+  constexpr int kCap = kPadLanes((2 * kMaxRadius + 1) * (2 * kMaxRadius + 1));
+  float s[kCap] = {}, m[kCap] = {}, e[kCap];
+  uint8_t ca[kCap], cb[kCap];
   int nc = 0;
   for (int a = ls0 - radius; a <= ls0 + radius; ++a) {
     if (a < 0 || a > P.smax) continue;
@@ -1061,7 +1084,8 @@ float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, fl
   if (bi >= 0) {
     *ls = ca[bi];
     *lm = cb[bi];
-    asym_eval(x, w, P.sub, P.nmax, s[bi], m[bi], L);
+    *s_out = s[bi];
+    *m_out = m[bi];
   }
   return best;
 }
@@ -1069,6 +1093,7 @@ float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, fl
 struct AsymKResult {
   float d = 0, dmin = 0, err = FLT_MAX;
   uint8_t ls[16] = {}, lm[16] = {};
+  float s[16] = {}, m[16] = {};  // each sub-block's d * ls and -(dmin * lm), whose levels L holds
   uint8_t L[QK_K] = {};
 };
 
@@ -1101,9 +1126,12 @@ void asymk_encode(const float* x, const float* w, const AsymK& P, AsymKResult& o
       }
       // Refits start from the previous integer structure: a smaller neighbourhood suffices there.
       cur.err += asymk_sub_best(x + j * P.sub, w + j * P.sub, P, cur.d, cur.dmin, ls0, lm0, &cur.ls[j], &cur.lm[j],
-                                cur.L + j * P.sub, ls_init ? 1 : P.radius);
+                                &cur.s[j], &cur.m[j], ls_init ? 1 : P.radius);
     }
-    if (cur.err < out.err) out = cur;
+    if (cur.err < out.err) {  // levels only for a run that is kept (a sub-block without a finite error never is)
+      out = cur;
+      for (int j = 0; j < P.nsub; ++j) asym_levels(x + j * P.sub, P.sub, P.nmax, out.s[j], out.m[j], out.L + j * P.sub);
+    }
   };
   if (max_sc == 0 && max_mn == 0) {
     run(0, 0, nullptr, nullptr);
