@@ -117,6 +117,10 @@ constexpr float kRoundMagic = 12582912.f;  // 1.5 * 2^23: (t + M) - M rounds |t|
 constexpr int kMaxTry = 10;                 // largest grid half-width (ntry) of any encoder below
 // Size of an array of n candidates for the candidate-parallel kernels: whole vectors of the widest kind.
 constexpr int kPadLanes(int n) { return (n + 15) / 16 * 16; }
+// Zeroes a[n, kPadLanes(n)) (cheaper than zero-initialising the whole array for every group).
+inline void zero_pad(float* a, int n) {
+  for (int i = n; i < kPadLanes(n); ++i) a[i] = 0.f;
+}
 
 // Nearest level of a linear grid [lo, hi] to t, as a float (NaN maps to lo).
 inline float lin_level(float t, float lo, float hi) {
@@ -612,7 +616,7 @@ float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry,
   // The grid of inverse scales around both ends, scored in one batch; the first best one wins, as if tried
   // one by one.
   constexpr int kCap = kPadLanes(2 * (2 * kMaxTry + 1));
-  float isc[kCap] = {}, sxl[kCap], sll[kCap];
+  float isc[kCap], sxl[kCap], sll[kCap];
   int nc = 0;
   for (float end : {G.lo(), G.hi()}) {
     if (end == 0.f) continue;
@@ -624,6 +628,7 @@ float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry,
       isc[nc++] = end * f / maxv;
     }
   }
+  zero_pad(isc, nc);
   sym_levels_many(x, w, n, G, isc, nc, sxl, sll);
   int bi = -1;
   for (int c = 0; c < nc; ++c) {
@@ -918,7 +923,7 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
   // best candidate wins, as if they were considered one by one.
   if (ntry > kMaxTry) fail("quantize: internal error: search grid of {} steps", ntry);
   constexpr int kCap = kPadLanes(1 + 3 * (2 * kMaxTry + 1));
-  float cs[kCap] = {}, cm[kCap] = {}, ce[kCap];
+  float cs[kCap], cm[kCap], ce[kCap];
   int nc = 0;
   auto add = [&](float s, float m) {
     if (!(s > 0) || !std::isfinite(s) || !std::isfinite(m)) return;
@@ -947,19 +952,22 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
     const float lo_a = anchors[a][0], range = anchors[a][1] - anchors[a][0];
     if (!(range > 0)) continue;
     constexpr int kGridCap = kPadLanes(2 * kMaxTry + 1);
-    float isc[kGridCap] = {}, sl[kGridCap], sl2[kGridCap], sxl[kGridCap];
+    float isc[kGridCap], sl[kGridCap], sl2[kGridCap], sxl[kGridCap];
     int ni = 0;
     for (int t = -ntry; t <= ntry; ++t) {
       float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(t)) / range;
       if (iscale <= 0) continue;
       isc[ni++] = iscale;
     }
+    zero_pad(isc, ni);
     asym_grid_many(x, w, n, nmax, lo_a, isc, ni, sl, sl2, sxl);
     for (int k = 0; k < ni; ++k) {
       float s, m;
       if (fit_sums(sl[k], sl2[k], sxl[k], &s, &m)) add(s, m);
     }
   }
+  zero_pad(cs, nc);
+  zero_pad(cm, nc);
   asym_eval_many(x, w, n, nmax, cs, cm, nc, ce);
   int bi = -1;
   for (int c = 0; c < nc; ++c)
@@ -1058,7 +1066,7 @@ float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, fl
   constexpr int kMaxRadius = 2;
   if (radius > kMaxRadius) fail("quantize: internal error: neighbourhood radius {}", radius);
   constexpr int kCap = kPadLanes((2 * kMaxRadius + 1) * (2 * kMaxRadius + 1));
-  float s[kCap] = {}, m[kCap] = {}, e[kCap];
+  float s[kCap], m[kCap], e[kCap];
   uint8_t ca[kCap], cb[kCap];
   int nc = 0;
   for (int a = ls0 - radius; a <= ls0 + radius; ++a) {
@@ -1073,7 +1081,13 @@ float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, fl
       ++nc;
     }
   }
+  zero_pad(s, nc);
+  zero_pad(m, nc);
+  // GCC 12 cannot see that the loops above and zero_pad write s[0, kPadLanes(nc)) and m alike.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
   asym_eval_many(x, w, P.sub, P.nmax, s, m, nc, e);
+#pragma GCC diagnostic pop
   float best = FLT_MAX;
   int bi = -1;
   for (int c = 0; c < nc; ++c)
