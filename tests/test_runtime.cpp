@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -178,6 +179,37 @@ TEST(Forward, KvCacheIncrementalMatchesBatch) {
   // Overflowing the cache is an error, not a crash.
   rt::Context small(m, {8, 1, true});
   EXPECT_THROW(small.eval(toks.data(), n, n, nullptr), edgeq::Error);
+}
+
+// Perplexity evaluates several chunks side by side (eval_seqs): each sequence's logits are bit-identical to
+// evaluating it alone, with llama.cpp's numerics, for an F16 file (converted straight into the packed tiles) and a
+// k-quant one (dequantized a k-block at a time), at 1 and 3 threads.
+TEST(Forward, SequencesSideBySideEqualOneByOne) {
+  for (const char* file : {"tl-8m-F16.gguf", "tl-8m-Q4_K_M.gguf"}) {
+    auto m = rt::Model::load(kShared + "/golden/" + file);
+    const int64_t V = m.config().n_vocab, S = 3, len = 40, first = 20;
+    std::vector<int32_t> toks(S * len);
+    for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>(3 + (i * 7919) % (V - 3));
+    for (int threads : {1, 3}) {
+      rt::ContextOptions o{64, threads, true};
+      o.n_seq = S;
+      rt::Context side(m, o);
+      std::vector<float> a(static_cast<size_t>(S * (len - first) * V)), b(a.size());
+      side.eval_seqs(toks.data(), S, len, first, a.data());
+      EXPECT_EQ(side.n_past(), 0);
+      rt::Context alone(m, {64, threads, true});
+      for (int64_t s = 0; s < S; ++s) {
+        alone.clear();
+        alone.eval(toks.data() + s * len, len, first, b.data() + s * (len - first) * V);
+      }
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << file << ", " << threads << " threads";
+    }
+    rt::ContextOptions o{64, 1, true};
+    o.n_seq = 2;
+    rt::Context two(m, o);
+    EXPECT_THROW(two.eval_seqs(toks.data(), 3, len, first, nullptr), edgeq::Error);  // more sequences than slots
+    EXPECT_THROW(two.eval_seqs(toks.data(), 2, 65, first, nullptr), edgeq::Error);   // longer than n_ctx
+  }
 }
 
 // A qwen2 file holding the same weights in Hugging Face row order (no Q/K permutation) with zero q/k/v biases

@@ -28,12 +28,13 @@ void rms_norm_row(const float* x, const float* w, float* y, int64_t n, float eps
 Context::Context(const Model& model, const ContextOptions& opt) : model_(model), opt_(opt), pool_(opt.n_threads) {
   const ModelConfig& c = model_.config();
   if (opt_.n_ctx < 1 || opt_.n_ctx > (int64_t(1) << 20)) fail("{}: context size {} is out of range", model_.path(), opt_.n_ctx);
+  if (opt_.n_seq < 1 || opt_.n_seq > 64) fail("{}: {} parallel sequences is out of range (1..64)", model_.path(), opt_.n_seq);
   const uint64_t kd = c.n_head_kv * c.head_dim_k, vd = c.n_head_kv * c.head_dim_v;
-  const uint64_t per = static_cast<uint64_t>(c.n_layer) * static_cast<uint64_t>(opt_.n_ctx);
+  const uint64_t per = static_cast<uint64_t>(c.n_layer) * static_cast<uint64_t>(opt_.n_ctx * opt_.n_seq);
   if (per * (kd + vd) > (uint64_t(1) << 30))  // 4 GiB of f32
-    fail("{}: the KV cache for a context of {} tokens would need {} MiB; use a smaller context", model_.path(),
+    fail("{}: the KV cache for {} x {} tokens would need {} MiB; use a smaller context", model_.path(), opt_.n_seq,
          opt_.n_ctx, per * (kd + vd) * 4 >> 20);
-  kcache_.resize(static_cast<uint64_t>(c.n_layer) * k_layer_size());
+  kcache_.resize(static_cast<uint64_t>(c.n_layer * opt_.n_seq) * k_layer_size());
   vcache_.resize(per * vd);
   scores_.resize(pool_.size());
 }
@@ -43,6 +44,11 @@ Context::~Context() = default;
 int64_t Context::k_layer_size() const {
   const ModelConfig& c = model_.config();
   return c.n_head_kv * ((opt_.n_ctx + gemm::kPanel - 1) / gemm::kPanel) * c.head_dim_k * gemm::kPanel;
+}
+
+float* Context::vslot(int64_t il, int64_t seq) {
+  const ModelConfig& c = model_.config();
+  return vcache_.data() + static_cast<size_t>((il * opt_.n_seq + seq) * opt_.n_ctx * c.n_head_kv * c.head_dim_v);
 }
 
 void Context::ensure_rope(int64_t upto) {
@@ -71,24 +77,25 @@ void Context::attention(int64_t il, int64_t n, int64_t pos0) {
   const int64_t QD = c.n_head * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
   const int64_t group = c.n_head / c.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hdk));
-  const float* kc = kcache_.data() + static_cast<size_t>(il) * k_layer_size();
   const int64_t k_group = k_layer_size() / c.n_head_kv;
-  const float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
   const bool compat = opt_.ggml_compat;
-  // Queries in blocks of kQBlock rows; block [i0, i1) only needs keys 0 .. n_past + i1 - 1 (causal mask),
-  // which bounds the score buffer and skips the masked half of the products.
+  // Queries in blocks of kQBlock rows of one sequence; block [i0, i1) only needs keys 0 .. pos0 + i1 - 1
+  // (causal mask), which bounds the score buffer and skips the masked half of the products.
   constexpr int64_t kQBlock = 64;
-  const int64_t n_blocks = (n + kQBlock - 1) / kQBlock;
+  const int64_t L = seq_len_, n_blocks = (L + kQBlock - 1) / kQBlock;
   // Per task: S = Q·Kᵀ (the group's keys are cached transposed, gemm.h's packed form), the causal softmax row by
   // row, then P·V.
-  pool_.run(c.n_head * n_blocks, [&](int64_t task, int worker) {
-    const int64_t h = task / n_blocks, blk = task % n_blocks;
-    const int64_t i0 = blk * kQBlock, i1 = std::min(n, i0 + kQBlock), m = i1 - i0;
+  pool_.run(n / L * c.n_head * n_blocks, [&](int64_t task, int worker) {
+    const int64_t sq = task / (c.n_head * n_blocks), h = task / n_blocks % c.n_head, blk = task % n_blocks;
+    const float* kc = kslot(il, sq);
+    const float* vc = vslot(il, sq);
+    const int64_t i0 = blk * kQBlock, i1 = std::min(L, i0 + kQBlock), m = i1 - i0;
+    const int64_t row0 = sq * L + i0;  // the block's first row in q_ and att_
     const int64_t nk = pos0 + i1;
     auto& S = scores_[worker];
     S.resize(static_cast<size_t>(kQBlock * nk));
     const int64_t g = h / group;
-    gemm::gemm(m, nk, hdk, q_.data() + i0 * QD + h * hdk, QD, gemm::packed(kc + g * k_group, hdk), S.data(), nk);
+    gemm::gemm(m, nk, hdk, q_.data() + row0 * QD + h * hdk, QD, gemm::packed(kc + g * k_group, hdk), S.data(), nk);
     for (int64_t r = 0; r < m; ++r) {
       float* s = S.data() + r * nk;
       const int64_t valid = pos0 + i0 + r + 1;
@@ -96,7 +103,7 @@ void Context::attention(int64_t il, int64_t n, int64_t pos0) {
       if (compat) round_f16(s, valid);
       std::fill(s + valid, s + nk, 0.f);
     }
-    gemm::gemm(m, hdv, nk, S.data(), nk, gemm::B{vc + g * hdv, VD, gemm::kPanel}, att_.data() + i0 * OD + h * hdv, OD);
+    gemm::gemm(m, hdv, nk, S.data(), nk, gemm::B{vc + g * hdv, VD, gemm::kPanel}, att_.data() + row0 * OD + h * hdv, OD);
   });
 }
 
@@ -138,8 +145,32 @@ void Context::eval(const int32_t* tokens, int64_t n, int64_t first_logit, float*
     const int64_t b1 = std::min(n, b0 + kMaxBatch);
     const int64_t fl = std::clamp(first_logit - b0, int64_t(0), b1 - b0);
     float* out = logits && b0 + fl < b1 ? logits + (b0 + fl - first_logit) * c.n_vocab : nullptr;
-    eval_batch(tokens + b0, b1 - b0, fl, out);
+    seq_len_ = b1 - b0;
+    run_batch(tokens + b0, b1 - b0, fl, out);
+    n_past_ += b1 - b0;
   }
+}
+
+void Context::eval_seqs(const int32_t* tokens, int64_t n_seq, int64_t len, int64_t first_logit, float* logits) {
+  const ModelConfig& c = model_.config();
+  if (n_seq < 1 || n_seq > opt_.n_seq || len < 1 || len > opt_.n_ctx)
+    fail("{}: eval_seqs: {} sequences of {} tokens do not fit {} x {}", model_.path(), n_seq, len, opt_.n_seq, opt_.n_ctx);
+  if (first_logit < 0 || first_logit > len) fail("{}: eval_seqs: invalid first logit row {}", model_.path(), first_logit);
+  for (int64_t t = 0; t < n_seq * len; ++t)
+    if (tokens[t] < 0 || tokens[t] >= c.n_vocab)
+      fail("{}: token id {} is outside the vocabulary (size {})", model_.path(), tokens[t], c.n_vocab);
+  n_past_ = 0;
+  // One by one where eval would take matmul's other path for a product (fewer rows than kKernelMaxTokens, in
+  // the last layer only the logit rows) or split a sequence into micro-batches.
+  if (n_seq == 1 || len - first_logit < kKernelMaxTokens || len > kMaxBatch) {
+    for (int64_t s = 0; s < n_seq; ++s) {
+      eval(tokens + s * len, len, first_logit, logits ? logits + s * (len - first_logit) * c.n_vocab : nullptr);
+      n_past_ = 0;
+    }
+    return;
+  }
+  seq_len_ = len;
+  run_batch(tokens, n_seq * len, first_logit, logits);
 }
 
 void Context::prepare(int64_t n, int64_t pos_end) {
@@ -175,28 +206,28 @@ void Context::eval_layer(int64_t il, float* x, int64_t n, int64_t pos0) {
   for (int64_t b0 = 0; b0 < n; b0 += kMaxBatch) {  // the micro-batches eval uses
     const int64_t nb = std::min(n, b0 + kMaxBatch) - b0;
     prepare(nb, pos0 + b0 + nb);
+    seq_len_ = nb;
     std::memcpy(x_.data(), x + b0 * E, static_cast<size_t>(nb * E) * sizeof(float));
     layer(il, nb, pos0 + b0, 0);
     std::memcpy(x + b0 * E, x_.data(), static_cast<size_t>(nb * E) * sizeof(float));
   }
 }
 
-void Context::eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits) {
+void Context::run_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits) {
   const ModelConfig& c = model_.config();
   const int64_t E = c.n_embd;
-  prepare(n, n_past_ + n);
+  prepare(n, n_past_ + seq_len_);
   pool_.run(n, [&](int64_t t, int) { dequantize_rows(model_.token_embd(), tokens[t], tokens[t] + 1, x_.data() + t * E); });
   for (int64_t il = 0; il < c.n_layer; ++il) {
     // The last layer only needs the rows whose logits are requested (as llama.cpp's inp_out_ids).
     const int64_t r0 = il == c.n_layer - 1 ? first_logit : 0;
     layer(il, n, n_past_, r0);
   }
-  n_past_ += n;
 
-  const int64_t nl = n - first_logit;
+  const int64_t nl = n / seq_len_ * (seq_len_ - first_logit);  // compacted to the front of x_ by the last layer
   if (nl <= 0 || !logits) return;
   pool_.run(nl, [&](int64_t t, int) {
-    rms_norm_row(x_.data() + (first_logit + t) * E, model_.output_norm().data(), h_.data() + t * E, E, c.rms_eps);
+    rms_norm_row(x_.data() + t * E, model_.output_norm().data(), h_.data() + t * E, E, c.rms_eps);
   });
   matmul(model_.output(), h_.data(), nl, E, logits, c.n_vocab, pool_, scratch_, opt_.ggml_compat);
 }
@@ -230,10 +261,11 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
   pool_.run(n, [&](int64_t t, int) { rms_norm_row(x_.data() + t * E, L.attn_norm.data(), h_.data() + t * E, E, c.rms_eps); });
   if (obs) obs->observe(il, MatmulInput::AttnQKV, h_.data(), n, E, E);
   matmul_shared(h_.data(), n, E, {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}});
-  float* kc = kcache_.data() + static_cast<size_t>(il) * k_layer_size();
   const int64_t k_group = k_layer_size() / c.n_head_kv;
-  float* vc = vcache_.data() + static_cast<size_t>(il) * opt_.n_ctx * VD;
+  const int64_t SL = seq_len_;
   pool_.run(n, [&](int64_t t, int) {
+    float* kc = kslot(il, t / SL);
+    float* vc = vslot(il, t / SL);
     float* q = q_.data() + t * QD;
     float* k = k_.data() + t * KD;
     float* v = v_.data() + t * VD;
@@ -246,7 +278,7 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
       for (int64_t h = 0; h < c.n_head; ++h) rms_norm_row(q + h * hdk, L.q_norm.data(), q + h * hdk, hdk, c.rms_eps);
       for (int64_t h = 0; h < c.n_head_kv; ++h) rms_norm_row(k + h * hdk, L.k_norm.data(), k + h * hdk, hdk, c.rms_eps);
     }
-    const int64_t pos = pos0 + t;
+    const int64_t pos = pos0 + t % SL;
     for (int64_t h = 0; h < c.n_head; ++h) rope(q + h * hdk, pos);
     for (int64_t h = 0; h < c.n_head_kv; ++h) rope(k + h * hdk, pos);
     if (compat) {  // llama.cpp: f16 KV cache; q is converted to f16 for the K·Q product
@@ -262,12 +294,18 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
   });
   attention(il, n, pos0);
 
-  const int64_t nr = n - r0;
+  const int64_t nr = n / SL * (SL - r0);
   if (nr == 0) return;
-  if (obs) obs->observe(il, MatmulInput::AttnOut, att_.data() + r0 * OD, nr, OD, OD);
-  matmul(L.wo, att_.data() + r0 * OD, nr, OD, tmp_.data(), E, pool_, scratch_, compat);
+  if (r0 > 0)  // rows r0.. of each sequence to the front (a row never moves past one not yet moved)
+    for (int64_t s = 0; s < n / SL; ++s) {
+      const int64_t keep = SL - r0;
+      std::memmove(att_.data() + s * keep * OD, att_.data() + (s * SL + r0) * OD, static_cast<size_t>(keep * OD) * sizeof(float));
+      std::memmove(x_.data() + s * keep * E, x_.data() + (s * SL + r0) * E, static_cast<size_t>(keep * E) * sizeof(float));
+    }
+  if (obs) obs->observe(il, MatmulInput::AttnOut, att_.data(), nr, OD, OD);
+  matmul(L.wo, att_.data(), nr, OD, tmp_.data(), E, pool_, scratch_, compat);
   pool_.run(nr, [&](int64_t t, int) {
-    float* x = x_.data() + (r0 + t) * E;
+    float* x = x_.data() + t * E;
     const float* o = tmp_.data() + t * E;
     for (int64_t i = 0; i < E; ++i) x[i] += o[i];
     rms_norm_row(x, L.ffn_norm.data(), h_.data() + t * E, E, c.rms_eps);
@@ -282,7 +320,7 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
   if (obs) obs->observe(il, MatmulInput::FfnDown, ff_gate_.data(), nr, F, F);
   matmul(L.w_down, ff_gate_.data(), nr, F, tmp_.data(), E, pool_, scratch_, compat);
   pool_.run(nr, [&](int64_t t, int) {
-    float* x = x_.data() + (r0 + t) * E;
+    float* x = x_.data() + t * E;
     const float* o = tmp_.data() + t * E;
     for (int64_t i = 0; i < E; ++i) x[i] += o[i];
   });

@@ -8,11 +8,10 @@
 #include <cstring>
 #include <utility>
 
+#include "edgeq/formats/half.h"
+
 namespace edgeq::runtime::gemm {
 namespace {
-
-// Columns of C blocks of kc values of p: C is reloaded between blocks, which does not change the chain.
-constexpr int64_t kKBlock = 256;
 
 // One micro-tile: rows i < MR of A against up to kPanel columns of one panel, p in [0, kc); acc: continue the
 // chains held in C (the previous p-block's values), else start them from 0.
@@ -135,33 +134,48 @@ void set_simd(bool enabled, bool avx512) {
   g_avx512 = avx512;
 }
 
-void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, B b, float* c, int64_t ldc) {
+void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, B b, float* c, int64_t ldc, bool accumulate) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
+    if (accumulate) return;
     for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
     return;
   }
   const Path p = path();
+  // Rows of A in blocks of kMBlock: a block's kKBlock-wide slice of A (240 KiB) stays in L2 while it meets
+  // every panel.
+  constexpr int64_t kMBlock = 240;
+  for (int64_t ib = 0; ib < m; ib += kMBlock)
   for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
     const float* bp = b.data + (j0 / kPanel) * b.panel_stride;
     const int nc = static_cast<int>(std::min(kPanel, n - j0));
     for (int64_t p0 = 0; p0 < k; p0 += kKBlock) {
       const int64_t kc = std::min(kKBlock, k - p0);
-      for (int64_t i0 = 0; i0 < m; i0 += p.mr) {
+      for (int64_t i0 = ib; i0 < std::min(m, ib + kMBlock); i0 += p.mr) {
         const int64_t mr = std::min<int64_t>(p.mr, m - i0);
-        p.kernels[mr - 1](kc, a + i0 * lda + p0, lda, bp + p0 * b.ldb, b.ldb, c + i0 * ldc + j0, ldc, nc, p0 > 0);
+        p.kernels[mr - 1](kc, a + i0 * lda + p0, lda, bp + p0 * b.ldb, b.ldb, c + i0 * ldc + j0, ldc, nc,
+                         accumulate || p0 > 0);
       }
     }
   }
 }
 
 namespace {
-// Rows j0 .. j0+8 of the panel, columns p0 .. p0+8 (8 × 8 transposed in registers).
-__attribute__((target("avx2"))) void transpose8_avx2(const float* w, int64_t ldw, int64_t k, float* d) {
+// Rows 0 .. 8 of w (row stride ldw), 8 columns p .. p+8 at a time, transposed in registers into the panel at d;
+// returns how many leading columns it did. T: float, or uint16_t for IEEE halves converted by F16C, which equals
+// the scalar conversion (f16_to_f32) for every half but signalling NaNs, which it quiets: a NaN weight gives NaN
+// products either way.
+template <typename T>
+__attribute__((target("avx2,f16c"))) int64_t transpose8(const T* w, int64_t ldw, int64_t k, float* d) {
   int64_t p = 0;
   for (; p + 8 <= k; p += 8) {
     __m256 r[8], t[8], u[8];
-    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(w + i * ldw + p);
+    for (int i = 0; i < 8; ++i) {
+      if constexpr (sizeof(T) == 2)
+        r[i] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i * ldw + p)));
+      else
+        r[i] = _mm256_loadu_ps(w + i * ldw + p);
+    }
     for (int i = 0; i < 8; i += 2) {
       t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
       t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
@@ -177,24 +191,37 @@ __attribute__((target("avx2"))) void transpose8_avx2(const float* w, int64_t ldw
       _mm256_storeu_ps(d + (p + i + 4) * kPanel, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
     }
   }
-  for (; p < k; ++p)
-    for (int i = 0; i < 8; ++i) d[p * kPanel + i] = w[i * ldw + p];
+  return p;
 }
-}  // namespace
+const bool g_f16c_cpu = [] { __builtin_cpu_init(); return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"); }();
 
-void pack_transposed(const float* w, int64_t rows, int64_t k, int64_t ldw, float* dst) {
+// Shared skeleton: Fast(rows j..j+8) returns how many leading columns it transposed; Get(j, p) converts one value.
+template <typename Fast, typename Get>
+void pack_with(int64_t rows, int64_t k, float* dst, bool fast_ok, Fast fast, Get get) {
   for (int64_t j0 = 0; j0 < rows; j0 += kPanel) {
     float* d = dst + (j0 / kPanel) * kPanel * k;
     const int64_t nc = std::min(kPanel, rows - j0);
     if (nc < kPanel) std::memset(d, 0, static_cast<size_t>(kPanel * k) * sizeof(float));
     int64_t j = 0;
-    if (g_avx2_cpu)
-      for (; j + 8 <= nc; j += 8) transpose8_avx2(w + (j0 + j) * ldw, ldw, k, d + j);
-    for (; j < nc; ++j) {
-      const float* src = w + (j0 + j) * ldw;
-      for (int64_t p = 0; p < k; ++p) d[p * kPanel + j] = src[p];
-    }
+    if (fast_ok)
+      for (; j + 8 <= nc; j += 8) {
+        for (int64_t p = fast(j0 + j, d + j); p < k; ++p)
+          for (int i = 0; i < 8; ++i) d[p * kPanel + j + i] = get(j0 + j + i, p);
+      }
+    for (; j < nc; ++j)
+      for (int64_t p = 0; p < k; ++p) d[p * kPanel + j] = get(j0 + j, p);
   }
+}
+}  // namespace
+
+void pack_transposed(const float* w, int64_t rows, int64_t k, int64_t ldw, float* dst) {
+  pack_with(rows, k, dst, g_f16c_cpu, [&](int64_t j, float* d) { return transpose8(w + j * ldw, ldw, k, d); },
+            [&](int64_t j, int64_t p) { return w[j * ldw + p]; });
+}
+
+void pack_transposed_f16(const uint16_t* w, int64_t rows, int64_t k, int64_t ldw, float* dst) {
+  pack_with(rows, k, dst, g_f16c_cpu, [&](int64_t j, float* d) { return transpose8(w + j * ldw, ldw, k, d); },
+            [&](int64_t j, int64_t p) { return f16_to_f32(w[j * ldw + p]); });
 }
 
 }  // namespace edgeq::runtime::gemm

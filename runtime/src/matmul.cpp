@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/palette.h"
@@ -125,7 +126,6 @@ void dequantize_rows(const Weight& w, int64_t r0, int64_t r1, float* dst) {
 
 namespace {
 constexpr int64_t kTileRows = 64;
-constexpr int64_t kKernelMaxTokens = 16;
 bool g_use_kernels = true;
 bool g_use_simd_kernels = true;
 }  // namespace
@@ -157,9 +157,12 @@ struct TileJob {
   float* y;
   int64_t ldy;
 };
-// y = x · Wᵀ for every job on the dequantize + GEMM path, the jobs' tiles in one pool run. Each task dequantizes a
-// tile of kTileRows weight rows, packs it transposed (gemm.h) and multiplies it with every token; the per-worker
-// buffer holds the dequantized rows, then the packed tile.
+// y = x · Wᵀ for every job on the dequantize + GEMM path, the jobs' tiles in one pool run. Each task takes a tile
+// of kTileRows weight rows and walks it in k-blocks of gemm::kKBlock columns: the block's weights are converted
+// (F32, F16: straight from the mapping into the packed layout; block types: the block's stretch of each row
+// dequantized first) and packed transposed (gemm.h), then multiplied with every token, continuing C's chains.
+// Everything a block touches (64 KiB of packed weights) stays in the core's cache, and the chains are the same
+// as one product over the whole row. Palettized rows decode whole, once per tile.
 void gemm_tiles(const TileJob* jobs, size_t n_jobs, const float* x, int64_t n_tokens, int64_t ldx, ThreadPool& pool,
                 MatmulScratch& scratch) {
   if (static_cast<int>(scratch.tiles.size()) < pool.size()) scratch.tiles.resize(pool.size());
@@ -170,19 +173,38 @@ void gemm_tiles(const TileJob* jobs, size_t n_jobs, const float* x, int64_t n_to
     const Weight& w = *jobs[j].w;
     const int64_t in = static_cast<int64_t>(w.dims[0]);
     const int64_t r0 = (task - first[j]) * kTileRows;
-    const int64_t r1 = std::min(static_cast<int64_t>(w.n_rows()), r0 + kTileRows);
-    const bool direct = w.type == GgmlType::F32 && !w.palette;  // rows are read from the mapping
+    const int64_t rows = std::min(static_cast<int64_t>(w.n_rows()), r0 + kTileRows) - r0;
+    const uint64_t rb = w.row_bytes();
+    const uint8_t* src = w.data + static_cast<uint64_t>(r0) * rb;
+    const GgmlTypeInfo* ti = ggml_type_info(w.type);
+    const bool whole = w.palette != nullptr || gemm::kKBlock % ti->block_size != 0;  // rows decoded once
     auto& buf = scratch.tiles[worker];
-    const size_t rows_size = direct ? 0 : static_cast<size_t>(kTileRows * in);
-    buf.resize(rows_size + static_cast<size_t>(gemm::packed_size(kTileRows, in)));
-    const float* wt = reinterpret_cast<const float*>(w.data) + r0 * in;
-    if (!direct) {
-      dequantize_rows(w, r0, r1, buf.data());
-      wt = buf.data();
-    }
+    const int64_t kb = std::min(gemm::kKBlock, in);
+    const size_t rows_size = w.type == GgmlType::F32 || w.type == GgmlType::F16 ? 0 : static_cast<size_t>(kTileRows * (whole ? in : kb));
+    buf.resize(rows_size + static_cast<size_t>(gemm::packed_size(kTileRows, kb)));
     float* packed = buf.data() + rows_size;
-    gemm::pack_transposed(wt, r1 - r0, in, in, packed);
-    gemm::gemm(n_tokens, r1 - r0, in, x, ldx, gemm::packed(packed, in), jobs[j].y + r0, jobs[j].ldy);
+    if (whole) dequantize_rows(w, r0, r0 + rows, buf.data());
+    for (int64_t p0 = 0; p0 < in; p0 += gemm::kKBlock) {
+      const int64_t kc = std::min(gemm::kKBlock, in - p0);
+      if (whole) {
+        gemm::pack_transposed(buf.data() + p0, rows, kc, in, packed);
+      } else if (w.type == GgmlType::F32) {
+        gemm::pack_transposed(reinterpret_cast<const float*>(src) + p0, rows, kc, in, packed);
+      } else if (w.type == GgmlType::F16) {
+        gemm::pack_transposed_f16(reinterpret_cast<const uint16_t*>(src) + p0, rows, kc, in, packed);
+      } else {  // a k-block starts on a block boundary
+        const uint64_t off = static_cast<uint64_t>(p0 / ti->block_size) * ti->type_size;
+        for (int64_t r = 0; r < rows; ++r) quant::dequantize_row(w.type, src + r * rb + off, buf.data() + r * kc, kc);
+        gemm::pack_transposed(buf.data(), rows, kc, kc, packed);
+      }
+      if (!whole && p0 + kc < in) {  // the next block's weights travel to L2 while this one's product runs
+        const uint64_t off = static_cast<uint64_t>((p0 + kc) / ti->block_size) * ti->type_size;
+        const uint64_t len = static_cast<uint64_t>(std::min(gemm::kKBlock, in - p0 - kc) / ti->block_size) * ti->type_size;
+        for (int64_t r = 0; r < rows; ++r)
+          for (uint64_t b = 0; b < len; b += 64) _mm_prefetch(reinterpret_cast<const char*>(src + r * rb + off + b), _MM_HINT_T1);
+      }
+      gemm::gemm(n_tokens, rows, kc, x + p0, ldx, gemm::packed(packed, kc), jobs[j].y + r0, jobs[j].ldy, p0 > 0);
+    }
   });
 }
 

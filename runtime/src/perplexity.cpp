@@ -124,8 +124,16 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
     writer.emplace(opt.kld_base_out, h);
   }
 
+  // Chunks are evaluated kBatchTokens at a time, each in its own sequence (llama-perplexity's n_seq = n_batch /
+  // n_ctx): the weights are read once per batch instead of once per chunk. Bounded by the logits' memory.
+  constexpr int64_t kBatchTokens = 1024;
+  constexpr uint64_t kMaxLogitBytes = uint64_t(256) << 20;
+  const uint64_t chunk_logit_bytes = static_cast<uint64_t>(n_scored) * static_cast<uint64_t>(n_vocab) * sizeof(float);
+  const int64_t n_seq = std::clamp<int64_t>(std::min<int64_t>(kBatchTokens / n_ctx, static_cast<int64_t>(kMaxLogitBytes / chunk_logit_bytes)),
+                                            1, n_chunk);
   ContextOptions co;
   co.n_ctx = n_ctx;
+  co.n_seq = n_seq;
   co.n_threads = opt.n_threads;
   co.ggml_compat = opt.ggml_compat;
   Context ctx(model, co);
@@ -134,8 +142,8 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   res.n_tokens = n_tokens;
   res.n_chunks = n_chunk;
   res.n_ctx = n_ctx;
-  std::vector<float> logits(static_cast<size_t>(n_scored * n_vocab));
-  std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
+  std::vector<float> batch_logits(static_cast<size_t>(n_seq * n_scored * n_vocab));
+  std::vector<int32_t> chunk(static_cast<size_t>(n_ctx)), batch(static_cast<size_t>(n_seq * (n_ctx - 1)));
   std::vector<uint16_t> rows(reader || writer ? static_cast<size_t>(n_scored * nv) : 0);
   KldAccum acc;
   double nll = 0.0, nll2 = 0.0;
@@ -143,23 +151,30 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   const auto t0 = std::chrono::steady_clock::now();
 
   for (int64_t ic = 0; ic < n_chunk; ++ic) {
+    const int64_t is = ic % n_seq;  // the chunk's sequence in its batch
+    if (is == 0) {
+      // The last token's logits are never scored, so each chunk's first n_ctx-1 tokens suffice.
+      const int64_t ns = std::min(n_seq, n_chunk - ic);
+      for (int64_t s = 0; s < ns; ++s) {
+        copy_chunk(tokens, ic + s, n_ctx, add_bos, bos_id, chunk.data());
+        std::copy(chunk.begin(), chunk.end() - 1, batch.begin() + s * (n_ctx - 1));
+      }
+      ctx.eval_seqs(batch.data(), ns, n_ctx - 1, first, batch_logits.data());
+    }
+    const float* logits = batch_logits.data() + is * n_scored * n_vocab;
     const int32_t* src = tokens.data() + ic * n_ctx;
-    copy_chunk(tokens, ic, n_ctx, add_bos, bos_id, chunk.data());
-    ctx.clear();
-    // The last token's logits are never scored, so the chunk's first n_ctx-1 tokens suffice.
-    ctx.eval(chunk.data(), n_ctx - 1, first, logits.data());
     const int32_t* target = src + first + 1;
     if (reader) {
       reader->read(rows.data(), rows.size());
       for (int64_t j = 0; j < n_scored; ++j)
-        kld_accumulate(logits.data() + j * n_vocab, n_vocab, rows.data() + j * nv, target[j], acc);
+        kld_accumulate(logits + j * n_vocab, n_vocab, rows.data() + j * nv, target[j], acc);
       nll = acc.sum_nll;
       nll2 = acc.sum_nll2;
       count = acc.count;
     } else {
       for (int64_t j = 0; j < n_scored; ++j) {
-        const double v = writer ? log_softmax_row(logits.data() + j * n_vocab, n_vocab, rows.data() + j * nv, target[j])
-                                : nll_of(logits.data() + j * n_vocab, n_vocab, target[j]);
+        const double v = writer ? log_softmax_row(logits + j * n_vocab, n_vocab, rows.data() + j * nv, target[j])
+                                : nll_of(logits + j * n_vocab, n_vocab, target[j]);
         nll += v;
         nll2 += v * v;
       }

@@ -30,6 +30,7 @@ struct ContextOptions {
   // f16 attention probabilities). false: plain f32 everywhere.
   bool ggml_compat = true;
   ActivationObserver* observer = nullptr;  // optional, not owned (calibration)
+  int64_t n_seq = 1;  // sequences eval_seqs evaluates side by side; the cache holds n_ctx tokens for each
 };
 
 class Context {
@@ -49,6 +50,14 @@ class Context {
   // when the cache would overflow.
   void eval(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits);
 
+  // Evaluates n_seq independent sequences of len tokens (tokens seq-major, n_seq <= options' n_seq,
+  // len <= n_ctx), each from position 0 in its own cache slot, in one batch: every weight is read once for all
+  // of them (as llama-perplexity's n_seq = n_batch / n_ctx). Logits for rows first_logit..len-1 of each
+  // sequence, seq-major. Each sequence's numbers equal clear() + eval() of it alone (the products' chains do not
+  // depend on the batch; sequences eval would treat differently, with fewer than kKernelMaxTokens logit rows or
+  // longer than a micro-batch, are evaluated one by one). The cache is empty afterwards.
+  void eval_seqs(const int32_t* tokens, int64_t n_seq, int64_t len, int64_t first_logit, float* logits);
+
   // Layer-major evaluation (calibration streams its statistics one layer at a time): embed writes the token
   // embeddings of tokens[0..n) to x (n × n_embd); eval_layer runs layer il in place on x for n tokens at
   // positions pos0..pos0+n-1, attending to this layer's cached keys/values of positions < pos0 and caching its
@@ -61,18 +70,24 @@ class Context {
   // Micro-batches of at most kMaxBatch tokens bound the activation buffers (as llama.cpp's n_ubatch).
   static constexpr int64_t kMaxBatch = 512;
   void prepare(int64_t n, int64_t pos_end);  // buffers for n rows, rope tables up to pos_end
-  void layer(int64_t il, int64_t n, int64_t pos0, int64_t r0);  // rows r0.. of x_ through layer il (x_ in place)
+  // x_'s n rows (sequences of seq_len_ rows) through layer il, in place. r0 > 0: after attention only rows
+  // r0.. of each sequence go on, compacted to the front of x_ (the last layer: the rows that give logits).
+  void layer(int64_t il, int64_t n, int64_t pos0, int64_t r0);
   void attention(int64_t il, int64_t n, int64_t pos0);
-  void eval_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits);
+  int64_t seq_len_ = 0;  // rows per sequence in the current batch (n for a single sequence)
+  // Embeds n tokens (sequences of seq_len_ at positions n_past_..), all layers, logits.
+  void run_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits);
   const Model& model_;
   ContextOptions opt_;
   ThreadPool pool_;
   MatmulScratch scratch_;
   int64_t n_past_ = 0;
-  // vcache_: [layer][pos][n_head_kv · head_dim_v]; kcache_: [layer][KV head][pos / 32][head_dim_k][pos % 32], each
-  // head's keys transposed in runtime/src/gemm.h's packed form, the layout attention's Q·Kᵀ reads.
+  // vcache_: [layer][seq][pos][n_head_kv · head_dim_v]; kcache_: [layer][seq][KV head][pos / 32][head_dim_k]
+  // [pos % 32], each head's keys transposed in runtime/src/gemm.h's packed form, the layout attention's Q·Kᵀ reads.
   std::vector<float> kcache_, vcache_;
-  int64_t k_layer_size() const;
+  int64_t k_layer_size() const;  // one sequence's keys of one layer
+  float* kslot(int64_t il, int64_t seq) { return kcache_.data() + static_cast<size_t>(il * opt_.n_seq + seq) * k_layer_size(); }
+  float* vslot(int64_t il, int64_t seq);
   std::vector<float> x_, h_, q_, k_, v_, att_, ff_gate_, ff_up_, tmp_, xr_;
   // y_i = x · W_iᵀ for several weights sharing the input; the activation rounding is done once when the
   // weights share a rounding type.

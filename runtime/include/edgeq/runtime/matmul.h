@@ -81,6 +81,9 @@ bool matmul_kernels_shared(std::initializer_list<std::pair<const Weight*, float*
 // with a kernel in the block-ops table, ggml_compat, a batch below the kernels' limit): it then rounds the
 // activations itself, so callers must not share a pre-rounded copy across weights.
 bool matmul_uses_kernel(const Weight& w, int64_t n_tokens, bool ggml_compat);
+// Products of fewer rows than this go through the integer kernels where one exists, larger ones through the
+// dequantize + GEMM path (the two round differently).
+constexpr int64_t kKernelMaxTokens = 16;
 
 // The kernel family OpenBLAS chose ("SkylakeX", "Haswell", ...). edgeq loads OpenBLAS itself after choosing
 // it from the CPU's features, because OpenBLAS 0.3.21 falls back to "Prescott" on CPUs it does not know.
