@@ -408,9 +408,40 @@ EDGEQ_TARGET_AVX2 void asym_eval_many_avx2(const float* x, const float* w, int n
                                            const float* m, int nc, float* err) {
   asym_eval_lanes<V8f, 8>(x, w, n, hi, s, m, nc, err);
 }
+// The AVX-512 versions of the two hottest kernels spell the same lanes with intrinsics: vrndscaleps (round
+// half to even) instead of the magic-number pair, which gives the same level after the clamp (for |t| < 2^22
+// both are the exact rounding; beyond, both land outside [0, hi] on t's side; NaN stays NaN), and vmaxps /
+// vminps, which are the selects above. GCC 12 reports the intrinsics' undefined pass-through operands as
+// maybe-uninitialized (a false positive of its own headers).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+EDGEQ_TARGET_AVX512 inline __m512 asym_level16(__m512 t, __m512 zero, __m512 vhi) {
+  const __m512 q = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_min_ps(_mm512_max_ps(q, zero), vhi);
+}
+EDGEQ_TARGET_AVX512 inline __m512 sum8_lanes16(const __m512* a) {
+  return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])),
+                       _mm512_add_ps(_mm512_add_ps(a[4], a[5]), _mm512_add_ps(a[6], a[7])));
+}
 EDGEQ_TARGET_AVX512 void asym_eval_many_avx512(const float* x, const float* w, int n, float hi, const float* s,
                                                const float* m, int nc, float* err) {
-  asym_eval_lanes<V16f, 16>(x, w, n, hi, s, m, nc, err);
+  const __m512 zero = _mm512_setzero_ps(), vhi = _mm512_set1_ps(hi), one = _mm512_set1_ps(1.f);
+  for (int c0 = 0; c0 < nc; c0 += 16) {
+    const __m512 vs = _mm512_loadu_ps(s + c0), vm = _mm512_loadu_ps(m + c0);
+    const __m512 vid = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(vs, zero, _CMP_NEQ_UQ), one, vs);  // s == 0: 0
+    __m512 acc[8];
+    for (int j = 0; j < 8; ++j) {
+      __m512 a = zero;
+      for (int i = j; i < n; i += 8) {
+        const __m512 xb = _mm512_set1_ps(x[i]);
+        const __m512 q = asym_level16(_mm512_mul_ps(_mm512_sub_ps(xb, vm), vid), zero, vhi);
+        const __m512 d = _mm512_sub_ps(xb, _mm512_add_ps(_mm512_mul_ps(vs, q), vm));
+        a = _mm512_add_ps(a, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[i]), d), d));
+      }
+      acc[j] = a;
+    }
+    _mm512_storeu_ps(err + c0, sum8_lanes16(acc));
+  }
 }
 EDGEQ_TARGET_AVX2 void asym_grid_many_avx2(const float* x, const float* w, int n, float hi, float lo_a,
                                            const float* iscale, int nc, float* sl, float* sl2, float* sxl) {
@@ -418,8 +449,29 @@ EDGEQ_TARGET_AVX2 void asym_grid_many_avx2(const float* x, const float* w, int n
 }
 EDGEQ_TARGET_AVX512 void asym_grid_many_avx512(const float* x, const float* w, int n, float hi, float lo_a,
                                                const float* iscale, int nc, float* sl, float* sl2, float* sxl) {
-  asym_grid_lanes<V16f, 16>(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
+  const __m512 zero = _mm512_setzero_ps(), vhi = _mm512_set1_ps(hi);
+  for (int c0 = 0; c0 < nc; c0 += 16) {
+    const __m512 vis = _mm512_loadu_ps(iscale + c0);
+    __m512 a1[8], a2[8], a3[8];
+    for (int j = 0; j < 8; ++j) {
+      __m512 b1 = zero, b2 = zero, b3 = zero;
+      for (int i = j; i < n; i += 8) {
+        const __m512 q = asym_level16(_mm512_mul_ps(_mm512_set1_ps(x[i] - lo_a), vis), zero, vhi);
+        const __m512 wq = _mm512_mul_ps(_mm512_set1_ps(w[i]), q);
+        b1 = _mm512_add_ps(b1, wq);
+        b2 = _mm512_add_ps(b2, _mm512_mul_ps(wq, q));
+        b3 = _mm512_add_ps(b3, _mm512_mul_ps(wq, _mm512_set1_ps(x[i])));
+      }
+      a1[j] = b1;
+      a2[j] = b2;
+      a3[j] = b3;
+    }
+    _mm512_storeu_ps(sl + c0, sum8_lanes16(a1));
+    _mm512_storeu_ps(sl2 + c0, sum8_lanes16(a2));
+    _mm512_storeu_ps(sxl + c0, sum8_lanes16(a3));
+  }
 }
+#pragma GCC diagnostic pop
 EDGEQ_TARGET_AVX2 void sym_levels_many_avx2(const float* x, const float* w, int n, float lo, float hi,
                                             const float* iscale, int nc, float* sxl, float* sll) {
   sym_levels_lanes<V8f, 8>(x, w, n, lo, hi, iscale, nc, sxl, sll);
