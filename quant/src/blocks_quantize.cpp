@@ -795,6 +795,26 @@ EDGEQ_TARGET_AVX2 void asym_levels_avx2(const float* x, int n, float hi, float m
   for (int i = 0; i < n; i += 8) S.store_idx(L + i, S.level(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vid)));
 }
 
+// asym_sums on 8 lanes: (w * l) * l and (w * l) * x, as the scalar a2, a3 terms.
+EDGEQ_TARGET_AVX2 void asym_sums_avx2(const uint8_t* q, const float* x, const float* w, int n, float* sl, float* sl2,
+                                      float* sxl) {
+  __m256 a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m256 l = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i))));
+    const __m256 wl = _mm256_mul_ps(_mm256_loadu_ps(w + i), l);
+    a1 = _mm256_add_ps(a1, wl);
+    a2 = _mm256_add_ps(a2, _mm256_mul_ps(wl, l));
+    a3 = _mm256_add_ps(a3, _mm256_mul_ps(wl, _mm256_loadu_ps(x + i)));
+  }
+  alignas(32) float b1[8], b2[8], b3[8];
+  _mm256_store_ps(b1, a1);
+  _mm256_store_ps(b2, a2);
+  _mm256_store_ps(b3, a3);
+  *sl = sum8(b1);
+  *sl2 = sum8(b2);
+  *sxl = sum8(b3);
+}
+
 // Levels q = lin_level((x - lo) * iscale, 0, hi) into L, and the weighted sums the least-squares fit needs:
 // sum w*q, sum w*q*q, sum w*q*x (per-lane, then summed as sum8).
 EDGEQ_TARGET_AVX2 void asym_grid_avx2(const float* x, const float* w, int n, float hi, float lo_a, float iscale,
@@ -890,6 +910,9 @@ void asym_eval_many(const float* x, const float* w, int n, int nmax, const float
 
 // Weighted sums sl = sum w*q, sl2 = sum w*q*q, sxl = sum w*q*x of the levels q (per lane, then sum8).
 void asym_sums(const uint8_t* q, const float* x, const float* w, int n, float* sl, float* sl2, float* sxl) {
+#if EDGEQ_QAVX2
+  if (g_quant_avx2) return asym_sums_avx2(q, x, w, n, sl, sl2, sxl);
+#endif
   float a1[8] = {}, a2[8] = {}, a3[8] = {};
   for (int i = 0; i < n; i += 8)
     for (int j = 0; j < 8; ++j) {
@@ -1119,18 +1142,17 @@ float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, fl
   if (radius > kMaxRadius) fail("quantize: internal error: neighbourhood radius {}", radius);
   constexpr int kCap = kPadLanes((2 * kMaxRadius + 1) * (2 * kMaxRadius + 1));
   float s[kCap], m[kCap], e[kCap];
-  uint8_t ca[kCap], cb[kCap];
+  const int a_lo = std::max(ls0 - radius, 0), a_hi = std::min(ls0 + radius, P.smax);
+  const int b_lo = std::max(lm0 - radius, 0), b_hi = std::min(lm0 + radius, P.smax);
+  const int nb = b_hi - b_lo + 1;
+  float mb[2 * kMaxRadius + 1];
+  for (int b = b_lo; b <= b_hi; ++b) mb[b - b_lo] = -(dmin * static_cast<float>(b));
   int nc = 0;
-  for (int a = ls0 - radius; a <= ls0 + radius; ++a) {
-    if (a < 0 || a > P.smax) continue;
-    for (int b = lm0 - radius; b <= lm0 + radius; ++b) {
-      if (b < 0 || b > P.smax) continue;
-      const float dl = d * static_cast<float>(a), ml = dmin * static_cast<float>(b);
+  for (int a = a_lo; a <= a_hi; ++a) {
+    const float dl = d * static_cast<float>(a);
+    for (int k = 0; k < nb; ++k, ++nc) {
       s[nc] = dl;
-      m[nc] = -ml;
-      ca[nc] = static_cast<uint8_t>(a);
-      cb[nc] = static_cast<uint8_t>(b);
-      ++nc;
+      m[nc] = mb[k];
     }
   }
   zero_pad(s, nc);
@@ -1148,8 +1170,8 @@ float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, fl
       bi = c;
     }
   if (bi >= 0) {
-    *ls = ca[bi];
-    *lm = cb[bi];
+    *ls = static_cast<uint8_t>(a_lo + bi / nb);
+    *lm = static_cast<uint8_t>(b_lo + bi % nb);
     *s_out = s[bi];
     *m_out = m[bi];
   }
