@@ -71,7 +71,8 @@ for m in Q4_K_M F16; do
   f=$dir.$m.gguf
   measure ep "${E[@]}" perplexity "$f" -f "$text" --ctx 256 --chunks 4 -t "$threads"
   lp="- -"
-  [[ -n $lbin ]] && measure lp "$lbin/llama-perplexity" -m "$f" -f "$text" -c 256 --chunks 4 -t "$threads" -b 256
+  # llama-perplexity's own batching (n_batch 2048: the 4 chunks side by side, as edgeq does)
+  [[ -n $lbin ]] && measure lp "$lbin/llama-perplexity" -m "$f" -f "$text" -c 256 --chunks 4 -t "$threads"
   row "perplexity $m ctx256x4 (s)" "${ep% *}" "${lp% *}" "$(ratio "${lp% *}" "${ep% *}")"
   measure bp env OPENBLAS_CORETYPE=Prescott "$edgeq" perplexity "$f" -f "$text" --ctx 256 --chunks 4 -t "$threads"
   row "  baseline: edgeq, Prescott BLAS" "${bp% *}" "" "$(ratio "${bp% *}" "${ep% *}")"

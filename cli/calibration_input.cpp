@@ -89,7 +89,10 @@ QuantizeMethod::~QuantizeMethod() {
 }
 
 void check_quantize_method_options(const std::string& method, const std::string& calib,
-                                   const std::vector<std::string>& data, bool has_imatrix) {
+                                   const std::vector<std::string>& data, bool has_imatrix, bool act_order) {
+  if (const auto am = calibrate::parse_method(method); act_order && !(am && calibrate::method_takes_act_order(*am)))
+    fail("--act-order orders GPTQ's columns: it needs --method gptq or auto{}",
+         method.empty() ? "" : fmt::format(" (not {})", method));
   if (method.empty() && calib.empty() && data.empty()) return;
   const std::string m = method.empty() ? "imatrix" : method;
   const auto pm = calibrate::parse_method(m);
@@ -105,7 +108,7 @@ void check_quantize_method_options(const std::string& method, const std::string&
 std::unique_ptr<QuantizeMethod> setup_quantize_method(const std::string& method, const std::string& calib,
                                                       const std::vector<std::string>& data, const std::string& src_path,
                                                       const quant::QuantizeSource& src, quant::QuantizeOptions& qo,
-                                                      int threads) {
+                                                      int threads, bool act_order) {
   if (method.empty() && calib.empty() && data.empty()) return nullptr;
   const auto m = *calibrate::parse_method(method.empty() ? "imatrix" : method);
   if (calib.empty() && data.empty()) {  // rtn, or imatrix from --imatrix: nothing to prepare
@@ -127,9 +130,8 @@ std::unique_ptr<QuantizeMethod> setup_quantize_method(const std::string& method,
     label = data.front();
   }
   auto progress = std::make_shared<Progress>("quantize");
-  r->setup = calibrate::setup_method(m, r->stats, label, src, qo, [progress](const std::string& line) {
-    progress->note(line);
-  });
+  r->setup = calibrate::setup_method(
+      m, r->stats, label, src, qo, [progress](const std::string& line) { progress->note(line); }, act_order);
   return r;
 }
 

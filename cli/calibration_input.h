@@ -45,9 +45,10 @@ struct QuantizeMethod {
 std::unique_ptr<QuantizeMethod> setup_quantize_method(const std::string& method, const std::string& calib,
                                                       const std::vector<std::string>& data, const std::string& src_path,
                                                       const quant::QuantizeSource& src, quant::QuantizeOptions& qo,
-                                                      int threads);
-// Checks the options alone (before any file is opened); throws edgeq::Error.
+                                                      int threads, bool act_order);
+// Checks the options alone (before any file is opened); throws edgeq::Error. act_order (--act-order) needs
+// --method gptq or auto.
 void check_quantize_method_options(const std::string& method, const std::string& calib,
-                                   const std::vector<std::string>& data, bool has_imatrix);
+                                   const std::vector<std::string>& data, bool has_imatrix, bool act_order);
 
 }  // namespace edgeq::cli

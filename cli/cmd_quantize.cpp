@@ -30,6 +30,7 @@ struct Opts {
   std::vector<std::string> positional;  // llama-quantize's OUT TYPE [THREADS] after SRC
   std::vector<std::string> tensor_types;
   std::string method, calib;       // calibration methods (calibration_input.h)
+  bool act_order = false;          // --act-order: GPTQ's columns by decreasing Hessian diagonal
   std::vector<std::string> data;
   int threads = 0;
   int64_t pal_group = 0;
@@ -134,14 +135,14 @@ int run(Opts& o) {
   // checked, once the tensor types are planned, before any tensor is read).
   if (!o.split.enabled()) edgeq::check_output_path(o.out);
 
-  edgeq::cli::check_quantize_method_options(o.method, o.calib, o.data, !o.imatrix.empty());
+  edgeq::cli::check_quantize_method_options(o.method, o.calib, o.data, !o.imatrix.empty(), o.act_order);
   q::Importance imp;
   if (!o.imatrix.empty()) {
     imp = q::load_importance(o.imatrix);
     qo.importance = &imp;
   }
   q::QuantizeSource src = open_source(o.src, qo.threads);
-  const auto method = edgeq::cli::setup_quantize_method(o.method, o.calib, o.data, o.src, src, qo, qo.threads);
+  const auto method = edgeq::cli::setup_quantize_method(o.method, o.calib, o.data, o.src, src, qo, qo.threads, o.act_order);
   if (!o.split.enabled()) edgeq::check_output_path(o.out);  // every input is known now: it replaces none
 
   edgeq::cli::Progress progress("quantize", !o.json);
@@ -245,6 +246,10 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
                   "ffn_up, then clips each block where that lowers the output error, gptq feeds rounding "
                   "errors forward through the inputs' Hessian, auto keeps per tensor the method with the lowest "
                   "output error on held-out calibration chunks; all write standard llama.cpp blocks");
+  sub->add_flag("--act-order", o->act_order,
+                "With --method gptq or auto: GPTQ rounds the columns in order of decreasing Hessian diagonal (the "
+                "loudest inputs first; every block's scales fixed up front by the format's own search) instead of "
+                "left to right; the output is the same standard block type. Off by default");
   sub->add_option("--calib", o->calib, "Statistics from `edgeq calibrate` (.gguf; --hessian for awq/gptq/auto)");
   sub->add_option("--data", o->data, "Calibration text files: calibrate in the same command (n_ctx 256, all chunks)");
   edgeq::cli::add_threads_option(sub, o->threads, "; the output is identical for any count", false);

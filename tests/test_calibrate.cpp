@@ -318,6 +318,9 @@ TEST(CalibrateCli, QuantizeMethodOptionsAreCheckedFirst) {
       {"--method awq --imatrix " + shared("golden/tl-8m.imatrix"), "--calib or --data"},
       {"--calib " + shared("golden/tl-8m.imatrix") + " --data " + shared("text/calib.txt"), "exclusive"},
       {"--method gptq --calib " + shared("golden/tl-8m.imatrix"), "tl-8m.imatrix"},
+      {"--act-order --data " + shared("text/calib.txt"), "--act-order"},
+      {"--method awq --act-order --data " + shared("text/calib.txt"), "gptq or auto (not awq)"},
+      {"--method rtn --act-order", "gptq or auto (not rtn)"},
   };
   for (const auto& [args, what] : cases) {
     const auto r = run_cli("quantize " + src + " -o " + out + " -t Q4_K_M " + args);

@@ -1,7 +1,8 @@
 // GPTQ with llama.cpp block formats: on a random layer with correlated inputs, the output error
 // ||X Wᵀ - X Qᵀ||² of GPTQ is below round-to-nearest (edgeq's plain search) for every block type edgeq writes,
-// and the bytes are a standard block tensor (they dequantize with the normal dequantizer); the per-block output
-// errors are the diagonal blocks of the output error; AWQ's clipping search never increases a tensor's error.
+// and the bytes are a standard block tensor (they dequantize with the normal dequantizer); so is GPTQ with
+// act-order; the per-block output errors are the diagonal blocks of the output error; AWQ's clipping search
+// never increases a tensor's error.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,7 +21,8 @@ struct Layer {
   std::vector<double> H;
 };
 
-Layer random_layer(int64_t rows, int64_t cols, int64_t n, uint32_t seed) {
+// spread: the standard deviation of the log channel scales (how unequal the input channels' variances are).
+Layer random_layer(int64_t rows, int64_t cols, int64_t n, uint32_t seed, float spread = 0.7f) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.f, 1.f);
   Layer L{rows, cols, n, {}, {}, {}};
@@ -31,7 +33,7 @@ Layer random_layer(int64_t rows, int64_t cols, int64_t n, uint32_t seed) {
   std::vector<float> Z(static_cast<size_t>(n * k)), A(static_cast<size_t>(k * cols)), scale(static_cast<size_t>(cols));
   for (auto& z : Z) z = nd(rng);
   for (auto& a : A) a = nd(rng);
-  for (auto& s : scale) s = std::exp(nd(rng) * 0.7f);
+  for (auto& s : scale) s = std::exp(nd(rng) * spread);
   L.X.resize(static_cast<size_t>(n * cols));
   for (int64_t t = 0; t < n; ++t)
     for (int64_t j = 0; j < cols; ++j) {
@@ -74,6 +76,80 @@ TEST(Gptq, BeatsRoundToNearestForEveryBlockType) {
     ++n_types;
   }
   EXPECT_GE(n_types, 12u);
+}
+
+// Act-order (columns by decreasing H_jj, grids fixed up front) on a layer whose input channels' variances
+// differ by orders of magnitude: below plain rounding for every type GPTQ rounds element by element (every
+// writable block type), different from the natural order, and a standard block tensor: every element decodes
+// to one of its block's levels, and rebuilding each block from its scales and those codes gives the same bytes.
+TEST(Gptq, ActOrderBeatsRoundToNearestWithStandardBlocks) {
+  const Layer L = random_layer(32, 512, 768, 13, 1.5f);
+  size_t n_types = 0, count = 0;
+  const GgmlTypeInfo* table = ggml_type_table(&count);
+  for (size_t i = 0; i < count; ++i) {
+    const GgmlType t = table[i].type;
+    const int levels = quant::block_code_levels(t);
+    if (levels == 0 || !quant::can_quantize(t) || L.cols % table[i].block_size) continue;
+    const uint64_t rb = *ggml_row_size(t, static_cast<uint64_t>(L.cols));
+    std::vector<uint8_t> rtn(rb * L.rows), nat(rb * L.rows), ao(rb * L.rows);
+    quant::quantize_rows(t, L.W.data(), rtn.data(), L.rows, L.cols, nullptr);
+    calibrate::gptq_quantize(t, L.W.data(), L.rows, L.cols, L.H.data(), nat.data());
+    calibrate::gptq_quantize(t, L.W.data(), L.rows, L.cols, L.H.data(), ao.data(), calibrate::kRidge, true);
+    const std::vector<float> q = decode(t, ao, L.rows, L.cols);
+    const double e_rtn = calibrate::output_error(L.W.data(), decode(t, rtn, L.rows, L.cols).data(), L.rows, L.cols, L.H.data());
+    const double e_nat = calibrate::output_error(L.W.data(), decode(t, nat, L.rows, L.cols).data(), L.rows, L.cols, L.H.data());
+    const double e_ao = calibrate::output_error(L.W.data(), q.data(), L.rows, L.cols, L.H.data());
+    EXPECT_LE(e_ao, e_rtn) << table[i].name;
+    EXPECT_NE(ao, nat) << table[i].name;
+    std::printf("%-8s rtn %.5g  gptq %.5g (%.2fx)  act-order %.5g (%.2fx)\n", table[i].name, e_rtn, e_nat, e_nat / e_rtn,
+                e_ao, e_ao / e_rtn);
+    const int64_t g = table[i].block_size, bb = static_cast<int64_t>(table[i].type_size);
+    std::vector<float> lv(static_cast<size_t>(g)), y(static_cast<size_t>(g));
+    std::vector<uint8_t> probe;
+    for (int64_t blk = 0; blk < L.rows * (L.cols / g); ++blk) {
+      const uint8_t* b = ao.data() + blk * bb;
+      const float* v = q.data() + blk * g;
+      std::vector<int> code(static_cast<size_t>(g), -1);
+      for (int k = 0; k < levels; ++k) {
+        probe.assign(b, b + bb);
+        for (int e = 0; e < g; ++e) quant::set_block_code(t, probe.data(), e, k);
+        quant::dequantize_row(t, probe.data(), lv.data(), g);
+        for (int e = 0; e < g; ++e)
+          if (code[e] < 0 && lv[e] == v[e]) code[e] = k;
+      }
+      std::vector<uint8_t> rebuilt(b, b + bb);
+      for (int e = 0; e < g; ++e) {
+        ASSERT_GE(code[e], 0) << table[i].name << " block " << blk << " element " << e;
+        quant::set_block_code(t, rebuilt.data(), e, (code[e] + 1) % levels);
+      }
+      for (int e = 0; e < g; ++e) quant::set_block_code(t, rebuilt.data(), e, code[e]);
+      ASSERT_EQ(rebuilt, std::vector<uint8_t>(b, b + bb)) << table[i].name << " block " << blk;
+      quant::dequantize_row(t, rebuilt.data(), y.data(), g);
+      for (int e = 0; e < g; ++e) ASSERT_TRUE(std::isfinite(y[e]) && y[e] == v[e]) << table[i].name;
+    }
+    ++n_types;
+  }
+  EXPECT_GE(n_types, 12u);
+}
+
+// With equal Hessian diagonals the act-order is the natural order, and with one block per row (256 columns of a
+// 256-block type) the up-front grid is the one the natural order fits at the block's first column (same weights,
+// same importance diag(H) + ridge): act-order's loop (its level tables, batches and feedback) then writes exactly
+// the natural order's bytes.
+TEST(Gptq, ActOrderInTheNaturalOrderIsPlainGptq) {
+  Layer L = random_layer(64, 256, 600, 5);
+  const int64_t c = L.cols;
+  std::vector<double> d(static_cast<size_t>(c));
+  for (int64_t i = 0; i < c; ++i) d[i] = std::sqrt(L.H[i * c + i]);
+  for (int64_t i = 0; i < c; ++i)
+    for (int64_t j = 0; j < c; ++j) L.H[i * c + j] = i == j ? 1.0 : L.H[i * c + j] / (d[i] * d[j]);
+  for (GgmlType t : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::IQ4_XS}) {
+    const uint64_t rb = *ggml_row_size(t, static_cast<uint64_t>(c));
+    std::vector<uint8_t> nat(rb * L.rows), ao(rb * L.rows);
+    calibrate::gptq_quantize(t, L.W.data(), L.rows, c, L.H.data(), nat.data());
+    calibrate::gptq_quantize(t, L.W.data(), L.rows, c, L.H.data(), ao.data(), calibrate::kRidge, true);
+    EXPECT_EQ(ao, nat) << ggml_type_name(t);
+  }
 }
 
 TEST(Gptq, OutputErrorMatchesDirectProduct) {

@@ -13,6 +13,7 @@
 #include "edgeq/calibrate/calibrate.h"
 #include "edgeq/calibrate/methods.h"
 #include "edgeq/convert/convert.h"
+#include "edgeq/formats/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/quantize.h"
 #include "edgeq/runtime/forward.h"
@@ -159,4 +160,34 @@ TEST(QuantMethods, MethodsWriteStandardFilesAndRecordChoices) {
   quant::quantize_model(src, out, qo);
   EXPECT_EQ(GgufFile::open(out).find("edgeq.quantize.tensor_methods"), nullptr);
   EXPECT_EQ(GgufFile::open(out).find("edgeq.quantize.method"), nullptr);
+}
+
+// --act-order: GPTQ's rounding in act-order is recorded per tensor and in the method; the file loads as a plain
+// model and differs from the natural order's; other methods refuse it.
+TEST(QuantMethods, GptqActOrderIsRecordedAndOnlyForGptqOrAuto) {
+  auto& f = fx();
+  auto src = quant::open_gguf_source(f.f32);
+  std::string bytes[2];
+  for (bool ao : {false, true}) {
+    quant::QuantizeOptions qo;
+    qo.policy.ftype = quant::parse_file_type("Q4_0");
+    qo.threads = 2;
+    auto setup = cal::setup_method(cal::Method::Gptq, f.stats, "stats.gguf", src, qo, {}, ao);
+    EXPECT_EQ(qo.method, ao ? "edgeq-gptq+act-order" : "edgeq-gptq");
+    std::set<std::string> kinds;
+    for (const auto& [n, k] : setup->tensor_methods) kinds.insert(k);
+    EXPECT_EQ(kinds, std::set<std::string>{ao ? "gptq+act-order" : "gptq"});
+    const std::string out = f.dir.file(ao ? "gptq-ao.gguf" : "gptq-nat.gguf");
+    quant::quantize_model(src, out, qo);
+    const auto model = runtime::Model::load(out);
+    const auto v = model.gguf().view("blk.0.attn_q.weight");
+    bytes[ao].assign(reinterpret_cast<const char*>(v.data), v.nbytes);
+  }
+  EXPECT_NE(bytes[0], bytes[1]);
+  for (cal::Method m : {cal::Method::Rtn, cal::Method::Imatrix, cal::Method::Awq}) {
+    quant::QuantizeOptions qo;
+    qo.policy.ftype = quant::parse_file_type("Q4_0");
+    auto setup = [&] { return cal::setup_method(m, f.stats, "stats.gguf", src, qo, {}, true); };
+    EXPECT_THROW(setup(), edgeq::Error) << cal::method_name(m);
+  }
 }

@@ -63,7 +63,10 @@ std::vector<float> ridge_importance(std::vector<float> v, double ridge) {
   return v;
 }
 
-std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n64, double damp) {
+namespace {
+// inverse_hessian_cholesky of H with rows and columns in the order perm (nullptr: as stored), without a
+// permuted copy of H.
+std::vector<double> inverse_cholesky(const double* H, int64_t n64, double damp, const int64_t* perm) {
   const int n = static_cast<int>(n64);
   double mean = 0;
   for (int i = 0; i < n; ++i) mean += H[static_cast<size_t>(i) * n + i];
@@ -71,7 +74,12 @@ std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n64, doubl
   if (!(mean > 0)) mean = 1;
   std::vector<double> A(static_cast<size_t>(n) * n);
   for (int attempt = 0; attempt < 8; ++attempt, damp *= 10) {
-    std::memcpy(A.data(), H, A.size() * sizeof(double));
+    if (perm) {
+      for (int i = 0; i < n; ++i)
+        for (int k = 0; k < n; ++k) A[static_cast<size_t>(i) * n + k] = H[perm[i] * n64 + perm[k]];
+    } else {
+      std::memcpy(A.data(), H, A.size() * sizeof(double));
+    }
     for (int i = 0; i < n; ++i) {
       double& a = A[static_cast<size_t>(i) * n + i];
       if (a <= 0) a = 1;
@@ -93,13 +101,106 @@ std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n64, doubl
   }
   fail("gptq: the Hessian cannot be factorised even with heavy damping");
 }
+}  // namespace
+
+std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n, double damp) {
+  return inverse_cholesky(H, n, damp, nullptr);
+}
+
+namespace {
+
+// GPTQ with act-order (gptq.h): columns in order of decreasing H_jj, every block's grid fitted up front.
+void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float* W0, int64_t rows, int64_t cols,
+                    const double* H, uint8_t* dst, double damp) {
+  const int64_t g = ti->block_size;
+  const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(cols));
+  const uint64_t block_bytes = ti->type_size;
+  // The grids: every block's scales (and mins) from the format's own search on the weights as given, with the
+  // ridged diagonal of H as importance (the imatrix method's fit), before any error feedback. A block's columns
+  // are visited out of order below, so its scales cannot wait for "its first column" as in the natural order.
+  double mean = 0;
+  for (int64_t j = 0; j < cols; ++j) mean += std::max(H[j * cols + j], 0.0);
+  mean /= static_cast<double>(cols);
+  std::vector<float> imp(static_cast<size_t>(cols));
+  for (int64_t j = 0; j < cols; ++j) imp[j] = static_cast<float>(std::max(H[j * cols + j], 0.0) + damp * mean);
+  quant::quantize_rows(t, W0, dst, rows, cols, mean > 0 ? imp.data() : nullptr);
+  // The order: decreasing H_jj (ties by index), U the Cholesky factor of the damped inverse of H permuted to it.
+  std::vector<int64_t> perm(static_cast<size_t>(cols));
+  for (int64_t j = 0; j < cols; ++j) perm[j] = j;
+  std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return H[a * cols + a] > H[b * cols + b]; });
+  std::vector<double> U = inverse_cholesky(H, cols, damp, perm.data());
+  std::vector<double> udiag(static_cast<size_t>(cols));
+  for (int64_t i = 0; i < cols; ++i) udiag[i] = U[i * cols + i];
+  const std::vector<float> Uf(U.begin(), U.end());
+  U = {};
+  // Rows are independent (each row's errors feed only its own later columns): a chunk of rows at a time keeps
+  // the level tables small. Per element the table holds the values of its codes on its block's fixed grid;
+  // consecutive elements of a block that share scales (a sub-block) share one table.
+  constexpr int64_t kRowChunk = 128, kBatch = 128;  // rows per chunk; columns per lazy update
+  const int64_t R = std::min(rows, kRowChunk);
+  std::vector<float> Wc(static_cast<size_t>(R * cols)), E(static_cast<size_t>(R * kBatch)), lv(static_cast<size_t>(levels * g)), tables;
+  std::vector<uint32_t> tab(static_cast<size_t>(R * cols));
+  std::vector<uint8_t> probe;
+  for (int64_t r0 = 0; r0 < rows; r0 += R) {
+    const int64_t m = std::min(R, rows - r0);
+    tables.clear();
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t i = 0; i < cols; ++i) Wc[r * cols + i] = W0[(r0 + r) * cols + perm[i]];
+      for (int64_t b0 = 0; b0 < cols; b0 += g) {
+        const uint8_t* blk = dst + (r0 + r) * row_bytes + (b0 / g) * block_bytes;
+        for (int k = 0; k < levels; ++k) {
+          probe.assign(blk, blk + block_bytes);
+          for (int64_t e = 0; e < g; ++e) quant::set_block_code(t, probe.data(), static_cast<int>(e), k);
+          quant::dequantize_row(t, probe.data(), &lv[k * g], g);
+        }
+        for (int64_t e = 0; e < g; ++e) {
+          bool same = e > 0;
+          for (int k = 0; same && k < levels; ++k) same = lv[k * g + e] == lv[k * g + e - 1];
+          if (!same) {
+            for (int k = 0; k < levels; ++k) tables.push_back(lv[k * g + e]);
+          }
+          tab[r * cols + b0 + e] = static_cast<uint32_t>(tables.size() / static_cast<size_t>(levels) - 1);
+        }
+      }
+    }
+    for (int64_t i0 = 0; i0 < cols; i0 += kBatch) {
+      const int64_t i1 = std::min(cols, i0 + kBatch), nbat = i1 - i0;
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t j = perm[i];
+        const int e = static_cast<int>(j % g);
+        for (int64_t r = 0; r < m; ++r) {
+          float* wr = &Wc[r * cols];
+          const float w = wr[i];
+          const float* gv = &tables[static_cast<size_t>(tab[r * cols + j]) * static_cast<size_t>(levels)];
+          int best = 0;
+          float be = std::fabs(gv[0] - w);
+          for (int k = 1; k < levels; ++k)
+            if (const float d = std::fabs(gv[k] - w); d < be) be = d, best = k;
+          quant::set_block_code(t, dst + (r0 + r) * row_bytes + (j / g) * block_bytes, e, best);
+          const float err = static_cast<float>((w - gv[best]) / udiag[i]);
+          E[r * nbat + (i - i0)] = err;
+          for (int64_t i2 = i + 1; i2 < i1; ++i2) wr[i2] -= err * Uf[i * cols + i2];
+        }
+      }
+      if (i1 == cols) break;
+      // W_R -= E U_BR (E already holds the errors divided by U_ii).
+      blas::api().sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(cols - i1),
+                        static_cast<int>(nbat), -1.f, E.data(), static_cast<int>(nbat), Uf.data() + i0 * cols + i1,
+                        static_cast<int>(cols), 1.f, Wc.data() + i1, static_cast<int>(cols));
+    }
+  }
+}
+
+}  // namespace
 
 void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, const double* H, uint8_t* dst,
-                   double damp) {
+                   double damp, bool act_order) {
   const GgmlTypeInfo* ti = ggml_type_info(t);
   if (!ti || !ti->quantized) fail("gptq: {} is not a block type", ggml_type_name(t));
   const int64_t g = ti->block_size;
   if (cols % g) fail("gptq: row length {} is not a multiple of {}'s block size {}", cols, ti->name, g);
+  if (act_order && quant::block_code_levels(t) > 0)
+    return gptq_act_order(t, ti, quant::block_code_levels(t), W0, rows, cols, H, dst, damp);
   const std::vector<double> U = inverse_hessian_cholesky(H, cols, damp);
   std::vector<float> W(W0, W0 + rows * cols);
   const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(cols));

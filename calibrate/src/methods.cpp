@@ -32,6 +32,7 @@ const char* method_name(Method m) {
 }
 
 bool method_needs_hessian(Method m) { return m == Method::Awq || m == Method::Gptq || m == Method::Auto; }
+bool method_takes_act_order(Method m) { return m == Method::Gptq || m == Method::Auto; }
 
 quant::Importance importance_from_stats(const CalibrationStats& stats, const std::string& file_label) {
   quant::Importance imp;
@@ -56,10 +57,12 @@ enum class Rounding { Rtn, Imatrix, Gptq };
 struct Choice {
   Rounding r = Rounding::Imatrix;
   bool scaled = false;
+  bool act_order = false;  // GPTQ's columns in act-order (only with r == Gptq)
 };
 std::string choice_name(Choice c) {
-  if (c.scaled) return c.r == Rounding::Gptq ? "awq+gptq" : "awq";
-  return c.r == Rounding::Rtn ? "rtn" : c.r == Rounding::Gptq ? "gptq" : "imatrix";
+  const std::string gptq = c.act_order ? "gptq+act-order" : "gptq";
+  if (c.scaled) return c.r == Rounding::Gptq ? "awq+" + gptq : "awq";
+  return c.r == Rounding::Rtn ? "rtn" : c.r == Rounding::Gptq ? gptq : "imatrix";
 }
 
 // Encodes W (rows × cols) with a choice: s (optional) scales the columns, imp is mean x² per column (original
@@ -85,7 +88,7 @@ void encode(GgmlType t, const float* W, int64_t rows, int64_t cols, Choice c, co
     }
   }
   if (c.r == Rounding::Gptq)
-    gptq_quantize(t, Ws.data(), rows, cols, use_H, dst);
+    gptq_quantize(t, Ws.data(), rows, cols, use_H, dst, kRidge, c.act_order);
   else
     quant::quantize_rows(t, Ws.data(), dst, rows, cols, c.r == Rounding::Rtn ? nullptr : use_imp);
   if (!Q) return;
@@ -283,6 +286,7 @@ std::vector<float> tied_mean_abs(const InputStats& in, const Fold& f) {
 
 struct State {
   const CalibrationStats* stats = nullptr;
+  bool act_order = false;  // GPTQ rounding (gptq, auto's gptq candidates) in act-order
   std::map<std::string, Choice> choice;
   AwqFolds folds;  // divide: output channels of norms / V / up (and biases); multiply: weight columns
   std::map<std::string, std::vector<uint8_t>> clip;  // weight -> clip ratio index per row and block
@@ -318,13 +322,16 @@ void multiply_columns(quant::TensorHookArgs& a, const std::vector<float>& s) {
 
 std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stats, const std::string& stats_label,
                                           const quant::QuantizeSource& src, quant::QuantizeOptions& qo,
-                                          const std::function<void(const std::string&)>& log) {
+                                          const std::function<void(const std::string&)>& log, bool act_order) {
+  if (act_order && !method_takes_act_order(m))
+    fail("act-order applies to --method gptq and auto, not {}", method_name(m));
   auto setup = std::make_unique<MethodSetup>();
   auto st = std::make_shared<State>();
   st->stats = &stats;
+  st->act_order = act_order;
   setup->state = st;
   setup->importance = importance_from_stats(stats, stats_label);
-  qo.method = std::string("edgeq-") + method_name(m);
+  qo.method = std::string("edgeq-") + method_name(m) + (act_order ? "+act-order" : "");
   if (m == Method::Rtn) {
     qo.importance = nullptr;
     return setup;
@@ -374,7 +381,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     const Hessians h = m == Method::Auto || (m == Method::Awq && fold) ? split(in) : importance_only(in);
     std::vector<float> scales;  // per column; empty: none
     if (m == Method::Gptq) {
-      for (const auto& w : ws) st->choice[w.name] = {Rounding::Gptq, false};
+      for (const auto& w : ws) st->choice[w.name] = {Rounding::Gptq, false, act_order};
     } else if (m == Method::Awq) {
       double e = 0;
       if (fold)
@@ -387,8 +394,9 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
       for (size_t i = 0; i < ws.size(); ++i) {
         double best = std::numeric_limits<double>::infinity();
         for (Rounding r : {Rounding::Rtn, Rounding::Imatrix, Rounding::Gptq}) {
-          const double e = candidate_error(ws[i], {r, false}, h.fit.data(), h.imp_fit.data(), nullptr, h.eval.data());
-          if (e < best) best = e, plain[i] = {r, false};
+          const Choice c{r, false, act_order && r == Rounding::Gptq};
+          const double e = candidate_error(ws[i], c, h.fit.data(), h.imp_fit.data(), nullptr, h.eval.data());
+          if (e < best) best = e, plain[i] = c;
         }
         plain_total += best;
       }
@@ -403,8 +411,9 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
           for (size_t i = 0; i < ws.size(); ++i) {
             double best = std::numeric_limits<double>::infinity();
             for (Rounding r : {Rounding::Imatrix, Rounding::Gptq}) {
-              const double e = candidate_error(ws[i], {r, true}, h.fit.data(), h.imp_fit.data(), s.data(), h.eval.data());
-              if (e < best) best = e, scaled[i] = {r, true};
+              const Choice c{r, true, act_order && r == Rounding::Gptq};
+              const double e = candidate_error(ws[i], c, h.fit.data(), h.imp_fit.data(), s.data(), h.eval.data());
+              if (e < best) best = e, scaled[i] = c;
             }
             scaled_total += best;
           }

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "edgeq/formats/half.h"
+#include "vec.h"
 
 namespace edgeq::runtime::gemm {
 namespace {
@@ -49,13 +50,10 @@ __attribute__((target("avx512f"))) void kernel_avx512(int64_t kc, const float* a
 constexpr int kMr512 = 12;
 
 // AVX2 + FMA: MR rows × 16 columns, a 32-column panel in two halves.
-__attribute__((target("avx2"))) inline __m256i mask8(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 template <int MR>
 __attribute__((target("avx2,fma"))) void half_avx2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
                                                    float* c, int64_t ldc, int ncols, bool acc) {
-  const __m256i m0 = mask8(std::min(ncols, 8)), m1 = mask8(std::max(ncols - 8, 0));
+  const __m256i m0 = vec::tail_mask(ncols), m1 = vec::tail_mask(ncols - 8);
   __m256 c0[MR], c1[MR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {

@@ -6,6 +6,20 @@
 // later columns; the block's errors update all later columns at once (W_R -= E U_FR). Types without code
 // access (block_code_levels 0) keep the search's rounding and use the joint update W_R -= (W_F - Q_F) U_FF^-1 U_FR.
 // The result is a standard block tensor. Numerics in double for H; deterministic.
+//
+// Act-order (optional; GPTQ paper, AutoGPTQ's desc_act with static_groups): columns are processed in order of
+// decreasing H_jj, so the columns with the loudest inputs are rounded first, while many columns are left to
+// absorb their error; H is permuted to that order and the result written back in the original column order.
+// The block formats share scales (and mins) within blocks of 32 or 256 columns, and in the permuted order a
+// block's columns are visited scattered among other blocks' - no point of the loop sees a block "begin" with
+// all of its columns still unrounded but the feedback of the earlier blocks applied, as the natural order does.
+// So the grids are fixed up front (static groups): every block's scales come from the format's own search on
+// the weights as given (after AWQ's scaling, when composed), weighted by the ridged diagonal of H (the imatrix
+// method's fit); then each column is rounded to the nearest level of its block's fixed grid, in permuted order,
+// with GPTQ's error feedback (lazy batches of 128 permuted columns). Every element is one of its block's levels
+// and the scales are the format's own, so the output is a standard block tensor of the same type. Types
+// without per-element code access (block_code_levels 0: TQ1_0, TQ2_0, Q8_1, none of them writable) ignore
+// act_order and use the natural order.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -37,8 +51,9 @@ inline constexpr double kRidge = 0.3;
 std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n, double damp = kRidge);
 
 // Quantizes W (rows × cols, row-major; cols a multiple of t's block size) into dst (rows × row size of t).
+// act_order: see above (default off: the natural order).
 void gptq_quantize(GgmlType t, const float* W, int64_t rows, int64_t cols, const double* H, uint8_t* dst,
-                   double damp = kRidge);
+                   double damp = kRidge, bool act_order = false);
 
 // H + ridge·mean(diag H)·I (n × n, row-major), the regularised objective the other methods fit.
 std::vector<double> ridge_hessian(const double* H, int64_t n, double ridge = kRidge);

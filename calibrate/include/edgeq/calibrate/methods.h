@@ -12,6 +12,8 @@
 //            llama.cpp model. Then AWQ's clipping search (awq_clip_search) on every weight: ratios fitted on the
 //            even calibration chunks, kept only where they lower the tensor's output error on the odd ones.
 //   gptq     calibrate/gptq.h on every weight with a Hessian (damping kRidge)
+//   act_order (gptq and auto only, default off): GPTQ's rounding in act-order (calibrate/gptq.h), recorded as
+//            "gptq+act-order" per tensor and in the method name
 //   auto     per tensor the candidate (rtn, imatrix, gptq, and with AWQ scales folded as above awq and awq+gptq;
 //            no clipping) with the lowest output error on held-out activations: candidates are fitted on the even
 //            calibration chunks and scored on the odd ones (rtn is a candidate, so on held-out data auto is never
@@ -36,6 +38,8 @@ enum class Method { Rtn, Imatrix, Awq, Gptq, Auto };
 std::optional<Method> parse_method(std::string_view name);
 const char* method_name(Method m);
 bool method_needs_hessian(Method m);
+// The methods that round with GPTQ and so take act_order (gptq, auto).
+bool method_takes_act_order(Method m);
 
 // The importance (mean x² per column) of every weight in the statistics, as `--imatrix` would load it.
 quant::Importance importance_from_stats(const CalibrationStats& stats, const std::string& file_label);
@@ -58,10 +62,12 @@ struct MethodSetup {
 
 // Prepares qo (importance, tensor_hook, method name, per-tensor record) for method m. Decisions that need the
 // weights (AWQ scales, auto's choice) are made here, reading src's tensors once, before anything is written.
-// log: optional progress lines. Throws edgeq::Error when the statistics lack what the method needs.
+// log: optional progress lines. act_order: GPTQ rounding in act-order (m gptq or auto, else an error). Throws
+// edgeq::Error when the statistics lack what the method needs.
 std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stats, const std::string& stats_label,
                                           const quant::QuantizeSource& src, quant::QuantizeOptions& qo,
-                                          const std::function<void(const std::string&)>& log = {});
+                                          const std::function<void(const std::string&)>& log = {},
+                                          bool act_order = false);
 
 // AWQ's folding alone (no rounding, no clipping): with a float output type the model computes the same function
 // (tested: logits unchanged).
