@@ -93,6 +93,22 @@ double best_seconds(GgmlType t, bool simd, const std::vector<uint8_t>& buf, std:
   return best;
 }
 
+// Seconds of the fastest of reps quantize_rows calls, with the SIMD configuration set (lanes -1: portable).
+// Short calls (4 rows), so that some run without being descheduled on a busy machine.
+constexpr int64_t kTimedRows = 4;
+double best_quantize_seconds(GgmlType t, int lanes, std::vector<uint8_t>& buf, int reps) {
+  q::set_quantize_simd(lanes >= 0, lanes < 0 ? 0 : lanes);
+  double best = 1e9;
+  for (int rep = 0; rep < reps; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    q::quantize_rows(t, data().data(), buf.data(), kTimedRows, kCols, nullptr);
+    benchmark::DoNotOptimize(buf.data());
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  q::set_quantize_simd(true);
+  return best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -118,6 +134,20 @@ int main(int argc, char** argv) {
     const double s = best_seconds(t, false, buf, out), v = best_seconds(t, true, buf, out);
     std::printf("  %-7s scalar %8.1f MB/s  simd %8.1f MB/s  ratio %5.2fx\n", edgeq::ggml_type_name(t),
                 kRows * kCols * 4 / s / 1e6, kRows * kCols * 4 / v / 1e6, s / v);
+  }
+  // The scale searches: candidate-parallel kernels (16 lanes where the CPU has AVX-512F, 8 with AVX2) against
+  // the AVX2 loops scoring one candidate at a time and the portable path; same bytes in every column.
+  std::printf("\nQuantize MB/s by SIMD configuration (best of 40 calls of %d rows, same process):\n",
+              static_cast<int>(kTimedRows));
+  std::printf("  %-7s %9s %9s %9s %9s  %s\n", "type", "16 lanes", "8 lanes", "1 cand.", "portable", "16 lanes / 1 cand.");
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::Q2_K, GgmlType::Q4_1}) {
+    std::vector<uint8_t> buf(*edgeq::ggml_row_size(t, kCols) * kRows);
+    double sec[4];
+    const int lanes[4] = {16, 8, 0, -1};
+    for (int i = 0; i < 4; ++i) sec[i] = best_quantize_seconds(t, lanes[i], buf, 40);
+    const double mb = static_cast<double>(kTimedRows * kCols * 4) / 1e6;
+    std::printf("  %-7s %9.1f %9.1f %9.1f %9.1f  %5.2fx\n", edgeq::ggml_type_name(t), mb / sec[0], mb / sec[1],
+                mb / sec[2], mb / sec[3], sec[2] / sec[0]);
   }
   return 0;
 }

@@ -20,13 +20,18 @@ const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlT
                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
                            GgmlType::IQ4_NL, GgmlType::IQ4_XS};
 
+// Every SIMD configuration: AVX-512 candidate lanes (where the CPU has them), AVX2 candidate lanes, and the
+// AVX2 loops over one candidate at a time.
+const int kLanes[] = {16, 8, 0};
+
 struct SimdGuard {
   ~SimdGuard() { q::set_quantize_simd(true); }
 };
 
+// lanes: the candidate-parallel width cap (16, 8, 0); -1: the portable path.
 std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x, int64_t rows, int64_t n, const float* imp,
-                              bool simd) {
-  q::set_quantize_simd(simd);
+                              int lanes) {
+  q::set_quantize_simd(lanes >= 0, lanes < 0 ? 0 : lanes);
   std::vector<uint8_t> out(*edgeq::ggml_row_size(t, static_cast<uint64_t>(n)) * static_cast<size_t>(rows));
   q::quantize_rows(t, x.data(), out.data(), rows, n, imp);
   return out;
@@ -42,6 +47,8 @@ size_t first_diff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) 
 
 TEST(QuantSimd, RandomRowsSameBytesAsPortablePath) {
   if (!q::quantize_simd_active()) GTEST_SKIP() << "no SIMD quantize path on this CPU";
+  // The widest candidate-parallel kernels are the default.
+  EXPECT_EQ(q::quantize_simd_lanes(), __builtin_cpu_supports("avx512f") ? 16 : 8);
   SimdGuard guard;
   const int64_t rows = 24, n = 512;
   std::mt19937 rng(1234);
@@ -59,9 +66,12 @@ TEST(QuantSimd, RandomRowsSameBytesAsPortablePath) {
   for (auto& v : imp) v = u(rng) * u(rng) * 10.f;
   for (GgmlType t : kTypes) {
     for (const float* w : {static_cast<const float*>(nullptr), static_cast<const float*>(imp.data())}) {
-      auto a = quantize(t, x, rows, n, w, true);
-      auto b = quantize(t, x, rows, n, w, false);
-      EXPECT_EQ(first_diff(a, b), a.size()) << edgeq::ggml_type_name(t) << (w ? " with importance" : "");
+      auto b = quantize(t, x, rows, n, w, -1);
+      for (int lanes : kLanes) {
+        auto a = quantize(t, x, rows, n, w, lanes);
+        EXPECT_EQ(first_diff(a, b), a.size())
+            << edgeq::ggml_type_name(t) << (w ? " with importance" : "") << ", lanes " << lanes;
+      }
     }
   }
 }
@@ -80,9 +90,11 @@ TEST(QuantSimd, RealWeightsSameBytesAsPortablePath) {
     q::dequantize_row(v.type, v.data, x.data(), rows * n);
     for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q2_K, GgmlType::Q4_1, GgmlType::Q5_1,
                        GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::IQ4_NL, GgmlType::Q4_0}) {
-      auto a = quantize(t, x, rows, n, nullptr, true);
-      auto b = quantize(t, x, rows, n, nullptr, false);
-      EXPECT_EQ(first_diff(a, b), a.size()) << name << " " << edgeq::ggml_type_name(t);
+      auto b = quantize(t, x, rows, n, nullptr, -1);
+      for (int lanes : kLanes) {
+        auto a = quantize(t, x, rows, n, nullptr, lanes);
+        EXPECT_EQ(first_diff(a, b), a.size()) << name << " " << edgeq::ggml_type_name(t) << ", lanes " << lanes;
+      }
       ++checked;
     }
   }

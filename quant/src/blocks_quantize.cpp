@@ -114,6 +114,13 @@ struct Grid {
 // The hot loops below work on 8 independent lanes (n is always a multiple of 8) so the compiler can
 // vectorise them; the lanes are summed in a fixed order, so results do not depend on the machine.
 constexpr float kRoundMagic = 12582912.f;  // 1.5 * 2^23: (t + M) - M rounds |t| < 2^22 half to even
+constexpr int kMaxTry = 10;                 // largest grid half-width (ntry) of any encoder below
+// Size of an array of n candidates for the candidate-parallel kernels: whole vectors of the widest kind.
+constexpr int kPadLanes(int n) { return (n + 15) / 16 * 16; }
+// Zeroes a[n, kPadLanes(n)) (cheaper than zero-initialising the whole array for every group).
+inline void zero_pad(float* a, int n) {
+  for (int i = n; i < kPadLanes(n); ++i) a[i] = 0.f;
+}
 
 // Nearest level of a linear grid [lo, hi] to t, as a float (NaN maps to lo).
 inline float lin_level(float t, float lo, float hi) {
@@ -289,6 +296,198 @@ EDGEQ_TARGET_AVX2 bool sym_levels_avx2_any(const float* x, const float* w, int n
   }
   return false;
 }
+// Candidate-parallel kernels: vector lane c evaluates candidate c on the whole group, doing exactly the
+// operations of scalar accumulator j of the element-parallel loops above, in the same order (per lane:
+// acc_j = ((0 + t_j) + t_{j+8}) + ..., then sum8's tree over j). So one pass scores up to W candidates
+// with the bytes of W single calls. The clamp of t to [lo - 1, hi + 1] before rounding is left out: for
+// t outside it the magic-number rounding still lands outside [lo, hi] (or is NaN, which max maps to lo),
+// so the final clamp gives the same level.
+// Written with GCC vector extensions (IEEE add/sub/mul, max/min as the SSE selects: a > b ? a : b) and
+// instantiated for AVX-512 (16 lanes) and AVX2 (8 lanes); the file is compiled with -ffp-contract=off, so
+// nothing is fused into an FMA. Every candidate array (inputs and outputs) holds kPadLanes(nc) floats, the
+// inputs zero past nc: the kernels load and store whole vectors.
+template <class V, int W>
+[[gnu::always_inline]] inline void asym_eval_lanes(const float* x, const float* w, int n, float hi, const float* s,
+                                                   const float* m, int nc, float* err) {
+  const V zero = {};
+  const V vhi = zero + hi;
+  for (int c0 = 0; c0 < nc; c0 += W) {
+    V vs, vm;
+    std::memcpy(&vs, s + c0, sizeof vs);
+    std::memcpy(&vm, m + c0, sizeof vm);
+    V vid = 1.f / vs;
+    vid = vs == zero ? zero : vid;  // s == 0: level 0 everywhere, as asym_eval
+    V acc[8];
+    for (int j = 0; j < 8; ++j) {
+      V a = zero;
+      for (int i = j; i < n; i += 8) {
+        const V t = (x[i] - vm) * vid;
+        V q = (t + kRoundMagic) - kRoundMagic;
+        q = q > zero ? q : zero;
+        q = q < vhi ? q : vhi;
+        const V d = x[i] - (vs * q + vm);
+        a = a + (w[i] * d) * d;
+      }
+      acc[j] = a;
+    }
+    const V r = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    std::memcpy(err + c0, &r, sizeof r);
+  }
+}
+
+// asym_grid_avx2's sums for nc inverse scales.
+template <class V, int W>
+[[gnu::always_inline]] inline void asym_grid_lanes(const float* x, const float* w, int n, float hi, float lo_a,
+                                                   const float* iscale, int nc, float* sl, float* sl2, float* sxl) {
+  const V zero = {};
+  const V vhi = zero + hi;
+  for (int c0 = 0; c0 < nc; c0 += W) {
+    V vis;
+    std::memcpy(&vis, iscale + c0, sizeof vis);
+    V a1[8], a2[8], a3[8];
+    for (int j = 0; j < 8; ++j) {
+      V b1 = zero, b2 = zero, b3 = zero;
+      for (int i = j; i < n; i += 8) {
+        const V t = (x[i] - lo_a) * vis;
+        V q = (t + kRoundMagic) - kRoundMagic;
+        q = q > zero ? q : zero;
+        q = q < vhi ? q : vhi;
+        const V wq = w[i] * q;
+        b1 = b1 + wq;
+        b2 = b2 + wq * q;
+        b3 = b3 + wq * x[i];
+      }
+      a1[j] = b1;
+      a2[j] = b2;
+      a3[j] = b3;
+    }
+    const V r1 = ((a1[0] + a1[1]) + (a1[2] + a1[3])) + ((a1[4] + a1[5]) + (a1[6] + a1[7]));
+    const V r2 = ((a2[0] + a2[1]) + (a2[2] + a2[3])) + ((a2[4] + a2[5]) + (a2[6] + a2[7]));
+    const V r3 = ((a3[0] + a3[1]) + (a3[2] + a3[3])) + ((a3[4] + a3[5]) + (a3[6] + a3[7]));
+    std::memcpy(sl + c0, &r1, sizeof r1);
+    std::memcpy(sl2 + c0, &r2, sizeof r2);
+    std::memcpy(sxl + c0, &r3, sizeof r3);
+  }
+}
+
+// sym_levels_avx2's sums (linear grid [lo, hi]) for nc inverse scales.
+template <class V, int W>
+[[gnu::always_inline]] inline void sym_levels_lanes(const float* x, const float* w, int n, float lo, float hi,
+                                                    const float* iscale, int nc, float* sxl, float* sll) {
+  const V zero = {};
+  const V vlo = zero + lo, vhi = zero + hi;
+  for (int c0 = 0; c0 < nc; c0 += W) {
+    V vis;
+    std::memcpy(&vis, iscale + c0, sizeof vis);
+    V b[8], c[8];
+    for (int j = 0; j < 8; ++j) {
+      V bj = zero, cj = zero;
+      for (int i = j; i < n; i += 8) {
+        const V t = x[i] * vis;
+        V l = (t + kRoundMagic) - kRoundMagic;
+        l = l > vlo ? l : vlo;
+        l = l < vhi ? l : vhi;
+        bj = bj + (w[i] * x[i]) * l;
+        cj = cj + (w[i] * l) * l;
+      }
+      b[j] = bj;
+      c[j] = cj;
+    }
+    const V rb = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
+    const V rc = ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));
+    std::memcpy(sxl + c0, &rb, sizeof rb);
+    std::memcpy(sll + c0, &rc, sizeof rc);
+  }
+}
+
+typedef float V8f __attribute__((vector_size(32)));
+typedef float V16f __attribute__((vector_size(64)));
+#define EDGEQ_TARGET_AVX512 __attribute__((target("avx512f")))
+
+EDGEQ_TARGET_AVX2 void asym_eval_many_avx2(const float* x, const float* w, int n, float hi, const float* s,
+                                           const float* m, int nc, float* err) {
+  asym_eval_lanes<V8f, 8>(x, w, n, hi, s, m, nc, err);
+}
+// The AVX-512 versions of the two hottest kernels spell the same lanes with intrinsics: vrndscaleps (round
+// half to even) instead of the magic-number pair, which gives the same level after the clamp (for |t| < 2^22
+// both are the exact rounding; beyond, both land outside [0, hi] on t's side; NaN stays NaN), and vmaxps /
+// vminps, which are the selects above. GCC 12 reports the intrinsics' undefined pass-through operands as
+// maybe-uninitialized (a false positive of its own headers).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+EDGEQ_TARGET_AVX512 inline __m512 asym_level16(__m512 t, __m512 zero, __m512 vhi) {
+  const __m512 q = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_min_ps(_mm512_max_ps(q, zero), vhi);
+}
+EDGEQ_TARGET_AVX512 inline __m512 sum8_lanes16(const __m512* a) {
+  return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])),
+                       _mm512_add_ps(_mm512_add_ps(a[4], a[5]), _mm512_add_ps(a[6], a[7])));
+}
+EDGEQ_TARGET_AVX512 void asym_eval_many_avx512(const float* x, const float* w, int n, float hi, const float* s,
+                                               const float* m, int nc, float* err) {
+  const __m512 zero = _mm512_setzero_ps(), vhi = _mm512_set1_ps(hi), one = _mm512_set1_ps(1.f);
+  for (int c0 = 0; c0 < nc; c0 += 16) {
+    const __m512 vs = _mm512_loadu_ps(s + c0), vm = _mm512_loadu_ps(m + c0);
+    const __m512 vid = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(vs, zero, _CMP_NEQ_UQ), one, vs);  // s == 0: 0
+    __m512 acc[8];
+    for (int j = 0; j < 8; ++j) {
+      __m512 a = zero;
+      for (int i = j; i < n; i += 8) {
+        const __m512 xb = _mm512_set1_ps(x[i]);
+        const __m512 q = asym_level16(_mm512_mul_ps(_mm512_sub_ps(xb, vm), vid), zero, vhi);
+        const __m512 d = _mm512_sub_ps(xb, _mm512_add_ps(_mm512_mul_ps(vs, q), vm));
+        a = _mm512_add_ps(a, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[i]), d), d));
+      }
+      acc[j] = a;
+    }
+    _mm512_storeu_ps(err + c0, sum8_lanes16(acc));
+  }
+}
+EDGEQ_TARGET_AVX2 void asym_grid_many_avx2(const float* x, const float* w, int n, float hi, float lo_a,
+                                           const float* iscale, int nc, float* sl, float* sl2, float* sxl) {
+  asym_grid_lanes<V8f, 8>(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
+}
+EDGEQ_TARGET_AVX512 void asym_grid_many_avx512(const float* x, const float* w, int n, float hi, float lo_a,
+                                               const float* iscale, int nc, float* sl, float* sl2, float* sxl) {
+  const __m512 zero = _mm512_setzero_ps(), vhi = _mm512_set1_ps(hi);
+  for (int c0 = 0; c0 < nc; c0 += 16) {
+    const __m512 vis = _mm512_loadu_ps(iscale + c0);
+    __m512 a1[8], a2[8], a3[8];
+    for (int j = 0; j < 8; ++j) {
+      __m512 b1 = zero, b2 = zero, b3 = zero;
+      for (int i = j; i < n; i += 8) {
+        const __m512 q = asym_level16(_mm512_mul_ps(_mm512_set1_ps(x[i] - lo_a), vis), zero, vhi);
+        const __m512 wq = _mm512_mul_ps(_mm512_set1_ps(w[i]), q);
+        b1 = _mm512_add_ps(b1, wq);
+        b2 = _mm512_add_ps(b2, _mm512_mul_ps(wq, q));
+        b3 = _mm512_add_ps(b3, _mm512_mul_ps(wq, _mm512_set1_ps(x[i])));
+      }
+      a1[j] = b1;
+      a2[j] = b2;
+      a3[j] = b3;
+    }
+    _mm512_storeu_ps(sl + c0, sum8_lanes16(a1));
+    _mm512_storeu_ps(sl2 + c0, sum8_lanes16(a2));
+    _mm512_storeu_ps(sxl + c0, sum8_lanes16(a3));
+  }
+}
+#pragma GCC diagnostic pop
+EDGEQ_TARGET_AVX2 void sym_levels_many_avx2(const float* x, const float* w, int n, float lo, float hi,
+                                            const float* iscale, int nc, float* sxl, float* sll) {
+  sym_levels_lanes<V8f, 8>(x, w, n, lo, hi, iscale, nc, sxl, sll);
+}
+EDGEQ_TARGET_AVX512 void sym_levels_many_avx512(const float* x, const float* w, int n, float lo, float hi,
+                                                const float* iscale, int nc, float* sxl, float* sll) {
+  sym_levels_lanes<V16f, 16>(x, w, n, lo, hi, iscale, nc, sxl, sll);
+}
+
+// 0: the element-parallel paths one candidate at a time; 8 / 16: the candidate-parallel kernels.
+int pick_lanes(int max_lanes) {
+  if (!g_quant_avx2) return 0;
+  if (max_lanes >= 16 && __builtin_cpu_supports("avx512f")) return 16;
+  return max_lanes >= 8 ? 8 : 0;
+}
+int g_quant_lanes = pick_lanes(16);
 #endif
 
 // Error of a fixed (exactly representable) scale d with levels re-rounded; fills idx.
@@ -437,6 +636,17 @@ inline void sym_levels(const float* x, const float* w, int n, const Grid& G, flo
   *sll_out = sum8(all);
 }
 
+// sym_levels' sums for nc inverse scales (levels not kept).
+void sym_levels_many(const float* x, const float* w, int n, const Grid& G, const float* iscale, int nc, float* sxl,
+                     float* sll) {
+#if EDGEQ_QAVX2
+  if (G.linear && g_quant_lanes == 16) return sym_levels_many_avx512(x, w, n, G.lo(), G.hi(), iscale, nc, sxl, sll);
+  if (G.linear && g_quant_lanes == 8) return sym_levels_many_avx2(x, w, n, G.lo(), G.hi(), iscale, nc, sxl, sll);
+#endif
+  uint8_t tmp[256];
+  for (int c = 0; c < nc; ++c) sym_levels(x, w, n, G, iscale[c], tmp, &sxl[c], &sll[c]);
+}
+
 // Continuous search: the best unconstrained scale (any sign) for a group. Returns the scale; *err_out the
 // error of the continuous solution. idx receives the levels.
 float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry, uint8_t* idx, float* err_out) {
@@ -452,8 +662,40 @@ float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry,
     *err_out = 0;
     return 0.f;
   }
+  if (ntry > kMaxTry) fail("quantize: internal error: search grid of {} steps", ntry);
   uint8_t tmp[256];
   float best_err = FLT_MAX, best_scale = 0;
+  // The grid of inverse scales around both ends, scored in one batch; the first best one wins, as if tried
+  // one by one.
+  constexpr int kCap = kPadLanes(2 * (2 * kMaxTry + 1));
+  float isc[kCap], sxl[kCap], sll[kCap];
+  int nc = 0;
+  for (float end : {G.lo(), G.hi()}) {
+    if (end == 0.f) continue;
+    const float aend = std::fabs(end);
+    const float rel = std::max(0.1f / aend, 0.004f);
+    for (int t = -ntry; t <= ntry; ++t) {
+      float f = 1.f + rel * static_cast<float>(t);
+      if (f <= 0.05f) continue;
+      isc[nc++] = end * f / maxv;
+    }
+  }
+  zero_pad(isc, nc);
+  sym_levels_many(x, w, n, G, isc, nc, sxl, sll);
+  int bi = -1;
+  for (int c = 0; c < nc; ++c) {
+    if (!(sll[c] > 0)) continue;
+    float e = sum_wx2 - sxl[c] * sxl[c] / sll[c];
+    if (e < best_err) {
+      best_err = e;
+      best_scale = sxl[c] / sll[c];
+      bi = c;
+    }
+  }
+  if (bi >= 0) {
+    float a, b;
+    sym_levels(x, w, n, G, isc[bi], idx, &a, &b);
+  }
   auto try_iscale = [&](float iscale) {
     float sxl, sll;
     sym_levels(x, w, n, G, iscale, tmp, &sxl, &sll);
@@ -465,16 +707,6 @@ float sym_search(const float* x, const float* w, int n, const Grid& G, int ntry,
       std::memcpy(idx, tmp, static_cast<size_t>(n));
     }
   };
-  for (float end : {G.lo(), G.hi()}) {
-    if (end == 0.f) continue;
-    const float aend = std::fabs(end);
-    const float rel = std::max(0.1f / aend, 0.004f);
-    for (int t = -ntry; t <= ntry; ++t) {
-      float f = 1.f + rel * static_cast<float>(t);
-      if (f <= 0.05f) continue;
-      try_iscale(end * f / maxv);
-    }
-  }
   if (best_err == FLT_MAX) {  // all weights zero
     best_scale = maxv / (std::fabs(G.lo()) >= std::fabs(G.hi()) ? G.lo() : G.hi());
     sym_eval(x, w, n, G, best_scale, idx);
@@ -557,6 +789,32 @@ EDGEQ_TARGET_AVX2 float asym_eval_avx2(const float* x, const float* w, int n, fl
   return sum8(a);
 }
 
+EDGEQ_TARGET_AVX2 void asym_levels_avx2(const float* x, int n, float hi, float m, float id, uint8_t* L) {
+  const LinAvx2 S(0.f, hi);
+  const __m256 vid = _mm256_set1_ps(id), vm = _mm256_set1_ps(m);
+  for (int i = 0; i < n; i += 8) S.store_idx(L + i, S.level(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vid)));
+}
+
+// asym_sums on 8 lanes: (w * l) * l and (w * l) * x, as the scalar a2, a3 terms.
+EDGEQ_TARGET_AVX2 void asym_sums_avx2(const uint8_t* q, const float* x, const float* w, int n, float* sl, float* sl2,
+                                      float* sxl) {
+  __m256 a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m256 l = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i))));
+    const __m256 wl = _mm256_mul_ps(_mm256_loadu_ps(w + i), l);
+    a1 = _mm256_add_ps(a1, wl);
+    a2 = _mm256_add_ps(a2, _mm256_mul_ps(wl, l));
+    a3 = _mm256_add_ps(a3, _mm256_mul_ps(wl, _mm256_loadu_ps(x + i)));
+  }
+  alignas(32) float b1[8], b2[8], b3[8];
+  _mm256_store_ps(b1, a1);
+  _mm256_store_ps(b2, a2);
+  _mm256_store_ps(b3, a3);
+  *sl = sum8(b1);
+  *sl2 = sum8(b2);
+  *sxl = sum8(b3);
+}
+
 // Levels q = lin_level((x - lo) * iscale, 0, hi) into L, and the weighted sums the least-squares fit needs:
 // sum w*q, sum w*q*q, sum w*q*x (per-lane, then summed as sum8).
 EDGEQ_TARGET_AVX2 void asym_grid_avx2(const float* x, const float* w, int n, float hi, float lo_a, float iscale,
@@ -625,6 +883,69 @@ float asym_eval(const float* x, const float* w, int n, int nmax, float s, float 
   return sum8(acc);
 }
 
+// The levels asym_eval writes for (s, m), without the error.
+void asym_levels(const float* x, int n, int nmax, float s, float m, uint8_t* L) {
+  if (s == 0.f) {
+    std::memset(L, 0, static_cast<size_t>(n));
+    return;
+  }
+  const float id = 1.f / s, hi = static_cast<float>(nmax);
+#if EDGEQ_QAVX2
+  if (g_quant_avx2) return asym_levels_avx2(x, n, hi, m, id, L);
+#endif
+  for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - m) * id, 0.f, hi)));
+}
+
+// Errors of nc candidates: err[c] = asym_eval(x, w, n, nmax, s[c], m[c], ...) (levels not kept). Arrays of
+// kPadLanes(nc) floats, as every *_many function here.
+void asym_eval_many(const float* x, const float* w, int n, int nmax, const float* s, const float* m, int nc,
+                    float* err) {
+#if EDGEQ_QAVX2
+  if (g_quant_lanes == 16) return asym_eval_many_avx512(x, w, n, static_cast<float>(nmax), s, m, nc, err);
+  if (g_quant_lanes == 8) return asym_eval_many_avx2(x, w, n, static_cast<float>(nmax), s, m, nc, err);
+#endif
+  uint8_t tmp[256];
+  for (int c = 0; c < nc; ++c) err[c] = asym_eval(x, w, n, nmax, s[c], m[c], tmp);
+}
+
+// Weighted sums sl = sum w*q, sl2 = sum w*q*q, sxl = sum w*q*x of the levels q (per lane, then sum8).
+void asym_sums(const uint8_t* q, const float* x, const float* w, int n, float* sl, float* sl2, float* sxl) {
+#if EDGEQ_QAVX2
+  if (g_quant_avx2) return asym_sums_avx2(q, x, w, n, sl, sl2, sxl);
+#endif
+  float a1[8] = {}, a2[8] = {}, a3[8] = {};
+  for (int i = 0; i < n; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      const float l = q[i + j], ww = w[i + j];
+      a1[j] += ww * l;
+      a2[j] += ww * l * l;
+      a3[j] += ww * l * x[i + j];
+    }
+  *sl = sum8(a1);
+  *sl2 = sum8(a2);
+  *sxl = sum8(a3);
+}
+
+// The sums of the levels q = lin_level((x - lo_a) * iscale[c], 0, nmax) for nc inverse scales.
+void asym_grid_many(const float* x, const float* w, int n, int nmax, float lo_a, const float* iscale, int nc,
+                    float* sl, float* sl2, float* sxl) {
+  const float hi = static_cast<float>(nmax);
+  uint8_t tmp[256];
+#if EDGEQ_QAVX2
+  if (g_quant_lanes == 16) return asym_grid_many_avx512(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
+  if (g_quant_lanes == 8) return asym_grid_many_avx2(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
+  if (g_quant_avx2) {
+    for (int c = 0; c < nc; ++c) asym_grid_avx2(x, w, n, hi, lo_a, iscale[c], tmp, &sl[c], &sl2[c], &sxl[c]);
+    return;
+  }
+#endif
+  for (int c = 0; c < nc; ++c) {
+    for (int i = 0; i < n; ++i)
+      tmp[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - lo_a) * iscale[c], 0.f, hi)));
+    asym_sums(tmp, x, w, n, &sl[c], &sl2[c], &sxl[c]);
+  }
+}
+
 // Continuous search for (s >= 0, m); with nonpos_min the offset m is kept <= 0 (k-quants).
 float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_min, int ntry, float* s_out,
                   float* m_out, uint8_t* L, bool extra_anchors) {
@@ -659,15 +980,9 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
     return *s > 0;
   };
   auto fit = [&](const uint8_t* q, float* s, float* m) -> bool {
-    float a1[8] = {}, a2[8] = {}, a3[8] = {};
-    for (int i = 0; i < n; i += 8)
-      for (int j = 0; j < 8; ++j) {
-        const float l = q[i + j], ww = w[i + j];
-        a1[j] += ww * l;
-        a2[j] += ww * l * l;
-        a3[j] += ww * l * x[i + j];
-      }
-    return fit_sums(sum8(a1), sum8(a2), sum8(a3), s, m);
+    float sl, sl2, sxl;
+    asym_sums(q, x, w, n, &sl, &sl2, &sxl);
+    return fit_sums(sl, sl2, sxl, s, m);
   };
   auto consider = [&](float s, float m) {
     if (!(s > 0) || !std::isfinite(s) || !std::isfinite(m)) return;
@@ -679,11 +994,23 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
       std::memcpy(L, tmp, static_cast<size_t>(n));
     }
   };
-  consider(best_s, best_m);
+  // The start, then the least-squares fits of the levels of each grid point, scored in one batch; the first
+  // best candidate wins, as if they were considered one by one.
+  if (ntry > kMaxTry) fail("quantize: internal error: search grid of {} steps", ntry);
+  constexpr int kCap = kPadLanes(1 + 3 * (2 * kMaxTry + 1));
+  float cs[kCap], cm[kCap], ce[kCap];
+  int nc = 0;
+  auto add = [&](float s, float m) {
+    if (!(s > 0) || !std::isfinite(s) || !std::isfinite(m)) return;
+    cs[nc] = s;
+    cm[nc] = m;
+    ++nc;
+  };
+  add(best_s, best_m);
   // Grids anchored on the full range and on the ranges without the lowest / highest value (clipping an
   // outlier can lower the error of the other values).
   float mn2 = mx, mx2 = mn;
-  {
+  if (extra_anchors) {
     int imn = 0, imx = 0;
     for (int i = 1; i < n; ++i) {
       if (x[i] < x[imn]) imn = i;
@@ -696,28 +1023,37 @@ float asym_search(const float* x, const float* w, int n, int nmax, bool nonpos_m
     if (nonpos_min && mn2 > 0) mn2 = 0;
   }
   const float anchors[3][2] = {{mn, mx}, {mn2, mx}, {mn, mx2}};
-  const float hi = static_cast<float>(nmax);
   for (int a = 0; a < (extra_anchors ? 3 : 1); ++a) {
     const float lo_a = anchors[a][0], range = anchors[a][1] - anchors[a][0];
     if (!(range > 0)) continue;
+    constexpr int kGridCap = kPadLanes(2 * kMaxTry + 1);
+    float isc[kGridCap], sl[kGridCap], sl2[kGridCap], sxl[kGridCap];
+    int ni = 0;
     for (int t = -ntry; t <= ntry; ++t) {
       float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(t)) / range;
       if (iscale <= 0) continue;
-#if EDGEQ_QAVX2
-      if (g_quant_avx2) {
-        float sl, sl2, sxl, s, m;
-        asym_grid_avx2(x, w, n, hi, lo_a, iscale, tmp, &sl, &sl2, &sxl);
-        if (fit_sums(sl, sl2, sxl, &s, &m)) consider(s, m);
-        continue;
-      }
-#endif
-      for (int i = 0; i < n; ++i)
-        tmp[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - lo_a) * iscale, 0.f, hi)));
-      uint8_t q2[256];
-      std::memcpy(q2, tmp, static_cast<size_t>(n));
-      float s, m;
-      if (fit(q2, &s, &m)) consider(s, m);
+      isc[ni++] = iscale;
     }
+    zero_pad(isc, ni);
+    asym_grid_many(x, w, n, nmax, lo_a, isc, ni, sl, sl2, sxl);
+    for (int k = 0; k < ni; ++k) {
+      float s, m;
+      if (fit_sums(sl[k], sl2[k], sxl[k], &s, &m)) add(s, m);
+    }
+  }
+  zero_pad(cs, nc);
+  zero_pad(cm, nc);
+  asym_eval_many(x, w, n, nmax, cs, cm, nc, ce);
+  int bi = -1;
+  for (int c = 0; c < nc; ++c)
+    if (ce[c] < best_err) {
+      best_err = ce[c];
+      bi = c;
+    }
+  if (bi >= 0) {
+    best_s = cs[bi];
+    best_m = cm[bi];
+    asym_levels(x, n, nmax, best_s, best_m, L);
   }
   for (int it = 0; it < 4; ++it) {
     float before = best_err, s, m;
@@ -798,23 +1134,46 @@ struct AsymK {
 };
 
 // Best integer (ls, lm) for one sub-block near (ls0, lm0) given super-block scales; returns its error.
+// The chosen sub-block's (scale, offset) go to *s_out, *m_out (its levels: asym_levels).
 float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, float dmin, int ls0, int lm0,
-                     uint8_t* ls, uint8_t* lm, uint8_t* L, int radius) {
-  uint8_t tmp[256];
-  float best = FLT_MAX;
-  for (int a = ls0 - radius; a <= ls0 + radius; ++a) {
-    if (a < 0 || a > P.smax) continue;
-    for (int b = lm0 - radius; b <= lm0 + radius; ++b) {
-      if (b < 0 || b > P.smax) continue;
-      const float dl = d * static_cast<float>(a), ml = dmin * static_cast<float>(b);
-      float e = asym_eval(x, w, P.sub, P.nmax, dl, -ml, tmp);
-      if (e < best) {
-        best = e;
-        *ls = static_cast<uint8_t>(a);
-        *lm = static_cast<uint8_t>(b);
-        std::memcpy(L, tmp, static_cast<size_t>(P.sub));
-      }
+                     uint8_t* ls, uint8_t* lm, float* s_out, float* m_out, int radius) {
+  // All (a, b) of the neighbourhood scored in one batch; the first best wins, as if tried one by one.
+  constexpr int kMaxRadius = 2;
+  if (radius > kMaxRadius) fail("quantize: internal error: neighbourhood radius {}", radius);
+  constexpr int kCap = kPadLanes((2 * kMaxRadius + 1) * (2 * kMaxRadius + 1));
+  float s[kCap], m[kCap], e[kCap];
+  const int a_lo = std::max(ls0 - radius, 0), a_hi = std::min(ls0 + radius, P.smax);
+  const int b_lo = std::max(lm0 - radius, 0), b_hi = std::min(lm0 + radius, P.smax);
+  const int nb = b_hi - b_lo + 1;
+  float mb[2 * kMaxRadius + 1];
+  for (int b = b_lo; b <= b_hi; ++b) mb[b - b_lo] = -(dmin * static_cast<float>(b));
+  int nc = 0;
+  for (int a = a_lo; a <= a_hi; ++a) {
+    const float dl = d * static_cast<float>(a);
+    for (int k = 0; k < nb; ++k, ++nc) {
+      s[nc] = dl;
+      m[nc] = mb[k];
     }
+  }
+  zero_pad(s, nc);
+  zero_pad(m, nc);
+  // GCC 12 cannot see that the loops above and zero_pad write s[0, kPadLanes(nc)) and m alike.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+  asym_eval_many(x, w, P.sub, P.nmax, s, m, nc, e);
+#pragma GCC diagnostic pop
+  float best = FLT_MAX;
+  int bi = -1;
+  for (int c = 0; c < nc; ++c)
+    if (e[c] < best) {
+      best = e[c];
+      bi = c;
+    }
+  if (bi >= 0) {
+    *ls = static_cast<uint8_t>(a_lo + bi / nb);
+    *lm = static_cast<uint8_t>(b_lo + bi % nb);
+    *s_out = s[bi];
+    *m_out = m[bi];
   }
   return best;
 }
@@ -822,6 +1181,7 @@ float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, fl
 struct AsymKResult {
   float d = 0, dmin = 0, err = FLT_MAX;
   uint8_t ls[16] = {}, lm[16] = {};
+  float s[16] = {}, m[16] = {};  // each sub-block's d * ls and -(dmin * lm), whose levels L holds
   uint8_t L[QK_K] = {};
 };
 
@@ -854,9 +1214,12 @@ void asymk_encode(const float* x, const float* w, const AsymK& P, AsymKResult& o
       }
       // Refits start from the previous integer structure: a smaller neighbourhood suffices there.
       cur.err += asymk_sub_best(x + j * P.sub, w + j * P.sub, P, cur.d, cur.dmin, ls0, lm0, &cur.ls[j], &cur.lm[j],
-                                cur.L + j * P.sub, ls_init ? 1 : P.radius);
+                                &cur.s[j], &cur.m[j], ls_init ? 1 : P.radius);
     }
-    if (cur.err < out.err) out = cur;
+    if (cur.err < out.err) {  // levels only for a run that is kept (a sub-block without a finite error never is)
+      out = cur;
+      for (int j = 0; j < P.nsub; ++j) asym_levels(x + j * P.sub, P.sub, P.nmax, out.s[j], out.m[j], out.L + j * P.sub);
+    }
   };
   if (max_sc == 0 && max_mn == 0) {
     run(0, 0, nullptr, nullptr);
@@ -1232,11 +1595,21 @@ bool can_quantize(GgmlType t) {
   return ops && ops->encode;
 }
 
-void set_quantize_simd(bool enabled) {
+void set_quantize_simd(bool enabled, int max_lanes) {
 #if EDGEQ_QAVX2
   g_quant_avx2 = enabled && cpu_has_avx2_f16c();
+  g_quant_lanes = pick_lanes(max_lanes);
 #else
   (void)enabled;
+  (void)max_lanes;
+#endif
+}
+
+int quantize_simd_lanes() {
+#if EDGEQ_QAVX2
+  return g_quant_lanes;
+#else
+  return 0;
 #endif
 }
 

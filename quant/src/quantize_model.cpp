@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <numeric>
 #include <set>
 
@@ -53,6 +54,52 @@ uint64_t tensor_bytes(const std::string& src, const std::string& name, GgmlType 
   if (mul_overflow_u64(*row, rows, &out)) fail("{}: tensor {}: size overflows", src, name);
   return out;
 }
+
+// A tensor's values into dst (n_elements floats), checked for NaN/Inf, on the pool: row ranges are loaded
+// (when the source can load rows) and checked in parallel. The error is the serial check's (the first bad
+// value in row order: the pool reports its lowest failing task).
+void load_checked(const std::string& src_path, const SourceTensor& t, float* dst, uint64_t nrows, uint64_t ne0,
+                  ThreadPool& pool) {
+  constexpr uint64_t kTaskElements = 1 << 16;
+  const uint64_t chunk = std::max<uint64_t>(1, kTaskElements / ne0);
+  const bool by_rows = t.load_rows && nrows > 1;
+  if (!by_rows) t.load_f32(dst);
+  pool.run(static_cast<int64_t>((nrows + chunk - 1) / chunk), [&](int64_t c, int) {
+    const uint64_t r0 = static_cast<uint64_t>(c) * chunk, nr = std::min(chunk, nrows - r0);
+    float* p = dst + r0 * ne0;
+    if (by_rows) t.load_rows(r0, nr, p);
+    for (uint64_t i = 0; i < nr * ne0; ++i)
+      if (!std::isfinite(p[i]))
+        fail("{}: tensor {}: non-finite value {} at row {}, column {}", src_path, t.name, p[i], r0 + i / ne0, i % ne0);
+  });
+}
+
+// Writes tensor data on a second thread while the next tensor is loaded and encoded: the writer gets the same
+// calls in the same order, one at a time. A buffer handed to write() must stay unchanged until the next
+// write() or wait() returns.
+class BackgroundWriter {
+ public:
+  explicit BackgroundWriter(GgufWriter& w) : w_(w) {}
+  ~BackgroundWriter() {
+    if (pending_.valid()) pending_.wait();  // unwinding: the error that got us here is the one to report
+  }
+  BackgroundWriter(const BackgroundWriter&) = delete;
+  BackgroundWriter& operator=(const BackgroundWriter&) = delete;
+  void write(const uint8_t* a, size_t na, const uint8_t* b = nullptr, size_t nb = 0) {
+    wait();
+    pending_ = std::async(std::launch::async, [this, a, na, b, nb] {
+      w_.write_tensor_data(a, na);
+      if (b) w_.write_tensor_data(b, nb);
+    });
+  }
+  void wait() {
+    if (pending_.valid()) pending_.get();
+  }
+
+ private:
+  GgufWriter& w_;
+  std::future<void> pending_;
+};
 
 }  // namespace
 
@@ -131,16 +178,18 @@ QuantizeSource open_gguf_source(const std::string& path) {
     const uint64_t ne0 = info.dims.empty() ? 1 : info.dims[0];
     const uint64_t n = checked_elements(path, info.name, info.dims);
     std::string name = info.name;
-    t.load_f32 = [path, name, type, data, nbytes, ne0, n](float* dst) {
+    t.load_rows = [path, name, type, data, nbytes, ne0, n](uint64_t row0, uint64_t nr, float* dst) {
       if (!can_dequantize(type))
         fail("{}: tensor {}: cannot convert type {} to f32", path, name, ggml_type_name(type));
       auto rb = ggml_row_size(type, ne0);
       if (!rb || ne0 == 0) fail("{}: tensor {}: bad row length {} for {}", path, name, ne0, ggml_type_name(type));
       const uint64_t rows = n / ne0;
       if (rows * *rb != nbytes) fail("{}: tensor {}: size mismatch", path, name);
-      for (uint64_t r = 0; r < rows; ++r)
-        dequantize_row(type, data + r * *rb, dst + r * ne0, static_cast<int64_t>(ne0));
+      if (row0 > rows || nr > rows - row0) fail("{}: tensor {}: rows {}+{} of {}", path, name, row0, nr, rows);
+      for (uint64_t r = 0; r < nr; ++r)
+        dequantize_row(type, data + (row0 + r) * *rb, dst + r * ne0, static_cast<int64_t>(ne0));
     };
+    t.load_f32 = [load = t.load_rows, ne0, n](float* dst) { load(0, n / ne0, dst); };
     src.tensors.push_back(std::move(t));
   }
   return src;
@@ -291,8 +340,11 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   }
 
   std::vector<float> f32;
-  std::vector<uint8_t> out;
+  // Two output buffers: tensor k is encoded into one while tensor k-1's bytes are written from the other.
+  std::vector<uint8_t> outs[2];
+  BackgroundWriter bw(w);
   for (size_t k = 0; k < plan.tensors.size(); ++k) {
+    std::vector<uint8_t>& out = outs[k % 2];
     const auto tt = Clock::now();
     const auto& p = plan.tensors[k];
     const auto& t = src.tensors[p.source_index];
@@ -323,10 +375,7 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
       if (!t.load_f32) fail("{}: tensor {}: the source cannot provide its values", src.path, t.name);
       if (n > (uint64_t{1} << 33)) fail("{}: tensor {}: too large ({} elements)", src.path, t.name, n);
       f32.resize(n);
-      t.load_f32(f32.data());
-      for (uint64_t i = 0; i < n; ++i)
-        if (!std::isfinite(f32[i]))
-          fail("{}: tensor {}: non-finite value {} at row {}, column {}", src.path, t.name, f32[i], i / ne0, i % ne0);
+      load_checked(src.path, t, f32.data(), nrows, ne0, pool);
     }
 
     HookResult hooked = HookResult::Untouched;
@@ -345,16 +394,17 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
     }
     if (hooked == HookResult::Encoded) {
       prog.has_importance = hook_imp != nullptr;
-      w.write_tensor_data(out.data(), out.size());
+      bw.write(out.data(), out.size());
     } else if (hooked == HookResult::Modified) {
       out.resize(d.nbytes);
       quantize_rows_parallel(d.type, f32.data(), out.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
                              hook_imp, pool);
       prog.has_importance = hook_imp != nullptr;
-      w.write_tensor_data(out.data(), out.size());
+      bw.write(out.data(), out.size());
     } else if (raw_copy) {
       if (t.raw_nbytes != d.nbytes) fail("{}: tensor {}: size mismatch", src.path, t.name);
-      w.write_tensor_data(t.raw, t.raw_nbytes);
+      bw.write(t.raw, t.raw_nbytes);
+      if (t.release) bw.wait();  // the source's bytes stay until written
     } else {
       const float* imp = nullptr;
       const std::vector<float>* imv = nullptr;
@@ -389,10 +439,9 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
       if (!slices_done) prog.has_importance = imv != nullptr;
       if (d.palette_bits > 0) {  // the two tensors, index then table
         const uint64_t idx_bytes = palette::index_row_bytes(ne0, d.palette_bits) * nrows;
-        w.write_tensor_data(out.data(), idx_bytes);
-        w.write_tensor_data(out.data() + idx_bytes, out.size() - idx_bytes);
+        bw.write(out.data(), idx_bytes, out.data() + idx_bytes, out.size() - idx_bytes);
       } else {
-        w.write_tensor_data(out.data(), out.size());
+        bw.write(out.data(), out.size());
       }
     }
     if (d.quantize) ++rep.n_quantized;
@@ -403,9 +452,10 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
     if (t.release) t.release();
     if (opts.on_tensor) opts.on_tensor(prog);
   }
+  bw.wait();
   w.finish();
   f32 = {};
-  out = {};
+  outs[0] = outs[1] = {};
   rep.file_size = 0;
   for (const auto& p : rep.outputs) {
     std::error_code ec;

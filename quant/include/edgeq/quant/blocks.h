@@ -36,11 +36,14 @@ size_t quantize_rows(GgmlType t, const float* src, void* dst, int64_t nrows, int
                      const float* importance);
 
 // For tests and benchmarks: false makes quantize_rows take its portable path. Both paths write the same
-// bytes (the SIMD lanes repeat the scalar operations in order); only the speed differs. Not thread-safe
-// with a quantization in progress.
-void set_quantize_simd(bool enabled);
+// bytes (the SIMD lanes repeat the scalar operations in order); only the speed differs. max_lanes caps the
+// kernels that score many scale candidates at once (one per lane): 16 (AVX-512F), 8 (AVX2), or 0 for the
+// AVX2 loops that score one candidate at a time. Not thread-safe with a quantization in progress.
+void set_quantize_simd(bool enabled, int max_lanes = 16);
 // True when quantize_rows uses SIMD code on this machine (AVX2 available and not switched off).
 bool quantize_simd_active();
+// The candidate-parallel width in use: 16, 8, or 0 (none).
+int quantize_simd_lanes();
 
 // A block's grid with its scales kept: the number of integer codes an element of type t can take (0 when
 // this is not supported for t), and writing element e's code in an encoded block. Dequantizing the block
