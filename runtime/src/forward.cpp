@@ -132,15 +132,20 @@ void Context::matmul_shared(const float* x, int64_t n, int64_t ld,
     matmul(*o.first, x, n, ld, o.second, static_cast<int64_t>(o.first->n_rows()), pool_, scratch_, compat);
 }
 
+void Context::check_tokens(const int32_t* tokens, int64_t n) const {
+  const int64_t n_vocab = model_.config().n_vocab;
+  for (int64_t t = 0; t < n; ++t)
+    if (tokens[t] < 0 || tokens[t] >= n_vocab)
+      fail("{}: token id {} is outside the vocabulary (size {})", model_.path(), tokens[t], n_vocab);
+}
+
 void Context::eval(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits) {
   const ModelConfig& c = model_.config();
   if (n <= 0) return;
   if (first_logit < 0 || first_logit > n) fail("{}: eval: invalid first logit row {}", model_.path(), first_logit);
   if (n_past_ + n > opt_.n_ctx)
     fail("{}: eval: {} tokens after {} cached exceed the context size {}", model_.path(), n, n_past_, opt_.n_ctx);
-  for (int64_t t = 0; t < n; ++t)
-    if (tokens[t] < 0 || tokens[t] >= c.n_vocab)
-      fail("{}: token id {} is outside the vocabulary (size {})", model_.path(), tokens[t], c.n_vocab);
+  check_tokens(tokens, n);
   for (int64_t b0 = 0; b0 < n; b0 += kMaxBatch) {
     const int64_t b1 = std::min(n, b0 + kMaxBatch);
     const int64_t fl = std::clamp(first_logit - b0, int64_t(0), b1 - b0);
@@ -156,9 +161,7 @@ void Context::eval_seqs(const int32_t* tokens, int64_t n_seq, int64_t len, int64
   if (n_seq < 1 || n_seq > opt_.n_seq || len < 1 || len > opt_.n_ctx)
     fail("{}: eval_seqs: {} sequences of {} tokens do not fit {} x {}", model_.path(), n_seq, len, opt_.n_seq, opt_.n_ctx);
   if (first_logit < 0 || first_logit > len) fail("{}: eval_seqs: invalid first logit row {}", model_.path(), first_logit);
-  for (int64_t t = 0; t < n_seq * len; ++t)
-    if (tokens[t] < 0 || tokens[t] >= c.n_vocab)
-      fail("{}: token id {} is outside the vocabulary (size {})", model_.path(), tokens[t], c.n_vocab);
+  check_tokens(tokens, n_seq * len);
   n_past_ = 0;
   // One by one where eval would take matmul's other path for a product (fewer rows than kKernelMaxTokens, in
   // the last layer only the logit rows) or split a sequence into micro-batches.
@@ -191,9 +194,7 @@ void Context::prepare(int64_t n, int64_t pos_end) {
 
 void Context::embed(const int32_t* tokens, int64_t n, float* x) {
   const ModelConfig& c = model_.config();
-  for (int64_t t = 0; t < n; ++t)
-    if (tokens[t] < 0 || tokens[t] >= c.n_vocab)
-      fail("{}: token id {} is outside the vocabulary (size {})", model_.path(), tokens[t], c.n_vocab);
+  check_tokens(tokens, n);
   pool_.run(n, [&](int64_t t, int) { dequantize_rows(model_.token_embd(), tokens[t], tokens[t] + 1, x + t * c.n_embd); });
 }
 

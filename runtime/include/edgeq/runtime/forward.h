@@ -69,6 +69,7 @@ class Context {
  private:
   // Micro-batches of at most kMaxBatch tokens bound the activation buffers (as llama.cpp's n_ubatch).
   static constexpr int64_t kMaxBatch = 512;
+  void check_tokens(const int32_t* tokens, int64_t n) const;  // throws on an id outside the vocabulary
   void prepare(int64_t n, int64_t pos_end);  // buffers for n rows, rope tables up to pos_end
   // x_'s n rows (sequences of seq_len_ rows) through layer il, in place. r0 > 0: after attention only rows
   // r0.. of each sequence go on, compacted to the front of x_ (the last layer: the rows that give logits).
