@@ -338,3 +338,47 @@ TEST(Gptq, BlockOutputErrorsAreTheDiagonalBlocks) {
     EXPECT_GT(e[r * nb + 1], 0.0);
   }
 }
+
+// Row chunks spread over a pool: GPTQ's bytes (natural order and act-order), the error sums and AWQ's clipping
+// search are the same without a pool and with pools of 1 and 3 threads (rows span several chunks and a ragged
+// last one).
+TEST(Gptq, SameResultForAnyPoolSize) {
+  const Layer L = random_layer(200, 512, 600, 17);
+  ThreadPool one(1), three(3);
+  std::vector<float> Q = L.W;
+  for (auto& q : Q) q = std::round(q * 40.f) / 40.f;
+  const double e0 = calibrate::output_error(L.W.data(), Q.data(), L.rows, L.cols, L.H.data());
+  EXPECT_GT(e0, 0.0);
+  const int64_t g = 256, nb = L.cols / g;
+  std::vector<double> b0(static_cast<size_t>(L.rows * nb)), b1(b0.size(), -1.0), b3(b0.size(), -1.0);
+  calibrate::block_output_errors(L.W.data(), Q.data(), L.rows, L.cols, L.H.data(), g, b0.data());
+  calibrate::block_output_errors(L.W.data(), Q.data(), L.rows, L.cols, L.H.data(), g, b1.data(), &one);
+  calibrate::block_output_errors(L.W.data(), Q.data(), L.rows, L.cols, L.H.data(), g, b3.data(), &three);
+  EXPECT_EQ(b1, b0);
+  EXPECT_EQ(b3, b0);
+  for (ThreadPool* p : {&one, &three})
+    EXPECT_EQ(calibrate::output_error(L.W.data(), Q.data(), L.rows, L.cols, L.H.data(), p), e0);
+
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::IQ4_XS, GgmlType::Q4_0}) {
+    const uint64_t rb = *ggml_row_size(t, static_cast<uint64_t>(L.cols));
+    for (bool act_order : {false, true}) {
+      std::vector<uint8_t> a(rb * L.rows), b(a.size(), 1), c(a.size(), 2);
+      calibrate::gptq_quantize(t, L.W.data(), L.rows, L.cols, L.H.data(), a.data(), calibrate::kRidge, act_order);
+      calibrate::gptq_quantize(t, L.W.data(), L.rows, L.cols, L.H.data(), b.data(), calibrate::kRidge, act_order, &one);
+      calibrate::gptq_quantize(t, L.W.data(), L.rows, L.cols, L.H.data(), c.data(), calibrate::kRidge, act_order, &three);
+      EXPECT_EQ(b, a) << ggml_type_name(t) << (act_order ? " act-order" : "");
+      EXPECT_EQ(c, a) << ggml_type_name(t) << (act_order ? " act-order" : "");
+    }
+    const std::vector<double> H = calibrate::ridge_hessian(L.H.data(), L.cols);
+    std::vector<float> imp(static_cast<size_t>(L.cols));
+    for (int64_t j = 0; j < L.cols; ++j) imp[j] = static_cast<float>(L.H[j * L.cols + j] / L.n);
+    double p0 = 0, c0 = 0, p3 = 0, c3 = 0;
+    const auto i0 = calibrate::awq_clip_search(t, L.W.data(), L.W.data(), L.rows, L.cols, H.data(), H.data(),
+                                               imp.data(), nullptr, nullptr, &p0, &c0);
+    const auto i3 = calibrate::awq_clip_search(t, L.W.data(), L.W.data(), L.rows, L.cols, H.data(), H.data(),
+                                               imp.data(), nullptr, nullptr, &p3, &c3, &three);
+    EXPECT_EQ(i3, i0) << ggml_type_name(t);
+    EXPECT_EQ(p3, p0) << ggml_type_name(t);
+    EXPECT_EQ(c3, c0) << ggml_type_name(t);
+  }
+}

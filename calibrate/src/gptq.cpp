@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/quant/blocks.h"
+#include "edgeq/quant/quantize.h"
 #include "edgeq/runtime/blas.h"
 
 
@@ -13,46 +15,78 @@ namespace edgeq::calibrate {
 
 namespace blas = runtime::blas;
 
-double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H) {
-  // sum_r d_r·(H d_r) over blocks of rows: one symmetric matrix product per block (level 3; row by row, H was
-  // read from memory once per row).
-  constexpr int64_t kRows = 64;
-  std::vector<double> D(static_cast<size_t>(kRows * cols)), HD(D.size());
-  double total = 0;
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int64_t m = std::min(kRows, rows - r0);
-    for (int64_t i = 0; i < m * cols; ++i) D[i] = static_cast<double>(W[r0 * cols + i]) - Q[r0 * cols + i];
-    blas::api().dsymm(CblasRowMajor, CblasRight, CblasUpper, static_cast<int>(m), static_cast<int>(cols), 1.0, H,
-                      static_cast<int>(cols), D.data(), static_cast<int>(cols), 0.0, HD.data(), static_cast<int>(cols));
-    for (int64_t i = 0; i < m * cols; ++i) total += D[i] * HD[i];
+namespace {
+// Rows per work item of the error sums (fixed, so every sum is the same for any pool size).
+constexpr int64_t kErrRows = 64;
+
+void run_chunks(ThreadPool* pool, int64_t n, const std::function<void(int64_t task, int worker)>& fn) {
+  if (pool) {
+    pool->run(n, fn);
+  } else {
+    for (int64_t i = 0; i < n; ++i) fn(i, 0);
   }
+}
+int pool_size(const ThreadPool* pool) { return pool ? pool->size() : 1; }
+}  // namespace
+
+double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H, ThreadPool* pool) {
+  // sum_r d_r·(H d_r) over blocks of rows: one symmetric matrix product per block (level 3; row by row, H was
+  // read from memory once per row). Each block's sum is formed on its own and the sums added in block order.
+  const int64_t n_chunks = (rows + kErrRows - 1) / kErrRows;
+  std::vector<double> part(static_cast<size_t>(n_chunks));
+  std::vector<std::vector<double>> D(static_cast<size_t>(pool_size(pool))), HD(D.size());
+  run_chunks(pool, n_chunks, [&](int64_t c, int worker) {
+    const int64_t r0 = c * kErrRows, m = std::min(kErrRows, rows - r0);
+    std::vector<double>& d = D[worker];
+    std::vector<double>& hd = HD[worker];
+    d.resize(static_cast<size_t>(kErrRows * cols));
+    hd.resize(d.size());
+    for (int64_t i = 0; i < m * cols; ++i) d[i] = static_cast<double>(W[r0 * cols + i]) - Q[r0 * cols + i];
+    blas::api().dsymm(CblasRowMajor, CblasRight, CblasUpper, static_cast<int>(m), static_cast<int>(cols), 1.0, H,
+                      static_cast<int>(cols), d.data(), static_cast<int>(cols), 0.0, hd.data(), static_cast<int>(cols));
+    double s = 0;
+    for (int64_t i = 0; i < m * cols; ++i) s += d[i] * hd[i];
+    part[c] = s;
+  });
+  double total = 0;
+  for (double s : part) total += s;
   return total;
 }
 
 void block_output_errors(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H, int64_t g,
-                         double* out) {
+                         double* out, ThreadPool* pool) {
   const int64_t nb = cols / g;
-  std::vector<double> D(static_cast<size_t>(rows * cols)), HD(static_cast<size_t>(rows * g));
-  for (int64_t i = 0; i < rows * cols; ++i) D[i] = static_cast<double>(W[i]) - Q[i];
-  for (int64_t b = 0; b < nb; ++b) {
-    blas::api().dsymm(CblasRowMajor, CblasRight, CblasUpper, static_cast<int>(rows), static_cast<int>(g), 1.0,
-                      H + b * g * cols + b * g, static_cast<int>(cols), D.data() + b * g, static_cast<int>(cols), 0.0,
-                      HD.data(), static_cast<int>(g));
-    for (int64_t r = 0; r < rows; ++r) {
-      double e = 0;
-      for (int64_t j = 0; j < g; ++j) e += D[r * cols + b * g + j] * HD[r * g + j];
-      out[r * nb + b] = e;
+  std::vector<std::vector<double>> D(static_cast<size_t>(pool_size(pool))), HD(D.size());
+  run_chunks(pool, (rows + kErrRows - 1) / kErrRows, [&](int64_t c, int worker) {
+    const int64_t r0 = c * kErrRows, m = std::min(kErrRows, rows - r0);
+    std::vector<double>& d = D[worker];
+    std::vector<double>& hd = HD[worker];
+    d.resize(static_cast<size_t>(kErrRows * cols));
+    hd.resize(static_cast<size_t>(kErrRows * g));
+    for (int64_t i = 0; i < m * cols; ++i) d[i] = static_cast<double>(W[r0 * cols + i]) - Q[r0 * cols + i];
+    for (int64_t b = 0; b < nb; ++b) {
+      blas::api().dsymm(CblasRowMajor, CblasRight, CblasUpper, static_cast<int>(m), static_cast<int>(g), 1.0,
+                        H + b * g * cols + b * g, static_cast<int>(cols), d.data() + b * g, static_cast<int>(cols), 0.0,
+                        hd.data(), static_cast<int>(g));
+      for (int64_t r = 0; r < m; ++r) {
+        double e = 0;
+        for (int64_t j = 0; j < g; ++j) e += d[r * cols + b * g + j] * hd[r * g + j];
+        out[(r0 + r) * nb + b] = e;
+      }
     }
-  }
+  });
 }
 
-std::vector<double> ridge_hessian(const double* H, int64_t n, double ridge) {
-  std::vector<double> R(H, H + n * n);
+std::vector<double> ridge_hessian(std::vector<double> H, int64_t n, double ridge) {
   double mean = 0;
   for (int64_t i = 0; i < n; ++i) mean += H[i * n + i];
   mean /= static_cast<double>(std::max<int64_t>(n, 1));
-  for (int64_t i = 0; i < n; ++i) R[i * n + i] += ridge * mean;
-  return R;
+  for (int64_t i = 0; i < n; ++i) H[i * n + i] += ridge * mean;
+  return H;
+}
+
+std::vector<double> ridge_hessian(const double* H, int64_t n, double ridge) {
+  return ridge_hessian(std::vector<double>(H, H + n * n), n, ridge);
 }
 
 std::vector<float> ridge_importance(std::vector<float> v, double ridge) {
@@ -111,7 +145,7 @@ namespace {
 
 // GPTQ with act-order (gptq.h): columns in order of decreasing H_jj, every block's grid fitted up front.
 void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float* W0, int64_t rows, int64_t cols,
-                    const double* H, uint8_t* dst, double damp) {
+                    const double* H, uint8_t* dst, double damp, ThreadPool* pool) {
   const int64_t g = ti->block_size;
   const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(cols));
   const uint64_t block_bytes = ti->type_size;
@@ -123,7 +157,10 @@ void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float*
   mean /= static_cast<double>(cols);
   std::vector<float> imp(static_cast<size_t>(cols));
   for (int64_t j = 0; j < cols; ++j) imp[j] = static_cast<float>(std::max(H[j * cols + j], 0.0) + damp * mean);
-  quant::quantize_rows(t, W0, dst, rows, cols, mean > 0 ? imp.data() : nullptr);
+  if (pool)
+    quant::quantize_rows_parallel(t, W0, dst, rows, cols, mean > 0 ? imp.data() : nullptr, *pool);
+  else
+    quant::quantize_rows(t, W0, dst, rows, cols, mean > 0 ? imp.data() : nullptr);
   // The order: decreasing H_jj (ties by index), U the Cholesky factor of the damped inverse of H permuted to it.
   std::vector<int64_t> perm(static_cast<size_t>(cols));
   for (int64_t j = 0; j < cols; ++j) perm[j] = j;
@@ -136,13 +173,29 @@ void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float*
   // Rows are independent (each row's errors feed only its own later columns): a chunk of rows at a time keeps
   // the level tables small. Per element the table holds the values of its codes on its block's fixed grid;
   // consecutive elements of a block that share scales (a sub-block) share one table.
+  // Chunks run side by side on the pool, each with its worker's buffers.
   constexpr int64_t kRowChunk = 128, kBatch = 128;  // rows per chunk; columns per lazy update
   const int64_t R = std::min(rows, kRowChunk);
-  std::vector<float> Wc(static_cast<size_t>(R * cols)), E(static_cast<size_t>(R * kBatch)), lv(static_cast<size_t>(levels * g)), tables;
-  std::vector<uint32_t> tab(static_cast<size_t>(R * cols));
-  std::vector<uint8_t> probe;
-  for (int64_t r0 = 0; r0 < rows; r0 += R) {
+  struct Scratch {
+    std::vector<float> Wc, E, lv, tables;
+    std::vector<uint32_t> tab;
+    std::vector<uint8_t> probe;
+  };
+  std::vector<Scratch> scratch(static_cast<size_t>(pool_size(pool)));
+  run_chunks(pool, (rows + R - 1) / R, [&](int64_t chunk, int worker) {
+    const int64_t r0 = chunk * R;
     const int64_t m = std::min(R, rows - r0);
+    Scratch& sc = scratch[worker];
+    sc.Wc.resize(static_cast<size_t>(R * cols));
+    sc.E.resize(static_cast<size_t>(R * kBatch));
+    sc.lv.resize(static_cast<size_t>(levels * g));
+    sc.tab.resize(static_cast<size_t>(R * cols));
+    std::vector<float>& Wc = sc.Wc;
+    std::vector<float>& E = sc.E;
+    std::vector<float>& lv = sc.lv;
+    std::vector<float>& tables = sc.tables;
+    std::vector<uint32_t>& tab = sc.tab;
+    std::vector<uint8_t>& probe = sc.probe;
     tables.clear();
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t i = 0; i < cols; ++i) Wc[r * cols + i] = W0[(r0 + r) * cols + perm[i]];
@@ -188,30 +241,35 @@ void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float*
                         static_cast<int>(nbat), -1.f, E.data(), static_cast<int>(nbat), Uf.data() + i0 * cols + i1,
                         static_cast<int>(cols), 1.f, Wc.data() + i1, static_cast<int>(cols));
     }
-  }
+  });
 }
 
 }  // namespace
 
 void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, const double* H, uint8_t* dst,
-                   double damp, bool act_order) {
+                   double damp, bool act_order, ThreadPool* pool) {
   const GgmlTypeInfo* ti = ggml_type_info(t);
   if (!ti || !ti->quantized) fail("gptq: {} is not a block type", ggml_type_name(t));
   const int64_t g = ti->block_size;
   if (cols % g) fail("gptq: row length {} is not a multiple of {}'s block size {}", cols, ti->name, g);
   if (act_order && quant::block_code_levels(t) > 0)
-    return gptq_act_order(t, ti, quant::block_code_levels(t), W0, rows, cols, H, dst, damp);
+    return gptq_act_order(t, ti, quant::block_code_levels(t), W0, rows, cols, H, dst, damp, pool);
   const std::vector<double> U = inverse_hessian_cholesky(H, cols, damp);
   std::vector<float> W(W0, W0 + rows * cols);
   const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(cols));
   const uint64_t block_bytes = ti->type_size;
-  std::vector<float> buf(static_cast<size_t>(rows * g)), q(static_cast<size_t>(rows * g)), imp(static_cast<size_t>(g));
-  std::vector<uint8_t> enc(static_cast<size_t>(rows) * block_bytes);
-  std::vector<double> Uinv(static_cast<size_t>(g * g));
-  std::vector<float> M, E(static_cast<size_t>(rows * g));
   const int levels = quant::block_code_levels(t);
-  std::vector<float> grid(static_cast<size_t>(rows * g) * static_cast<size_t>(std::max(levels, 0))), lv(static_cast<size_t>(g));
-  std::vector<uint8_t> probe;
+  std::vector<float> imp(static_cast<size_t>(g)), M, E(static_cast<size_t>(rows * g));
+  std::vector<double> Uinv(static_cast<size_t>(g * g));
+  // Rows are independent (a row's errors feed only its own later columns): each block of columns is rounded in
+  // chunks of rows side by side on the pool, each chunk with its worker's buffers. The update of the later
+  // columns is one product over all rows, as OpenBLAS's sgemm may round a row differently in a smaller product.
+  constexpr int64_t kRows = 64;
+  struct Scratch {
+    std::vector<float> buf, q, grid, lv;
+    std::vector<uint8_t> enc, probe;
+  };
+  std::vector<Scratch> scratch(static_cast<size_t>(pool_size(pool)));
   for (int64_t b0 = 0; b0 < cols; b0 += g) {
     // Inverse of the upper-triangular block U_FF (back substitution, column by column of the identity).
     std::fill(Uinv.begin(), Uinv.end(), 0.0);
@@ -230,68 +288,76 @@ void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, cons
       for (int64_t k = j; k < g; ++k) s += Uinv[j * g + k] * Uinv[j * g + k];
       imp[j] = static_cast<float>(s);
     }
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(&buf[r * g], &W[r * cols + b0], static_cast<size_t>(g) * sizeof(float));
-    quant::quantize_rows(t, buf.data(), enc.data(), rows, g, imp.data());
-    if (levels > 0) {
-      // The block's scales stay; its elements are re-rounded column by column on that grid, each column's
-      // error (scaled by 1/U_jj) fed into the block's later columns (GPTQ proper); E collects those errors.
-      for (int64_t r = 0; r < rows; ++r) {
-        uint8_t* blk = &enc[r * block_bytes];
-        for (int k = 0; k < levels; ++k) {
-          probe.assign(blk, blk + block_bytes);
-          for (int64_t e = 0; e < g; ++e) quant::set_block_code(t, probe.data(), static_cast<int>(e), k);
-          quant::dequantize_row(t, probe.data(), lv.data(), g);
-          for (int64_t e = 0; e < g; ++e) grid[(r * g + e) * levels + k] = lv[e];
-        }
-      }
-      for (int64_t c = 0; c < g; ++c) {
-        const int64_t j = b0 + c;
-        const double ujj = U[j * cols + j];
-        for (int64_t r = 0; r < rows; ++r) {
-          const float w = W[r * cols + j];
-          const float* gv = &grid[(r * g + c) * levels];
-          int best = 0;
-          float be = std::fabs(gv[0] - w);
-          for (int k = 1; k < levels; ++k)
-            if (const float d = std::fabs(gv[k] - w); d < be) be = d, best = k;
-          quant::set_block_code(t, &enc[r * block_bytes], static_cast<int>(c), best);
-          const float err = static_cast<float>((w - gv[best]) / ujj);
-          E[r * g + c] = err;
-          float* wr = &W[r * cols];
-          for (int64_t c2 = c + 1; c2 < g; ++c2) wr[b0 + c2] -= err * static_cast<float>(U[j * cols + b0 + c2]);
-        }
-      }
-      for (int64_t r = 0; r < rows; ++r)
-        std::memcpy(dst + r * row_bytes + (b0 / g) * block_bytes, &enc[r * block_bytes], block_bytes);
-      const int64_t rest = cols - b0 - g;
-      if (rest == 0) break;
-      // W_R -= E U_FR (E already holds the errors divided by U_jj).
-      M.resize(static_cast<size_t>(g * rest));
-      for (int64_t i = 0; i < g; ++i)
-        for (int64_t c = 0; c < rest; ++c) M[i * rest + c] = static_cast<float>(U[(b0 + i) * cols + b0 + g + c]);
-      blas::api().sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(rest),
-                  static_cast<int>(g), -1.f, E.data(), static_cast<int>(g), M.data(), static_cast<int>(rest), 1.f,
-                  W.data() + b0 + g, static_cast<int>(cols));
-      continue;
-    }
-    for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(dst + r * row_bytes + (b0 / g) * block_bytes, &enc[r * block_bytes], block_bytes);
-      quant::dequantize_row(t, &enc[r * block_bytes], &q[r * g], g);
-      for (int64_t j = 0; j < g; ++j) E[r * g + j] = buf[r * g + j] - q[r * g + j];
-    }
+    // The update of the later columns, W_R -= E M (E holds a chunk's errors): with code access the errors are
+    // already divided by U_jj and M = U_FR; without, E = W_F - Q_F and M = U_FF^-1 U_FR.
     const int64_t rest = cols - b0 - g;
-    if (rest == 0) break;
-    // M = U_FF^-1 U_FR (g × rest), then W_R -= E M.
     M.assign(static_cast<size_t>(g * rest), 0.f);
     for (int64_t i = 0; i < g; ++i)
       for (int64_t c = 0; c < rest; ++c) {
-        double s = 0;
-        for (int64_t k = i; k < g; ++k) s += Uinv[i * g + k] * U[(b0 + k) * cols + b0 + g + c];
-        M[i * rest + c] = static_cast<float>(s);
+        if (levels > 0) {
+          M[i * rest + c] = static_cast<float>(U[(b0 + i) * cols + b0 + g + c]);
+        } else {
+          double s = 0;
+          for (int64_t k = i; k < g; ++k) s += Uinv[i * g + k] * U[(b0 + k) * cols + b0 + g + c];
+          M[i * rest + c] = static_cast<float>(s);
+        }
       }
+    run_chunks(pool, (rows + kRows - 1) / kRows, [&](int64_t chunk, int worker) {
+      const int64_t r0 = chunk * kRows, m = std::min(kRows, rows - r0);
+      Scratch& sc = scratch[worker];
+      sc.buf.resize(static_cast<size_t>(kRows * g));
+      sc.q.resize(sc.buf.size());
+      float* Ec = E.data() + r0 * g;
+      sc.enc.resize(static_cast<size_t>(kRows) * block_bytes);
+      sc.lv.resize(static_cast<size_t>(g));
+      sc.grid.resize(static_cast<size_t>(kRows * g) * static_cast<size_t>(std::max(levels, 0)));
+      float* Wr = W.data() + r0 * cols;
+      for (int64_t r = 0; r < m; ++r)
+        std::memcpy(&sc.buf[r * g], &Wr[r * cols + b0], static_cast<size_t>(g) * sizeof(float));
+      quant::quantize_rows(t, sc.buf.data(), sc.enc.data(), m, g, imp.data());
+      if (levels > 0) {
+        // The block's scales stay; its elements are re-rounded column by column on that grid, each column's
+        // error (scaled by 1/U_jj) fed into the block's later columns (GPTQ proper); E collects those errors.
+        for (int64_t r = 0; r < m; ++r) {
+          uint8_t* blk = &sc.enc[r * block_bytes];
+          for (int k = 0; k < levels; ++k) {
+            sc.probe.assign(blk, blk + block_bytes);
+            for (int64_t e = 0; e < g; ++e) quant::set_block_code(t, sc.probe.data(), static_cast<int>(e), k);
+            quant::dequantize_row(t, sc.probe.data(), sc.lv.data(), g);
+            for (int64_t e = 0; e < g; ++e) sc.grid[(r * g + e) * levels + k] = sc.lv[e];
+          }
+        }
+        for (int64_t c = 0; c < g; ++c) {
+          const int64_t j = b0 + c;
+          const double ujj = U[j * cols + j];
+          for (int64_t r = 0; r < m; ++r) {
+            float* wr = &Wr[r * cols];
+            const float w = wr[j];
+            const float* gv = &sc.grid[(r * g + c) * levels];
+            int best = 0;
+            float be = std::fabs(gv[0] - w);
+            for (int k = 1; k < levels; ++k)
+              if (const float d = std::fabs(gv[k] - w); d < be) be = d, best = k;
+            quant::set_block_code(t, &sc.enc[r * block_bytes], static_cast<int>(c), best);
+            const float err = static_cast<float>((w - gv[best]) / ujj);
+            Ec[r * g + c] = err;
+            for (int64_t c2 = c + 1; c2 < g; ++c2) wr[b0 + c2] -= err * static_cast<float>(U[j * cols + b0 + c2]);
+          }
+        }
+        for (int64_t r = 0; r < m; ++r)
+          std::memcpy(dst + (r0 + r) * row_bytes + (b0 / g) * block_bytes, &sc.enc[r * block_bytes], block_bytes);
+      } else {
+        for (int64_t r = 0; r < m; ++r) {
+          std::memcpy(dst + (r0 + r) * row_bytes + (b0 / g) * block_bytes, &sc.enc[r * block_bytes], block_bytes);
+          quant::dequantize_row(t, &sc.enc[r * block_bytes], &sc.q[r * g], g);
+          for (int64_t j = 0; j < g; ++j) Ec[r * g + j] = sc.buf[r * g + j] - sc.q[r * g + j];
+        }
+      }
+    });
+    if (rest == 0) break;
     blas::api().sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(rest),
-                static_cast<int>(g), -1.f, E.data(), static_cast<int>(g), M.data(), static_cast<int>(rest), 1.f,
-                W.data() + b0 + g, static_cast<int>(cols));
+                      static_cast<int>(g), -1.f, E.data(), static_cast<int>(g), M.data(), static_cast<int>(rest), 1.f,
+                      W.data() + b0 + g, static_cast<int>(cols));
   }
 }
 

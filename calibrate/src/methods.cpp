@@ -8,6 +8,7 @@
 
 #include "edgeq/calibrate/gptq.h"
 #include "edgeq/formats/error.h"
+#include "edgeq/formats/thread_count.h"
 #include "edgeq/quant/blocks.h"
 
 namespace edgeq::calibrate {
@@ -65,11 +66,28 @@ std::string choice_name(Choice c) {
   return c.r == Rounding::Rtn ? "rtn" : c.r == Rounding::Gptq ? gptq : "imatrix";
 }
 
+// Q = diag(s_row)·dequantize(enc)·diag(1/s_col) (either scale null: none), rows spread over pool.
+void dequantize_rows(GgmlType t, const uint8_t* enc, int64_t rows, int64_t cols, const float* s_col,
+                     const float* s_row, float* Q, ThreadPool& pool) {
+  const uint64_t rb = *ggml_row_size(t, static_cast<uint64_t>(cols));
+  constexpr int64_t kRows = 64;
+  pool.run((rows + kRows - 1) / kRows, [&](int64_t c, int) {
+    for (int64_t r = c * kRows; r < std::min(rows, (c + 1) * kRows); ++r) {
+      float* q = Q + r * cols;
+      quant::dequantize_row(t, enc + r * rb, q, cols);
+      if (s_row)
+        for (int64_t j = 0; j < cols; ++j) q[j] *= s_row[r];
+      if (s_col)
+        for (int64_t j = 0; j < cols; ++j) q[j] /= s_col[j];
+    }
+  });
+}
+
 // Encodes W (rows × cols) with a choice: s (optional) scales the columns, imp is mean x² per column (original
 // space), H the Hessian for GPTQ (original space). Writes the blocks to dst and, when Q is given, the
 // effective dequantized weights in the original space (Q / s).
 void encode(GgmlType t, const float* W, int64_t rows, int64_t cols, Choice c, const double* H, const float* imp,
-            const float* s, uint8_t* dst, float* Q) {
+            const float* s, uint8_t* dst, float* Q, ThreadPool& pool) {
   std::vector<float> Ws(W, W + rows * cols), imps;
   std::vector<double> Hs;
   const float* use_imp = imp;
@@ -88,16 +106,11 @@ void encode(GgmlType t, const float* W, int64_t rows, int64_t cols, Choice c, co
     }
   }
   if (c.r == Rounding::Gptq)
-    gptq_quantize(t, Ws.data(), rows, cols, use_H, dst, kRidge, c.act_order);
+    gptq_quantize(t, Ws.data(), rows, cols, use_H, dst, kRidge, c.act_order, &pool);
   else
-    quant::quantize_rows(t, Ws.data(), dst, rows, cols, c.r == Rounding::Rtn ? nullptr : use_imp);
+    quant::quantize_rows_parallel(t, Ws.data(), dst, rows, cols, c.r == Rounding::Rtn ? nullptr : use_imp, pool);
   if (!Q) return;
-  const uint64_t rb = *ggml_row_size(t, static_cast<uint64_t>(cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    quant::dequantize_row(t, dst + r * rb, Q + r * cols, cols);
-    if (c.scaled && s)
-      for (int64_t j = 0; j < cols; ++j) Q[r * cols + j] /= s[j];
-  }
+  dequantize_rows(t, dst, rows, cols, c.scaled ? s : nullptr, nullptr, Q, pool);
 }
 
 struct Weight {
@@ -108,7 +121,7 @@ struct Weight {
 };
 
 struct Hessians {
-  std::vector<double> all, fit, eval;  // all chunks; fit: even chunks (or all), eval: odd chunks (or all)
+  std::vector<double> all, fit, eval;  // all chunks (with_all); fit: even chunks (or all), eval: odd chunks (or all) (split)
   std::vector<float> imp_fit, imp_all;
 };
 
@@ -122,19 +135,25 @@ Hessians importance_only(const InputStats& in) {
   return h;
 }
 
-// One input's Hessians as well (read from the statistics file on demand: one input's at a time in memory).
-Hessians split(const InputStats& in) {
+// With the Hessian of all chunks (AWQ's scale search reads nothing else).
+Hessians with_all(const InputStats& in) {
   Hessians h = importance_only(in);
   h.all = in.load_hessian();
+  return h;
+}
+
+// With the Hessians of the even (fit) and odd (eval) chunks, read from the statistics file on demand: one
+// input's at a time in memory, two n × n copies (fit is formed in place of all).
+Hessians split(const InputStats& in) {
+  Hessians h = importance_only(in);
+  h.fit = in.load_hessian();
   std::vector<double> odd = in.load_hessian(true);
-  const size_t n = h.all.size();
+  const size_t n = h.fit.size();
   if (odd.size() == n) {
-    h.fit.resize(n);
-    for (size_t i = 0; i < n; ++i) h.fit[i] = h.all[i] - odd[i];
+    for (size_t i = 0; i < n; ++i) h.fit[i] -= odd[i];
     h.eval = std::move(odd);
   } else {
-    h.fit = h.all;
-    h.eval = h.all;
+    h.eval = h.fit;
   }
   h.imp_fit.resize(static_cast<size_t>(in.width));
   for (int64_t j = 0; j < in.width; ++j) h.imp_fit[j] = static_cast<float>(std::max(h.fit[j * in.width + j], 0.0));
@@ -143,11 +162,11 @@ Hessians split(const InputStats& in) {
 }
 
 double candidate_error(const Weight& w, Choice c, const double* H_fit, const float* imp_fit, const float* s,
-                       const double* H_eval) {
+                       const double* H_eval, ThreadPool& pool) {
   std::vector<uint8_t> enc(*ggml_row_size(w.type, static_cast<uint64_t>(w.cols)) * static_cast<uint64_t>(w.rows));
   std::vector<float> Q(w.W.size());
-  encode(w.type, w.W.data(), w.rows, w.cols, c, H_fit, imp_fit, s, enc.data(), Q.data());
-  return output_error(w.W.data(), Q.data(), w.rows, w.cols, H_eval);
+  encode(w.type, w.W.data(), w.rows, w.cols, c, H_fit, imp_fit, s, enc.data(), Q.data(), pool);
+  return output_error(w.W.data(), Q.data(), w.rows, w.cols, H_eval, &pool);
 }
 
 // At most this many rows of a weight (evenly spaced) score AWQ's scale candidates: rows are rounded
@@ -168,7 +187,7 @@ Weight row_sample(const Weight& w) {
 // per column (tied columns carry equal values), α on a grid of 0, 0.1 … 1; the α with the lowest summed output
 // error (imatrix-weighted rounding, on a row sample of each weight). Empty when α = 0 wins.
 std::vector<float> search_scales(const std::vector<Weight>& ws_all, std::vector<float> xa, const double* H,
-                                 const float* imp, double* best_err) {
+                                 const float* imp, double* best_err, ThreadPool& pool) {
   std::vector<Weight> ws;
   for (const auto& w : ws_all) ws.push_back(row_sample(w));
   double mx = 0;
@@ -188,7 +207,7 @@ std::vector<float> search_scales(const std::vector<Weight>& ws_all, std::vector<
     const double norm = std::sqrt(lo * hi);
     for (auto& v : s) v = static_cast<float>(v / norm);
     double e = 0;
-    for (const auto& w : ws) e += candidate_error(w, {Rounding::Imatrix, a > 0}, H, imp, s.data(), H);
+    for (const auto& w : ws) e += candidate_error(w, {Rounding::Imatrix, a > 0}, H, imp, s.data(), H, pool);
     if (e < best_e) {
       best_e = e;
       best = a > 0 ? s : std::vector<float>{};
@@ -292,6 +311,7 @@ struct State {
   std::map<std::string, std::vector<uint8_t>> clip;  // weight -> clip ratio index per row and block
   std::map<std::string, std::vector<float>> imp_all;
   std::vector<float> imp_buf;
+  std::unique_ptr<ThreadPool> pool;  // the hook's encoding (made on first use, with the quantize's threads)
 };
 
 const std::vector<float>* find_scales(const std::map<std::string, std::vector<float>>& m, const std::string& name) {
@@ -345,6 +365,8 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
       fail("{}: --method {} needs Hessians: run `edgeq calibrate --hessian` (or quantize with --data)", stats_label,
            method_name(m));
 
+  // The searches below encode and score whole weights: row chunks side by side on qo.threads threads.
+  ThreadPool pool(resolve_threads(qo.threads));
   // Which tensors get which type, and where their values come from.
   const quant::QuantizePlan plan = quant::plan_quantize(src, qo);
   std::map<std::string, size_t> by_name;
@@ -378,15 +400,15 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     const std::optional<Fold> fold =
         ws.size() == in.tensor_names().size() ? resolve_fold(in, src, by_name, plan.params) : std::nullopt;
     // Hessians only where this method reads them here (gptq's are read per tensor when it is encoded).
-    const Hessians h = m == Method::Auto || (m == Method::Awq && fold) ? split(in) : importance_only(in);
+    Hessians h = m == Method::Auto ? split(in) : m == Method::Awq && fold ? with_all(in) : importance_only(in);
     std::vector<float> scales;  // per column; empty: none
     if (m == Method::Gptq) {
       for (const auto& w : ws) st->choice[w.name] = {Rounding::Gptq, false, act_order};
     } else if (m == Method::Awq) {
       double e = 0;
       if (fold)
-        scales = search_scales(ws, tied_mean_abs(in, *fold), ridge_hessian(h.all.data(), in.width).data(),
-                               h.imp_all.data(), &e);
+        scales = search_scales(ws, tied_mean_abs(in, *fold), ridge_hessian(std::move(h.all), in.width).data(),
+                               h.imp_all.data(), &e, pool);
       for (const auto& w : ws) st->choice[w.name] = {Rounding::Imatrix, !scales.empty()};
     } else {  // auto: fit on even chunks, score on odd ones
       double plain_total = 0;
@@ -395,7 +417,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
         double best = std::numeric_limits<double>::infinity();
         for (Rounding r : {Rounding::Rtn, Rounding::Imatrix, Rounding::Gptq}) {
           const Choice c{r, false, act_order && r == Rounding::Gptq};
-          const double e = candidate_error(ws[i], c, h.fit.data(), h.imp_fit.data(), nullptr, h.eval.data());
+          const double e = candidate_error(ws[i], c, h.fit.data(), h.imp_fit.data(), nullptr, h.eval.data(), pool);
           if (e < best) best = e, plain[i] = c;
         }
         plain_total += best;
@@ -404,7 +426,8 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
       if (fold) {
         double fit_err = 0;
         std::vector<float> s = search_scales(ws, tied_mean_abs(in, *fold),
-                                             ridge_hessian(h.fit.data(), in.width).data(), h.imp_fit.data(), &fit_err);
+                                             ridge_hessian(h.fit.data(), in.width).data(), h.imp_fit.data(), &fit_err,
+                                             pool);
         if (!s.empty()) {
           double scaled_total = 0;
           std::vector<Choice> scaled(ws.size());
@@ -412,7 +435,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
             double best = std::numeric_limits<double>::infinity();
             for (Rounding r : {Rounding::Imatrix, Rounding::Gptq}) {
               const Choice c{r, true, act_order && r == Rounding::Gptq};
-              const double e = candidate_error(ws[i], c, h.fit.data(), h.imp_fit.data(), s.data(), h.eval.data());
+              const double e = candidate_error(ws[i], c, h.fit.data(), h.imp_fit.data(), s.data(), h.eval.data(), pool);
               if (e < best) best = e, scaled[i] = c;
             }
             scaled_total += best;
@@ -443,9 +466,9 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
       auto w = load(name);
       if (!w || w->cols != in.width || !st->choice.count(name)) continue;
       if (H_fit.empty()) {
-        const Hessians hh = split(in);
-        H_fit = ridge_hessian(hh.fit.data(), in.width);
-        H_check = ridge_hessian(hh.eval.data(), in.width);
+        Hessians hh = split(in);
+        H_fit = ridge_hessian(std::move(hh.fit), in.width);
+        H_check = ridge_hessian(std::move(hh.eval), in.width);
       }
       const std::vector<float>* sc = find_scales(folds.multiply, name);
       const std::vector<float>* rd = find_scales(folds.divide, name);
@@ -457,7 +480,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
         for (int64_t j = 0; j < w->cols; ++j) imp[j] /= (*sc)[j] * (*sc)[j];
       double e0 = 0, e1 = 0;
       auto idx = awq_clip_search(w->type, w->W.data(), Wf.data(), w->rows, w->cols, H_fit.data(), H_check.data(),
-                                 imp.data(), sc ? sc->data() : nullptr, rd ? rd->data() : nullptr, &e0, &e1);
+                                 imp.data(), sc ? sc->data() : nullptr, rd ? rd->data() : nullptr, &e0, &e1, &pool);
       if (log)
         log(fmt::format("awq clip {}: held-out output error {:.4g} -> {:.4g}{}", name, e0, e1,
                         idx.empty() ? " (kept unclipped)" : ""));
@@ -499,8 +522,9 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     const std::vector<float>* sc = find_scales(s->folds.multiply, a.name);
     if (c.r != Rounding::Imatrix) {
       const std::vector<double> H = c.r == Rounding::Gptq ? in->load_hessian() : std::vector<double>{};
+      if (!s->pool) s->pool = std::make_unique<ThreadPool>(std::max(1, a.threads));
       encode(a.type, a.values, a.nrows, a.n_per_row, c, H.empty() ? nullptr : H.data(), imp.data(),
-             sc ? sc->data() : nullptr, a.dst, nullptr);
+             sc ? sc->data() : nullptr, a.dst, nullptr, *s->pool);
       a.importance = c.r == Rounding::Rtn ? nullptr : imp.data();
       return quant::HookResult::Encoded;
     }
@@ -539,23 +563,21 @@ void awq_apply_clip(GgmlType t, float* W, int64_t rows, int64_t cols, const std:
 namespace {
 // Encodes Wf (with importance imp) and writes the effective weights in the original space into Q.
 void encode_original(GgmlType t, const float* Wf, int64_t rows, int64_t cols, const float* imp,
-                     const float* s_col, const float* s_row, float* Q) {
+                     const float* s_col, const float* s_row, float* Q, ThreadPool& pool) {
   const uint64_t rb = *ggml_row_size(t, static_cast<uint64_t>(cols));
   std::vector<uint8_t> enc(rb * static_cast<uint64_t>(rows));
-  quant::quantize_rows(t, Wf, enc.data(), rows, cols, imp);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* q = Q + r * cols;
-    quant::dequantize_row(t, enc.data() + r * rb, q, cols);
-    const float sr = s_row ? s_row[r] : 1.0f;
-    for (int64_t j = 0; j < cols; ++j) q[j] = q[j] * sr / (s_col ? s_col[j] : 1.0f);
-  }
+  quant::quantize_rows_parallel(t, Wf, enc.data(), rows, cols, imp, pool);
+  dequantize_rows(t, enc.data(), rows, cols, s_col, s_row, Q, pool);
 }
 
 }  // namespace
 
 std::vector<uint8_t> awq_clip_search(GgmlType t, const float* W, const float* Wf, int64_t rows, int64_t cols,
                                      const double* H, const double* H_check, const float* imp, const float* s_col, const float* s_row,
-                                     double* err_plain, double* err_clip) {
+                                     double* err_plain, double* err_clip, ThreadPool* pool_arg) {
+  std::unique_ptr<ThreadPool> own;
+  if (!pool_arg) own = std::make_unique<ThreadPool>(1);
+  ThreadPool& pool = pool_arg ? *pool_arg : *own;
   const int64_t g = ggml_type_info(t)->block_size, nb = cols / g;
   const size_t n = static_cast<size_t>(rows * cols);
   std::vector<float> Wc(n), Q(n);
@@ -565,16 +587,16 @@ std::vector<uint8_t> awq_clip_search(GgmlType t, const float* W, const float* Wf
     Wc.assign(Wf, Wf + n);
     std::fill(cand.begin(), cand.end(), static_cast<uint8_t>(k));
     awq_apply_clip(t, Wc.data(), rows, cols, cand);
-    encode_original(t, Wc.data(), rows, cols, imp, s_col, s_row, Q.data());
-    if (k == 0) *err_plain = output_error(W, Q.data(), rows, cols, H_check);
-    block_output_errors(W, Q.data(), rows, cols, H, g, e.data());
+    encode_original(t, Wc.data(), rows, cols, imp, s_col, s_row, Q.data(), pool);
+    if (k == 0) *err_plain = output_error(W, Q.data(), rows, cols, H_check, &pool);
+    block_output_errors(W, Q.data(), rows, cols, H, g, e.data(), &pool);
     for (size_t i = 0; i < e.size(); ++i)
       if (e[i] < best[i]) best[i] = e[i], idx[i] = static_cast<uint8_t>(k);
   }
   Wc.assign(Wf, Wf + n);
   awq_apply_clip(t, Wc.data(), rows, cols, idx);
-  encode_original(t, Wc.data(), rows, cols, imp, s_col, s_row, Q.data());
-  *err_clip = output_error(W, Q.data(), rows, cols, H_check);
+  encode_original(t, Wc.data(), rows, cols, imp, s_col, s_row, Q.data(), pool);
+  *err_clip = output_error(W, Q.data(), rows, cols, H_check, &pool);
   if (!(*err_clip < *err_plain)) return {};
   return idx;
 }

@@ -25,17 +25,20 @@
 #include <vector>
 
 #include "edgeq/formats/ggml_types.h"
+#include "edgeq/formats/thread_pool.h"
 
 namespace edgeq::calibrate {
 
 // Output error of replacing W by Q for inputs whose Hessian is H = sum x xᵀ (cols × cols, row-major):
-// sum over rows r of (w_r - q_r)ᵀ H (w_r - q_r)  (= ||X Wᵀ - X Qᵀ||²).
-double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H);
+// sum over rows r of (w_r - q_r)ᵀ H (w_r - q_r)  (= ||X Wᵀ - X Qᵀ||²). Rows are summed in fixed blocks, spread
+// over pool when given: the same value for any pool size.
+double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H,
+                    ThreadPool* pool = nullptr);
 
 // The same error split by block: out[r·(cols/g) + b] = d_rbᵀ H_bb d_rb for row r's columns [b·g, (b+1)·g)
 // (d = w - q; the cross-block terms of output_error left out). cols a multiple of g.
 void block_output_errors(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H, int64_t g,
-                         double* out);
+                         double* out, ThreadPool* pool = nullptr);
 
 // The calibration methods' one regulariser: every fit minimises tr((W - Q)(H + kRidge·mean(diag H)·I)(W - Q)ᵀ),
 // the calibration text's output error plus kRidge times a plain weight error of the same scale (GPTQ's
@@ -52,11 +55,14 @@ std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n, double 
 
 // Quantizes W (rows × cols, row-major; cols a multiple of t's block size) into dst (rows × row size of t).
 // act_order: see above (default off: the natural order).
+// Rows are rounded in fixed chunks, spread over pool when given: the same bytes for any pool size.
 void gptq_quantize(GgmlType t, const float* W, int64_t rows, int64_t cols, const double* H, uint8_t* dst,
-                   double damp = kRidge, bool act_order = false);
+                   double damp = kRidge, bool act_order = false, ThreadPool* pool = nullptr);
 
 // H + ridge·mean(diag H)·I (n × n, row-major), the regularised objective the other methods fit.
 std::vector<double> ridge_hessian(const double* H, int64_t n, double ridge = kRidge);
+// The same in place of H (no second n × n copy).
+std::vector<double> ridge_hessian(std::vector<double> H, int64_t n, double ridge = kRidge);
 // v + ridge·mean(v): the diagonal methods' importance under the same regulariser.
 std::vector<float> ridge_importance(std::vector<float> v, double ridge = kRidge);
 

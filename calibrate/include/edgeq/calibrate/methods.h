@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "edgeq/calibrate/calibrate.h"
+#include "edgeq/formats/thread_pool.h"
 #include "edgeq/quant/quantize.h"
 
 namespace edgeq::calibrate {
@@ -81,9 +82,10 @@ quant::TensorHook awq_fold_hook(AwqFolds folds);
 // error tr((W - Q) H_check (W - Q)ᵀ) with those ratios is then compared with unclipped encoding's (setup_method
 // passes the ridged Hessians of the even chunks as H and of the odd ones as H_check): returns the ratio index per
 // row and block when it is lower, else empty (no clipping). err_plain / err_clip: both errors under H_check.
+// Rows are encoded and scored in fixed chunks, spread over pool when given: the same result for any pool size.
 std::vector<uint8_t> awq_clip_search(GgmlType t, const float* W, const float* Wf, int64_t rows, int64_t cols,
                                      const double* H, const double* H_check, const float* imp, const float* s_col, const float* s_row,
-                                     double* err_plain, double* err_clip);
+                                     double* err_plain, double* err_clip, ThreadPool* pool = nullptr);
 // Applies awq_clip_search's result to Wf in place.
 void awq_apply_clip(GgmlType t, float* Wf, int64_t rows, int64_t cols, const std::vector<uint8_t>& ratio_index);
 
