@@ -98,47 +98,70 @@ std::vector<float> ridge_importance(std::vector<float> v, double ridge) {
 }
 
 namespace {
-// inverse_hessian_cholesky of H with rows and columns in the order perm (nullptr: as stored), without a
-// permuted copy of H.
-std::vector<double> inverse_cholesky(const double* H, int64_t n64, double damp, const int64_t* perm) {
-  const int n = static_cast<int>(n64);
+// A (n × n row-major, H with its diagonal damped) -> the upper Cholesky factor U of A^-1 in A's upper triangle,
+// zeros below. LAPACK's column-major 'L' routines on a row-major matrix read and write its upper triangle only,
+// so A's strictly lower triangle keeps H's values until the factor is complete (the in-place variant restores
+// H from it for another attempt). False when a factorisation fails.
+bool factor_inverse(std::vector<double>& A, int n) {
+  int info = 0;
+  // Column-major 'L' on a symmetric row-major matrix: the row-major upper factor U with A = UᵀU.
+  blas::api().dpotrf("L", &n, A.data(), &n, &info);
+  if (info != 0) return false;
+  blas::api().dpotri("L", &n, A.data(), &n, &info);  // A^-1 in the row-major upper triangle
+  if (info != 0) return false;
+  blas::api().dpotrf("L", &n, A.data(), &n, &info);  // A^-1 = UᵀU
+  if (info != 0) return false;
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < i; ++j) A[static_cast<size_t>(i) * n + j] = 0;
+  return true;
+}
+
+void damp_diagonal(std::vector<double>& A, int n, const double* diag, double damp, double mean) {
+  for (int i = 0; i < n; ++i) A[static_cast<size_t>(i) * n + i] = (diag[i] <= 0 ? 1.0 : diag[i]) + damp * mean;
+}
+
+double diagonal_mean(const double* diag, int n) {
   double mean = 0;
-  for (int i = 0; i < n; ++i) mean += H[static_cast<size_t>(i) * n + i];
+  for (int i = 0; i < n; ++i) mean += diag[i];
   mean /= n;
-  if (!(mean > 0)) mean = 1;
-  std::vector<double> A(static_cast<size_t>(n) * n);
+  return mean > 0 ? mean : 1;
+}
+
+[[noreturn]] void fail_factorise() { fail("gptq: the Hessian cannot be factorised even with heavy damping"); }
+
+// inverse_hessian_cholesky of H with rows and columns in the order perm, without a permuted copy of H.
+std::vector<double> inverse_cholesky_permuted(const double* H, int64_t n64, double damp, const int64_t* perm) {
+  const int n = static_cast<int>(n64);
+  std::vector<double> diag(static_cast<size_t>(n)), A(static_cast<size_t>(n) * n);
+  for (int i = 0; i < n; ++i) diag[i] = H[perm[i] * n64 + perm[i]];
+  const double mean = diagonal_mean(diag.data(), n);
   for (int attempt = 0; attempt < 8; ++attempt, damp *= 10) {
-    if (perm) {
-      for (int i = 0; i < n; ++i)
-        for (int k = 0; k < n; ++k) A[static_cast<size_t>(i) * n + k] = H[perm[i] * n64 + perm[k]];
-    } else {
-      std::memcpy(A.data(), H, A.size() * sizeof(double));
-    }
-    for (int i = 0; i < n; ++i) {
-      double& a = A[static_cast<size_t>(i) * n + i];
-      if (a <= 0) a = 1;
-      a += damp * mean;
-    }
-    int info = 0;
-    // Column-major 'L' on a symmetric row-major matrix: the row-major upper factor U with A = UᵀU.
-    blas::api().dpotrf("L", &n, A.data(), &n, &info);
-    if (info != 0) continue;
-    blas::api().dpotri("L", &n, A.data(), &n, &info);  // A^-1 in the row-major upper triangle
-    if (info != 0) continue;
     for (int i = 0; i < n; ++i)
-      for (int j = 0; j < i; ++j) A[static_cast<size_t>(i) * n + j] = A[static_cast<size_t>(j) * n + i];
-    blas::api().dpotrf("L", &n, A.data(), &n, &info);  // A^-1 = UᵀU
-    if (info != 0) continue;
-    for (int i = 0; i < n; ++i)
-      for (int j = 0; j < i; ++j) A[static_cast<size_t>(i) * n + j] = 0;
-    return A;
+      for (int k = 0; k < n; ++k) A[static_cast<size_t>(i) * n + k] = H[perm[i] * n64 + perm[k]];
+    damp_diagonal(A, n, diag.data(), damp, mean);
+    if (factor_inverse(A, n)) return A;
   }
-  fail("gptq: the Hessian cannot be factorised even with heavy damping");
+  fail_factorise();
 }
 }  // namespace
 
+std::vector<double> inverse_hessian_cholesky(std::vector<double> A, int64_t n64, double damp) {
+  const int n = static_cast<int>(n64);
+  std::vector<double> diag(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) diag[i] = A[static_cast<size_t>(i) * n + i];
+  const double mean = diagonal_mean(diag.data(), n);
+  for (int attempt = 0; attempt < 8; ++attempt, damp *= 10) {
+    if (attempt > 0)  // H again: its upper triangle from the untouched lower one
+      for (int i = 0; i < n; ++i)
+        for (int j = i + 1; j < n; ++j) A[static_cast<size_t>(i) * n + j] = A[static_cast<size_t>(j) * n + i];
+    damp_diagonal(A, n, diag.data(), damp, mean);
+    if (factor_inverse(A, n)) return A;
+  }
+  fail_factorise();
+}
+
 std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n, double damp) {
-  return inverse_cholesky(H, n, damp, nullptr);
+  return inverse_hessian_cholesky(std::vector<double>(H, H + n * n), n, damp);
 }
 
 namespace {
@@ -165,7 +188,7 @@ void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float*
   std::vector<int64_t> perm(static_cast<size_t>(cols));
   for (int64_t j = 0; j < cols; ++j) perm[j] = j;
   std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return H[a * cols + a] > H[b * cols + b]; });
-  std::vector<double> U = inverse_cholesky(H, cols, damp, perm.data());
+  std::vector<double> U = inverse_cholesky_permuted(H, cols, damp, perm.data());
   std::vector<double> udiag(static_cast<size_t>(cols));
   for (int64_t i = 0; i < cols; ++i) udiag[i] = U[i * cols + i];
   const std::vector<float> Uf(U.begin(), U.end());
@@ -246,15 +269,19 @@ void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float*
 
 }  // namespace
 
-void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, const double* H, uint8_t* dst,
-                   double damp, bool act_order, ThreadPool* pool) {
+namespace {
+const GgmlTypeInfo* gptq_type(GgmlType t, int64_t cols) {
   const GgmlTypeInfo* ti = ggml_type_info(t);
   if (!ti || !ti->quantized) fail("gptq: {} is not a block type", ggml_type_name(t));
+  if (cols % ti->block_size)
+    fail("gptq: row length {} is not a multiple of {}'s block size {}", cols, ti->name, ti->block_size);
+  return ti;
+}
+
+// GPTQ in the natural column order, U the factor from inverse_hessian_cholesky.
+void gptq_natural(GgmlType t, const GgmlTypeInfo* ti, const float* W0, int64_t rows, int64_t cols,
+                  const std::vector<double>& U, uint8_t* dst, ThreadPool* pool) {
   const int64_t g = ti->block_size;
-  if (cols % g) fail("gptq: row length {} is not a multiple of {}'s block size {}", cols, ti->name, g);
-  if (act_order && quant::block_code_levels(t) > 0)
-    return gptq_act_order(t, ti, quant::block_code_levels(t), W0, rows, cols, H, dst, damp, pool);
-  const std::vector<double> U = inverse_hessian_cholesky(H, cols, damp);
   std::vector<float> W(W0, W0 + rows * cols);
   const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(cols));
   const uint64_t block_bytes = ti->type_size;
@@ -359,6 +386,25 @@ void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, cons
                       static_cast<int>(g), -1.f, E.data(), static_cast<int>(g), M.data(), static_cast<int>(rest), 1.f,
                       W.data() + b0 + g, static_cast<int>(cols));
   }
+}
+
+}  // namespace
+
+void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, const double* H, uint8_t* dst,
+                   double damp, bool act_order, ThreadPool* pool) {
+  const GgmlTypeInfo* ti = gptq_type(t, cols);
+  if (act_order && quant::block_code_levels(t) > 0)
+    return gptq_act_order(t, ti, quant::block_code_levels(t), W0, rows, cols, H, dst, damp, pool);
+  gptq_natural(t, ti, W0, rows, cols, inverse_hessian_cholesky(H, cols, damp), dst, pool);
+}
+
+void gptq_quantize(GgmlType t, const float* W0, int64_t rows, int64_t cols, std::vector<double> H, uint8_t* dst,
+                   double damp, bool act_order, ThreadPool* pool) {
+  const GgmlTypeInfo* ti = gptq_type(t, cols);
+  if (H.size() != static_cast<size_t>(cols * cols)) fail("gptq: the Hessian is not {} x {}", cols, cols);
+  if (act_order && quant::block_code_levels(t) > 0)
+    return gptq_act_order(t, ti, quant::block_code_levels(t), W0, rows, cols, H.data(), dst, damp, pool);
+  gptq_natural(t, ti, W0, rows, cols, inverse_hessian_cholesky(std::move(H), cols, damp), dst, pool);
 }
 
 }  // namespace edgeq::calibrate

@@ -85,13 +85,18 @@ void dequantize_rows(GgmlType t, const uint8_t* enc, int64_t rows, int64_t cols,
 
 // Encodes W (rows × cols) with a choice: s (optional) scales the columns, imp is mean x² per column (original
 // space), H the Hessian for GPTQ (original space). Writes the blocks to dst and, when Q is given, the
-// effective dequantized weights in the original space (Q / s).
+// effective dequantized weights in the original space (Q / s). take_H: H handed over instead (GPTQ scales and
+// factorises it in its own memory: one n × n matrix, not three).
 void encode(GgmlType t, const float* W, int64_t rows, int64_t cols, Choice c, const double* H, const float* imp,
-            const float* s, uint8_t* dst, float* Q, ThreadPool& pool) {
+            const float* s, uint8_t* dst, float* Q, ThreadPool& pool, std::vector<double>* take_H = nullptr) {
   std::vector<float> Ws(W, W + rows * cols), imps;
   std::vector<double> Hs;
   const float* use_imp = imp;
   const double* use_H = H;
+  if (take_H) {  // GPTQ may scale and factorise H in its own memory
+    Hs = std::move(*take_H);
+    use_H = Hs.data();
+  }
   if (c.scaled && s) {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t j = 0; j < cols; ++j) Ws[r * cols + j] *= s[j];
@@ -99,13 +104,15 @@ void encode(GgmlType t, const float* W, int64_t rows, int64_t cols, Choice c, co
     for (int64_t j = 0; j < cols; ++j) imps[j] = imp[j] / (s[j] * s[j]);
     use_imp = imps.data();
     if (c.r == Rounding::Gptq) {
-      Hs.resize(static_cast<size_t>(cols * cols));
+      if (!take_H) Hs.assign(H, H + cols * cols);
       for (int64_t i = 0; i < cols; ++i)
-        for (int64_t j = 0; j < cols; ++j) Hs[i * cols + j] = H[i * cols + j] / (double(s[i]) * s[j]);
+        for (int64_t j = 0; j < cols; ++j) Hs[i * cols + j] /= double(s[i]) * s[j];
       use_H = Hs.data();
     }
   }
-  if (c.r == Rounding::Gptq)
+  if (c.r == Rounding::Gptq && use_H == Hs.data())
+    gptq_quantize(t, Ws.data(), rows, cols, std::move(Hs), dst, kRidge, c.act_order, &pool);
+  else if (c.r == Rounding::Gptq)
     gptq_quantize(t, Ws.data(), rows, cols, use_H, dst, kRidge, c.act_order, &pool);
   else
     quant::quantize_rows_parallel(t, Ws.data(), dst, rows, cols, c.r == Rounding::Rtn ? nullptr : use_imp, pool);
@@ -521,10 +528,10 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     const std::vector<float>& imp = s->imp_all.at(a.name);
     const std::vector<float>* sc = find_scales(s->folds.multiply, a.name);
     if (c.r != Rounding::Imatrix) {
-      const std::vector<double> H = c.r == Rounding::Gptq ? in->load_hessian() : std::vector<double>{};
+      std::vector<double> H = c.r == Rounding::Gptq ? in->load_hessian() : std::vector<double>{};
       if (!s->pool) s->pool = std::make_unique<ThreadPool>(std::max(1, a.threads));
-      encode(a.type, a.values, a.nrows, a.n_per_row, c, H.empty() ? nullptr : H.data(), imp.data(),
-             sc ? sc->data() : nullptr, a.dst, nullptr, *s->pool);
+      encode(a.type, a.values, a.nrows, a.n_per_row, c, nullptr, imp.data(), sc ? sc->data() : nullptr, a.dst,
+             nullptr, *s->pool, H.empty() ? nullptr : &H);
       a.importance = c.r == Rounding::Rtn ? nullptr : imp.data();
       return quant::HookResult::Encoded;
     }

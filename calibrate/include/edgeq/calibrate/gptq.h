@@ -52,11 +52,16 @@ inline constexpr double kRidge = 0.3;
 // Upper Cholesky factor U of (H + damp·mean(diag H)·I)^-1 (row-major, H^-1 = UᵀU); dead columns (zero
 // diagonal) get 1 on the diagonal. Raises damping until the factorisation succeeds.
 std::vector<double> inverse_hessian_cholesky(const double* H, int64_t n, double damp = kRidge);
+// The same in place of H (no second n × n matrix).
+std::vector<double> inverse_hessian_cholesky(std::vector<double> H, int64_t n, double damp = kRidge);
 
 // Quantizes W (rows × cols, row-major; cols a multiple of t's block size) into dst (rows × row size of t).
 // act_order: see above (default off: the natural order).
 // Rows are rounded in fixed chunks, spread over pool when given: the same bytes for any pool size.
 void gptq_quantize(GgmlType t, const float* W, int64_t rows, int64_t cols, const double* H, uint8_t* dst,
+                   double damp = kRidge, bool act_order = false, ThreadPool* pool = nullptr);
+// The same, taking H (natural order: its factor is formed in H's memory, one n × n matrix instead of two).
+void gptq_quantize(GgmlType t, const float* W, int64_t rows, int64_t cols, std::vector<double> H, uint8_t* dst,
                    double damp = kRidge, bool act_order = false, ThreadPool* pool = nullptr);
 
 // H + ridge·mean(diag H)·I (n × n, row-major), the regularised objective the other methods fit.
