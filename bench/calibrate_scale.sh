@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154  # measure (bench/scale_common.sh) sets its VAR with printf -v
 # Calibration at real model size: on bench/scale.sh's random-weight 0.74B Llama (the same cached fixture and
 # F16 conversion; created once if missing), wall time and peak RSS (/usr/bin/time) of
 #   edgeq calibrate            (imatrix only, .dat)            -> calibration tokens/s
@@ -14,45 +15,17 @@
 #                                            STEPS (default "imatrix llama hessian rtn awq gptq"; awq and
 #                                            gptq need hessian)
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$here/build}
-edgeq=$build/cli/edgeq
-fixture=$build/bench/fixture_llama
-threads=${THREADS:-2}
+# shellcheck source=bench/scale_common.sh
+source "$(dirname "$0")/scale_common.sh"
+scale_init calibrate_scale.sh "$(cd "$(dirname "$0")/.." && pwd)/../shared/text/calib.txt" "${1:-}"
 chunks=${CHUNKS:-8}
-cache=${EDGEQ_FIXTURES:-$HOME/.cache/edgeq}
-text=$here/../shared/text/calib.txt
-shape=${FIXTURE_ARGS:-}
-name=llama-rand-$(echo "default $shape" | md5sum | cut -c1-8)  # scale.sh's name: the same fixture
-dir=$cache/$name
-for b in "$edgeq" "$fixture"; do [[ -x $b ]] || { echo "calibrate_scale.sh: $b missing (cmake --build $build --target edgeq fixture_llama)" >&2; exit 1; }; done
-[[ -f $text ]] || { echo "calibrate_scale.sh: $text missing" >&2; exit 1; }
-lbin=${LLAMA_CPP_BIN:-}
 steps=" ${STEPS:-imatrix llama hessian rtn awq gptq} "
 step() { [[ $steps == *" $1 "* ]]; }
-mkdir -p "$cache"
 work=$(mktemp -d "$cache/calibrate-scale.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 log=$work/log
-
-measure() {  # measure VAR cmd...   -> "seconds peak_MiB"
-  local var=$1; shift
-  local tf=$work/time
-  /usr/bin/time -f "%e %M" -o "$tf" "$@" >> "$log" 2>&1 || { echo "calibrate_scale.sh: failed: $*" >&2; tail -5 "$log" >&2; exit 1; }
-  read -r s kb < <(tail -1 "$tf")
-  printf -v "$var" "%s %s" "$s" "$((kb / 1024))"
-}
 E=(env -u OPENBLAS_CORETYPE EDGEQ_PROGRESS=0 "$edgeq")
-
-if [[ ! -f $dir/config.json ]]; then
-  echo "creating the fixture in $dir ..."
-  # shellcheck disable=SC2086
-  "$fixture" "$dir" $shape
-fi
-f16=$dir.F16.gguf
-[[ -f $f16 ]] || "${E[@]}" convert "$dir" -o "$f16" --outtype f16 >> "$log" 2>&1
-
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+make_fixture
 echo "edgeq: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?'), threads $threads, $chunks chunks of 256 of calib.txt, model $f16 ($(($(stat -c %s "$f16") >> 20)) MiB)"
 row() { printf "%-40s %10s %14s %12s\n" "$@"; }
 tps() { awk -v s="$1" -v n="$((chunks * 256))" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "-" }'; }

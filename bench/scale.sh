@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154  # measure (bench/scale_common.sh) sets its VAR with printf -v
 # Speed at real model size: edgeq against llama.cpp on the same files, threads and text, in one run.
 # Creates (once) a random-weight 0.74B Llama (../shared/golden/scale.json's shape; bench/fixture_llama) in a
 # cache directory, converts it to F16 with edgeq, then times on both sides:
@@ -13,42 +14,13 @@
 #                                       (~/.cache/edgeq); FIXTURE_ARGS (fixture_llama shape options)
 # edgeq runs without OPENBLAS_CORETYPE (edgeq chooses OpenBLAS's kernels itself); llama.cpp runs as given.
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$here/build}
-edgeq=$build/cli/edgeq
-fixture=$build/bench/fixture_llama
-threads=${THREADS:-2}
-cache=${EDGEQ_FIXTURES:-$HOME/.cache/edgeq}
-text=$here/../shared/text/tinystories-heldout.txt
-shape=${FIXTURE_ARGS:-}
-name=llama-rand-$(echo "default $shape" | md5sum | cut -c1-8)
-dir=$cache/$name
-for b in "$edgeq" "$fixture"; do [[ -x $b ]] || { echo "scale.sh: $b missing (cmake --build $build --target edgeq fixture_llama)" >&2; exit 1; }; done
-[[ -f $text ]] || { echo "scale.sh: $text missing" >&2; exit 1; }
-lbin=${LLAMA_CPP_BIN:-}
-mkdir -p "$cache"
-
-# seconds and peak RSS (MiB) of one command; stdout/stderr to $log
-log=$cache/$name.log
+# shellcheck source=bench/scale_common.sh
+source "$(dirname "$0")/scale_common.sh"
+scale_init scale.sh "$(cd "$(dirname "$0")/.." && pwd)/../shared/text/tinystories-heldout.txt" "${1:-}"
+log=$cache/$name.log  # every command's output
 : > "$log"
-measure() {  # measure VAR cmd...
-  local var=$1; shift
-  local tf; tf=$(mktemp)
-  /usr/bin/time -f "%e %M" -o "$tf" "$@" >> "$log" 2>&1 || { echo "scale.sh: failed: $* (see $log)" >&2; rm -f "$tf"; exit 1; }
-  read -r s kb < <(tail -1 "$tf"); rm -f "$tf"
-  printf -v "$var" "%s %s" "$s" "$((kb / 1024))"
-}
 E=(env -u OPENBLAS_CORETYPE "$edgeq")
-
-if [[ ! -f $dir/config.json ]]; then
-  echo "creating the fixture in $dir ..."
-  # shellcheck disable=SC2086
-  "$fixture" "$dir" $shape
-fi
-f16=$dir.F16.gguf
-[[ -f $f16 ]] || "${E[@]}" convert "$dir" -o "$f16" --outtype f16 >> "$log" 2>&1
-
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+make_fixture
 echo "edgeq: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?'), threads $threads, model $dir"
 
 row() { printf "%-34s %12s %12s %8s\n" "$@"; }

@@ -184,6 +184,8 @@ void gemm_tiles(const TileJob* jobs, size_t n_jobs, const float* x, int64_t n_to
     buf.resize(rows_size + static_cast<size_t>(gemm::packed_size(kTileRows, kb)));
     float* packed = buf.data() + rows_size;
     if (whole) dequantize_rows(w, r0, r0 + rows, buf.data());
+    // Byte offset in a row of column p (a block boundary).
+    auto offset = [&](int64_t p) { return static_cast<uint64_t>(p / ti->block_size) * ti->type_size; };
     for (int64_t p0 = 0; p0 < in; p0 += gemm::kKBlock) {
       const int64_t kc = std::min(gemm::kKBlock, in - p0);
       if (whole) {
@@ -193,13 +195,11 @@ void gemm_tiles(const TileJob* jobs, size_t n_jobs, const float* x, int64_t n_to
       } else if (w.type == GgmlType::F16) {
         gemm::pack_transposed_f16(reinterpret_cast<const uint16_t*>(src) + p0, rows, kc, in, packed);
       } else {  // a k-block starts on a block boundary
-        const uint64_t off = static_cast<uint64_t>(p0 / ti->block_size) * ti->type_size;
-        for (int64_t r = 0; r < rows; ++r) quant::dequantize_row(w.type, src + r * rb + off, buf.data() + r * kc, kc);
+        for (int64_t r = 0; r < rows; ++r) quant::dequantize_row(w.type, src + r * rb + offset(p0), buf.data() + r * kc, kc);
         gemm::pack_transposed(buf.data(), rows, kc, kc, packed);
       }
       if (!whole && p0 + kc < in) {  // the next block's weights travel to L2 while this one's product runs
-        const uint64_t off = static_cast<uint64_t>((p0 + kc) / ti->block_size) * ti->type_size;
-        const uint64_t len = static_cast<uint64_t>(std::min(gemm::kKBlock, in - p0 - kc) / ti->block_size) * ti->type_size;
+        const uint64_t off = offset(p0 + kc), len = offset(std::min(gemm::kKBlock, in - p0 - kc));
         for (int64_t r = 0; r < rows; ++r)
           for (uint64_t b = 0; b < len; b += 64) _mm_prefetch(reinterpret_cast<const char*>(src + r * rb + off + b), _MM_HINT_T1);
       }
