@@ -119,13 +119,13 @@ void Context::matmul_shared(const float* x, int64_t n, int64_t ld,
     same = same && ri == r && !matmul_uses_kernel(*o.first, n, compat);
   }
   if (same && r != ActRounding::None && outs.size() > 1) {
-    const int64_t in = static_cast<int64_t>(outs.begin()->first->dims[0]);
-    xr_.resize(static_cast<size_t>(n * in));
+    const int64_t in = static_cast<int64_t>(outs.begin()->first->dims[0]), ldr = act_stride(in);
+    xr_.resize(static_cast<size_t>(n * ldr));
     pool_.run(n, [&](int64_t t, int) {
-      std::memcpy(xr_.data() + t * in, x + t * ld, static_cast<size_t>(in) * sizeof(float));
-      round_activations(r, xr_.data() + t * in, in);
+      std::memcpy(xr_.data() + t * ldr, x + t * ld, static_cast<size_t>(in) * sizeof(float));
+      round_activations(r, xr_.data() + t * ldr, in);
     });
-    matmul_dequant(outs, xr_.data(), n, in, pool_, scratch_);
+    matmul_dequant(outs, xr_.data(), n, ldr, pool_, scratch_);
     return;
   }
   for (const auto& o : outs)

@@ -181,8 +181,12 @@ void gemm_tiles(const TileJob* jobs, size_t n_jobs, const float* x, int64_t n_to
     auto& buf = scratch.tiles[worker];
     const int64_t kb = std::min(gemm::kKBlock, in);
     const size_t rows_size = w.type == GgmlType::F32 || w.type == GgmlType::F16 ? 0 : static_cast<size_t>(kTileRows * (whole ? in : kb));
-    buf.resize(rows_size + static_cast<size_t>(gemm::packed_size(kTileRows, kb)));
+    // The tile's results gather in C (row stride kTileRows) and are copied out at the end: the output rows are
+    // often 8 KiB apart (2048 floats), which would put a micro-tile's rows into the same L1 sets.
+    const size_t c_size = static_cast<size_t>(n_tokens * kTileRows);
+    buf.resize(rows_size + static_cast<size_t>(gemm::packed_size(kTileRows, kb)) + c_size);
     float* packed = buf.data() + rows_size;
+    float* C = packed + gemm::packed_size(kTileRows, kb);
     if (whole) dequantize_rows(w, r0, r0 + rows, buf.data());
     // Byte offset in a row of column p (a block boundary).
     auto offset = [&](int64_t p) { return static_cast<uint64_t>(p / ti->block_size) * ti->type_size; };
@@ -203,8 +207,10 @@ void gemm_tiles(const TileJob* jobs, size_t n_jobs, const float* x, int64_t n_to
         for (int64_t r = 0; r < rows; ++r)
           for (uint64_t b = 0; b < len; b += 64) _mm_prefetch(reinterpret_cast<const char*>(src + r * rb + off + b), _MM_HINT_T1);
       }
-      gemm::gemm(n_tokens, rows, kc, x + p0, ldx, gemm::packed(packed, kc), jobs[j].y + r0, jobs[j].ldy, p0 > 0);
+      gemm::gemm(n_tokens, rows, kc, x + p0, ldx, gemm::packed(packed, kc), C, kTileRows, p0 > 0);
     }
+    for (int64_t t = 0; t < n_tokens; ++t)
+      std::memcpy(jobs[j].y + t * jobs[j].ldy + r0, C + t * kTileRows, static_cast<size_t>(rows) * sizeof(float));
   });
 }
 
@@ -290,13 +296,13 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
   int64_t ldxs = ldx;
   const ActRounding r = ggml_compat ? act_rounding_for(w) : ActRounding::None;
   if (r != ActRounding::None) {
-    scratch.xr.resize(static_cast<size_t>(n_tokens * in));
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      std::memcpy(scratch.xr.data() + t * in, x + t * ldx, static_cast<size_t>(in) * sizeof(float));
-    }
-    pool.run(n_tokens, [&](int64_t t, int) { round_activations(r, scratch.xr.data() + t * in, in); });
+    ldxs = act_stride(in);
+    scratch.xr.resize(static_cast<size_t>(n_tokens * ldxs));
+    pool.run(n_tokens, [&](int64_t t, int) {
+      std::memcpy(scratch.xr.data() + t * ldxs, x + t * ldx, static_cast<size_t>(in) * sizeof(float));
+      round_activations(r, scratch.xr.data() + t * ldxs, in);
+    });
     xs = scratch.xr.data();
-    ldxs = in;
   }
 
   const TileJob job{&w, y, ldy};

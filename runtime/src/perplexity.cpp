@@ -142,7 +142,7 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   res.n_tokens = n_tokens;
   res.n_chunks = n_chunk;
   res.n_ctx = n_ctx;
-  std::vector<float> batch_logits(static_cast<size_t>(n_seq * n_scored * n_vocab));
+  HugeVector<float> batch_logits(static_cast<size_t>(n_seq * n_scored * n_vocab));
   std::vector<int32_t> chunk(static_cast<size_t>(n_ctx)), batch(static_cast<size_t>(n_seq * (n_ctx - 1)));
   std::vector<uint16_t> rows(reader || writer ? static_cast<size_t>(n_scored * nv) : 0);
   KldAccum acc;

@@ -85,11 +85,11 @@ class Context {
   int64_t n_past_ = 0;
   // vcache_: [layer][seq][pos][n_head_kv · head_dim_v]; kcache_: [layer][seq][KV head][pos / 32][head_dim_k]
   // [pos % 32], each head's keys transposed in runtime/src/gemm.h's packed form, the layout attention's Q·Kᵀ reads.
-  std::vector<float> kcache_, vcache_;
+  HugeVector<float> kcache_, vcache_;
   int64_t k_layer_size() const;  // one sequence's keys of one layer
   float* kslot(int64_t il, int64_t seq) { return kcache_.data() + static_cast<size_t>(il * opt_.n_seq + seq) * k_layer_size(); }
   float* vslot(int64_t il, int64_t seq);
-  std::vector<float> x_, h_, q_, k_, v_, att_, ff_gate_, ff_up_, tmp_, xr_;
+  HugeVector<float> x_, h_, q_, k_, v_, att_, ff_gate_, ff_up_, tmp_, xr_;
   // y_i = x · W_iᵀ for several weights sharing the input; the activation rounding is done once when the
   // weights share a rounding type.
   void matmul_shared(const float* x, int64_t n, int64_t ld, std::initializer_list<std::pair<const Weight*, float*>> outs);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "edgeq/formats/gguf.h"
+#include "edgeq/formats/huge_pages.h"
 #include "edgeq/formats/thread_pool.h"
 #include "edgeq/quant/block_ops.h"
 
@@ -52,10 +53,15 @@ void round_activations(ActRounding r, float* x, int64_t n);
 void round_f16(float* x, int64_t n);
 
 // Per-thread scratch for weight tiles.
+// Row stride of the rounded copies of the activations for the dequantize + GEMM path: in + 16 floats, so rows
+// that would be a power of two apart (in = 2048: 8 KiB) do not map to the same L1 sets (the GEMM's micro-kernel
+// reads 12 rows at once).
+inline int64_t act_stride(int64_t in) { return in + 16; }
+
 struct MatmulScratch {
   std::vector<std::vector<float>> tiles;  // one per worker
-  std::vector<float> xr;                  // rounded activations
-  std::vector<uint8_t> xq;                // activations as Q8_0/Q8_K blocks (quantized-kernel path)
+  HugeVector<float> xr;                   // rounded activations
+  HugeVector<uint8_t> xq;                 // activations as Q8_0/Q8_K blocks (quantized-kernel path)
 };
 
 // y[t, o] = sum_i x[t, i] * W[o, i] for t < n_tokens, o < out. x has row stride ldx, y row stride ldy.
