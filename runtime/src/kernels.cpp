@@ -53,6 +53,8 @@ inline int32_t q6_K_offset(const BlockQ6_K& x, const ActQ8_K& y) {
   for (int k = 0; k < 16; ++k) s += x.scales[k] * y.bsums[k];
   return 32 * s;
 }
+// Q2_K / Q3_K: the 2-bit field of value e (bits 2 ((e % 128) / 32) of qs[32 (e / 128) + e % 32]).
+inline int two_bits(const uint8_t* qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3; }
 // Q2_K: the 4-bit mins (high nibbles of the scales) times the 16-value sums of y.
 inline int32_t q2_K_summs(const BlockQ2_K& x, const ActQ8_K& y) {
   int32_t s = 0;
@@ -498,10 +500,8 @@ struct Q2_K {
   using Block = BlockQ2_K;
   static constexpr KFold kFold = KFold::Min;
   static float fold(float acc, const Block& x, const ActQ8_K& y) {
-    // value e: bits 2 ((e % 128) / 32) of qs[32 (e / 128) + e % 32]; scales: low nibbles, mins: high ones
-    const int32_t sumi = sum_groups<16>(
-        y, [&](int e) { return (x.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3; },
-        [&](int g) { return x.scales[g] & 0xF; });
+    // value e: two_bits; scales: low nibbles, mins: high ones
+    const int32_t sumi = sum_groups<16>(y, [&](int e) { return two_bits(x.qs, e); }, [&](int g) { return x.scales[g] & 0xF; });
     return fold_min_K(acc, f16_to_f32(x.d), f16_to_f32(x.dmin), y, sumi, q2_K_summs(x, y));
   }
   static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
@@ -525,10 +525,7 @@ struct Q3_K {
     q3_K_scales(x, sc);
     // value e + 4: the low 2 bits as Q2_K, bit 2 from hmask[e % 32] bit e / 32
     const int32_t sumi = sum_groups<16>(
-        y,
-        [&](int e) {
-          return ((x.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) | (((x.hmask[e % 32] >> (e / 32)) & 1) << 2);
-        },
+        y, [&](int e) { return two_bits(x.qs, e) | (((x.hmask[e % 32] >> (e / 32)) & 1) << 2); },
         [&](int g) { return sc[g]; });
     return fold_K(acc, f16_to_f32(x.d), y, sumi - q3_K_offset(sc, y));
   }
