@@ -182,6 +182,21 @@ inline void store8(float* acc, __m128 a0, __m128 a1) {
   _mm_storeu_ps(acc, a0);
   _mm_storeu_ps(acc + 4, a1);
 }
+// The SSE2 error loops: 8 values a step in two halves; rec(i, x0, x1, r0, r1) stores the levels of x[i .. i+7]
+// and gives their reconstructions; lane j of acc sums w * (x - r)^2 as the scalar loops' accumulator j.
+template <class Rec>
+inline void sse_errors(const float* x, const float* w, int n, float* acc, Rec rec) {
+  __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+    __m128 r0, r1;
+    rec(i, x0, x1, r0, r1);
+    const __m128 d0 = _mm_sub_ps(x0, r0), d1 = _mm_sub_ps(x1, r1);
+    a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
+    a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
+  }
+  store8(acc, a0, a1);
+}
 #endif
 
 #if EDGEQ_QAVX2
@@ -516,16 +531,12 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
 #if EDGEQ_QSSE2
     const LinSse S(lo, hi);
     const __m128 vid = _mm_set1_ps(id), vd = _mm_set1_ps(d);
-    __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
-    for (int i = 0; i < n; i += 8) {
-      const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+    sse_errors(x, w, n, acc, [&](int i, __m128 x0, __m128 x1, __m128& r0, __m128& r1) {
       const __m128 l0 = S.level(_mm_mul_ps(x0, vid)), l1 = S.level(_mm_mul_ps(x1, vid));
       S.store_idx(idx + i, l0, l1);
-      const __m128 d0 = _mm_sub_ps(x0, _mm_mul_ps(vd, l0)), d1 = _mm_sub_ps(x1, _mm_mul_ps(vd, l1));
-      a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
-      a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
-    }
-    store8(acc, a0, a1);
+      r0 = _mm_mul_ps(vd, l0);
+      r1 = _mm_mul_ps(vd, l1);
+    });
 #else
     for (int i = 0; i < n; i += 8)
       for (int j = 0; j < 8; ++j) {
@@ -540,17 +551,13 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
     if (G.n <= 16) {
       const TabSse S(G);
       const __m128 vid = _mm_set1_ps(id), vd = _mm_set1_ps(d);
-      __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
-      for (int i = 0; i < n; i += 8) {
-        const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+      sse_errors(x, w, n, acc, [&](int i, __m128 x0, __m128 x1, __m128& r0, __m128& r1) {
         __m128i k0, k1;
         const __m128 l0 = S.level(_mm_mul_ps(x0, vid), &k0), l1 = S.level(_mm_mul_ps(x1, vid), &k1);
         TabSse::store_idx(idx + i, k0, k1);
-        const __m128 d0 = _mm_sub_ps(x0, _mm_mul_ps(vd, l0)), d1 = _mm_sub_ps(x1, _mm_mul_ps(vd, l1));
-        a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
-        a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
-      }
-      store8(acc, a0, a1);
+        r0 = _mm_mul_ps(vd, l0);
+        r1 = _mm_mul_ps(vd, l1);
+      });
       return sum8(acc);
     }
 #endif
@@ -859,17 +866,12 @@ float asym_eval(const float* x, const float* w, int n, int nmax, float s, float 
 #if EDGEQ_QSSE2
   const LinSse S(0.f, hi);
   const __m128 vid = _mm_set1_ps(id), vs = _mm_set1_ps(s), vm = _mm_set1_ps(m);
-  __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
-  for (int i = 0; i < n; i += 8) {
-    const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+  sse_errors(x, w, n, acc, [&](int i, __m128 x0, __m128 x1, __m128& r0, __m128& r1) {
     const __m128 q0 = S.level(_mm_mul_ps(_mm_sub_ps(x0, vm), vid)), q1 = S.level(_mm_mul_ps(_mm_sub_ps(x1, vm), vid));
     S.store_idx(L + i, q0, q1);
-    const __m128 d0 = _mm_sub_ps(x0, _mm_add_ps(_mm_mul_ps(vs, q0), vm));
-    const __m128 d1 = _mm_sub_ps(x1, _mm_add_ps(_mm_mul_ps(vs, q1), vm));
-    a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
-    a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
-  }
-  store8(acc, a0, a1);
+    r0 = _mm_add_ps(_mm_mul_ps(vs, q0), vm);
+    r1 = _mm_add_ps(_mm_mul_ps(vs, q1), vm);
+  });
 #else
   for (int i = 0; i < n; i += 8)
     for (int j = 0; j < 8; ++j) {
