@@ -53,8 +53,8 @@ inline int32_t q6_K_offset(const BlockQ6_K& x, const ActQ8_K& y) {
   for (int k = 0; k < 16; ++k) s += x.scales[k] * y.bsums[k];
   return 32 * s;
 }
-// Q2_K / Q3_K: the 2-bit field of value e (bits 2 ((e % 128) / 32) of qs[32 (e / 128) + e % 32]).
-inline int two_bits(const uint8_t* qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3; }
+// Q2_K / Q3_K: the 2-bit field of value 32c + l (bits 2 (c % 4) of qs[32 (c / 4) + l]).
+inline int two_bits(const uint8_t* qs, int c, int l) { return (qs[32 * (c / 4) + l] >> (2 * (c % 4))) & 3; }
 // Q2_K: the 4-bit mins (high nibbles of the scales) times the 16-value sums of y.
 inline int32_t q2_K_summs(const BlockQ2_K& x, const ActQ8_K& y) {
   int32_t s = 0;
@@ -91,8 +91,9 @@ inline const A* act_row(const uint8_t* act, size_t stride, int k) {
 
 // ---------------------------------------------------------------- portable reference
 
-// The 32-value blocks: value e of a block (the nibble/bit layout of ggml's dequantize_row_<type>). The signed
-// ones pair with Q8_0 activations; Q4_1 and Q5_1 hold unsigned values and a minimum m and pair with Q8_1.
+// The 32-value blocks' fields (the nibble/bit layout of ggml's dequantize_row_<type>): the nibble of value e and
+// its fifth bit (Q5_0, Q5_1). The signed types pair with Q8_0 activations; Q4_1 and Q5_1 hold unsigned values
+// and a minimum m and pair with Q8_1.
 inline int nibble(const uint8_t* qs, int e) { return e < 16 ? qs[e] & 0xF : qs[e - 16] >> 4; }
 inline int bit4(const uint8_t* qh, int e) { return static_cast<int>((load_u32(qh) >> e) & 1) << 4; }
 
@@ -117,16 +118,22 @@ void dot_32_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int6
   }
 }
 
-// The 256-blocks (Q8_K activations): each type's struct below (blk::Q2_K ... blk::IQ4_XS) gives the float a block adds,
-// fold(acc, block, y), from integer sums taken over groups of 16 or 32 values by sum_groups:
-// sum_g scale(g) * (sum_{e in group g} value(e) * y_e), value(e) the block's e-th value.
+// The 256-blocks (Q8_K activations): each type's struct below (blk::Q2_K ... blk::IQ4_XS) gives the float a
+// block adds, fold(acc, block, y), from integer sums taken over groups of 16 or 32 values by sum_groups:
+// sum_g scale(g) * (sum_{e in group g} value(e) * y_e), value(c, l) the block's value 32c + l.
 template <int Group, class Value, class Scale>
 inline int32_t sum_groups(const ActQ8_K& y, Value value, Scale scale) {
   int32_t sumi = 0;
-  for (int g = 0; g < QK_K / Group; ++g) {
-    int32_t s = 0;
-    for (int e = Group * g; e < Group * (g + 1); ++e) s += value(e) * y.qs[e];
-    sumi += scale(g) * s;
+  for (int c = 0; c < QK_K / 32; ++c) {
+    if constexpr (Group == 16) {
+      int32_t s0 = 0, s1 = 0;  // values 32c .. 32c + 15, 32c + 16 .. 32c + 31
+      for (int l = 0; l < 32; ++l) (l < 16 ? s0 : s1) += value(c, l) * y.qs[32 * c + l];
+      sumi += scale(2 * c) * s0 + scale(2 * c + 1) * s1;
+    } else {
+      int32_t s = 0;
+      for (int l = 0; l < 32; ++l) s += value(c, l) * y.qs[32 * c + l];
+      sumi += scale(c) * s;
+    }
   }
   return sumi;
 }
@@ -501,7 +508,7 @@ struct Q2_K {
   static constexpr KFold kFold = KFold::Min;
   static float fold(float acc, const Block& x, const ActQ8_K& y) {
     // value e: two_bits; scales: low nibbles, mins: high ones
-    const int32_t sumi = sum_groups<16>(y, [&](int e) { return two_bits(x.qs, e); }, [&](int g) { return x.scales[g] & 0xF; });
+    const int32_t sumi = sum_groups<16>(y, [&](int c, int l) { return two_bits(x.qs, c, l); }, [&](int g) { return x.scales[g] & 0xF; });
     return fold_min_K(acc, f16_to_f32(x.d), f16_to_f32(x.dmin), y, sumi, q2_K_summs(x, y));
   }
   static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
@@ -523,9 +530,9 @@ struct Q3_K {
   static float fold(float acc, const Block& x, const ActQ8_K& y) {
     int16_t sc[16];
     q3_K_scales(x, sc);
-    // value e + 4: the low 2 bits as Q2_K, bit 2 from hmask[e % 32] bit e / 32
+    // value 32c + l, plus 4: the low 2 bits as Q2_K, bit 2 from hmask[l] bit c
     const int32_t sumi = sum_groups<16>(
-        y, [&](int e) { return two_bits(x.qs, e) | (((x.hmask[e % 32] >> (e / 32)) & 1) << 2); },
+        y, [&](int c, int l) { return two_bits(x.qs, c, l) | (((x.hmask[l] >> c) & 1) << 2); },
         [&](int g) { return sc[g]; });
     return fold_K(acc, f16_to_f32(x.d), y, sumi - q3_K_offset(sc, y));
   }
@@ -564,12 +571,12 @@ struct Q45K {
   static float fold(float acc, const Block& x, const ActQ8_K& y) {
     uint8_t sc[8], mn[8];
     q4_K_scales(x.scales, sc, mn);
-    // value e: nibble (e % 64) / 32 of qs[32 (e / 64) + e % 32]; Q5_K: bit 4 from qh[e % 32] bit e / 32
+    // value 32c + l: nibble c % 2 of qs[32 (c / 2) + l]; Q5_K: bit 4 from qh[l] bit c
     const int32_t sumi = sum_groups<32>(
         y,
-        [&](int e) {
-          const int v = (x.qs[32 * (e / 64) + e % 32] >> (4 * ((e % 64) / 32))) & 0xF;
-          if constexpr (kQh) return v | (((x.qh[e % 32] >> (e / 32)) & 1) << 4);
+        [&](int c, int l) {
+          const int v = (x.qs[32 * (c / 2) + l] >> (4 * (c % 2))) & 0xF;
+          if constexpr (kQh) return v | (((x.qh[l] >> c) & 1) << 4);
           else return v;
         },
         [&](int j) { return sc[j]; });
@@ -617,12 +624,13 @@ struct Q6_K {
   using Block = BlockQ6_K;
   static constexpr KFold kFold = KFold::Offset;
   static float fold(float acc, const Block& x, const ActQ8_K& y) {
-    // value e + 32 (e = 128h + r): nibble r / 64 of ql[64h + r % 64], bits 4-5 from qh[32h + r % 32] bits 2 (r / 32)..
+    // value 32c + l, plus 32 (c = 4h + g): nibble g / 2 of ql[64h + 32 (g % 2) + l], bits 4-5 from qh[32h + l]
+    // bits 2g, 2g + 1
     const int32_t sumi = sum_groups<16>(
         y,
-        [&](int e) {
-          const int h = e / 128, r = e % 128;
-          return ((x.ql[64 * h + r % 64] >> (4 * (r / 64))) & 0xF) | (((x.qh[32 * h + r % 32] >> (2 * (r / 32))) & 3) << 4);
+        [&](int c, int l) {
+          const int h = c / 4, g = c % 4;
+          return ((x.ql[64 * h + 32 * (g % 2) + l] >> (4 * (g / 2))) & 0xF) | (((x.qh[32 * h + l] >> (2 * g)) & 3) << 4);
         },
         [&](int g) { return x.scales[g]; });
     return fold_K(acc, f16_to_f32(x.d), y, sumi - q6_K_offset(x, y));
@@ -678,7 +686,7 @@ struct IQ4_XS {
     int16_t sc[8];
     iq4_xs_scales(x, sc);
     const int32_t sumi = sum_groups<32>(
-        y, [&](int e) { return kIq4nlValues[nibble(x.qs + 16 * (e / 32), e % 32)]; }, [&](int j) { return sc[j]; });
+        y, [&](int c, int l) { return kIq4nlValues[nibble(x.qs + 16 * c, l)]; }, [&](int j) { return sc[j]; });
     return fold_K(acc, f16_to_f32(x.d), y, sumi);
   }
   static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
