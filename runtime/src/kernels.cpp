@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/block_layout.h"
@@ -121,10 +122,11 @@ void dot_32_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int6
 // The 256-blocks (Q8_K activations): each type's struct below (blk::Q2_K ... blk::IQ4_XS) gives the float a
 // block adds, fold(acc, block, y), from integer sums taken over groups of 16 or 32 values by sum_groups:
 // sum_g scale(g) * (sum_{e in group g} value(e) * y_e), value(c, l) the block's value 32c + l.
+// The chunks are unrolled (c a compile-time constant), so value's field selection folds away.
 template <int Group, class Value, class Scale>
 inline int32_t sum_groups(const ActQ8_K& y, Value value, Scale scale) {
   int32_t sumi = 0;
-  for (int c = 0; c < QK_K / 32; ++c) {
+  auto chunk = [&](auto c) {
     if constexpr (Group == 16) {
       int32_t s0 = 0, s1 = 0;  // values 32c .. 32c + 15, 32c + 16 .. 32c + 31
       for (int l = 0; l < 32; ++l) (l < 16 ? s0 : s1) += value(c, l) * y.qs[32 * c + l];
@@ -134,7 +136,10 @@ inline int32_t sum_groups(const ActQ8_K& y, Value value, Scale scale) {
       for (int l = 0; l < 32; ++l) s += value(c, l) * y.qs[32 * c + l];
       sumi += scale(c) * s;
     }
-  }
+  };
+  [&]<int... C>(std::integer_sequence<int, C...>) {
+    (chunk(std::integral_constant<int, C>{}), ...);
+  }(std::make_integer_sequence<int, QK_K / 32>{});
   return sumi;
 }
 template <class U>
