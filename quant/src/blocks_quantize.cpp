@@ -182,6 +182,21 @@ inline void store8(float* acc, __m128 a0, __m128 a1) {
   _mm_storeu_ps(acc, a0);
   _mm_storeu_ps(acc + 4, a1);
 }
+// The SSE2 error loops: 8 values a step in two halves; rec(i, x0, x1, r0, r1) stores the levels of x[i .. i+7]
+// and gives their reconstructions; lane j of acc sums w * (x - r)^2 as the scalar loops' accumulator j.
+template <class Rec>
+inline void sse_errors(const float* x, const float* w, int n, float* acc, Rec rec) {
+  __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+    __m128 r0, r1;
+    rec(i, x0, x1, r0, r1);
+    const __m128 d0 = _mm_sub_ps(x0, r0), d1 = _mm_sub_ps(x1, r1);
+    a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
+    a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
+  }
+  store8(acc, a0, a1);
+}
 #endif
 
 #if EDGEQ_QAVX2
@@ -516,16 +531,12 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
 #if EDGEQ_QSSE2
     const LinSse S(lo, hi);
     const __m128 vid = _mm_set1_ps(id), vd = _mm_set1_ps(d);
-    __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
-    for (int i = 0; i < n; i += 8) {
-      const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+    sse_errors(x, w, n, acc, [&](int i, __m128 x0, __m128 x1, __m128& r0, __m128& r1) {
       const __m128 l0 = S.level(_mm_mul_ps(x0, vid)), l1 = S.level(_mm_mul_ps(x1, vid));
       S.store_idx(idx + i, l0, l1);
-      const __m128 d0 = _mm_sub_ps(x0, _mm_mul_ps(vd, l0)), d1 = _mm_sub_ps(x1, _mm_mul_ps(vd, l1));
-      a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
-      a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
-    }
-    store8(acc, a0, a1);
+      r0 = _mm_mul_ps(vd, l0);
+      r1 = _mm_mul_ps(vd, l1);
+    });
 #else
     for (int i = 0; i < n; i += 8)
       for (int j = 0; j < 8; ++j) {
@@ -540,17 +551,13 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
     if (G.n <= 16) {
       const TabSse S(G);
       const __m128 vid = _mm_set1_ps(id), vd = _mm_set1_ps(d);
-      __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
-      for (int i = 0; i < n; i += 8) {
-        const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+      sse_errors(x, w, n, acc, [&](int i, __m128 x0, __m128 x1, __m128& r0, __m128& r1) {
         __m128i k0, k1;
         const __m128 l0 = S.level(_mm_mul_ps(x0, vid), &k0), l1 = S.level(_mm_mul_ps(x1, vid), &k1);
         TabSse::store_idx(idx + i, k0, k1);
-        const __m128 d0 = _mm_sub_ps(x0, _mm_mul_ps(vd, l0)), d1 = _mm_sub_ps(x1, _mm_mul_ps(vd, l1));
-        a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
-        a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
-      }
-      store8(acc, a0, a1);
+        r0 = _mm_mul_ps(vd, l0);
+        r1 = _mm_mul_ps(vd, l1);
+      });
       return sum8(acc);
     }
 #endif
@@ -859,17 +866,12 @@ float asym_eval(const float* x, const float* w, int n, int nmax, float s, float 
 #if EDGEQ_QSSE2
   const LinSse S(0.f, hi);
   const __m128 vid = _mm_set1_ps(id), vs = _mm_set1_ps(s), vm = _mm_set1_ps(m);
-  __m128 a0 = _mm_setzero_ps(), a1 = _mm_setzero_ps();
-  for (int i = 0; i < n; i += 8) {
-    const __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+  sse_errors(x, w, n, acc, [&](int i, __m128 x0, __m128 x1, __m128& r0, __m128& r1) {
     const __m128 q0 = S.level(_mm_mul_ps(_mm_sub_ps(x0, vm), vid)), q1 = S.level(_mm_mul_ps(_mm_sub_ps(x1, vm), vid));
     S.store_idx(L + i, q0, q1);
-    const __m128 d0 = _mm_sub_ps(x0, _mm_add_ps(_mm_mul_ps(vs, q0), vm));
-    const __m128 d1 = _mm_sub_ps(x1, _mm_add_ps(_mm_mul_ps(vs, q1), vm));
-    a0 = _mm_add_ps(a0, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i), d0), d0));
-    a1 = _mm_add_ps(a1, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(w + i + 4), d1), d1));
-  }
-  store8(acc, a0, a1);
+    r0 = _mm_add_ps(_mm_mul_ps(vs, q0), vm);
+    r1 = _mm_add_ps(_mm_mul_ps(vs, q1), vm);
+  });
 #else
   for (int i = 0; i < n; i += 8)
     for (int j = 0; j < 8; ++j) {
@@ -1333,6 +1335,106 @@ void symk_encode(const float* x, const float* w, const SymK& P, const Grid& G, S
   }
 }
 
+// The encoders' shared steps. max_value: the first value of largest magnitude (ggml's reference quantizers take
+// the scale's sign from it); max_abs: the largest magnitude.
+float max_value(const float* x, int n) {
+  float amax = 0, maxv = 0;
+  for (int i = 0; i < n; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
+  return maxv;
+}
+float max_abs(const float* x, int n) {
+  float amax = 0;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  return amax;
+}
+// A 32-value block's levels L: qs[j] holds L[j] (low nibble) and L[j + 16] (high); blocks with qh (Q5_0, Q5_1)
+// keep bit 4 of level e in bit e of qh.
+template <class B>
+void pack_32(const uint8_t* L, B* b) {
+  if constexpr (requires { b->qh; }) {
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+      b->qs[j] = static_cast<uint8_t>((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4));
+      qh |= static_cast<uint32_t>(L[j] >> 4) << j;
+      qh |= static_cast<uint32_t>(L[j + 16] >> 4) << (j + 16);
+    }
+    std::memcpy(b->qh, &qh, 4);
+  } else {
+    for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
+  }
+}
+// The symmetric 32-value types (Q4_0, Q5_0, IQ4_NL): the scale search starts from max_value / div (5 tries).
+template <class B>
+void enc_sym32(const float* x, const float* w, void* dst, const Grid& G, float div) {
+  auto* b = static_cast<B*>(dst);
+  uint8_t L[32];
+  float d = sym_block<true>(x, w, 32, G, 5, max_value(x, 32) / div, L);
+  store_f16(b->d, d);
+  pack_32(L, b);
+}
+// The 32-value types with a minimum (Q4_1, Q5_1): levels 0..nmax.
+template <class B>
+void enc_asym32(const float* x, const float* w, void* dst, int nmax) {
+  auto* b = static_cast<B*>(dst);
+  uint8_t L[32];
+  float d, m;
+  asym_block_f16(x, w, 32, nmax, 5, &d, &m, L);
+  store_f16(b->d, d);
+  store_f16(b->m, m);
+  pack_32(L, b);
+}
+// Q8_0 / Q8_1: the values (levels - 127) from a search starting at max_abs / 127 (4 tries); returns the scale.
+float enc_q8_levels(const float* x, const float* w, int8_t* qs) {
+  static const Grid G = Grid::lin(-127, 127);
+  uint8_t L[32];
+  float d = sym_block<true>(x, w, 32, G, 4, max_abs(x, 32) / 127.f, L);
+  for (int j = 0; j < 32; ++j) qs[j] = static_cast<int8_t>(static_cast<int>(L[j]) - 127);
+  return d;
+}
+// The k-quant searches, then the block's d (and dmin) stored as fp16: with mins (Q2_K, Q4_K, Q5_K) and
+// symmetric (Q3_K, Q6_K, IQ4_XS).
+template <class B>
+B* asymk_block(const float* x, const float* w, const AsymK& P, void* dst, AsymKResult& r) {
+  asymk_encode(x, w, P, r);
+  auto* b = static_cast<B*>(dst);
+  store_f16(b->d, r.d);
+  store_f16(b->dmin, r.dmin);
+  return b;
+}
+template <class B>
+B* symk_block(const float* x, const float* w, const SymK& P, const Grid& G, void* dst, SymKResult& r) {
+  symk_encode(x, w, P, G, r);
+  auto* b = static_cast<B*>(dst);
+  store_f16(b->d, r.d);
+  return b;
+}
+// Q4_K / Q5_K (levels 0..NMax): 8 sub-blocks of 32 with 6-bit scales and mins; qs[32p + l] holds levels
+// 64p + l (low nibble) and 64p + 32 + l (high); Q5_K keeps their bit 4 in qh[l] bits 2p and 2p + 1.
+template <class B, int NMax>
+void enc_q45_k(const float* x, const float* w, void* dst) {
+  constexpr bool kQh = NMax > 15;
+  static const AsymK P{8, 32, NMax, 63, 2, 5, false};
+  AsymKResult r;
+  auto* b = asymk_block<B>(x, w, P, dst, r);
+  set_scale_min_k4(b->scales, r.ls, r.lm);
+  if constexpr (kQh) std::memset(b->qh, 0, sizeof b->qh);
+  for (int p = 0; p < 4; ++p)
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t a = r.L[64 * p + l], c = r.L[64 * p + 32 + l];
+      if constexpr (kQh) {
+        b->qs[32 * p + l] = static_cast<uint8_t>((a & 0xF) | ((c & 0xF) << 4));
+        b->qh[l] |= static_cast<uint8_t>(((a >> 4) << (2 * p)) | ((c >> 4) << (2 * p + 1)));
+      } else {
+        b->qs[32 * p + l] = static_cast<uint8_t>(a | (c << 4));
+      }
+    }
+}
+// 256 2-bit levels (TQ2_0, Q2_K): level e in bits 2 ((e % 128) / 32) of qs[32 (e / 128) + e % 32].
+void pack_2bit(const uint8_t* L, uint8_t* qs) {
+  std::memset(qs, 0, QK_K / 4);
+  for (int e = 0; e < QK_K; ++e) qs[(e / 128) * 32 + e % 32] |= static_cast<uint8_t>(L[e] << (2 * ((e % 128) / 32)));
+}
+
 }  // namespace
 
 namespace detail {
@@ -1342,62 +1444,29 @@ namespace detail {
 
 void enc_q4_0(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::lin(-8, 7);
-  auto* b = static_cast<BlockQ4_0*>(dst);
-  float amax = 0, maxv = 0;
-  for (int i = 0; i < 32; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
-  uint8_t L[32];
-  float d = sym_block<true>(x, w, 32, G, 5, maxv / -8.f, L);
-  store_f16(b->d, d);
-  for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
+  enc_sym32<BlockQ4_0>(x, w, dst, G, -8.f);
 }
 void enc_q5_0(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::lin(-16, 15);
-  auto* b = static_cast<BlockQ5_0*>(dst);
-  float amax = 0, maxv = 0;
-  for (int i = 0; i < 32; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
-  uint8_t L[32];
-  float d = sym_block<true>(x, w, 32, G, 5, maxv / -16.f, L);
-  store_f16(b->d, d);
-  uint32_t qh = 0;
-  for (int j = 0; j < 16; ++j) {
-    b->qs[j] = static_cast<uint8_t>((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4));
-    qh |= static_cast<uint32_t>(L[j] >> 4) << j;
-    qh |= static_cast<uint32_t>(L[j + 16] >> 4) << (j + 16);
-  }
-  std::memcpy(b->qh, &qh, 4);
+  enc_sym32<BlockQ5_0>(x, w, dst, G, -16.f);
 }
 void enc_q8_0(const float* x, const float* w, void* dst) {
-  static const Grid G = Grid::lin(-127, 127);
   auto* b = static_cast<BlockQ8_0*>(dst);
-  float amax = 0;
-  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
-  uint8_t L[32];
-  float d = sym_block<true>(x, w, 32, G, 4, amax / 127.f, L);
-  store_f16(b->d, d);
-  for (int j = 0; j < 32; ++j) b->qs[j] = static_cast<int8_t>(static_cast<int>(L[j]) - 127);
+  store_f16(b->d, enc_q8_levels(x, w, b->qs));
 }
 void enc_q8_1(const float* x, const float* w, void* dst) {
-  static const Grid G = Grid::lin(-127, 127);
   auto* b = static_cast<BlockQ8_1*>(dst);
-  float amax = 0;
-  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
-  uint8_t L[32];
-  float d = sym_block<true>(x, w, 32, G, 4, amax / 127.f, L);
+  const float d = enc_q8_levels(x, w, b->qs);
   store_f16(b->d, d);
   int sum = 0;
-  for (int j = 0; j < 32; ++j) {
-    b->qs[j] = static_cast<int8_t>(static_cast<int>(L[j]) - 127);
-    sum += b->qs[j];
-  }
+  for (int j = 0; j < 32; ++j) sum += b->qs[j];
   store_f16(b->s, d * static_cast<float>(sum));
 }
 void enc_q8_k(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::lin(-128, 127);
   auto* b = static_cast<BlockQ8_K*>(dst);
-  float amax = 0, maxv = 0;
-  for (int i = 0; i < QK_K; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
   uint8_t L[QK_K];
-  float d = sym_block<false>(x, w, QK_K, G, 2, maxv / -128.f, L);
+  float d = sym_block<false>(x, w, QK_K, G, 2, max_value(x, QK_K) / -128.f, L);
   std::memcpy(&b->d, &d, 4);
   for (int j = 0; j < QK_K; ++j) b->qs[j] = static_cast<int8_t>(static_cast<int>(L[j]) - 128);
   for (int j = 0; j < QK_K / 16; ++j) {
@@ -1406,58 +1475,25 @@ void enc_q8_k(const float* x, const float* w, void* dst) {
     b->bsums[j] = static_cast<int16_t>(s);
   }
 }
-void enc_q4_1(const float* x, const float* w, void* dst) {
-  auto* b = static_cast<BlockQ4_1*>(dst);
-  uint8_t L[32];
-  float d, m;
-  asym_block_f16(x, w, 32, 15, 5, &d, &m, L);
-  store_f16(b->d, d);
-  store_f16(b->m, m);
-  for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
-}
-void enc_q5_1(const float* x, const float* w, void* dst) {
-  auto* b = static_cast<BlockQ5_1*>(dst);
-  uint8_t L[32];
-  float d, m;
-  asym_block_f16(x, w, 32, 31, 5, &d, &m, L);
-  store_f16(b->d, d);
-  store_f16(b->m, m);
-  uint32_t qh = 0;
-  for (int j = 0; j < 16; ++j) {
-    b->qs[j] = static_cast<uint8_t>((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4));
-    qh |= static_cast<uint32_t>(L[j] >> 4) << j;
-    qh |= static_cast<uint32_t>(L[j + 16] >> 4) << (j + 16);
-  }
-  std::memcpy(b->qh, &qh, 4);
-}
+void enc_q4_1(const float* x, const float* w, void* dst) { enc_asym32<BlockQ4_1>(x, w, dst, 15); }
+void enc_q5_1(const float* x, const float* w, void* dst) { enc_asym32<BlockQ5_1>(x, w, dst, 31); }
 void enc_iq4_nl(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::table(kIq4nlValues, 16);
-  auto* b = static_cast<BlockIQ4_NL*>(dst);
-  float amax = 0, maxv = 0;
-  for (int i = 0; i < 32; ++i) if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); maxv = x[i]; }
-  uint8_t L[32];
-  float d = sym_block<true>(x, w, 32, G, 5, maxv / -127.f, L);
-  store_f16(b->d, d);
-  for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
+  enc_sym32<BlockIQ4_NL>(x, w, dst, G, -127.f);
 }
 void enc_tq2_0(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::lin(-1, 1);
   auto* b = static_cast<BlockTQ2_0*>(dst);
-  float amax = 0;
-  for (int i = 0; i < QK_K; ++i) amax = std::max(amax, std::fabs(x[i]));
   uint8_t L[QK_K];
-  float d = sym_block<true>(x, w, QK_K, G, 10, amax, L);
+  float d = sym_block<true>(x, w, QK_K, G, 10, max_abs(x, QK_K), L);
   store_f16(b->d, d);
-  std::memset(b->qs, 0, sizeof b->qs);
-  for (int e = 0; e < QK_K; ++e) b->qs[(e / 128) * 32 + e % 32] |= static_cast<uint8_t>(L[e] << (2 * ((e % 128) / 32)));
+  pack_2bit(L, b->qs);
 }
 void enc_tq1_0(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::lin(-1, 1);
   auto* b = static_cast<BlockTQ1_0*>(dst);
-  float amax = 0;
-  for (int i = 0; i < QK_K; ++i) amax = std::max(amax, std::fabs(x[i]));
   uint8_t L[QK_K];
-  float d = sym_block<true>(x, w, QK_K, G, 10, amax, L);
+  float d = sym_block<true>(x, w, QK_K, G, 10, max_abs(x, QK_K), L);
   store_f16(b->d, d);
   auto pack = [](int q) { return static_cast<uint8_t>((static_cast<uint16_t>(q) * 256 + 242) / 243); };
   for (int m = 0; m < 32; ++m) {
@@ -1477,53 +1513,20 @@ void enc_tq1_0(const float* x, const float* w, void* dst) {
   }
 }
 
-void enc_q4_k(const float* x, const float* w, void* dst) {
-  static const AsymK P{8, 32, 15, 63, 2, 5, false};
-  AsymKResult r;
-  asymk_encode(x, w, P, r);
-  auto* b = static_cast<BlockQ4_K*>(dst);
-  store_f16(b->d, r.d);
-  store_f16(b->dmin, r.dmin);
-  set_scale_min_k4(b->scales, r.ls, r.lm);
-  for (int p = 0; p < 4; ++p)
-    for (int l = 0; l < 32; ++l)
-      b->qs[32 * p + l] = static_cast<uint8_t>(r.L[64 * p + l] | (r.L[64 * p + 32 + l] << 4));
-}
-void enc_q5_k(const float* x, const float* w, void* dst) {
-  static const AsymK P{8, 32, 31, 63, 2, 5, false};
-  AsymKResult r;
-  asymk_encode(x, w, P, r);
-  auto* b = static_cast<BlockQ5_K*>(dst);
-  store_f16(b->d, r.d);
-  store_f16(b->dmin, r.dmin);
-  set_scale_min_k4(b->scales, r.ls, r.lm);
-  std::memset(b->qh, 0, sizeof b->qh);
-  for (int p = 0; p < 4; ++p)
-    for (int l = 0; l < 32; ++l) {
-      uint8_t a = r.L[64 * p + l], c = r.L[64 * p + 32 + l];
-      b->qs[32 * p + l] = static_cast<uint8_t>((a & 0xF) | ((c & 0xF) << 4));
-      b->qh[l] |= static_cast<uint8_t>(((a >> 4) << (2 * p)) | ((c >> 4) << (2 * p + 1)));
-    }
-}
+void enc_q4_k(const float* x, const float* w, void* dst) { enc_q45_k<BlockQ4_K, 15>(x, w, dst); }
+void enc_q5_k(const float* x, const float* w, void* dst) { enc_q45_k<BlockQ5_K, 31>(x, w, dst); }
 void enc_q2_k(const float* x, const float* w, void* dst) {
   static const AsymK P{16, 16, 3, 15, 2, 5, true};
   AsymKResult r;
-  asymk_encode(x, w, P, r);
-  auto* b = static_cast<BlockQ2_K*>(dst);
-  store_f16(b->d, r.d);
-  store_f16(b->dmin, r.dmin);
+  auto* b = asymk_block<BlockQ2_K>(x, w, P, dst, r);
   for (int j = 0; j < 16; ++j) b->scales[j] = static_cast<uint8_t>(r.ls[j] | (r.lm[j] << 4));
-  std::memset(b->qs, 0, sizeof b->qs);
-  for (int e = 0; e < QK_K; ++e)
-    b->qs[(e / 128) * 32 + e % 32] |= static_cast<uint8_t>(r.L[e] << (2 * ((e % 128) / 32)));
+  pack_2bit(r.L, b->qs);
 }
 void enc_q3_k(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::lin(-4, 3);
   static const SymK P{16, 16, -32, 31, 2, 5};
   SymKResult r;
-  symk_encode(x, w, P, G, r);
-  auto* b = static_cast<BlockQ3_K*>(dst);
-  store_f16(b->d, r.d);
+  auto* b = symk_block<BlockQ3_K>(x, w, P, G, dst, r);
   q3k_set_scales(b->scales, r.ls);
   std::memset(b->hmask, 0, sizeof b->hmask);
   std::memset(b->qs, 0, sizeof b->qs);
@@ -1538,9 +1541,7 @@ void enc_q6_k(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::lin(-32, 31);
   static const SymK P{16, 16, -128, 127, 1, 6};
   SymKResult r;
-  symk_encode(x, w, P, G, r);
-  auto* b = static_cast<BlockQ6_K*>(dst);
-  store_f16(b->d, r.d);
+  auto* b = symk_block<BlockQ6_K>(x, w, P, G, dst, r);
   for (int j = 0; j < 16; ++j) b->scales[j] = static_cast<int8_t>(r.ls[j]);
   std::memset(b->ql, 0, sizeof b->ql);
   std::memset(b->qh, 0, sizeof b->qh);
@@ -1555,9 +1556,7 @@ void enc_iq4_xs(const float* x, const float* w, void* dst) {
   static const Grid G = Grid::table(kIq4nlValues, 16);
   static const SymK P{8, 32, -32, 31, 2, 5};
   SymKResult r;
-  symk_encode(x, w, P, G, r);
-  auto* b = static_cast<BlockIQ4_XS*>(dst);
-  store_f16(b->d, r.d);
+  auto* b = symk_block<BlockIQ4_XS>(x, w, P, G, dst, r);
   uint16_t sh = 0;
   std::memset(b->scales_l, 0, sizeof b->scales_l);
   for (int ib = 0; ib < 8; ++ib) {

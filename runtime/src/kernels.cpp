@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/block_layout.h"
@@ -52,6 +54,8 @@ inline int32_t q6_K_offset(const BlockQ6_K& x, const ActQ8_K& y) {
   for (int k = 0; k < 16; ++k) s += x.scales[k] * y.bsums[k];
   return 32 * s;
 }
+// Q2_K / Q3_K: the 2-bit field of value 32c + l (bits 2 (c % 4) of qs[32 (c / 4) + l]).
+inline int two_bits(const uint8_t* qs, int c, int l) { return (qs[32 * (c / 4) + l] >> (2 * (c % 4))) & 3; }
 // Q2_K: the 4-bit mins (high nibbles of the scales) times the 16-value sums of y.
 inline int32_t q2_K_summs(const BlockQ2_K& x, const ActQ8_K& y) {
   int32_t s = 0;
@@ -88,21 +92,17 @@ inline const A* act_row(const uint8_t* act, size_t stride, int k) {
 
 // ---------------------------------------------------------------- portable reference
 
-// The 32-value blocks: value e of a block (the nibble/bit layout of ggml's dequantize_row_<type>). The signed
-// ones pair with Q8_0 activations; Q4_1 and Q5_1 hold unsigned values and a minimum m and pair with Q8_1.
+// The 32-value blocks' fields (the nibble/bit layout of ggml's dequantize_row_<type>): the nibble of value e and
+// its fifth bit (Q5_0, Q5_1). The signed types pair with Q8_0 activations; Q4_1 and Q5_1 hold unsigned values
+// and a minimum m and pair with Q8_1.
 inline int nibble(const uint8_t* qs, int e) { return e < 16 ? qs[e] & 0xF : qs[e - 16] >> 4; }
 inline int bit4(const uint8_t* qh, int e) { return static_cast<int>((load_u32(qh) >> e) & 1) << 4; }
-inline int q8_0_value(const BlockQ8_0& b, int e) { return b.qs[e]; }
-inline int q4_0_value(const BlockQ4_0& b, int e) { return nibble(b.qs, e) - 8; }
-inline int q5_0_value(const BlockQ5_0& b, int e) { return (nibble(b.qs, e) | bit4(b.qh, e)) - 16; }
-inline int iq4_nl_value(const BlockIQ4_NL& b, int e) { return kIq4nlValues[nibble(b.qs, e)]; }
-inline int q4_1_value(const BlockQ4_1& b, int e) { return nibble(b.qs, e); }
-inline int q5_1_value(const BlockQ5_1& b, int e) { return nibble(b.qs, e) | bit4(b.qh, e); }
 
-// HasMin: B has a minimum m (Q4_1, Q5_1), added through fold_min.
-template <class B, int (*Value)(const B&, int), bool HasMin>
+// U: one of the 32-block type structs below (blk::Q8_0 ...); a minimum m (U::kMin) is added through fold_min.
+template <class U>
 void dot_32_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const B*>(w);
+  constexpr bool HasMin = U::kMin;
+  const auto* x = reinterpret_cast<const typename U::Block*>(w);
   for (int k = 0; k < na; ++k) {
     const auto* y = act_row<ActQ8_0>(act, as, k);
     float lanes[8] = {}, summs = 0.f;
@@ -110,7 +110,7 @@ void dot_32_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int6
       const float d = f16_to_f32(x[i].d) * y[i].d;
       for (int l = 0; l < 8; ++l) {
         int32_t s = 0;
-        for (int e = 4 * l; e < 4 * l + 4; ++e) s += Value(x[i], e) * y[i].qs[e];
+        for (int e = 4 * l; e < 4 * l + 4; ++e) s += U::value(x[i], e) * y[i].qs[e];
         lanes[l] = lanes[l] + d * static_cast<float>(s);
       }
       if constexpr (HasMin) summs = fold_min(summs, f16_to_f32(x[i].m), y[i]);
@@ -118,148 +118,37 @@ void dot_32_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int6
     out[os * static_cast<size_t>(k)] = HasMin ? hsum_lanes(lanes) + summs : hsum_lanes(lanes);
   }
 }
-constexpr DotFn dot_q8_0_scalar = dot_32_scalar<BlockQ8_0, q8_0_value, false>;
-constexpr DotFn dot_q4_0_scalar = dot_32_scalar<BlockQ4_0, q4_0_value, false>;
-constexpr DotFn dot_q5_0_scalar = dot_32_scalar<BlockQ5_0, q5_0_value, false>;
-constexpr DotFn dot_iq4_nl_scalar = dot_32_scalar<BlockIQ4_NL, iq4_nl_value, false>;
-constexpr DotFn dot_q4_1_scalar = dot_32_scalar<BlockQ4_1, q4_1_value, true>;
-constexpr DotFn dot_q5_1_scalar = dot_32_scalar<BlockQ5_1, q5_1_value, true>;
 
-void dot_q2_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
-  for (int k = 0; k < na; ++k) {
-    const auto* y = act_row<ActQ8_K>(act, as, k);
-    float acc = 0.f;
-    for (int64_t i = 0; i < n / 256; ++i) {
-      int32_t sumi = 0;
-      for (int g = 0; g < 8; ++g) {  // 32 values: bits 2(g%4).. of qs[32(g/4) ..], scales 2g, 2g+1 (low nibbles)
-        int32_t s0 = 0, s1 = 0;
-        for (int l = 0; l < 32; ++l) {
-          const int q = (x[i].qs[32 * (g / 4) + l] >> (2 * (g % 4))) & 3;
-          (l < 16 ? s0 : s1) += q * y[i].qs[32 * g + l];
-        }
-        sumi += (x[i].scales[2 * g] & 0xF) * s0 + (x[i].scales[2 * g + 1] & 0xF) * s1;
-      }
-      acc = fold_min_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q2_K_summs(x[i], y[i]));
+// The 256-blocks (Q8_K activations): each type's struct below (blk::Q2_K ... blk::IQ4_XS) gives the float a
+// block adds, fold(acc, block, y), from integer sums taken over groups of 16 or 32 values by sum_groups:
+// sum_g scale(g) * (sum_{e in group g} value(e) * y_e), value(c, l) the block's value 32c + l.
+// The chunks are unrolled (c a compile-time constant), so value's field selection folds away.
+template <int Group, class Value, class Scale>
+inline int32_t sum_groups(const ActQ8_K& y, Value value, Scale scale) {
+  int32_t sumi = 0;
+  auto chunk = [&](auto c) {
+    if constexpr (Group == 16) {
+      int32_t s0 = 0, s1 = 0;  // values 32c .. 32c + 15, 32c + 16 .. 32c + 31
+      for (int l = 0; l < 32; ++l) (l < 16 ? s0 : s1) += value(c, l) * y.qs[32 * c + l];
+      sumi += scale(2 * c) * s0 + scale(2 * c + 1) * s1;
+    } else {
+      int32_t s = 0;
+      for (int l = 0; l < 32; ++l) s += value(c, l) * y.qs[32 * c + l];
+      sumi += scale(c) * s;
     }
-    out[os * static_cast<size_t>(k)] = acc;
-  }
+  };
+  [&]<int... C>(std::integer_sequence<int, C...>) {
+    (chunk(std::integral_constant<int, C>{}), ...);
+  }(std::make_integer_sequence<int, QK_K / 32>{});
+  return sumi;
 }
-
-void dot_q3_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ3_K*>(w);
+template <class U>
+void dot_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
+  const auto* x = reinterpret_cast<const typename U::Block*>(w);
   for (int k = 0; k < na; ++k) {
     const auto* y = act_row<ActQ8_K>(act, as, k);
     float acc = 0.f;
-    for (int64_t i = 0; i < n / 256; ++i) {
-      int16_t sc[16];
-      q3_K_scales(x[i], sc);
-      int32_t sumi = 0;
-      for (int g = 0; g < 8; ++g) {  // low 2 bits as Q2_K, bit 2 from hmask bit g
-        int32_t s0 = 0, s1 = 0;
-        for (int l = 0; l < 32; ++l) {
-          const int q = ((x[i].qs[32 * (g / 4) + l] >> (2 * (g % 4))) & 3) | (((x[i].hmask[l] >> g) & 1) << 2);
-          (l < 16 ? s0 : s1) += q * y[i].qs[32 * g + l];
-        }
-        sumi += sc[2 * g] * s0 + sc[2 * g + 1] * s1;
-      }
-      acc = fold_K(acc, f16_to_f32(x[i].d), y[i], sumi - q3_K_offset(sc, y[i]));
-    }
-    out[os * static_cast<size_t>(k)] = acc;
-  }
-}
-
-void dot_iq4_xs_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockIQ4_XS*>(w);
-  for (int k = 0; k < na; ++k) {
-    const auto* y = act_row<ActQ8_K>(act, as, k);
-    float acc = 0.f;
-    for (int64_t i = 0; i < n / 256; ++i) {
-      int16_t sc[8];
-      iq4_xs_scales(x[i], sc);
-      int32_t sumi = 0;
-      for (int j = 0; j < 8; ++j) {
-        int32_t s = 0;
-        for (int e = 0; e < 32; ++e) s += kIq4nlValues[nibble(x[i].qs + 16 * j, e)] * y[i].qs[32 * j + e];
-        sumi += sc[j] * s;
-      }
-      acc = fold_K(acc, f16_to_f32(x[i].d), y[i], sumi);
-    }
-    out[os * static_cast<size_t>(k)] = acc;
-  }
-}
-
-void dot_q5_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
-  for (int k = 0; k < na; ++k) {
-    const auto* y = act_row<ActQ8_K>(act, as, k);
-    float acc = 0.f;
-    for (int64_t i = 0; i < n / 256; ++i) {
-      uint8_t sc[8], mn[8];
-      q4_K_scales(x[i].scales, sc, mn);
-      int32_t sumi = 0;
-      for (int j = 0; j < 4; ++j) {
-        int32_t lo = 0, hi = 0;
-        for (int l = 0; l < 32; ++l) {
-          const int hl = (x[i].qh[l] >> (2 * j)) & 1, hh = (x[i].qh[l] >> (2 * j + 1)) & 1;
-          lo += ((x[i].qs[32 * j + l] & 0xF) | (hl << 4)) * y[i].qs[64 * j + l];
-          hi += ((x[i].qs[32 * j + l] >> 4) | (hh << 4)) * y[i].qs[64 * j + 32 + l];
-        }
-        sumi += sc[2 * j] * lo + sc[2 * j + 1] * hi;
-      }
-      acc = fold_min_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
-    }
-    out[os * static_cast<size_t>(k)] = acc;
-  }
-}
-
-void dot_q4_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
-  for (int k = 0; k < na; ++k) {
-    const auto* y = act_row<ActQ8_K>(act, as, k);
-    float acc = 0.f;
-    for (int64_t i = 0; i < n / 256; ++i) {
-      uint8_t sc[8], mn[8];
-      q4_K_scales(x[i].scales, sc, mn);
-      int32_t sumi = 0;
-      for (int j = 0; j < 4; ++j) {
-        int32_t lo = 0, hi = 0;
-        for (int l = 0; l < 32; ++l) {
-          lo += (x[i].qs[32 * j + l] & 0xF) * y[i].qs[64 * j + l];
-          hi += (x[i].qs[32 * j + l] >> 4) * y[i].qs[64 * j + 32 + l];
-        }
-        sumi += sc[2 * j] * lo + sc[2 * j + 1] * hi;
-      }
-      acc = fold_min_K(acc, f16_to_f32(x[i].d), f16_to_f32(x[i].dmin), y[i], sumi, q4_K_summs(mn, y[i]));
-    }
-    out[os * static_cast<size_t>(k)] = acc;
-  }
-}
-
-void dot_q6_K_scalar(const uint8_t* w, const uint8_t* act, size_t as, int na, int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
-  for (int k = 0; k < na; ++k) {
-    const auto* y = act_row<ActQ8_K>(act, as, k);
-    float acc = 0.f;
-    for (int64_t i = 0; i < n / 256; ++i) {
-      int32_t sumi = 0;
-      for (int h = 0; h < 2; ++h) {
-        const uint8_t* ql = x[i].ql + 64 * h;
-        const uint8_t* qh = x[i].qh + 32 * h;
-        const int8_t* sc = x[i].scales + 8 * h;
-        const int8_t* q8 = y[i].qs + 128 * h;
-        for (int g = 0; g < 4; ++g) {  // 32 values: ql nibble g/2 (low, high), qh bits 2g..2g+1
-          int32_t s0 = 0, s1 = 0;
-          for (int l = 0; l < 32; ++l) {
-            const int lo = g & 1 ? ql[32 + l] : ql[l];
-            const int q = (g < 2 ? lo & 0xF : lo >> 4) | (((qh[l] >> (2 * g)) & 3) << 4);  // 0..63
-            (l < 16 ? s0 : s1) += q * q8[32 * g + l];
-          }
-          sumi += sc[2 * g] * s0 + sc[2 * g + 1] * s1;
-        }
-      }
-      acc = fold_K(acc, f16_to_f32(x[i].d), y[i], sumi - q6_K_offset(x[i], y[i]));
-    }
+    for (int64_t i = 0; i < n / QK_K; ++i) acc = U::fold(acc, x[i], y[i]);
     out[os * static_cast<size_t>(k)] = acc;
   }
 }
@@ -295,36 +184,63 @@ __attribute__((target("avx2"))) inline __m256i bit4_avx2(const uint8_t* qh) {
 __attribute__((target("avx2"))) inline __m256i iq4nl_table_avx2() {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
 }
-__attribute__((target("avx2"))) inline __m256i q8_0_avx2(const BlockQ8_0& b) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
-}
-__attribute__((target("avx2"))) inline __m256i q4_0_avx2(const BlockQ4_0& b) {
-  return _mm256_sub_epi8(nibbles_avx2(b.qs), _mm256_set1_epi8(8));
-}
-__attribute__((target("avx2"))) inline __m256i q5_0_avx2(const BlockQ5_0& b) {
-  return _mm256_sub_epi8(_mm256_or_si256(nibbles_avx2(b.qs), bit4_avx2(b.qh)), _mm256_set1_epi8(16));
-}
-__attribute__((target("avx2"))) inline __m256i iq4_nl_avx2(const BlockIQ4_NL& b) {
-  return _mm256_shuffle_epi8(iq4nl_table_avx2(), nibbles_avx2(b.qs));
-}
-__attribute__((target("avx2"))) inline __m256i q4_1_avx2(const BlockQ4_1& b) { return nibbles_avx2(b.qs); }
-__attribute__((target("avx2"))) inline __m256i q5_1_avx2(const BlockQ5_1& b) {
-  return _mm256_or_si256(nibbles_avx2(b.qs), bit4_avx2(b.qh));
-}
+// The 32-value block types: value(b, e) is value e of a block (portable), avx2(b) its 32 values as bytes (AVX2
+// and AVX-512); kMin: the type has a minimum m (Q4_1, Q5_1: unsigned values and Q8_1 activations).
+namespace blk {
+struct Q8_0 {
+  using Block = BlockQ8_0;
+  static constexpr bool kMin = false;
+  static int value(const Block& b, int e) { return b.qs[e]; }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)); }
+};
+struct Q4_0 {
+  using Block = BlockQ4_0;
+  static constexpr bool kMin = false;
+  static int value(const Block& b, int e) { return nibble(b.qs, e) - 8; }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& b) { return _mm256_sub_epi8(nibbles_avx2(b.qs), _mm256_set1_epi8(8)); }
+};
+struct Q5_0 {
+  using Block = BlockQ5_0;
+  static constexpr bool kMin = false;
+  static int value(const Block& b, int e) { return (nibble(b.qs, e) | bit4(b.qh, e)) - 16; }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& b) {
+    return _mm256_sub_epi8(_mm256_or_si256(nibbles_avx2(b.qs), bit4_avx2(b.qh)), _mm256_set1_epi8(16));
+  }
+};
+struct IQ4_NL {
+  using Block = BlockIQ4_NL;
+  static constexpr bool kMin = false;
+  static int value(const Block& b, int e) { return kIq4nlValues[nibble(b.qs, e)]; }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& b) { return _mm256_shuffle_epi8(iq4nl_table_avx2(), nibbles_avx2(b.qs)); }
+};
+struct Q4_1 {
+  using Block = BlockQ4_1;
+  static constexpr bool kMin = true;
+  static int value(const Block& b, int e) { return nibble(b.qs, e); }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& b) { return nibbles_avx2(b.qs); }
+};
+struct Q5_1 {
+  using Block = BlockQ5_1;
+  static constexpr bool kMin = true;
+  static int value(const Block& b, int e) { return nibble(b.qs, e) | bit4(b.qh, e); }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& b) { return _mm256_or_si256(nibbles_avx2(b.qs), bit4_avx2(b.qh)); }
+};
+}  // namespace blk
 
 // The 32-blocks: 8 int32 lanes of 4 products each (lane l: values 4l..4l+3, as dot_32_scalar's lanes).
 // Signed values (HasMin false, |value| <= 127): |x| * (y with x's sign), u8 x s8 pairs, |pair| <= 2 * 127 * 127.
 // Unsigned values (HasMin true, 0..31): x * y directly.
-template <class B, __m256i (*Values)(const B&), bool HasMin>
+template <class U>
 __attribute__((target("avx2,f16c"))) void dot_32_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
                                                       int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const B*>(w);
+  constexpr bool HasMin = U::kMin;
+  const auto* x = reinterpret_cast<const typename U::Block*>(w);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[kMaxAct];
   float summs[kMaxAct] = {};
   for (auto& a : acc) a = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / 32; ++i) {
-    const __m256i qx = Values(x[i]);
+    const __m256i qx = U::avx2(x[i]);
     const __m256i ax = HasMin ? qx : _mm256_sign_epi8(qx, qx);
     const float dx = _cvtsh_ss(x[i].d);
     float mx = 0.f;
@@ -340,24 +256,21 @@ __attribute__((target("avx2,f16c"))) void dot_32_avx2(const uint8_t* w, const ui
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = HasMin ? hsum_f32(acc[k]) + summs[k] : hsum_f32(acc[k]);
 }
-constexpr DotFn dot_q8_0_avx2 = dot_32_avx2<BlockQ8_0, q8_0_avx2, false>;
-constexpr DotFn dot_q4_0_avx2 = dot_32_avx2<BlockQ4_0, q4_0_avx2, false>;
-constexpr DotFn dot_q5_0_avx2 = dot_32_avx2<BlockQ5_0, q5_0_avx2, false>;
-constexpr DotFn dot_iq4_nl_avx2 = dot_32_avx2<BlockIQ4_NL, iq4_nl_avx2, false>;
-constexpr DotFn dot_q4_1_avx2 = dot_32_avx2<BlockQ4_1, q4_1_avx2, true>;
-constexpr DotFn dot_q5_1_avx2 = dot_32_avx2<BlockQ5_1, q5_1_avx2, true>;
 
-// The 256-blocks with 16-value sub-block scales (Q2_K, Q3_K, Q6_K): q[g] the 32 unsigned values multiplying
-// y[32g ..], s[g] their two scales (int16 lanes 0..7: values 0..15, lanes 8..15: values 16..31).
-// init: int32 lanes added to the sum (an offset's share, from bsums_dot).
-__attribute__((target("avx2"))) inline int32_t sum_scaled_avx2(const __m256i* q, const __m256i* s, const ActQ8_K& y,
-                                                               __m256i init) {
-  __m256i sumi = init;
+// The 256-blocks: U::avx2(block, q, s) unpacks a block once: q[g] the 32 values multiplying y[32g ..] as bytes
+// (unsigned; signed where U::kFold is Signed), s[g] their scales in int16 lanes (lanes 0..7: values 0..15,
+// lanes 8..15: values 16..31); it returns the 16 bsums weights U::kFold's term needs.
+// sum_lanes_avx2: sum_g s[g] * (q[g] . y[32g ..]) in int32 lanes; signed q: |q| times y with q's sign.
+template <bool Signed>
+__attribute__((target("avx2"))) inline __m256i sum_lanes_avx2(const __m256i* q, const __m256i* ax, const __m256i* s,
+                                                              const ActQ8_K& y) {
+  __m256i sumi = _mm256_setzero_si256();
   for (int g = 0; g < 8; ++g) {
     const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * g));
-    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[g], _mm256_maddubs_epi16(q[g], yv)));
+    const __m256i p = Signed ? _mm256_maddubs_epi16(ax[g], _mm256_sign_epi8(yv, q[g])) : _mm256_maddubs_epi16(q[g], yv);
+    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[g], p));
   }
-  return hsum_i32(sumi);
+  return sumi;
 }
 // sum_k w[k] * bsums[k] over the 16 groups of 16 values, in int32 lanes (w: 16 int16, |w * bsum| < 2^30).
 __attribute__((target("avx2"))) inline __m256i bsums_dot(const ActQ8_K& y, __m256i w) {
@@ -385,8 +298,11 @@ __attribute__((target("avx2"))) inline __m256i q3_K_scales_avx2(const uint8_t* s
 __attribute__((target("avx2"))) inline __m256i q3_K_offset_w(__m256i sc) {
   return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 2));
 }
-__attribute__((target("avx2"))) inline __m256i q6_K_offset_w(const BlockQ6_K& x) {
-  const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
+// Q6_K's 16 scales as int16 lanes, and its offset weights from them.
+__attribute__((target("avx2"))) inline __m256i q6_K_scales_avx2(const BlockQ6_K& x) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
+}
+__attribute__((target("avx2"))) inline __m256i q6_K_offset_w(__m256i sc) {
   return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 5));
 }
 __attribute__((target("avx2"))) inline __m256i scale_pair(int s0, int s1) {
@@ -400,167 +316,55 @@ __attribute__((target("avx2"))) inline void two_bits_avx2(const uint8_t* qs, __m
     for (int j = 0; j < 4; ++j) q[4 * h + j] = _mm256_and_si256(_mm256_srli_epi16(b, 2 * j), m3);
   }
 }
-
-__attribute__((target("avx2,f16c"))) void dot_q2_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                        int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    __m256i q[8], s[8];
-    two_bits_avx2(x[i].qs, q);
-    for (int g = 0; g < 8; ++g) s[g] = scale_pair(x[i].scales[2 * g] & 0xF, x[i].scales[2 * g + 1] & 0xF);
-    const __m256i mins = q2_K_mins(x[i]);
-    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx2(q, s, y, _mm256_setzero_si256()), hsum_i32(bsums_dot(y, mins)));
-    }
-  }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
+// What a 256-block's float combination needs besides the integer sums: which fold_* term it has (Min: Q2_K,
+// Q4_K, Q5_K, fold_min_K with the mins; Offset: Q3_K, Q6_K, fold_K after the values' offset; Signed: IQ4_XS,
+// fold_K of signed values), its d (and dmin) widened from fp16.
+enum class KFold { Min, Offset, Signed };
+struct BlockFloats {
+  float dx;
+  __m128 dd;  // Min: (d, dmin)
+};
+template <KFold F, class B>
+__attribute__((target("avx2,f16c"))) inline BlockFloats block_floats(const B& x) {
+  if constexpr (F == KFold::Min)  // d and dmin are adjacent fp16 values
+    return {0.f, _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(&x.d)))))};
+  else
+    return {_cvtsh_ss(x.d), _mm_setzero_ps()};
+}
+// fold_min_K with the two integer sums still spread over int32 lanes (a: sumi, b: summs) and dd = (dx, dmx):
+// the same float operations, the two reductions done together.
+__attribute__((target("avx2"))) inline float fold_min_K_lanes(float acc, __m128 dd, float yd, __m256i a, __m256i b) {
+  const __m256i h = _mm256_hadd_epi32(a, b);
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+  s = _mm_hadd_epi32(s, s);  // sumi, summs, sumi, summs
+  const __m128 p = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(yd), dd), _mm_cvtepi32_ps(s));  // (y.d*dx)*sumi, (y.d*dmx)*summs
+  return acc + _mm_cvtss_f32(_mm_sub_ss(p, _mm_movehdup_ps(p)));
+}
+// One block's float step from its integer sum in int32 lanes (a) and the bsums weights (wb), as the type's
+// fold_* helper in the portable kernels.
+template <KFold F>
+__attribute__((target("avx2"))) inline float fold_lanes(float acc, const BlockFloats& f, const ActQ8_K& y, __m256i a,
+                                                        __m256i wb) {
+  if constexpr (F == KFold::Min) return fold_min_K_lanes(acc, f.dd, y.d, a, bsums_dot(y, wb));
+  else if constexpr (F == KFold::Offset) return fold_K(acc, f.dx, y, hsum_i32(_mm256_add_epi32(a, bsums_dot(y, wb))));
+  else return fold_K(acc, f.dx, y, hsum_i32(a));
 }
 
-__attribute__((target("avx2,f16c"))) void dot_q3_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                        int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ3_K*>(w);
-  const __m256i one = _mm256_set1_epi8(1);
+template <class U>
+__attribute__((target("avx2,f16c"))) void dot_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                     int64_t n, float* out, size_t os) {
+  constexpr bool kSigned = U::kFold == KFold::Signed;
+  const auto* x = reinterpret_cast<const typename U::Block*>(w);
   float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    __m256i q[8], s[8];
-    two_bits_avx2(x[i].qs, q);
-    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].hmask));
-    for (int g = 0; g < 8; ++g)  // bit 2 of the values multiplying y[32g ..]: bit g of hmask
-      q[g] = _mm256_or_si256(q[g], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, g), one), 2));
-    const __m256i sc = q3_K_scales_avx2(x[i].scales);
-    // s[g]: dword g of sc (scales 2g, 2g+1) in every dword, then int16 lanes 0..7 = scale 2g, 8..15 = 2g+1
-    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
-                                            2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-    for (int g = 0; g < 8; ++g) s[g] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc, _mm256_set1_epi32(g)), spread);
-    const __m256i off = q3_K_offset_w(sc);
-    const float dx = _cvtsh_ss(x[i].d);
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    __m256i q[8], ax[8], s[8];
+    const __m256i wb = U::avx2(x[i], q, s);
+    if constexpr (kSigned)
+      for (int g = 0; g < 8; ++g) ax[g] = _mm256_sign_epi8(q[g], q[g]);
+    const BlockFloats f = block_floats<U::kFold>(x[i]);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx2(q, s, y, bsums_dot(y, off)));
-    }
-  }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
-}
-
-__attribute__((target("avx2,f16c"))) void dot_iq4_xs_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                          int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockIQ4_XS*>(w);
-  const __m256i table = iq4nl_table_avx2();
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    __m256i q[8], ax[8], s[8];  // q[j]: the 32 signed values multiplying y[32j ..], ax[j] = |q[j]|
-    int16_t sc[8];
-    iq4_xs_scales(x[i], sc);
-    for (int j = 0; j < 8; ++j) {
-      q[j] = _mm256_shuffle_epi8(table, nibbles_avx2(x[i].qs + 16 * j));
-      ax[j] = _mm256_sign_epi8(q[j], q[j]);
-      s[j] = _mm256_set1_epi16(sc[j]);
-    }
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      __m256i sumi = _mm256_setzero_si256();
-      for (int j = 0; j < 8; ++j) {
-        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(ax[j], _mm256_sign_epi8(yv, q[j]))));
-      }
-      acc[k] = fold_K(acc[k], dx, y, hsum_i32(sumi));
-    }
-  }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
-}
-
-__attribute__((target("avx2,f16c"))) void dot_q5_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                        int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
-  const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    uint8_t sc[8], mn[8];
-    q4_K_scales(x[i].scales, sc, mn);
-    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh));
-    __m256i q[8], s[8];  // q[j]: the 32 values (0..31) multiplying y[32j .. 32j+31]; bit 4 from qh bit j
-    for (int j = 0; j < 4; ++j) {
-      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * j));
-      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4);
-      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4);
-      q[2 * j] = _mm256_or_si256(_mm256_and_si256(b, m4), h0);
-      q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4), h1);
-    }
-    for (int j = 0; j < 8; ++j) s[j] = _mm256_set1_epi16(sc[j]);
-    const __m256i mins = q4_K_mins(mn);
-    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      __m256i sumi = _mm256_setzero_si256();
-      for (int j = 0; j < 8; ++j) {
-        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
-      }
-      acc[k] = fold_min_K(acc[k], dx, dmx, y, hsum_i32(sumi), hsum_i32(bsums_dot(y, mins)));
-    }
-  }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
-}
-
-__attribute__((target("avx2,f16c"))) void dot_q4_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                        int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
-  const __m256i m4 = _mm256_set1_epi8(0xF);
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    uint8_t sc[8], mn[8];
-    q4_K_scales(x[i].scales, sc, mn);
-    __m256i q[8], s[8];  // q[j]: the 32 values multiplying y[32j .. 32j+31]
-    for (int j = 0; j < 4; ++j) {
-      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * j));
-      q[2 * j] = _mm256_and_si256(b, m4);
-      q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
-    }
-    for (int j = 0; j < 8; ++j) s[j] = _mm256_set1_epi16(sc[j]);
-    const __m256i mins = q4_K_mins(mn);
-    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      __m256i sumi = _mm256_setzero_si256();
-      for (int j = 0; j < 8; ++j) {
-        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs + 32 * j));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s[j], _mm256_maddubs_epi16(q[j], yv)));
-      }
-      acc[k] = fold_min_K(acc[k], dx, dmx, y, hsum_i32(sumi), hsum_i32(bsums_dot(y, mins)));
-    }
-  }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
-}
-
-__attribute__((target("avx2,f16c"))) void dot_q6_K_avx2(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                        int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
-  const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    __m256i q[8], s[8];  // q[4h + g]: values 0..63 multiplying y[128h + 32g ..]
-    for (int h = 0; h < 2; ++h) {
-      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].ql + 64 * h));
-      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].ql + 64 * h + 32));
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * h));
-      q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
-      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
-      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
-      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
-    }
-    for (int g = 0; g < 8; ++g) s[g] = scale_pair(x[i].scales[2 * g], x[i].scales[2 * g + 1]);
-    const __m256i off = q6_K_offset_w(x[i]);
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx2(q, s, y, bsums_dot(y, off)));
+      acc[k] = fold_lanes<U::kFold>(acc[k], f, y, sum_lanes_avx2<kSigned>(q, kSigned ? ax : q, s, y), wb);
     }
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
@@ -589,69 +393,24 @@ __attribute__((target("avx2"))) inline __m128i q4_K_scales_mins(const uint8_t* q
   const __m128i hi = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
   return _mm_or_si128(lo, hi);
 }
-// fold_min_K with the two integer sums still spread over int32 lanes (a: sumi, b: summs) and dd = (dx, dmx):
-// the same float operations, the two reductions done together.
-__attribute__((target("avx2"))) inline float fold_min_K_lanes(float acc, __m128 dd, float yd, __m256i a, __m256i b) {
-  const __m256i h = _mm256_hadd_epi32(a, b);
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-  s = _mm_hadd_epi32(s, s);  // sumi, summs, sumi, summs
-  const __m128 p = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(yd), dd), _mm_cvtepi32_ps(s));  // (y.d*dx)*sumi, (y.d*dmx)*summs
-  return acc + _mm_cvtss_f32(_mm_sub_ss(p, _mm_movehdup_ps(p)));
-}
-
-__attribute__((target(EDGEQ_AVX512))) void dot_q4_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                           int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ4_K*>(w);
-  const __m512i m4 = _mm512_set1_epi8(0xF);
-  // 16-bit lanes of the low half shift by 0 (low nibbles), of the high half by 4 (high nibbles)
-  const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-  // byte shuffles giving int16 lanes of scale 2m (low half) and 2m + 1 (high half) from q4_K_scales_mins
-  __m512i pick[4];
-  for (int m = 0; m < 4; ++m)
-    pick[m] = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(0x8000 | (2 * m))),
-                                 _mm256_set1_epi16(static_cast<int16_t>(0x8000 | (2 * m + 1))), 1);
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    const __m128i sm = q4_K_scales_mins(x[i].scales);
-    const __m512i smb = _mm512_broadcast_i32x4(sm);
-    __m512i q[4], s[4];  // q[m]: the 64 values multiplying y[64m .. 64m+63]
-    for (int m = 0; m < 4; ++m) {
-      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
-      q[m] = _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
-      s[m] = _mm512_shuffle_epi8(smb, pick[m]);
-    }
-    const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));  // as q4_K_mins
-    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(&x[i].d)))));
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      __m512i sumi = _mm512_setzero_si512();
-      for (int m = 0; m < 4; ++m) {
-        const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
-        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], yv), s[m]);
-      }
-      const __m256i a = _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1));
-      acc[k] = fold_min_K_lanes(acc[k], dd, y.d, a, bsums_dot(y, mins));
-    }
-  }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
-}
 
 __attribute__((target("avx2"))) inline __m256i y_qs(const ActQ8_0& y) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y.qs));
 }
 // The 32-blocks, two per register: vpdpbusd sums the 4 products of each int32 lane (|x| or unsigned x, times
 // y with x's sign), the lanes of block i then of block i + 1 are added to the 8 float lanes as in dot_32_scalar.
-template <class B, __m256i (*Values)(const B&), bool HasMin>
+template <class U>
 __attribute__((target(EDGEQ_AVX512))) void dot_32_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
                                                          int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const B*>(w);
+  constexpr bool HasMin = U::kMin;
+  const auto* x = reinterpret_cast<const typename U::Block*>(w);
   const int64_t nb = n / 32;
   __m256 acc[kMaxAct];
   float summs[kMaxAct] = {};
   for (auto& a : acc) a = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 1 < nb; i += 2) {
-    const __m512i qx = _mm512_inserti64x4(_mm512_castsi256_si512(Values(x[i])), Values(x[i + 1]), 1);
+    const __m512i qx = _mm512_inserti64x4(_mm512_castsi256_si512(U::avx2(x[i])), U::avx2(x[i + 1]), 1);
     const __m512i ax = HasMin ? qx : _mm512_abs_epi8(qx);
     const __mmask64 neg = _mm512_movepi8_mask(qx);
     const float d0 = _cvtsh_ss(x[i].d), d1 = _cvtsh_ss(x[i + 1].d);
@@ -669,7 +428,7 @@ __attribute__((target(EDGEQ_AVX512))) void dot_32_avx512(const uint8_t* w, const
     }
   }
   if (i < nb) {  // an odd block count: the last block alone
-    const __m256i qx = Values(x[i]);
+    const __m256i qx = U::avx2(x[i]);
     const __m256i ax = HasMin ? qx : _mm256_sign_epi8(qx, qx);
     const float d0 = _cvtsh_ss(x[i].d);
     float m0 = 0.f;
@@ -684,19 +443,40 @@ __attribute__((target(EDGEQ_AVX512))) void dot_32_avx512(const uint8_t* w, const
   }
   for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = HasMin ? hsum_f32(acc[k]) + summs[k] : hsum_f32(acc[k]);
 }
-constexpr DotFn dot_q8_0_avx512 = dot_32_avx512<BlockQ8_0, q8_0_avx2, false>;
-constexpr DotFn dot_q4_0_avx512 = dot_32_avx512<BlockQ4_0, q4_0_avx2, false>;
-constexpr DotFn dot_q5_0_avx512 = dot_32_avx512<BlockQ5_0, q5_0_avx2, false>;
-constexpr DotFn dot_iq4_nl_avx512 = dot_32_avx512<BlockIQ4_NL, iq4_nl_avx2, false>;
-constexpr DotFn dot_q4_1_avx512 = dot_32_avx512<BlockQ4_1, q4_1_avx2, true>;
-constexpr DotFn dot_q5_1_avx512 = dot_32_avx512<BlockQ5_1, q5_1_avx2, true>;
 
-// q[m]: the 64 unsigned values multiplying y[64m .. 64m+63]; s[m]: their scales as int16 pairs.
-__attribute__((target(EDGEQ_AVX512))) inline int32_t sum_scaled_avx512(const __m512i* q, const __m512i* s,
-                                                                      const ActQ8_K& y, __m256i init) {
-  __m512i sumi = _mm512_zextsi256_si512(init);
-  for (int m = 0; m < 4; ++m) sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], _mm512_loadu_si512(y.qs + 64 * m)), s[m]);
-  return _mm512_reduce_add_epi32(sumi);
+// The 256-blocks, 64 values per register: U::avx512(block, q, s) fills q[m], the 64 values multiplying
+// y[64m ..], and s[m], their scales as int16 lanes for vpdpwssd; it returns the bsums weights as U::avx2 does.
+template <bool Signed>
+__attribute__((target(EDGEQ_AVX512))) inline __m256i sum_lanes_avx512(const __m512i* q, const __m512i* ax,
+                                                                     const __m512i* s, const ActQ8_K& y) {
+  __m512i sumi = _mm512_setzero_si512();
+  for (int m = 0; m < 4; ++m) {
+    const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
+    // y with q's sign (AVX-512 has no vpsignb): negate where q < 0, zero where q == 0 (ax is 0 there anyway)
+    const __m512i p = Signed ? _mm512_maddubs_epi16(ax[m], _mm512_mask_sub_epi8(yv, _mm512_movepi8_mask(q[m]), _mm512_setzero_si512(), yv))
+                             : _mm512_maddubs_epi16(q[m], yv);
+    sumi = _mm512_dpwssd_epi32(sumi, p, s[m]);
+  }
+  return _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1));
+}
+template <class U>
+__attribute__((target(EDGEQ_AVX512))) void dot_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
+                                                        int64_t n, float* out, size_t os) {
+  constexpr bool kSigned = U::kFold == KFold::Signed;
+  const auto* x = reinterpret_cast<const typename U::Block*>(w);
+  float acc[kMaxAct] = {};
+  for (int64_t i = 0; i < n / QK_K; ++i) {
+    __m512i q[4], ax[4], s[4];
+    const __m256i wb = U::avx512(x[i], q, s);
+    if constexpr (kSigned)
+      for (int m = 0; m < 4; ++m) ax[m] = _mm512_abs_epi8(q[m]);
+    const BlockFloats f = block_floats<U::kFold>(x[i]);
+    for (int k = 0; k < na; ++k) {
+      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
+      acc[k] = fold_lanes<U::kFold>(acc[k], f, y, sum_lanes_avx512<kSigned>(q, kSigned ? ax : q, s, y), wb);
+    }
+  }
+  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
 }
 // The 16 scales of 16-value groups (int16 lanes of v) spread over four registers: 128-bit lane c of s[m] holds
 // scale 4m + c (values 64m + 16c .. +15), in all its int16 lanes.
@@ -707,8 +487,8 @@ __attribute__((target(EDGEQ_AVX512))) inline void scales16_avx512(__m256i v, __m
   const __m512i w = _mm512_zextsi256_si512(v);
   for (int m = 0; m < 4; ++m) s[m] = _mm512_permutexvar_epi16(_mm512_add_epi16(lane, _mm512_set1_epi16(static_cast<int16_t>(4 * m))), w);
 }
-// int16 shift counts: a in the low 256 bits, b in the high.
-__attribute__((target(EDGEQ_AVX512))) inline __m512i shift_pair(int a, int b) {
+// int16 lanes: a in the low 256 bits, b in the high (shift counts, shuffle controls).
+__attribute__((target(EDGEQ_AVX512))) inline __m512i halves16(int a, int b) {
   return _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(a)), _mm256_set1_epi16(static_cast<int16_t>(b)), 1);
 }
 // Q2_K / Q3_K: the 2-bit fields in value order (t[j]: bits 2j.. of all 64 qs bytes = values 32j + l, 128 + 32j + l).
@@ -722,150 +502,233 @@ __attribute__((target(EDGEQ_AVX512))) inline void two_bits_avx512(const uint8_t*
   q[3] = _mm512_shuffle_i64x2(t[2], t[3], 0xEE);
 }
 
-__attribute__((target(EDGEQ_AVX512))) void dot_q2_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                           int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    __m512i q[4], s[4];
-    two_bits_avx512(x[i].qs, q);
-    scales16_avx512(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)),
-                                                       _mm_set1_epi8(0xF))), s);
-    const __m256i mins = q2_K_mins(x[i]);
-    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx512(q, s, y, _mm256_setzero_si256()), hsum_i32(bsums_dot(y, mins)));
-    }
-  }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
-}
+// ---------------------------------------------------------------- the 256-block types
+// One struct per type: Block, kFold, and how its values and scales are read on each path: fold (portable:
+// the block's float step from sum_groups, the definition), avx2 and avx512 (the unpacking for dot_K_avx2 /
+// dot_K_avx512, giving the same integers).
+namespace blk {
 
-__attribute__((target(EDGEQ_AVX512))) void dot_q3_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                           int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ3_K*>(w);
-  const __m512i one = _mm512_set1_epi8(1);
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    __m512i q[4], s[4];
-    two_bits_avx512(x[i].qs, q);
-    const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].hmask)));
-    const __m256i sc = q3_K_scales_avx2(x[i].scales);
+struct Q2_K {
+  using Block = BlockQ2_K;
+  static constexpr KFold kFold = KFold::Min;
+  static float fold(float acc, const Block& x, const ActQ8_K& y) {
+    // value e: two_bits; scales: low nibbles, mins: high ones
+    const int32_t sumi = sum_groups<16>(y, [&](int c, int l) { return two_bits(x.qs, c, l); }, [&](int g) { return x.scales[g] & 0xF; });
+    return fold_min_K(acc, f16_to_f32(x.d), f16_to_f32(x.dmin), y, sumi, q2_K_summs(x, y));
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+    two_bits_avx2(x.qs, q);
+    for (int g = 0; g < 8; ++g) s[g] = scale_pair(x.scales[2 * g] & 0xF, x.scales[2 * g + 1] & 0xF);
+    return q2_K_mins(x);
+  }
+  static __attribute__((target(EDGEQ_AVX512))) __m256i avx512(const Block& x, __m512i* q, __m512i* s) {
+    two_bits_avx512(x.qs, q);
+    scales16_avx512(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)),
+                                                       _mm_set1_epi8(0xF))), s);
+    return q2_K_mins(x);
+  }
+};
+
+struct Q3_K {
+  using Block = BlockQ3_K;
+  static constexpr KFold kFold = KFold::Offset;
+  static float fold(float acc, const Block& x, const ActQ8_K& y) {
+    int16_t sc[16];
+    q3_K_scales(x, sc);
+    // value 32c + l, plus 4: the low 2 bits as Q2_K, bit 2 from hmask[l] bit c
+    const int32_t sumi = sum_groups<16>(
+        y, [&](int c, int l) { return two_bits(x.qs, c, l) | (((x.hmask[l] >> c) & 1) << 2); },
+        [&](int g) { return sc[g]; });
+    return fold_K(acc, f16_to_f32(x.d), y, sumi - q3_K_offset(sc, y));
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+    const __m256i one = _mm256_set1_epi8(1);
+    two_bits_avx2(x.qs, q);
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.hmask));
+    for (int g = 0; g < 8; ++g)  // bit 2 of the values multiplying y[32g ..]: bit g of hmask
+      q[g] = _mm256_or_si256(q[g], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, g), one), 2));
+    const __m256i sc = q3_K_scales_avx2(x.scales);
+    // s[g]: dword g of sc (scales 2g, 2g+1) in every dword, then int16 lanes 0..7 = scale 2g, 8..15 = 2g+1
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
+                                            2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    for (int g = 0; g < 8; ++g) s[g] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc, _mm256_set1_epi32(g)), spread);
+    return q3_K_offset_w(sc);
+  }
+  static __attribute__((target(EDGEQ_AVX512))) __m256i avx512(const Block& x, __m512i* q, __m512i* s) {
+    const __m512i one = _mm512_set1_epi8(1);
+    two_bits_avx512(x.qs, q);
+    const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.hmask)));
+    const __m256i sc = q3_K_scales_avx2(x.scales);
     for (int m = 0; m < 4; ++m) {  // bit 2 of values 64m + l: hmask bit 2m (l < 32), 2m + 1 (l >= 32)
-      q[m] = _mm512_or_si512(q[m], _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hm, shift_pair(2 * m, 2 * m + 1)), one), 2));
+      q[m] = _mm512_or_si512(q[m], _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hm, halves16(2 * m, 2 * m + 1)), one), 2));
     }
     scales16_avx512(sc, s);
-    const __m256i off = q3_K_offset_w(sc);
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      acc[k] = fold_K(acc[k], dx, y, sum_scaled_avx512(q, s, y, bsums_dot(y, off)));
-    }
+    return q3_K_offset_w(sc);
   }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
-}
+};
 
-__attribute__((target(EDGEQ_AVX512))) void dot_q6_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                           int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ6_K*>(w);
-  const __m512i m4 = _mm512_set1_epi8(0xF), m30 = _mm512_set1_epi8(0x30);
-  const __m512i up = shift_pair(4, 2), down = shift_pair(0, 2);
-  // byte shuffles spreading int16 scale c (pick_lo) or 4 + c (pick_hi) over 128-bit lane c
-  const __m512i lane = _mm512_setr_epi64(0, 0, 0x0202020202020202, 0x0202020202020202, 0x0404040404040404,
-                                         0x0404040404040404, 0x0606060606060606, 0x0606060606060606);
-  const __m512i pick_lo = _mm512_add_epi8(lane, _mm512_set1_epi16(0x0100));
-  const __m512i pick_hi = _mm512_add_epi8(pick_lo, _mm512_set1_epi8(8));
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    __m512i q[4], s[4];
+// Q4_K and Q5_K: Q5_K adds a fifth bit to Q4_K's nibbles (qh), both have Q4_K's packed 6-bit scales and mins.
+template <class B>
+struct Q45K {
+  using Block = B;
+  static constexpr bool kQh = std::is_same_v<B, BlockQ5_K>;
+  static constexpr KFold kFold = KFold::Min;
+  static float fold(float acc, const Block& x, const ActQ8_K& y) {
+    uint8_t sc[8], mn[8];
+    q4_K_scales(x.scales, sc, mn);
+    // value 32c + l: nibble c % 2 of qs[32 (c / 2) + l]; Q5_K: bit 4 from qh[l] bit c
+    const int32_t sumi = sum_groups<32>(
+        y,
+        [&](int c, int l) {
+          const int v = (x.qs[32 * (c / 2) + l] >> (4 * (c % 2))) & 0xF;
+          if constexpr (kQh) return v | (((x.qh[l] >> c) & 1) << 4);
+          else return v;
+        },
+        [&](int j) { return sc[j]; });
+    return fold_min_K(acc, f16_to_f32(x.d), f16_to_f32(x.dmin), y, sumi, q4_K_summs(mn, y));
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    uint8_t sc[8], mn[8];
+    q4_K_scales(x.scales, sc, mn);
+    for (int j = 0; j < 4; ++j) {  // q[2j], q[2j + 1]: low and high nibbles of qs[32j ..]
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * j));
+      q[2 * j] = _mm256_and_si256(b, m4);
+      q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
+    }
+    if constexpr (kQh) {  // bit 4 of q[g]: qh bit g
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh)), one = _mm256_set1_epi8(1);
+      for (int g = 0; g < 8; ++g) q[g] = _mm256_or_si256(q[g], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, g), one), 4));
+    }
+    for (int j = 0; j < 8; ++j) s[j] = _mm256_set1_epi16(sc[j]);
+    return q4_K_mins(mn);
+  }
+  static __attribute__((target(EDGEQ_AVX512))) __m256i avx512(const Block& x, __m512i* q, __m512i* s) {
+    const __m512i m4 = _mm512_set1_epi8(0xF), nib = halves16(0, 4);  // low nibbles in the low half, high ones in the high
+    const __m128i sm = q4_K_scales_mins(x.scales);
+    const __m512i smb = _mm512_broadcast_i32x4(sm);
+    for (int m = 0; m < 4; ++m) {  // q[m]: values 64m + l, low nibbles of qs[32m + l] (l < 32), then high ones
+      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * m)));
+      q[m] = _mm512_and_si512(_mm512_srlv_epi16(b, nib), m4);
+      // int16 lanes of scale 2m (low half), 2m + 1 (high half): byte shuffles of q4_K_scales_mins' bytes
+      s[m] = _mm512_shuffle_epi8(smb, halves16(0x8000 | (2 * m), 0x8000 | (2 * m + 1)));
+    }
+    if constexpr (kQh) {  // bit 4: qh bit 2m (l < 32), 2m + 1
+      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh)));
+      const __m512i one = _mm512_set1_epi8(1);
+      for (int m = 0; m < 4; ++m)
+        q[m] = _mm512_or_si512(q[m], _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, halves16(2 * m, 2 * m + 1)), one), 4));
+    }
+    return _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));  // the mins, as q4_K_mins
+  }
+};
+using Q4_K = Q45K<BlockQ4_K>;
+using Q5_K = Q45K<BlockQ5_K>;
+
+struct Q6_K {
+  using Block = BlockQ6_K;
+  static constexpr KFold kFold = KFold::Offset;
+  static float fold(float acc, const Block& x, const ActQ8_K& y) {
+    // value 32c + l, plus 32 (c = 4h + g): nibble g / 2 of ql[64h + 32 (g % 2) + l], bits 4-5 from qh[32h + l]
+    // bits 2g, 2g + 1
+    const int32_t sumi = sum_groups<16>(
+        y,
+        [&](int c, int l) {
+          const int h = c / 4, g = c % 4;
+          return ((x.ql[64 * h + 32 * (g % 2) + l] >> (4 * (g / 2))) & 0xF) | (((x.qh[32 * h + l] >> (2 * g)) & 3) << 4);
+        },
+        [&](int g) { return x.scales[g]; });
+    return fold_K(acc, f16_to_f32(x.d), y, sumi - q6_K_offset(x, y));
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; ++h) {  // q[4h + g]: values 0..63 multiplying y[128h + 32g ..]
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.ql + 64 * h));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.ql + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * h));
+      q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+    }
+    for (int g = 0; g < 8; ++g) s[g] = scale_pair(x.scales[2 * g], x.scales[2 * g + 1]);
+    return q6_K_offset_w(q6_K_scales_avx2(x));
+  }
+  static __attribute__((target(EDGEQ_AVX512))) __m256i avx512(const Block& x, __m512i* q, __m512i* s) {
+    const __m512i m4 = _mm512_set1_epi8(0xF), m30 = _mm512_set1_epi8(0x30);
+    const __m512i up = halves16(4, 2), down = halves16(0, 2);
+    // byte shuffles spreading int16 scale c (pick_lo) or 4 + c (pick_hi) over 128-bit lane c
+    const __m512i lane = _mm512_setr_epi64(0, 0, 0x0202020202020202, 0x0202020202020202, 0x0404040404040404,
+                                           0x0404040404040404, 0x0606060606060606, 0x0606060606060606);
+    const __m512i pick_lo = _mm512_add_epi8(lane, _mm512_set1_epi16(0x0100));
+    const __m512i pick_hi = _mm512_add_epi8(pick_lo, _mm512_set1_epi8(8));
     for (int h = 0; h < 2; ++h) {  // values 128h + l: low nibbles of ql[64h + l], high bits from qh[32h + l % 32]
-      const __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
-      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh + 32 * h)));
+      const __m512i l = _mm512_loadu_si512(x.ql + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * h)));
       // bits 4, 5 of the values: qh bits 0-1 (l < 32), 2-3 (l >= 32); then bits 4-5, 6-7
       q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, up), m30));
       q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
                                      _mm512_and_si512(_mm512_srlv_epi16(qh, down), m30));
     }
-    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales)));
+    const __m256i sc = q6_K_scales_avx2(x);
     const __m512i s_lo = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sc));  // scales 0..7
     const __m512i s_hi = _mm512_broadcast_i32x4(_mm256_extracti128_si256(sc, 1));
     s[0] = _mm512_shuffle_epi8(s_lo, pick_lo);  // 128-bit lane c of s[m]: scale 4m + c (values 64m + 16c ..)
     s[1] = _mm512_shuffle_epi8(s_lo, pick_hi);
     s[2] = _mm512_shuffle_epi8(s_hi, pick_lo);
     s[3] = _mm512_shuffle_epi8(s_hi, pick_hi);
-    const __m256i off = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc, 5));  // q6_K_offset_w
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      __m512i sumi = _mm512_setzero_si512();
-      for (int m = 0; m < 4; ++m) sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[m], _mm512_loadu_si512(y.qs + 64 * m)), s[m]);
-      const __m256i a = _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1));
-      acc[k] = fold_K(acc[k], dx, y, hsum_i32(_mm256_add_epi32(a, bsums_dot(y, off))));
-    }
+    return q6_K_offset_w(sc);
   }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
-}
+};
 
-__attribute__((target(EDGEQ_AVX512))) void dot_q5_K_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                           int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockQ5_K*>(w);
-  const __m512i m4 = _mm512_set1_epi8(0xF), one = _mm512_set1_epi8(1), nib = shift_pair(0, 4);
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
-    uint8_t sc[8], mn[8];
-    q4_K_scales(x[i].scales, sc, mn);
-    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh)));
-    __m512i q[4], s[4];  // q[m]: values 64m + l, low nibbles of qs[32m + l] (l < 32), high ones; bit 4: qh bit 2m, 2m+1
-    for (int m = 0; m < 4; ++m) {
-      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
-      const __m512i h = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_pair(2 * m, 2 * m + 1)), one), 4);
-      q[m] = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi16(b, nib), m4), h);
-      s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
-    }
-    const __m256i mins = q4_K_mins(mn);
-    const float dx = _cvtsh_ss(x[i].d), dmx = _cvtsh_ss(x[i].dmin);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      acc[k] = fold_min_K(acc[k], dx, dmx, y, sum_scaled_avx512(q, s, y, _mm256_setzero_si256()), hsum_i32(bsums_dot(y, mins)));
-    }
-  }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
-}
-
-__attribute__((target(EDGEQ_AVX512))) void dot_iq4_xs_avx512(const uint8_t* w, const uint8_t* act, size_t as, int na,
-                                                             int64_t n, float* out, size_t os) {
-  const auto* x = reinterpret_cast<const BlockIQ4_XS*>(w);
-  const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
-  const __m512i m4 = _mm512_set1_epi8(0xF);
-  float acc[kMaxAct] = {};
-  for (int64_t i = 0; i < n / 256; ++i) {
+struct IQ4_XS {
+  using Block = BlockIQ4_XS;
+  static constexpr KFold kFold = KFold::Signed;
+  static float fold(float acc, const Block& x, const ActQ8_K& y) {
     int16_t sc[8];
-    iq4_xs_scales(x[i], sc);
-    __m512i q[4], ax[4], s[4];  // q[m]: the signed values multiplying y[64m ..] (sub-blocks 2m, 2m+1)
-    for (int m = 0; m < 4; ++m) {
+    iq4_xs_scales(x, sc);
+    const int32_t sumi = sum_groups<32>(
+        y, [&](int c, int l) { return kIq4nlValues[nibble(x.qs + 16 * c, l)]; }, [&](int j) { return sc[j]; });
+    return fold_K(acc, f16_to_f32(x.d), y, sumi);
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+    const __m256i table = iq4nl_table_avx2();
+    int16_t sc[8];
+    iq4_xs_scales(x, sc);
+    for (int j = 0; j < 8; ++j) {
+      q[j] = _mm256_shuffle_epi8(table, nibbles_avx2(x.qs + 16 * j));
+      s[j] = _mm256_set1_epi16(sc[j]);
+    }
+    return _mm256_setzero_si256();
+  }
+  static __attribute__((target(EDGEQ_AVX512))) __m256i avx512(const Block& x, __m512i* q, __m512i* s) {
+    const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+    const __m512i m4 = _mm512_set1_epi8(0xF);
+    int16_t sc[8];
+    iq4_xs_scales(x, sc);
+    for (int m = 0; m < 4; ++m) {  // q[m]: the signed values multiplying y[64m ..] (sub-blocks 2m, 2m+1)
       // 128-bit lanes: low nibbles of qs[32m ..+15], high ones, then the same of qs[32m + 16 ..]
-      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * m)));
+      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * m)));
       const __m512i lanes = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), b);
       const __m512i idx = _mm512_and_si512(_mm512_srlv_epi16(lanes, _mm512_setr_epi64(0, 0, 0x0004000400040004, 0x0004000400040004, 0, 0, 0x0004000400040004, 0x0004000400040004)), m4);
       q[m] = _mm512_shuffle_epi8(table, idx);
-      ax[m] = _mm512_abs_epi8(q[m]);
       s[m] = _mm512_inserti64x4(_mm512_set1_epi16(sc[2 * m]), _mm256_set1_epi16(sc[2 * m + 1]), 1);
     }
-    const float dx = _cvtsh_ss(x[i].d);
-    for (int k = 0; k < na; ++k) {
-      const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
-      __m512i sumi = _mm512_setzero_si512();
-      for (int m = 0; m < 4; ++m) {
-        const __m512i yv = _mm512_loadu_si512(y.qs + 64 * m);
-        // y with q's sign (AVX-512 has no vpsignb): negate where q < 0, zero where q == 0 (ax is 0 there anyway)
-        const __m512i sy = _mm512_mask_sub_epi8(yv, _mm512_movepi8_mask(q[m]), _mm512_setzero_si512(), yv);
-        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(ax[m], sy), s[m]);
-      }
-      acc[k] = fold_K(acc[k], dx, y, _mm512_reduce_add_epi32(sumi));
-    }
+    return _mm256_setzero_si256();
   }
-  for (int k = 0; k < na; ++k) out[os * static_cast<size_t>(k)] = acc[k];
-}
+};
+
+}  // namespace blk
+
+// A 32-block type's three paths, for the table.
+template <class U>
+constexpr quant::BlockKernels kernels_32{dot_32_scalar<U>, dot_32_avx2<U>, dot_32_avx512<U>};
+// A 256-block type's three paths, for the table.
+template <class U>
+constexpr quant::BlockKernels kernels_256{dot_K_scalar<U>, dot_K_avx2<U>, dot_K_avx512<U>};
 #pragma GCC diagnostic pop
 
 // ---------------------------------------------------------------- the table
@@ -876,18 +739,18 @@ struct Registration {
   quant::BlockKernels kernels;
 };
 const Registration kKernels[] = {
-    {GgmlType::Q8_0, {dot_q8_0_scalar, dot_q8_0_avx2, dot_q8_0_avx512}},
-    {GgmlType::Q4_K, {dot_q4_K_scalar, dot_q4_K_avx2, dot_q4_K_avx512}},
-    {GgmlType::Q6_K, {dot_q6_K_scalar, dot_q6_K_avx2, dot_q6_K_avx512}},
-    {GgmlType::Q4_0, {dot_q4_0_scalar, dot_q4_0_avx2, dot_q4_0_avx512}},
-    {GgmlType::Q5_K, {dot_q5_K_scalar, dot_q5_K_avx2, dot_q5_K_avx512}},
-    {GgmlType::Q4_1, {dot_q4_1_scalar, dot_q4_1_avx2, dot_q4_1_avx512}},
-    {GgmlType::Q5_0, {dot_q5_0_scalar, dot_q5_0_avx2, dot_q5_0_avx512}},
-    {GgmlType::Q5_1, {dot_q5_1_scalar, dot_q5_1_avx2, dot_q5_1_avx512}},
-    {GgmlType::Q2_K, {dot_q2_K_scalar, dot_q2_K_avx2, dot_q2_K_avx512}},
-    {GgmlType::Q3_K, {dot_q3_K_scalar, dot_q3_K_avx2, dot_q3_K_avx512}},
-    {GgmlType::IQ4_NL, {dot_iq4_nl_scalar, dot_iq4_nl_avx2, dot_iq4_nl_avx512}},
-    {GgmlType::IQ4_XS, {dot_iq4_xs_scalar, dot_iq4_xs_avx2, dot_iq4_xs_avx512}},
+    {GgmlType::Q8_0, kernels_32<blk::Q8_0>},
+    {GgmlType::Q4_K, kernels_256<blk::Q4_K>},
+    {GgmlType::Q6_K, kernels_256<blk::Q6_K>},
+    {GgmlType::Q4_0, kernels_32<blk::Q4_0>},
+    {GgmlType::Q5_K, kernels_256<blk::Q5_K>},
+    {GgmlType::Q4_1, kernels_32<blk::Q4_1>},
+    {GgmlType::Q5_0, kernels_32<blk::Q5_0>},
+    {GgmlType::Q5_1, kernels_32<blk::Q5_1>},
+    {GgmlType::Q2_K, kernels_256<blk::Q2_K>},
+    {GgmlType::Q3_K, kernels_256<blk::Q3_K>},
+    {GgmlType::IQ4_NL, kernels_32<blk::IQ4_NL>},
+    {GgmlType::IQ4_XS, kernels_256<blk::IQ4_XS>},
 };
 
 const bool g_avx2 = quant::cpu_has_avx2_f16c();
