@@ -17,51 +17,21 @@
 #include "edgeq/formats/safetensors.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/imatrix.h"
+#include "tl8m_reference.h"
 
 namespace {
 
 const std::string kShared = EDGEQ_SHARED_DIR;
 
-std::string hf_name(const std::string& g, int* n_head) {
-  *n_head = 0;
-  if (g == "token_embd.weight") return "model.embed_tokens.weight";
-  if (g == "output.weight") return "lm_head.weight";
-  int layer;
-  char rest[128];
-  if (std::sscanf(g.c_str(), "blk.%d.%127s", &layer, rest) != 2) return "";
-  const std::string r = rest, p = "model.layers." + std::to_string(layer) + ".";
-  if (r == "attn_q.weight") { *n_head = 8; return p + "self_attn.q_proj.weight"; }
-  if (r == "attn_k.weight") { *n_head = 4; return p + "self_attn.k_proj.weight"; }
-  if (r == "attn_v.weight") return p + "self_attn.v_proj.weight";
-  if (r == "attn_output.weight") return p + "self_attn.o_proj.weight";
-  if (r == "ffn_gate.weight") return p + "mlp.gate_proj.weight";
-  if (r == "ffn_up.weight") return p + "mlp.up_proj.weight";
-  if (r == "ffn_down.weight") return p + "mlp.down_proj.weight";
-  return "";
-}
-
-// F32 reference of a GGUF tensor (rows x cols, GGUF row order).
+// The whole tensor; exits when tl-8m lacks it.
 std::vector<float> reference(const edgeq::SafetensorsFile& st, const std::string& gname, uint64_t rows,
                              uint64_t cols) {
-  int n_head;
-  const std::string hn = hf_name(gname, &n_head);
-  const auto* t = st.find(hn);
-  if (!t || t->n_elements() != rows * cols) {
+  std::vector<float> r = tl8m::reference(st, gname, rows, cols, rows);
+  if (r.empty()) {
     std::fprintf(stderr, "no reference for %s\n", gname.c_str());
     std::exit(1);
   }
-  std::vector<float> raw(rows * cols);
-  edgeq::st_to_f32(t->dtype, t->data, raw.data(), raw.size());
-  if (!n_head) return raw;
-  std::vector<float> out(raw.size());
-  const uint64_t hd = rows / static_cast<uint64_t>(n_head);
-  for (uint64_t h = 0; h < static_cast<uint64_t>(n_head); ++h)
-    for (uint64_t i = 0; i < hd / 2; ++i)
-      for (uint64_t j = 0; j < 2; ++j) {
-        const uint64_t nr = h * hd + 2 * i + j, orow = h * hd + j * (hd / 2) + i;
-        std::copy(raw.begin() + orow * cols, raw.begin() + (orow + 1) * cols, out.begin() + nr * cols);
-      }
-  return out;
+  return r;
 }
 
 struct Err {

@@ -4,6 +4,9 @@
 // golden is held to it, with no per-file exception. Header-only (tests and bench include it).
 #pragma once
 #include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -42,6 +45,22 @@ inline std::vector<Figure> compare(const std::string& name, const nlohmann::json
     f.push_back(rel("ppl_ratio", k.ppl_ratio, 0, 0.002));
   }
   return f;
+}
+
+// llama.cpp's token ids of tinystories-heldout.txt for one vocabulary (golden/tokens/heldout-tokens.json, keyed
+// by the GGUF file the ids came from); empty when the file has no such case. Needs EDGEQ_SHARED_DIR.
+inline const std::vector<int32_t>& heldout_tokens(const std::string& vocab) {
+  static const nlohmann::json j = [] {
+    std::ifstream f(std::string(EDGEQ_SHARED_DIR) + "/golden/tokens/heldout-tokens.json");
+    return nlohmann::json::parse(f);
+  }();
+  static std::map<std::string, std::vector<int32_t>> cache;
+  auto it = cache.find(vocab);
+  if (it != cache.end()) return it->second;
+  auto& v = cache[vocab];
+  for (const auto& c : j.at("cases"))
+    if (c.at("vocab") == vocab) v = c.at("ids").get<std::vector<int32_t>>();
+  return v;
 }
 
 }  // namespace edgeq::golden

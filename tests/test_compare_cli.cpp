@@ -30,10 +30,7 @@ const std::string kModel = std::string(EDGEQ_SOURCE_DIR) + "/data/tl-8m";
 const std::string kEval = std::string(EDGEQ_SOURCE_DIR) + "/data/eval.txt";
 const std::string kSweep = " --eval " + kEval + " --types Q8_0,Q5_K_M,Q4_K_M,Q2_K --ctx 128 --chunks 3 -t 2";
 
-struct Run {
-  int code = -1;
-  std::string out, err;
-};
+using Run = edgeq::test::CmdResult;
 
 std::string quote(const std::string& s) {
   std::string o = "'";
@@ -47,21 +44,7 @@ std::string slurp(const std::string& p) {
 }
 
 // Runs a shell command line with stderr to a file (not a terminal), no EDGEQ_PROGRESS set.
-Run run(const std::string& cmdline) {
-  const std::string errf = (fs::temp_directory_path() / ("edgeq-ccli-" + std::to_string(getpid()) + ".err")).string();
-  const std::string cmd = "unset EDGEQ_PROGRESS; " + cmdline + " 2>" + errf;
-  Run r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.err = slurp(errf);
-  std::remove(errf.c_str());
-  return r;
-}
+Run run(const std::string& cmdline) { return edgeq::test::run_shell("unset EDGEQ_PROGRESS; " + cmdline); }
 
 std::string temp_dir(const std::string& tag) {
   auto d = fs::temp_directory_path() / ("edgeq-ccli-" + tag + "-" + std::to_string(getpid()));

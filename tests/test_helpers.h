@@ -1,8 +1,11 @@
 // Shared helpers for the test programs: paths to ../shared and temp dirs.
 #pragma once
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -54,6 +57,28 @@ struct TempDir {
   }
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
+
+// A shell command line's exit code, standard output and standard error (to a temp file, so not a terminal).
+struct CmdResult {
+  int code = -1;
+  std::string out, err;
+};
+inline CmdResult run_shell(const std::string& cmdline) {
+  const std::string errf =
+      (std::filesystem::temp_directory_path() / ("edgeq-cmd-" + std::to_string(getpid()) + ".err")).string();
+  const std::string cmd = cmdline + " 2>" + errf;
+  CmdResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.err = read_text(errf);
+  std::remove(errf.c_str());
+  return r;
+}
 
 // Every GGUF file in ../shared/golden and ../shared/vocab.
 inline std::vector<std::string> golden_ggufs() {

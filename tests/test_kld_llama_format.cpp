@@ -15,6 +15,7 @@
 #include "edgeq/runtime/kld.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
+#include "golden_check.h"
 #include "test_helpers.h"
 
 namespace rt = edgeq::runtime;
@@ -22,18 +23,7 @@ using edgeq::test::shared;
 
 namespace {
 
-const std::vector<int32_t>& heldout_tokens(const std::string& vocab) {
-  static nlohmann::json j = [] {
-    std::ifstream f(shared("golden/tokens/heldout-tokens.json"));
-    return nlohmann::json::parse(f);
-  }();
-  static std::map<std::string, std::vector<int32_t>> cache;
-  auto& v = cache[vocab];
-  if (v.empty())
-    for (auto& c : j["cases"])
-      if (c["vocab"] == vocab) v = c["ids"].get<std::vector<int32_t>>();
-  return v;
-}
+using edgeq::golden::heldout_tokens;
 
 void put_i32(std::vector<uint8_t>& b, int32_t v) {
   uint8_t x[4];

@@ -15,6 +15,7 @@
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 
+#include "golden_check.h"
 #include "test_helpers.h"  // EDGEQ_SANITIZED
 
 namespace rt = edgeq::runtime;
@@ -22,20 +23,7 @@ namespace rt = edgeq::runtime;
 namespace {
 const std::string kShared = EDGEQ_SHARED_DIR;
 
-nlohmann::json load_json(const std::string& p) {
-  std::ifstream f(p);
-  return nlohmann::json::parse(f);
-}
-
-const std::vector<int32_t>& golden_tokens(const std::string& vocab) {
-  static nlohmann::json j = load_json(kShared + "/golden/tokens/heldout-tokens.json");
-  static std::map<std::string, std::vector<int32_t>> cache;
-  auto it = cache.find(vocab);
-  if (it != cache.end()) return it->second;
-  for (auto& c : j["cases"])
-    if (c["vocab"] == vocab) return cache[vocab] = c["ids"].get<std::vector<int32_t>>();
-  return cache[vocab];
-}
+using edgeq::golden::heldout_tokens;
 
 rt::PerplexityResult run(const std::string& file, const std::string& vocab, int64_t chunks, int threads = 2,
                          bool compat = true) {
@@ -44,7 +32,7 @@ rt::PerplexityResult run(const std::string& file, const std::string& vocab, int6
   o.n_threads = threads;
   o.max_chunks = chunks;
   o.ggml_compat = compat;
-  return rt::perplexity(m, golden_tokens(vocab), true, 1, o);
+  return rt::perplexity(m, heldout_tokens(vocab), true, 1, o);
 }
 
 // The running PPL after the first 4 chunks, against the value a full-text run printed when its final PPL matched
@@ -94,7 +82,7 @@ TEST(Perplexity, ChunksLimitAndPlainF32Mode) {
 
 TEST(Perplexity, ProtocolErrors) {
   auto m = rt::Model::load(kShared + "/golden/stories260K-F32.gguf");
-  const auto& toks = golden_tokens("stories260K-F32.gguf");
+  const auto& toks = heldout_tokens("stories260K-F32.gguf");
   rt::PerplexityOptions o;
   o.n_ctx = 256;
   std::vector<int32_t> few(toks.begin(), toks.begin() + 511);  // < 2 * n_ctx

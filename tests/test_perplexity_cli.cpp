@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "test_helpers.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -19,27 +21,9 @@ const std::string kShared = EDGEQ_SHARED_DIR;
 const std::string kEdgeq = std::string(EDGEQ_BINARY_DIR) + "/cli/edgeq";
 const std::string kText = kShared + "/text/tinystories-heldout.txt";
 
-struct Run {
-  int code = -1;
-  std::string out, err;
-};
+using Run = edgeq::test::CmdResult;
 
-Run run(const std::string& args) {
-  const std::string errf = (fs::temp_directory_path() / ("edgeq-pcli-" + std::to_string(getpid()) + ".err")).string();
-  const std::string cmd = "EDGEQ_PROGRESS=0 " + kEdgeq + " " + args + " 2>" + errf;
-  Run r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  std::ifstream f(errf);
-  r.err.assign(std::istreambuf_iterator<char>(f), {});
-  std::remove(errf.c_str());
-  return r;
-}
+Run run(const std::string& args) { return edgeq::test::run_shell("EDGEQ_PROGRESS=0 " + kEdgeq + " " + args); }
 
 bool have_cli() { return fs::exists(kEdgeq); }
 }  // namespace

@@ -47,18 +47,7 @@ std::vector<std::string> shipped_goldens() {
   return out;
 }
 
-const std::vector<int32_t>& heldout_tokens(const std::string& vocab) {
-  static nlohmann::json j = [] {
-    std::ifstream f(shared("golden/tokens/heldout-tokens.json"));
-    return nlohmann::json::parse(f);
-  }();
-  static std::map<std::string, std::vector<int32_t>> cache;
-  auto& v = cache[vocab];
-  if (v.empty())
-    for (auto& c : j["cases"])
-      if (c["vocab"] == vocab) v = c["ids"].get<std::vector<int32_t>>();
-  return v;
-}
+using edgeq::golden::heldout_tokens;
 
 // A file in the build tree made once: ctest runs the cases as parallel processes, so the first one builds it under
 // an exclusive lock and the others wait for it (the writers rename into place, so no half file is ever seen).

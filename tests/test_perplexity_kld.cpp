@@ -23,7 +23,9 @@
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 
+#include "golden_check.h"
 #include "test_helpers.h"  // EDGEQ_SANITIZED
+#include "tl8m_reference.h"
 
 namespace fs = std::filesystem;
 namespace rt = edgeq::runtime;
@@ -31,48 +33,7 @@ namespace rt = edgeq::runtime;
 namespace {
 const std::string kShared = EDGEQ_SHARED_DIR;
 
-nlohmann::json load_json(const std::string& p) {
-  std::ifstream f(p);
-  return nlohmann::json::parse(f);
-}
-
-const std::vector<int32_t>& heldout_tokens() {
-  static std::vector<int32_t> ids = [] {
-    auto j = load_json(kShared + "/golden/tokens/heldout-tokens.json");
-    for (auto& c : j["cases"])
-      if (c["vocab"] == "tl-8m-F16.gguf") return c["ids"].get<std::vector<int32_t>>();
-    return std::vector<int32_t>{};
-  }();
-  return ids;
-}
-
-std::string hf_name(const std::string& gguf_name, int* permute_heads, const edgeq::GgufFile& ref) {
-  *permute_heads = 0;
-  if (gguf_name == "token_embd.weight") return "model.embed_tokens.weight";
-  if (gguf_name == "output_norm.weight") return "model.norm.weight";
-  if (gguf_name == "output.weight") return "lm_head.weight";
-  int layer = -1;
-  char rest[64] = {0};
-  if (std::sscanf(gguf_name.c_str(), "blk.%d.%63s", &layer, rest) != 2) return "";
-  const std::string p = "model.layers." + std::to_string(layer) + ".";
-  const std::string r = rest;
-  if (r == "attn_norm.weight") return p + "input_layernorm.weight";
-  if (r == "ffn_norm.weight") return p + "post_attention_layernorm.weight";
-  if (r == "attn_q.weight") {
-    *permute_heads = static_cast<int>(*ref.get_int("llama.attention.head_count"));
-    return p + "self_attn.q_proj.weight";
-  }
-  if (r == "attn_k.weight") {
-    *permute_heads = static_cast<int>(*ref.get_int("llama.attention.head_count_kv"));
-    return p + "self_attn.k_proj.weight";
-  }
-  if (r == "attn_v.weight") return p + "self_attn.v_proj.weight";
-  if (r == "attn_output.weight") return p + "self_attn.o_proj.weight";
-  if (r == "ffn_gate.weight") return p + "mlp.gate_proj.weight";
-  if (r == "ffn_up.weight") return p + "mlp.up_proj.weight";
-  if (r == "ffn_down.weight") return p + "mlp.down_proj.weight";
-  return "";
-}
+const std::vector<int32_t>& heldout_tokens() { return edgeq::golden::heldout_tokens("tl-8m-F16.gguf"); }
 
 // tl-8m in F32 from the BF16 safetensors; cached in the build tree (written atomically).
 std::string f32_reference() {
@@ -87,21 +48,10 @@ std::string f32_reference() {
   w.set("general.file_type", uint32_t{0});
   for (const auto& t : ref.tensors()) w.add_tensor(t.name, t.dims, edgeq::GgmlType::F32);
   for (const auto& t : ref.tensors()) {
-    int heads = 0;
-    const std::string hn = hf_name(t.name, &heads, ref);
-    const edgeq::StTensor* s = st.find(hn);
-    if (!s) throw edgeq::Error("fixture: no safetensors tensor for " + t.name);
-    std::vector<float> v(s->n_elements());
-    edgeq::st_to_f32(s->dtype, s->data, v.data(), v.size());
-    if (heads > 0) {  // llama.cpp's permute: new row h*hd + 2i + j = old row h*hd + j*(hd/2) + i
-      const size_t in = t.dims[0], rows = t.dims[1], hd = rows / heads;
-      std::vector<float> p(v.size());
-      for (size_t h = 0; h < static_cast<size_t>(heads); ++h)
-        for (size_t i = 0; i < hd / 2; ++i)
-          for (size_t j = 0; j < 2; ++j)
-            std::copy_n(v.data() + (h * hd + j * (hd / 2) + i) * in, in, p.data() + (h * hd + 2 * i + j) * in);
-      v.swap(p);
-    }
+    uint64_t n = 1;
+    for (uint64_t d : t.dims) n *= d;
+    const std::vector<float> v = tl8m::reference(st, t.name, n / t.dims[0], t.dims[0], n / t.dims[0]);
+    if (v.empty()) throw edgeq::Error("fixture: no safetensors tensor for " + t.name);
     w.write_tensor_data(v.data(), v.size() * sizeof(float));
   }
   w.finish();

@@ -15,18 +15,13 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/vocab.h"
 #include "edgeq/runtime/tokenizer.h"
+#include "test_helpers.h"
 
 namespace {
 
 const std::string kShared = EDGEQ_SHARED_DIR;
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot open " + path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using edgeq::test::read_text;
 
 nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(read_text(path)); }
 

@@ -15,18 +15,13 @@
 #include "edgeq/formats/hf_tokenizer.h"
 #include "edgeq/formats/vocab.h"
 #include "edgeq/runtime/tokenizer.h"
+#include "test_helpers.h"
 
 namespace {
 
 const std::string kShared = EDGEQ_SHARED_DIR;
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot open " + path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using edgeq::test::read_text;
 
 edgeq::Vocab build_qwen3_vocab() {
   auto j = nlohmann::json::parse(read_text(kShared + "/tokenizers/qwen3/tokenizer.json"));

@@ -187,15 +187,27 @@ struct Span {
   uint16_t flags(size_t pos) const { return (ini <= pos && pos < end) ? cpt_flags(cpts[pos]) : 0; }
 };
 
-bool f_letter(uint16_t f) { return f & LETTER; }
-bool f_number(uint16_t f) { return f & NUMBER; }
-bool f_space(uint16_t f) { return f & WHITESPACE; }
+// 's|'t|'re|'ve|'m|'ll|'d at pos (lower-cased first when fold: llama3's (?i:...)): its length in codepoints, or 0.
+size_t contraction(const Span& s, size_t pos, bool fold) {
+  if (s.cpt(pos) != '\'' || pos + 1 >= s.end) return 0;
+  auto c = [&](size_t p) { return fold ? to_lower(s.cpt(p)) : s.cpt(p); };
+  const uint32_t n1 = c(pos + 1);
+  if (n1 == 's' || n1 == 't' || n1 == 'm' || n1 == 'd') return 2;
+  if (pos + 2 < s.end) {
+    const uint32_t n2 = c(pos + 2);
+    if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l')) return 3;
+  }
+  return 0;
+}
 
-// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-void split_gpt2(const std::vector<uint32_t>& cpts, const std::vector<size_t>& offsets, std::vector<size_t>& out) {
+// The splitters' frame: split(span, add) for each offset's span of cpts, where add(end) records the piece from
+// the previous piece's end to end (when not empty) and returns its length.
+template <typename Split>
+void split_spans(const std::vector<uint32_t>& cpts, const std::vector<size_t>& offsets, std::vector<size_t>& out,
+                 Split split) {
   size_t start = 0;
   for (size_t offset : offsets) {
-    Span s{cpts, start, start + offset};
+    const Span s{cpts, start, start + offset};
     start += offset;
     size_t prev_end = s.ini;
     auto add = [&](size_t end) -> size_t {
@@ -204,22 +216,23 @@ void split_gpt2(const std::vector<uint32_t>& cpts, const std::vector<size_t>& of
       prev_end = end;
       return len;
     };
+    split(s, add);
+  }
+}
+
+bool f_letter(uint16_t f) { return f & LETTER; }
+bool f_number(uint16_t f) { return f & NUMBER; }
+bool f_space(uint16_t f) { return f & WHITESPACE; }
+
+// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+void split_gpt2(const std::vector<uint32_t>& cpts, const std::vector<size_t>& offsets, std::vector<size_t>& out) {
+  split_spans(cpts, offsets, out, [](const Span& s, auto& add) {
     for (size_t pos = s.ini; pos < s.end;) {
       const uint32_t cpt = s.cpt(pos);
       const uint16_t flags = s.flags(pos);
-      if (cpt == '\'' && pos + 1 < s.end) {
-        uint32_t n1 = s.cpt(pos + 1);
-        if (n1 == 's' || n1 == 't' || n1 == 'm' || n1 == 'd') {
-          pos += add(pos + 2);
-          continue;
-        }
-        if (pos + 2 < s.end) {
-          uint32_t n2 = s.cpt(pos + 2);
-          if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l')) {
-            pos += add(pos + 3);
-            continue;
-          }
-        }
+      if (const size_t n = contraction(s, pos, false)) {
+        pos += add(pos + n);
+        continue;
       }
       uint16_t f2 = (cpt == ' ' ? s.flags(pos + 1) : flags);
       if (f_letter(f2)) {
@@ -255,38 +268,18 @@ void split_gpt2(const std::vector<uint32_t>& cpts, const std::vector<size_t>& of
       }
       add(++pos);  // no match
     }
-  }
+  });
 }
 
 // (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 void split_llama3(const std::vector<uint32_t>& cpts, const std::vector<size_t>& offsets, std::vector<size_t>& out) {
-  size_t start = 0;
-  for (size_t offset : offsets) {
-    Span s{cpts, start, start + offset};
-    start += offset;
-    size_t prev_end = s.ini;
-    auto add = [&](size_t end) -> size_t {
-      size_t len = end - prev_end;
-      if (len > 0) out.push_back(len);
-      prev_end = end;
-      return len;
-    };
+  split_spans(cpts, offsets, out, [](const Span& s, auto& add) {
     for (size_t pos = s.ini; pos < s.end;) {
       const uint32_t cpt = s.cpt(pos);
       const uint16_t flags = s.flags(pos);
-      if (cpt == '\'' && pos + 1 < s.end) {
-        uint32_t n1 = to_lower(s.cpt(pos + 1));
-        if (n1 == 's' || n1 == 't' || n1 == 'm' || n1 == 'd') {
-          pos += add(pos + 2);
-          continue;
-        }
-        if (pos + 2 < s.end) {
-          uint32_t n2 = to_lower(s.cpt(pos + 2));
-          if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l')) {
-            pos += add(pos + 3);
-            continue;
-          }
-        }
+      if (const size_t n = contraction(s, pos, true)) {
+        pos += add(pos + n);
+        continue;
       }
       if (!(cpt == '\r' || cpt == '\n' || f_number(flags))) {
         if (f_letter(flags) || f_letter(s.flags(pos + 1))) {
@@ -340,7 +333,7 @@ void split_llama3(const std::vector<uint32_t>& cpts, const std::vector<size_t>& 
       }
       add(++pos);
     }
-  }
+  });
 }
 
 const char* const kGpt2Regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
