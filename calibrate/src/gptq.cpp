@@ -27,26 +27,35 @@ void run_chunks(ThreadPool* pool, int64_t n, const std::function<void(int64_t ta
   }
 }
 int pool_size(const ThreadPool* pool) { return pool ? pool->size() : 1; }
+
+// fn(r0, m, d, worker) for each chunk of kErrRows rows, d = W - Q of rows [r0, r0 + m) in double (row-major,
+// m × cols, the worker's buffer).
+void diff_chunks(const float* W, const float* Q, int64_t rows, int64_t cols, ThreadPool* pool,
+                 const std::function<void(int64_t r0, int64_t m, double* d, int worker)>& fn) {
+  std::vector<std::vector<double>> D(static_cast<size_t>(pool_size(pool)));
+  run_chunks(pool, (rows + kErrRows - 1) / kErrRows, [&](int64_t c, int worker) {
+    const int64_t r0 = c * kErrRows, m = std::min(kErrRows, rows - r0);
+    std::vector<double>& d = D[worker];
+    d.resize(static_cast<size_t>(kErrRows * cols));
+    for (int64_t i = 0; i < m * cols; ++i) d[i] = static_cast<double>(W[r0 * cols + i]) - Q[r0 * cols + i];
+    fn(r0, m, d.data(), worker);
+  });
+}
 }  // namespace
 
 double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H, ThreadPool* pool) {
   // sum_r d_r·(H d_r) over blocks of rows: one symmetric matrix product per block (level 3; row by row, H was
   // read from memory once per row). Each block's sum is formed on its own and the sums added in block order.
-  const int64_t n_chunks = (rows + kErrRows - 1) / kErrRows;
-  std::vector<double> part(static_cast<size_t>(n_chunks));
-  std::vector<std::vector<double>> D(static_cast<size_t>(pool_size(pool))), HD(D.size());
-  run_chunks(pool, n_chunks, [&](int64_t c, int worker) {
-    const int64_t r0 = c * kErrRows, m = std::min(kErrRows, rows - r0);
-    std::vector<double>& d = D[worker];
+  std::vector<double> part(static_cast<size_t>((rows + kErrRows - 1) / kErrRows));
+  std::vector<std::vector<double>> HD(static_cast<size_t>(pool_size(pool)));
+  diff_chunks(W, Q, rows, cols, pool, [&](int64_t r0, int64_t m, double* d, int worker) {
     std::vector<double>& hd = HD[worker];
-    d.resize(static_cast<size_t>(kErrRows * cols));
-    hd.resize(d.size());
-    for (int64_t i = 0; i < m * cols; ++i) d[i] = static_cast<double>(W[r0 * cols + i]) - Q[r0 * cols + i];
+    hd.resize(static_cast<size_t>(kErrRows * cols));
     blas::api().dsymm(CblasRowMajor, CblasRight, CblasUpper, static_cast<int>(m), static_cast<int>(cols), 1.0, H,
-                      static_cast<int>(cols), d.data(), static_cast<int>(cols), 0.0, hd.data(), static_cast<int>(cols));
+                      static_cast<int>(cols), d, static_cast<int>(cols), 0.0, hd.data(), static_cast<int>(cols));
     double s = 0;
     for (int64_t i = 0; i < m * cols; ++i) s += d[i] * hd[i];
-    part[c] = s;
+    part[r0 / kErrRows] = s;
   });
   double total = 0;
   for (double s : part) total += s;
@@ -56,17 +65,13 @@ double output_error(const float* W, const float* Q, int64_t rows, int64_t cols, 
 void block_output_errors(const float* W, const float* Q, int64_t rows, int64_t cols, const double* H, int64_t g,
                          double* out, ThreadPool* pool) {
   const int64_t nb = cols / g;
-  std::vector<std::vector<double>> D(static_cast<size_t>(pool_size(pool))), HD(D.size());
-  run_chunks(pool, (rows + kErrRows - 1) / kErrRows, [&](int64_t c, int worker) {
-    const int64_t r0 = c * kErrRows, m = std::min(kErrRows, rows - r0);
-    std::vector<double>& d = D[worker];
+  std::vector<std::vector<double>> HD(static_cast<size_t>(pool_size(pool)));
+  diff_chunks(W, Q, rows, cols, pool, [&](int64_t r0, int64_t m, double* d, int worker) {
     std::vector<double>& hd = HD[worker];
-    d.resize(static_cast<size_t>(kErrRows * cols));
     hd.resize(static_cast<size_t>(kErrRows * g));
-    for (int64_t i = 0; i < m * cols; ++i) d[i] = static_cast<double>(W[r0 * cols + i]) - Q[r0 * cols + i];
     for (int64_t b = 0; b < nb; ++b) {
       blas::api().dsymm(CblasRowMajor, CblasRight, CblasUpper, static_cast<int>(m), static_cast<int>(g), 1.0,
-                        H + b * g * cols + b * g, static_cast<int>(cols), d.data() + b * g, static_cast<int>(cols), 0.0,
+                        H + b * g * cols + b * g, static_cast<int>(cols), d + b * g, static_cast<int>(cols), 0.0,
                         hd.data(), static_cast<int>(g));
       for (int64_t r = 0; r < m; ++r) {
         double e = 0;

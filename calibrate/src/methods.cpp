@@ -89,35 +89,30 @@ void dequantize_rows(GgmlType t, const uint8_t* enc, int64_t rows, int64_t cols,
 // factorises it in its own memory: one n × n matrix, not three).
 void encode(GgmlType t, const float* W, int64_t rows, int64_t cols, Choice c, const double* H, const float* imp,
             const float* s, uint8_t* dst, float* Q, ThreadPool& pool, std::vector<double>* take_H = nullptr) {
+  const bool scaled = c.scaled && s;
   std::vector<float> Ws(W, W + rows * cols), imps;
-  std::vector<double> Hs;
   const float* use_imp = imp;
-  const double* use_H = H;
-  if (take_H) {  // GPTQ may scale and factorise H in its own memory
-    Hs = std::move(*take_H);
-    use_H = Hs.data();
-  }
-  if (c.scaled && s) {
+  if (scaled) {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t j = 0; j < cols; ++j) Ws[r * cols + j] *= s[j];
     imps.resize(static_cast<size_t>(cols));
     for (int64_t j = 0; j < cols; ++j) imps[j] = imp[j] / (s[j] * s[j]);
     use_imp = imps.data();
-    if (c.r == Rounding::Gptq) {
-      if (!take_H) Hs.assign(H, H + cols * cols);
-      for (int64_t i = 0; i < cols; ++i)
-        for (int64_t j = 0; j < cols; ++j) Hs[i * cols + j] /= double(s[i]) * s[j];
-      use_H = Hs.data();
-    }
   }
-  if (c.r == Rounding::Gptq && use_H == Hs.data())
-    gptq_quantize(t, Ws.data(), rows, cols, std::move(Hs), dst, kRidge, c.act_order, &pool);
-  else if (c.r == Rounding::Gptq)
-    gptq_quantize(t, Ws.data(), rows, cols, use_H, dst, kRidge, c.act_order, &pool);
-  else
+  if (c.r != Rounding::Gptq) {
     quant::quantize_rows_parallel(t, Ws.data(), dst, rows, cols, c.r == Rounding::Rtn ? nullptr : use_imp, pool);
+  } else if (!take_H && !scaled) {
+    gptq_quantize(t, Ws.data(), rows, cols, H, dst, kRidge, c.act_order, &pool);
+  } else {
+    // GPTQ factorises this matrix in place: the handed-over H or a copy, in AWQ's space (H_ij / (s_i s_j)).
+    std::vector<double> Hg = take_H ? std::move(*take_H) : std::vector<double>(H, H + cols * cols);
+    if (scaled)
+      for (int64_t i = 0; i < cols; ++i)
+        for (int64_t j = 0; j < cols; ++j) Hg[i * cols + j] /= double(s[i]) * s[j];
+    gptq_quantize(t, Ws.data(), rows, cols, std::move(Hg), dst, kRidge, c.act_order, &pool);
+  }
   if (!Q) return;
-  dequantize_rows(t, dst, rows, cols, c.scaled ? s : nullptr, nullptr, Q, pool);
+  dequantize_rows(t, dst, rows, cols, scaled ? s : nullptr, nullptr, Q, pool);
 }
 
 struct Weight {

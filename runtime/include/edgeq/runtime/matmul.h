@@ -52,12 +52,12 @@ void round_activations(ActRounding r, float* x, int64_t n);
 // Rounds n floats to the nearest f16 value in place (F16C when available; same bits as the scalar path).
 void round_f16(float* x, int64_t n);
 
-// Per-thread scratch for weight tiles.
 // Row stride of the rounded copies of the activations for the dequantize + GEMM path: in + 16 floats, so rows
 // that would be a power of two apart (in = 2048: 8 KiB) do not map to the same L1 sets (the GEMM's micro-kernel
 // reads 12 rows at once).
 inline int64_t act_stride(int64_t in) { return in + 16; }
 
+// Per-thread scratch for weight tiles.
 struct MatmulScratch {
   std::vector<std::vector<float>> tiles;  // one per worker
   HugeVector<float> xr;                   // rounded activations
