@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 
+#include "edgeq/arch/arch.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
@@ -23,8 +24,15 @@ namespace edgeq::calibrate {
 using runtime::MatmulInput;
 
 const std::vector<std::string_view>& input_tensors(MatmulInput site) {
-  static const std::vector<std::string_view> qkv{"attn_q", "attn_k", "attn_v"}, o{"attn_output"},
-      gu{"ffn_gate", "ffn_up"}, d{"ffn_down"};
+  using arch::Role;
+  auto stems = [](std::initializer_list<Role> roles) {
+    std::vector<std::string_view> v;
+    for (Role r : roles) v.push_back(arch::gguf_stem(r));
+    return v;
+  };
+  static const std::vector<std::string_view> qkv = stems({Role::AttnQ, Role::AttnK, Role::AttnV}),
+                                             o = stems({Role::AttnOut}), gu = stems({Role::FfnGate, Role::FfnUp}),
+                                             d = stems({Role::FfnDown});
   switch (site) {
     case MatmulInput::AttnQKV: return qkv;
     case MatmulInput::AttnOut: return o;

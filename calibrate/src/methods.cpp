@@ -6,6 +6,7 @@
 #include <iterator>
 #include <limits>
 
+#include "edgeq/arch/arch.h"
 #include "edgeq/calibrate/gptq.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/thread_count.h"
@@ -228,17 +229,18 @@ std::vector<float> search_scales(const std::vector<Weight>& ws_all, std::vector<
 //     query head h of group g, so o's column scales are tied across the heads of a group: their mean |x| is
 //     averaged over the group before the search.
 //   ffn_up: down's input is silu(gate) ⊙ up, linear in up's rows (needs a separate gate: SwiGLU).
+// The tensors are roles of the architecture table (arch/): their GGUF names come from it.
 struct FoldTarget {
   MatmulInput site;
-  const char* stem;      // "blk.N.<stem>.weight" (and .bias when present)
-  bool per_kv_head;      // o's input: columns tied across the query heads of a KV head
-  const char* needs;     // a tensor that must exist for the folding to be exact (or null)
+  arch::Role target;                // "blk.N.<stem>.weight" (and .bias when present)
+  bool per_kv_head;                 // o's input: columns tied across the query heads of a KV head
+  std::optional<arch::Role> needs;  // a tensor that must exist for the folding to be exact
 };
-constexpr FoldTarget kFoldTargets[] = {
-    {MatmulInput::AttnQKV, "attn_norm", false, nullptr},
-    {MatmulInput::AttnOut, "attn_v", true, nullptr},
-    {MatmulInput::FfnGateUp, "ffn_norm", false, nullptr},
-    {MatmulInput::FfnDown, "ffn_up", false, "ffn_gate"},
+const FoldTarget kFoldTargets[] = {
+    {MatmulInput::AttnQKV, arch::Role::AttnNorm, false, std::nullopt},
+    {MatmulInput::AttnOut, arch::Role::AttnV, true, std::nullopt},
+    {MatmulInput::FfnGateUp, arch::Role::FfnNorm, false, std::nullopt},
+    {MatmulInput::FfnDown, arch::Role::FfnUp, false, arch::Role::FfnGate},
 };
 
 struct Fold {
@@ -254,7 +256,6 @@ std::optional<Fold> resolve_fold(const InputStats& in, const quant::QuantizeSour
   for (const auto& f : kFoldTargets)
     if (f.site == in.site) ft = &f;
   if (!ft) return std::nullopt;
-  const std::string prefix = "blk." + std::to_string(in.layer) + ".";
   // Present, and handed to the quantize hook (its values loadable as f32).
   auto tensor = [&](const std::string& name) -> const SourceTensor* {
     auto it = by_name.find(name);
@@ -264,7 +265,7 @@ std::optional<Fold> resolve_fold(const InputStats& in, const quant::QuantizeSour
     if (!t.load_f32 || !ti || (ti->quantized && !quant::can_dequantize(t.source_type))) return nullptr;
     return &t;
   };
-  if (ft->needs && !tensor(prefix + ft->needs + ".weight")) return std::nullopt;
+  if (ft->needs && !tensor(arch::gguf_name(*ft->needs, in.layer))) return std::nullopt;
   Fold f;
   f.channel.resize(static_cast<size_t>(in.width));
   f.n_channels = in.width;
@@ -276,14 +277,14 @@ std::optional<Fold> resolve_fold(const InputStats& in, const quant::QuantizeSour
     f.n_channels = p.n_head_kv * hd;
     for (int64_t c = 0; c < in.width; ++c) f.channel[c] = (c / hd / group) * hd + c % hd;
   }
-  const auto* w = tensor(prefix + ft->stem + ".weight");
+  const auto* w = tensor(arch::gguf_name(ft->target, in.layer));
   if (!w) return std::nullopt;
   const uint64_t nc = static_cast<uint64_t>(f.n_channels);
   // A norm: one element per channel; a weight: one row per channel.
   if (w->dims != std::vector<uint64_t>{nc} && (w->dims.size() != 2 || w->dims[1] != nc)) return std::nullopt;
   f.targets.push_back(w->name);
   if (w->dims.size() == 2) {
-    const std::string bias = prefix + ft->stem + ".bias";
+    const std::string bias = arch::gguf_name(ft->target, in.layer, "bias");
     if (by_name.count(bias)) {
       const auto* b = tensor(bias);
       if (!b || b->dims != std::vector<uint64_t>{nc}) return std::nullopt;

@@ -1,12 +1,13 @@
 // plan_conversion: HF checkpoint (safetensors or ONNX export) -> the GGUF llama.cpp's converter would write.
-// Architecture adapters: LlamaForCausalLM / MistralForCausalLM (GGUF arch "llama", Q/K row permutation),
-// Qwen2ForCausalLM ("qwen2", q/k/v biases, no permutation), Qwen3ForCausalLM ("qwen3", q/k norms).
+// What differs between architectures (HF classes, tensor names, Q/K permutation, biases, q/k norms ...) comes from
+// the architecture table (arch/include/edgeq/arch/arch.h).
 #include <cmath>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "edgeq/arch/arch.h"
 #include "edgeq/convert/onnx_roles.h"
 #include "edgeq/convert/plan.h"
 #include "edgeq/formats/error.h"
@@ -109,10 +110,8 @@ Config read_config(const fs::path& p) {
   return c;
 }
 
-enum class Arch { Llama, Qwen2, Qwen3 };
-
 struct Hparams {
-  Arch arch;
+  const arch::Arch* arch = nullptr;
   std::string arch_name;  // GGUF
   uint64_t n_embd, n_layer, n_ff, n_head, n_head_kv, head_dim, n_vocab, n_ctx;
   double rms_eps;
@@ -122,7 +121,7 @@ struct Hparams {
 };
 
 // ---- expected tensors -------------------------------------------------------------------------------------
-enum class Perm { None, Q, K };
+using Perm = arch::Permute;
 
 struct Want {
   std::string gguf;
@@ -156,19 +155,9 @@ Hparams read_hparams(const Config& c) {
       !c.j["architectures"][0].is_string())
     fail("{}: missing config key 'architectures'", c.path);
   std::string a = c.j["architectures"][0].get<std::string>();
-  if (a == "LlamaForCausalLM" || a == "MistralForCausalLM") {
-    h.arch = Arch::Llama;
-    h.arch_name = "llama";
-  } else if (a == "Qwen2ForCausalLM") {
-    h.arch = Arch::Qwen2;
-    h.arch_name = "qwen2";
-  } else if (a == "Qwen3ForCausalLM") {
-    h.arch = Arch::Qwen3;
-    h.arch_name = "qwen3";
-  } else {
-    fail("{}: unknown architecture '{}' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
-         c.path, a);
-  }
+  h.arch = arch::by_hf_class(a);
+  if (!h.arch) fail("{}: unknown architecture '{}' (supported: {})", c.path, a, arch::hf_class_list());
+  h.arch_name = std::string(h.arch->gguf_name);
   h.n_embd = c.req_uint("hidden_size");
   h.n_layer = c.req_uint("num_hidden_layers", 4096);
   h.n_ff = c.req_uint("intermediate_size");
@@ -190,48 +179,72 @@ Hparams read_hparams(const Config& c) {
   }
   if (h.n_head % h.n_head_kv != 0)
     fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", c.path, h.n_head, h.n_head_kv);
-  if (h.arch == Arch::Llama && h.head_dim % 2 != 0) fail("{}: head_dim {} must be even for RoPE", c.path, h.head_dim);
+  const arch::TensorSpec* q = h.arch->find(arch::Role::AttnQ);
+  if (q && q->permute != Perm::None && h.head_dim % 2 != 0) fail("{}: head_dim {} must be even for RoPE", c.path, h.head_dim);
   return h;
 }
 
+// A role's HF shape (rows first); a bias has the rows of its weight.
+std::vector<uint64_t> hf_shape(const Hparams& h, const arch::TensorSpec& t) {
+  using arch::Role;
+  const uint64_t E = h.n_embd, F = h.n_ff, V = h.n_vocab;
+  const uint64_t q_rows = h.n_head * h.head_dim, kv_rows = h.n_head_kv * h.head_dim;
+  std::vector<uint64_t> s;
+  switch (t.role) {
+    case Role::TokenEmbd: case Role::Output: s = {V, E}; break;
+    case Role::OutputNorm: case Role::AttnNorm: case Role::FfnNorm: case Role::AttnPostNorm: case Role::FfnPostNorm:
+      s = {E}; break;
+    case Role::AttnQNorm: case Role::AttnKNorm: s = {h.head_dim}; break;
+    case Role::AttnQ: s = {q_rows, E}; break;
+    case Role::AttnK: case Role::AttnV: s = {kv_rows, E}; break;
+    case Role::AttnQkv: s = {q_rows + 2 * kv_rows, E}; break;
+    case Role::AttnOut: s = {E, q_rows}; break;
+    case Role::FfnGate: s = {F, E}; break;
+    case Role::FfnUp: s = {h.arch->ffn_fused_gate_up ? 2 * F : F, E}; break;
+    case Role::FfnDown: s = {E, F}; break;
+    default: fail("tensor role {} has no HF shape for {} yet", arch::gguf_stem(t.role), h.arch_name);
+  }
+  if (t.suffix == "bias") s.resize(1);
+  return s;
+}
+
+std::string hf_name(std::string_view pattern, uint64_t layer) {
+  std::string s(pattern);
+  if (auto i = s.find("{L}"); i != std::string::npos) s.replace(i, 3, std::to_string(layer));
+  return s;
+}
+
+// The architecture's HF tensors in llama.cpp's converter order: the global tensors listed before the first layer
+// tensor, every layer's tensors, then the remaining global ones. Tensors without an HF name (converter-made) are
+// not read from the checkpoint.
 std::vector<Want> expected_tensors(const Hparams& h, const TensorSource& src) {
+  using arch::Need;
   std::set<std::string> present;
   for (auto& t : src.tensors) present.insert(t.name);
   std::vector<Want> w;
-  const uint64_t q_rows = h.n_head * h.head_dim, kv_rows = h.n_head_kv * h.head_dim;
-  const bool llama = h.arch == Arch::Llama;
-  w.push_back({"token_embd.weight", "model.embed_tokens.weight", {h.n_vocab, h.n_embd}});
-  for (uint64_t l = 0; l < h.n_layer; ++l) {
-    std::string p = "model.layers." + std::to_string(l) + ".";
-    std::string b = "blk." + std::to_string(l) + ".";
-    auto add = [&](const std::string& g, const std::string& hf, std::vector<uint64_t> shape, Perm perm, bool required) {
-      if (!required && !present.count(hf)) return;
-      w.push_back({b + g, p + hf, std::move(shape), perm, required});
-    };
-    const bool qkv_bias = h.arch == Arch::Qwen2;  // Qwen2 always has q/k/v biases; others take them when present
-    add("attn_norm.weight", "input_layernorm.weight", {h.n_embd}, Perm::None, true);
-    add("attn_q.weight", "self_attn.q_proj.weight", {q_rows, h.n_embd}, llama ? Perm::Q : Perm::None, true);
-    add("attn_q.bias", "self_attn.q_proj.bias", {q_rows}, llama ? Perm::Q : Perm::None, qkv_bias);
-    add("attn_k.weight", "self_attn.k_proj.weight", {kv_rows, h.n_embd}, llama ? Perm::K : Perm::None, true);
-    add("attn_k.bias", "self_attn.k_proj.bias", {kv_rows}, llama ? Perm::K : Perm::None, qkv_bias);
-    add("attn_v.weight", "self_attn.v_proj.weight", {kv_rows, h.n_embd}, Perm::None, true);
-    add("attn_v.bias", "self_attn.v_proj.bias", {kv_rows}, Perm::None, qkv_bias);
-    if (h.arch == Arch::Qwen3) {
-      add("attn_q_norm.weight", "self_attn.q_norm.weight", {h.head_dim}, Perm::None, true);
-      add("attn_k_norm.weight", "self_attn.k_norm.weight", {h.head_dim}, Perm::None, true);
+  const bool tied = h.tie || h.arch->tied_output;
+  auto add = [&](const arch::TensorSpec& t, uint64_t layer) {
+    if (t.hf.empty()) return;
+    const std::string hf = hf_name(t.hf, layer);
+    bool required = true;
+    switch (t.need) {
+      case Need::Required: case Need::Dense: required = true; break;
+      case Need::Optional: required = false; break;
+      case Need::QkvBias: required = h.arch->qkv_bias; break;
+      case Need::Experts: return;  // experts: the MoE conversion is not planned here yet
+      case Need::Untied: if (tied) return; required = false; break;
     }
-    add("attn_output.weight", "self_attn.o_proj.weight", {h.n_embd, q_rows}, Perm::None, true);
-    add("attn_output.bias", "self_attn.o_proj.bias", {h.n_embd}, Perm::None, false);
-    add("ffn_norm.weight", "post_attention_layernorm.weight", {h.n_embd}, Perm::None, true);
-    add("ffn_gate.weight", "mlp.gate_proj.weight", {h.n_ff, h.n_embd}, Perm::None, true);
-    add("ffn_gate.bias", "mlp.gate_proj.bias", {h.n_ff}, Perm::None, false);
-    add("ffn_up.weight", "mlp.up_proj.weight", {h.n_ff, h.n_embd}, Perm::None, true);
-    add("ffn_up.bias", "mlp.up_proj.bias", {h.n_ff}, Perm::None, false);
-    add("ffn_down.weight", "mlp.down_proj.weight", {h.n_embd, h.n_ff}, Perm::None, true);
-    add("ffn_down.bias", "mlp.down_proj.bias", {h.n_embd}, Perm::None, false);
-  }
-  w.push_back({"output_norm.weight", "model.norm.weight", {h.n_embd}});
-  if (!h.tie && present.count("lm_head.weight")) w.push_back({"output.weight", "lm_head.weight", {h.n_vocab, h.n_embd}});
+    if (!required && !present.count(hf)) return;
+    w.push_back({arch::gguf_name(t.role, static_cast<int64_t>(layer), t.suffix), hf, hf_shape(h, t), t.permute, required});
+  };
+  const auto& ts = h.arch->tensors;
+  size_t first_layer = 0;
+  while (first_layer < ts.size() && !arch::per_layer(ts[first_layer].role)) add(ts[first_layer++], 0);
+  for (uint64_t l = 0; l < h.n_layer; ++l)
+    for (const auto& t : ts)
+      if (arch::per_layer(t.role)) add(t, l);
+  for (size_t i = first_layer; i < ts.size(); ++i)
+    if (!arch::per_layer(ts[i].role)) add(ts[i], 0);
   return w;
 }
 
@@ -292,7 +305,7 @@ RopeScaling read_rope_scaling(const Config& cfg, const Hparams& h) {
       break;
     }
   const bool ok = (rs.type == "linear" || rs.type == "yarn" || rs.type == "default") ||
-                  (rs.type == "llama3" && h.arch == Arch::Llama);
+                  (rs.type == "llama3" && h.arch->has(arch::Role::RopeFreqs));
   if (!ok) fail("{}: rope_scaling type '{}' is not supported for {}", cfg.path, rs.type, h.arch_name);
   return rs;
 }
@@ -437,7 +450,7 @@ void add_arch_metadata(ConvertPlan& plan, const Hparams& h, const RopeScaling& r
 
 // ---- tokenizer: llama prefers tokenizer.model (SentencePiece), qwen uses tokenizer.json (byte-level BPE) ----
 void add_tokenizer_metadata(ConvertPlan& plan, const std::string& dir, const Hparams& h, const std::string& force_pre) {
-  const Vocab vocab = load_hf_vocab(dir, h.arch == Arch::Llama, h.n_vocab, force_pre);
+  const Vocab vocab = load_hf_vocab(dir, h.arch->spm_tokenizer, h.n_vocab, force_pre);
   for (auto& kv : vocab.to_metadata()) plan.metadata.push_back(std::move(kv));
 }
 

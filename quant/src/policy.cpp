@@ -7,6 +7,7 @@
 #include <regex>
 #include <string>
 
+#include "edgeq/arch/arch.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/palette.h"
 #include "edgeq/quant/block_ops.h"
@@ -84,7 +85,8 @@ int layer_of(const ModelParams& p, int counter, int n_layer, const std::string& 
 T mix_type(State& qs, const ModelParams& p, const PolicyOptions& o, T new_type, const TensorShape& t) {
   const std::string& name = t.name;
   const F ftype = o.ftype;
-  const bool falcon = p.arch == "falcon";
+  const arch::Arch* a = arch::by_gguf_name(p.arch);
+  const bool falcon = a && a->falcon_quant_rules;
   const int n_expert = p.n_expert;
 
   if (name == "output.weight" || (!qs.has_output && name == "token_embd.weight")) {
@@ -284,8 +286,14 @@ GgmlType parse_tensor_type(std::string_view name) {
 
 bool ModelParams::is_70b() const {
   if (n_layer != 80) return false;
-  if (arch == "llama") return n_head != n_head_kv;
-  return arch == "qwen2";
+  const arch::Arch* a = arch::by_gguf_name(arch);
+  if (!a) return false;
+  switch (a->type_70b) {
+    case arch::Type70B::Never: return false;
+    case arch::Type70B::IfGqa: return n_head != n_head_kv;
+    case arch::Type70B::Always: return true;
+  }
+  return false;
 }
 
 ModelParams ModelParams::from_metadata(const std::vector<std::pair<std::string, GgufValue>>& kv) {

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 
+#include "edgeq/arch/arch.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/formats/palette.h"
@@ -123,7 +124,10 @@ struct Loader {
 
 }  // namespace
 
-bool Model::supports(const std::string& arch) { return arch == "llama" || arch == "qwen2" || arch == "qwen3"; }
+bool Model::supports(const std::string& name) {
+  const arch::Arch* a = arch::by_gguf_name(name);
+  return a && a->runtime;
+}
 
 Model Model::load(const std::string& path) {
   Model m = build(GgufFile::open(path), true);  // validated before any page is read
@@ -144,7 +148,8 @@ Model Model::build(GgufFile file, bool with_data) {
   ModelConfig& c = m.cfg_;
   c.arch = f.architecture();
   if (!supports(c.arch))
-    fail("{}: unsupported architecture '{}' (supported: llama, qwen2, qwen3)", path, c.arch);
+    fail("{}: unsupported architecture '{}' (supported: {})", path, c.arch, arch::runtime_list());
+  const arch::Arch& A = *arch::by_gguf_name(c.arch);
   const std::vector<palette::PalTensor> pal = palette::palettized_tensors(f);
   Loader L{f, path, c.arch, with_data, {}};
   for (const auto& p : pal) L.pal.emplace(p.name, &p);
@@ -170,12 +175,12 @@ Model Model::build(GgufFile file, bool with_data) {
   if (c.n_rot < 0 || c.n_rot > c.head_dim_k || c.n_rot % 2 != 0)
     fail("{}: {}.rope.dimension_count = {} is invalid for head dimension {}", path, c.arch, c.n_rot, c.head_dim_k);
   c.n_ctx_train = L.get_int("context_length", 0);
-  c.rms_eps = static_cast<float>(L.get_float("attention.layer_norm_rms_epsilon", c.arch == "llama" ? 1e-5 : 1e-6));
-  c.rope_base = static_cast<float>(L.get_float("rope.freq_base", c.arch == "llama" ? 10000.0 : 1000000.0));
+  c.rms_eps = static_cast<float>(L.get_float("attention.layer_norm_rms_epsilon", A.default_rms_eps));
+  c.rope_base = static_cast<float>(L.get_float("rope.freq_base", A.default_rope_base));
   if (!(c.rms_eps >= 0.f) || !(c.rope_base > 0.f)) fail("{}: invalid rms epsilon or rope base", path);
-  c.rope_mode = c.arch == "llama" ? RopeMode::Normal : RopeMode::Neox;
-  c.has_qkv_bias = c.arch == "qwen2";
-  c.has_qk_norm = c.arch == "qwen3";
+  c.rope_mode = A.rope == arch::RopeMode::Normal ? RopeMode::Normal : RopeMode::Neox;
+  c.has_qkv_bias = A.qkv_bias;
+  c.has_qk_norm = A.qk_norm;
 
   // Vocabulary size: <arch>.vocab_size, else token_embd's second dimension.
   const std::vector<uint64_t>* te = L.dims_of("token_embd.weight");
