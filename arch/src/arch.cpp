@@ -188,9 +188,11 @@ std::vector<Arch> make_table() {
     a.rope = RopeMode::Neox;
     a.norm_plus_one = true;
     a.embd_scale = EmbdScale::SqrtNEmbd;
+    a.query_scale = QueryScale::Query;
     a.ffn_act = Activation::GeluTanh;
     a.tied_output = true;
     a.spm_tokenizer = true;
+    a.runtime = true;
     v.push_back(std::move(a));
   }
   // gemma2 (LLM_ARCH_GEMMA2; build_gemma2): gemma plus post-attention and post-FFN norms, attention and final
@@ -222,6 +224,7 @@ std::vector<Arch> make_table() {
     a.ffn_act = Activation::GeluTanh;
     a.tied_output = true;
     a.spm_tokenizer = true;
+    a.runtime = true;
     v.push_back(std::move(a));
   }
   // phi3 (LLM_ARCH_PHI3; build_phi3): fused attn_qkv ([q; k; v] rows) and ffn_up ([gate; up], SwiGLU on the
@@ -248,10 +251,12 @@ std::vector<Arch> make_table() {
     a.default_rms_eps = 1e-5;
     a.rope = RopeMode::Neox;
     a.window = SlidingWindow::AllLayers;
+    a.query_scale = QueryScale::Query;
     a.ffn_fused_gate_up = true;
     a.attn_fused_qkv = true;
     a.long_rope = true;
     a.spm_tokenizer = true;
+    a.runtime = true;
     v.push_back(std::move(a));
   }
   // falcon (LLM_ARCH_FALCON): listed for llama-quantize's Falcon rules only; neither converted nor evaluated.

@@ -58,13 +58,14 @@ void Context::ensure_rope(int64_t upto) {
   rope_cos_.resize(static_cast<size_t>(upto * half));
   rope_sin_.resize(static_cast<size_t>(upto * half));
   const float theta_scale = std::pow(c.rope_base, -2.0f / static_cast<float>(c.n_rot));
-  const auto& ff = model_.rope_freq_factors();
+  const auto& ff = model_.rope_factors_for(opt_.n_ctx);
+  const float ms = c.rope_attn_factor;  // ggml's rope_yarn: cos and sin times mscale
   for (int64_t p = rope_filled_; p < upto; ++p) {
     float theta = static_cast<float>(p);
     for (int64_t i = 0; i < half; ++i) {
       const float t = ff.empty() ? theta : theta / ff[i];
-      rope_cos_[p * half + i] = std::cos(t);
-      rope_sin_[p * half + i] = std::sin(t);
+      rope_cos_[p * half + i] = std::cos(t) * ms;
+      rope_sin_[p * half + i] = std::sin(t) * ms;
       theta *= theta_scale;
     }
   }
@@ -76,7 +77,8 @@ void Context::attention(int64_t il, int64_t n, int64_t pos0) {
   const int64_t hdk = c.head_dim_k, hdv = c.head_dim_v;
   const int64_t QD = c.n_head * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
   const int64_t group = c.n_head / c.n_head_kv;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hdk));
+  const float scale = c.kq_scale, cap = c.attn_softcap, inv_cap = cap > 0.f ? 1.0f / cap : 0.f;
+  const int64_t swa = c.swa_layer(il) ? c.n_swa : 0;
   const int64_t k_group = k_layer_size() / c.n_head_kv;
   const bool compat = opt_.ggml_compat;
   // Queries in blocks of kQBlock rows of one sequence; block [i0, i1) only needs keys 0 .. pos0 + i1 - 1
@@ -99,8 +101,13 @@ void Context::attention(int64_t il, int64_t n, int64_t pos0) {
     for (int64_t r = 0; r < m; ++r) {
       float* s = S.data() + r * nk;
       const int64_t valid = pos0 + i0 + r + 1;
-      vec::softmax(s, valid, scale);
-      if (compat) round_f16(s, valid);
+      // Sliding window: llama.cpp masks key positions p with pos - p >= n_swa.
+      const int64_t first = swa > 0 ? std::max<int64_t>(0, valid - swa) : 0;
+      if (cap > 0.f)
+        for (int64_t j = first; j < valid; ++j) s[j] = std::tanh(s[j] * inv_cap) * cap;
+      vec::softmax(s + first, valid - first, scale);
+      if (compat) round_f16(s + first, valid - first);
+      std::fill(s, s + first, 0.f);
       std::fill(s + valid, s + nk, 0.f);
     }
     gemm::gemm(m, hdv, nk, S.data(), nk, gemm::B{vc + g * hdv, VD, gemm::kPanel}, att_.data() + row0 * OD + h * hdv, OD);
@@ -188,14 +195,20 @@ void Context::prepare(int64_t n, int64_t pos_end) {
   v_.resize(N * c.n_head_kv * c.head_dim_v);
   att_.resize(N * c.n_head * c.head_dim_v);
   ff_gate_.resize(N * F);
-  ff_up_.resize(N * F);
+  ff_up_.resize(N * F * (c.traits && c.traits->ffn_fused_gate_up ? 2 : 1));
+  qkv_.resize(c.traits && c.traits->attn_fused_qkv ? N * (c.n_head * c.head_dim_k + c.n_head_kv * (c.head_dim_k + c.head_dim_v)) : 0);
   ensure_rope(pos_end);
 }
 
 void Context::embed(const int32_t* tokens, int64_t n, float* x) {
   const ModelConfig& c = model_.config();
   check_tokens(tokens, n);
-  pool_.run(n, [&](int64_t t, int) { dequantize_rows(model_.token_embd(), tokens[t], tokens[t] + 1, x + t * c.n_embd); });
+  pool_.run(n, [&](int64_t t, int) {
+    float* r = x + t * c.n_embd;
+    dequantize_rows(model_.token_embd(), tokens[t], tokens[t] + 1, r);
+    if (c.embd_scale != 1.f)
+      for (int64_t i = 0; i < c.n_embd; ++i) r[i] *= c.embd_scale;
+  });
 }
 
 void Context::eval_layer(int64_t il, float* x, int64_t n, int64_t pos0) {
@@ -218,7 +231,12 @@ void Context::run_batch(const int32_t* tokens, int64_t n, int64_t first_logit, f
   const ModelConfig& c = model_.config();
   const int64_t E = c.n_embd;
   prepare(n, n_past_ + seq_len_);
-  pool_.run(n, [&](int64_t t, int) { dequantize_rows(model_.token_embd(), tokens[t], tokens[t] + 1, x_.data() + t * E); });
+  pool_.run(n, [&](int64_t t, int) {
+    float* r = x_.data() + t * E;
+    dequantize_rows(model_.token_embd(), tokens[t], tokens[t] + 1, r);
+    if (c.embd_scale != 1.f)
+      for (int64_t i = 0; i < E; ++i) r[i] *= c.embd_scale;
+  });
   for (int64_t il = 0; il < c.n_layer; ++il) {
     // The last layer only needs the rows whose logits are requested (as llama.cpp's inp_out_ids).
     const int64_t r0 = il == c.n_layer - 1 ? first_logit : 0;
@@ -231,11 +249,18 @@ void Context::run_batch(const int32_t* tokens, int64_t n, int64_t first_logit, f
     rms_norm_row(x_.data() + t * E, model_.output_norm().data(), h_.data() + t * E, E, c.rms_eps);
   });
   matmul(model_.output(), h_.data(), nl, E, logits, c.n_vocab, pool_, scratch_, opt_.ggml_compat);
+  if (c.final_softcap > 0.f) {  // llama.cpp: scale by 1/cap, tanh, scale by cap
+    const float cap = c.final_softcap, inv = 1.0f / cap;
+    pool_.run(nl, [&](int64_t t, int) {
+      float* l = logits + t * c.n_vocab;
+      for (int64_t i = 0; i < c.n_vocab; ++i) l[i] = std::tanh(l[i] * inv) * cap;
+    });
+  }
 }
 
 void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
   const ModelConfig& c = model_.config();
-  const int64_t E = c.n_embd, F = c.n_ff;
+  const int64_t E = c.n_embd;
   const int64_t hdk = c.head_dim_k, hdv = c.head_dim_v;
   const int64_t QD = c.n_head * hdk, KD = c.n_head_kv * hdk, VD = c.n_head_kv * hdv, OD = c.n_head * hdv;
   const bool compat = opt_.ggml_compat;
@@ -261,7 +286,18 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
   const LayerWeights& L = model_.layers()[il];
   pool_.run(n, [&](int64_t t, int) { rms_norm_row(x_.data() + t * E, L.attn_norm.data(), h_.data() + t * E, E, c.rms_eps); });
   if (obs) obs->observe(il, MatmulInput::AttnQKV, h_.data(), n, E, E);
-  matmul_shared(h_.data(), n, E, {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}});
+  if (L.wqkv.data) {  // fused: rows [q; k; v] (phi3), split as llama.cpp's views
+    const int64_t W = QD + KD + VD;
+    matmul(L.wqkv, h_.data(), n, E, qkv_.data(), W, pool_, scratch_, compat);
+    pool_.run(n, [&](int64_t t, int) {
+      const float* r = qkv_.data() + t * W;
+      std::memcpy(q_.data() + t * QD, r, static_cast<size_t>(QD) * sizeof(float));
+      std::memcpy(k_.data() + t * KD, r + QD, static_cast<size_t>(KD) * sizeof(float));
+      std::memcpy(v_.data() + t * VD, r + QD + KD, static_cast<size_t>(VD) * sizeof(float));
+    });
+  } else {
+    matmul_shared(h_.data(), n, E, {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}});
+  }
   const int64_t k_group = k_layer_size() / c.n_head_kv;
   const int64_t SL = seq_len_;
   pool_.run(n, [&](int64_t t, int) {
@@ -282,6 +318,8 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
     const int64_t pos = pos0 + t % SL;
     for (int64_t h = 0; h < c.n_head; ++h) rope(q + h * hdk, pos);
     for (int64_t h = 0; h < c.n_head_kv; ++h) rope(k + h * hdk, pos);
+    if (c.q_scale != 1.f)
+      for (int64_t i = 0; i < QD; ++i) q[i] *= c.q_scale;
     if (compat) {  // llama.cpp: f16 KV cache; q is converted to f16 for the K·Q product
       round_f16(q, QD);
       round_f16(k, KD);
@@ -307,23 +345,113 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
   matmul(L.wo, att_.data(), nr, OD, tmp_.data(), E, pool_, scratch_, compat);
   pool_.run(nr, [&](int64_t t, int) {
     float* x = x_.data() + t * E;
-    const float* o = tmp_.data() + t * E;
+    float* o = tmp_.data() + t * E;
+    if (!L.attn_post_norm.empty()) rms_norm_row(o, L.attn_post_norm.data(), o, E, c.rms_eps);
     for (int64_t i = 0; i < E; ++i) x[i] += o[i];
     rms_norm_row(x, L.ffn_norm.data(), h_.data() + t * E, E, c.rms_eps);
   });
   if (obs) obs->observe(il, MatmulInput::FfnGateUp, h_.data(), nr, E, E);
-  matmul_shared(h_.data(), nr, E, {{&L.w_gate, ff_gate_.data()}, {&L.w_up, ff_up_.data()}});
-  pool_.run(nr, [&](int64_t t, int) {
-    float* g = ff_gate_.data() + t * F;
-    const float* u = ff_up_.data() + t * F;
-    vec::swiglu(g, u, F);
-  });
-  if (obs) obs->observe(il, MatmulInput::FfnDown, ff_gate_.data(), nr, F, F);
-  matmul(L.w_down, ff_gate_.data(), nr, F, tmp_.data(), E, pool_, scratch_, compat);
+  if (c.n_expert > 0) moe_ffn(il, nr);
+  else ffn(il, nr);
   pool_.run(nr, [&](int64_t t, int) {
     float* x = x_.data() + t * E;
-    const float* o = tmp_.data() + t * E;
+    float* o = tmp_.data() + t * E;
+    if (!L.ffn_post_norm.empty()) rms_norm_row(o, L.ffn_post_norm.data(), o, E, c.rms_eps);
     for (int64_t i = 0; i < E; ++i) x[i] += o[i];
+  });
+}
+
+namespace {
+// The GLU's product: act(g) · u in place in g (the table's activation).
+void glu(arch::Activation a, float* g, const float* u, int64_t n) {
+  if (a == arch::Activation::GeluTanh) vec::gelu_par(g, u, n);
+  else vec::swiglu(g, u, n);
+}
+}  // namespace
+
+void Context::ffn(int64_t il, int64_t nr) {
+  const ModelConfig& c = model_.config();
+  const LayerWeights& L = model_.layers()[il];
+  const int64_t E = c.n_embd, F = c.n_ff;
+  const bool compat = opt_.ggml_compat;
+  ActivationObserver* const obs = opt_.observer;
+  const arch::Activation act = c.traits->ffn_act;
+  if (!L.w_gate.data) {  // fused [gate; up] rows in ffn_up (phi3): llama.cpp's LLM_FFN_SWIGLU on the two halves
+    matmul(L.w_up, h_.data(), nr, E, ff_up_.data(), 2 * F, pool_, scratch_, compat);
+    pool_.run(nr, [&](int64_t t, int) {
+      const float* r = ff_up_.data() + t * 2 * F;
+      float* g = ff_gate_.data() + t * F;
+      std::memcpy(g, r, static_cast<size_t>(F) * sizeof(float));
+      glu(act, g, r + F, F);
+    });
+  } else {
+    matmul_shared(h_.data(), nr, E, {{&L.w_gate, ff_gate_.data()}, {&L.w_up, ff_up_.data()}});
+    pool_.run(nr, [&](int64_t t, int) { glu(act, ff_gate_.data() + t * F, ff_up_.data() + t * F, F); });
+  }
+  if (obs) obs->observe(il, MatmulInput::FfnDown, ff_gate_.data(), nr, F, F);
+  matmul(L.w_down, ff_gate_.data(), nr, F, tmp_.data(), E, pool_, scratch_, compat);
+}
+
+// llama.cpp's llm_build_moe_ffn (softmax gating): probs = softmax(router · x); the n_expert_used largest (in
+// descending order, as ggml_top_k's argsort); their probabilities renormalised to sum 1 (expert_weights_norm);
+// out = Σ_k w_k · down_k(act(gate_k · x) · (up_k · x)), added in the order of the selection. Each expert's product
+// runs on the rows routed to it.
+void Context::moe_ffn(int64_t il, int64_t nr) {
+  const ModelConfig& c = model_.config();
+  const LayerWeights& L = model_.layers()[il];
+  const int64_t E = c.n_embd, F = c.n_ff, NE = c.n_expert, K = c.n_expert_used;
+  const bool compat = opt_.ggml_compat;
+  const arch::Activation act = c.traits->ffn_act;
+  moe_probs_.resize(static_cast<size_t>(nr * NE));
+  moe_w_.resize(static_cast<size_t>(nr * K));
+  moe_sel_.resize(static_cast<size_t>(nr * K));
+  matmul(L.gate_inp, h_.data(), nr, E, moe_probs_.data(), NE, pool_, scratch_, compat);
+  const bool norm = c.traits->expert_weights_norm;
+  pool_.run(nr, [&](int64_t t, int) {
+    float* p = moe_probs_.data() + t * NE;
+    vec::softmax(p, NE, 1.0f);
+    int32_t* sel = moe_sel_.data() + t * K;
+    std::vector<int32_t> idx(static_cast<size_t>(NE));
+    for (int64_t e = 0; e < NE; ++e) idx[e] = static_cast<int32_t>(e);
+    std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
+    float* w = moe_w_.data() + t * K;
+    float sum = 0.f;
+    for (int64_t k = 0; k < K; ++k) {
+      sel[k] = idx[k];
+      w[k] = p[idx[k]];
+      sum += w[k];
+    }
+    if (norm)
+      for (int64_t k = 0; k < K; ++k) w[k] /= sum;
+  });
+  // Per expert: gather its rows, gate/up/act/down, keep the outputs per (row, slot).
+  moe_d_.resize(static_cast<size_t>(nr * K * E));
+  std::vector<int64_t> rows;
+  for (int64_t e = 0; e < NE; ++e) {
+    rows.clear();
+    for (int64_t t = 0; t < nr; ++t)
+      for (int64_t k = 0; k < K; ++k)
+        if (moe_sel_[t * K + k] == e) rows.push_back(t * K + k);
+    if (rows.empty()) continue;
+    const int64_t m = static_cast<int64_t>(rows.size());
+    moe_x_.resize(static_cast<size_t>(m * E));
+    moe_g_.resize(static_cast<size_t>(m * F));
+    moe_u_.resize(static_cast<size_t>(m * F));
+    for (int64_t i = 0; i < m; ++i)
+      std::memcpy(moe_x_.data() + i * E, h_.data() + (rows[i] / K) * E, static_cast<size_t>(E) * sizeof(float));
+    matmul_shared(moe_x_.data(), m, E, {{&L.gate_exps[e], moe_g_.data()}, {&L.up_exps[e], moe_u_.data()}});
+    pool_.run(m, [&](int64_t i, int) { glu(act, moe_g_.data() + i * F, moe_u_.data() + i * F, F); });
+    moe_x_.resize(static_cast<size_t>(m * E));
+    matmul(L.down_exps[e], moe_g_.data(), m, F, moe_x_.data(), E, pool_, scratch_, compat);
+    for (int64_t i = 0; i < m; ++i)
+      std::memcpy(moe_d_.data() + rows[i] * E, moe_x_.data() + i * E, static_cast<size_t>(E) * sizeof(float));
+  }
+  pool_.run(nr, [&](int64_t t, int) {
+    float* o = tmp_.data() + t * E;
+    const float* w = moe_w_.data() + t * K;
+    for (int64_t i = 0; i < E; ++i) o[i] = moe_d_[(t * K) * E + i] * w[0];
+    for (int64_t k = 1; k < K; ++k)
+      for (int64_t i = 0; i < E; ++i) o[i] += moe_d_[(t * K + k) * E + i] * w[k];
   });
 }
 

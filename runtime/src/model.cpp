@@ -99,6 +99,28 @@ struct Loader {
     return f.view(*t);  // data == nullptr for a header only
   }
 
+  // A 3-D tensor [ne0, ne1, n] (experts): one 2-D view per expert.
+  std::vector<Weight> experts(const std::string& name, uint64_t ne0, uint64_t ne1, uint64_t n) const {
+    const GgufTensorInfo* t = find(name);
+    if (!t) fail("{}: tensor {}: missing", path, name);
+    if (t->dims.size() != 3 || t->dims[0] != ne0 || t->dims[1] != ne1 || t->dims[2] != n)
+      fail("{}: tensor {}: shape {} does not match the hyperparameters (expected [{}, {}, {}])", path, name,
+           dims_str(t->dims), ne0, ne1, n);
+    if (t->type != GgmlType::F32 && !quant::can_dequantize(t->type))
+      fail("{}: tensor {}: type {} cannot be dequantized", path, name, ggml_type_name(t->type));
+    const TensorView all = f.view(*t);
+    const uint64_t bytes = all.row_bytes() * ne1;
+    std::vector<Weight> out;
+    for (uint64_t e = 0; e < n; ++e) {
+      TensorView v = all;
+      v.dims = {ne0, ne1};
+      v.nbytes = bytes;
+      if (v.data) v.data += e * bytes;
+      out.emplace_back(std::move(v));
+    }
+    return out;
+  }
+
   std::vector<float> vec(const std::string& name, uint64_t n, bool required = true) const {
     const GgufTensorInfo* t = find(name);
     if (!t) {
@@ -123,6 +145,21 @@ struct Loader {
 };
 
 }  // namespace
+
+bool ModelConfig::swa_layer(int64_t il) const {
+  if (n_swa <= 0 || !traits) return false;
+  switch (traits->window) {
+    case arch::SlidingWindow::None: return false;
+    case arch::SlidingWindow::AllLayers: return true;
+    case arch::SlidingWindow::EvenLayers: return il % 2 == 0;
+  }
+  return false;
+}
+
+const std::vector<float>& Model::rope_factors_for(int64_t n_ctx) const {
+  if (!rope_freqs_.empty() || rope_long_.empty()) return rope_freqs_;
+  return n_ctx > cfg_.n_ctx_orig ? rope_long_ : rope_short_;  // llama.cpp's build_rope_factors
+}
 
 bool Model::supports(const std::string& name) {
   const arch::Arch* a = arch::by_gguf_name(name);
@@ -150,6 +187,7 @@ Model Model::build(GgufFile file, bool with_data) {
   if (!supports(c.arch))
     fail("{}: unsupported architecture '{}' (supported: {})", path, c.arch, arch::runtime_list());
   const arch::Arch& A = *arch::by_gguf_name(c.arch);
+  c.traits = &A;
   const std::vector<palette::PalTensor> pal = palette::palettized_tensors(f);
   Loader L{f, path, c.arch, with_data, {}};
   for (const auto& p : pal) L.pal.emplace(p.name, &p);
@@ -181,6 +219,34 @@ Model Model::build(GgufFile file, bool with_data) {
   c.rope_mode = A.rope == arch::RopeMode::Normal ? RopeMode::Normal : RopeMode::Neox;
   c.has_qkv_bias = A.qkv_bias;
   c.has_qk_norm = A.qk_norm;
+  c.n_expert = L.get_int("expert_count", 0);
+  c.n_expert_used = L.get_int("expert_used_count", 0);
+  if (c.n_expert > 0 && !A.has(arch::Role::FfnGateExps))
+    fail("{}: {}.expert_count = {}: the architecture has no experts", path, c.arch, c.n_expert);
+  if (c.n_expert > 256 || (c.n_expert > 0 && (c.n_expert_used < 1 || c.n_expert_used > c.n_expert)))
+    fail("{}: {} experts with {} used per token are out of range", path, c.n_expert, c.n_expert_used);
+  if (c.n_expert == 0 && A.find(arch::Role::FfnGateExps) && A.find(arch::Role::FfnGateExps)->need == arch::Need::Required)
+    fail("{}: {}.expert_count is missing", path, c.arch);
+  if (A.window != arch::SlidingWindow::None) {
+    c.n_swa = L.get_int("attention.sliding_window", A.default_window ? std::optional<int64_t>(*A.default_window)
+                                                                      : std::nullopt);
+    if (c.n_swa < 1) fail("{}: {}.attention.sliding_window = {} is invalid", path, c.arch, c.n_swa);
+  }
+  if (A.embd_scale == arch::EmbdScale::SqrtNEmbd) c.embd_scale = std::sqrt(static_cast<float>(c.n_embd));
+  // The query scale where llama.cpp applies it (arch::QueryScale).
+  const float hd_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim_k));
+  if (A.query_scale != arch::QueryScale::Softmax) {
+    c.q_scale = hd_scale;
+    if (A.query_scale == arch::QueryScale::Gemma2BySize && c.n_layer == 46)  // LLM_TYPE_27B
+      c.q_scale = 1.0f / std::sqrt(static_cast<float>(c.n_embd / c.n_head));
+  } else {
+    c.kq_scale = hd_scale;
+  }
+  if (A.attn_softcap) c.attn_softcap = static_cast<float>(L.get_float("attn_logit_softcapping", 50.0));
+  if (A.final_softcap) c.final_softcap = static_cast<float>(L.get_float("final_logit_softcapping", 30.0));
+  if (c.attn_softcap < 0.f || c.final_softcap < 0.f) fail("{}: negative soft-cap", path);
+  c.rope_attn_factor = static_cast<float>(L.get_float("rope.scaling.attn_factor", 1.0));
+  c.n_ctx_orig = L.get_int("rope.scaling.original_context_length", c.n_ctx_train);
 
   // Vocabulary size: <arch>.vocab_size, else token_embd's second dimension.
   const std::vector<uint64_t>* te = L.dims_of("token_embd.weight");
@@ -198,7 +264,7 @@ Model Model::build(GgufFile file, bool with_data) {
   const uint64_t OD = c.n_head * c.head_dim_v;
   m.tok_embd_ = L.matrix("token_embd.weight", E, V);
   m.output_norm_ = L.vec("output_norm.weight", E);
-  m.output_ = L.matrix("output.weight", E, V, false);
+  m.output_ = A.tied_output ? Weight{} : L.matrix("output.weight", E, V, false);
   if (!m.output_.data) {
     c.tied_output = true;
     m.output_ = m.tok_embd_;
@@ -206,19 +272,45 @@ Model Model::build(GgufFile file, bool with_data) {
   if (f.find_tensor("rope_freqs.weight")) {
     m.rope_freqs_ = L.vec("rope_freqs.weight", static_cast<uint64_t>(c.n_rot / 2));
   }
+  if (A.long_rope && f.find_tensor("rope_factors_long.weight")) {
+    m.rope_long_ = L.vec("rope_factors_long.weight", static_cast<uint64_t>(c.n_rot / 2));
+    m.rope_short_ = L.vec("rope_factors_short.weight", static_cast<uint64_t>(c.n_rot / 2));
+  }
+  const bool moe = c.n_expert > 0;
+  const uint64_t NE = static_cast<uint64_t>(c.n_expert);
   m.layers_.resize(c.n_layer);
   for (int64_t i = 0; i < c.n_layer; ++i) {
     auto& l = m.layers_[i];
     const std::string p = "blk." + std::to_string(i) + ".";
-    l.attn_norm = L.vec(p + "attn_norm.weight", E);
-    l.wq = L.matrix(p + "attn_q.weight", E, QD);
-    l.wk = L.matrix(p + "attn_k.weight", E, KD);
-    l.wv = L.matrix(p + "attn_v.weight", E, VD);
-    l.wo = L.matrix(p + "attn_output.weight", OD, E);
-    l.ffn_norm = L.vec(p + "ffn_norm.weight", E);
-    l.w_gate = L.matrix(p + "ffn_gate.weight", E, F);
-    l.w_up = L.matrix(p + "ffn_up.weight", E, F);
-    l.w_down = L.matrix(p + "ffn_down.weight", F, E);
+    using arch::Role;
+    auto name = [&](Role r) { return arch::gguf_name(r, i); };
+    l.attn_norm = L.vec(name(Role::AttnNorm), E);
+    if (A.attn_fused_qkv) {
+      l.wqkv = L.matrix(name(Role::AttnQkv), E, QD + KD + VD);
+    } else {
+      l.wq = L.matrix(name(Role::AttnQ), E, QD);
+      l.wk = L.matrix(name(Role::AttnK), E, KD);
+      l.wv = L.matrix(name(Role::AttnV), E, VD);
+    }
+    l.wo = L.matrix(name(Role::AttnOut), OD, E);
+    if (A.post_norms) {
+      l.attn_post_norm = L.vec(name(Role::AttnPostNorm), E);
+      l.ffn_post_norm = L.vec(name(Role::FfnPostNorm), E);
+    }
+    l.ffn_norm = L.vec(name(Role::FfnNorm), E);
+    if (moe) {
+      l.gate_inp = L.matrix(name(Role::FfnGateInp), E, NE);
+      l.gate_exps = L.experts(name(Role::FfnGateExps), E, F, NE);
+      l.up_exps = L.experts(name(Role::FfnUpExps), E, F, NE);
+      l.down_exps = L.experts(name(Role::FfnDownExps), F, E, NE);
+    } else if (A.ffn_fused_gate_up) {
+      l.w_up = L.matrix(name(Role::FfnUp), E, 2 * F);
+      l.w_down = L.matrix(name(Role::FfnDown), F, E);
+    } else {
+      l.w_gate = L.matrix(name(Role::FfnGate), E, F);
+      l.w_up = L.matrix(name(Role::FfnUp), E, F);
+      l.w_down = L.matrix(name(Role::FfnDown), F, E);
+    }
     if (c.has_qkv_bias) {
       l.bq = L.vec(p + "attn_q.bias", QD);
       l.bk = L.vec(p + "attn_k.bias", KD);

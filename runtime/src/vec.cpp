@@ -1,5 +1,10 @@
 #include "vec.h"
 
+#include <cmath>
+#include <vector>
+
+#include "edgeq/formats/half.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -190,6 +195,31 @@ void softmax(float* s, int64_t n, float scale) {
 void swiglu(float* g, const float* u, int64_t n) {
   if (simd()) return avx512() ? swiglu_avx512(g, u, n) : swiglu_avx2(g, u, n);
   for (int64_t i = 0; i < n; ++i) g[i] = (g[i] / (1.f + exp1(-g[i]))) * u[i];
+}
+
+namespace {
+// ggml's ggml_table_gelu_f16, built the same way (ggml_gelu_f32 of every f16 value, rounded to f16).
+const std::vector<uint16_t>& gelu_table() {
+  static const std::vector<uint16_t> t = [] {
+    std::vector<uint16_t> v(65536);
+    for (uint32_t i = 0; i < 65536; ++i) {
+      const float x = f16_to_f32(static_cast<uint16_t>(i));
+      const float y = 0.5f * x * (1.0f + std::tanh(0.79788456080286535587989211986876f * x * (1.0f + 0.044715f * x * x)));
+      v[i] = f32_to_f16(y);
+    }
+    return v;
+  }();
+  return t;
+}
+}  // namespace
+
+void gelu_par(float* g, const float* u, int64_t n) {
+  const auto& t = gelu_table();
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = g[i];
+    const float y = x <= -10.0f ? 0.0f : x >= 10.0f ? x : f16_to_f32(t[f32_to_f16(x)]);
+    g[i] = y * u[i];
+  }
 }
 
 }  // namespace edgeq::runtime::vec

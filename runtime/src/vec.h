@@ -22,6 +22,10 @@ void softmax(float* s, int64_t n, float scale);
 // g[i] = silu(g[i]) · u[i] = g[i] / (1 + exp(−g[i])) · u[i].
 void swiglu(float* g, const float* u, int64_t n);
 
+// g[i] = gelu(g[i]) · u[i] with ggml's GELU (GGML_GELU_FP16): x <= -10 gives 0, x >= 10 gives x, otherwise the
+// f16 table entry f16(0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))) at f16(x).
+void gelu_par(float* g, const float* u, int64_t n);
+
 // Tests: enabled = false forces the portable path, avx512 = false the AVX2 one on an AVX-512 machine (same bits).
 void set_simd(bool enabled, bool avx512 = true);
 

@@ -75,9 +75,11 @@ enum class RopeMode { Normal, Neox };      // Normal: adjacent pairs (llama); Ne
 enum class Activation { Silu, GeluTanh };  // the GLU's gate activation: silu(g)*u (SwiGLU) or gelu_tanh(g)*u
 enum class SlidingWindow { None, AllLayers, EvenLayers };  // which layers mask keys older than the window
 enum class EmbdScale { None, SqrtNEmbd };  // token embeddings multiplied by sqrt(n_embd) (gemma)
-// The factor on q before Q·Kᵀ: 1/sqrt(head_dim) (everyone), or gemma2's by model size (llama.cpp b4748: 26 and 42
-// layers 1/sqrt(head_dim), 46 layers 1/sqrt(n_embd/n_head); other layer counts are not evaluated).
-enum class QueryScale { HeadDim, Gemma2BySize };
+// Where 1/sqrt(head_dim) applies: in the softmax on Q·Kᵀ (llama.cpp's kq_scale: llama, qwen), or on q after RoPE
+// with kq_scale 1 (build_gemma, build_phi3; q is rounded to f16 after it), or gemma2's by model size (b4748: 26
+// and 42 layers 1/sqrt(head_dim), 46 layers (27B) 1/sqrt(n_embd/n_head); llama.cpp aborts on other layer
+// counts, edgeq takes 1/sqrt(head_dim), HF's query_pre_attn_scalar default).
+enum class QueryScale { Softmax, Query, Gemma2BySize };
 // The 70B rule of llama-quantize (attn_v at Q5_K when it would be Q3_K/Q4_K): which 80-layer models llama.cpp
 // types LLM_TYPE_70B.
 enum class Type70B { Never, IfGqa, Always };
@@ -102,7 +104,7 @@ struct Arch {
   SlidingWindow window = SlidingWindow::None;  // size from <arch>.attention.sliding_window
   std::optional<uint32_t> default_window;      // when the key is absent (gemma2: 4096)
   EmbdScale embd_scale = EmbdScale::None;
-  QueryScale query_scale = QueryScale::HeadDim;
+  QueryScale query_scale = QueryScale::Softmax;
   Activation ffn_act = Activation::Silu;
   bool ffn_fused_gate_up = false;   // ffn_up holds [gate; up] (2*n_ff rows), split in half (phi3)
   bool attn_fused_qkv = false;      // attn_qkv holds [q; k; v] rows (phi3)

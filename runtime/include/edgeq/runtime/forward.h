@@ -75,6 +75,9 @@ class Context {
   // r0.. of each sequence go on, compacted to the front of x_ (the last layer: the rows that give logits).
   void layer(int64_t il, int64_t n, int64_t pos0, int64_t r0);
   void attention(int64_t il, int64_t n, int64_t pos0);
+  // The FFN of nr rows of h_ (normed) into tmp_: dense GLU (fused gate|up or not) or the experts.
+  void ffn(int64_t il, int64_t nr);
+  void moe_ffn(int64_t il, int64_t nr);
   int64_t seq_len_ = 0;  // rows per sequence in the current batch (n for a single sequence)
   // Embeds n tokens (sequences of seq_len_ at positions n_past_..), all layers, logits.
   void run_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits);
@@ -89,7 +92,11 @@ class Context {
   int64_t k_layer_size() const;  // one sequence's keys of one layer
   float* kslot(int64_t il, int64_t seq) { return kcache_.data() + static_cast<size_t>(il * opt_.n_seq + seq) * k_layer_size(); }
   float* vslot(int64_t il, int64_t seq);
-  HugeVector<float> x_, h_, q_, k_, v_, att_, ff_gate_, ff_up_, tmp_, xr_;
+  HugeVector<float> x_, h_, q_, k_, v_, att_, ff_gate_, ff_up_, tmp_, xr_, qkv_;
+  // MoE: router probabilities, per expert the rows routed to it (gathered input, gate, up, down outputs).
+  std::vector<float> moe_probs_, moe_w_;
+  std::vector<int32_t> moe_sel_;
+  HugeVector<float> moe_x_, moe_g_, moe_u_, moe_d_;
   // y_i = x · W_iᵀ for several weights sharing the input; the activation rounding is done once when the
   // weights share a rounding type.
   void matmul_shared(const float* x, int64_t n, int64_t ld, std::initializer_list<std::pair<const Weight*, float*>> outs);
