@@ -13,6 +13,8 @@
 #include "edgeq/quant/policy.h"
 #include "edgeq/runtime/forward.h"
 #include "edgeq/runtime/model.h"
+#include "edgeq/runtime/perplexity.h"
+#include "edgeq/runtime/tokenizer.h"
 #include "test_helpers.h"
 
 namespace {
@@ -129,3 +131,22 @@ TEST(Arch, UnknownArchitectureIsOneLineRefusal) {
 }
 
 }  // namespace
+
+// A few chunks of llama.cpp's F16 file of each fixture architecture against llama-perplexity's running PPL (the
+// full 20-chunk and KLD checks are in test_arch_goldens, outside the sanitizer build).
+TEST(Arch, FixtureF16FirstChunksMatchLlamaCpp) {
+  const nlohmann::json j = nlohmann::json::parse(std::ifstream(shared("golden/arch/arch.json")));
+  const std::string text = read_text(shared("text/tinystories-heldout.txt"));
+  const int64_t chunks = EDGEQ_SANITIZED ? 1 : 2;
+  for (const char* n : {"gemma", "gemma2", "phi3", "mixtral"}) {
+    SCOPED_TRACE(n);
+    const auto m = runtime::Model::load(shared(std::string("golden/arch/") + n + "-F16.gguf"));
+    const auto tok = Tokenizer::from_gguf(m.gguf());
+    runtime::PerplexityOptions o;
+    o.n_threads = 2;
+    o.max_chunks = chunks;
+    const auto r = runtime::perplexity(m, tok.tokenize(text, true, false), tok.add_bos(), tok.bos(), o);
+    const double want = j[n]["files"]["F16"]["chunk_ppl"][chunks - 1].get<double>();
+    EXPECT_NEAR(r.ppl, want, 5e-4 * want);
+  }
+}
