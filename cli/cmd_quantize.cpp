@@ -10,6 +10,7 @@
 
 #include "calibration_input.h"
 #include "command.h"
+#include "edgeq/arch/arch.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/formats/thread_count.h"
 #include "edgeq/runtime/model.h"
@@ -125,11 +126,20 @@ int run(Opts& o) {
   qo.record_method = !o.no_edgeq_metadata;
   qo.threads = edgeq::resolve_threads(o.threads);
   qo.split = o.split;
-  // The output must load in the runtime: the same model and tokenizer checks perplexity makes.
-  qo.check_output = [](const edgeq::GgufFile& header) {
+  // The output must load in the runtime: the same model and tokenizer checks perplexity makes. What it lacks
+  // comes from the input, so the error names the input (the output does not exist yet).
+  const std::string src_path = o.src;
+  qo.check_output = [src_path](const edgeq::GgufFile& header) {
     if (!edgeq::runtime::Model::supports(header.architecture())) return;
-    edgeq::runtime::Model::check_header(header);
-    (void)edgeq::Tokenizer::from_gguf(header);
+    try {
+      edgeq::runtime::Model::check_header(header);
+      (void)edgeq::Tokenizer::from_gguf(header);
+    } catch (const edgeq::Error& e) {
+      std::string m = e.what();
+      const std::string prefix = header.path() + ": ";
+      if (m.rfind(prefix, 0) == 0) m = m.substr(prefix.size());
+      edgeq::fail("{}: {}", src_path, m);
+    }
   };
   // A directory or a device is refused before anything is read (a split set's file names are known, and
   // checked, once the tensor types are planned, before any tensor is read).
@@ -167,10 +177,23 @@ int run(Opts& o) {
 
   q::QuantizeReport r = q::quantize_model(src, o.out, qo);
   const auto& fti = q::file_type_info(r.ftype);
+  // An architecture the runtime does not evaluate is quantized tensor by tensor as llama-quantize does; say that
+  // edgeq's perplexity cannot check the result.
+  std::string arch;
+  for (const auto& [k, v] : src.metadata)
+    if (k == "general.architecture" && v.type() == edgeq::GgufType::STRING) arch = v.as_string();
+  const bool evaluated = arch.empty() || edgeq::runtime::Model::supports(arch);
+  if (!evaluated)
+    std::fprintf(stderr,
+                 "edgeq: note: architecture '%s' is quantized tensor by tensor as llama-quantize does, but edgeq's "
+                 "runtime does not evaluate it (it evaluates %s): perplexity cannot check %s; llama.cpp can\n",
+                 arch.c_str(), edgeq::arch::runtime_list().c_str(), r.output.c_str());
   const double mbps = r.seconds > 0 ? double(r.bytes_before) / 1e6 / r.seconds : 0.0;
 
   if (o.json) {
     nlohmann::json j = {{"input", o.src},
+                        {"architecture", arch},
+                        {"runtime_evaluates", evaluated},
                         {"output", r.output},
                         {"outputs", r.outputs},
                         {"type", fti.name},
