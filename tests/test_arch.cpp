@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "edgeq/arch/arch.h"
+#include "edgeq/calibrate/calibrate.h"
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
 #include "edgeq/formats/error.h"
@@ -148,5 +149,34 @@ TEST(Arch, FixtureF16FirstChunksMatchLlamaCpp) {
     const auto r = runtime::perplexity(m, tok.tokenize(text, true, false), tok.add_bos(), tok.bos(), o);
     const double want = j[n]["files"]["F16"]["chunk_ppl"][chunks - 1].get<double>();
     EXPECT_NEAR(r.ppl, want, 5e-4 * want);
+  }
+}
+
+// calibrate: gemma2 (post-norms, GELU, soft-caps: the standard matmul inputs) is calibrated, every statistic under
+// a tensor of the model; phi3 (fused) and mixtral (experts) are refused in one line before any work.
+TEST(Arch, CalibrateTakesGemma2AndRefusesFusedAndExperts) {
+  const std::string text = read_text(shared("text/calib.txt"));
+  calibrate::CalibrationOptions co;
+  co.max_chunks = 1;
+  co.n_threads = 2;
+  {
+    const auto m = runtime::Model::load(shared("golden/arch/gemma2-F16.gguf"));
+    const auto tok = Tokenizer::from_gguf(m.gguf());
+    const auto s = calibrate::calibrate(m, tok.tokenize(text, true, false), tok.add_bos(), tok.bos(), co);
+    ASSERT_EQ(s.inputs.size(), 26u * 4);
+    for (const auto& in : s.inputs) {
+      EXPECT_GT(in.ncall, 0);
+      for (const auto& n : in.tensor_names()) EXPECT_NE(m.gguf().find_tensor(n), nullptr) << n;
+    }
+  }
+  for (const char* n : {"phi3", "mixtral"}) {
+    const auto m = runtime::Model::load(shared(std::string("golden/arch/") + n + "-F16.gguf"));
+    const auto tok = Tokenizer::from_gguf(m.gguf());
+    try {
+      calibrate::calibrate(m, tok.tokenize(text, true, false), tok.add_bos(), tok.bos(), co);
+      ADD_FAILURE() << n << ": no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("is not supported yet"), std::string::npos) << e.what();
+    }
   }
 }

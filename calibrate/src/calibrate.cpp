@@ -211,6 +211,11 @@ class Collector final : public runtime::ActivationObserver {
 CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_t>& tokens, bool add_bos,
                            int32_t bos_id, const CalibrationOptions& opt) {
   const auto& c = model.config();
+  // The statistics are kept per matmul input under the separate q/k/v and gate/up weights' names; fused weights
+  // (phi3) and experts (llama.cpp's per-expert imatrix layout) are not counted yet: refused before any work.
+  if (c.traits && (c.traits->attn_fused_qkv || c.traits->ffn_fused_gate_up || c.n_expert > 0))
+    fail("{}: calibration of '{}' is not supported yet ({}); quantize it without --imatrix/--method, or with "
+         "llama-imatrix's file", model.path(), c.arch, c.n_expert > 0 ? "experts" : "fused attn_qkv / ffn_up");
   const int64_t n_ctx = opt.n_ctx;
   if (n_ctx < 16 || n_ctx > (int64_t(1) << 20)) fail("{}: calibration: context size {} is out of range (>= 16)", model.path(), n_ctx);
   const int64_t n_tokens = static_cast<int64_t>(tokens.size());
