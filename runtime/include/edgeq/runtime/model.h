@@ -61,7 +61,7 @@ class Model {
   // written: hyperparameters, every tensor's presence, shape and type. Architectures the runtime does not
   // evaluate are passed over. Throws edgeq::Error.
   static void check_header(const GgufFile& header);
-  static bool supports(const std::string& arch);  // llama, qwen2, qwen3
+  static bool supports(const std::string& arch);  // the table entry for it says runtime (arch/arch.h)
 
   const ModelConfig& config() const { return cfg_; }
   const GgufFile& gguf() const { return file_; }
