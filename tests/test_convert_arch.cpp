@@ -295,3 +295,34 @@ TEST(ConvertArch, Phi3OfAnotherShapeWritesItsRopeFactorsAndAttnFactor) {
     EXPECT_NE(std::string(e.what()).find("short_factor has 32 values, expected 16"), std::string::npos) << e.what();
   }
 }
+
+// general.* from a directory named like a Hub model, as gguf-py's Metadata heuristics (b4748) derive them: the
+// size-like "4k" (far from the model's 1.5M parameters) is a finetune part, "mini" the size label.
+TEST(ConvertArch, GeneralKeysFromAHubStyleDirectoryName) {
+  edgeq::test::TempDir td;
+  struct Case {
+    const char* dir;
+    const char* fixture;
+    std::vector<std::pair<std::string, std::string>> keys;  // in order, after general.type
+  };
+  const Case cases[] = {
+      {"Mixtral-8x7B-Instruct-v0.1", "mixtral",
+       {{"general.name", "Mixtral 8x7B Instruct v0.1"}, {"general.version", "v0.1"}, {"general.finetune", "Instruct"},
+        {"general.basename", "Mixtral"}, {"general.size_label", "8x7B"}}},
+      {"Phi-3-mini-4k-instruct", "phi3",
+       {{"general.name", "Phi 3 Mini 4k Instruct"}, {"general.finetune", "4k-instruct"}, {"general.basename", "Phi-3"},
+        {"general.size_label", "mini"}}},
+  };
+  for (const Case& c : cases) {
+    fs::create_directory_symlink(edgeq::test::shared(std::string("models/arch/") + c.fixture), td.path / c.dir);
+    ConvertOptions o;
+    auto plan = plan_conversion((td.path / c.dir).string(), o);
+    size_t at = 0;
+    while (at < plan.metadata.size() && plan.metadata[at].first != "general.type") ++at;
+    ASSERT_LT(at + c.keys.size(), plan.metadata.size());
+    for (size_t i = 0; i < c.keys.size(); ++i) {
+      EXPECT_EQ(plan.metadata[at + 1 + i].first, c.keys[i].first) << c.dir;
+      EXPECT_EQ(plan.metadata[at + 1 + i].second.as_string(), c.keys[i].second) << c.dir << " " << c.keys[i].first;
+    }
+  }
+}

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 
 #include "edgeq/arch/arch.h"
@@ -592,19 +593,133 @@ std::string id_to_title(const std::string& id) {
   return out;
 }
 
-// general.name: --name, else config.json's _name_or_path when it is a model id (at most one '/'), else the
-// directory name, title-cased as gguf-py does.
-std::string hf_converter_name(const Config& cfg, const std::string& dir, const std::string& name) {
-  if (!name.empty()) return name;
-  if (cfg.has("_name_or_path") && cfg.j["_name_or_path"].is_string()) {
-    std::string id = cfg.j["_name_or_path"].get<std::string>();
-    if (std::count(id.begin(), id.end(), '/') <= 1) {
-      if (id.find(' ') != std::string::npos) return id;
-      auto slash = id.find('/');
-      return id_to_title(slash == std::string::npos ? id : id.substr(slash + 1));
+// gguf-py's Metadata.get_model_id_components (b4748): a model id ("org/Name-7B-Instruct-v0.1") split into the
+// name, organisation, basename, finetune, version and size label. total_params decides whether a size-like
+// part is the model's size or (far from it) a context length.
+struct ModelIdParts {
+  std::optional<std::string> name, org, basename, finetune, version, size_label;
+};
+
+ModelIdParts model_id_components(const std::string& id, uint64_t total_params) {
+  ModelIdParts r;
+  if (id.find(' ') != std::string::npos) {
+    r.name = id;
+    return r;
+  }
+  std::string full = id;
+  if (auto slash = id.find('/'); slash != std::string::npos) {
+    std::string org = id.substr(0, slash);
+    full = id.substr(slash + 1);
+    if (!(org.size() > 0 && org[0] == '.')) r.org = org;
+  }
+  r.name = full;
+  std::vector<std::string> parts;
+  for (size_t i = 0; i <= full.size();) {
+    size_t j = full.find('-', i);
+    if (j == std::string::npos) j = full.size();
+    if (j > i) parts.push_back(full.substr(i, j - i));
+    i = j + 1;
+  }
+  using Types = std::set<std::string>;
+  std::vector<Types> types(parts.size());
+  static const std::regex version_re(R"((v|iter)?\d+([.]\d+)*)", std::regex::icase);
+  static const std::regex type_re(R"(i?q\d(_\w)*|b?fp?(16|32))", std::regex::icase);
+  static const std::regex size_re(R"((([A]|\d+[x])?\d+([._]\d+)?[KMBT][\d]?|small|mini|medium|large|x?xl))", std::regex::icase);
+  static const std::regex finetune_re(R"(chat|instruct|vision|lora)", std::regex::icase);
+  auto isdec = [](char c) { return c >= '0' && c <= '9'; };
+  for (size_t i = 0; i < parts.size(); ++i) {
+    std::string part = parts[i];
+    if (std::regex_match(part, version_re)) {
+      types[i].insert("version");
+    } else if (std::regex_match(part, type_re)) {
+      types[i].insert("type");
+      for (char& c : part) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      parts[i] = part;
+    } else if (i > 0 && std::regex_match(part, size_re)) {
+      std::replace(part.begin(), part.end(), '_', '.');
+      if (isdec(part.back())) part = part.substr(0, part.size() - 2) + "." + part.back() + part[part.size() - 2];
+      if (part.size() > 1 && isdec(part[part.size() - 2]) && std::string("kmbt").find(part.back()) != std::string::npos)
+        part.back() = static_cast<char>(std::toupper(static_cast<unsigned char>(part.back())));
+      if (total_params != 0) {
+        const std::string num = part.substr(0, part.size() - 1);
+        char* end = nullptr;
+        const double x = std::strtod(num.c_str(), &end);
+        const bool is_float = !num.empty() && end == num.c_str() + num.size() && num.find_first_of("xXnN") == std::string::npos;
+        if (is_float) {  // Python float(); a size like "8x7B" is not one and is kept as it is
+          const auto scale_at = std::string(" KMBT").find(part.back());
+          const double label = x * (scale_at == std::string::npos ? 0.001 : std::pow(1000.0, static_cast<double>(scale_at)));
+          const double t = static_cast<double>(total_params);
+          if (std::abs(label - t) > static_cast<double>(7 * total_params / 8)) {
+            types[i].insert("finetune");
+            part.back() = static_cast<char>(std::tolower(static_cast<unsigned char>(part.back())));
+          }
+        }
+      }
+      if (types[i].empty()) types[i].insert("size_label");
+      parts[i] = part;
+    } else if (i > 0 && std::regex_match(part, finetune_re)) {
+      types[i].insert("finetune");
     }
   }
-  return id_to_title(model_name(dir, ""));
+  bool numeric_size = false;
+  for (size_t i = 0; i < parts.size(); ++i)
+    if (types[i].count("size_label") && std::any_of(parts[i].begin(), parts[i].end(), isdec)) numeric_size = true;
+  if (numeric_size)
+    for (size_t i = 0; i < parts.size(); ++i)
+      if (types[i].count("size_label") &&
+          std::all_of(parts[i].begin(), parts[i].end(), [](char c) { return std::isalpha(static_cast<unsigned char>(c)) != 0; }))
+        types[i].erase("size_label");
+  bool at_start = true;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (at_start && ((types[i].empty() && std::isalpha(static_cast<unsigned char>(parts[i][0]))) || types[i].count("version"))) {
+      types[i].insert("basename");
+    } else {
+      at_start = false;
+      if (types[i].empty()) types[i].insert("finetune");
+    }
+  }
+  for (size_t i = parts.size(); i-- > 0;) {
+    if (types[i].count("basename") && types[i].size() > 1) types[i].erase("basename");
+    else break;
+  }
+  auto join = [&](auto pred, bool unique) -> std::optional<std::string> {
+    std::string out;
+    std::set<std::string> seen;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (!pred(types[i]) || (unique && !seen.insert(parts[i]).second)) continue;
+      out += (out.empty() ? "" : "-") + parts[i];
+    }
+    if (out.empty()) return std::nullopt;
+    return out;
+  };
+  r.basename = join([](const Types& t) { return t.count("basename") > 0; }, false);
+  r.size_label = join([](const Types& t) { return t.count("size_label") > 0; }, true);
+  r.finetune = join([](const Types& t) { return t.count("finetune") > 0; }, false);
+  r.version = join([](const Types& t) { return t.count("version") && !t.count("basename"); }, false);
+  if (!r.size_label && !r.finetune && !r.version) r.basename.reset();
+  return r;
+}
+
+// general.* of gguf-py's Metadata.load without a model card: --name, else config.json's _name_or_path when it
+// is a model id (at most one '/'), else the directory name; each field taken from the first that has it.
+ModelIdParts hf_converter_general(const Config& cfg, const std::string& dir, const std::string& name, uint64_t total_params) {
+  ModelIdParts m;
+  auto fill = [&](const std::string& id) {
+    ModelIdParts c = model_id_components(id, total_params);
+    if (!m.name && c.name) m.name = id_to_title(*c.name);
+    if (!m.org && c.org) m.org = id_to_title(*c.org);
+    if (!m.basename) m.basename = c.basename;
+    if (!m.finetune) m.finetune = c.finetune;
+    if (!m.version) m.version = c.version;
+    if (!m.size_label) m.size_label = c.size_label;
+  };
+  if (cfg.has("_name_or_path") && cfg.j["_name_or_path"].is_string()) {
+    const std::string id = cfg.j["_name_or_path"].get<std::string>();
+    if (std::count(id.begin(), id.end(), '/') <= 1) fill(id);
+  }
+  fill(model_name(dir, ""));
+  if (!name.empty()) m.name = name;
+  return m;
 }
 
 // gguf-py's size_label: "1.2M", "998K", "4x1.1M" (experts: shared + one expert's parameters).
@@ -649,8 +764,15 @@ void add_hf_converter_metadata(ConvertPlan& plan, const Hparams& h, const RopeSc
   md.emplace_back("general.architecture", GgufValue(A));
   if (attn_factor) f32("rope.scaling.attn_factor", *attn_factor);
   md.emplace_back("general.type", GgufValue(std::string("model")));
-  md.emplace_back("general.name", GgufValue(hf_converter_name(cfg, dir, name)));
-  md.emplace_back("general.size_label", GgufValue(size_label(plan)));
+  uint64_t total_params = 0;
+  for (const SourceTensor& t : plan.tensors) total_params += t.n_elements();
+  const ModelIdParts g = hf_converter_general(cfg, dir, name, total_params);
+  md.emplace_back("general.name", GgufValue(*g.name));  // set_gguf_meta_model's order
+  if (g.version) md.emplace_back("general.version", GgufValue(*g.version));
+  if (g.org) md.emplace_back("general.organization", GgufValue(*g.org));
+  if (g.finetune) md.emplace_back("general.finetune", GgufValue(*g.finetune));
+  if (g.basename) md.emplace_back("general.basename", GgufValue(*g.basename));
+  md.emplace_back("general.size_label", GgufValue(g.size_label ? *g.size_label : size_label(plan)));
   for (HfKey k : h.arch->hf_keys) {
     switch (k) {
       case HfKey::ContextLength: u32("context_length", h.n_ctx); break;
