@@ -326,3 +326,51 @@ TEST(ConvertArch, GeneralKeysFromAHubStyleDirectoryName) {
     }
   }
 }
+
+// A sharded checkpoint is read shard by shard (file names sorted), each shard's names sorted, as
+// convert_hf_to_gguf.py reads it: here the second layer and the final norm (first shard) come before the
+// embeddings and the first layer (second shard).
+TEST(ConvertArch, ShardsAreWrittenInTheConvertersReadOrder) {
+  edgeq::test::TempDir td;
+  const uint64_t E = 64, F = 64, V = 512, H = 2, KV = 1, HD = 32;
+  nlohmann::json cfg = {{"architectures", {"GemmaForCausalLM"}}, {"hidden_size", E}, {"intermediate_size", F},
+                        {"num_hidden_layers", 2}, {"num_attention_heads", H}, {"num_key_value_heads", KV},
+                        {"head_dim", HD}, {"vocab_size", V}, {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-6}};
+  std::mt19937 rng(10);
+  std::vector<StEntry> shard[2];
+  shard[1].push_back(f32_tensor("model.embed_tokens.weight", {V, E}, rng));
+  shard[0].push_back(f32_tensor("model.norm.weight", {E}, rng));
+  for (int l = 0; l < 2; ++l) {
+    auto& s = shard[l == 0 ? 1 : 0];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    s.push_back(f32_tensor(p + "self_attn.q_proj.weight", {H * HD, E}, rng));
+    s.push_back(f32_tensor(p + "self_attn.k_proj.weight", {KV * HD, E}, rng));
+    s.push_back(f32_tensor(p + "self_attn.v_proj.weight", {KV * HD, E}, rng));
+    s.push_back(f32_tensor(p + "self_attn.o_proj.weight", {E, H * HD}, rng));
+    s.push_back(f32_tensor(p + "input_layernorm.weight", {E}, rng));
+    s.push_back(f32_tensor(p + "post_attention_layernorm.weight", {E}, rng));
+    s.push_back(f32_tensor(p + "mlp.gate_proj.weight", {F, E}, rng));
+    s.push_back(f32_tensor(p + "mlp.up_proj.weight", {F, E}, rng));
+    s.push_back(f32_tensor(p + "mlp.down_proj.weight", {E, F}, rng));
+  }
+  const fs::path dir = td.path / "sharded";
+  write_checkpoint(dir, cfg, {});
+  fs::remove(dir / "model.safetensors");
+  nlohmann::json map = nlohmann::json::object();
+  for (int i = 0; i < 2; ++i) {
+    const std::string file = "model-0000" + std::to_string(i + 1) + "-of-00002.safetensors";
+    edgeq::test::write_safetensors(dir / file, shard[i]);
+    for (auto& t : shard[i]) map[t.name] = file;
+  }
+  std::ofstream(dir / "model.safetensors.index.json") << nlohmann::json{{"metadata", nlohmann::json::object()}, {"weight_map", map}}.dump();
+  auto plan = plan_conversion(dir.string(), ConvertOptions{});
+  std::vector<std::string> names;
+  for (auto& t : plan.tensors) names.push_back(t.name);
+  const std::vector<std::string> want = {
+      "blk.1.attn_norm.weight", "blk.1.ffn_down.weight", "blk.1.ffn_gate.weight", "blk.1.ffn_up.weight",
+      "blk.1.ffn_norm.weight", "blk.1.attn_k.weight", "blk.1.attn_output.weight", "blk.1.attn_q.weight",
+      "blk.1.attn_v.weight", "output_norm.weight", "token_embd.weight", "blk.0.attn_norm.weight",
+      "blk.0.ffn_down.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "blk.0.ffn_norm.weight",
+      "blk.0.attn_k.weight", "blk.0.attn_output.weight", "blk.0.attn_q.weight", "blk.0.attn_v.weight"};
+  EXPECT_EQ(names, want);
+}
