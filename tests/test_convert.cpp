@@ -18,6 +18,7 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/blocks.h"
+#include "st_writer.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;
@@ -122,42 +123,10 @@ std::vector<std::string> expect_metadata_superset(const GgufFile& got, const Ggu
   return extra;
 }
 
-// ---- a minimal safetensors writer for synthetic checkpoints ----------------------------------------------
-struct StEntry {
-  std::string name;
-  std::string dtype;  // F32, F16, BF16, ...
-  std::vector<uint64_t> shape;
-  std::vector<uint8_t> bytes;
-};
-
-StEntry f32_tensor(const std::string& name, std::vector<uint64_t> shape, std::mt19937& rng) {
-  uint64_t n = 1;
-  for (auto d : shape) n *= d;
-  std::normal_distribution<float> nd(0.0f, 0.05f);
-  StEntry e{name, "F32", shape, std::vector<uint8_t>(n * 4)};
-  for (uint64_t i = 0; i < n; ++i) {
-    float x = nd(rng);
-    std::memcpy(e.bytes.data() + 4 * i, &x, 4);
-  }
-  return e;
-}
-
-void write_safetensors(const fs::path& path, const std::vector<StEntry>& ts) {
-  nlohmann::json h = nlohmann::json::object();
-  uint64_t off = 0;
-  for (auto& t : ts) {
-    h[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {off, off + t.bytes.size()}}};
-    off += t.bytes.size();
-  }
-  h["__metadata__"] = {{"format", "pt"}};
-  std::string hs = h.dump();
-  while (hs.size() % 8) hs += ' ';
-  std::ofstream f(path, std::ios::binary);
-  uint64_t hl = hs.size();
-  f.write(reinterpret_cast<const char*>(&hl), 8);
-  f.write(hs.data(), static_cast<std::streamsize>(hs.size()));
-  for (auto& t : ts) f.write(reinterpret_cast<const char*>(t.bytes.data()), static_cast<std::streamsize>(t.bytes.size()));
-}
+// ---- synthetic checkpoints (writer in st_writer.h) --------------------------------------------------------
+using edgeq::test::f32_tensor;
+using edgeq::test::StEntry;
+using edgeq::test::write_safetensors;
 
 void write_text(const fs::path& p, const std::string& s) { std::ofstream(p) << s; }
 

@@ -50,6 +50,21 @@ const RoleInfo& role_info(Role r) {
 using R = Role;
 using N = Need;
 using P = Permute;
+using K = HfKey;
+
+// convert_hf_to_gguf.py's Model.set_gguf_parameters followed by LlamaModel's (b4748): the keys of every class
+// derived from LlamaModel (Mixtral).
+std::vector<HfKey> llama_model_keys() {
+  return {K::BlockCount, K::ContextLength, K::EmbeddingLength, K::FeedForwardLength, K::HeadCount,
+          K::HeadCountKvIfPresent, K::RopeFreqBaseIfPresent, K::RmsEps, K::ExpertCountIfPresent,
+          K::ExpertUsedIfPresent, K::KeyValueLengthIfPresent, K::FileType, K::VocabSize, K::RopeDimension,
+          K::RopeScalingLinear};
+}
+// GemmaModel.set_gguf_parameters (Gemma2Model adds the soft-caps and the window).
+std::vector<HfKey> gemma_model_keys() {
+  return {K::ContextLength, K::EmbeddingLength, K::BlockCount, K::FeedForwardLength, K::HeadCount,
+          K::HeadCountKvOrHeads, K::RmsEps, K::KeyValueLength, K::FileType};
+}
 
 // The HF names of the Llama family (LlamaForCausalLM and the models copying its layout).
 std::vector<TensorSpec> llama_like_tensors(Permute q, Permute k, bool biases_listed) {
@@ -122,6 +137,9 @@ std::vector<Arch> make_table() {
     }
     a.tensors = std::move(t);
     a.expert_weights_norm = true;
+    a.convert_layout = ConvertLayout::HfConverter;  // the mixtral golden is convert_hf_to_gguf.py's own file
+    a.hf_keys = llama_model_keys();
+    a.hf_expert_count_key = "num_local_experts";
     v.push_back(std::move(a));
   }
   // qwen2 (LLM_ARCH_QWEN2; build_qwen2): q/k/v biases always, NeoX RoPE, no permutation.
@@ -193,6 +211,11 @@ std::vector<Arch> make_table() {
     a.tied_output = true;
     a.spm_tokenizer = true;
     a.runtime = true;
+    a.convert_layout = ConvertLayout::HfConverter;
+    a.hf_keys = gemma_model_keys();
+    a.fixed_special_ids = {{"eot", 107}};  // GemmaModel.set_vocab (CodeGemma's ids; prefix/suffix/middle/fsep
+                                           // have no gguf-py handler in b4748 and are dropped)
+    a.add_space_prefix = false;
     v.push_back(std::move(a));
   }
   // gemma2 (LLM_ARCH_GEMMA2; build_gemma2): gemma plus post-attention and post-FFN norms, attention and final
@@ -225,6 +248,10 @@ std::vector<Arch> make_table() {
     a.tied_output = true;
     a.spm_tokenizer = true;
     a.runtime = true;
+    a.convert_layout = ConvertLayout::HfConverter;
+    a.hf_keys = gemma_model_keys();
+    a.hf_keys.insert(a.hf_keys.end(), {K::AttnSoftcap, K::FinalSoftcap, K::SlidingWindow});
+    a.add_space_prefix = false;
     v.push_back(std::move(a));
   }
   // phi3 (LLM_ARCH_PHI3; build_phi3): fused attn_qkv ([q; k; v] rows) and ffn_up ([gate; up], SwiGLU on the
@@ -257,6 +284,11 @@ std::vector<Arch> make_table() {
     a.long_rope = true;
     a.spm_tokenizer = true;
     a.runtime = true;
+    a.convert_layout = ConvertLayout::HfConverter;
+    a.hf_keys = {K::ContextLength, K::RopeOrigContext, K::EmbeddingLength, K::FeedForwardLength, K::BlockCount,
+                 K::HeadCount, K::HeadCountKv, K::RmsEps, K::RopeDimensionFromHeads, K::RopeFreqBase,
+                 K::FileType, K::SlidingWindowOr0};
+    a.hf_vocab = HfVocab::Phi3;
     v.push_back(std::move(a));
   }
   // falcon (LLM_ARCH_FALCON): listed for llama-quantize's Falcon rules only; neither converted nor evaluated.

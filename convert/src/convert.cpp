@@ -21,7 +21,9 @@ ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_pa
   GgufWriter w(out_path, split);
   for (auto& [k, v] : plan.metadata) w.set(k, v);
   w.set("general.file_type", GgufValue(file_type_for(outtype)));
-  if (outtype == "q8_0") {
+  if (plan.hf_converter_layout) {
+    // general.quantization_version is already last, whatever the outtype
+  } else if (outtype == "q8_0") {
     if (!w.find("general.quantization_version")) {
       // keep it right after general.file_type, as in a plan made for q8_0
       std::vector<std::pair<std::string, GgufValue>> kv;

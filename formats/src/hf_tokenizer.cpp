@@ -438,7 +438,7 @@ AddedList added_tokens_of(const nlohmann::json& j) {
   return added;
 }
 
-void apply_special_vocab_impl(Vocab& v, const std::string& dir, const AddedList* json_added);
+void apply_special_vocab_impl(Vocab& v, const std::string& dir, const AddedList* json_added, bool b4748 = false);
 }  // namespace
 
 Vocab load_tokenizer_json(const std::string& path, std::optional<uint64_t> n_vocab, const std::string& force_pre) {
@@ -449,7 +449,7 @@ Vocab load_tokenizer_json(const std::string& path, std::optional<uint64_t> n_voc
 void apply_special_vocab(Vocab& v, const std::string& dir) { apply_special_vocab_impl(v, dir, nullptr); }
 
 namespace {
-void apply_special_vocab_impl(Vocab& v, const std::string& dir, const AddedList* json_added) {
+void apply_special_vocab_impl(Vocab& v, const std::string& dir, const AddedList* json_added, bool b4748) {
   namespace fs = std::filesystem;
   fs::path d(dir);
   // content -> id candidates, in gguf-py's lookup order (first match wins)
@@ -467,11 +467,11 @@ void apply_special_vocab_impl(Vocab& v, const std::string& dir, const AddedList*
     tc = read_json((d / "tokenizer_config.json").string());
     if (!tc.is_object()) fail("{}: not a JSON object", (d / "tokenizer_config.json").string());
   }
-  if (is_file(d / "special_tokens_map.json")) {
+  if (!b4748 && is_file(d / "special_tokens_map.json")) {
     stm = read_json((d / "special_tokens_map.json").string());
     if (!stm.is_object()) stm = nlohmann::json();
   }
-  if (!have_tokenizer_json && tc.is_object() && tc.contains("added_tokens_decoder") && tc["added_tokens_decoder"].is_object()) {
+  if (!b4748 && !have_tokenizer_json && tc.is_object() && tc.contains("added_tokens_decoder") && tc["added_tokens_decoder"].is_object()) {
     for (auto& [k, e] : tc["added_tokens_decoder"].items()) {
       if (!e.is_object() || !e.contains("content") || !e["content"].is_string()) continue;
       char* endp = nullptr;
@@ -516,7 +516,7 @@ void apply_special_vocab_impl(Vocab& v, const std::string& dir, const AddedList*
         id = i;
         break;
       }
-    if (!id && !have_tokenizer_json)  // no added-token table: the SentencePiece pieces themselves
+    if (!id && !have_tokenizer_json && !b4748)  // no added-token table: the SentencePiece pieces themselves
       for (int64_t i = 0; i < n; ++i)
         if (v.tokens[static_cast<size_t>(i)] == *content) {
           id = i;
@@ -531,6 +531,10 @@ void apply_special_vocab_impl(Vocab& v, const std::string& dir, const AddedList*
         auto it = cfg.find(std::string(s.typ) + "_token_id");
         if (it != cfg.end() && it->is_number_integer()) set_id(s.id, it->get<int64_t>(), s.typ);
       }
+  }
+  if (b4748 && tc.is_object()) {
+    auto sp = tc.find("add_prefix_space");
+    if (sp != tc.end() && sp->is_boolean()) v.add_space_prefix = sp->get<bool>();
   }
   if (tc.is_object()) {
     auto ct = tc.find("chat_template");
@@ -547,6 +551,62 @@ void apply_special_vocab_impl(Vocab& v, const std::string& dir, const AddedList*
 }
 
 }  // namespace
+
+Vocab load_hf_vocab_b4748_spm(const std::string& dir, std::optional<uint64_t> n_vocab, bool phi3_added_tokens) {
+  namespace fs = std::filesystem;
+  const fs::path d(dir);
+  if (!is_file(d / "tokenizer.model")) fail("{}: tokenizer.model not found", (d / "tokenizer.model").string());
+  Vocab v = load_sentencepiece_model((d / "tokenizer.model").string(), n_vocab);
+  const auto n = static_cast<int64_t>(v.tokens.size());
+  auto set = [&](int64_t id, std::string tok, TokenType tt) {
+    if (id < 0 || id >= n) return;  // out of range: ignored, as llama.cpp does
+    auto i = static_cast<size_t>(id);
+    v.tokens[i] = std::move(tok);
+    v.scores[i] = -1000.0f;
+    v.token_types[i] = static_cast<int32_t>(tt);
+  };
+  if (is_file(d / "added_tokens.json")) {
+    const std::string path = (d / "added_tokens.json").string();
+    auto aj = read_json(path);
+    if (!aj.is_object()) fail("{}: not a JSON object", path);
+    for (auto& [tok, idj] : aj.items()) {
+      if (!idj.is_number_integer()) fail("{}: token '{}' has a non-integer id", path, tok);
+      set(idj.get<int64_t>(), tok, TokenType::USER_DEFINED);
+    }
+  }
+  // One added-token entry (tokenizer_config.json's added_tokens_decoder or tokenizer.json's added_tokens).
+  auto added = [&](int64_t id, const nlohmann::json& e) {
+    if (!e.is_object() || !e.contains("content") || !e["content"].is_string()) return;
+    std::string tok = e["content"].get<std::string>();
+    const bool special = jbool(e, "special", false);
+    if (phi3_added_tokens) return set(id, tok, special ? TokenType::CONTROL : TokenType::USER_DEFINED);
+    if (special || does_token_look_special(tok)) return set(id, tok, TokenType::CONTROL);
+    set(id, replace_all(tok, kSpmSpace, " "), TokenType::USER_DEFINED);
+  };
+  if (is_file(d / "tokenizer_config.json")) {
+    const std::string path = (d / "tokenizer_config.json").string();
+    auto tc = read_json(path);
+    if (tc.is_object() && tc.contains("added_tokens_decoder") && tc["added_tokens_decoder"].is_object())
+      for (auto& [k, e] : tc["added_tokens_decoder"].items()) {
+        char* endp = nullptr;
+        long long id = std::strtoll(k.c_str(), &endp, 10);
+        if (k.empty() || *endp != '\0' || id < 0) fail("{}: added_tokens_decoder key '{}' is not a token id", path, k);
+        added(static_cast<int64_t>(id), e);
+      }
+  }
+  if (phi3_added_tokens && is_file(d / "tokenizer.json")) {
+    const std::string path = (d / "tokenizer.json").string();
+    auto tj = read_json(path);
+    if (tj.is_object() && tj.contains("added_tokens") && tj["added_tokens"].is_array())
+      for (auto& e : tj["added_tokens"]) {
+        if (!e.is_object() || !e.contains("id") || !e["id"].is_number_integer())
+          fail("{}: an added_tokens entry has no integer id", path);
+        added(e["id"].get<int64_t>(), e);
+      }
+  }
+  apply_special_vocab_impl(v, dir, nullptr, /*b4748=*/true);
+  return v;
+}
 
 Vocab load_hf_vocab(const std::string& dir, bool prefer_sentencepiece, std::optional<uint64_t> n_vocab, const std::string& force_pre) {
   namespace fs = std::filesystem;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace edgeq::arch {
@@ -84,6 +85,52 @@ enum class QueryScale { Softmax, Query, Gemma2BySize };
 // types LLM_TYPE_70B.
 enum class Type70B { Never, IfGqa, Always };
 
+// How `convert` lays out the GGUF of an HF checkpoint. Edgeq: the layout of ../shared/golden/tl-8m-F16.gguf
+// (tensors in table order, layer by layer; general.name the directory name; the keys of add_arch_metadata),
+// kept for the architectures converted before the table. HfConverter: what llama.cpp b4748's
+// convert_hf_to_gguf.py itself writes (the arch goldens): tensors in checkpoint order (shards by file name,
+// names sorted, converter-made tensors first, experts stacked when a layer's last one is read),
+// general.type/name/size_label, then the architecture's hf_keys, the vocabulary and general.quantization_version.
+enum class ConvertLayout { Edgeq, HfConverter };
+
+// One <arch>.* key of the HfConverter layout: which config.json value feeds it (convert knows the config keys
+// and types). The order of Arch::hf_keys is the order llama.cpp's converter class writes them.
+enum class HfKey {
+  ContextLength,          // context_length        = max_position_embeddings (n_positions)
+  EmbeddingLength,        // embedding_length      = hidden_size
+  BlockCount,             // block_count           = num_hidden_layers
+  FeedForwardLength,      // feed_forward_length   = intermediate_size
+  HeadCount,              // attention.head_count  = num_attention_heads
+  HeadCountKv,            // attention.head_count_kv = num_key_value_heads (required)
+  HeadCountKvIfPresent,   // ... only when config.json has it (Model.set_gguf_parameters)
+  HeadCountKvOrHeads,     // ... num_key_value_heads, else num_attention_heads (gemma)
+  RopeFreqBase,           // rope.freq_base        = rope_theta (required)
+  RopeFreqBaseIfPresent,  // ... only when present
+  RmsEps,                 // attention.layer_norm_rms_epsilon = rms_norm_eps
+  ExpertCountIfPresent,   // expert_count          = num_local_experts, when present
+  ExpertUsedIfPresent,    // expert_used_count     = num_experts_per_tok, when present
+  KeyValueLength,         // attention.key_length and value_length = head_dim (required)
+  KeyValueLengthIfPresent,// ... only when config.json has head_dim
+  FileType,               // general.file_type (the outtype)
+  VocabSize,              // vocab_size            = vocab_size
+  RopeDimension,          // rope.dimension_count  = head_dim, else hidden_size / num_attention_heads
+  RopeDimensionFromHeads, // rope.dimension_count  = hidden_size / num_attention_heads (phi3)
+  RopeScalingLinear,      // rope.scaling.type/factor when rope_scaling is {type: linear, factor} (LlamaModel)
+  RopeOrigContext,        // rope.scaling.original_context_length = original_max_position_embeddings (required)
+  SlidingWindow,          // attention.sliding_window = sliding_window (required)
+  SlidingWindowOr0,       // ... 0 when absent or null (phi3)
+  AttnSoftcap,            // attn_logit_softcapping  = attn_logit_softcapping (required)
+  FinalSoftcap,           // final_logit_softcapping = final_logit_softcapping (required)
+};
+
+// How the converter class reads a SentencePiece tokenizer (HfConverter layout).
+enum class HfVocab {
+  Spm,   // _create_vocab_sentencepiece: added_tokens.json, then added_tokens_decoder (CONTROL when special or
+         // looking special, else USER_DEFINED with U+2581 -> space), padding [PAD<i>]
+  Phi3,  // Phi3MiniModel.set_vocab: the same from added_tokens_decoder and tokenizer.json's added_tokens, but
+         // CONTROL only when "special" and no U+2581 replacement
+};
+
 struct Arch {
   std::string_view name;                     // the table's name ("mixtral")
   std::string_view gguf_name;                // general.architecture ("llama": Mixtral is llama with experts)
@@ -116,6 +163,16 @@ struct Arch {
   Type70B type_70b = Type70B::Never;
   bool falcon_quant_rules = false;  // llama-quantize's Falcon exceptions (output Q8_0, its ffn_down/attn_output rules)
   bool spm_tokenizer = false;       // prefer tokenizer.model (SentencePiece) over tokenizer.json at conversion
+  // ---- HF conversion (convert_hf_to_gguf.py b4748), read by convert only ----
+  ConvertLayout convert_layout = ConvertLayout::Edgeq;
+  std::vector<HfKey> hf_keys;       // HfConverter layout: the <arch>.* keys in the converter's order
+  HfVocab hf_vocab = HfVocab::Spm;
+  // Special ids the converter class sets whatever the vocabulary (gemma: eot 107), written after the others.
+  std::vector<std::pair<std::string_view, uint32_t>> fixed_special_ids;
+  std::optional<bool> add_space_prefix;  // written last by the converter class (gemma: false); unset: from
+                                         // tokenizer_config.json's add_prefix_space when present (LlamaModel)
+  // HF config key of the expert count (MoE): the number of {E} instances of the expert tensors.
+  std::string_view hf_expert_count_key;
   bool runtime = false;             // the runtime evaluates it (perplexity, KLD, generate, calibrate)
 
   const TensorSpec* find(Role r, std::string_view suffix = "weight") const;

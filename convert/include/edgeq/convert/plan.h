@@ -36,6 +36,9 @@ struct ConvertPlan : ModelSource {
   std::string outtype;     // the resolved --outtype: f32, f16, bf16 or q8_0 ("auto" resolved as llama.cpp does)
   GgmlType first_source_type = GgmlType::F32;  // dtype of the checkpoint's first tensor (decides "auto")
   uint64_t source_bytes = 0;                  // bytes of tensor data in the source files
+  // The architecture's ConvertLayout is HfConverter (arch.h): general.quantization_version is always written,
+  // last, as llama.cpp's convert_hf_to_gguf.py does.
+  bool hf_converter_layout = false;
 };
 
 // Where a checkpoint's parts are: `src` is an HF checkpoint directory (safetensors; a directory holding only

@@ -59,4 +59,16 @@ void apply_special_vocab(Vocab& v, const std::string& dir);
 Vocab load_hf_vocab(const std::string& dir, bool prefer_sentencepiece, std::optional<uint64_t> n_vocab,
                     const std::string& force_pre = "");
 
+// The SentencePiece path exactly as llama.cpp b4748's convert_hf_to_gguf.py takes it (the layout of the arch
+// goldens; the rules above follow the gguf-py that wrote tl-8m's golden):
+//  - every added_tokens_decoder entry replaces its id, also when it repeats the piece there;
+//  - phi3_added_tokens (Phi3MiniModel.set_vocab): those entries and tokenizer.json's added_tokens are CONTROL
+//    only when "special", otherwise USER_DEFINED, no U+2581 replacement; else (_create_vocab_sentencepiece)
+//    CONTROL when special or looking special, USER_DEFINED with U+2581 turned into spaces;
+//  - special ids (SpecialVocab of b4748) only from tokenizer.json's added tokens and config.json's
+//    <typ>_token_id (never from the pieces, added_tokens_decoder or special_tokens_map.json);
+//  - add_space_prefix from tokenizer_config.json's add_prefix_space when it is a boolean.
+// Needs tokenizer.model; n_vocab pads with [PAD<i>] as above.
+Vocab load_hf_vocab_b4748_spm(const std::string& dir, std::optional<uint64_t> n_vocab, bool phi3_added_tokens);
+
 }  // namespace edgeq
