@@ -185,7 +185,7 @@ cmd_start() {
   cat > "$CONF" <<EOF
 # written by scripts/slurm-local.sh: a single-node cluster on localhost, everything under $RUN
 ClusterName=edgeq
-SlurmctldHost=localhost
+SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort=$port
 SlurmdPort=$((port + 1))
 SlurmUser=root
