@@ -11,7 +11,8 @@
 # $EDGEQ_SLURM_START_TIMEOUT s, default 30) until `sinfo` shows the node idle, and prints the line clients need:
 #   export SLURM_CONF=<run dir>/slurm.conf
 # `stop` cancels what is still queued, stops exactly the daemons it started (their pid files, each checked to be
-# still the program it started) and removes the run directory. With --owner PID a watchdog runs `stop` when
+# still the program it started) and removes the run directory (only one that `start` made: it carries a marker
+# file; an existing directory of anything else is refused, never reused or removed). With --owner PID a watchdog runs `stop` when
 # process PID ends; with --max-seconds N, at the latest N seconds after start (a test's safety net: no daemon
 # outlives it). `status` prints the node's state and exits 0 when the node is up.
 # Runs as root (SlurmUser=root), as CI does: Slurm's daemons need it to start jobs as their user.
@@ -21,6 +22,7 @@ RUN=${EDGEQ_SLURM_DIR:-${TMPDIR:-/tmp}/edgeq-slurm-$(id -u)}
 CONF=$RUN/slurm.conf
 START_TIMEOUT=${EDGEQ_SLURM_START_TIMEOUT:-30}
 STOP_TIMEOUT=10
+MARK=.edgeq-slurm-local  # in every run directory this script made; it removes no other directory
 
 die() { echo "slurm-local: $*" >&2; exit 1; }
 note() { echo "slurm-local: $*" >&2; }
@@ -87,6 +89,7 @@ stop_daemons() {
 
 cmd_stop() {
   [ -d "$RUN" ] || { note "not running ($RUN does not exist)"; return 0; }
+  [ -f "$RUN/$MARK" ] || die "$RUN is not a run directory of slurm-local.sh (no $MARK): not touching it"
   # the watchdog first, unless it is the one stopping (its whole process group: the loop and its sleep)
   local wd
   if [ -z "${EDGEQ_SLURM_WATCHDOG:-}" ] && wd=$(live_pid "$RUN/watchdog.pid" slurm-local.sh); then
@@ -148,6 +151,7 @@ cmd_start() {
     command -v "$p" >/dev/null || die "$p not found: install slurm-wlm and munge (scripts/setup.sh)"
   done
   if [ -e "$RUN" ]; then
+    [ -f "$RUN/$MARK" ] || die "$RUN exists and is not a run directory of slurm-local.sh: set EDGEQ_SLURM_DIR to a new path"
     if live_pid "$RUN/slurmctld.pid" slurmctld >/dev/null || live_pid "$RUN/munged.pid" munged >/dev/null; then
       die "already running in $RUN (stop it first)"
     fi
@@ -155,8 +159,10 @@ cmd_start() {
     rm -rf -- "$RUN"
   fi
   # munged wants its socket's directories searchable by everyone (clients of any user), its key private
-  mkdir -p "$RUN"
+  mkdir -p "$(dirname "$RUN")"
+  mkdir "$RUN"  # a new directory: stop removes it whole
   chmod 711 "$RUN"
+  echo "made by scripts/slurm-local.sh start; removed by stop" > "$RUN/$MARK"
   mkdir -p "$RUN/state" "$RUN/spool" "$RUN/log" "$RUN/munge" "$RUN/socket"
   chmod 700 "$RUN/state" "$RUN/spool" "$RUN/log" "$RUN/munge"
   chmod 711 "$RUN/socket"

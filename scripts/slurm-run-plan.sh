@@ -44,10 +44,8 @@ command -v sbatch >/dev/null || die "sbatch not found (Slurm's client tools; scr
 
 n=$(grep -c '' "$plan" || true)
 [ "$n" -gt 0 ] || die "$plan is empty"
-for i in $(seq 1 "$n"); do
-  l=$(sed -n "${i}p" "$plan")
-  [ -n "${l//[[:space:]]/}" ] || die "$plan: line $i is empty (one job per line, no blank lines)"
-done
+blank=$(grep -n -v '[^[:space:]]' "$plan" | head -1 | cut -d: -f1 || true)
+[ -z "$blank" ] || die "$plan: line $blank is empty (one job per line, no blank lines)"
 
 here=$(dirname -- "$(readlink -f -- "$0")")
 run_id=$(date -u +%Y%m%dT%H%M%SZ)-$$
