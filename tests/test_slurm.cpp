@@ -13,7 +13,6 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <sstream>
 #include <string>
 
@@ -55,10 +54,10 @@ struct LocalSlurm {
     auto r = run_shell(env() + " bash " + quote(kScripts + "/slurm-local.sh") + " start --owner " +
                        std::to_string(getpid()) + " --max-seconds 150");
     start_err = r.err;
-    std::smatch m;
-    static const std::regex export_line("export SLURM_CONF=(\\S+)");
-    if (r.code == 0 && std::regex_search(r.out, m, export_line)) {
-      conf = m[1];
+    const std::string key = "export SLURM_CONF=";
+    const size_t at = r.out.find(key);
+    if (r.code == 0 && at != std::string::npos) {
+      conf = r.out.substr(at + key.size(), r.out.find('\n', at) - at - key.size());
       started = true;
     }
   }
