@@ -37,28 +37,29 @@ live_pid() {
   echo "$pid"
 }
 
-# Loopback TCP ports someone listens on (from /proc, no extra tool).
-listening_ports() {
-  local f
+# Local TCP ports in use (listening or connected), from /proc: no extra tool.
+used_ports() {
+  local f _ local_addr _rest
   for f in /proc/net/tcp /proc/net/tcp6; do
     [ -r "$f" ] || continue
-    local _ local_addr _r state _rest
-    while read -r _ local_addr _r state _rest; do
-      [ "$state" = 0A ] && echo $((16#${local_addr##*:}))
+    while read -r _ local_addr _rest; do
+      echo $((16#${local_addr##*:}))
     done < <(tail -n +2 "$f")
   done
+  return 0
 }
 
-# Two consecutive free ports from a start that depends on the run directory (two runs rarely collide).
+# Two consecutive free ports below Linux's ephemeral range (32768-60999, where outgoing connections take theirs),
+# from a start that depends on the run directory (two runs rarely collide).
 free_port_pair() {
   local used p
-  used=" $(listening_ports | tr '\n' ' ') "
-  p=$(( 20000 + $(printf '%s' "$RUN" | cksum | cut -d' ' -f1) % 20000 ))
-  for _ in $(seq 1 200); do
+  used=" $(used_ports | sort -un | tr '\n' ' ') "
+  p=$(( 20000 + $(printf '%s' "$RUN" | cksum | cut -d' ' -f1) % 6000 * 2 ))
+  for _ in $(seq 1 3000); do
     if [[ $used != *" $p "* && $used != *" $((p + 1)) "* ]]; then echo "$p"; return 0; fi
-    p=$((p + 2))
+    p=$(( p + 2 > 32766 ? 20000 : p + 2 ))
   done
-  die "no two free TCP ports found"
+  die "no two free TCP ports found in 20000-32767"
 }
 
 node_state() { SLURM_CONF=$CONF timeout 5 sinfo -h -n localhost -o %T 2>/dev/null | head -1; }
