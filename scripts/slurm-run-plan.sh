@@ -82,12 +82,15 @@ else
   jobs=("$all")
 fi
 note "$n tasks of $plan submitted as job ${jobs[*]}; logs in $logs"
+# Interrupted (Ctrl-C, SIGTERM): the jobs go too.
+trap 'note "interrupted: cancelling job ${jobs[*]}"; scancel "${jobs[@]}" 2>/dev/null; exit 130' INT TERM
 
 # Wait until no task of ours is pending or running.
 ids=$(IFS=,; echo "${jobs[*]}")
 t0=$SECONDS
 last_report=$SECONDS
 delay=0.2
+cancelled=0
 while :; do
   if q=$(squeue -h -j "$ids" -o %i 2>"$logs/squeue.err"); then
     [ -z "$q" ] && break
@@ -99,6 +102,7 @@ while :; do
   if [ $((SECONDS - t0)) -ge "$max_wait" ]; then
     note "still running after $max_wait s: cancelling job ${jobs[*]}"
     scancel "${jobs[@]}" 2>/dev/null || true
+    cancelled=1
     break
   fi
   if [ $((SECONDS - last_report)) -ge 60 ]; then
@@ -109,6 +113,25 @@ while :; do
   # poll quickly at first (short plans), then every 5 s
   [ $((SECONDS - t0)) -lt 30 ] || delay=5
 done
+
+trap - INT TERM
+
+# A status file written on another node can take a moment to show here (NFS caches lookups): wait a little
+# (EDGEQ_SLURM_RC_GRACE s, default 10) for those of tasks that started (their log exists) unless the jobs were
+# cancelled.
+missing_rc() {
+  for i in $(seq 0 $((n - 1))); do
+    [ -f "$logs/task-$i.rc" ] || [ ! -e "$logs/task-$i.err" ] || return 0
+  done
+  return 1
+}
+if [ "$cancelled" -eq 0 ]; then
+  for _ in $(seq 1 "${EDGEQ_SLURM_RC_GRACE:-10}"); do
+    missing_rc || break
+    ls "$logs" >/dev/null 2>&1 || true  # a fresh directory read
+    sleep 1
+  done
+fi
 
 failed=0
 for i in $(seq 0 $((n - 1))); do
