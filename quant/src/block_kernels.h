@@ -39,6 +39,14 @@ void deq_iq4_nl(const void* src, float* y, int64_t nb);
 void deq_iq4_xs(const void* src, float* y, int64_t nb);
 void deq_tq1_0(const void* src, float* y, int64_t nb);
 void deq_tq2_0(const void* src, float* y, int64_t nb);
+// The lattice i-quants (iq_dequant.cpp).
+void deq_iq2_xxs(const void* src, float* y, int64_t nb);
+void deq_iq2_xs(const void* src, float* y, int64_t nb);
+void deq_iq2_s(const void* src, float* y, int64_t nb);
+void deq_iq3_xxs(const void* src, float* y, int64_t nb);
+void deq_iq3_s(const void* src, float* y, int64_t nb);
+void deq_iq1_s(const void* src, float* y, int64_t nb);
+void deq_iq1_m(const void* src, float* y, int64_t nb);
 
 #if EDGEQ_QUANT_AVX2
 // AVX2+F16C dequantizers (callers check cpu_has_avx2_f16c()): same signature and bits as the portable ones.
