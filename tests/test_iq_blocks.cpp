@@ -113,9 +113,13 @@ TEST(IqBlocks, GoldenDequantEqualsIndependentReference) {
     const auto view = file.view(c.tensor);
     ASSERT_EQ(view.type, c.type) << c.file << " " << c.tensor;
     const int64_t ne0 = static_cast<int64_t>(view.dims[0]), rows = static_cast<int64_t>(view.dims[1]);
-    std::vector<float> y(static_cast<size_t>(ne0 * rows));
-    for (int64_t r = 0; r < rows; ++r) q::dequantize_row(view.type, view.data + r * view.row_bytes(), y.data() + r * ne0, ne0);
+    std::vector<float> y(static_cast<size_t>(ne0 * rows)), ys(y.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      q::dequantize_row(view.type, view.data + r * view.row_bytes(), y.data() + r * ne0, ne0);  // AVX2 where present
+      q::dequantize_row_scalar(view.type, view.data + r * view.row_bytes(), ys.data() + r * ne0, ne0);
+    }
     EXPECT_EQ(fnv1a(y.data(), y.size() * 4), c.hash) << c.file << " " << c.tensor;
+    EXPECT_EQ(fnv1a(ys.data(), ys.size() * 4), c.hash) << c.file << " " << c.tensor << " (portable path)";
   }
 }
 

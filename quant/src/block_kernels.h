@@ -64,6 +64,13 @@ EDGEQ_AVX2 void avx2_q5_k(const void* src, float* y, int64_t nb);
 EDGEQ_AVX2 void avx2_q6_k(const void* src, float* y, int64_t nb);
 EDGEQ_AVX2 void avx2_iq4_nl(const void* src, float* y, int64_t nb);
 EDGEQ_AVX2 void avx2_iq4_xs(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq2_xxs(const void* src, float* y, int64_t nb);  // the lattice i-quants: iq_dequant.cpp
+EDGEQ_AVX2 void avx2_iq2_xs(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq2_s(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq3_xxs(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq3_s(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq1_s(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq1_m(const void* src, float* y, int64_t nb);
 #define EDGEQ_SIMD(fn) fn
 #else
 #define EDGEQ_SIMD(fn) nullptr
