@@ -362,9 +362,14 @@ __attribute__((target("avx2,f16c"))) void dot_K_avx2(const uint8_t* w, const uin
   float acc[kMaxAct] = {};
   for (int64_t i = 0; i < n / QK_K; ++i) {
     __m256i q[8], ax[8], s[8];
-    const __m256i wb = U::avx2(x[i], q, s);
-    if constexpr (kSigned)
-      for (int g = 0; g < 8; ++g) ax[g] = _mm256_sign_epi8(q[g], q[g]);
+    __m256i wb;
+    if constexpr (requires { U::kSplitSigns; }) {  // the type gives magnitudes (ax) and signs (q) apart
+      wb = U::avx2(x[i], q, s, ax);
+    } else {
+      wb = U::avx2(x[i], q, s);
+      if constexpr (kSigned)
+        for (int g = 0; g < 8; ++g) ax[g] = _mm256_sign_epi8(q[g], q[g]);
+    }
     const BlockFloats f = block_floats<U>(x[i]);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
@@ -740,6 +745,12 @@ inline constexpr std::array<uint64_t, 256> kSignMask = [] {
     for (int j = 0; j < 8; ++j) a[i] |= static_cast<uint64_t>((i >> j) & 1 ? 0xff : 0x01) << (8 * j);
   return a;
 }();
+// The same for the 7 stored sign bits of IQ2_XXS, IQ2_XS and IQ3_XXS (the eighth: even parity).
+inline constexpr std::array<uint64_t, 128> kSignMask7 = [] {
+  std::array<uint64_t, 128> a{};
+  for (uint32_t i = 0; i < 128; ++i) a[i] = kSignMask[iq_sign_byte(i)];
+  return a;
+}();
 // Byte j of a one-byte-per-value grid entry, as a grid helper of iq_grids.h.
 template <class E>
 inline int grid_value(E e, int j) { return grid_u8(e, j); }
@@ -747,6 +758,9 @@ inline int grid_value(E e, int j) { return grid_u8(e, j); }
 template <class U>
 struct Lattice {
   static constexpr KFold kFold = KFold::Signed;
+  // avx2(x, q, s, ax): ax the values' magnitudes (grid entries), q any bytes with the values' signs (+-1 masks), so
+  // dot_K_avx2 needs no sign(q, q) per block
+  static constexpr bool kSplitSigns = true;
   template <class B>  // B = U::Block (U is incomplete where this base is instantiated)
   static float fold(float acc, const B& x, const ActQ8_K& y) {
     int8_t q[QK_K];
@@ -769,12 +783,9 @@ inline void signed_values(E e, uint8_t signs, int n, int8_t* q) {
 inline void iq1_values(uint64_t e, bool neg, int8_t* q) {
   for (int j = 0; j < 8; ++j) q[j] = static_cast<int8_t>(8 * grid_i8(e, j) + (neg ? -1 : 1));
 }
-// AVX2: 32 values from four 8-value grid entries and their sign bytes.
-__attribute__((target("avx2"))) inline __m256i signed32(uint64_t e0, uint64_t e1, uint64_t e2, uint64_t e3, int s0,
-                                                        int s1, int s2, int s3) {
-  return _mm256_sign_epi8(_mm256_set_epi64x(static_cast<int64_t>(e3), static_cast<int64_t>(e2), static_cast<int64_t>(e1), static_cast<int64_t>(e0)),
-                          _mm256_set_epi64x(static_cast<int64_t>(kSignMask[s3]), static_cast<int64_t>(kSignMask[s2]),
-                                            static_cast<int64_t>(kSignMask[s1]), static_cast<int64_t>(kSignMask[s0])));
+// AVX2: four 8-value grid entries (magnitudes), and four 64-bit sign masks.
+__attribute__((target("avx2"))) inline __m256i u64x4(uint64_t e0, uint64_t e1, uint64_t e2, uint64_t e3) {
+  return _mm256_set_epi64x(static_cast<int64_t>(e3), static_cast<int64_t>(e2), static_cast<int64_t>(e1), static_cast<int64_t>(e0));
 }
 // Eight 4-value grid entries (IQ3) as 32 bytes.
 __attribute__((target("avx2"))) inline __m256i entries32(const uint32_t* grid, const int* idx) {
@@ -782,14 +793,10 @@ __attribute__((target("avx2"))) inline __m256i entries32(const uint32_t* grid, c
                            static_cast<int>(grid[idx[3]]), static_cast<int>(grid[idx[4]]), static_cast<int>(grid[idx[5]]),
                            static_cast<int>(grid[idx[6]]), static_cast<int>(grid[idx[7]]));
 }
-__attribute__((target("avx2"))) inline __m256i sign_masks32(int s0, int s1, int s2, int s3) {
-  return _mm256_set_epi64x(static_cast<int64_t>(kSignMask[s3]), static_cast<int64_t>(kSignMask[s2]),
-                           static_cast<int64_t>(kSignMask[s1]), static_cast<int64_t>(kSignMask[s0]));
-}
-// IQ1: 8 * (grid value in -1, 0, 1) plus the delta signs (+-1 per byte, from deltas).
-__attribute__((target("avx2"))) inline __m256i iq1_32(uint64_t e0, uint64_t e1, uint64_t e2, uint64_t e3, __m256i deltas) {
-  const __m256i g = _mm256_set_epi64x(static_cast<int64_t>(e3), static_cast<int64_t>(e2), static_cast<int64_t>(e1), static_cast<int64_t>(e0));
-  return _mm256_add_epi8(_mm256_sign_epi8(_mm256_set1_epi8(8), g), deltas);
+// IQ1: 8 * (grid value in -1, 0, 1) plus the delta signs (+-1 per byte, from deltas); never 0, so its own sign mask.
+__attribute__((target("avx2"))) inline void iq1_32(__m256i g, __m256i deltas, __m256i* q, __m256i* ax) {
+  *q = _mm256_add_epi8(_mm256_sign_epi8(_mm256_set1_epi8(8), g), deltas);
+  *ax = _mm256_abs_epi8(*q);
 }
 inline int odd(int s) { return 2 * s + 1; }
 
@@ -804,12 +811,12 @@ struct IQ2_XXS : Lattice<IQ2_XXS> {
       s[2 * ib] = s[2 * ib + 1] = static_cast<int16_t>(odd(iq2xxs_scale(w)));
     }
   }
-  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
     for (int ib = 0; ib < 8; ++ib) {
       uint32_t w[2];
       iq2xxs_words(x, ib, w);
-      q[ib] = signed32(kIq2xxsGrid[w[0] & 255], kIq2xxsGrid[(w[0] >> 8) & 255], kIq2xxsGrid[(w[0] >> 16) & 255],
-                       kIq2xxsGrid[w[0] >> 24], iq2xxs_signs(w, 0), iq2xxs_signs(w, 1), iq2xxs_signs(w, 2), iq2xxs_signs(w, 3));
+      ax[ib] = u64x4(kIq2xxsGrid[w[0] & 255], kIq2xxsGrid[(w[0] >> 8) & 255], kIq2xxsGrid[(w[0] >> 16) & 255], kIq2xxsGrid[w[0] >> 24]);
+      q[ib] = u64x4(kSignMask7[w[1] & 127], kSignMask7[(w[1] >> 7) & 127], kSignMask7[(w[1] >> 14) & 127], kSignMask7[(w[1] >> 21) & 127]);
       s[ib] = _mm256_set1_epi16(static_cast<int16_t>(odd(iq2xxs_scale(w))));
     }
     return _mm256_setzero_si256();
@@ -826,11 +833,12 @@ struct IQ2_XS : Lattice<IQ2_XS> {
       s[2 * ib + 1] = static_cast<int16_t>(odd(iq2x_scale(x.scales, ib, 2)));
     }
   }
-  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
     for (int ib = 0; ib < 8; ++ib) {
-      q[ib] = signed32(kIq2xsGrid[iq2xs_index(x, ib, 0)], kIq2xsGrid[iq2xs_index(x, ib, 1)], kIq2xsGrid[iq2xs_index(x, ib, 2)],
-                       kIq2xsGrid[iq2xs_index(x, ib, 3)], iq2xs_signs(x, ib, 0), iq2xs_signs(x, ib, 1),
-                       iq2xs_signs(x, ib, 2), iq2xs_signs(x, ib, 3));
+      ax[ib] = u64x4(kIq2xsGrid[iq2xs_index(x, ib, 0)], kIq2xsGrid[iq2xs_index(x, ib, 1)], kIq2xsGrid[iq2xs_index(x, ib, 2)],
+                     kIq2xsGrid[iq2xs_index(x, ib, 3)]);
+      q[ib] = u64x4(kSignMask7[x.qs[4 * ib] >> 9], kSignMask7[x.qs[4 * ib + 1] >> 9], kSignMask7[x.qs[4 * ib + 2] >> 9],
+                    kSignMask7[x.qs[4 * ib + 3] >> 9]);
       s[ib] = scale_pair(odd(iq2x_scale(x.scales, ib, 0)), odd(iq2x_scale(x.scales, ib, 2)));
     }
     return _mm256_setzero_si256();
@@ -847,11 +855,12 @@ struct IQ2_S : Lattice<IQ2_S> {
       s[2 * ib + 1] = static_cast<int16_t>(odd(iq2x_scale(x.scales, ib, 2)));
     }
   }
-  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
     for (int ib = 0; ib < 8; ++ib) {
-      q[ib] = signed32(kIq2sGrid[iq2s_index(x, ib, 0)], kIq2sGrid[iq2s_index(x, ib, 1)], kIq2sGrid[iq2s_index(x, ib, 2)],
-                       kIq2sGrid[iq2s_index(x, ib, 3)], iq2s_signs(x, ib, 0), iq2s_signs(x, ib, 1), iq2s_signs(x, ib, 2),
-                       iq2s_signs(x, ib, 3));
+      ax[ib] = u64x4(kIq2sGrid[iq2s_index(x, ib, 0)], kIq2sGrid[iq2s_index(x, ib, 1)], kIq2sGrid[iq2s_index(x, ib, 2)],
+                     kIq2sGrid[iq2s_index(x, ib, 3)]);
+      q[ib] = u64x4(kSignMask[iq2s_signs(x, ib, 0)], kSignMask[iq2s_signs(x, ib, 1)], kSignMask[iq2s_signs(x, ib, 2)],
+                    kSignMask[iq2s_signs(x, ib, 3)]);
       s[ib] = scale_pair(odd(iq2x_scale(x.scales, ib, 0)), odd(iq2x_scale(x.scales, ib, 2)));
     }
     return _mm256_setzero_si256();
@@ -872,14 +881,13 @@ struct IQ3_XXS : Lattice<IQ3_XXS> {
       s[2 * ib] = s[2 * ib + 1] = static_cast<int16_t>(odd(static_cast<int>(w >> 28)));
     }
   }
-  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
     for (int ib = 0; ib < 8; ++ib) {
       const uint32_t w = iq3xxs_word(x, ib);
       int idx[8];
       for (int k = 0; k < 8; ++k) idx[k] = iq3xxs_index(x, ib, k);
-      q[ib] = _mm256_sign_epi8(entries32(kIq3xxsGrid, idx),
-                               sign_masks32(kIqSigns[w & 127], kIqSigns[(w >> 7) & 127], kIqSigns[(w >> 14) & 127],
-                                            kIqSigns[(w >> 21) & 127]));
+      ax[ib] = entries32(kIq3xxsGrid, idx);
+      q[ib] = u64x4(kSignMask7[w & 127], kSignMask7[(w >> 7) & 127], kSignMask7[(w >> 14) & 127], kSignMask7[(w >> 21) & 127]);
       s[ib] = _mm256_set1_epi16(static_cast<int16_t>(odd(static_cast<int>(w >> 28))));
     }
     return _mm256_setzero_si256();
@@ -899,12 +907,13 @@ struct IQ3_S : Lattice<IQ3_S> {
       s[2 * ib] = s[2 * ib + 1] = static_cast<int16_t>(odd(iq3s_scale(x, ib)));
     }
   }
-  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
     for (int ib = 0; ib < 8; ++ib) {
       int idx[8];
       for (int k = 0; k < 8; ++k) idx[k] = iq3s_index(x, ib, k);
       const uint8_t* sg = x.signs + 4 * ib;
-      q[ib] = _mm256_sign_epi8(entries32(kIq3sGrid, idx), sign_masks32(sg[0], sg[1], sg[2], sg[3]));
+      ax[ib] = entries32(kIq3sGrid, idx);
+      q[ib] = u64x4(kSignMask[sg[0]], kSignMask[sg[1]], kSignMask[sg[2]], kSignMask[sg[3]]);
       s[ib] = _mm256_set1_epi16(static_cast<int16_t>(odd(iq3s_scale(x, ib))));
     }
     return _mm256_setzero_si256();
@@ -920,10 +929,11 @@ struct IQ1_S : Lattice<IQ1_S> {
       s[2 * ib] = s[2 * ib + 1] = static_cast<int16_t>(odd(iq1s_scale(x, ib)));
     }
   }
-  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
     for (int ib = 0; ib < 8; ++ib) {
-      q[ib] = iq1_32(kIq1sGrid[iq1s_index(x, ib, 0)], kIq1sGrid[iq1s_index(x, ib, 1)], kIq1sGrid[iq1s_index(x, ib, 2)],
-                     kIq1sGrid[iq1s_index(x, ib, 3)], _mm256_set1_epi8(iq1s_delta_neg(x, ib) ? -1 : 1));
+      iq1_32(u64x4(kIq1sGrid[iq1s_index(x, ib, 0)], kIq1sGrid[iq1s_index(x, ib, 1)], kIq1sGrid[iq1s_index(x, ib, 2)],
+                   kIq1sGrid[iq1s_index(x, ib, 3)]),
+             _mm256_set1_epi8(iq1s_delta_neg(x, ib) ? -1 : 1), q + ib, ax + ib);
       s[ib] = _mm256_set1_epi16(static_cast<int16_t>(odd(iq1s_scale(x, ib))));
     }
     return _mm256_setzero_si256();
@@ -946,13 +956,14 @@ struct IQ1_M : Lattice<IQ1_M> {
       s[2 * ib + 1] = static_cast<int16_t>(odd(iq1m_scale(sc, ib, 2)));
     }
   }
-  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s) {
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
     uint16_t sc[4];
     iq1m_words(x, sc);
     auto delta = [&](int ib, int l) { return static_cast<int64_t>(iq1m_delta_neg(x, ib, l) ? 0xffffffffffffffffull : 0x0101010101010101ull); };
     for (int ib = 0; ib < 8; ++ib) {
-      q[ib] = iq1_32(kIq1sGrid[iq1m_index(x, ib, 0)], kIq1sGrid[iq1m_index(x, ib, 1)], kIq1sGrid[iq1m_index(x, ib, 2)],
-                     kIq1sGrid[iq1m_index(x, ib, 3)], _mm256_set_epi64x(delta(ib, 3), delta(ib, 2), delta(ib, 1), delta(ib, 0)));
+      iq1_32(u64x4(kIq1sGrid[iq1m_index(x, ib, 0)], kIq1sGrid[iq1m_index(x, ib, 1)], kIq1sGrid[iq1m_index(x, ib, 2)],
+                   kIq1sGrid[iq1m_index(x, ib, 3)]),
+             _mm256_set_epi64x(delta(ib, 3), delta(ib, 2), delta(ib, 1), delta(ib, 0)), q + ib, ax + ib);
       s[ib] = scale_pair(odd(iq1m_scale(sc, ib, 0)), odd(iq1m_scale(sc, ib, 2)));
     }
     return _mm256_setzero_si256();
