@@ -67,7 +67,8 @@ TEST(BlockTable, BuiltinPredicatesComeFromRows) {
   EXPECT_TRUE(q::can_dequantize(GgmlType::TQ1_0));
   EXPECT_TRUE(q::can_quantize(GgmlType::TQ1_0));
   EXPECT_FALSE(contains(q::writable_types(), GgmlType::TQ1_0));
-  EXPECT_FALSE(q::can_dequantize(GgmlType::IQ2_XXS));
+  EXPECT_TRUE(q::can_dequantize(GgmlType::IQ2_XXS));
+  EXPECT_FALSE(q::can_dequantize(GgmlType::I32));
   EXPECT_EQ(edgeq::runtime::act_rounding_for(GgmlType::IQ2_XXS), q::ActRounding::Q8_K);
   EXPECT_EQ(edgeq::runtime::act_rounding_for(GgmlType::BF16), q::ActRounding::None);
   EXPECT_EQ(edgeq::runtime::act_rounding_for(GgmlType::IQ4_NL), q::ActRounding::Q8_0);

@@ -46,6 +46,9 @@ struct BlockOps {
   // The type llama-quantize uses instead when a row length is not a multiple of this type's block size (it
   // falls back once more to F16 when that type's blocks do not fit either).
   GgmlType shape_fallback = GgmlType::F16;
+  // llama.cpp b4748 refuses to write the type without importance data for the tensor (llama_model_quantize_impl:
+  // IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S; IQ1_M except token_embd/output; quant::tensor_needs_importance applies it).
+  bool needs_importance = false;
   BlockKernels kernels{};
   // Filled when the row is installed: the formats row of `type` (never nullptr in an installed row).
   const GgmlTypeInfo* info = nullptr;
