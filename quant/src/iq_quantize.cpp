@@ -15,7 +15,8 @@
 // scale sweep): every slot scores every grid point exactly at a sweep of scales around its group's max-abs
 // scale; the points that win anywhere in the sweep become the slot's short candidate list. Each scale group
 // then gets its best continuous scale (sweep + least-squares refits over the candidates), and the block its f16
-// scale d from the largest group scale, a few smaller tries and a least-squares refit, with every group's
+// scale d from the largest group scale put on each upper sub-scale level, a few tries near the top level and
+// least-squares refits, with every group's
 // integer sub-scale chosen among the nearest three by the exact error of the points re-chosen at that scale.
 // Candidates are scored with the dequantizer's own scale products (d * f(ls) in float).
 //
@@ -280,7 +281,8 @@ void select_group(const Block& bk, int g, float s, Sel& out) {
   }
 }
 
-constexpr float kSweep[] = {0.6f, 0.7f, 0.8f, 0.9f, 1.0f, 1.1f, 1.25f};
+// Relative to the max-abs scale; 1.72 puts the max on IQ2's middle magnitude (43 / 25).
+constexpr float kSweep[] = {0.6f, 0.7f, 0.8f, 0.9f, 1.0f, 1.1f, 1.25f, 1.45f, 1.72f};
 
 // Builds every slot's candidate lists from exact scores of all grid points over the sweep around s0[group].
 void build_lists(Block& bk, const float* s0) {
@@ -450,7 +452,10 @@ Plan search_block(Block& bk) {
       std::memcpy(gf, f, sizeof f);
     }
   };
-  for (float t : {1.0f, 0.96f, 0.92f, 0.87f, 1.04f}) try_d(smax / fmax * t);
+  // The largest group scale on each of the upper sub-scale levels (the block's exact d when it has one), and
+  // near the top level.
+  for (int l = T.nlevels - 1; l >= T.nlevels / 2; --l) try_d(smax / T.db(1.f, l));
+  for (float t : {0.96f, 0.92f, 1.04f}) try_d(smax / fmax * t);
   for (int it = 0; it < 2; ++it) {  // least-squares d for the chosen sub-scales and points
     double num = 0, den = 0;
     for (int g = 0; g < ngroups; ++g) num += double(gf[g]) * gA[g], den += double(gf[g]) * gf[g] * gB[g];

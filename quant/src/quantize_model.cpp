@@ -12,6 +12,7 @@
 #include "edgeq/formats/half.h"
 #include "edgeq/formats/palette.h"
 #include "edgeq/formats/thread_count.h"
+#include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/imatrix.h"
 #include "edgeq/quant/palette.h"
@@ -274,6 +275,19 @@ QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opt
           fail("{}: tensor {}: imatrix has {} values, the tensor needs {} ({})", src.path, t.name,
                it->second.size(), ne0 * ne2, opts.importance->info.file);
       }
+    }
+    if (d.quantize && d.palette_bits == 0) {  // llama-quantize refuses very low-bit types without importance
+      const BlockOps* ops = block_ops(d.type);
+      const NeedsImportance need = ops ? ops->needs_importance : NeedsImportance::No;
+      const bool exempt = need == NeedsImportance::ExceptEmbeddingAndOutput &&
+                          (t.name == "token_embd.weight" || t.name == "output.weight");
+      uint64_t nimp = 1;  // the values an entry needs: a row length per slice (ne0 * ne2, as llama-quantize)
+      for (size_t i = 0; i < t.dims.size(); ++i) nimp *= i == 1 ? 1 : t.dims[i];
+      const auto it = opts.importance ? opts.importance->data.find(t.name) : decltype(opts.importance->data.end()){};
+      if (need != NeedsImportance::No && !exempt &&
+          (!opts.importance || it == opts.importance->data.end() || it->second.size() != nimp))
+        fail("{}: tensor {}: missing importance matrix for {}, a very low-bit type (llama-quantize refuses it "
+             "too): give --imatrix FILE, or --data TEXT to calibrate first", src.path, t.name, ggml_type_name(d.type));
     }
     plan.tensors.push_back({order[k], d});
   }
