@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "block_kernels.h"
+#include "edgeq/formats/error.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/iq_grids.h"
 
@@ -467,21 +468,26 @@ Plan search_block(Block& bk) {
   return best;
 }
 
-// Per-slot point index and sign byte bits (8-value sign byte of its unit) of a plan.
-struct Coded {
-  int idx[kMaxSlots];
-  uint8_t signs[kUnits];
-  bool delta_neg[kUnits];
+// A block's fields, unpacked: the f16 scale, the sub-scales, every slot's point, every unit's sign byte (the
+// full byte, parity included) and delta sign (IQ1).
+struct Packed {
+  float d = 0;
+  int ls[16] = {};
+  int idx[kMaxSlots] = {};
+  uint8_t signs[kUnits] = {};
+  bool delta_neg[kUnits] = {};
 };
-Coded code(const Block& bk, const Plan& pl) {
+
+Packed code(const Block& bk, const Plan& pl) {
   const IqType& T = bk.T;
-  Coded c{};
+  Packed c;
+  c.d = pl.d;
+  std::memcpy(c.ls, pl.ls, sizeof c.ls);
   const int D = T.dim, n = T.npts;
   for (int u = 0; u < kUnits; ++u) {
     uint8_t sb = 0;
     for (int j = 0; j < 8; ++j) sb |= static_cast<uint8_t>((bk.x[8 * u + j] < 0.f) << j);
     c.signs[u] = sb;
-    c.delta_neg[u] = false;
   }
   for (int slot = 0; slot < kUnits * bk.slots_per_unit; ++slot) {
     const int u = slot / bk.slots_per_unit, h = slot % bk.slots_per_unit;
@@ -503,101 +509,118 @@ Coded code(const Block& bk, const Plan& pl) {
   return c;
 }
 
-Plan run(const IqType& T, const float* x, const float* w, Block& bk) {
-  (void)T;
-  bk.x = x;
-  bk.w = w;
-  bk.slots_per_unit = 8 / bk.T.dim;
-  return search_block(bk);
-}
-
-}  // namespace
-
-void enc_iq2_xxs(const float* x, const float* w, void* dst) {
-  Block bk(iq2xxs());
-  const Plan pl = run(bk.T, x, w, bk);
-  const Coded c = code(bk, pl);
+// ---- packing, per type (the inverse of iq_grids.h's field decoding).
+void pack_iq2_xxs(const Packed& c, void* dst) {
   auto* b = static_cast<BlockIQ2_XXS*>(dst);
-  store_f16(b->d, pl.d);
+  store_f16(b->d, c.d);
   for (int ib = 0; ib < 8; ++ib) {
     uint32_t q[2] = {0, 0};
     for (int l = 0; l < 4; ++l) {
       q[0] |= static_cast<uint32_t>(c.idx[4 * ib + l]) << (8 * l);
       q[1] |= static_cast<uint32_t>(c.signs[4 * ib + l] & 127) << (7 * l);
     }
-    q[1] |= static_cast<uint32_t>(pl.ls[ib]) << 28;
+    q[1] |= static_cast<uint32_t>(c.ls[ib]) << 28;
     std::memcpy(b->qs + 4 * ib, q, 8);
   }
 }
+void unpack_iq2_xxs(const void* src, Packed& c) {
+  const auto& b = *static_cast<const BlockIQ2_XXS*>(src);
+  c.d = load_f16(b.d);
+  for (int ib = 0; ib < 8; ++ib) {
+    uint32_t w[2];
+    iq2xxs_words(b, ib, w);
+    c.ls[ib] = iq2xxs_scale(w);
+    for (int l = 0; l < 4; ++l) c.idx[4 * ib + l] = iq2xxs_index(w, l), c.signs[4 * ib + l] = iq2xxs_signs(w, l);
+  }
+}
 
-void enc_iq2_xs(const float* x, const float* w, void* dst) {
-  Block bk(iq2xs());
-  const Plan pl = run(bk.T, x, w, bk);
-  const Coded c = code(bk, pl);
+void pack_iq2_xs(const Packed& c, void* dst) {
   auto* b = static_cast<BlockIQ2_XS*>(dst);
-  store_f16(b->d, pl.d);
+  store_f16(b->d, c.d);
   for (int u = 0; u < kUnits; ++u) {
     const uint16_t q = static_cast<uint16_t>(c.idx[u] | ((c.signs[u] & 127) << 9));
     std::memcpy(&b->qs[u], &q, 2);
   }
-  for (int ib = 0; ib < 8; ++ib) b->scales[ib] = static_cast<uint8_t>(pl.ls[2 * ib] | (pl.ls[2 * ib + 1] << 4));
+  for (int ib = 0; ib < 8; ++ib) b->scales[ib] = static_cast<uint8_t>(c.ls[2 * ib] | (c.ls[2 * ib + 1] << 4));
+}
+void unpack_iq2_xs(const void* src, Packed& c) {
+  const auto& b = *static_cast<const BlockIQ2_XS*>(src);
+  c.d = load_f16(b.d);
+  for (int ib = 0; ib < 8; ++ib) {
+    c.ls[2 * ib] = iq2x_scale(b.scales, ib, 0), c.ls[2 * ib + 1] = iq2x_scale(b.scales, ib, 2);
+    for (int l = 0; l < 4; ++l) c.idx[4 * ib + l] = iq2xs_index(b, ib, l), c.signs[4 * ib + l] = iq2xs_signs(b, ib, l);
+  }
 }
 
-void enc_iq2_s(const float* x, const float* w, void* dst) {
-  Block bk(iq2s());
-  const Plan pl = run(bk.T, x, w, bk);
-  const Coded c = code(bk, pl);
+void pack_iq2_s(const Packed& c, void* dst) {
   auto* b = static_cast<BlockIQ2_S*>(dst);
   std::memset(b, 0, sizeof *b);
-  store_f16(b->d, pl.d);
+  store_f16(b->d, c.d);
   for (int u = 0; u < kUnits; ++u) {
-    const int ib = u / 4, l = u % 4;
     b->qs[u] = static_cast<uint8_t>(c.idx[u] & 255);
-    b->qh[ib] |= static_cast<uint8_t>((c.idx[u] >> 8) << (2 * l));
+    b->qh[u / 4] |= static_cast<uint8_t>((c.idx[u] >> 8) << (2 * (u % 4)));
     b->qs[QK_K / 8 + u] = c.signs[u];
   }
-  for (int ib = 0; ib < 8; ++ib) b->scales[ib] = static_cast<uint8_t>(pl.ls[2 * ib] | (pl.ls[2 * ib + 1] << 4));
+  for (int ib = 0; ib < 8; ++ib) b->scales[ib] = static_cast<uint8_t>(c.ls[2 * ib] | (c.ls[2 * ib + 1] << 4));
+}
+void unpack_iq2_s(const void* src, Packed& c) {
+  const auto& b = *static_cast<const BlockIQ2_S*>(src);
+  c.d = load_f16(b.d);
+  for (int ib = 0; ib < 8; ++ib) {
+    c.ls[2 * ib] = iq2x_scale(b.scales, ib, 0), c.ls[2 * ib + 1] = iq2x_scale(b.scales, ib, 2);
+    for (int l = 0; l < 4; ++l) c.idx[4 * ib + l] = iq2s_index(b, ib, l), c.signs[4 * ib + l] = iq2s_signs(b, ib, l);
+  }
 }
 
-void enc_iq3_xxs(const float* x, const float* w, void* dst) {
-  Block bk(iq3xxs());
-  const Plan pl = run(bk.T, x, w, bk);
-  const Coded c = code(bk, pl);
+void pack_iq3_xxs(const Packed& c, void* dst) {
   auto* b = static_cast<BlockIQ3_XXS*>(dst);
-  store_f16(b->d, pl.d);
+  store_f16(b->d, c.d);
   for (int ib = 0; ib < 8; ++ib) {
-    uint32_t word = static_cast<uint32_t>(pl.ls[ib]) << 28;
+    uint32_t word = static_cast<uint32_t>(c.ls[ib]) << 28;
     for (int k = 0; k < 8; ++k) b->qs[8 * ib + k] = static_cast<uint8_t>(c.idx[8 * ib + k]);
     for (int l = 0; l < 4; ++l) word |= static_cast<uint32_t>(c.signs[4 * ib + l] & 127) << (7 * l);
     std::memcpy(b->qs + QK_K / 4 + 4 * ib, &word, 4);
   }
 }
+void unpack_iq3_xxs(const void* src, Packed& c) {
+  const auto& b = *static_cast<const BlockIQ3_XXS*>(src);
+  c.d = load_f16(b.d);
+  for (int ib = 0; ib < 8; ++ib) {
+    const uint32_t w = iq3xxs_word(b, ib);
+    c.ls[ib] = static_cast<int>(w >> 28);
+    for (int k = 0; k < 8; ++k) c.idx[8 * ib + k] = iq3xxs_index(b, ib, k);
+    for (int l = 0; l < 4; ++l) c.signs[4 * ib + l] = kIqSigns[(w >> (7 * l)) & 127];
+  }
+}
 
-void enc_iq3_s(const float* x, const float* w, void* dst) {
-  Block bk(iq3s());
-  const Plan pl = run(bk.T, x, w, bk);
-  const Coded c = code(bk, pl);
+void pack_iq3_s(const Packed& c, void* dst) {
   auto* b = static_cast<BlockIQ3_S*>(dst);
   std::memset(b, 0, sizeof *b);
-  store_f16(b->d, pl.d);
+  store_f16(b->d, c.d);
   for (int ib = 0; ib < 8; ++ib) {
     for (int k = 0; k < 8; ++k) {
       b->qs[8 * ib + k] = static_cast<uint8_t>(c.idx[8 * ib + k] & 255);
       b->qh[ib] |= static_cast<uint8_t>((c.idx[8 * ib + k] >> 8) << k);
     }
     for (int l = 0; l < 4; ++l) b->signs[4 * ib + l] = c.signs[4 * ib + l];
-    b->scales[ib / 2] |= static_cast<uint8_t>(pl.ls[ib] << (4 * (ib % 2)));
+    b->scales[ib / 2] |= static_cast<uint8_t>(c.ls[ib] << (4 * (ib % 2)));
+  }
+}
+void unpack_iq3_s(const void* src, Packed& c) {
+  const auto& b = *static_cast<const BlockIQ3_S*>(src);
+  c.d = load_f16(b.d);
+  for (int ib = 0; ib < 8; ++ib) {
+    c.ls[ib] = iq3s_scale(b, ib);
+    for (int k = 0; k < 8; ++k) c.idx[8 * ib + k] = iq3s_index(b, ib, k);
+    for (int l = 0; l < 4; ++l) c.signs[4 * ib + l] = b.signs[4 * ib + l];
   }
 }
 
-void enc_iq1_s(const float* x, const float* w, void* dst) {
-  Block bk(iq1s());
-  const Plan pl = run(bk.T, x, w, bk);
-  const Coded c = code(bk, pl);
+void pack_iq1_s(const Packed& c, void* dst) {
   auto* b = static_cast<BlockIQ1_S*>(dst);
-  store_f16(b->d, pl.d);
+  store_f16(b->d, c.d);
   for (int ib = 0; ib < 8; ++ib) {
-    uint16_t h = static_cast<uint16_t>(pl.ls[ib] << 12);
+    uint16_t h = static_cast<uint16_t>(c.ls[ib] << 12);
     if (c.delta_neg[4 * ib]) h |= 0x8000;
     for (int l = 0; l < 4; ++l) {
       b->qs[4 * ib + l] = static_cast<uint8_t>(c.idx[4 * ib + l] & 255);
@@ -606,11 +629,16 @@ void enc_iq1_s(const float* x, const float* w, void* dst) {
     std::memcpy(&b->qh[ib], &h, 2);
   }
 }
+void unpack_iq1_s(const void* src, Packed& c) {
+  const auto& b = *static_cast<const BlockIQ1_S*>(src);
+  c.d = load_f16(b.d);
+  for (int ib = 0; ib < 8; ++ib) {
+    c.ls[ib] = iq1s_scale(b, ib);
+    for (int l = 0; l < 4; ++l) c.idx[4 * ib + l] = iq1s_index(b, ib, l), c.delta_neg[4 * ib + l] = iq1s_delta_neg(b, ib);
+  }
+}
 
-void enc_iq1_m(const float* x, const float* w, void* dst) {
-  Block bk(iq1m());
-  const Plan pl = run(bk.T, x, w, bk);
-  const Coded c = code(bk, pl);
+void pack_iq1_m(const Packed& c, void* dst) {
   auto* b = static_cast<BlockIQ1_M*>(dst);
   std::memset(b, 0, sizeof *b);
   uint16_t sc[4] = {0, 0, 0, 0};
@@ -621,12 +649,160 @@ void enc_iq1_m(const float* x, const float* w, void* dst) {
       const int nib = ((c.idx[u] >> 8) & 7) | (c.delta_neg[u] ? 8 : 0);
       b->qh[2 * ib + l / 2] |= static_cast<uint8_t>(nib << (4 * (l % 2)));
     }
-    sc[ib / 2] |= static_cast<uint16_t>(pl.ls[2 * ib] << (6 * (ib % 2)));
-    sc[ib / 2] |= static_cast<uint16_t>(pl.ls[2 * ib + 1] << (6 * (ib % 2) + 3));
+    sc[ib / 2] |= static_cast<uint16_t>(c.ls[2 * ib] << (6 * (ib % 2)));
+    sc[ib / 2] |= static_cast<uint16_t>(c.ls[2 * ib + 1] << (6 * (ib % 2) + 3));
   }
-  const uint16_t dbits = f32_to_f16(pl.d);
+  const uint16_t dbits = f32_to_f16(c.d);
   for (int k = 0; k < 4; ++k) sc[k] |= static_cast<uint16_t>(((dbits >> (4 * k)) & 0xF) << 12);
   std::memcpy(b->scales, sc, 8);
 }
+void unpack_iq1_m(const void* src, Packed& c) {
+  const auto& b = *static_cast<const BlockIQ1_M*>(src);
+  uint16_t sc[4];
+  iq1m_words(b, sc);
+  c.d = f16_to_f32(iq1m_d_bits(sc));
+  for (int ib = 0; ib < 8; ++ib)
+    for (int l = 0; l < 4; ++l) {
+      const int u = 4 * ib + l;
+      if (l % 2 == 0) c.ls[u / 2] = iq1m_scale(sc, ib, l);
+      c.idx[u] = iq1m_index(b, ib, l);
+      c.delta_neg[u] = iq1m_delta_neg(b, ib, l);
+    }
+}
+
+// One table: each lattice type's grid description, packer and unpacker.
+struct Codec {
+  GgmlType type;
+  const IqType& (*grid)();
+  void (*pack)(const Packed&, void*);
+  void (*unpack)(const void*, Packed&);
+  DequantizeFn dequantize;
+};
+const Codec kCodecs[] = {
+    {GgmlType::IQ2_XXS, iq2xxs, pack_iq2_xxs, unpack_iq2_xxs, deq_iq2_xxs},
+    {GgmlType::IQ2_XS, iq2xs, pack_iq2_xs, unpack_iq2_xs, deq_iq2_xs},
+    {GgmlType::IQ2_S, iq2s, pack_iq2_s, unpack_iq2_s, deq_iq2_s},
+    {GgmlType::IQ3_XXS, iq3xxs, pack_iq3_xxs, unpack_iq3_xxs, deq_iq3_xxs},
+    {GgmlType::IQ3_S, iq3s, pack_iq3_s, unpack_iq3_s, deq_iq3_s},
+    {GgmlType::IQ1_S, iq1s, pack_iq1_s, unpack_iq1_s, deq_iq1_s},
+    {GgmlType::IQ1_M, iq1m, pack_iq1_m, unpack_iq1_m, deq_iq1_m},
+};
+const Codec* codec(GgmlType t) {
+  for (const Codec& c : kCodecs)
+    if (c.type == t) return &c;
+  return nullptr;
+}
+
+template <GgmlType Type>
+void enc_block(const float* x, const float* w, void* dst) {
+  const Codec& c = *codec(Type);
+  Block bk(c.grid());
+  bk.x = x;
+  bk.w = w;
+  bk.slots_per_unit = 8 / bk.T.dim;
+  c.pack(code(bk, search_block(bk)), dst);
+}
+
+// Best point(s) and signs of unit u for targets x, weights w at the fixed scale db (> 0); IQ1: delta_fixed >= 0
+// keeps that delta sign (IQ1_S: shared with the sub-block's other units), -1 lets it choose.
+void choose_unit(const IqType& T, const float* x, const float* w, float db, int delta_fixed, Packed& c, int u) {
+  const int D = T.dim, n = T.npts, spu = 8 / D;
+  alignas(32) float A[kMaxPts], B[kMaxPts], C[kMaxPts], M[kMaxPts];
+  uint8_t sb = 0;
+  for (int j = 0; j < 8; ++j) sb |= static_cast<uint8_t>((x[j] < 0.f) << j);
+  const bool odd = (__builtin_popcount(sb) & 1) != 0;
+  int best_idx[2] = {0, 0}, flip_slot = -1;
+  float key[2][2] = {{INFINITY, INFINITY}, {INFINITY, INFINITY}};  // [slot][variant]
+  int arg[2][2] = {{0, 0}, {0, 0}};
+  for (int h = 0; h < spu; ++h) {
+    const float* xs = x + h * D;
+    const float* ws = w + h * D;
+    float a[8], b[8], cc[8];
+    for (int j = 0; j < D; ++j) {
+      a[j] = T.signs == Signs::Delta ? ws[j] * xs[j] : ws[j] * std::fabs(xs[j]);
+      b[j] = ws[j];
+      cc[j] = ws[j];
+    }
+    if (T.signs == Signs::Delta) {
+      float sx = 0, sw = 0;
+      for (int j = 0; j < D; ++j) sx += a[j], sw += ws[j];
+      point_sums(T, a, b, cc, A, B, C, nullptr);
+      float bestk = INFINITY;
+      for (int v = 0; v < 2; ++v) {
+        if (delta_fixed >= 0 && v != delta_fixed) continue;
+        const float dl = v ? -kIq1Delta : kIq1Delta;
+        for (int p = 0; p < n; ++p) {
+          const float Ap = A[p] + dl * sx, Bp = B[p] + 2.f * dl * C[p] + dl * dl * sw;
+          const float k = db * Bp - 2.f * Ap;
+          if (k < bestk) bestk = k, best_idx[0] = p, c.delta_neg[u] = v == 1;
+        }
+      }
+      c.idx[u] = best_idx[0];
+      return;
+    }
+    const bool parity = T.signs == Signs::Parity;
+    point_sums(T, a, b, nullptr, A, B, nullptr, parity ? M : nullptr);
+    for (int v = 0; v < (parity && odd ? 2 : 1); ++v) {
+      if (v == 1)
+        for (int p = 0; p < n; ++p) A[p] -= 2.f * M[p];
+      const int p = argmin_line(A, B, n, db);
+      arg[h][v] = p;
+      key[h][v] = db * B[p] - 2.f * A[p];
+    }
+  }
+  if (T.signs == Signs::Parity && odd) {
+    if (spu == 1) flip_slot = 0, best_idx[0] = arg[0][1];
+    else if (key[0][1] + key[1][0] <= key[0][0] + key[1][1]) flip_slot = 0, best_idx[0] = arg[0][1], best_idx[1] = arg[1][0];
+    else flip_slot = 1, best_idx[0] = arg[0][0], best_idx[1] = arg[1][1];
+  } else {
+    best_idx[0] = arg[0][0], best_idx[1] = arg[1][0];
+  }
+  for (int h = 0; h < spu; ++h) c.idx[u * spu + h] = best_idx[h];
+  if (flip_slot >= 0) {
+    const int p = best_idx[flip_slot];
+    int kb = 0;
+    float m = INFINITY;
+    for (int j = 0; j < D; ++j) {
+      const float t = w[flip_slot * D + j] * std::fabs(x[flip_slot * D + j]) * T.G[static_cast<size_t>(j) * n + p];
+      if (t < m) m = t, kb = j;
+    }
+    sb ^= static_cast<uint8_t>(1u << (flip_slot * D + kb));
+  }
+  c.signs[u] = sb;
+}
+
+}  // namespace
+
+void enc_iq2_xxs(const float* x, const float* w, void* dst) { enc_block<GgmlType::IQ2_XXS>(x, w, dst); }
+void enc_iq2_xs(const float* x, const float* w, void* dst) { enc_block<GgmlType::IQ2_XS>(x, w, dst); }
+void enc_iq2_s(const float* x, const float* w, void* dst) { enc_block<GgmlType::IQ2_S>(x, w, dst); }
+void enc_iq3_xxs(const float* x, const float* w, void* dst) { enc_block<GgmlType::IQ3_XXS>(x, w, dst); }
+void enc_iq3_s(const float* x, const float* w, void* dst) { enc_block<GgmlType::IQ3_S>(x, w, dst); }
+void enc_iq1_s(const float* x, const float* w, void* dst) { enc_block<GgmlType::IQ1_S>(x, w, dst); }
+void enc_iq1_m(const float* x, const float* w, void* dst) { enc_block<GgmlType::IQ1_M>(x, w, dst); }
 
 }  // namespace edgeq::quant::detail
+
+namespace edgeq::quant {
+
+int block_code_group(GgmlType t) { return detail::codec(t) ? 8 : 0; }
+
+void set_block_group(GgmlType t, void* block, int group, const float* x, const float* w, float* y) {
+  using namespace detail;
+  const Codec* c = codec(t);
+  if (!c || group < 0 || group >= kUnits) fail("set_block_group: {} has no group {}", ggml_type_name(t), group);
+  const IqType& T = c->grid();
+  Packed p;
+  c->unpack(block, p);
+  const float db = T.db(p.d, p.ls[group / T.units_per_scale]);
+  if (db > 0.f) {
+    const int fixed = T.signs == Signs::Delta && T.delta_shared ? (p.delta_neg[group] ? 1 : 0) : -1;
+    choose_unit(T, x, w, db, fixed, p, group);
+    c->pack(p, block);
+  }
+  float all[QK_K];
+  c->dequantize(block, all, 1);
+  std::memcpy(y, all + 8 * group, 8 * sizeof(float));
+}
+
+}  // namespace edgeq::quant
