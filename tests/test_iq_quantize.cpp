@@ -131,3 +131,51 @@ TEST(IqQuantize, RefusesNonFiniteInput) {
     EXPECT_THROW(encode(t, x, 1, 256, nullptr), edgeq::Error) << edgeq::ggml_type_name(t);
   }
 }
+
+// GPTQ's group access: set_block_group re-chooses one 8-value group at the block's kept scales, exactly. Given the
+// original values back it never raises the group's weighted error (the encoder's choice is among its candidates),
+// the block's other groups and scales do not change, and y is the group's dequantized values.
+TEST(IqQuantize, SetBlockGroupIsExactAtKeptScales) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 0.03f);
+  std::uniform_real_distribution<float> wd(0.2f, 3.f);
+  std::vector<float> x(256), w(256), other(256);
+  for (auto& v : x) v = nd(rng);
+  for (auto& v : w) v = wd(rng);
+  for (auto& v : other) v = nd(rng);
+  for (GgmlType t : kLattice) {
+    ASSERT_EQ(q::block_code_group(t), 8);
+    auto blk = encode(t, x, 1, 256, w.data());
+    const auto y0 = dequant(t, blk, 1, 256);
+    int improved = 0;
+    for (int g = 0; g < 32; ++g) {
+      // Targets far from the block's values: the group moves, the rest of the block stays.
+      auto b2 = blk;
+      float y[8];
+      q::set_block_group(t, b2.data(), g, &other[8 * g], &w[8 * g], y);
+      const auto y2 = dequant(t, b2, 1, 256);
+      for (int i = 0; i < 256; ++i)
+        if (i / 8 != g) {
+          ASSERT_EQ(y2[i], y0[i]) << edgeq::ggml_type_name(t) << " group " << g;
+        }
+      for (int j = 0; j < 8; ++j) ASSERT_EQ(y[j], y2[8 * g + j]);
+      double e_old = 0, e_new = 0;
+      for (int j = 0; j < 8; ++j) {
+        e_old += w[8 * g + j] * std::pow(double(y0[8 * g + j]) - other[8 * g + j], 2);
+        e_new += w[8 * g + j] * std::pow(double(y[j]) - other[8 * g + j], 2);
+      }
+      EXPECT_LE(e_new, e_old * (1 + 1e-6)) << edgeq::ggml_type_name(t) << " group " << g;
+      improved += e_new < e_old * 0.999;
+      // The original values back: no worse than the encoder's own choice.
+      auto b3 = blk;
+      q::set_block_group(t, b3.data(), g, &x[8 * g], &w[8 * g], y);
+      double e_enc = 0, e_set = 0;
+      for (int j = 0; j < 8; ++j) {
+        e_enc += w[8 * g + j] * std::pow(double(y0[8 * g + j]) - x[8 * g + j], 2);
+        e_set += w[8 * g + j] * std::pow(double(y[j]) - x[8 * g + j], 2);
+      }
+      EXPECT_LE(e_set, e_enc * (1 + 1e-5) + 1e-12) << edgeq::ggml_type_name(t) << " group " << g;
+    }
+    EXPECT_GE(improved, 24) << edgeq::ggml_type_name(t);
+  }
+}
