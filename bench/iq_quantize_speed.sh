@@ -37,7 +37,7 @@ for t in json.load(sys.stdin)["tensors"]:
 best_l=1e9 best_e=1e9
 for ((i = 0; i < runs; ++i)); do
   t0=$(now); run "$lbin/llama-quantize" --imatrix "$imatrix" "$work/f32.gguf" "$work/llama.gguf" "$type" "$threads"; t1=$(now)
-  run "$edgeq" quantize "$work/f32.gguf" -o "$work/edgeq.gguf" --type Q2_K --pure --imatrix "$imatrix" -t "$threads" \
+  run "$edgeq" quantize "$work/f32.gguf" -o "$work/edgeq.gguf" --type Q2_K --pure --imatrix "$imatrix" --threads "$threads" \
     --no-edgeq-metadata "${overrides[@]}"
   t2=$(now)
   best_l=$(awk -v a="$best_l" -v b="$(awk -v x="$t0" -v y="$t1" 'BEGIN{print y-x}')" 'BEGIN{print (b<a)?b:a}')
