@@ -394,7 +394,8 @@ TEST(QuantPolicy, PureAndOverrides) {
   EXPECT_THROW(parse_tensor_type_override("ffn_down=Q9_9"), edgeq::Error);
   EXPECT_THROW(parse_tensor_type_override("ffn_(down=Q4_K"), edgeq::Error);
   EXPECT_THROW(parse_tensor_type_override("=Q4_K"), edgeq::Error);
-  EXPECT_THROW(parse_tensor_type("IQ2_XXS"), edgeq::Error);  // no writer for it
+  EXPECT_THROW(parse_tensor_type("TQ1_0"), edgeq::Error);  // encoded, but not a type users may request
+  EXPECT_EQ(parse_tensor_type("IQ2_XXS"), GgmlType::IQ2_XXS);
 }
 
 // Rules the goldens do not reach (tl-8m has n_gqa 2, no experts, llama arch), from llama-quant.cpp b4748.

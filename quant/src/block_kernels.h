@@ -98,6 +98,14 @@ void enc_iq4_nl(const float* x, const float* w, void* dst);
 void enc_iq4_xs(const float* x, const float* w, void* dst);
 void enc_tq1_0(const float* x, const float* w, void* dst);
 void enc_tq2_0(const float* x, const float* w, void* dst);
+// The lattice i-quants (iq_quantize.cpp).
+void enc_iq2_xxs(const float* x, const float* w, void* dst);
+void enc_iq2_xs(const float* x, const float* w, void* dst);
+void enc_iq2_s(const float* x, const float* w, void* dst);
+void enc_iq3_xxs(const float* x, const float* w, void* dst);
+void enc_iq3_s(const float* x, const float* w, void* dst);
+void enc_iq1_s(const float* x, const float* w, void* dst);
+void enc_iq1_m(const float* x, const float* w, void* dst);
 
 // A block encoder as an EncodeFn: nb consecutive blocks of Block (Block::qk elements each).
 template <void (*Enc)(const float*, const float*, void*), typename Block>

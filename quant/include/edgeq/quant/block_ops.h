@@ -36,6 +36,10 @@ struct BlockKernels {
   DotFn avx512 = nullptr;  // AVX-512 VNNI (+BW/VL); nullptr: none
 };
 
+// Whether quantize refuses the type for a tensor without importance (llama-quantize b4748's "missing importance
+// matrix ... in a very low-bit quantization": IQ1_S, IQ2_XXS, IQ2_XS, IQ2_S always, IQ1_M but for token_embd and
+// output).
+
 struct BlockOps {
   GgmlType type;
   DequantizeFn dequantize = nullptr;       // portable reference path; nullptr: cannot dequantize
