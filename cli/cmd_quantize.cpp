@@ -18,6 +18,7 @@
 #include "options.h"
 #include "edgeq/formats/error.h"
 #include "edgeq/convert/quantize_source.h"
+#include "edgeq/quant/blocks.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/quant/quantize.h"
 #include "progress.h"
@@ -71,14 +72,19 @@ void print_types() {
     const double bpw = t.palette_bits > 0 ? double(t.palette_bits)
                        : bt               ? 8.0 * double(bt->type_size) / double(bt->block_size)
                                           : 0.0;
-    std::printf("%-8s %4u  %-7s %6.2f  %s\n", t.name, static_cast<unsigned>(t.ftype),
-                t.palette_bits > 0 ? "LUT" : edgeq::ggml_type_name(t.default_type), bpw, t.description);
+    const bool writes = t.palette_bits > 0 || !bt || !bt->quantized || q::can_quantize(t.default_type);
+    std::printf("%-8s %4u  %-7s %6.2f  %s%s%s\n", t.name, static_cast<unsigned>(t.ftype),
+                t.palette_bits > 0 ? "LUT" : edgeq::ggml_type_name(t.default_type), bpw, t.description,
+                t.needs_imatrix ? " [needs an imatrix]" : "", writes ? "" : " [read only: no encoder yet]");
   }
   std::printf("\nBPW is the base block type's; a mix keeps some tensors at higher precision, so the file's bits per "
               "weight are a little higher (edgeq quantize reports them).\n"
               "PALn files (edgeq's k-means look-up tables, --pal-group) load in edgeq only, not in llama.cpp; their "
               "BPW is the index bits, the tables add 2^n x 16 bits per table (included in every reported bpw). "
-              "`edgeq quantize PAL_FILE OUT --type Q4_K_M` re-encodes one into a standard file.\n");
+              "`edgeq quantize PAL_FILE OUT --type Q4_K_M` re-encodes one into a standard file.\n"
+              "[needs an imatrix]: llama-quantize refuses the type without importance data, and so does edgeq: give "
+              "--imatrix FILE, or --data TEXT to calibrate first. [read only]: edgeq evaluates and re-encodes such "
+              "files but cannot write the type yet.\n");
 }
 
 std::string human_bytes(uint64_t b) {
@@ -108,6 +114,10 @@ int run(Opts& o) {
   // Everything the user typed is checked before any file is opened or written.
   q::QuantizeOptions qo;
   qo.policy.ftype = q::parse_file_type(o.type);
+  if (q::file_type_info(qo.policy.ftype).needs_imatrix && o.imatrix.empty() && o.calib.empty() && o.data.empty())
+    edgeq::fail("--type {}: needs an importance matrix, as llama-quantize refuses IQ1_S, IQ1_M, IQ2_S, IQ2_XXS, "
+                "IQ2_XS and Q2_K_S without one: give --imatrix FILE, or --data TEXT to calibrate first",
+                q::file_type_info(qo.policy.ftype).name);
   for (auto& s : o.tensor_types) qo.policy.tensor_types.push_back(q::parse_tensor_type_override(s));
   if (!o.output_tensor_type.empty()) qo.policy.output_tensor_type = q::parse_tensor_type(o.output_tensor_type);
   if (!o.token_embedding_type.empty()) qo.policy.token_embedding_type = q::parse_tensor_type(o.token_embedding_type);

@@ -10,6 +10,7 @@ PKGS=(
   libsentencepiece-dev libpcre2-dev
   clang libclang-rt-14-dev
   chromium libpng-dev
+  slurm-wlm munge jq
 )
 missing=()
 for p in "${PKGS[@]}"; do

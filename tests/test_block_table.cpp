@@ -67,7 +67,8 @@ TEST(BlockTable, BuiltinPredicatesComeFromRows) {
   EXPECT_TRUE(q::can_dequantize(GgmlType::TQ1_0));
   EXPECT_TRUE(q::can_quantize(GgmlType::TQ1_0));
   EXPECT_FALSE(contains(q::writable_types(), GgmlType::TQ1_0));
-  EXPECT_FALSE(q::can_dequantize(GgmlType::IQ2_XXS));
+  EXPECT_TRUE(q::can_dequantize(GgmlType::IQ2_XXS));
+  EXPECT_FALSE(q::can_dequantize(GgmlType::I32));
   EXPECT_EQ(edgeq::runtime::act_rounding_for(GgmlType::IQ2_XXS), q::ActRounding::Q8_K);
   EXPECT_EQ(edgeq::runtime::act_rounding_for(GgmlType::BF16), q::ActRounding::None);
   EXPECT_EQ(edgeq::runtime::act_rounding_for(GgmlType::IQ4_NL), q::ActRounding::Q8_0);
@@ -75,7 +76,9 @@ TEST(BlockTable, BuiltinPredicatesComeFromRows) {
   const std::vector<GgmlType> want = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16,   GgmlType::Q4_0,
                                       GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,   GgmlType::Q8_0,
                                       GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,   GgmlType::Q5_K,
-                                      GgmlType::Q6_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
+                                      GgmlType::Q6_K, GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ3_XXS,
+                                      GgmlType::IQ1_S, GgmlType::IQ4_NL, GgmlType::IQ3_S, GgmlType::IQ2_S,
+                                      GgmlType::IQ4_XS, GgmlType::IQ1_M};
   EXPECT_EQ(q::writable_types(), want);
   for (const q::BlockOps* r : q::block_ops_rows()) {
     ASSERT_NE(r->info, nullptr);
@@ -106,7 +109,7 @@ TEST(BlockTable, FakeTypeIsOneRow) {
     q::parse_tensor_type("nope");
     FAIL() << "no error";
   } catch (const edgeq::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("IQ4_XS, FAKE4"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("IQ1_M, FAKE4"), std::string::npos) << e.what();
   }
 
   // quantize_rows / dequantize_row run the row's functions.

@@ -57,6 +57,29 @@ double min_term(GgmlType t, const uint8_t* wrow, const float* x, int64_t in) {
 
 class MatmulKernels : public ::testing::TestWithParam<GgmlType> {};
 
+// rows x in weights of type t: wf quantized when edgeq encodes t; otherwise (a type edgeq only reads) random block
+// bytes, so every grid index, sign and scale field occurs, with a finite fp16 scale d of 0.01-0.02 (IQ1_M spreads
+// its d over the top nibbles of its last four 16-bit words; the other types read it from their first two bytes).
+std::vector<uint8_t> weight_rows(GgmlType t, const std::vector<float>& wf, int64_t rows, int64_t in, std::mt19937& rng) {
+  std::vector<uint8_t> wq(*edgeq::ggml_row_size(t, in) * static_cast<size_t>(rows));
+  if (q::can_quantize(t)) {
+    q::quantize_rows(t, wf.data(), wq.data(), rows, in, nullptr);
+    return wq;
+  }
+  const size_t bs = edgeq::ggml_type_info(t)->type_size;
+  std::uniform_real_distribution<float> ud(0.01f, 0.02f);
+  for (auto& b : wq) b = static_cast<uint8_t>(rng());
+  for (size_t o = 0; o < wq.size(); o += bs) {
+    const uint16_t h = edgeq::f32_to_f16(ud(rng));
+    if (t == GgmlType::IQ1_M) {
+      for (int k = 0; k < 4; ++k) wq[o + 49 + 2 * k] = static_cast<uint8_t>((wq[o + 49 + 2 * k] & 0x0F) | (((h >> (4 * k)) & 0xF) << 4));
+    } else {
+      std::memcpy(&wq[o], &h, 2);
+    }
+  }
+  return wq;
+}
+
 std::vector<float> run(const edgeq::TensorView& w, const std::vector<float>& x, int64_t tokens, int threads) {
   rt::ThreadPool pool(threads);
   rt::MatmulScratch scratch;
@@ -77,8 +100,7 @@ TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
   for (auto& v : x) v = nd(rng);
   x[3] = 40.f;  // an outlier sets a block's scale
   for (int64_t i = 0; i < in; ++i) x[static_cast<size_t>(in + i)] = 0.f;  // an all-zero token row
-  std::vector<uint8_t> wq(*edgeq::ggml_row_size(t, in) * static_cast<size_t>(out));
-  q::quantize_rows(t, wf.data(), wq.data(), out, in, nullptr);
+  std::vector<uint8_t> wq = weight_rows(t, wf, out, in, rng);
   edgeq::TensorView w{"w", {static_cast<uint64_t>(in), static_cast<uint64_t>(out)}, t, wq.data(), wq.size()};
 
   rt::set_matmul_kernels(true, false);
@@ -136,8 +158,7 @@ TEST_P(MatmulKernels, EveryPathEqualsPortable) {
   for (auto& v : x) v = nd(rng) * 0.1f;
   x[100] = -9.f;
   const size_t rb = *edgeq::ggml_row_size(t, in), arb = k::act_row_bytes(row->act_rounding, in);
-  std::vector<uint8_t> wq(rb * rows), xq(arb * k::kMaxAct);
-  q::quantize_rows(t, wf.data(), wq.data(), rows, in, nullptr);
+  std::vector<uint8_t> wq = weight_rows(t, wf, rows, in, rng), xq(arb * k::kMaxAct);
   for (int a = 0; a < k::kMaxAct; ++a) k::quantize_act(row->act_rounding, x.data() + a * in, xq.data() + a * arb, in);
 
   const std::string level = k::simd_level();
@@ -187,7 +208,9 @@ TEST(QuantizeAct, SimdEqualsPortable) {
 
 INSTANTIATE_TEST_SUITE_P(Types, MatmulKernels, ::testing::Values(GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
                                                                 GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::Q2_K, GgmlType::Q3_K,
-                                                                GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS),
+                                                                GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS,
+                                                                GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_XXS, GgmlType::IQ2_XS,
+                                                                GgmlType::IQ2_S, GgmlType::IQ3_XXS, GgmlType::IQ3_S),
                          [](const auto& info) { return std::string(edgeq::ggml_type_name(info.param)); });
 
 }  // namespace

@@ -138,6 +138,44 @@ TEST_P(Golden, MatchesLlamaCpp) {
   std::printf("%s\n", line.c_str());
 }
 
+// The low-bit i-quant goldens (golden/iq.json: the same protocol, all 120 chunks): PPL within 0.05% (issue 21's
+// bound), mean KLD within 10% and same-top-token within 1 point, as golden_check.h holds the other goldens.
+class IqGolden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(IqGolden, MatchesLlamaCpp) {
+  const std::string name = GetParam();
+  std::ifstream f(shared("golden/iq.json"));
+  const auto g = nlohmann::json::parse(f)[name];
+  auto m = rt::Model::load(shared("golden/" + name + ".gguf"));
+  rt::PerplexityOptions o;
+  o.n_threads = 2;
+  o.max_chunks = kChunks;
+  o.kld_in = f32_base();
+  const auto r = rt::perplexity(m, heldout_tokens("tl-8m-F16.gguf"), true, 1, o);
+  ASSERT_TRUE(r.kld.has_value());
+  if (EDGEQ_SANITIZED) {
+    EXPECT_TRUE(std::isfinite(r.ppl) && r.ppl > 1 && r.ppl < 200) << r.ppl;
+    return;
+  }
+  EXPECT_EQ(r.n_chunks, 120);
+  const double ppl = g["ppl"].get<double>(), kld = g["mean_kld"].get<double>(), top = g["same_top_p_pct"].get<double>();
+  EXPECT_NEAR(r.ppl, ppl, 0.0005 * ppl);
+  EXPECT_NEAR(r.kld->mean_kld, kld, 0.10 * kld);
+  EXPECT_NEAR(r.kld->same_top_pct, top, 1.0);
+  std::printf("%s: ppl %.6f (%.6f, %+.4f%%) mean_kld %.6f (%.6f) same_top %.3f (%.3f)\n", name.c_str(), r.ppl, ppl,
+              100 * (r.ppl / ppl - 1), r.kld->mean_kld, kld, r.kld->same_top_pct, top);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shipped, IqGolden,
+                         ::testing::Values("tl-8m-IQ1_S-imat", "tl-8m-IQ1_M-imat", "tl-8m-IQ2_XXS-imat", "tl-8m-IQ2_XS-imat",
+                                           "tl-8m-IQ2_S-imat", "tl-8m-IQ3_XXS-imat", "tl-8m-IQ3_S-imat"),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string s = i.param.substr(6);
+                           for (char& c : s)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s;
+                         });
+
 INSTANTIATE_TEST_SUITE_P(AllShipped, Golden, ::testing::ValuesIn(shipped_goldens()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            std::string s = i.param;

@@ -64,7 +64,29 @@ TEST(QuantPolicy, FileTypeNamesAndEnumValues) {
   EXPECT_EQ(file_type_info(FileType::MOSTLY_Q3_K_L).default_type, GgmlType::Q3_K);
   EXPECT_THROW(parse_file_type("Q4_K_X"), edgeq::Error);
   EXPECT_THROW(parse_file_type(""), edgeq::Error);
-  EXPECT_EQ(file_types().size(), 24u);  // llama-quantize's 19 and PAL2/3/4/6/8
+  EXPECT_EQ(file_types().size(), 35u);  // llama-quantize's 30 (not TQ1_0, TQ2_0) and PAL2/3/4/6/8
+  EXPECT_EQ(static_cast<uint32_t>(parse_file_type("IQ2_XXS")), 19u);
+  EXPECT_EQ(static_cast<uint32_t>(parse_file_type("Q2_K_S")), 21u);
+  EXPECT_EQ(static_cast<uint32_t>(parse_file_type("IQ3_XS")), 22u);
+  EXPECT_EQ(static_cast<uint32_t>(parse_file_type("IQ3_M")), 27u);
+  EXPECT_EQ(static_cast<uint32_t>(parse_file_type("IQ1_M")), 31u);
+  EXPECT_EQ(file_type_info(FileType::MOSTLY_IQ2_S).default_type, GgmlType::IQ2_XS);  // llama.cpp's default types
+  EXPECT_EQ(file_type_info(FileType::MOSTLY_IQ2_M).default_type, GgmlType::IQ2_S);
+  EXPECT_EQ(file_type_info(FileType::MOSTLY_IQ3_XS).default_type, GgmlType::IQ3_S);
+  EXPECT_EQ(file_type_info(FileType::MOSTLY_IQ3_M).default_type, GgmlType::IQ3_S);
+  // llama-quantize's refusal without an importance matrix: the mixes it names, per tensor its types.
+  for (const auto& t : file_types()) {
+    const std::string n = t.name;
+    EXPECT_EQ(t.needs_imatrix, n == "IQ1_S" || n == "IQ1_M" || n == "IQ2_S" || n == "IQ2_XXS" || n == "IQ2_XS" || n == "Q2_K_S") << n;
+  }
+  EXPECT_TRUE(tensor_needs_importance(FileType::MOSTLY_IQ2_M, "blk.0.ffn_up.weight", GgmlType::IQ2_S));
+  EXPECT_TRUE(tensor_needs_importance(FileType::MOSTLY_Q4_K_M, "blk.0.ffn_up.weight", GgmlType::IQ2_XXS));  // an override
+  EXPECT_FALSE(tensor_needs_importance(FileType::MOSTLY_IQ2_M, "blk.0.attn_v.weight", GgmlType::IQ3_S));
+  EXPECT_TRUE(tensor_needs_importance(FileType::MOSTLY_IQ1_M, "blk.0.ffn_up.weight", GgmlType::IQ1_M));
+  EXPECT_FALSE(tensor_needs_importance(FileType::MOSTLY_IQ1_M, "output.weight", GgmlType::IQ1_M));
+  EXPECT_TRUE(tensor_needs_importance(FileType::MOSTLY_Q2_K_S, "blk.0.ffn_up.weight", GgmlType::Q2_K));
+  EXPECT_FALSE(tensor_needs_importance(FileType::MOSTLY_Q2_K_S, "token_embd.weight", GgmlType::Q2_K));
+  EXPECT_FALSE(tensor_needs_importance(FileType::MOSTLY_Q2_K, "blk.0.ffn_up.weight", GgmlType::Q2_K));
 }
 
 TEST(QuantPolicy, ModelParamsFromTl8m) {
@@ -151,6 +173,86 @@ TEST(QuantPolicy, GoldenMixesTl8m) {
     ++checked;
   }
   EXPECT_EQ(checked, 21);
+}
+
+// The low-bit i-quant mixes of golden/iq.json (llama-quantize b4748 with tl-8m.imatrix): every tensor's type, and
+// the file size (data planned by the policy, metadata through the writer with the imatrix keys llama-quantize
+// wrote); for the seven shipped files also every tensor's size, offset and general.file_type.
+TEST(QuantPolicy, GoldenIqMixesTl8m) {
+  Model m = load_model(kGolden + "/tl-8m-F16.gguf");
+  std::ifstream in(kGolden + "/iq.json");
+  const auto iq = nlohmann::json::parse(in);
+  GgufFile ref = GgufFile::open(kGolden + "/tl-8m-IQ2_XXS-imat.gguf");  // its imatrix keys are every file's
+  ImatrixProvenance prov{ref.get_string("quantize.imatrix.file").value_or(""),
+                         ref.get_string("quantize.imatrix.dataset").value_or(""),
+                         static_cast<int32_t>(ref.get_int("quantize.imatrix.entries_count").value_or(0)),
+                         static_cast<int32_t>(ref.get_int("quantize.imatrix.chunks_count").value_or(0))};
+  int checked = 0, shipped = 0;
+  for (auto& [key, entry] : iq.items()) {
+    if (key == "protocol") continue;
+    SCOPED_TRACE(key);
+    const std::string mix = key.substr(std::string("tl-8m-").size(), key.size() - std::string("tl-8m--imat").size());
+    PolicyOptions o;
+    o.ftype = parse_file_type(mix);
+    o.has_imatrix = true;
+    const std::vector<TypeDecision> d = choose_types(m.params, m.shapes, o);
+    const auto& want = entry["tensor_types"];
+    ASSERT_EQ(want.size(), m.shapes.size());
+    for (size_t i = 0; i < m.shapes.size(); ++i)
+      EXPECT_EQ(std::string(edgeq::ggml_type_name(d[i].type)), want[m.shapes[i].name].get<std::string>()) << m.shapes[i].name;
+    auto path = std::filesystem::temp_directory_path() / ("edgeq-policy-iq-" + std::to_string(::getpid()) + ".gguf");
+    edgeq::GgufWriter w(path.string());
+    for (auto& [k, v] : quantized_metadata(m.metadata, o.ftype, &prov, "")) w.set(k, v);
+    for (size_t i = 0; i < m.shapes.size(); ++i) w.add_tensor(m.shapes[i].name, m.shapes[i].dims, d[i].type);
+    EXPECT_EQ(w.expected_file_size(), entry["size"].get<uint64_t>());
+    const std::string file = kGolden + "/" + key + ".gguf";
+    if (std::filesystem::exists(file)) {
+      GgufFile g = GgufFile::open(file);
+      EXPECT_EQ(g.get_int("general.file_type").value_or(-1), static_cast<int64_t>(o.ftype));
+      EXPECT_EQ(g.file_size(), entry["size"].get<uint64_t>());
+      ASSERT_EQ(g.tensors().size(), m.shapes.size());
+      uint64_t offset = 0;
+      for (size_t i = 0; i < m.shapes.size(); ++i) {
+        EXPECT_EQ(g.tensors()[i].name, m.shapes[i].name) << i;
+        EXPECT_EQ(g.tensors()[i].nbytes, d[i].nbytes) << m.shapes[i].name;
+        EXPECT_EQ(g.tensors()[i].offset, offset) << m.shapes[i].name;
+        offset = align_up(offset + d[i].nbytes, g.alignment());
+      }
+      ++shipped;
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 11);
+  EXPECT_EQ(shipped, 7);
+}
+
+// The i-quant mixes on stories260K (rows of 64 and 172): llama_tensor_get_type's fallbacks. The tied token_embd
+// takes the output rule (64 % 256 != 0: Q8_0); the i-quants, Q2_K and Q3_K fall back to IQ4_NL for rows of 64, Q4_K to
+// Q5_0, and rows of 172 (not a multiple of 32 either) to F16.
+TEST(QuantPolicy, Stories260KIqFallbacks) {
+  Model m = load_model(kGolden + "/stories260K-F32.gguf");
+  for (FileType ft : {FileType::MOSTLY_IQ2_XXS, FileType::MOSTLY_IQ1_M, FileType::MOSTLY_IQ2_M, FileType::MOSTLY_IQ3_XS,
+                      FileType::MOSTLY_IQ3_M, FileType::MOSTLY_Q2_K_S}) {
+    PolicyOptions o;
+    o.ftype = ft;
+    o.has_imatrix = true;
+    const auto d = choose_types(m.params, m.shapes, o);
+    int fallbacks = 0;
+    for (size_t i = 0; i < m.shapes.size(); ++i) {
+      if (!d[i].quantize) continue;
+      const auto& s = m.shapes[i];
+      // IQ3_M puts attn_v and attn_output at Q4_K, whose fallback is Q5_0
+      const bool q4k = ft == FileType::MOSTLY_IQ3_M && (s.name.find("attn_v") != std::string::npos ||
+                                                         s.name.find("attn_output") != std::string::npos);
+      const GgmlType want = s.name == "token_embd.weight" ? GgmlType::Q8_0
+                            : s.dims[0] % 32 != 0         ? GgmlType::F16
+                            : q4k                         ? GgmlType::Q5_0
+                                                          : GgmlType::IQ4_NL;
+      EXPECT_EQ(d[i].type, want) << file_type_info(ft).name << " " << s.name;
+      fallbacks += d[i].fallback;
+    }
+    EXPECT_GT(fallbacks, 10) << file_type_info(ft).name;
+  }
 }
 
 // llama.cpp's metadata order: source keys, then quantization_version and file_type moved to the end, then the
@@ -292,7 +394,8 @@ TEST(QuantPolicy, PureAndOverrides) {
   EXPECT_THROW(parse_tensor_type_override("ffn_down=Q9_9"), edgeq::Error);
   EXPECT_THROW(parse_tensor_type_override("ffn_(down=Q4_K"), edgeq::Error);
   EXPECT_THROW(parse_tensor_type_override("=Q4_K"), edgeq::Error);
-  EXPECT_THROW(parse_tensor_type("IQ2_XXS"), edgeq::Error);  // no writer for it
+  EXPECT_THROW(parse_tensor_type("TQ1_0"), edgeq::Error);  // encoded, but not a type users may request
+  EXPECT_EQ(parse_tensor_type("IQ2_XXS"), GgmlType::IQ2_XXS);
 }
 
 // Rules the goldens do not reach (tl-8m has n_gqa 2, no experts, llama arch), from llama-quant.cpp b4748.

@@ -358,6 +358,12 @@ TEST_F(UserFiles, LlamaCppHabits) {
   EXPECT_NE(lt.out.find("Q4_K_M"), std::string::npos);
   EXPECT_NE(lt.out.find("  15  Q4_K"), std::string::npos) << lt.out;
   EXPECT_NE(lt.out.find("4.50"), std::string::npos) << lt.out;  // Q4_K's bits per weight
+  EXPECT_NE(lt.out.find("IQ2_XXS    19  IQ2_XXS   2.06"), std::string::npos) << lt.out;
+  // llama-quantize's refusal of the very low-bit mixes without an importance matrix, before any work
+  auto noimat = run("quantize " + q(kStories) + " -o " + q(t.file("iq.gguf")) + " --type IQ2_XS");
+  EXPECT_EQ(noimat.code, 1);
+  EXPECT_NE(noimat.err.find("--type IQ2_XS: needs an importance matrix"), std::string::npos) << noimat.err;
+  EXPECT_FALSE(fs::exists(t.file("iq.gguf")));
 
   // A .gguf with a bad magic is described as such, not as "expected a checkpoint directory".
   { std::ofstream(t.file("bad.gguf")) << "NOPE this is not a gguf file at all........................"; }

@@ -291,7 +291,8 @@ void gptq_natural(GgmlType t, const GgmlTypeInfo* ti, const float* W0, int64_t r
   const uint64_t row_bytes = *ggml_row_size(t, static_cast<uint64_t>(cols));
   const uint64_t block_bytes = ti->type_size;
   const int levels = quant::block_code_levels(t);
-  std::vector<float> imp(static_cast<size_t>(g)), M, E(static_cast<size_t>(rows * g));
+  const int group = quant::block_code_group(t);  // lattice types: codes chosen per group of columns
+  std::vector<float> imp(static_cast<size_t>(g)), gimp(static_cast<size_t>(g)), M, E(static_cast<size_t>(rows * g));
   std::vector<double> Uinv(static_cast<size_t>(g * g));
   // Rows are independent (a row's errors feed only its own later columns): each block of columns is rounded in
   // chunks of rows side by side on the pool, each chunk with its worker's buffers. The update of the later
@@ -319,6 +320,13 @@ void gptq_natural(GgmlType t, const GgmlTypeInfo* ti, const float* W0, int64_t r
       double s = 0;
       for (int64_t k = j; k < g; ++k) s += Uinv[j * g + k] * Uinv[j * g + k];
       imp[j] = static_cast<float>(s);
+      // Within a group of columns chosen jointly, the same criterion restricted to the group (the group's
+      // diagonal block of U_FF^-1 is the inverse of U's diagonal block).
+      if (group > 0) {
+        double sg = 0;
+        for (int64_t k = j; k < (j / group + 1) * group; ++k) sg += Uinv[j * g + k] * Uinv[j * g + k];
+        gimp[j] = static_cast<float>(sg);
+      }
     }
     // The update of the later columns, W_R -= E M (E holds a chunk's errors): with code access the errors are
     // already divided by U_jj and M = U_FR; without, E = W_F - Q_F and M = U_FF^-1 U_FR.
@@ -326,7 +334,7 @@ void gptq_natural(GgmlType t, const GgmlTypeInfo* ti, const float* W0, int64_t r
     M.assign(static_cast<size_t>(g * rest), 0.f);
     for (int64_t i = 0; i < g; ++i)
       for (int64_t c = 0; c < rest; ++c) {
-        if (levels > 0) {
+        if (levels > 0 || group > 0) {
           M[i * rest + c] = static_cast<float>(U[(b0 + i) * cols + b0 + g + c]);
         } else {
           double s = 0;
@@ -374,6 +382,26 @@ void gptq_natural(GgmlType t, const GgmlTypeInfo* ti, const float* W0, int64_t r
             const float err = static_cast<float>((w - gv[best]) / ujj);
             Ec[r * g + c] = err;
             for (int64_t c2 = c + 1; c2 < g; ++c2) wr[b0 + c2] -= err * static_cast<float>(U[j * cols + b0 + c2]);
+          }
+        }
+        for (int64_t r = 0; r < m; ++r)
+          std::memcpy(dst + (r0 + r) * row_bytes + (b0 / g) * block_bytes, &sc.enc[r * block_bytes], block_bytes);
+      } else if (group > 0) {
+        // Lattice types: the block's scales stay; each group of columns gets the grid point(s) and signs nearest
+        // its error-updated weights (exactly, weighted by the group's criterion), then its columns' errors are fed
+        // forward one by one (dividing by U_jj), as if each column had been rounded to the chosen value.
+        float qv[8];
+        for (int64_t c0 = 0; c0 < g; c0 += group) {
+          for (int64_t r = 0; r < m; ++r) {
+            float* wr = &Wr[r * cols];
+            quant::set_block_group(t, &sc.enc[r * block_bytes], static_cast<int>(c0 / group), &wr[b0 + c0],
+                                   &gimp[c0], qv);
+            for (int64_t c = c0; c < c0 + group; ++c) {
+              const int64_t j = b0 + c;
+              const float err = static_cast<float>((wr[j] - qv[c - c0]) / U[j * cols + j]);
+              Ec[r * g + c] = err;
+              for (int64_t c2 = c + 1; c2 < g; ++c2) wr[b0 + c2] -= err * static_cast<float>(U[j * cols + b0 + c2]);
+            }
           }
         }
         for (int64_t r = 0; r < m; ++r)

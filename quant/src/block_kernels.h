@@ -39,6 +39,14 @@ void deq_iq4_nl(const void* src, float* y, int64_t nb);
 void deq_iq4_xs(const void* src, float* y, int64_t nb);
 void deq_tq1_0(const void* src, float* y, int64_t nb);
 void deq_tq2_0(const void* src, float* y, int64_t nb);
+// The lattice i-quants (iq_dequant.cpp).
+void deq_iq2_xxs(const void* src, float* y, int64_t nb);
+void deq_iq2_xs(const void* src, float* y, int64_t nb);
+void deq_iq2_s(const void* src, float* y, int64_t nb);
+void deq_iq3_xxs(const void* src, float* y, int64_t nb);
+void deq_iq3_s(const void* src, float* y, int64_t nb);
+void deq_iq1_s(const void* src, float* y, int64_t nb);
+void deq_iq1_m(const void* src, float* y, int64_t nb);
 
 #if EDGEQ_QUANT_AVX2
 // AVX2+F16C dequantizers (callers check cpu_has_avx2_f16c()): same signature and bits as the portable ones.
@@ -56,6 +64,13 @@ EDGEQ_AVX2 void avx2_q5_k(const void* src, float* y, int64_t nb);
 EDGEQ_AVX2 void avx2_q6_k(const void* src, float* y, int64_t nb);
 EDGEQ_AVX2 void avx2_iq4_nl(const void* src, float* y, int64_t nb);
 EDGEQ_AVX2 void avx2_iq4_xs(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq2_xxs(const void* src, float* y, int64_t nb);  // the lattice i-quants: iq_dequant.cpp
+EDGEQ_AVX2 void avx2_iq2_xs(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq2_s(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq3_xxs(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq3_s(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq1_s(const void* src, float* y, int64_t nb);
+EDGEQ_AVX2 void avx2_iq1_m(const void* src, float* y, int64_t nb);
 #define EDGEQ_SIMD(fn) fn
 #else
 #define EDGEQ_SIMD(fn) nullptr
@@ -83,6 +98,14 @@ void enc_iq4_nl(const float* x, const float* w, void* dst);
 void enc_iq4_xs(const float* x, const float* w, void* dst);
 void enc_tq1_0(const float* x, const float* w, void* dst);
 void enc_tq2_0(const float* x, const float* w, void* dst);
+// The lattice i-quants (iq_quantize.cpp).
+void enc_iq2_xxs(const float* x, const float* w, void* dst);
+void enc_iq2_xs(const float* x, const float* w, void* dst);
+void enc_iq2_s(const float* x, const float* w, void* dst);
+void enc_iq3_xxs(const float* x, const float* w, void* dst);
+void enc_iq3_s(const float* x, const float* w, void* dst);
+void enc_iq1_s(const float* x, const float* w, void* dst);
+void enc_iq1_m(const float* x, const float* w, void* dst);
 
 // A block encoder as an EncodeFn: nb consecutive blocks of Block (Block::qk elements each).
 template <void (*Enc)(const float*, const float*, void*), typename Block>

@@ -16,11 +16,11 @@ namespace {
 using T = GgmlType;
 using A = ActRounding;
 constexpr bool W = true;  // writable: a user may request it
+constexpr bool I = true;  // needs importance data (llama.cpp refuses the type without it)
 
 // type, portable dequantizer, SIMD dequantizer, encoder, activation rounding (ggml's vec_dot_type), writable,
 // shape fallback (llama.cpp b4748's replacement when a row length is not a multiple of the block size; F16
-// when not given).
-// Rows without functions record the activation rounding llama.cpp uses for types edgeq cannot read yet.
+// when not given), needs importance (llama.cpp refuses the type without an importance matrix).
 const BlockOps kBuiltin[] = {
     {T::F32, deq_f32, nullptr, enc_f32, A::None, W},
     {T::F16, deq_f16, EDGEQ_SIMD(avx2_f16), enc_f16, A::F16, W},
@@ -37,15 +37,15 @@ const BlockOps kBuiltin[] = {
     {T::Q5_K, deq_q5_k, EDGEQ_SIMD(avx2_q5_k), each_block<enc_q5_k, BlockQ5_K>, A::Q8_K, W, T::Q5_1},
     {T::Q6_K, deq_q6_k, EDGEQ_SIMD(avx2_q6_k), each_block<enc_q6_k, BlockQ6_K>, A::Q8_K, W, T::Q8_0},
     {T::Q8_K, deq_q8_k, nullptr, each_block<enc_q8_k, BlockQ8_K>, A::None, false},
-    {T::IQ2_XXS, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
-    {T::IQ2_XS, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
-    {T::IQ3_XXS, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
-    {T::IQ1_S, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
+    {T::IQ2_XXS, deq_iq2_xxs, EDGEQ_SIMD(avx2_iq2_xxs), each_block<enc_iq2_xxs, BlockIQ2_XXS>, A::Q8_K, W, T::IQ4_NL, I},
+    {T::IQ2_XS, deq_iq2_xs, EDGEQ_SIMD(avx2_iq2_xs), each_block<enc_iq2_xs, BlockIQ2_XS>, A::Q8_K, W, T::IQ4_NL, I},
+    {T::IQ3_XXS, deq_iq3_xxs, EDGEQ_SIMD(avx2_iq3_xxs), each_block<enc_iq3_xxs, BlockIQ3_XXS>, A::Q8_K, W, T::IQ4_NL},
+    {T::IQ1_S, deq_iq1_s, EDGEQ_SIMD(avx2_iq1_s), each_block<enc_iq1_s, BlockIQ1_S>, A::Q8_K, W, T::IQ4_NL, I},
     {T::IQ4_NL, deq_iq4_nl, EDGEQ_SIMD(avx2_iq4_nl), each_block<enc_iq4_nl, BlockIQ4_NL>, A::Q8_0, W},
-    {T::IQ3_S, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
-    {T::IQ2_S, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
+    {T::IQ3_S, deq_iq3_s, EDGEQ_SIMD(avx2_iq3_s), each_block<enc_iq3_s, BlockIQ3_S>, A::Q8_K, W, T::IQ4_NL},
+    {T::IQ2_S, deq_iq2_s, EDGEQ_SIMD(avx2_iq2_s), each_block<enc_iq2_s, BlockIQ2_S>, A::Q8_K, W, T::IQ4_NL, I},
     {T::IQ4_XS, deq_iq4_xs, EDGEQ_SIMD(avx2_iq4_xs), each_block<enc_iq4_xs, BlockIQ4_XS>, A::Q8_K, W, T::IQ4_NL},
-    {T::IQ1_M, nullptr, nullptr, nullptr, A::Q8_K, false, T::IQ4_NL},
+    {T::IQ1_M, deq_iq1_m, EDGEQ_SIMD(avx2_iq1_m), each_block<enc_iq1_m, BlockIQ1_M>, A::Q8_K, W, T::IQ4_NL, I},
     {T::TQ1_0, deq_tq1_0, nullptr, each_block<enc_tq1_0, BlockTQ1_0>, A::None, false, T::Q4_0},
     {T::TQ2_0, deq_tq2_0, nullptr, each_block<enc_tq2_0, BlockTQ2_0>, A::None, false, T::Q4_0},
 };

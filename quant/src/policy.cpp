@@ -81,6 +81,8 @@ int layer_of(const ModelParams& p, int counter, int n_layer, const std::string& 
   return counter;
 }
 
+bool one_of(F f, std::initializer_list<F> set) { return std::find(set.begin(), set.end(), f) != set.end(); }
+
 // The mix rules (llama_tensor_get_type without its shape fallback), for the file types edgeq supports.
 T mix_type(State& qs, const ModelParams& p, const PolicyOptions& o, T new_type, const TensorShape& t) {
   const std::string& name = t.name;
@@ -88,21 +90,54 @@ T mix_type(State& qs, const ModelParams& p, const PolicyOptions& o, T new_type, 
   const arch::Arch* a = arch::by_gguf_name(p.arch);
   const bool falcon = a && a->falcon_quant_rules;
   const int n_expert = p.n_expert;
+  // llama.cpp's very-low-bit mixes, which share one set of rules below the embeddings
+  const bool low_iq = one_of(ftype, {F::MOSTLY_IQ2_XXS, F::MOSTLY_IQ2_XS, F::MOSTLY_IQ1_S, F::MOSTLY_IQ2_S,
+                                     F::MOSTLY_IQ2_M, F::MOSTLY_IQ1_M});
+  const bool iq2_sm = ftype == F::MOSTLY_IQ2_S || ftype == F::MOSTLY_IQ2_M;
 
   if (name == "output.weight" || (!qs.has_output && name == "token_embd.weight")) {
     if (o.output_tensor_type) return *o.output_tensor_type;
     const uint64_t nx = t.dims.empty() ? 0 : t.dims[0];
     if (falcon || nx % block_size(new_type) != 0) return T::Q8_0;
+    if (low_iq || ftype == F::MOSTLY_IQ3_XXS) return T::Q5_K;
     if (new_type != T::Q8_0) return T::Q6_K;
     return new_type;
   }
   if (name == "token_embd.weight") {
     if (o.token_embedding_type) return *o.token_embedding_type;
-    return new_type;  // the IQ1/IQ2/IQ3 mixes (not supported here) would change it
+    if (one_of(ftype, {F::MOSTLY_IQ2_XXS, F::MOSTLY_IQ2_XS, F::MOSTLY_IQ1_S, F::MOSTLY_IQ1_M})) return T::Q2_K;
+    if (iq2_sm || ftype == F::MOSTLY_IQ3_XXS) return T::IQ3_S;
+    return new_type;
+  }
+  if (low_iq) {
+    if (contains(name, "attn_v.weight")) {
+      if (p.n_gqa() >= 4 || n_expert >= 4) new_type = T::Q4_K;
+      else new_type = iq2_sm ? T::IQ3_S : T::Q2_K;
+      ++qs.i_attention_wv;
+    } else if (n_expert == 8 && contains(name, "attn_k.weight")) {
+      new_type = T::Q4_K;
+    } else if (contains(name, "ffn_down")) {
+      // llama.cpp counts ffn_down tensors here, without layer_info (so also for experts)
+      if (qs.i_ffn_down < qs.n_ffn_down / 8) new_type = iq2_sm ? T::IQ3_S : T::Q2_K;
+      ++qs.i_ffn_down;
+    } else if (contains(name, "attn_output.weight")) {
+      if (n_expert == 8) new_type = T::Q5_K;
+      else if (ftype == F::MOSTLY_IQ1_S || ftype == F::MOSTLY_IQ1_M) new_type = T::IQ2_XXS;
+      else if (iq2_sm) new_type = T::IQ3_S;
+    }
+    return new_type;
   }
   if (contains(name, "attn_v.weight")) {
     if (ftype == F::MOSTLY_Q2_K) {
       new_type = p.n_gqa() >= 4 ? T::Q4_K : T::Q3_K;
+    } else if (ftype == F::MOSTLY_Q2_K_S && p.n_gqa() >= 4) {
+      new_type = T::Q4_K;
+    } else if (ftype == F::MOSTLY_IQ3_XXS) {
+      new_type = p.n_gqa() >= 4 ? T::Q4_K : !o.has_imatrix ? T::IQ3_S : T::IQ3_XXS;
+    } else if ((ftype == F::MOSTLY_IQ3_XS || ftype == F::MOSTLY_IQ3_S) && p.n_gqa() >= 4) {
+      new_type = T::Q4_K;
+    } else if (ftype == F::MOSTLY_IQ3_M) {
+      new_type = T::Q4_K;
     } else if (ftype == F::MOSTLY_Q3_K_M) {
       new_type = qs.i_attention_wv < 2 ? T::Q5_K : T::Q4_K;
     } else if (ftype == F::MOSTLY_Q3_K_L) {
@@ -127,18 +162,30 @@ T mix_type(State& qs, const ModelParams& p, const PolicyOptions& o, T new_type, 
   if (contains(name, "attn_k.weight")) {
     // llama.cpp: as attn_v, Q8_0 for the 8-expert model costs just ~128 MB.
     if (n_expert == 8) new_type = T::Q8_0;
+    else if (ftype == F::MOSTLY_IQ3_XS) new_type = T::IQ3_XXS;
+    else if (ftype == F::MOSTLY_IQ3_XXS) new_type = T::IQ2_S;
     return new_type;
   }
-  if (contains(name, "attn_q.weight")) return new_type;
+  if (contains(name, "attn_q.weight")) {
+    if (ftype == F::MOSTLY_IQ3_XS) new_type = T::IQ3_XXS;
+    else if (ftype == F::MOSTLY_IQ3_XXS) new_type = T::IQ2_S;
+    return new_type;
+  }
   if (contains(name, "ffn_down")) {
     const int i_layer = layer_of(p, qs.i_ffn_down, qs.n_ffn_down, name);
     const int n_layer = qs.n_ffn_down;
     if (ftype == F::MOSTLY_Q2_K) {
       new_type = T::Q3_K;
+    } else if (ftype == F::MOSTLY_Q2_K_S) {
+      if (i_layer < n_layer / 8) new_type = T::Q4_K;
+    } else if (ftype == F::MOSTLY_IQ3_XXS && !o.has_imatrix) {
+      new_type = i_layer < n_layer / 8 ? T::Q4_K : T::Q3_K;
     } else if (ftype == F::MOSTLY_Q3_K_M) {
       new_type = i_layer < n_layer / 16                      ? T::Q5_K
                  : !falcon || use_more_bits(i_layer, n_layer) ? T::Q4_K
                                                                : T::Q3_K;
+    } else if (ftype == F::MOSTLY_IQ3_M && (i_layer < n_layer / 8 || (n_expert == 8 && use_more_bits(i_layer, n_layer)))) {
+      new_type = T::Q4_K;
     } else if (ftype == F::MOSTLY_Q3_K_L) {
       new_type = falcon ? T::Q4_K : T::Q5_K;
     } else if (ftype == F::MOSTLY_Q4_K_M) {
@@ -166,14 +213,16 @@ T mix_type(State& qs, const ModelParams& p, const PolicyOptions& o, T new_type, 
   if (contains(name, "attn_output.weight")) {
     if (!falcon) {
       if (n_expert == 8) {
-        if (ftype == F::MOSTLY_Q2_K || ftype == F::MOSTLY_Q3_K_S || ftype == F::MOSTLY_Q3_K_M ||
-            ftype == F::MOSTLY_IQ4_NL || ftype == F::MOSTLY_Q4_K_S || ftype == F::MOSTLY_Q4_K_M ||
-            ftype == F::MOSTLY_IQ4_XS)
+        if (one_of(ftype, {F::MOSTLY_Q2_K, F::MOSTLY_IQ3_XS, F::MOSTLY_IQ3_XXS, F::MOSTLY_Q3_K_S, F::MOSTLY_Q3_K_M,
+                           F::MOSTLY_IQ4_NL, F::MOSTLY_Q4_K_S, F::MOSTLY_Q4_K_M, F::MOSTLY_IQ3_S, F::MOSTLY_IQ3_M,
+                           F::MOSTLY_IQ4_XS}))
           new_type = T::Q5_K;
       } else {
         if (ftype == F::MOSTLY_Q2_K) new_type = T::Q3_K;
+        else if (ftype == F::MOSTLY_IQ3_XXS) new_type = T::IQ3_S;
         else if (ftype == F::MOSTLY_Q3_K_M) new_type = T::Q4_K;
         else if (ftype == F::MOSTLY_Q3_K_L) new_type = T::Q5_K;
+        else if (ftype == F::MOSTLY_IQ3_M) new_type = T::Q4_K;
       }
     } else if (ftype == F::MOSTLY_Q3_K_L) {
       new_type = T::Q4_K;
@@ -181,18 +230,23 @@ T mix_type(State& qs, const ModelParams& p, const PolicyOptions& o, T new_type, 
     return new_type;
   }
   if (contains(name, "attn_qkv.weight")) {
-    if (ftype == F::MOSTLY_Q3_K_M || ftype == F::MOSTLY_Q3_K_L) new_type = T::Q4_K;
+    if (ftype == F::MOSTLY_Q3_K_M || ftype == F::MOSTLY_Q3_K_L || ftype == F::MOSTLY_IQ3_M) new_type = T::Q4_K;
     else if (ftype == F::MOSTLY_Q4_K_M) new_type = T::Q5_K;
     else if (ftype == F::MOSTLY_Q5_K_M) new_type = T::Q6_K;
     return new_type;
   }
+  // ffn_gate and ffn_up: IQ3_XS puts the middle layers at IQ3_XXS.
+  auto iq3_xs_middle = [&](int counter, int n_layer) {
+    const int i_layer = layer_of(p, counter, n_layer, name);  // validates the layer for MoE models
+    return ftype == F::MOSTLY_IQ3_XS && i_layer >= n_layer / 8 && i_layer < 7 * n_layer / 8;
+  };
   if (contains(name, "ffn_gate")) {
-    (void)layer_of(p, qs.i_ffn_gate, qs.n_ffn_gate, name);  // validates the layer for MoE models
-    ++qs.i_ffn_gate;  // only the IQ3_XS mix (not supported here) changes ffn_gate
+    if (iq3_xs_middle(qs.i_ffn_gate, qs.n_ffn_gate)) new_type = T::IQ3_XXS;
+    ++qs.i_ffn_gate;
     return new_type;
   }
   if (contains(name, "ffn_up")) {
-    (void)layer_of(p, qs.i_ffn_up, qs.n_ffn_up, name);
+    if (iq3_xs_middle(qs.i_ffn_up, qs.n_ffn_up)) new_type = T::IQ3_XXS;
     ++qs.i_ffn_up;
     return new_type;
   }
@@ -219,7 +273,18 @@ const std::vector<FileTypeInfo>& file_types() {
       {F::MOSTLY_Q4_1, "Q4_1", T::Q4_1, "4.78G, +0.4511 ppl @ Llama-3-8B"},
       {F::MOSTLY_Q5_0, "Q5_0", T::Q5_0, "5.21G, +0.1316 ppl @ Llama-3-8B"},
       {F::MOSTLY_Q5_1, "Q5_1", T::Q5_1, "5.65G, +0.1062 ppl @ Llama-3-8B"},
+      {F::MOSTLY_IQ2_XXS, "IQ2_XXS", T::IQ2_XXS, "2.06 bpw quantization", 0, true},
+      {F::MOSTLY_IQ2_XS, "IQ2_XS", T::IQ2_XS, "2.31 bpw quantization", 0, true},
+      {F::MOSTLY_IQ2_S, "IQ2_S", T::IQ2_XS, "2.5  bpw quantization", 0, true},
+      {F::MOSTLY_IQ2_M, "IQ2_M", T::IQ2_S, "2.7  bpw quantization"},
+      {F::MOSTLY_IQ1_S, "IQ1_S", T::IQ1_S, "1.56 bpw quantization", 0, true},
+      {F::MOSTLY_IQ1_M, "IQ1_M", T::IQ1_M, "1.75 bpw quantization", 0, true},
       {F::MOSTLY_Q2_K, "Q2_K", T::Q2_K, "2.96G, +3.5199 ppl @ Llama-3-8B"},
+      {F::MOSTLY_Q2_K_S, "Q2_K_S", T::Q2_K, "2.96G, +3.1836 ppl @ Llama-3-8B", 0, true},
+      {F::MOSTLY_IQ3_XXS, "IQ3_XXS", T::IQ3_XXS, "3.06 bpw quantization"},
+      {F::MOSTLY_IQ3_S, "IQ3_S", T::IQ3_S, "3.44 bpw quantization"},
+      {F::MOSTLY_IQ3_M, "IQ3_M", T::IQ3_S, "3.66 bpw quantization mix"},
+      {F::MOSTLY_IQ3_XS, "IQ3_XS", T::IQ3_S, "3.3 bpw quantization"},
       {F::MOSTLY_Q3_K_S, "Q3_K_S", T::Q3_K, "3.41G, +1.6321 ppl @ Llama-3-8B"},
       {F::MOSTLY_Q3_K_M, "Q3_K_M", T::Q3_K, "3.74G, +0.6569 ppl @ Llama-3-8B"},
       {F::MOSTLY_Q3_K_L, "Q3_K_L", T::Q3_K, "4.03G, +0.5562 ppl @ Llama-3-8B"},
@@ -282,6 +347,13 @@ GgmlType parse_tensor_type(std::string_view name) {
   std::string names;
   for (T w : writable) names += std::string(names.empty() ? "" : ", ") + ggml_type_name(w);
   fail("unknown or unsupported tensor type '{}' (valid: {})", name, names);
+}
+
+bool tensor_needs_importance(FileType ftype, std::string_view name, GgmlType type) {
+  if (type == T::Q2_K) return ftype == F::MOSTLY_Q2_K_S && name != "token_embd.weight";
+  if (type == T::IQ1_M && (name == "token_embd.weight" || name == "output.weight")) return false;
+  const BlockOps* row = block_ops(type);
+  return row && row->needs_importance;
 }
 
 bool ModelParams::is_70b() const {

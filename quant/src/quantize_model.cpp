@@ -264,6 +264,11 @@ QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opt
       if (d.palette_bits == 0 && !is_quantized(d.type) && !is_float_type(d.type))
         fail("{}: tensor {}: cannot write type {}", src.path, t.name, ggml_type_name(d.type));
     }
+    if (!opts.tensor_hook && tensor_needs_importance(po.ftype, t.name, d.type) &&
+        !(opts.importance && opts.importance->data.count(t.name)))
+      fail("{}: tensor {}: {} without an importance matrix gives garbage (llama-quantize refuses it too): give "
+           "--imatrix FILE, or --data TEXT to calibrate first",
+           src.path, t.name, ggml_type_name(d.type));
     if (opts.importance && takes_importance(d)) {
       auto it = opts.importance->data.find(t.name);
       if (it != opts.importance->data.end()) {

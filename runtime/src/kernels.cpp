@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -11,6 +12,7 @@
 #include "edgeq/formats/half.h"
 #include "edgeq/quant/block_layout.h"
 #include "edgeq/quant/blocks.h"
+#include "edgeq/quant/iq_grids.h"
 
 namespace edgeq::runtime::kernels {
 namespace {
@@ -324,9 +326,11 @@ struct BlockFloats {
   float dx;
   __m128 dd;  // Min: (d, dmin)
 };
-template <KFold F, class B>
-__attribute__((target("avx2,f16c"))) inline BlockFloats block_floats(const B& x) {
-  if constexpr (F == KFold::Min)  // d and dmin are adjacent fp16 values
+template <class U>
+__attribute__((target("avx2,f16c"))) inline BlockFloats block_floats(const typename U::Block& x) {
+  if constexpr (requires { U::d(x); })  // a type whose d is not one fp16 field (the lattice i-quants)
+    return {U::d(x), _mm_setzero_ps()};
+  else if constexpr (U::kFold == KFold::Min)  // d and dmin are adjacent fp16 values
     return {0.f, _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(&x.d)))))};
   else
     return {_cvtsh_ss(x.d), _mm_setzero_ps()};
@@ -358,10 +362,15 @@ __attribute__((target("avx2,f16c"))) void dot_K_avx2(const uint8_t* w, const uin
   float acc[kMaxAct] = {};
   for (int64_t i = 0; i < n / QK_K; ++i) {
     __m256i q[8], ax[8], s[8];
-    const __m256i wb = U::avx2(x[i], q, s);
-    if constexpr (kSigned)
-      for (int g = 0; g < 8; ++g) ax[g] = _mm256_sign_epi8(q[g], q[g]);
-    const BlockFloats f = block_floats<U::kFold>(x[i]);
+    __m256i wb;
+    if constexpr (requires { U::kSplitSigns; }) {  // the type gives magnitudes (ax) and signs (q) apart
+      wb = U::avx2(x[i], q, s, ax);
+    } else {
+      wb = U::avx2(x[i], q, s);
+      if constexpr (kSigned)
+        for (int g = 0; g < 8; ++g) ax[g] = _mm256_sign_epi8(q[g], q[g]);
+    }
+    const BlockFloats f = block_floats<U>(x[i]);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
       acc[k] = fold_lanes<U::kFold>(acc[k], f, y, sum_lanes_avx2<kSigned>(q, kSigned ? ax : q, s, y), wb);
@@ -470,7 +479,7 @@ __attribute__((target(EDGEQ_AVX512))) void dot_K_avx512(const uint8_t* w, const 
     const __m256i wb = U::avx512(x[i], q, s);
     if constexpr (kSigned)
       for (int m = 0; m < 4; ++m) ax[m] = _mm512_abs_epi8(q[m]);
-    const BlockFloats f = block_floats<U::kFold>(x[i]);
+    const BlockFloats f = block_floats<U>(x[i]);
     for (int k = 0; k < na; ++k) {
       const ActQ8_K& y = act_row<ActQ8_K>(act, as, k)[i];
       acc[k] = fold_lanes<U::kFold>(acc[k], f, y, sum_lanes_avx512<kSigned>(q, kSigned ? ax : q, s, y), wb);
@@ -721,6 +730,246 @@ struct IQ4_XS {
   }
 };
 
+// ---- the lattice i-quants (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S)
+// Every value is a signed byte (grid value with its sign; IQ1: 8 * grid value + delta sign, so ggml's two sums
+// sumi + delta * sumi1 become one integer, 8 sumi + sumi1), every 16 values share an odd integer scale 2 s + 1, and
+// the block's float is fold_K with d(x) = fp16 d times the type's power of two (ggml's final 0.125f / 0.25f / 1:
+// a power of two commutes with every rounding, so the bits equal ggml's generic order). decode is the portable
+// definition; avx2 builds the same bytes from 64-bit grid look-ups and sign masks. No AVX-512 path: the machine
+// this was written on has AVX-512 without VNNI, so no gain could be measured (kernels_256_avx2).
+
+// Sign masks for _mm256_sign_epi8: byte j is -1 where bit j of the sign byte is set, else +1.
+inline constexpr std::array<uint64_t, 256> kSignMask = [] {
+  std::array<uint64_t, 256> a{};
+  for (int i = 0; i < 256; ++i)
+    for (int j = 0; j < 8; ++j) a[i] |= static_cast<uint64_t>((i >> j) & 1 ? 0xff : 0x01) << (8 * j);
+  return a;
+}();
+// The same for the 7 stored sign bits of IQ2_XXS, IQ2_XS and IQ3_XXS (the eighth: even parity).
+inline constexpr std::array<uint64_t, 128> kSignMask7 = [] {
+  std::array<uint64_t, 128> a{};
+  for (uint32_t i = 0; i < 128; ++i) a[i] = kSignMask[iq_sign_byte(i)];
+  return a;
+}();
+// Byte j of a one-byte-per-value grid entry, as a grid helper of iq_grids.h.
+template <class E>
+inline int grid_value(E e, int j) { return grid_u8(e, j); }
+
+template <class U>
+struct Lattice {
+  static constexpr KFold kFold = KFold::Signed;
+  // avx2(x, q, s, ax): ax the values' magnitudes (grid entries), q any bytes with the values' signs (+-1 masks), so
+  // dot_K_avx2 needs no sign(q, q) per block
+  static constexpr bool kSplitSigns = true;
+  template <class B>  // B = U::Block (U is incomplete where this base is instantiated)
+  static float fold(float acc, const B& x, const ActQ8_K& y) {
+    int8_t q[QK_K];
+    int16_t s[QK_K / 16];
+    U::decode(x, q, s);
+    int32_t sumi = 0;
+    for (int g = 0; g < QK_K / 16; ++g) {
+      int32_t t = 0;
+      for (int l = 0; l < 16; ++l) t += q[16 * g + l] * y.qs[16 * g + l];
+      sumi += s[g] * t;
+    }
+    return fold_K(acc, U::d(x), y, sumi);
+  }
+};
+// Portable: 8 values of a grid entry with signs, and the 16-value scales.
+template <class E>
+inline void signed_values(E e, uint8_t signs, int n, int8_t* q) {
+  for (int j = 0; j < n; ++j) q[j] = static_cast<int8_t>((signs >> j) & 1 ? -grid_value(e, j) : grid_value(e, j));
+}
+inline void iq1_values(uint64_t e, bool neg, int8_t* q) {
+  for (int j = 0; j < 8; ++j) q[j] = static_cast<int8_t>(8 * grid_i8(e, j) + (neg ? -1 : 1));
+}
+// AVX2: four 8-value grid entries (magnitudes), and four 64-bit sign masks.
+__attribute__((target("avx2"))) inline __m256i u64x4(uint64_t e0, uint64_t e1, uint64_t e2, uint64_t e3) {
+  return _mm256_set_epi64x(static_cast<int64_t>(e3), static_cast<int64_t>(e2), static_cast<int64_t>(e1), static_cast<int64_t>(e0));
+}
+// Eight 4-value grid entries (IQ3) as 32 bytes.
+__attribute__((target("avx2"))) inline __m256i entries32(const uint32_t* grid, const int* idx) {
+  return _mm256_setr_epi32(static_cast<int>(grid[idx[0]]), static_cast<int>(grid[idx[1]]), static_cast<int>(grid[idx[2]]),
+                           static_cast<int>(grid[idx[3]]), static_cast<int>(grid[idx[4]]), static_cast<int>(grid[idx[5]]),
+                           static_cast<int>(grid[idx[6]]), static_cast<int>(grid[idx[7]]));
+}
+// IQ1: 8 * (grid value in -1, 0, 1) plus the delta signs (+-1 per byte, from deltas); never 0, so its own sign mask.
+__attribute__((target("avx2"))) inline void iq1_32(__m256i g, __m256i deltas, __m256i* q, __m256i* ax) {
+  *q = _mm256_add_epi8(_mm256_sign_epi8(_mm256_set1_epi8(8), g), deltas);
+  *ax = _mm256_abs_epi8(*q);
+}
+inline int odd(int s) { return 2 * s + 1; }
+
+struct IQ2_XXS : Lattice<IQ2_XXS> {
+  using Block = BlockIQ2_XXS;
+  static float d(const Block& x) { return f16_to_f32(x.d) * 0.125f; }
+  static void decode(const Block& x, int8_t* q, int16_t* s) {
+    for (int ib = 0; ib < 8; ++ib) {
+      uint32_t w[2];
+      iq2xxs_words(x, ib, w);
+      for (int l = 0; l < 4; ++l) signed_values(kIq2xxsGrid[iq2xxs_index(w, l)], iq2xxs_signs(w, l), 8, q + 32 * ib + 8 * l);
+      s[2 * ib] = s[2 * ib + 1] = static_cast<int16_t>(odd(iq2xxs_scale(w)));
+    }
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
+    for (int ib = 0; ib < 8; ++ib) {
+      uint32_t w[2];
+      iq2xxs_words(x, ib, w);
+      ax[ib] = u64x4(kIq2xxsGrid[w[0] & 255], kIq2xxsGrid[(w[0] >> 8) & 255], kIq2xxsGrid[(w[0] >> 16) & 255], kIq2xxsGrid[w[0] >> 24]);
+      q[ib] = u64x4(kSignMask7[w[1] & 127], kSignMask7[(w[1] >> 7) & 127], kSignMask7[(w[1] >> 14) & 127], kSignMask7[(w[1] >> 21) & 127]);
+      s[ib] = _mm256_set1_epi16(static_cast<int16_t>(odd(iq2xxs_scale(w))));
+    }
+    return _mm256_setzero_si256();
+  }
+};
+
+struct IQ2_XS : Lattice<IQ2_XS> {
+  using Block = BlockIQ2_XS;
+  static float d(const Block& x) { return f16_to_f32(x.d) * 0.125f; }
+  static void decode(const Block& x, int8_t* q, int16_t* s) {
+    for (int ib = 0; ib < 8; ++ib) {
+      for (int l = 0; l < 4; ++l) signed_values(kIq2xsGrid[iq2xs_index(x, ib, l)], iq2xs_signs(x, ib, l), 8, q + 32 * ib + 8 * l);
+      s[2 * ib] = static_cast<int16_t>(odd(iq2x_scale(x.scales, ib, 0)));
+      s[2 * ib + 1] = static_cast<int16_t>(odd(iq2x_scale(x.scales, ib, 2)));
+    }
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
+    for (int ib = 0; ib < 8; ++ib) {
+      ax[ib] = u64x4(kIq2xsGrid[iq2xs_index(x, ib, 0)], kIq2xsGrid[iq2xs_index(x, ib, 1)], kIq2xsGrid[iq2xs_index(x, ib, 2)],
+                     kIq2xsGrid[iq2xs_index(x, ib, 3)]);
+      q[ib] = u64x4(kSignMask7[x.qs[4 * ib] >> 9], kSignMask7[x.qs[4 * ib + 1] >> 9], kSignMask7[x.qs[4 * ib + 2] >> 9],
+                    kSignMask7[x.qs[4 * ib + 3] >> 9]);
+      s[ib] = scale_pair(odd(iq2x_scale(x.scales, ib, 0)), odd(iq2x_scale(x.scales, ib, 2)));
+    }
+    return _mm256_setzero_si256();
+  }
+};
+
+struct IQ2_S : Lattice<IQ2_S> {
+  using Block = BlockIQ2_S;
+  static float d(const Block& x) { return f16_to_f32(x.d) * 0.125f; }
+  static void decode(const Block& x, int8_t* q, int16_t* s) {
+    for (int ib = 0; ib < 8; ++ib) {
+      for (int l = 0; l < 4; ++l) signed_values(kIq2sGrid[iq2s_index(x, ib, l)], iq2s_signs(x, ib, l), 8, q + 32 * ib + 8 * l);
+      s[2 * ib] = static_cast<int16_t>(odd(iq2x_scale(x.scales, ib, 0)));
+      s[2 * ib + 1] = static_cast<int16_t>(odd(iq2x_scale(x.scales, ib, 2)));
+    }
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
+    for (int ib = 0; ib < 8; ++ib) {
+      ax[ib] = u64x4(kIq2sGrid[iq2s_index(x, ib, 0)], kIq2sGrid[iq2s_index(x, ib, 1)], kIq2sGrid[iq2s_index(x, ib, 2)],
+                     kIq2sGrid[iq2s_index(x, ib, 3)]);
+      q[ib] = u64x4(kSignMask[iq2s_signs(x, ib, 0)], kSignMask[iq2s_signs(x, ib, 1)], kSignMask[iq2s_signs(x, ib, 2)],
+                    kSignMask[iq2s_signs(x, ib, 3)]);
+      s[ib] = scale_pair(odd(iq2x_scale(x.scales, ib, 0)), odd(iq2x_scale(x.scales, ib, 2)));
+    }
+    return _mm256_setzero_si256();
+  }
+};
+
+struct IQ3_XXS : Lattice<IQ3_XXS> {
+  using Block = BlockIQ3_XXS;
+  static float d(const Block& x) { return f16_to_f32(x.d) * 0.25f; }
+  static void decode(const Block& x, int8_t* q, int16_t* s) {
+    for (int ib = 0; ib < 8; ++ib) {
+      const uint32_t w = iq3xxs_word(x, ib);
+      for (int l = 0; l < 4; ++l) {
+        const uint8_t signs = kIqSigns[(w >> (7 * l)) & 127];
+        signed_values(kIq3xxsGrid[iq3xxs_index(x, ib, 2 * l)], signs, 4, q + 32 * ib + 8 * l);
+        signed_values(kIq3xxsGrid[iq3xxs_index(x, ib, 2 * l + 1)], static_cast<uint8_t>(signs >> 4), 4, q + 32 * ib + 8 * l + 4);
+      }
+      s[2 * ib] = s[2 * ib + 1] = static_cast<int16_t>(odd(static_cast<int>(w >> 28)));
+    }
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
+    for (int ib = 0; ib < 8; ++ib) {
+      const uint32_t w = iq3xxs_word(x, ib);
+      int idx[8];
+      for (int k = 0; k < 8; ++k) idx[k] = iq3xxs_index(x, ib, k);
+      ax[ib] = entries32(kIq3xxsGrid, idx);
+      q[ib] = u64x4(kSignMask7[w & 127], kSignMask7[(w >> 7) & 127], kSignMask7[(w >> 14) & 127], kSignMask7[(w >> 21) & 127]);
+      s[ib] = _mm256_set1_epi16(static_cast<int16_t>(odd(static_cast<int>(w >> 28))));
+    }
+    return _mm256_setzero_si256();
+  }
+};
+
+struct IQ3_S : Lattice<IQ3_S> {
+  using Block = BlockIQ3_S;
+  static float d(const Block& x) { return f16_to_f32(x.d); }
+  static void decode(const Block& x, int8_t* q, int16_t* s) {
+    for (int ib = 0; ib < 8; ++ib) {
+      for (int l = 0; l < 4; ++l) {
+        const uint8_t signs = x.signs[4 * ib + l];
+        signed_values(kIq3sGrid[iq3s_index(x, ib, 2 * l)], signs, 4, q + 32 * ib + 8 * l);
+        signed_values(kIq3sGrid[iq3s_index(x, ib, 2 * l + 1)], static_cast<uint8_t>(signs >> 4), 4, q + 32 * ib + 8 * l + 4);
+      }
+      s[2 * ib] = s[2 * ib + 1] = static_cast<int16_t>(odd(iq3s_scale(x, ib)));
+    }
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
+    for (int ib = 0; ib < 8; ++ib) {
+      int idx[8];
+      for (int k = 0; k < 8; ++k) idx[k] = iq3s_index(x, ib, k);
+      const uint8_t* sg = x.signs + 4 * ib;
+      ax[ib] = entries32(kIq3sGrid, idx);
+      q[ib] = u64x4(kSignMask[sg[0]], kSignMask[sg[1]], kSignMask[sg[2]], kSignMask[sg[3]]);
+      s[ib] = _mm256_set1_epi16(static_cast<int16_t>(odd(iq3s_scale(x, ib))));
+    }
+    return _mm256_setzero_si256();
+  }
+};
+
+struct IQ1_S : Lattice<IQ1_S> {
+  using Block = BlockIQ1_S;
+  static float d(const Block& x) { return f16_to_f32(x.d) * 0.125f; }
+  static void decode(const Block& x, int8_t* q, int16_t* s) {
+    for (int ib = 0; ib < 8; ++ib) {
+      for (int l = 0; l < 4; ++l) iq1_values(kIq1sGrid[iq1s_index(x, ib, l)], iq1s_delta_neg(x, ib), q + 32 * ib + 8 * l);
+      s[2 * ib] = s[2 * ib + 1] = static_cast<int16_t>(odd(iq1s_scale(x, ib)));
+    }
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
+    for (int ib = 0; ib < 8; ++ib) {
+      iq1_32(u64x4(kIq1sGrid[iq1s_index(x, ib, 0)], kIq1sGrid[iq1s_index(x, ib, 1)], kIq1sGrid[iq1s_index(x, ib, 2)],
+                   kIq1sGrid[iq1s_index(x, ib, 3)]),
+             _mm256_set1_epi8(iq1s_delta_neg(x, ib) ? -1 : 1), q + ib, ax + ib);
+      s[ib] = _mm256_set1_epi16(static_cast<int16_t>(odd(iq1s_scale(x, ib))));
+    }
+    return _mm256_setzero_si256();
+  }
+};
+
+struct IQ1_M : Lattice<IQ1_M> {
+  using Block = BlockIQ1_M;
+  static float d(const Block& x) {
+    uint16_t sc[4];
+    iq1m_words(x, sc);
+    return f16_to_f32(iq1m_d_bits(sc)) * 0.125f;
+  }
+  static void decode(const Block& x, int8_t* q, int16_t* s) {
+    uint16_t sc[4];
+    iq1m_words(x, sc);
+    for (int ib = 0; ib < 8; ++ib) {
+      for (int l = 0; l < 4; ++l) iq1_values(kIq1sGrid[iq1m_index(x, ib, l)], iq1m_delta_neg(x, ib, l), q + 32 * ib + 8 * l);
+      s[2 * ib] = static_cast<int16_t>(odd(iq1m_scale(sc, ib, 0)));
+      s[2 * ib + 1] = static_cast<int16_t>(odd(iq1m_scale(sc, ib, 2)));
+    }
+  }
+  static __attribute__((target("avx2"))) __m256i avx2(const Block& x, __m256i* q, __m256i* s, __m256i* ax) {
+    uint16_t sc[4];
+    iq1m_words(x, sc);
+    auto delta = [&](int ib, int l) { return static_cast<int64_t>(iq1m_delta_neg(x, ib, l) ? 0xffffffffffffffffull : 0x0101010101010101ull); };
+    for (int ib = 0; ib < 8; ++ib) {
+      iq1_32(u64x4(kIq1sGrid[iq1m_index(x, ib, 0)], kIq1sGrid[iq1m_index(x, ib, 1)], kIq1sGrid[iq1m_index(x, ib, 2)],
+                   kIq1sGrid[iq1m_index(x, ib, 3)]),
+             _mm256_set_epi64x(delta(ib, 3), delta(ib, 2), delta(ib, 1), delta(ib, 0)), q + ib, ax + ib);
+      s[ib] = scale_pair(odd(iq1m_scale(sc, ib, 0)), odd(iq1m_scale(sc, ib, 2)));
+    }
+    return _mm256_setzero_si256();
+  }
+};
+
 }  // namespace blk
 
 // A 32-block type's three paths, for the table.
@@ -729,6 +978,9 @@ constexpr quant::BlockKernels kernels_32{dot_32_scalar<U>, dot_32_avx2<U>, dot_3
 // A 256-block type's three paths, for the table.
 template <class U>
 constexpr quant::BlockKernels kernels_256{dot_K_scalar<U>, dot_K_avx2<U>, dot_K_avx512<U>};
+// A 256-block type with portable and AVX2 paths only.
+template <class U>
+constexpr quant::BlockKernels kernels_256_avx2{dot_K_scalar<U>, dot_K_avx2<U>, nullptr};
 #pragma GCC diagnostic pop
 
 // ---------------------------------------------------------------- the table
@@ -751,6 +1003,13 @@ const Registration kKernels[] = {
     {GgmlType::Q3_K, kernels_256<blk::Q3_K>},
     {GgmlType::IQ4_NL, kernels_32<blk::IQ4_NL>},
     {GgmlType::IQ4_XS, kernels_256<blk::IQ4_XS>},
+    {GgmlType::IQ2_XXS, kernels_256_avx2<blk::IQ2_XXS>},
+    {GgmlType::IQ2_XS, kernels_256_avx2<blk::IQ2_XS>},
+    {GgmlType::IQ2_S, kernels_256_avx2<blk::IQ2_S>},
+    {GgmlType::IQ3_XXS, kernels_256_avx2<blk::IQ3_XXS>},
+    {GgmlType::IQ3_S, kernels_256_avx2<blk::IQ3_S>},
+    {GgmlType::IQ1_S, kernels_256_avx2<blk::IQ1_S>},
+    {GgmlType::IQ1_M, kernels_256_avx2<blk::IQ1_M>},
 };
 
 const bool g_avx2 = quant::cpu_has_avx2_f16c();

@@ -29,6 +29,16 @@ struct BlockIQ4_NL { static constexpr int qk = 32; uint16_t d; uint8_t qs[16]; }
 struct BlockIQ4_XS { static constexpr int qk = QK_K; uint16_t d; uint16_t scales_h; uint8_t scales_l[QK_K / 64]; uint8_t qs[QK_K / 2]; };
 struct BlockTQ1_0 { static constexpr int qk = QK_K; uint8_t qs[(QK_K - 4 * QK_K / 64) / 5]; uint8_t qh[QK_K / 64]; uint16_t d; };
 struct BlockTQ2_0 { static constexpr int qk = QK_K; uint8_t qs[QK_K / 4]; uint16_t d; };
+// The lattice i-quants (their grids and sign tables: edgeq/quant/iq_grids.h). 8-value groups on a grid point
+// with 7 sign bits (the eighth sign makes the count of minus signs even) or an explicit sign byte.
+struct BlockIQ2_XXS { static constexpr int qk = QK_K; uint16_t d; uint16_t qs[QK_K / 8]; };
+struct BlockIQ2_XS { static constexpr int qk = QK_K; uint16_t d; uint16_t qs[QK_K / 8]; uint8_t scales[QK_K / 32]; };
+struct BlockIQ2_S { static constexpr int qk = QK_K; uint16_t d; uint8_t qs[QK_K / 4]; uint8_t qh[QK_K / 32]; uint8_t scales[QK_K / 32]; };
+struct BlockIQ3_XXS { static constexpr int qk = QK_K; uint16_t d; uint8_t qs[3 * QK_K / 8]; };
+struct BlockIQ3_S { static constexpr int qk = QK_K; uint16_t d; uint8_t qs[QK_K / 4]; uint8_t qh[QK_K / 32]; uint8_t signs[QK_K / 8]; uint8_t scales[QK_K / 64]; };
+struct BlockIQ1_S { static constexpr int qk = QK_K; uint16_t d; uint8_t qs[QK_K / 8]; uint16_t qh[QK_K / 32]; };
+// IQ1_M has no d field: its fp16 scale is spread over the top nibbles of the four 16-bit words of scales.
+struct BlockIQ1_M { static constexpr int qk = QK_K; uint8_t qs[QK_K / 8]; uint8_t qh[QK_K / 16]; uint8_t scales[QK_K / 32]; };
 #pragma pack(pop)
 
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 &&
@@ -37,6 +47,9 @@ static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110 && sizeof(Bloc
               sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136 && sizeof(BlockTQ1_0) == 54 &&
               sizeof(BlockTQ2_0) == 66);
+static_assert(sizeof(BlockIQ2_XXS) == 66 && sizeof(BlockIQ2_XS) == 74 && sizeof(BlockIQ2_S) == 82 &&
+              sizeof(BlockIQ3_XXS) == 98 && sizeof(BlockIQ3_S) == 110 && sizeof(BlockIQ1_S) == 50 &&
+              sizeof(BlockIQ1_M) == 56);
 
 inline constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                             1,    13,   25,  38,  53,  69,  89,  113};

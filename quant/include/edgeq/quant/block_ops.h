@@ -36,6 +36,10 @@ struct BlockKernels {
   DotFn avx512 = nullptr;  // AVX-512 VNNI (+BW/VL); nullptr: none
 };
 
+// Whether quantize refuses the type for a tensor without importance (llama-quantize b4748's "missing importance
+// matrix ... in a very low-bit quantization": IQ1_S, IQ2_XXS, IQ2_XS, IQ2_S always, IQ1_M but for token_embd and
+// output).
+
 struct BlockOps {
   GgmlType type;
   DequantizeFn dequantize = nullptr;       // portable reference path; nullptr: cannot dequantize
@@ -46,6 +50,9 @@ struct BlockOps {
   // The type llama-quantize uses instead when a row length is not a multiple of this type's block size (it
   // falls back once more to F16 when that type's blocks do not fit either).
   GgmlType shape_fallback = GgmlType::F16;
+  // llama.cpp b4748 refuses to write the type without importance data for the tensor (llama_model_quantize_impl:
+  // IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S; IQ1_M except token_embd/output; quant::tensor_needs_importance applies it).
+  bool needs_importance = false;
   BlockKernels kernels{};
   // Filled when the row is installed: the formats row of `type` (never nullptr in an installed row).
   const GgmlTypeInfo* info = nullptr;

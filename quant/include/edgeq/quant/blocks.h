@@ -51,6 +51,14 @@ int quantize_simd_lanes();
 int block_code_levels(GgmlType t);
 void set_block_code(GgmlType t, void* block, int element, int code);
 
+// The lattice i-quants (IQ1_*, IQ2_*, IQ3_*) choose codes per group of 8 consecutive elements (one sign byte and
+// its grid point(s)), not per element: block_code_group(t) is that group size (8), 0 for other types.
+// set_block_group re-chooses group g of an encoded block for the targets x[0..8) with weights w (> 0), keeping the
+// block's scales (and IQ1_S's delta sign, shared with the sub-block), exactly: the grid point(s) and signs of least
+// weighted error; y receives the group's dequantized values. GPTQ feeds errors back group by group with it.
+int block_code_group(GgmlType t);
+void set_block_group(GgmlType t, void* block, int g, const float* x, const float* w, float* y);
+
 // Error metric used by tests and benchmarks: sum_j w_j * (a_j - b_j)^2 (w == nullptr: all 1), in double.
 double weighted_sq_error(const float* a, const float* b, int64_t n, const float* w);
 

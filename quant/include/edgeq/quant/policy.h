@@ -35,8 +35,19 @@ enum class FileType : uint32_t {
   MOSTLY_Q5_K_S = 16,
   MOSTLY_Q5_K_M = 17,
   MOSTLY_Q6_K = 18,
+  MOSTLY_IQ2_XXS = 19,
+  MOSTLY_IQ2_XS = 20,
+  MOSTLY_Q2_K_S = 21,
+  MOSTLY_IQ3_XS = 22,
+  MOSTLY_IQ3_XXS = 23,
+  MOSTLY_IQ1_S = 24,
   MOSTLY_IQ4_NL = 25,
+  MOSTLY_IQ3_S = 26,
+  MOSTLY_IQ3_M = 27,
+  MOSTLY_IQ2_S = 28,
+  MOSTLY_IQ2_M = 29,
   MOSTLY_IQ4_XS = 30,
+  MOSTLY_IQ1_M = 31,
   MOSTLY_BF16 = 32,
   // edgeq's palettized files (formats/palette.h): not llama.cpp values (its range ends far below), so
   // llama.cpp never mistakes such a file for one of its own types.
@@ -57,6 +68,9 @@ struct FileTypeInfo {
   // keeps llama.cpp's mix rule (Q6_K; palettized too with --pure); no other mix rules apply. Only edgeq loads
   // these files.
   int palette_bits = 0;
+  // llama-quantize refuses the mix without an importance matrix ("Please do not use IQ1_S, IQ1_M, IQ2_S, IQ2_XXS,
+  // IQ2_XS or Q2_K_S quantization without an importance matrix"); edgeq asks for --imatrix, --calib or --data.
+  bool needs_imatrix = false;
 };
 
 // The supported mixes, in llama-quantize's listing order, then edgeq's palettized types.
@@ -68,6 +82,10 @@ FileType parse_file_type(std::string_view name);
 // Parses a ggml type name for an override (--tensor-type, --output-tensor-type); throws edgeq::Error
 // for unknown names or types edgeq cannot write.
 GgmlType parse_tensor_type(std::string_view name);
+// llama.cpp b4748's refusal (llama_model_quantize_impl): writing tensor `name` as `type` in mix `ftype` without
+// importance data for it "will be garbage", so llama-quantize stops. True for the block types whose row says
+// needs_importance (IQ1_M except token_embd/output), and for Q2_K in the Q2_K_S mix except token_embd.
+bool tensor_needs_importance(FileType ftype, std::string_view name, GgmlType type);
 
 // The hyperparameters the rules look at, read from GGUF metadata (<arch>.block_count, head counts, ...).
 struct ModelParams {
