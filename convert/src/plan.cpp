@@ -166,13 +166,6 @@ Hparams read_hparams(const Config& c) {
   h.arch = arch::by_hf_class(a);
   if (!h.arch) fail("{}: unknown architecture '{}' (supported: {})", c.path, a, arch::hf_class_list());
   h.arch_name = std::string(h.arch->gguf_name);
-  // Traits this converter does not write yet (the table has them for the runtime and quantize): refused rather
-  // than converted wrongly.
-  const arch::TensorSpec* exps = h.arch->find(arch::Role::FfnGateExps);
-  if (h.arch->norm_plus_one || h.arch->long_rope || h.arch->attn_fused_qkv ||
-      (exps && exps->need == arch::Need::Required))
-    fail("{}: converting '{}' is not supported yet (edgeq quantize, perplexity and generate take llama.cpp's GGUF "
-         "of it)", c.path, a);
   h.n_embd = c.req_uint("hidden_size");
   h.n_layer = c.req_uint("num_hidden_layers", 4096);
   h.n_ff = c.req_uint("intermediate_size");
