@@ -598,7 +598,7 @@ BudgetResult build_budget_file(const BudgetOptions& opt, const BudgetTarget& tar
   // Tensor data bytes allowed, then the file size with the header: solved again with less room while over.
   const uint64_t al = 32;
   auto padded = [&](uint64_t b) { return (b + al - 1) / al * al; };
-  uint64_t header_guess = 1 << 16;
+  uint64_t header_guess = 0;
   quant::BudgetSolution sol;
   std::map<std::string, GgmlType> types;
   std::vector<std::pair<std::string, GgufValue>> meta;
@@ -653,33 +653,64 @@ BudgetResult build_budget_file(const BudgetOptions& opt, const BudgetTarget& tar
                    : 0;  // bpw: a bound on tensor bytes instead (below)
   const uint64_t tensor_budget_bpw =
       target.bytes ? 0 : static_cast<uint64_t>(std::floor(target.bpw * double(n_elements) / 8.0));
+  {  // the header's size with the smallest types (type names in the metadata change it by a few bytes per tensor)
+    sol.choice.assign(groups.size(), 0);
+    for (size_t g = 0; g < groups.size(); ++g) types[groups[g].name] = groups[g].options[0].type;
+    make_meta(0);
+    header_guess = header_bytes() + 8 * groups.size();
+  }
   uint64_t slack = 0;  // extra room lost to the header and padding
-  for (int iter = 0; iter < 6; ++iter) {
+  // A file's tensors are padded to the alignment: the solve for a file size counts padded bytes.
+  std::vector<quant::BudgetGroup> solve_groups = groups;
+  if (target_bytes)
+    for (auto& g : solve_groups)
+      for (auto& o : g.options) o.bytes = padded(o.bytes);
+  auto apply = [&](const quant::BudgetSolution& x) {
+    sol = x;
+    predicted = 0;
+    types.clear();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      types[groups[g].name] = groups[g].options[sol.choice[g]].type;
+      predicted += groups[g].options[sol.choice[g]].cost;
+    }
+    make_meta(0);
+  };
+  std::optional<quant::BudgetSolution> best;
+  for (int iter = 0; iter < 8; ++iter) {
     uint64_t budget;
     if (target_bytes) {
-      const uint64_t reserved = header_guess + fixed_padded + slack + al * groups.size();
+      const uint64_t reserved = header_guess + fixed_padded + slack;
       if (reserved >= target_bytes) fail("--target-size {}: smaller than the file's header and unquantized tensors", target_bytes);
       budget = target_bytes - reserved;
     } else {
       if (tensor_budget_bpw <= fixed) fail("--target-bpw {}: below the unquantized tensors' share", target.bpw);
       budget = tensor_budget_bpw - fixed;
     }
-    sol = quant::solve_budget(groups, budget);
-    predicted = sol.cost;
-    types.clear();
-    for (size_t g = 0; g < groups.size(); ++g) types[groups[g].name] = groups[g].options[sol.choice[g]].type;
-    make_meta(0);
+    apply(quant::solve_budget(solve_groups, budget));
+    if (!target_bytes) {
+      best = sol;
+      break;
+    }
     const uint64_t hdr = header_bytes();
     uint64_t size = hdr + fixed_padded;
     for (size_t g = 0; g < groups.size(); ++g) size += padded(groups[g].options[sol.choice[g]].bytes);
-    res.file_bytes = size;
-    if (!target_bytes) break;
-    if (size <= target_bytes && header_guess >= hdr) break;
-    if (header_guess < hdr) header_guess = hdr + 64;
-    else slack += size - target_bytes;
+    if (size <= target_bytes) {
+      if (!best || sol.cost < best->cost) best = sol;
+      if (hdr == header_guess) break;  // exact: the room is used
+      header_guess = hdr;
+    } else if (hdr != header_guess) {
+      header_guess = hdr;
+    } else {
+      slack += size - target_bytes;
+    }
   }
-  if (target_bytes && res.file_bytes > target_bytes)
-    fail("--target-size {}: could not fit the file ({} bytes)", target_bytes, res.file_bytes);
+  if (!best) fail("--target-size {}: could not fit the file", target_bytes);
+  apply(*best);
+  {
+    uint64_t size = target_bytes ? header_bytes() + fixed_padded : 0;
+    for (size_t g = 0; g < groups.size(); ++g) size += padded(groups[g].options[sol.choice[g]].bytes);
+    res.file_bytes = size;
+  }
 
   // Write the mix, measure it on the calibration chunks, then write the output with the measured figure:
   // the second write copies the first one's encoded tensors, so the bytes measured are the bytes shipped.
