@@ -107,7 +107,8 @@ int run_budget(const BudgetFlags& f, const BudgetRunArgs& a, const std::string& 
                         {"target_bytes", r.target_bytes}, {"target_bpw", f.target_bpw},
                         {"file_size", r.file_bytes}, {"tensor_bytes", r.tensor_bytes},
                         {"n_elements", r.n_elements}, {"bpw", r.bpw},
-                        {"predicted_kld", r.predicted_kld}, {"measured_kld", r.measured_kld},
+                        {"predicted_kld", r.predicted_kld}, {"predicted_additive_kld", r.predicted_additive_kld},
+                        {"interaction", r.interaction}, {"measured_kld", r.measured_kld},
                         {"measured_kld_err", r.measured_kld_err}, {"jobs_run", r.jobs_run},
                         {"jobs_cached", r.jobs_cached}, {"seconds", r.seconds},
                         {"tensors", t}};
@@ -120,8 +121,11 @@ int run_budget(const BudgetFlags& f, const BudgetRunArgs& a, const std::string& 
   if (r.target_bytes) std::printf("  %-14s %llu bytes\n", "target", static_cast<unsigned long long>(r.target_bytes));
   else std::printf("  %-14s %.4f bpw\n", "target", f.target_bpw);
   std::printf("  %-14s %llu bytes, %.4f bpw\n", "file", static_cast<unsigned long long>(r.file_bytes), r.bpw);
-  std::printf("  %-14s predicted %.6f, measured %.6f +/- %.6f (calibration chunks)\n", "mean KLD", r.predicted_kld,
-              r.measured_kld, r.measured_kld_err);
+  std::printf("  %-14s predicted %.6f (additive %.6f), measured %.6f +/- %.6f (calibration chunks)\n", "mean KLD",
+              r.predicted_kld, r.predicted_additive_kld, r.measured_kld, r.measured_kld_err);
+  std::printf("  %-14s", "interaction");
+  for (auto& [t, f] : r.interaction) std::printf(" %s %.3f", t.c_str(), f);
+  std::printf("  (all tensors at once / sum of single)\n");
   std::printf("  %-14s %zu run, %zu cached; %.1f s\n", "jobs", r.jobs_run, r.jobs_cached, r.seconds);
   std::printf("  %-32s %-7s %10s %12s\n", "tensor", "type", "bytes", "ΔKLD");
   for (auto& x : r.tensors)

@@ -566,9 +566,14 @@ BudgetResult build_budget_file(const BudgetOptions& opt, const BudgetTarget& tar
     double kld;
   };
   std::map<std::string, std::vector<Opt>> measured;
+  // Interaction per type: the KLD of a job's tensors all at once over the sum of their single ΔKLD (each job
+  // measures both). The costs are the single ΔKLD times their type's factor.
+  std::map<GgmlType, std::pair<double, double>> joint_sum;
   for (auto& j : jobs) {
     const auto r = read_json(job_result(dir, j));
     if (!r) fail("{}: missing", job_result(dir, j).string());
+    joint_sum[j.type].first += r->value("joint_kld", 0.0);
+    joint_sum[j.type].second += r->value("sum_kld", 0.0);
     for (auto& [name, v] : (*r)["tensors"].items()) {
       const auto t = ggml_type_from_name(v.at("type").get<std::string>());
       if (!t) fail("{}: unknown type {}", job_result(dir, j).string(), v.at("type").get<std::string>());
@@ -591,7 +596,12 @@ BudgetResult build_budget_file(const BudgetOptions& opt, const BudgetTarget& tar
     if (!measured.count(n)) fail("{}: no sensitivity measured for tensor {}", dir.string(), n);
     quant::BudgetGroup g;
     g.name = n;
-    for (auto& o : measured[n]) g.options.push_back({o.type, o.bytes, o.kld});
+    for (auto& o : measured[n]) {
+      const auto& js = joint_sum[o.type];
+      const double factor = js.first > 0 && js.second > 0 ? js.first / js.second : 1.0;
+      g.options.push_back({o.type, o.bytes, o.kld * factor});
+      res.additive_kld_by_name[n][o.type] = o.kld;
+    }
     groups.push_back(std::move(g));
   }
 
@@ -755,6 +765,10 @@ BudgetResult build_budget_file(const BudgetOptions& opt, const BudgetTarget& tar
   res.n_elements = rep.n_elements;
   res.bpw = rep.bpw_after();
   res.predicted_kld = predicted;
+  for (auto& [t, js] : joint_sum)
+    res.interaction[std::string(ggml_type_name(t))] = js.second > 0 ? js.first / js.second : 1.0;
+  for (size_t g = 0; g < groups.size(); ++g)
+    res.predicted_additive_kld += res.additive_kld_by_name[groups[g].name][groups[g].options[sol.choice[g]].type];
   res.file_type = quant::file_type_info(rep.ftype).name;
   std::map<std::string, size_t> gi;
   for (size_t g = 0; g < groups.size(); ++g) gi[groups[g].name] = g;

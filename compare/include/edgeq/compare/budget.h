@@ -4,8 +4,9 @@
 // Sensitivity: for every quantizable tensor t and candidate type T, ΔKLD(t, T) is the mean KL divergence (llama-
 // perplexity's definition, scored positions n_ctx/2 … n_ctx-2 of each chunk) of the reference model with t alone
 // quantized to T by the method, measured with edgeq's runtime on `chunks` chunks spread evenly over the
-// calibration text. The file's KLD is predicted as Σ_t ΔKLD(t, T_t) (additive model), and quant/budget.h's
-// multiple-choice knapsack picks the types.
+// calibration text. The file's KLD is predicted as Σ_t ΔKLD(t, T_t) · r(T_t), r(T) being the measured interaction
+// of type T (every job also measures its tensors all at once: r = joint KLD / Σ single ΔKLD over T's jobs), and
+// quant/budget.h's multiple-choice knapsack picks the types minimising it.
 //
 // Jobs: the measurements split into independent jobs, one per (type, shard of the tensors); each writes its own
 // result file in the cache directory (sens/<TYPE>-<k>of<n>.json) and makes the reference and the calibration
@@ -19,6 +20,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -73,7 +75,10 @@ struct BudgetTensor {
 struct BudgetResult {
   uint64_t target_bytes = 0, file_bytes = 0, tensor_bytes = 0, n_elements = 0;
   double bpw = 0;
-  double predicted_kld = 0;  // Σ predicted
+  double predicted_kld = 0;  // Σ over tensors of ΔKLD × its type's interaction factor
+  double predicted_additive_kld = 0;      // Σ ΔKLD (the plain additive model)
+  std::map<std::string, double> interaction;  // type -> KLD of all tensors at once / Σ single ΔKLD
+  std::map<std::string, std::map<GgmlType, double>> additive_kld_by_name;  // tensor -> type -> ΔKLD measured
   double measured_kld = 0;   // the written mix on the same calibration chunks
   double measured_kld_err = 0;
   std::string file_type;      // general.file_type's name
