@@ -24,11 +24,12 @@ std::string budget_self_exe() {
 }  // namespace
 
 void add_budget_options(CLI::App* sub, BudgetFlags& f) {
-  sub->add_option("--target-size", f.target_size,
+  auto* size = sub->add_option("--target-size", f.target_size,
                   "Budget mix: the file of at most SIZE bytes (and within 0.5% of it) with the lowest predicted KL "
                   "divergence, one llama.cpp block type per tensor chosen from --types by measured sensitivity "
                   "(e.g. 3620544, 3.6M, 2G, 2GiB; K/M/G powers of 1000, Ki/Mi/Gi of 1024). Needs --data");
-  sub->add_option("--target-bpw", f.target_bpw, "Budget mix by bits per weight of the tensor data (llama.cpp's BPW)");
+  sub->add_option("--target-bpw", f.target_bpw, "Budget mix by bits per weight of the tensor data (llama.cpp's BPW)")
+      ->excludes(size);
   sub->add_option("--types", f.types,
                   "Budget mix: candidate block types, comma-separated (default: Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0 and every "
                   "writable i-quant)");
@@ -36,14 +37,14 @@ void add_budget_options(CLI::App* sub, BudgetFlags& f) {
                   "Budget mix: where sensitivities are cached (default $EDGEQ_CACHE/budget or ~/.cache/edgeq/budget); a "
                   "second budget of the same source, data, method and types only solves");
   sub->add_option("--budget-chunks", f.chunks,
-                  "Budget mix: calibration chunks each sensitivity is measured on (default 8, spread over the text)");
+                  "Budget mix: calibration chunks each sensitivity is measured on (default 2, spread over the text; cost is linear in it)");
   sub->add_option("--budget-shards", f.shards, "Budget mix: jobs per type (default: enough for 8 jobs)");
   sub->add_option("--calib-chunks", f.calib_chunks, "Budget mix: chunks of --data the calibration statistics use (default all)");
   sub->add_option("--ctx", f.ctx, "Budget mix: chunk length in tokens (default 256)");
-  sub->add_option("--plan", f.plan,
+  auto* plan = sub->add_option("--plan", f.plan,
                   "Budget mix: write the sensitivity jobs to FILE, one shell command per line (run them anywhere sharing "
                   "--cache, in any order), instead of running them");
-  sub->add_option("--budget-job", f.job, "Budget mix: run one job of --plan (its id, e.g. Q4_K-1of1)");
+  sub->add_option("--budget-job", f.job, "Budget mix: run one job of --plan (its id, e.g. Q4_K-1of1)")->excludes(plan)->excludes(size);
   sub->add_flag("--merge", f.merge,
                 "Budget mix: build the file from the jobs' results only (an error names any job without a result)");
 }

@@ -11,7 +11,7 @@ namespace edgeq::cli {
 struct BudgetFlags {
   std::string target_size, types, cache, plan, job;
   double target_bpw = 0;
-  int64_t chunks = 8, shards = 0, ctx = 256, calib_chunks = -1;
+  int64_t chunks = 2, shards = 0, ctx = 256, calib_chunks = -1;
   bool merge = false;
   bool active() const { return !target_size.empty() || target_bpw > 0 || !plan.empty() || !job.empty() || merge; }
 };

@@ -410,12 +410,12 @@ std::string shell_quote(const std::string& s) {
   return r + "'";
 }
 
-// llama.cpp's general.file_type for a mix: the named mix whose base type holds most of the quantized bytes
+// llama.cpp's general.file_type for a mix: the named mix whose base type holds most of the quantized weights
 // (the _M variant when there is one).
-quant::FileType file_type_for(const std::map<GgmlType, uint64_t>& bytes_by_type) {
+quant::FileType file_type_for(const std::map<GgmlType, uint64_t>& weights_by_type) {
   GgmlType best = GgmlType::Q8_0;
   uint64_t most = 0;
-  for (auto& [t, b] : bytes_by_type)
+  for (auto& [t, b] : weights_by_type)
     if (b > most) {
       most = b;
       best = t;
@@ -632,7 +632,11 @@ BudgetResult build_budget_file(const BudgetOptions& opt, const BudgetTarget& tar
   auto options_for = [&](quant::QuantizeOptions& qo) {
     auto state = s.prepare(qo, types);
     std::map<GgmlType, uint64_t> by_type;
-    for (size_t g = 0; g < groups.size(); ++g) by_type[groups[g].options[sol.choice[g]].type] += groups[g].options[sol.choice[g]].bytes;
+    for (size_t g = 0; g < groups.size(); ++g) {  // weights per type (bytes back to elements)
+      const auto& o = groups[g].options[sol.choice[g]];
+      const auto* ti = ggml_type_info(o.type);
+      by_type[o.type] += ti && ti->type_size ? o.bytes / ti->type_size * ti->block_size : o.bytes;
+    }
     qo.policy.ftype = file_type_for(by_type);
     qo.record_method = record_metadata;
     qo.method = std::string("budget ") + calibrate::method_name(m);

@@ -35,7 +35,7 @@ struct BudgetOptions {
   std::vector<GgmlType> types;    // candidate types; empty: default_budget_types()
   std::string cache_dir;          // empty: default_budget_cache()
   int64_t n_ctx = 256;
-  int64_t chunks = 8;         // calibration chunks the sensitivities (and the reported measured KLD) are scored on
+  int64_t chunks = 2;         // calibration chunks the sensitivities (and the reported measured KLD) are scored on
   int64_t calib_chunks = -1;  // chunks the calibration statistics use (< 0: all)
   int shards = 0;             // jobs per type; 0: enough for at least 8 jobs
   int threads = 0;
