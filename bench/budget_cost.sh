@@ -8,7 +8,7 @@
 # then the mean KLD of the budget files on the held-out text (120 chunks, n_ctx 256, against the F32 conversion,
 # llama-perplexity's protocol) when KLD=1. Not part of ctest (minutes).
 #
-#   bench/budget_cost.sh [BUILD_DIR]   env: THREADS (2), CHUNKS (--budget-chunks, 4), SIZES (Q2_K, Q3_K_M and
+#   bench/budget_cost.sh [BUILD_DIR]   env: THREADS (2), CHUNKS (--budget-chunks, 2), SIZES (Q2_K, Q3_K_M and
 #                                      Q4_K_M imatrix golden sizes), KLD (1)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +16,7 @@ build=${1:-$here/build}
 edgeq=$build/cli/edgeq
 shared=$here/../shared
 threads=${THREADS:-2}
-chunks=${CHUNKS:-4}
+chunks=${CHUNKS:-2}
 sizes=${SIZES:-"3620544 4447936 5337792"}
 work=$(mktemp -d "${TMPDIR:-/tmp}/budget-cost.XXXXXX")
 trap 'rm -rf "$work"' EXIT
