@@ -51,8 +51,11 @@ void add_budget_options(CLI::App* sub, BudgetFlags& f) {
 
 int run_budget(const BudgetFlags& f, const BudgetRunArgs& a, const std::string& other_flags) {
   if (!other_flags.empty()) fail("quantize: {} does not go with a budget mix (--target-size/--target-bpw/--plan)", other_flags);
-  const int modes = (!f.plan.empty()) + (!f.job.empty()) + (!f.target_size.empty() || f.target_bpw > 0);
-  if (modes != 1) fail("quantize: give one of --target-size/--target-bpw, --plan FILE or --budget-job ID");
+  // --plan may name the target too (it is not needed to plan: the jobs are the same for every target).
+  const bool has_target = !f.target_size.empty() || f.target_bpw > 0;
+  if (f.plan.empty() && f.job.empty() && !has_target)
+    fail("quantize: give --target-size/--target-bpw, --plan FILE or --budget-job ID");
+  if (f.merge && !f.plan.empty()) fail("quantize: --merge builds the file; --plan only writes the jobs");
   if (!f.target_size.empty() && f.target_bpw > 0) fail("quantize: --target-size and --target-bpw exclude each other");
   if (f.target_bpw < 0 || f.target_bpw > 32) fail("--target-bpw {}: must be within 0..32", f.target_bpw);
   if (f.merge && f.target_size.empty() && f.target_bpw <= 0) fail("--merge builds a budget file: give --target-size or --target-bpw");
