@@ -22,6 +22,7 @@
 #include "edgeq/quant/policy.h"
 #include "edgeq/quant/quantize.h"
 #include "progress.h"
+#include "quantize_budget.h"
 
 namespace cmd_quantize {  // named, not anonymous: cli/ compiles as a unity build
 
@@ -40,6 +41,7 @@ struct Opts {
   bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false;
   bool list_types = false;
   edgeq::GgufSplitOptions split;
+  edgeq::cli::BudgetFlags budget;  // --target-size / --target-bpw / --plan / --budget-job (quantize_budget.h)
 };
 
 // llama-quantize's `SRC OUT TYPE [THREADS]`: fills out/type/threads unless the flags already did.
@@ -110,6 +112,19 @@ int run(Opts& o) {
     return 0;
   }
   if (o.src.empty()) edgeq::fail("quantize: no source (a .gguf, a Hugging Face checkpoint directory or a .onnx model)");
+  if (o.budget.active()) {
+    std::string other;  // the fixed mixes' flags
+    if (!o.type.empty() || o.positional.size() > 1) other = "--type";
+    else if (!o.positional.empty()) other = "a positional OUT";
+    else if (!o.imatrix.empty()) other = "--imatrix";
+    else if (!o.calib.empty()) other = "--calib";
+    else if (!o.tensor_types.empty()) other = "--tensor-type";
+    else if (o.pure || o.leave_output || o.act_order) other = "--pure/--leave-output-tensor/--act-order";
+    else if (!o.output_tensor_type.empty() || !o.token_embedding_type.empty()) other = "--output-tensor-type/--token-embedding-type";
+    else if (o.split.enabled()) other = "--split-*";
+    return edgeq::cli::run_budget(o.budget, {o.src, o.out, o.method, o.data, edgeq::resolve_threads(o.threads), o.json, !o.no_edgeq_metadata},
+                                  other);
+  }
   apply_positional(o);
   // Everything the user typed is checked before any file is opened or written.
   q::QuantizeOptions qo;
@@ -297,6 +312,7 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
                 "Do not record edgeq.quantize.method (by default the method and mix are recorded); the metadata, and "
                 "so the file size, are then exactly what llama-quantize writes for the same source");
   edgeq::cli::add_split_options(sub, o->split);
+  edgeq::cli::add_budget_options(sub, o->budget);
   sub->add_flag("--json", o->json, "Print the summary as one JSON document (no progress lines)");
   sub->callback([o]() {  // SRC is required unless only --list-types is asked for
     if (!o->list_types && o->src.empty()) throw CLI::RequiredError("src");

@@ -14,6 +14,7 @@
 #include "edgeq/calibrate/data.h"
 #include "edgeq/calibrate/methods.h"
 #include "edgeq/compare/report.h"
+#include "keys.h"
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
 #include "edgeq/formats/error.h"
@@ -37,69 +38,6 @@ constexpr int kResultVersion = 1;
 
 // Thrown from progress callbacks when the sweep is cancelled; caught by run_sweep / run_entry.
 struct Cancelled {};
-
-struct Hasher {
-  uint64_t h = 1469598103934665603ull;
-  void bytes(const void* p, size_t n) {
-    const auto* b = static_cast<const uint8_t*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  }
-  void str(const std::string& s) {
-    const uint64_t n = s.size();
-    bytes(&n, sizeof n);
-    bytes(s.data(), s.size());
-  }
-  void i64(int64_t v) { bytes(&v, sizeof v); }
-  void file(const fs::path& p) {
-    str(p.filename().string());
-    const uint64_t size = fs::file_size(p);
-    i64(static_cast<int64_t>(size));
-    if (size == 0) return;
-    MappedFile m(p.string());
-    bytes(m.data(), m.size());
-  }
-  std::string hex() const { return fmt::format("{:016x}", h); }
-};
-
-bool is_gguf_file(const std::string& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return false;
-  std::ifstream f(path, std::ios::binary);
-  char magic[4] = {};
-  f.read(magic, 4);
-  return f.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
-}
-
-// Every file the source consists of: a GGUF alone (or all files of a split GGUF); a directory's regular files; an .onnx model with the
-// files beside it (external data, config, tokenizer).
-std::string hash_source(const std::string& src) {
-  std::error_code ec;
-  Hasher h;
-  std::vector<fs::path> files;
-  if (fs::is_directory(src, ec)) {
-    for (auto& e : fs::directory_iterator(src)) if (e.is_regular_file()) files.push_back(e.path());
-  } else if (is_gguf_file(src)) {
-    const GgufFile g = GgufFile::open(src);
-    for (const auto& s : g.splits()) files.push_back(s.path);  // every file of a split set
-  } else if (fs::is_regular_file(src, ec)) {
-    fs::path dir = fs::path(src).parent_path();
-    if (dir.empty()) dir = ".";
-    for (auto& e : fs::directory_iterator(dir)) if (e.is_regular_file()) files.push_back(e.path());
-  } else {
-    fail("{}: no such file or directory", src);
-  }
-  std::sort(files.begin(), files.end());
-  for (auto& f : files) h.file(f);
-  return h.hex();
-}
-
-std::string hash_file(const std::string& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) fail("{}: no such file", path);
-  Hasher h;
-  h.file(path);
-  return h.hex();
-}
 
 // The reference as decided before any work: the source GGUF as given, or a conversion of an HF/ONNX source
 // to the chosen type (its plan kept for the conversion).

@@ -243,6 +243,12 @@ void Context::run_batch(const int32_t* tokens, int64_t n, int64_t first_logit, f
     layer(il, n, n_past_, r0);
   }
 
+  head(n, first_logit, logits);
+}
+
+void Context::head(int64_t n, int64_t first_logit, float* logits) {
+  const ModelConfig& c = model_.config();
+  const int64_t E = c.n_embd;
   const int64_t nl = n / seq_len_ * (seq_len_ - first_logit);  // compacted to the front of x_ by the last layer
   if (nl <= 0 || !logits) return;
   pool_.run(nl, [&](int64_t t, int) {
@@ -256,6 +262,27 @@ void Context::run_batch(const int32_t* tokens, int64_t n, int64_t first_logit, f
       for (int64_t i = 0; i < c.n_vocab; ++i) l[i] = std::tanh(l[i] * inv) * cap;
     });
   }
+}
+
+void Context::eval_seqs_from(int64_t il0, const float* hidden, int64_t n_seq, int64_t len, int64_t first_logit,
+                             float* logits, float* save) {
+  const ModelConfig& c = model_.config();
+  if (il0 < 0 || il0 >= c.n_layer) fail("{}: eval_seqs_from: layer {} does not exist", model_.path(), il0);
+  if (n_seq < 1 || n_seq > opt_.n_seq || len < 1 || len > opt_.n_ctx || len > kMaxBatch)
+    fail("{}: eval_seqs_from: {} sequences of {} tokens do not fit {} x {}", model_.path(), n_seq, len, opt_.n_seq,
+         std::min(opt_.n_ctx, kMaxBatch));
+  if (first_logit < 0 || first_logit > len) fail("{}: eval_seqs_from: invalid first logit row {}", model_.path(), first_logit);
+  const int64_t n = n_seq * len;
+  const size_t rows = static_cast<size_t>(n * c.n_embd);
+  n_past_ = 0;
+  seq_len_ = len;
+  prepare(n, len);
+  std::memcpy(x_.data(), hidden, rows * sizeof(float));
+  for (int64_t il = il0; il < c.n_layer; ++il) {
+    if (save) std::memcpy(save + static_cast<size_t>(il - il0) * rows, x_.data(), rows * sizeof(float));
+    layer(il, n, 0, il == c.n_layer - 1 ? first_logit : 0);
+  }
+  head(n, first_logit, logits);
 }
 
 void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {

@@ -325,3 +325,29 @@ Model Model::build(GgufFile file, bool with_data) {
 }
 
 }  // namespace edgeq::runtime
+
+namespace edgeq::runtime {
+
+TensorView Model::replace_weight(const std::string& name, const TensorView& v) {
+  std::vector<Weight*> hits;
+  auto consider = [&](Weight& w) {
+    if (w.data && w.name == name) hits.push_back(&w);
+  };
+  consider(tok_embd_);
+  consider(output_);
+  for (auto& l : layers_)
+    for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) consider(*w);
+  if (hits.empty()) fail("{}: no weight named {} to replace", path(), name);
+  Weight& first = *hits.front();
+  if (v.dims != first.dims) fail("{}: weight {} replaced by a tensor of other dims", path(), name);
+  if (!quant::can_dequantize(v.type)) fail("{}: weight {} cannot be replaced by a {} tensor", path(), name, ggml_type_name(v.type));
+  if (first.palette) fail("{}: weight {} is palettized and cannot be replaced", path(), name);
+  const TensorView old = first;
+  for (Weight* w : hits) {
+    static_cast<TensorView&>(*w) = v;
+    w->name = name;
+  }
+  return old;
+}
+
+}  // namespace edgeq::runtime

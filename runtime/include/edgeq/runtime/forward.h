@@ -66,6 +66,14 @@ class Context {
   void embed(const int32_t* tokens, int64_t n, float* x);
   void eval_layer(int64_t il, float* x, int64_t n, int64_t pos0);
 
+  // eval_seqs from layer il0 on: hidden holds the n_seq·len rows entering layer il0 (embed's output for il0 = 0)
+  // and is not changed; save (optional) receives the rows entering each layer il0..n_layer-1, one n_seq·len·n_embd
+  // block per layer. From the embeddings the logits equal eval_seqs' when eval_seqs batches the sequences (it
+  // does unless len - first_logit < kKernelMaxTokens); len <= 512. The budget search (compare/budget.h) replays
+  // only the layers after a replaced weight.
+  void eval_seqs_from(int64_t il0, const float* hidden, int64_t n_seq, int64_t len, int64_t first_logit, float* logits,
+                      float* save = nullptr);
+
  private:
   // Micro-batches of at most kMaxBatch tokens bound the activation buffers (as llama.cpp's n_ubatch).
   static constexpr int64_t kMaxBatch = 512;
@@ -81,6 +89,8 @@ class Context {
   int64_t seq_len_ = 0;  // rows per sequence in the current batch (n for a single sequence)
   // Embeds n tokens (sequences of seq_len_ at positions n_past_..), all layers, logits.
   void run_batch(const int32_t* tokens, int64_t n, int64_t first_logit, float* logits);
+  // The final norm and the output matrix over the logit rows the last layer left at the front of x_.
+  void head(int64_t n, int64_t first_logit, float* logits);
   const Model& model_;
   ContextOptions opt_;
   ThreadPool pool_;

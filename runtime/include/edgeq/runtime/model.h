@@ -75,6 +75,13 @@ class Model {
   const std::vector<float>& rope_factors_for(int64_t n_ctx) const;
   const std::vector<LayerWeights>& layers() const { return layers_; }
 
+  // Points the weights named `name` (a GGUF tensor name; with a tied output both token_embd and output) at
+  // another tensor of the same dims, e.g. one weight of a quantized file: the budget search evaluates the
+  // model with one tensor replaced (compare/budget.h). The data must outlive its use; call it between
+  // evaluations only. Throws edgeq::Error for an unknown name, other dims or a type the runtime cannot
+  // multiply. Returns the view replaced (to put it back).
+  TensorView replace_weight(const std::string& name, const TensorView& v);
+
  private:
   static Model build(GgufFile file, bool with_data);
   GgufFile file_;
