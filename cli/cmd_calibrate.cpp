@@ -6,9 +6,9 @@
 #include "calibration_input.h"
 #include "command.h"
 #include "edgeq/formats/mapped_file.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/thread_count.h"
 #include "options.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace cmd_calibrate {  // named, not anonymous: cli/ compiles as a unity build
 

@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/thread_count.h"
 #include "options.h"
 #include "edgeq/runtime/generate.h"
 #include "edgeq/runtime/model.h"

@@ -6,10 +6,10 @@
 #include <sstream>
 
 #include "command.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/thread_count.h"
 #include "edgeq/runtime/kld.h"
 #include "options.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"

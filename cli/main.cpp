@@ -8,7 +8,7 @@
 #include <string>
 
 #include "command.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "progress.h"
 

@@ -2,7 +2,7 @@
 
 #include <iomanip>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/runtime/compare.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"

@@ -12,7 +12,7 @@
 
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "edgeq/quant/block_layout.h"
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"

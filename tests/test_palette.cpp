@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "edgeq/formats/palette.h"
 #include "edgeq/quant/palette.h"
 #include "edgeq/quant/quantize.h"

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/runtime/forward.h"
 #include "edgeq/runtime/generate.h"

@@ -7,8 +7,8 @@
 #include <limits>
 
 #include "edgeq/calibrate/gptq.h"
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/thread_count.h"
 #include "edgeq/quant/blocks.h"
 
 namespace edgeq::calibrate {

@@ -16,8 +16,8 @@
 #include "edgeq/compare/report.h"
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/thread_count.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/policy.h"
@@ -191,7 +191,7 @@ std::string key_of(const Keys& k, const Entry& e) {
   return h.hex();
 }
 
-int thread_count(int t) { return resolve_threads(t); }  // the one --threads rule (formats/thread_count.h)
+int thread_count(int t) { return resolve_threads(t); }  // the one --threads rule (base/thread_count.h)
 
 // The sweep's progress arithmetic: units of work (1 per entry to run, 1 for the reference and 1 for the
 // calibration when a run needs them). report() is also where a cancel request is noticed.

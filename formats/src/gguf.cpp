@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <limits>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq {
 

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <map>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/formats/onnx.h"

@@ -2,7 +2,7 @@
 
 #include <map>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq::palette {
 

@@ -5,7 +5,7 @@
 #include <iterator>
 
 #include "block_kernels.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/blocks.h"
 
 namespace edgeq::quant {

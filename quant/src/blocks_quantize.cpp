@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "block_kernels.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 

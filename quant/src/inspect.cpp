@@ -4,7 +4,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/inspect.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/imatrix.h"

@@ -6,8 +6,8 @@
 #include <limits>
 #include <utility>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
 #include "edgeq/formats/palette.h"
 
 namespace edgeq::quant {

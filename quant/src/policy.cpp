@@ -7,7 +7,7 @@
 #include <regex>
 #include <string>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/palette.h"
 #include "edgeq/quant/block_ops.h"
 

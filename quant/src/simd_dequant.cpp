@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "block_kernels.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/blocks.h"
 
 #if EDGEQ_QUANT_AVX2

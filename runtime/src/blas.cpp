@@ -4,7 +4,7 @@
 
 #include <cstdlib>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq::runtime::blas {
 namespace {

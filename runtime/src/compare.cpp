@@ -7,7 +7,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/formats/palette.h"
 #include "edgeq/quant/policy.h"

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <utility>
 
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "vec.h"
 
 namespace edgeq::runtime::gemm {

@@ -8,7 +8,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "edgeq/quant/block_layout.h"
 #include "edgeq/quant/blocks.h"
 

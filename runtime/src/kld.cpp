@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq::runtime {
 

@@ -8,9 +8,9 @@
 #include <cstring>
 #include <mutex>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/ggml_types.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/palette.h"
 #include "edgeq/runtime/blas.h"

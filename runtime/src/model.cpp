@@ -4,8 +4,8 @@
 #include <filesystem>
 #include <map>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
 #include "edgeq/formats/palette.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/runtime/matmul.h"

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/thread_pool.h"
 
 namespace edgeq::quant {
 

@@ -14,7 +14,7 @@
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/source_tensor.h"
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/thread_pool.h"
 #include "edgeq/quant/policy.h"
 
 namespace edgeq::quant {

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/huge_pages.h"
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/huge_pages.h"
+#include "edgeq/base/thread_pool.h"
 #include "edgeq/quant/block_ops.h"
 
 namespace edgeq::runtime {
