@@ -145,7 +145,7 @@ int run_legacy_mode(const Opts& o) {
   return 0;
 }
 
-edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand(
       "compare",
@@ -219,6 +219,7 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
                   "--ref-type need a report directory (-o DIR)");
     return run_legacy_mode(*o);
   };
-});
+}
+
 
 }  // namespace cmd_compare

@@ -29,7 +29,7 @@ struct Opts {
   bool force = false;
 };
 
-edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("perplexity",
                                  "Perplexity (and KL divergence against a reference) over a text, exactly as llama.cpp's "
@@ -150,6 +150,7 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
     std::printf("Final estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_err);
     return 0;
   };
-});
+}
+
 
 }  // namespace cmd_perplexity

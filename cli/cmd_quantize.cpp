@@ -10,6 +10,7 @@
 
 #include "calibration_input.h"
 #include "command.h"
+#include "edgeq/base/human_bytes.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/base/thread_count.h"
 #include "edgeq/runtime/model.h"
@@ -24,6 +25,7 @@
 namespace cmd_quantize {  // named, not anonymous: cli/ compiles as a unity build
 
 namespace q = edgeq::quant;
+using edgeq::human_bytes;
 
 struct Opts {
   std::string src, out, type, imatrix, output_tensor_type, token_embedding_type;
@@ -78,13 +80,6 @@ void print_types() {
               "PALn files (edgeq's k-means look-up tables, --pal-group) load in edgeq only, not in llama.cpp; their "
               "BPW is the index bits, the tables add 2^n x 16 bits per table (included in every reported bpw). "
               "`edgeq quantize PAL_FILE OUT --type Q4_K_M` re-encodes one into a standard file.\n");
-}
-
-std::string human_bytes(uint64_t b) {
-  if (b >= (1ull << 30)) return fmt::format("{:.2f} GiB", double(b) / double(1ull << 30));
-  if (b >= (1ull << 20)) return fmt::format("{:.2f} MiB", double(b) / double(1ull << 20));
-  if (b >= (1ull << 10)) return fmt::format("{:.1f} KiB", double(b) / 1024.0);
-  return fmt::format("{} B", b);
 }
 
 std::string dims_str(const std::vector<uint64_t>& d) {
@@ -215,7 +210,7 @@ int run(Opts& o) {
   return 0;
 }
 
-edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand(
       "quantize",
@@ -269,6 +264,7 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
     if (!o->list_types && o->src.empty()) throw CLI::RequiredError("src");
   });
   return [o]() { return run(*o); };
-});
+}
+
 
 }  // namespace cmd_quantize

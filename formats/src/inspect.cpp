@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 
+#include "edgeq/base/human_bytes.h"
 #include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
@@ -217,13 +218,6 @@ nlohmann::json inspect_onnx(const std::string& path, const std::string& model_pa
   finish_totals(r, hist, params, bytes);
   if (dir_given) add_checkpoint_files(r, path);
   return r;
-}
-
-std::string human_bytes(uint64_t b) {
-  if (b >= (1ull << 30)) return fmt::format("{:.2f} GiB", static_cast<double>(b) / (1ull << 30));
-  if (b >= (1ull << 20)) return fmt::format("{:.2f} MiB", static_cast<double>(b) / (1ull << 20));
-  if (b >= (1ull << 10)) return fmt::format("{:.2f} KiB", static_cast<double>(b) / (1ull << 10));
-  return fmt::format("{} B", b);
 }
 
 std::string shape_str(const nlohmann::json& s) {
