@@ -22,7 +22,4 @@ void softmax(float* s, int64_t n, float scale);
 // g[i] = silu(g[i]) · u[i] = g[i] / (1 + exp(−g[i])) · u[i].
 void swiglu(float* g, const float* u, int64_t n);
 
-// Tests: enabled = false forces the portable path, avx512 = false the AVX2 one on an AVX-512 machine (same bits).
-void set_simd(bool enabled, bool avx512 = true);
-
 }  // namespace edgeq::runtime::vec

@@ -96,9 +96,9 @@ constexpr int64_t kKernelMaxTokens = 16;
 std::string blas_core();
 
 // For tests and benchmarks (not thread-safe with a product in progress): enabled=false sends quantized weights
-// through dequantize + GEMM instead of the integer dot-product kernels; simd=false makes the kernels take
-// their portable path (same results).
-void set_matmul_kernels(bool enabled, bool simd = true);
+// through dequantize + GEMM instead of the integer dot-product kernels (the SIMD level of either path is
+// edgeq/base/cpu.h's set_max_level).
+void set_matmul_kernels(bool enabled);
 
 // Dequantizes rows [r0, r1) of a 2-D weight into dst (row-major, dims[0] floats per row).
 void dequantize_rows(const Weight& w, int64_t r0, int64_t r1, float* dst);
