@@ -21,7 +21,7 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/policy.h"
-#include "edgeq/runtime/compare.h"
+#include "edgeq/compare/files.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 #include "edgeq/runtime/tokenizer.h"
@@ -294,7 +294,7 @@ class Session {
       tr_.report(index, label, "evaluate", 0.25 + 0.75 * double(p.chunk) / double(p.n_chunks),
                  fmt::format("chunk {}/{} PPL {:.4f} KLD {:.5f}", p.chunk, p.n_chunks, p.ppl, p.kld));
     };
-    const auto row = runtime::describe_model(model);
+    const auto row = describe_model(model);
     const auto pr = runtime::perplexity(model, eval_tokens_, tok_->add_bos(), tok_->bos(), po);
     const auto& k = *pr.kld;
     EntryResult r;
@@ -377,7 +377,7 @@ class Session {
       tr_.report(0, "reference", "evaluate", 0.2 + 0.8 * double(p.chunk) / double(p.n_chunks),
                  fmt::format("chunk {}/{} PPL {:.4f}", p.chunk, p.n_chunks, p.ppl));
     };
-    const auto row = runtime::describe_model(*model_);
+    const auto row = describe_model(*model_);
     const auto pr = runtime::perplexity(*model_, eval_tokens_, tok_->add_bos(), tok_->bos(), po);
     auto& r = result_;
     r.run_key = keys_.run;

@@ -1,4 +1,4 @@
-#include "edgeq/runtime/compare.h"
+#include "edgeq/compare/files.h"
 
 #include <unistd.h>
 
@@ -14,7 +14,9 @@
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
 
-namespace edgeq::runtime {
+namespace edgeq::compare {
+
+using namespace edgeq::runtime;
 
 namespace {
 
@@ -165,4 +167,4 @@ std::string render_compare(const CompareReport& r) {
   return o;
 }
 
-}  // namespace edgeq::runtime
+}  // namespace edgeq::compare
