@@ -15,8 +15,9 @@
 //   * k-quants: sub-block scales (and mins) quantized against the super-block scale(s), a local search of
 //     each sub-block's integer scale/min (+-radius, levels re-rounded for each), and least-squares refits of
 //     the super-block scale(s) given the integer structure, repeated while the error drops.
-// The hot loops run on 8 fixed lanes (SSE2 where available, the same arithmetic in scalar code otherwise),
-// so the output bytes do not depend on the machine or on how the caller splits rows across threads.
+// The hot loops keep 8 accumulator lanes whatever the instruction set (portable scalar code, SSE2, AVX2; the
+// candidate-parallel kernels run 8 or 16 candidates, one per lane, each repeating the scalar operations), so the
+// output bytes do not depend on the machine or on how the caller splits rows across threads.
 #include <algorithm>
 #include <cfloat>
 #include <cstdint>

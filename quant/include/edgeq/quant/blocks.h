@@ -21,7 +21,7 @@ void dequantize_row_scalar(GgmlType t, const void* src, float* dst, int64_t n);
 
 // True when dequantize_row has a SIMD path for t (otherwise it calls the scalar one).
 bool has_simd_dequantize(GgmlType t);
-// Name of the SIMD target compiled in ("AVX2", "SSE4", "scalar", ...), for benchmarks and logs.
+// Name of the dequantizers' SIMD path in use ("AVX2+F16C" or "scalar"), for benchmarks and logs.
 const char* simd_target_name();
 
 // Quantizes nrows rows of n_per_row floats into dst (ggml_row_size(t, n_per_row) bytes per row).

@@ -1,7 +1,7 @@
 // Matrix products of f32 activations with (possibly quantized) mmapped weights.
 // A weight W is a GGUF tensor [in, out] (dims[0] = in = row length); y = x · Wᵀ for a batch of rows x.
-// Weight types with a kernel (runtime/src/kernels.h: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) are multiplied in integer arithmetic
-// on the blocks, with activations quantized to Q8_0/Q8_K as llama.cpp does, for batches under 16 tokens
+// Weight types with a kernel (those whose block-ops row has kernel slots filled: runtime/src/kernels.cpp's kKernels
+// lists them) are multiplied in integer arithmetic on the blocks, with activations quantized to Q8_0/Q8_K as llama.cpp does, for batches under 16 tokens
 // (generation). Other weights, and larger batches, are dequantized tile by tile (quant::dequantize_row) into
 // a per-thread f32 buffer, packed and multiplied with the runtime's GEMM (runtime/src/gemm.h; a task per tile on
 // our thread pool). Every output element is
