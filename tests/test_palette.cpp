@@ -13,7 +13,7 @@
 #include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/base/half.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/formats/palette_layout.h"
 #include "edgeq/quant/palette.h"
 #include "edgeq/quant/quantize.h"
 #include "edgeq/compare/files.h"

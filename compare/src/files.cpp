@@ -9,7 +9,7 @@
 
 #include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/formats/palette_layout.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"

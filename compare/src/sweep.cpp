@@ -261,7 +261,7 @@ class Session {
   // Quantizes the reference for one entry, evaluates it against the reference, writes the result file.
   void run_one(const Entry& e, const std::string& key, const fs::path& result_path, size_t index) {
     const std::string label = e.type + " " + e.method;
-    const Method& m = find_method(e.method);
+    const SweepMethod& m = find_method(e.method);
     tr_.report(index, label, "prepare", 0);
     quant::QuantizeOptions qo;
     qo.policy.ftype = quant::parse_file_type(e.type);
@@ -326,7 +326,7 @@ class Session {
 
  private:
   // What a method read, for the report: its files, and the calibration it used.
-  std::string describe_inputs(const Method& m) const {
+  std::string describe_inputs(const SweepMethod& m) const {
     const MethodInputs in = m.inputs(opt_);
     std::vector<std::string> parts;
     for (auto& f : in.files) parts.push_back(fmt::format("`{}`", f));
@@ -481,7 +481,7 @@ void check_common(const SweepOptions& opt) {
 }
 
 // A calibrate/ method as a row: statistics computed once by the sweep from --calib TEXT.
-Method calibrated_row(calibrate::Method cm, const char* description) {
+SweepMethod calibrated_row(calibrate::Method cm, const char* description) {
   const Calibration need = calibrate::method_needs_hessian(cm) ? Calibration::Hessian : Calibration::Importance;
   return {calibrate::method_name(cm), description, true,
           [cm, need](const SweepOptions& o) {
@@ -501,8 +501,8 @@ const std::vector<std::string>& default_types() {
   return t;
 }
 
-const std::vector<Method>& methods() {
-  static const std::vector<Method> m = {
+const std::vector<SweepMethod>& methods() {
+  static const std::vector<SweepMethod> m = {
       {"rtn", "round to nearest: each block's scales searched for the least squared error, no statistics", false,
        [](const SweepOptions&) { return MethodInputs{}; },
        [](const MethodContext&, quant::QuantizeOptions&) { return std::shared_ptr<void>{}; }},
@@ -533,7 +533,7 @@ const std::vector<Method>& methods() {
   return m;
 }
 
-const Method& find_method(std::string_view name) {
+const SweepMethod& find_method(std::string_view name) {
   std::string names;
   for (auto& m : methods()) {
     if (name == m.name) return m;
@@ -591,7 +591,7 @@ std::vector<Entry> plan_entries(const SweepOptions& opt) {
     const bool is_float = info.default_type == GgmlType::F32 || info.default_type == GgmlType::F16 ||
                           info.default_type == GgmlType::BF16;
     for (auto& mname : ms) {
-      const Method& m = find_method(mname);
+      const SweepMethod& m = find_method(mname);
       if (m.calibrated && is_float) continue;
       Entry e{info.name, m.name};
       for (auto& x : out)

@@ -5,7 +5,7 @@
 #include <filesystem>
 
 #include "edgeq/base/error.h"
-#include "edgeq/formats/inspect.h"
+#include "edgeq/formats/inspect_model.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/imatrix.h"
 

@@ -8,7 +8,7 @@
 
 #include "edgeq/base/error.h"
 #include "edgeq/base/half.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/formats/palette_layout.h"
 
 namespace edgeq::quant {
 

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "edgeq/base/error.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/formats/palette_layout.h"
 #include "edgeq/quant/block_ops.h"
 
 namespace edgeq::quant {

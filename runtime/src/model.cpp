@@ -6,7 +6,7 @@
 
 #include "edgeq/base/error.h"
 #include "edgeq/base/half.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/formats/palette_layout.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/runtime/matmul.h"
 

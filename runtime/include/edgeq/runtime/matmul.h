@@ -24,7 +24,7 @@ namespace edgeq::runtime {
 // The shared pool lives in formats/ (convert and quantize use it too); the runtime name stays.
 using ThreadPool = edgeq::ThreadPool;
 
-// A weight matrix as the runtime uses it: a GGUF tensor, or a palettized weight (formats/palette.h), whose
+// A weight matrix as the runtime uses it: a GGUF tensor, or a palettized weight (formats/palette_layout.h), whose
 // view is its index tensor with the weight's name and dims (type I8, data = the index bytes) and whose rows
 // are table look-ups. Palettized weights go through dequantize + GEMM, activations rounded to f16 (their
 // values are f16 table entries, so they are multiplied as F16 weights are).

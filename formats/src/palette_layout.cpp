@@ -1,4 +1,4 @@
-#include "edgeq/formats/palette.h"
+#include "edgeq/formats/palette_layout.h"
 
 #include <map>
 

@@ -1,4 +1,4 @@
-#include "edgeq/formats/inspect.h"
+#include "edgeq/formats/inspect_model.h"
 
 #include <cmath>
 #include <cstring>
@@ -10,7 +10,7 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/formats/onnx.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/formats/palette_layout.h"
 #include "edgeq/formats/safetensors.h"
 
 namespace edgeq {
@@ -95,7 +95,7 @@ nlohmann::json inspect_gguf(const std::string& path) {
   nlohmann::json ts = nlohmann::json::array();
   std::map<std::string, std::pair<uint64_t, uint64_t>> hist;
   // A palettized weight's parameters and bits per weight (index and table bytes) are shown on its index tensor;
-  // its table holds no parameters (formats/palette.h).
+  // its table holds no parameters (formats/palette_layout.h).
   const auto pal = palette::palettized_tensors(f);
   std::map<std::string_view, const palette::PalTensor*> parts;
   for (const auto& p : pal) {
