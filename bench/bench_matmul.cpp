@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "edgeq/base/cpu.h"
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/quant/blocks.h"
@@ -40,12 +41,14 @@ void BM_Matmul(benchmark::State& st, GgmlType t, int mode) {
   edgeq::TensorView w{"w", {kIn, kOut}, t, wq.data(), wq.size()};
   edgeq::runtime::ThreadPool pool(1);
   edgeq::runtime::MatmulScratch scratch;
-  edgeq::runtime::set_matmul_kernels(mode != 0, mode == 1);
+  edgeq::runtime::set_matmul_kernels(mode != 0);
+  if (mode == 2) edgeq::cpu::set_max_level(edgeq::cpu::Level::Portable);
   for (auto _ : st) {
     edgeq::runtime::matmul(w, x.data(), tokens, kIn, y.data(), kOut, pool, scratch);
     benchmark::DoNotOptimize(y.data());
   }
-  edgeq::runtime::set_matmul_kernels(true, true);
+  edgeq::runtime::set_matmul_kernels(true);
+  edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
   st.counters["GMAC/s"] = benchmark::Counter(static_cast<double>(kIn * kOut * tokens) * 1e-9 *
                                              static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
   // weight bytes read per second: the speed per weight byte (issue 21: an IQ2 file no slower per byte than Q2_K)

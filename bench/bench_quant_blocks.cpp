@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "edgeq/base/cpu.h"
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/quant/blocks.h"
 
@@ -97,7 +98,9 @@ double best_seconds(GgmlType t, bool simd, const std::vector<uint8_t>& buf, std:
 // Short calls (4 rows), so that some run without being descheduled on a busy machine.
 constexpr int64_t kTimedRows = 4;
 double best_quantize_seconds(GgmlType t, int lanes, std::vector<uint8_t>& buf, int reps) {
-  q::set_quantize_simd(lanes >= 0, lanes < 0 ? 0 : lanes);
+  edgeq::cpu::set_max_level(lanes < 0 ? edgeq::cpu::Level::Portable : lanes >= 16 ? edgeq::cpu::Level::Avx512
+                                                                               : edgeq::cpu::Level::Avx2);
+  q::set_quantize_candidate_lanes(lanes != 0);
   double best = 1e9;
   for (int rep = 0; rep < reps; ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -105,7 +108,8 @@ double best_quantize_seconds(GgmlType t, int lanes, std::vector<uint8_t>& buf, i
     benchmark::DoNotOptimize(buf.data());
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  q::set_quantize_simd(true);
+  edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
+  q::set_quantize_candidate_lanes(true);
   return best;
 }
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 
 namespace fs = std::filesystem;

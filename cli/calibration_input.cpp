@@ -10,7 +10,7 @@
 #include "command.h"
 #include "edgeq/calibrate/data.h"
 #include "edgeq/convert/convert.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
 

@@ -6,9 +6,9 @@
 #include "calibration_input.h"
 #include "command.h"
 #include "edgeq/formats/mapped_file.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/thread_count.h"
 #include "options.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace cmd_calibrate {  // named, not anonymous: cli/ compiles as a unity build
 
@@ -43,7 +43,7 @@ int run(const Opts& o) {
   return 0;
 }
 
-edgeq::cli::Register reg(35, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand(
       "calibrate",
@@ -66,6 +66,7 @@ edgeq::cli::Register reg(35, [](CLI::App& app) -> std::function<int()> {
                 "model is evaluated one layer at a time and each layer's statistics are written as soon as it is "
                 "done: one layer's Hessians in memory");
   return [o]() { return run(*o); };
-});
+}
+
 
 }  // namespace cmd_calibrate

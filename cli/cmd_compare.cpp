@@ -14,10 +14,10 @@
 #include "command.h"
 #include "edgeq/compare/report.h"
 #include "edgeq/compare/sweep.h"
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/thread_count.h"
 #include "options.h"
-#include "edgeq/runtime/compare.h"
+#include "edgeq/compare/files.h"
 #include "progress.h"
 
 namespace cmd_compare {  // named, not anonymous: cli/ compiles as a unity build
@@ -121,7 +121,7 @@ int run_legacy_mode(const Opts& o) {
   namespace rt = edgeq::runtime;
   if (o.models.size() < 2)
     edgeq::fail("compare: give a reference GGUF and candidate GGUFs, or a source with -o REPORT_DIR (see --help)");
-  rt::CompareOptions co;
+  cmp::CompareOptions co;
   co.n_ctx = o.ctx;
   co.max_chunks = o.chunks;
   co.n_threads = edgeq::resolve_threads(o.threads);
@@ -137,15 +137,15 @@ int run_legacy_mode(const Opts& o) {
     progress.update((double(current) + double(p.chunk) / p.n_chunks) / double(n),
                     fmt::format("[{}/{}] {} chunk {}/{} PPL {:.4f}", current + 1, n, name, p.chunk, p.n_chunks, p.ppl));
   };
-  auto rep = rt::compare_models(o.models[0], std::vector<std::string>(o.models.begin() + 1, o.models.end()), o.text, co);
+  auto rep = cmp::compare_models(o.models[0], std::vector<std::string>(o.models.begin() + 1, o.models.end()), o.text, co);
   if (o.json)
-    std::printf("%s\n", rt::compare_to_json(rep).dump(1).c_str());
+    std::printf("%s\n", cmp::compare_to_json(rep).dump(1).c_str());
   else
-    std::fputs(rt::render_compare(rep).c_str(), stdout);
+    std::fputs(cmp::render_compare(rep).c_str(), stdout);
   return 0;
 }
 
-edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand(
       "compare",
@@ -219,6 +219,7 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
                   "--ref-type need a report directory (-o DIR)");
     return run_legacy_mode(*o);
   };
-});
+}
+
 
 }  // namespace cmd_compare

@@ -20,7 +20,7 @@ struct Opts {
   edgeq::GgufSplitOptions split;
 };
 
-edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("convert", "Convert a Hugging Face checkpoint (safetensors or ONNX export) to GGUF");
   sub->add_option("src", o->src, "HF checkpoint directory (config.json, safetensors, tokenizer files) or model.onnx")->required();
@@ -66,6 +66,7 @@ edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
     }
     return 0;
   };
-});
+}
+
 
 }  // namespace cmd_convert

@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/thread_count.h"
 #include "options.h"
 #include "edgeq/runtime/generate.h"
 #include "edgeq/runtime/model.h"
@@ -25,7 +25,7 @@ struct Opts {
   bool ignore_eos = false;
 };
 
-edgeq::cli::Register reg(61, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("generate", "Generate text from a prompt (greedy at --temp 0, else sampling)");
   sub->add_option("model", o->model, "GGUF model file")->required();
@@ -92,6 +92,7 @@ edgeq::cli::Register reg(61, [](CLI::App& app) -> std::function<int()> {
     }
     return 0;
   };
-});
+}
+
 
 }  // namespace cmd_generate

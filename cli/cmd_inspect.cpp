@@ -12,7 +12,7 @@ struct Opts {
   bool all = false;
 };
 
-edgeq::cli::Register reg(10, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("inspect",
                                  "Describe a GGUF file, a safetensors file, a Hugging Face checkpoint directory, an ONNX "
@@ -33,6 +33,7 @@ edgeq::cli::Register reg(10, [](CLI::App& app) -> std::function<int()> {
     }
     return 0;
   };
-});
+}
+
 
 }  // namespace cmd_inspect

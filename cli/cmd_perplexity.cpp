@@ -6,10 +6,10 @@
 #include <sstream>
 
 #include "command.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/thread_count.h"
 #include "edgeq/runtime/kld.h"
 #include "options.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
@@ -29,7 +29,7 @@ struct Opts {
   bool force = false;
 };
 
-edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("perplexity",
                                  "Perplexity (and KL divergence against a reference) over a text, exactly as llama.cpp's "
@@ -150,6 +150,7 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
     std::printf("Final estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_err);
     return 0;
   };
-});
+}
+
 
 }  // namespace cmd_perplexity

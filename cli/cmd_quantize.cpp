@@ -11,12 +11,13 @@
 #include "calibration_input.h"
 #include "command.h"
 #include "edgeq/arch/arch.h"
+#include "edgeq/base/human_bytes.h"
 #include "edgeq/formats/mapped_file.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/thread_count.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
 #include "options.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/convert/quantize_source.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/policy.h"
@@ -27,6 +28,7 @@
 namespace cmd_quantize {  // named, not anonymous: cli/ compiles as a unity build
 
 namespace q = edgeq::quant;
+using edgeq::human_bytes;
 
 struct Opts {
   std::string src, out, type, imatrix, output_tensor_type, token_embedding_type;
@@ -87,13 +89,6 @@ void print_types() {
               "[needs an imatrix]: llama-quantize refuses the type without importance data, and so does edgeq: give "
               "--imatrix FILE, or --data TEXT to calibrate first. [read only]: edgeq evaluates and re-encodes such "
               "files but cannot write the type yet.\n");
-}
-
-std::string human_bytes(uint64_t b) {
-  if (b >= (1ull << 30)) return fmt::format("{:.2f} GiB", double(b) / double(1ull << 30));
-  if (b >= (1ull << 20)) return fmt::format("{:.2f} MiB", double(b) / double(1ull << 20));
-  if (b >= (1ull << 10)) return fmt::format("{:.1f} KiB", double(b) / 1024.0);
-  return fmt::format("{} B", b);
 }
 
 std::string dims_str(const std::vector<uint64_t>& d) {
@@ -263,7 +258,7 @@ int run(Opts& o) {
   return 0;
 }
 
-edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand(
       "quantize",
@@ -318,6 +313,7 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
     if (!o->list_types && o->src.empty()) throw CLI::RequiredError("src");
   });
   return [o]() { return run(*o); };
-});
+}
+
 
 }  // namespace cmd_quantize

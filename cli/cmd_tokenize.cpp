@@ -11,7 +11,7 @@
 
 #include "command.h"
 #include "edgeq/formats/mapped_file.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/runtime/tokenizer.h"
 
@@ -22,7 +22,7 @@ struct Opts {
   bool no_bos = false, no_parse_special = false, ids_only = false, json = false;
 };
 
-edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("tokenize", "Tokenize text with a GGUF model's vocabulary (same ids as llama.cpp's llama-tokenize)");
   sub->add_option("model", o->model, "GGUF file with tokenizer.ggml.* metadata (a model or a vocab-only file)")->required();
@@ -65,6 +65,7 @@ edgeq::cli::Register reg(60, [](CLI::App& app) -> std::function<int()> {
     }
     return 0;
   };
-});
+}
+
 
 }  // namespace cmd_tokenize

@@ -1,6 +1,5 @@
 // The edgeq program: wires the libraries' subcommands together. Errors from the libraries reach the user
 // as one line "edgeq: error: <message>" and exit code 1; usage errors exit 2.
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -8,20 +7,9 @@
 #include <string>
 
 #include "command.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "progress.h"
-
-namespace edgeq::cli {
-
-std::vector<Registration>& registry() {
-  static std::vector<Registration> r;
-  return r;
-}
-
-Register::Register(int order, Setup setup) { registry().push_back({order, std::move(setup)}); }
-
-}  // namespace edgeq::cli
 
 int main(int argc, char** argv) {
   using namespace edgeq::cli;
@@ -32,12 +20,10 @@ int main(int argc, char** argv) {
   app.footer("Progress goes to stderr: a live line on a terminal, plain lines every 10% elsewhere; -q/--quiet on any "
              "subcommand, or the environment variable EDGEQ_PROGRESS=0, turns it off.");
   app.set_version_flag("--version", "edgeq 0.1.0");
-  auto& regs = registry();
-  std::sort(regs.begin(), regs.end(), [](const Registration& a, const Registration& b) { return a.order < b.order; });
   std::vector<std::pair<CLI::App*, std::function<int()>>> actions;
-  for (auto& r : regs) {
+  for (Setup setup : kCommands) {
     size_t before = app.get_subcommands({}).size();
-    auto action = r.setup(app);
+    auto action = setup(app);
     auto subs = app.get_subcommands({});
     if (subs.size() > before) {
       subs.back()->add_flag_callback("-q,--quiet", [] { set_quiet(true); }, "No progress display on stderr");

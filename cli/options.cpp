@@ -3,8 +3,8 @@
 #include <charconv>
 #include <cstdio>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/thread_count.h"
 
 namespace edgeq::cli {
 

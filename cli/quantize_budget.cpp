@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "edgeq/compare/budget.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/budget.h"
 #include "progress.h"

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 
 namespace {

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/convert/onnx_roles.h"
 #include "edgeq/formats/onnx.h"
 

@@ -10,7 +10,7 @@
 #include "edgeq/calibrate/calibrate.h"
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/runtime/forward.h"
 #include "edgeq/runtime/model.h"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/policy.h"

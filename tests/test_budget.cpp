@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "edgeq/compare/budget.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/runtime/forward.h"

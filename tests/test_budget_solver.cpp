@@ -3,7 +3,7 @@
 
 #include <random>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/budget.h"
 
 namespace q = edgeq::quant;

@@ -14,7 +14,7 @@
 #include "edgeq/calibrate/calibrate.h"
 #include "edgeq/calibrate/data.h"
 #include "edgeq/convert/convert.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/imatrix.h"
 #include "edgeq/runtime/tokenizer.h"
 #include "test_helpers.h"

@@ -2,8 +2,8 @@
 
 #include <iomanip>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/runtime/compare.h"
+#include "edgeq/base/error.h"
+#include "edgeq/compare/files.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
 #include "test_helpers.h"
@@ -12,14 +12,14 @@ using namespace edgeq;
 using edgeq::test::shared;
 
 TEST(Compare, TableAgreesWithDirectRunsAndOrdersQuantLevels) {
-  runtime::CompareOptions o;
+  compare::CompareOptions o;
   o.max_chunks = 3;
   o.n_threads = 2;
   std::vector<std::string> seen;
   o.on_model = [&](size_t, const std::string& p) { seen.push_back(p); };
   const std::string base = shared("golden/tl-8m-F16.gguf");
   const std::string text = shared("text/tinystories-heldout.txt");
-  auto rep = runtime::compare_models(base, {shared("golden/tl-8m-Q8_0.gguf"), shared("golden/tl-8m-Q2_K.gguf")}, text, o);
+  auto rep = compare::compare_models(base, {shared("golden/tl-8m-Q8_0.gguf"), shared("golden/tl-8m-Q2_K.gguf")}, text, o);
   ASSERT_EQ(rep.candidates.size(), 2u);
   EXPECT_EQ(seen.size(), 3u);
   EXPECT_EQ(rep.n_chunks, 3);
@@ -55,19 +55,19 @@ TEST(Compare, TableAgreesWithDirectRunsAndOrdersQuantLevels) {
   // PPL(base) in KLD mode comes from the stored 16-bit log-probabilities (llama.cpp's format): close, not exact
   EXPECT_NEAR(q8.result.kld->ppl_base, rep.base.result.ppl, 1e-5 * rep.base.result.ppl);
 
-  auto j = runtime::compare_to_json(rep);
+  auto j = compare::compare_to_json(rep);
   EXPECT_EQ(j["candidates"].size(), 2u);
   EXPECT_EQ(j["candidates"][1]["file_type"], "Q2_K");
-  auto table = runtime::render_compare(rep);
+  auto table = compare::render_compare(rep);
   EXPECT_NE(table.find("tl-8m-Q2_K.gguf"), std::string::npos);
   EXPECT_NE(table.find("Q8_0"), std::string::npos);
 }
 
 TEST(Compare, RefusesADifferentVocabulary) {
-  runtime::CompareOptions o;
+  compare::CompareOptions o;
   o.max_chunks = 2;
   try {
-    runtime::compare_models(shared("golden/stories260K-F32.gguf"), {shared("golden/tl-8m-Q8_0.gguf")},
+    compare::compare_models(shared("golden/stories260K-F32.gguf"), {shared("golden/tl-8m-Q8_0.gguf")},
                             shared("text/tinystories-heldout.txt"), o);
     FAIL() << "expected an error";
   } catch (const Error& e) {

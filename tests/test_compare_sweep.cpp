@@ -15,7 +15,7 @@
 #include "edgeq/calibrate/calibrate.h"
 #include "edgeq/compare/report.h"
 #include "edgeq/compare/sweep.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/runtime/model.h"

@@ -14,9 +14,9 @@
 
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "edgeq/quant/blocks.h"
 #include "st_writer.h"
 #include "test_helpers.h"

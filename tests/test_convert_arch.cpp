@@ -12,7 +12,7 @@
 
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "st_writer.h"
 #include "test_helpers.h"

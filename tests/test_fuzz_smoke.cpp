@@ -8,7 +8,7 @@
 #include <cstring>
 #include <random>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/safetensors.h"
 #include "test_helpers.h"

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "edgeq/base/cpu.h"
 #include "edgeq/runtime/matmul.h"
 #include "../runtime/src/gemm.h"  // called directly: shapes and layouts the forward pass does not reach
 #include "../runtime/src/vec.h"
@@ -19,8 +20,7 @@ namespace {
 
 struct SimdGuard {
   ~SimdGuard() {
-    gemm::set_simd(true);
-    vec::set_simd(true);
+    edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
   }
 };
 
@@ -49,7 +49,7 @@ TEST(Gemm, SimdEqualsPortableAnyBlockingAndMatchesDouble) {
         for (int64_t p = 0; p < k; ++p)
           for (int64_t j = 0; j < n; ++j) bt[p * (n + 2) + j] = w[j * ldw + p];
         auto run = [&](int path, bool row_major) {  // 0 portable, 1 AVX2, 2 AVX-512 (each where the CPU has it)
-          gemm::set_simd(path > 0, path > 1);
+          edgeq::cpu::set_max_level(static_cast<edgeq::cpu::Level>(path));
           std::vector<float> c(static_cast<size_t>(m * ldc), -1.f);
           const gemm::B b = row_major ? gemm::B{bt.data(), n + 2, gemm::kPanel} : gemm::packed(packed.data(), k);
           gemm::gemm(m, n, k, a.data(), lda, b, c.data(), ldc);
@@ -62,7 +62,7 @@ TEST(Gemm, SimdEqualsPortableAnyBlockingAndMatchesDouble) {
           EXPECT_EQ(run(path, true), ref) << path;
         }
         // Rows one at a time and the columns of the second panel on their own: the thread splits' blocks.
-        gemm::set_simd(true);
+        edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
         std::vector<float> c(static_cast<size_t>(m * ldc), -1.f);
         for (int64_t i = 0; i < m; ++i) gemm::gemm(1, n, k, a.data() + i * lda, lda, gemm::packed(packed.data(), k), c.data() + i * ldc, ldc);
         EXPECT_EQ(c, ref);
@@ -96,7 +96,7 @@ TEST(Vec, SoftmaxAndSwigluSimdEqualPortableAndMatchStdExp) {
     if (n > 2) s0[1] = -1e4f;  // exp underflows to 0
     const float scale = 0.17677669f;
     auto run_softmax = [&](int path) {
-      vec::set_simd(path > 0, path > 1);
+      edgeq::cpu::set_max_level(static_cast<edgeq::cpu::Level>(path));
       auto s = s0;
       vec::softmax(s.data(), n, scale);
       return s;
@@ -116,7 +116,7 @@ TEST(Vec, SoftmaxAndSwigluSimdEqualPortableAndMatchStdExp) {
     for (auto& x : g0) x *= 6.f;
     if (n > 3) g0[2] = 200.f, g0[3] = -200.f;  // exp(-g) overflows / underflows
     auto run_swiglu = [&](int path) {
-      vec::set_simd(path > 0, path > 1);
+      edgeq::cpu::set_max_level(static_cast<edgeq::cpu::Level>(path));
       auto g = g0;
       vec::swiglu(g.data(), u.data(), n);
       return g;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "test_helpers.h"
 

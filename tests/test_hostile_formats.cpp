@@ -12,7 +12,7 @@
 #include <new>
 #include <nlohmann/json.hpp>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/safetensors.h"
 #include "test_helpers.h"

@@ -13,7 +13,7 @@
 #include <sstream>
 
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/inspect.h"
+#include "edgeq/formats/inspect_model.h"
 #include "edgeq/quant/inspect.h"
 #include "test_helpers.h"
 

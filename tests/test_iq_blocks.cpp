@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "edgeq/formats/safetensors.h"
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"

@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/cpu.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/safetensors.h"
 #include "edgeq/quant/blocks.h"
@@ -110,9 +111,9 @@ TEST(IqQuantize, RoundTripAndSameBytesOnEveryPath) {
     for (float v : y) ASSERT_TRUE(std::isfinite(v));
     const double rel = werr(y, x, n, imp.data()) / norm;
     EXPECT_LT(rel, bound) << edgeq::ggml_type_name(t);
-    q::set_quantize_simd(false);
+    edgeq::cpu::set_max_level(edgeq::cpu::Level::Portable);
     const auto b = encode(t, x, rows, n, imp.data());
-    q::set_quantize_simd(true);
+    edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
     EXPECT_EQ(a, b) << edgeq::ggml_type_name(t);
     // Without importance too (plain squared error).
     const auto c = encode(t, x, rows, n, nullptr);

@@ -12,11 +12,12 @@
 
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "edgeq/quant/block_layout.h"
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/runtime/matmul.h"
+#include "edgeq/base/cpu.h"
 #include "../runtime/src/kernels.h"  // the kernel slots and activation format, to call every path directly
 
 namespace q = edgeq::quant;
@@ -26,7 +27,10 @@ using edgeq::GgmlType;
 namespace {
 
 struct KernelGuard {
-  ~KernelGuard() { rt::set_matmul_kernels(true, true); }
+  ~KernelGuard() {
+    rt::set_matmul_kernels(true);
+    edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
+  }
 };
 
 // ggml pairs Q4_1 and Q5_1 with Q8_1 activations: a block's minimum m multiplies s = fp16(amax/127 * sum q), not
@@ -103,10 +107,11 @@ TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
   std::vector<uint8_t> wq = weight_rows(t, wf, out, in, rng);
   edgeq::TensorView w{"w", {static_cast<uint64_t>(in), static_cast<uint64_t>(out)}, t, wq.data(), wq.size()};
 
-  rt::set_matmul_kernels(true, false);
+  rt::set_matmul_kernels(true);
+  edgeq::cpu::set_max_level(edgeq::cpu::Level::Portable);
   const auto portable = run(w, x, tokens, 1);
   ASSERT_NE(q::block_ops(t)->kernels.scalar, nullptr) << "no kernel registered: the test would compare sgemm with itself";
-  rt::set_matmul_kernels(true, true);
+  edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
   const auto simd1 = run(w, x, tokens, 1);
   const auto simd3 = run(w, x, tokens, 3);
   // token 2 alone (not in a group of 4) gives the same bits
@@ -200,8 +205,10 @@ TEST(QuantizeAct, SimdEqualsPortable) {
   for (const auto a : {q::ActRounding::Q8_K, q::ActRounding::Q8_0}) {
     const size_t arb = k::act_row_bytes(a, n);
     std::vector<uint8_t> ref(arb), got(arb);
-    k::quantize_act(a, x.data(), ref.data(), n, false);
-    k::quantize_act(a, x.data(), got.data(), n, true);
+    edgeq::cpu::set_max_level(edgeq::cpu::Level::Portable);
+    k::quantize_act(a, x.data(), ref.data(), n);
+    edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
+    k::quantize_act(a, x.data(), got.data(), n);
     for (size_t i = 0; i < arb; ++i) ASSERT_EQ(got[i], ref[i]) << "byte " << i << (a == q::ActRounding::Q8_K ? " (Q8_K)" : " (Q8_0)");
   }
 }

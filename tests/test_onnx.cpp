@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/convert/onnx_roles.h"
 #include "edgeq/formats/onnx.h"

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/convert/onnx_roles.h"
 #include "edgeq/formats/onnx.h"

@@ -10,13 +10,13 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/half.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/base/half.h"
+#include "edgeq/formats/palette_layout.h"
 #include "edgeq/quant/palette.h"
 #include "edgeq/quant/quantize.h"
-#include "edgeq/runtime/compare.h"
+#include "edgeq/compare/files.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 #include "edgeq/runtime/tokenizer.h"
@@ -195,7 +195,7 @@ TEST_F(PalModel, Pal4FileLayoutBitsPerWeightAndThreads) {
   const auto size = edgeq::palette::data_size(out);
   EXPECT_EQ(size.bytes, bytes);
   EXPECT_EQ(size.parameters, params);
-  const auto row = rt::describe_model(rt::Model::load(a));
+  const auto row = edgeq::compare::describe_model(rt::Model::load(a));
   EXPECT_EQ(row.file_type, "PAL4");
   EXPECT_EQ(row.parameters, params);
   EXPECT_DOUBLE_EQ(row.bits_per_weight, bpw);

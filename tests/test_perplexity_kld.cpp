@@ -15,7 +15,7 @@
 
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/safetensors.h"
 #include "edgeq/runtime/kld.h"

@@ -13,9 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/cpu.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 
@@ -136,7 +137,7 @@ void expect_simd_equals_scalar(GgmlType t, const std::vector<uint8_t>& bytes, co
 }  // namespace
 
 TEST(QuantBlocks, SimdPathsRegistered) {
-  if (!q::cpu_has_avx2_f16c()) GTEST_SKIP() << "no AVX2+F16C on this CPU: dequantize_row is the scalar path";
+  if (!edgeq::cpu::avx2()) GTEST_SKIP() << "no AVX2+F16C on this CPU: dequantize_row is the scalar path";
   for (GgmlType t : {GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
                      GgmlType::Q5_1, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
                      GgmlType::IQ4_NL, GgmlType::IQ4_XS})
@@ -291,7 +292,7 @@ TEST(QuantBlocks, SimdEqualsScalarOnGoldenTensors) {
   std::string summary;
   for (const auto& [t, k] : tensors_per_type) summary += " " + t + ":" + std::to_string(k);
   std::printf("golden tensors compared SIMD vs scalar:%s\n", summary.c_str());
-  if (!q::cpu_has_avx2_f16c()) GTEST_SKIP() << "no AVX2+F16C: nothing but the scalar path to compare";
+  if (!edgeq::cpu::avx2()) GTEST_SKIP() << "no AVX2+F16C: nothing but the scalar path to compare";
   // The golden set holds every new SIMD type except BF16 (covered exhaustively by the random test).
   for (const char* t : {"Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "F16", "Q8_0", "Q4_0", "Q4_K",
                         "Q5_K", "Q6_K"})

@@ -13,7 +13,7 @@
 #include "edgeq/calibrate/calibrate.h"
 #include "edgeq/calibrate/methods.h"
 #include "edgeq/convert/convert.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/quantize.h"
 #include "edgeq/runtime/forward.h"

@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/quant/policy.h"
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "edgeq/base/cpu.h"
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/quant/blocks.h"
@@ -25,13 +26,18 @@ const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlT
 const int kLanes[] = {16, 8, 0};
 
 struct SimdGuard {
-  ~SimdGuard() { q::set_quantize_simd(true); }
+  ~SimdGuard() {
+    edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
+    q::set_quantize_candidate_lanes(true);
+  }
 };
 
 // lanes: the candidate-parallel width cap (16, 8, 0); -1: the portable path.
 std::vector<uint8_t> quantize(GgmlType t, const std::vector<float>& x, int64_t rows, int64_t n, const float* imp,
                               int lanes) {
-  q::set_quantize_simd(lanes >= 0, lanes < 0 ? 0 : lanes);
+  edgeq::cpu::set_max_level(lanes < 0 ? edgeq::cpu::Level::Portable : lanes >= 16 ? edgeq::cpu::Level::Avx512
+                                                                               : edgeq::cpu::Level::Avx2);
+  q::set_quantize_candidate_lanes(lanes != 0);
   std::vector<uint8_t> out(*edgeq::ggml_row_size(t, static_cast<uint64_t>(n)) * static_cast<size_t>(rows));
   q::quantize_rows(t, x.data(), out.data(), rows, n, imp);
   return out;
@@ -48,7 +54,7 @@ size_t first_diff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) 
 TEST(QuantSimd, RandomRowsSameBytesAsPortablePath) {
   if (!q::quantize_simd_active()) GTEST_SKIP() << "no SIMD quantize path on this CPU";
   // The widest candidate-parallel kernels are the default.
-  EXPECT_EQ(q::quantize_simd_lanes(), __builtin_cpu_supports("avx512f") ? 16 : 8);
+  EXPECT_EQ(q::quantize_simd_lanes(), edgeq::cpu::avx512() ? 16 : 8);
   SimdGuard guard;
   const int64_t rows = 24, n = 512;
   std::mt19937 rng(1234);

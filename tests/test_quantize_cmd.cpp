@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "edgeq/convert/quantize_source.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/quant/quantize.h"

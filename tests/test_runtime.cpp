@@ -16,7 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/cpu.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/runtime/forward.h"
 #include "edgeq/runtime/generate.h"
@@ -396,13 +397,12 @@ TEST(BlasCore, FastKernelsChosenFromCpuFeatures) {
     EXPECT_EQ(WEXITSTATUS(status), 0) << "the check failed in the child process (see its output above)";
     return;
   }
-  __builtin_cpu_init();
   std::string core = rt::blas_core();
   for (char& c : core) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+  const edgeq::cpu::Features& f = edgeq::cpu::features();
+  if (f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl) {
     EXPECT_EQ(core, "skylakex");
-  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+  } else if (f.avx2 && f.fma) {
     EXPECT_EQ(core, "haswell");
   } else {
     EXPECT_NE(core, "");

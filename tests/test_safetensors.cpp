@@ -4,8 +4,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
 #include "edgeq/formats/safetensors.h"
 #include "test_helpers.h"
 

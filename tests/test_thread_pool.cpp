@@ -1,4 +1,4 @@
-// The one thread pool (formats/thread_pool.h): shared by convert, quantize and the runtime, errors propagate.
+// The one thread pool (base/thread_pool.h): shared by convert, quantize and the runtime, errors propagate.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -10,8 +10,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/thread_pool.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/quantize.h"
 #include "edgeq/runtime/matmul.h"

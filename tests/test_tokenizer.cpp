@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/vocab.h"
 #include "edgeq/runtime/tokenizer.h"

@@ -16,10 +16,10 @@
 #include <string>
 #include <thread>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/thread_count.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;

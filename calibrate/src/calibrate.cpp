@@ -12,10 +12,10 @@
 #include <map>
 
 #include "edgeq/arch/arch.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/thread_pool.h"
 #include "edgeq/runtime/blas.h"
 #include "edgeq/runtime/perplexity.h"
 

@@ -5,7 +5,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 
 namespace edgeq::calibrate {

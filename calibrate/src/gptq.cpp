@@ -5,7 +5,7 @@
 #include <cstring>
 #include <functional>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/quantize.h"
 #include "edgeq/runtime/blas.h"

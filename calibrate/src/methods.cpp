@@ -8,8 +8,8 @@
 
 #include "edgeq/arch/arch.h"
 #include "edgeq/calibrate/gptq.h"
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/thread_count.h"
 #include "edgeq/quant/blocks.h"
 
 namespace edgeq::calibrate {

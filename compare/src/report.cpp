@@ -8,7 +8,7 @@
 #include <map>
 
 #include "edgeq/compare/sweep.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 
 namespace edgeq::compare {

@@ -17,12 +17,12 @@
 #include "keys.h"
 #include "edgeq/convert/convert.h"
 #include "edgeq/convert/plan.h"
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/thread_count.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/policy.h"
-#include "edgeq/runtime/compare.h"
+#include "edgeq/compare/files.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 #include "edgeq/runtime/tokenizer.h"
@@ -129,7 +129,7 @@ std::string key_of(const Keys& k, const Entry& e) {
   return h.hex();
 }
 
-int thread_count(int t) { return resolve_threads(t); }  // the one --threads rule (formats/thread_count.h)
+int thread_count(int t) { return resolve_threads(t); }  // the one --threads rule (base/thread_count.h)
 
 // The sweep's progress arithmetic: units of work (1 per entry to run, 1 for the reference and 1 for the
 // calibration when a run needs them). report() is also where a cancel request is noticed.
@@ -199,7 +199,7 @@ class Session {
   // Quantizes the reference for one entry, evaluates it against the reference, writes the result file.
   void run_one(const Entry& e, const std::string& key, const fs::path& result_path, size_t index) {
     const std::string label = e.type + " " + e.method;
-    const Method& m = find_method(e.method);
+    const SweepMethod& m = find_method(e.method);
     tr_.report(index, label, "prepare", 0);
     quant::QuantizeOptions qo;
     qo.policy.ftype = quant::parse_file_type(e.type);
@@ -232,7 +232,7 @@ class Session {
       tr_.report(index, label, "evaluate", 0.25 + 0.75 * double(p.chunk) / double(p.n_chunks),
                  fmt::format("chunk {}/{} PPL {:.4f} KLD {:.5f}", p.chunk, p.n_chunks, p.ppl, p.kld));
     };
-    const auto row = runtime::describe_model(model);
+    const auto row = describe_model(model);
     const auto pr = runtime::perplexity(model, eval_tokens_, tok_->add_bos(), tok_->bos(), po);
     const auto& k = *pr.kld;
     EntryResult r;
@@ -264,7 +264,7 @@ class Session {
 
  private:
   // What a method read, for the report: its files, and the calibration it used.
-  std::string describe_inputs(const Method& m) const {
+  std::string describe_inputs(const SweepMethod& m) const {
     const MethodInputs in = m.inputs(opt_);
     std::vector<std::string> parts;
     for (auto& f : in.files) parts.push_back(fmt::format("`{}`", f));
@@ -315,7 +315,7 @@ class Session {
       tr_.report(0, "reference", "evaluate", 0.2 + 0.8 * double(p.chunk) / double(p.n_chunks),
                  fmt::format("chunk {}/{} PPL {:.4f}", p.chunk, p.n_chunks, p.ppl));
     };
-    const auto row = runtime::describe_model(*model_);
+    const auto row = describe_model(*model_);
     const auto pr = runtime::perplexity(*model_, eval_tokens_, tok_->add_bos(), tok_->bos(), po);
     auto& r = result_;
     r.run_key = keys_.run;
@@ -419,7 +419,7 @@ void check_common(const SweepOptions& opt) {
 }
 
 // A calibrate/ method as a row: statistics computed once by the sweep from --calib TEXT.
-Method calibrated_row(calibrate::Method cm, const char* description) {
+SweepMethod calibrated_row(calibrate::Method cm, const char* description) {
   const Calibration need = calibrate::method_needs_hessian(cm) ? Calibration::Hessian : Calibration::Importance;
   return {calibrate::method_name(cm), description, true,
           [cm, need](const SweepOptions& o) {
@@ -439,8 +439,8 @@ const std::vector<std::string>& default_types() {
   return t;
 }
 
-const std::vector<Method>& methods() {
-  static const std::vector<Method> m = {
+const std::vector<SweepMethod>& methods() {
+  static const std::vector<SweepMethod> m = {
       {"rtn", "round to nearest: each block's scales searched for the least squared error, no statistics", false,
        [](const SweepOptions&) { return MethodInputs{}; },
        [](const MethodContext&, quant::QuantizeOptions&) { return std::shared_ptr<void>{}; }},
@@ -471,7 +471,7 @@ const std::vector<Method>& methods() {
   return m;
 }
 
-const Method& find_method(std::string_view name) {
+const SweepMethod& find_method(std::string_view name) {
   std::string names;
   for (auto& m : methods()) {
     if (name == m.name) return m;
@@ -529,7 +529,7 @@ std::vector<Entry> plan_entries(const SweepOptions& opt) {
     const bool is_float = info.default_type == GgmlType::F32 || info.default_type == GgmlType::F16 ||
                           info.default_type == GgmlType::BF16;
     for (auto& mname : ms) {
-      const Method& m = find_method(mname);
+      const SweepMethod& m = find_method(mname);
       if (m.calibrated && is_float) continue;
       Entry e{info.name, m.name};
       for (auto& x : out)

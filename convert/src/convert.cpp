@@ -4,10 +4,10 @@
 #include <algorithm>
 #include <vector>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/thread_count.h"
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/thread_pool.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/quantize.h"
 

@@ -13,7 +13,7 @@
 
 #include <fmt/ranges.h>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq::convert {
 

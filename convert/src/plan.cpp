@@ -13,7 +13,7 @@
 #include "edgeq/arch/arch.h"
 #include "edgeq/convert/onnx_roles.h"
 #include "edgeq/convert/plan.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/hf_tokenizer.h"
 #include "edgeq/formats/mapped_file.h"

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq::convert {
 

@@ -1,6 +1,6 @@
 // ONNX exports (torch.onnx, Llama-style decoders) as a convert TensorSource: formats/onnx.h reads the model,
 // onnx_roles.h recovers each weight's HF name from the graph and loads it transposed back to HF layout.
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/onnx.h"
 #include "source.h"
 

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
 #include "edgeq/formats/safetensors.h"
 #include "source.h"
 

@@ -6,7 +6,7 @@
 #include <iterator>
 #include <string>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq {
 

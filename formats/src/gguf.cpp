@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <limits>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq {
 
@@ -328,20 +328,18 @@ GgufValue GgufValue::string_array(std::vector<std::string> items) {
   for (auto& s : items) a.items.emplace_back(std::move(s));
   return GgufValue(std::move(a));
 }
-GgufValue GgufValue::float_array(const std::vector<float>& items) {
+namespace {
+template <class T>
+GgufValue numeric_array(GgufType elem_type, const std::vector<T>& items) {
   GgufArray a;
-  a.elem_type = GgufType::FLOAT32;
+  a.elem_type = elem_type;
   a.items.reserve(items.size());
-  for (float f : items) a.items.emplace_back(f);
+  for (T v : items) a.items.emplace_back(v);
   return GgufValue(std::move(a));
 }
-GgufValue GgufValue::int32_array(const std::vector<int32_t>& items) {
-  GgufArray a;
-  a.elem_type = GgufType::INT32;
-  a.items.reserve(items.size());
-  for (int32_t f : items) a.items.emplace_back(f);
-  return GgufValue(std::move(a));
-}
+}  // namespace
+GgufValue GgufValue::float_array(const std::vector<float>& items) { return numeric_array(GgufType::FLOAT32, items); }
+GgufValue GgufValue::int32_array(const std::vector<int32_t>& items) { return numeric_array(GgufType::INT32, items); }
 
 uint64_t GgufTensorInfo::n_elements() const {
   uint64_t n = 1;

@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq {
 

@@ -22,8 +22,8 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
 #include "edgeq/formats/mapped_file.h"
 
 static_assert(std::endian::native == std::endian::little, "the ONNX reader assumes a little-endian host");

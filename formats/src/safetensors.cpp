@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
 
 namespace edgeq {
 

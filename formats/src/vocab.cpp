@@ -4,7 +4,7 @@
 
 #include <string_view>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 
 namespace edgeq {

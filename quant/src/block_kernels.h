@@ -49,7 +49,8 @@ void deq_iq1_s(const void* src, float* y, int64_t nb);
 void deq_iq1_m(const void* src, float* y, int64_t nb);
 
 #if EDGEQ_QUANT_AVX2
-// AVX2+F16C dequantizers (callers check cpu_has_avx2_f16c()): same signature and bits as the portable ones.
+// AVX2+F16C dequantizers (dequantize_row takes them at edgeq/base/cpu.h's level Avx2 and above): same signature
+// and bits as the portable ones.
 EDGEQ_AVX2 void avx2_f16(const void* src, float* y, int64_t nb);
 EDGEQ_AVX2 void avx2_bf16(const void* src, float* y, int64_t nb);
 EDGEQ_AVX2 void avx2_q4_0(const void* src, float* y, int64_t nb);

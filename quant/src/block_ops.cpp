@@ -5,7 +5,7 @@
 #include <iterator>
 
 #include "block_kernels.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/blocks.h"
 
 namespace edgeq::quant {
@@ -69,7 +69,6 @@ void install(Table& tab, const BlockOps& ops) {
   row.info = ggml_type_info(row.type);
   if (!row.info) fail("block ops: type id {} is not in the ggml type table", static_cast<uint32_t>(row.type));
   check_row(tab, row, row.info->name);
-  if (!cpu_has_avx2_f16c()) row.dequantize_simd = nullptr;
   tab.rows.push_back(row);
   const auto id = static_cast<uint32_t>(row.type);
   if (id < kDirect) tab.direct[id] = &tab.rows.back();

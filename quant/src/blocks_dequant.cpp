@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "block_kernels.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 

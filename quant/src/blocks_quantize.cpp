@@ -15,8 +15,9 @@
 //   * k-quants: sub-block scales (and mins) quantized against the super-block scale(s), a local search of
 //     each sub-block's integer scale/min (+-radius, levels re-rounded for each), and least-squares refits of
 //     the super-block scale(s) given the integer structure, repeated while the error drops.
-// The hot loops run on 8 fixed lanes (SSE2 where available, the same arithmetic in scalar code otherwise),
-// so the output bytes do not depend on the machine or on how the caller splits rows across threads.
+// The hot loops keep 8 accumulator lanes whatever the instruction set (portable scalar code, SSE2, AVX2; the
+// candidate-parallel kernels run 8 or 16 candidates, one per lane, each repeating the scalar operations), so the
+// output bytes do not depend on the machine or on how the caller splits rows across threads.
 #include <algorithm>
 #include <cfloat>
 #include <cstdint>
@@ -25,7 +26,8 @@
 #include <vector>
 
 #include "block_kernels.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/cpu.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
 
@@ -200,7 +202,7 @@ inline void sse_errors(const float* x, const float* w, int n, float* acc, Rec re
 #endif
 
 #if EDGEQ_QAVX2
-bool g_quant_avx2 = cpu_has_avx2_f16c();  // switched only by set_quantize_simd
+inline bool quant_avx2() { return cpu::avx2(); }
 
 EDGEQ_TARGET_AVX2 inline void store_idx8(uint8_t* dst, __m256i k) {
   const __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
@@ -497,12 +499,12 @@ EDGEQ_TARGET_AVX512 void sym_levels_many_avx512(const float* x, const float* w, 
 }
 
 // 0: the element-parallel paths one candidate at a time; 8 / 16: the candidate-parallel kernels.
-int pick_lanes(int max_lanes) {
-  if (!g_quant_avx2) return 0;
-  if (max_lanes >= 16 && __builtin_cpu_supports("avx512f")) return 16;
-  return max_lanes >= 8 ? 8 : 0;
+bool g_candidate_lanes = true;  // switched only by set_quantize_candidate_lanes
+inline int quant_lanes() {
+  if (!g_candidate_lanes) return 0;
+  const cpu::Level l = cpu::level();
+  return l == cpu::Level::Avx512 ? 16 : l == cpu::Level::Avx2 ? 8 : 0;
 }
-int g_quant_lanes = pick_lanes(16);
 #endif
 
 // Error of a fixed (exactly representable) scale d with levels re-rounded; fills idx.
@@ -523,7 +525,7 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
 #if EDGEQ_QAVX2
   {
     float e;
-    if (g_quant_avx2 && sym_eval_avx2_any(x, w, n, G, d, id, idx, &e)) return e;
+    if (quant_avx2() && sym_eval_avx2_any(x, w, n, G, d, id, idx, &e)) return e;
   }
 #endif
   if (G.linear) {
@@ -576,7 +578,7 @@ float sym_eval(const float* x, const float* w, int n, const Grid& G, float d, ui
 inline void sym_levels(const float* x, const float* w, int n, const Grid& G, float iscale, uint8_t* tmp, float* sxl_out,
                        float* sll_out) {
 #if EDGEQ_QAVX2
-  if (g_quant_avx2 && sym_levels_avx2_any(x, w, n, G, iscale, tmp, sxl_out, sll_out)) return;
+  if (quant_avx2() && sym_levels_avx2_any(x, w, n, G, iscale, tmp, sxl_out, sll_out)) return;
 #endif
   float axl[8] = {}, all[8] = {};
   if (G.linear) {
@@ -647,8 +649,8 @@ inline void sym_levels(const float* x, const float* w, int n, const Grid& G, flo
 void sym_levels_many(const float* x, const float* w, int n, const Grid& G, const float* iscale, int nc, float* sxl,
                      float* sll) {
 #if EDGEQ_QAVX2
-  if (G.linear && g_quant_lanes == 16) return sym_levels_many_avx512(x, w, n, G.lo(), G.hi(), iscale, nc, sxl, sll);
-  if (G.linear && g_quant_lanes == 8) return sym_levels_many_avx2(x, w, n, G.lo(), G.hi(), iscale, nc, sxl, sll);
+  if (G.linear && quant_lanes() == 16) return sym_levels_many_avx512(x, w, n, G.lo(), G.hi(), iscale, nc, sxl, sll);
+  if (G.linear && quant_lanes() == 8) return sym_levels_many_avx2(x, w, n, G.lo(), G.hi(), iscale, nc, sxl, sll);
 #endif
   uint8_t tmp[256];
   for (int c = 0; c < nc; ++c) sym_levels(x, w, n, G, iscale[c], tmp, &sxl[c], &sll[c]);
@@ -861,7 +863,7 @@ float asym_eval(const float* x, const float* w, int n, int nmax, float s, float 
   }
   const float id = 1.f / s, hi = static_cast<float>(nmax);
 #if EDGEQ_QAVX2
-  if (g_quant_avx2) return asym_eval_avx2(x, w, n, hi, s, m, id, L);
+  if (quant_avx2()) return asym_eval_avx2(x, w, n, hi, s, m, id, L);
 #endif
 #if EDGEQ_QSSE2
   const LinSse S(0.f, hi);
@@ -893,7 +895,7 @@ void asym_levels(const float* x, int n, int nmax, float s, float m, uint8_t* L) 
   }
   const float id = 1.f / s, hi = static_cast<float>(nmax);
 #if EDGEQ_QAVX2
-  if (g_quant_avx2) return asym_levels_avx2(x, n, hi, m, id, L);
+  if (quant_avx2()) return asym_levels_avx2(x, n, hi, m, id, L);
 #endif
   for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(static_cast<int>(lin_level((x[i] - m) * id, 0.f, hi)));
 }
@@ -903,8 +905,8 @@ void asym_levels(const float* x, int n, int nmax, float s, float m, uint8_t* L) 
 void asym_eval_many(const float* x, const float* w, int n, int nmax, const float* s, const float* m, int nc,
                     float* err) {
 #if EDGEQ_QAVX2
-  if (g_quant_lanes == 16) return asym_eval_many_avx512(x, w, n, static_cast<float>(nmax), s, m, nc, err);
-  if (g_quant_lanes == 8) return asym_eval_many_avx2(x, w, n, static_cast<float>(nmax), s, m, nc, err);
+  if (quant_lanes() == 16) return asym_eval_many_avx512(x, w, n, static_cast<float>(nmax), s, m, nc, err);
+  if (quant_lanes() == 8) return asym_eval_many_avx2(x, w, n, static_cast<float>(nmax), s, m, nc, err);
 #endif
   uint8_t tmp[256];
   for (int c = 0; c < nc; ++c) err[c] = asym_eval(x, w, n, nmax, s[c], m[c], tmp);
@@ -913,7 +915,7 @@ void asym_eval_many(const float* x, const float* w, int n, int nmax, const float
 // Weighted sums sl = sum w*q, sl2 = sum w*q*q, sxl = sum w*q*x of the levels q (per lane, then sum8).
 void asym_sums(const uint8_t* q, const float* x, const float* w, int n, float* sl, float* sl2, float* sxl) {
 #if EDGEQ_QAVX2
-  if (g_quant_avx2) return asym_sums_avx2(q, x, w, n, sl, sl2, sxl);
+  if (quant_avx2()) return asym_sums_avx2(q, x, w, n, sl, sl2, sxl);
 #endif
   float a1[8] = {}, a2[8] = {}, a3[8] = {};
   for (int i = 0; i < n; i += 8)
@@ -934,9 +936,9 @@ void asym_grid_many(const float* x, const float* w, int n, int nmax, float lo_a,
   const float hi = static_cast<float>(nmax);
   uint8_t tmp[256];
 #if EDGEQ_QAVX2
-  if (g_quant_lanes == 16) return asym_grid_many_avx512(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
-  if (g_quant_lanes == 8) return asym_grid_many_avx2(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
-  if (g_quant_avx2) {
+  if (quant_lanes() == 16) return asym_grid_many_avx512(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
+  if (quant_lanes() == 8) return asym_grid_many_avx2(x, w, n, hi, lo_a, iscale, nc, sl, sl2, sxl);
+  if (quant_avx2()) {
     for (int c = 0; c < nc; ++c) asym_grid_avx2(x, w, n, hi, lo_a, iscale[c], tmp, &sl[c], &sl2[c], &sxl[c]);
     return;
   }
@@ -1594,19 +1596,17 @@ bool can_quantize(GgmlType t) {
   return ops && ops->encode;
 }
 
-void set_quantize_simd(bool enabled, int max_lanes) {
+void set_quantize_candidate_lanes(bool enabled) {
 #if EDGEQ_QAVX2
-  g_quant_avx2 = enabled && cpu_has_avx2_f16c();
-  g_quant_lanes = pick_lanes(max_lanes);
+  g_candidate_lanes = enabled;
 #else
   (void)enabled;
-  (void)max_lanes;
 #endif
 }
 
 int quantize_simd_lanes() {
 #if EDGEQ_QAVX2
-  return g_quant_lanes;
+  return quant_lanes();
 #else
   return 0;
 #endif
@@ -1614,7 +1614,7 @@ int quantize_simd_lanes() {
 
 bool quantize_simd_active() {
 #if EDGEQ_QAVX2
-  return g_quant_avx2;
+  return quant_avx2();
 #else
   return false;
 #endif

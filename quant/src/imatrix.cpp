@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 

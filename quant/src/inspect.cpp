@@ -4,8 +4,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/inspect.h"
+#include "edgeq/base/error.h"
+#include "edgeq/formats/inspect_model.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/imatrix.h"
 

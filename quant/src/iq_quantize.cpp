@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "block_kernels.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/iq_grids.h"
 

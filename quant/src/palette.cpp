@@ -6,9 +6,9 @@
 #include <limits>
 #include <utility>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
+#include "edgeq/formats/palette_layout.h"
 
 namespace edgeq::quant {
 

@@ -8,8 +8,8 @@
 #include <string>
 
 #include "edgeq/arch/arch.h"
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/base/error.h"
+#include "edgeq/formats/palette_layout.h"
 #include "edgeq/quant/block_ops.h"
 
 namespace edgeq::quant {

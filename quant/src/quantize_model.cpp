@@ -8,10 +8,10 @@
 #include <numeric>
 #include <set>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
-#include "edgeq/formats/palette.h"
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
+#include "edgeq/formats/palette_layout.h"
+#include "edgeq/base/thread_count.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/imatrix.h"
 #include "edgeq/quant/palette.h"

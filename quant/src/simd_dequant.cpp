@@ -5,11 +5,11 @@
 #include <cstring>
 
 #include "block_kernels.h"
-#include "edgeq/formats/error.h"
+#include "edgeq/base/cpu.h"
+#include "edgeq/base/error.h"
 #include "edgeq/quant/blocks.h"
 
 #if EDGEQ_QUANT_AVX2
-#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -316,20 +316,6 @@ EDGEQ_AVX2 void avx2_iq4_xs(const void* src, float* y, int64_t nb) {
 }  // namespace detail
 #endif
 
-bool cpu_has_avx2_f16c() {
-#if EDGEQ_QUANT_AVX2
-  // clang's __builtin_cpu_supports does not know "f16c", so read CPUID leaf 1 ECX bit 29 directly.
-  static const bool ok = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-    return f16c && __builtin_cpu_supports("avx2");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
-
 bool has_simd_dequantize(GgmlType t) {
   const BlockOps* ops = block_ops(t);
   return ops && ops->dequantize_simd;
@@ -337,7 +323,7 @@ bool has_simd_dequantize(GgmlType t) {
 
 const char* simd_target_name() {
 #if EDGEQ_QUANT_AVX2
-  return cpu_has_avx2_f16c() ? "AVX2+F16C" : "scalar";
+  return cpu::avx2() ? "AVX2+F16C" : "scalar";
 #else
   return "scalar";
 #endif
@@ -345,7 +331,7 @@ const char* simd_target_name() {
 
 void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
   const BlockOps& ops = dequantizable_row(t, n);
-  (ops.dequantize_simd ? ops.dequantize_simd : ops.dequantize)(src, dst, n / ops.info->block_size);
+  (ops.dequantize_simd && cpu::avx2() ? ops.dequantize_simd : ops.dequantize)(src, dst, n / ops.info->block_size);
 }
 
 }  // namespace edgeq::quant

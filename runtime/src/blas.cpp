@@ -4,19 +4,19 @@
 
 #include <cstdlib>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/cpu.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq::runtime::blas {
 namespace {
 
 const char* core_for_this_cpu() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
-    return "SkylakeX";
+  // The CPU's own level (AVX-512 F/BW/DQ/VL -> SkylakeX, AVX2+FMA -> Haswell), not the tests' override.
+  switch (cpu::cpu_level()) {
+    case cpu::Level::Avx512: return "SkylakeX";
+    case cpu::Level::Avx2: return "Haswell";
+    default: return nullptr;  // older CPUs are known to OpenBLAS 0.3.21: let it choose
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
-  return nullptr;  // older CPUs are known to OpenBLAS 0.3.21: let it choose
 }
 
 struct OpenBlas {

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
 #include "gemm.h"
 #include "vec.h"
 

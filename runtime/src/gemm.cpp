@@ -8,7 +8,8 @@
 #include <cstring>
 #include <utility>
 
-#include "edgeq/formats/half.h"
+#include "edgeq/base/cpu.h"
+#include "edgeq/base/half.h"
 #include "vec.h"
 
 namespace edgeq::runtime::gemm {
@@ -111,26 +112,14 @@ struct Path {
   const Kernel* kernels;  // kernels[r - 1] handles r rows
   int mr;
 };
-// __builtin_cpu_init first: these run as static initialisers, possibly before libgcc's own.
-const bool g_avx512_cpu = [] { __builtin_cpu_init(); return __builtin_cpu_supports("avx512f") != 0; }();
-const bool g_avx2_cpu = [] {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}();
 constexpr Kernel kPortable[1] = {kernel_portable<1>};
-bool g_simd = true, g_avx512 = true;
 Path path() {
-  if (g_simd && g_avx512 && g_avx512_cpu) return {kAvx512.data(), kMr512};
-  if (g_simd && g_avx2_cpu) return {kAvx2.data(), kMr256};
+  if (cpu::avx512()) return {kAvx512.data(), kMr512};
+  if (cpu::avx2()) return {kAvx2.data(), kMr256};
   return {kPortable, 1};
 }
 
 }  // namespace
-
-void set_simd(bool enabled, bool avx512) {
-  g_simd = enabled;
-  g_avx512 = avx512;
-}
 
 void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, B b, float* c, int64_t ldc, bool accumulate) {
   if (m <= 0 || n <= 0) return;
@@ -191,7 +180,6 @@ __attribute__((target("avx2,f16c"))) int64_t transpose8(const T* w, int64_t ldw,
   }
   return p;
 }
-const bool g_f16c_cpu = [] { __builtin_cpu_init(); return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"); }();
 
 // Shared skeleton: Fast(rows j..j+8) returns how many leading columns it transposed; Get(j, p) converts one value.
 template <typename Fast, typename Get>
@@ -213,12 +201,12 @@ void pack_with(int64_t rows, int64_t k, float* dst, bool fast_ok, Fast fast, Get
 }  // namespace
 
 void pack_transposed(const float* w, int64_t rows, int64_t k, int64_t ldw, float* dst) {
-  pack_with(rows, k, dst, g_f16c_cpu, [&](int64_t j, float* d) { return transpose8(w + j * ldw, ldw, k, d); },
+  pack_with(rows, k, dst, cpu::avx2(), [&](int64_t j, float* d) { return transpose8(w + j * ldw, ldw, k, d); },
             [&](int64_t j, int64_t p) { return w[j * ldw + p]; });
 }
 
 void pack_transposed_f16(const uint16_t* w, int64_t rows, int64_t k, int64_t ldw, float* dst) {
-  pack_with(rows, k, dst, g_f16c_cpu, [&](int64_t j, float* d) { return transpose8(w + j * ldw, ldw, k, d); },
+  pack_with(rows, k, dst, cpu::avx2(), [&](int64_t j, float* d) { return transpose8(w + j * ldw, ldw, k, d); },
             [&](int64_t j, int64_t p) { return f16_to_f32(w[j * ldw + p]); });
 }
 

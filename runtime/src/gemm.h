@@ -4,7 +4,8 @@
 // kernel family depends on OPENBLAS_CORETYPE.
 //
 // Every element of C is one FMA chain over p = 0, 1, ..., k-1 starting from 0 (c = fma(a[p], b[p], c)), whatever
-// its position, the shape of the call, the blocking or the instruction set (AVX-512, AVX2+FMA, portable std::fma):
+// its position, the shape of the call, the blocking or the instruction set (AVX-512, AVX2+FMA, portable std::fma; chosen by
+// edgeq/base/cpu.h):
 // results are bit-identical for any thread split and on every x86-64 machine.
 #pragma once
 #include <cstdint>
@@ -39,8 +40,5 @@ void pack_transposed(const float* w, int64_t rows, int64_t k, int64_t ldw, float
 void pack_transposed_f16(const uint16_t* w, int64_t rows, int64_t k, int64_t ldw, float* dst);
 inline B packed(const float* dst, int64_t k) { return {dst, kPanel, kPanel * k}; }
 inline int64_t packed_size(int64_t rows, int64_t k) { return (rows + kPanel - 1) / kPanel * kPanel * k; }
-
-// Tests: enabled = false forces the portable path, avx512 = false the AVX2 one on an AVX-512 machine (same bits).
-void set_simd(bool enabled, bool avx512 = true);
 
 }  // namespace edgeq::runtime::gemm

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/runtime/forward.h"
 
 namespace edgeq::runtime {

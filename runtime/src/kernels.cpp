@@ -9,7 +9,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "edgeq/formats/half.h"
+#include "edgeq/base/cpu.h"
+#include "edgeq/base/half.h"
 #include "edgeq/quant/block_layout.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/iq_grids.h"
@@ -1012,12 +1013,6 @@ const Registration kKernels[] = {
     {GgmlType::IQ1_M, kernels_256_avx2<blk::IQ1_M>},
 };
 
-const bool g_avx2 = quant::cpu_has_avx2_f16c();
-const bool g_avx512 = [] {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-}();
 
 }  // namespace
 
@@ -1031,13 +1026,13 @@ const quant::BlockOps* find(GgmlType t) {
   return row != nullptr && row->kernels.scalar != nullptr ? row : nullptr;
 }
 
-DotFn best(const quant::BlockKernels& k, bool simd) {
-  if (simd && g_avx512 && k.avx512 != nullptr) return k.avx512;
-  if (simd && g_avx2 && k.avx2 != nullptr) return k.avx2;
+DotFn best(const quant::BlockKernels& k) {
+  if (cpu::avx512_vnni() && k.avx512 != nullptr) return k.avx512;
+  if (cpu::avx2() && k.avx2 != nullptr) return k.avx2;
   return k.scalar;
 }
 
-const char* simd_level() { return g_avx512 ? "avx512vnni" : g_avx2 ? "avx2" : "scalar"; }
+const char* simd_level() { return cpu::avx512_vnni() ? "avx512vnni" : cpu::avx2() ? "avx2" : "scalar"; }
 
 size_t act_row_bytes(ActRounding a, int64_t n) {
   switch (a) {
@@ -1085,8 +1080,8 @@ __attribute__((target(EDGEQ_AVX512))) void quantize_q8_K_avx512(const float* x, 
 #pragma GCC diagnostic pop
 }  // namespace
 
-void quantize_act(ActRounding a, const float* x, void* dst, int64_t n, bool simd) {
-  if (a == ActRounding::Q8_K && simd && g_avx512) return quantize_q8_K_avx512(x, static_cast<ActQ8_K*>(dst), n / 256);
+void quantize_act(ActRounding a, const float* x, void* dst, int64_t n) {
+  if (a == ActRounding::Q8_K && cpu::avx512_vnni()) return quantize_q8_K_avx512(x, static_cast<ActQ8_K*>(dst), n / 256);
   if (a == ActRounding::Q8_0) {
     auto* y = static_cast<ActQ8_0*>(dst);
     for (int64_t b = 0; b < n / 32; ++b, x += 32) {

@@ -42,8 +42,8 @@ using quant::DotFn;
 // The block-ops row of a weight type whose kernel slots are filled, or nullptr (then matmul dequantizes and
 // uses sgemm). The first call registers this file's kernels in quant's table.
 const quant::BlockOps* find(GgmlType t);
-// The fastest path of a row's kernels this CPU runs (or the scalar one when simd is false).
-DotFn best(const quant::BlockKernels& k, bool simd = true);
+// The fastest path of a row's kernels at edgeq/base/cpu.h's level (AVX-512 needs VNNI too).
+DotFn best(const quant::BlockKernels& k);
 // Name of the SIMD level best() picks on this CPU ("avx512vnni", "avx2", "scalar").
 const char* simd_level();
 
@@ -52,6 +52,6 @@ size_t act_row_bytes(ActRounding a, int64_t n);
 // Quantizes a row of n floats (n a multiple of the block size) exactly as llama.cpp's quantize_row_q8_0 (and
 // _q8_1, for s) / quantize_row_q8_K do; dequantizing the result gives round_activations' values. simd=false
 // takes the portable path (the same bytes).
-void quantize_act(ActRounding a, const float* x, void* dst, int64_t n, bool simd = true);
+void quantize_act(ActRounding a, const float* x, void* dst, int64_t n);
 
 }  // namespace edgeq::runtime::kernels

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq::runtime {
 
@@ -290,20 +290,14 @@ KldBaseReader::KldBaseReader(const std::string& path) : impl_(std::make_unique<I
   auto need = [&](uint64_t n) {
     if (n > size || off > size - n) fail("{}: truncated KLD base header", path);
   };
-  auto u32 = [&] {
-    need(4);
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[off + i]) << (8 * i);
-    off += 4;
+  auto little_endian = [&]<class T>(T v) {  // reads a T from off (v: 0)
+    need(sizeof(T));
+    for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<T>(p[off + i]) << (8 * i);
+    off += sizeof(T);
     return v;
   };
-  auto u64 = [&] {
-    need(8);
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[off + i]) << (8 * i);
-    off += 8;
-    return v;
-  };
+  auto u32 = [&] { return little_endian(uint32_t{0}); };
+  auto u64 = [&] { return little_endian(uint64_t{0}); };
   auto str = [&] {
     const uint32_t n = u32();
     if (n > 65536) fail("{}: KLD base header string of {} bytes is too long", path, n);

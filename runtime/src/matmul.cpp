@@ -8,9 +8,10 @@
 #include <cstring>
 #include <mutex>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/cpu.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/ggml_types.h"
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/palette.h"
 #include "edgeq/runtime/blas.h"
@@ -42,7 +43,6 @@ __attribute__((target("avx2,f16c"))) void round_f16_f16c(float* x, int64_t n) {
   }
   for (; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
 }
-const bool g_has_avx2 = quant::cpu_has_avx2_f16c();
 
 // ggml's AVX2 quantize_row_q8_0 (d = amax/127 stored as fp16, q = nearest_even(x * 127/amax)), dequantized.
 template <int Dummy>
@@ -85,7 +85,7 @@ __attribute__((target("avx2,fma"))) void q8_k_avx2(float* x, int64_t n) { q8_k_r
 }  // namespace
 
 void round_f16(float* x, int64_t n) {
-  if (g_has_avx2) return round_f16_f16c(x, n);
+  if (cpu::avx2()) return round_f16_f16c(x, n);
   for (int64_t i = 0; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
 }
 
@@ -95,10 +95,10 @@ void round_activations(ActRounding r, float* x, int64_t n) {
     case ActRounding::F16: round_f16(x, n); return;
     case ActRounding::Q8_0:
       if (n % 32) return;
-      return g_has_avx2 ? q8_0_avx2(x, n) : q8_0_rows<0>(x, n);
+      return cpu::avx2() ? q8_0_avx2(x, n) : q8_0_rows<0>(x, n);
     case ActRounding::Q8_K:
       if (n % 256) return;
-      return g_has_avx2 ? q8_k_avx2(x, n) : q8_k_rows<0>(x, n);
+      return cpu::avx2() ? q8_k_avx2(x, n) : q8_k_rows<0>(x, n);
   }
 }
 
@@ -127,13 +127,9 @@ void dequantize_rows(const Weight& w, int64_t r0, int64_t r1, float* dst) {
 namespace {
 constexpr int64_t kTileRows = 64;
 bool g_use_kernels = true;
-bool g_use_simd_kernels = true;
 }  // namespace
 
-void set_matmul_kernels(bool enabled, bool simd) {
-  g_use_kernels = enabled;
-  g_use_simd_kernels = simd;
-}
+void set_matmul_kernels(bool enabled) { g_use_kernels = enabled; }
 
 std::string blas_core() { return blas::core(); }
 
@@ -224,7 +220,7 @@ void kernel_products(const quant::BlockOps& k, std::initializer_list<std::pair<c
   const size_t arb = kernels::act_row_bytes(k.act_rounding, in);
   scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
   pool.run(n_tokens, [&](int64_t t, int) {
-    kernels::quantize_act(k.act_rounding, x + t * ldx, scratch.xq.data() + t * arb, in, g_use_simd_kernels);
+    kernels::quantize_act(k.act_rounding, x + t * ldx, scratch.xq.data() + t * arb, in);
   });
   constexpr size_t kMaxOuts = 4;
   struct Job {
@@ -238,7 +234,7 @@ void kernel_products(const quant::BlockOps& k, std::initializer_list<std::pair<c
   for (const auto& o : outs) {
     const int64_t rows = static_cast<int64_t>(o.first->n_rows());
     const quant::BlockOps* ko = kernels::find(o.first->type);
-    jobs[n_jobs] = {o.first, o.second, ldy[n_jobs], rows, n_tiles, kernels::best(ko->kernels, g_use_simd_kernels)};
+    jobs[n_jobs] = {o.first, o.second, ldy[n_jobs], rows, n_tiles, kernels::best(ko->kernels)};
     n_tiles += (rows + kTileRows - 1) / kTileRows;
     ++n_jobs;
   }

@@ -5,9 +5,9 @@
 #include <map>
 
 #include "edgeq/arch/arch.h"
-#include "edgeq/formats/error.h"
-#include "edgeq/formats/half.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/base/error.h"
+#include "edgeq/base/half.h"
+#include "edgeq/formats/palette_layout.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/runtime/matmul.h"
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <optional>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/runtime/forward.h"
 #include "edgeq/runtime/kld.h"
 

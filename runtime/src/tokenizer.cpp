@@ -12,7 +12,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/vocab.h"
 

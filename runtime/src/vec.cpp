@@ -3,16 +3,15 @@
 #include <cmath>
 #include <vector>
 
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 
 #include <immintrin.h>
 
 #include <algorithm>
 #include <bit>
 #include <climits>
-#include <cmath>
 
-#include "edgeq/quant/blocks.h"
+#include "edgeq/base/cpu.h"
 
 namespace edgeq::runtime::vec {
 namespace {
@@ -157,21 +156,10 @@ __attribute__((target("avx512f"))) void swiglu_avx512(float* g, const float* u, 
 
 #pragma GCC diagnostic pop
 
-const bool g_has_avx2 = [] {
-  __builtin_cpu_init();
-  return quant::cpu_has_avx2_f16c() && __builtin_cpu_supports("fma");
-}();
-const bool g_has_avx512 = [] { __builtin_cpu_init(); return __builtin_cpu_supports("avx512f") != 0; }();
-bool g_simd = true, g_avx512 = true;
-bool simd() { return g_simd && g_has_avx2; }
-bool avx512() { return g_avx512 && g_has_avx512; }
+bool simd() { return cpu::avx2(); }
+bool avx512() { return cpu::avx512(); }
 
 }  // namespace
-
-void set_simd(bool enabled, bool avx512) {
-  g_simd = enabled;
-  g_avx512 = avx512;
-}
 
 void softmax(float* s, int64_t n, float scale) {
   if (n <= 0) return;

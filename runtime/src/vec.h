@@ -26,7 +26,4 @@ void swiglu(float* g, const float* u, int64_t n);
 // f16 table entry f16(0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))) at f16(x).
 void gelu_par(float* g, const float* u, int64_t n);
 
-// Tests: enabled = false forces the portable path, avx512 = false the AVX2 one on an AVX-512 machine (same bits).
-void set_simd(bool enabled, bool avx512 = true);
-
 }  // namespace edgeq::runtime::vec

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "edgeq/formats/ggml_types.h"
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/thread_pool.h"
 
 namespace edgeq::calibrate {
 

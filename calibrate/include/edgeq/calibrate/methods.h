@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "edgeq/calibrate/calibrate.h"
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/thread_pool.h"
 #include "edgeq/quant/quantize.h"
 
 namespace edgeq::calibrate {

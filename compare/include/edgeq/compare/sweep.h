@@ -64,7 +64,7 @@ struct MethodContext {
   const calibrate::CalibrationStats* stats;        // the sweep's calibration (null unless the inputs asked for it)
   std::function<void(const std::string&)> log;     // progress lines of a long preparation (may throw to cancel)
 };
-struct Method {
+struct SweepMethod {
   const char* name;
   const char* description;
   bool calibrated;  // false: plain rounding. Calibration changes nothing for float types, so such methods
@@ -75,8 +75,8 @@ struct Method {
   // Sets qo's importance / tensor hook / method record; the returned state must outlive quantize_model.
   std::function<std::shared_ptr<void>(const MethodContext&, quant::QuantizeOptions& qo)> prepare;
 };
-const std::vector<Method>& methods();
-const Method& find_method(std::string_view name);  // throws edgeq::Error listing the methods
+const std::vector<SweepMethod>& methods();
+const SweepMethod& find_method(std::string_view name);  // throws edgeq::Error listing the methods
 // rtn; plus imatrix with --imatrix FILE; plus imatrix and auto with --calib TEXT (llama.cpp's usual
 // calibrated baseline, and edgeq's per-tensor choice among rtn, imatrix, awq and gptq).
 std::vector<std::string> default_methods(const SweepOptions& opt);

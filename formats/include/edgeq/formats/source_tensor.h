@@ -32,7 +32,7 @@ struct SourceTensor {
   std::function<void(uint64_t row0, uint64_t nrows, float* dst)> load_rows;
   // Optional: drops the source pages of this tensor from memory once consumed (a later load reads them again).
   std::function<void()> release;
-  // A palettized weight of a GGUF source (formats/palette.h), decoded through its tables: source_type and
+  // A palettized weight of a GGUF source (formats/palette_layout.h), decoded through its tables: source_type and
   // keep_type are F16 (every value is an f16 table entry), raw is null.
   bool palettized = false;
 

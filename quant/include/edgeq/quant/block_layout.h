@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 
 namespace edgeq::quant::layout {
 

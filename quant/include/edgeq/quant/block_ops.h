@@ -58,7 +58,8 @@ struct BlockOps {
   const GgmlTypeInfo* info = nullptr;
 };
 
-// The row for t, or nullptr when edgeq has none. dequantize_simd is nullptr when this CPU lacks AVX2+F16C.
+// The row for t, or nullptr when edgeq has none. dequantize_row takes dequantize_simd at
+// edgeq/base/cpu.h's level Avx2 and above.
 const BlockOps* block_ops(GgmlType t);
 // Every row, in table order (built-in rows first, in id order, then registered ones).
 std::vector<const BlockOps*> block_ops_rows();

@@ -21,9 +21,7 @@ void dequantize_row_scalar(GgmlType t, const void* src, float* dst, int64_t n);
 
 // True when dequantize_row has a SIMD path for t (otherwise it calls the scalar one).
 bool has_simd_dequantize(GgmlType t);
-// True when this x86-64 CPU has AVX2 and F16C (the SIMD paths of quant/ and runtime/ require both).
-bool cpu_has_avx2_f16c();
-// Name of the SIMD target compiled in ("AVX2", "SSE4", "scalar", ...), for benchmarks and logs.
+// Name of the dequantizers' SIMD path in use ("AVX2+F16C" or "scalar"), for benchmarks and logs.
 const char* simd_target_name();
 
 // Quantizes nrows rows of n_per_row floats into dst (ggml_row_size(t, n_per_row) bytes per row).
@@ -35,12 +33,13 @@ const char* simd_target_name();
 size_t quantize_rows(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
                      const float* importance);
 
-// For tests and benchmarks: false makes quantize_rows take its portable path. Both paths write the same
-// bytes (the SIMD lanes repeat the scalar operations in order); only the speed differs. max_lanes caps the
-// kernels that score many scale candidates at once (one per lane): 16 (AVX-512F), 8 (AVX2), or 0 for the
-// AVX2 loops that score one candidate at a time. Not thread-safe with a quantization in progress.
-void set_quantize_simd(bool enabled, int max_lanes = 16);
-// True when quantize_rows uses SIMD code on this machine (AVX2 available and not switched off).
+// quantize_rows' SIMD paths follow edgeq/base/cpu.h's level (Portable, Avx2, Avx512: set_max_level). All
+// write the same bytes (the SIMD lanes repeat the scalar operations in order); only the speed differs. The
+// kernels that score many scale candidates at once (one per lane) run 16 lanes at Avx512 and 8 at Avx2; for
+// tests and benchmarks, false here makes the SIMD paths score one candidate at a time instead. Not
+// thread-safe with a quantization in progress.
+void set_quantize_candidate_lanes(bool enabled);
+// True when quantize_rows uses SIMD code (level Avx2 or above).
 bool quantize_simd_active();
 // The candidate-parallel width in use: 16, 8, or 0 (none).
 int quantize_simd_lanes();

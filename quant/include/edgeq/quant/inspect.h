@@ -1,5 +1,5 @@
 // `edgeq inspect`: llama.cpp's legacy imatrix files (reader: imatrix.h) and, for every other path, the model and
-// checkpoint report of formats/inspect.h (GGUF, safetensors, HF directories, ONNX).
+// checkpoint report of formats/inspect_model.h (GGUF, safetensors, HF directories, ONNX).
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>

@@ -1,4 +1,4 @@
-// Palettization: k-means look-up tables (the PAL2…PAL8 file types; storage in formats/palette.h).
+// Palettization: k-means look-up tables (the PAL2…PAL8 file types; storage in formats/palette_layout.h).
 // A group of rows shares one table of 2^bits f16 values; each weight is stored as the index of its nearest
 // table entry. The table minimises the importance-weighted squared error Σ imp[column]·(w − lut[idx])²
 // (imp = the imatrix's mean x² per input column; all 1 without one): weighted k-means in one dimension
@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/thread_pool.h"
 
 namespace edgeq::quant {
 
@@ -22,7 +22,7 @@ int palette_index(const float* lut, int k, float v);
 
 // Palettizes nrows rows of n_per_row values: one table per group_rows rows (0: one for all rows; must divide
 // nrows), importance per column (n_per_row values) or nullptr. Writes nrows · n_per_row·bits/8 index bytes
-// (formats/palette.h's bit streams; n_per_row·bits must be a multiple of 8) and n_groups · 2^bits f16 table
+// (formats/palette_layout.h's bit streams; n_per_row·bits must be a multiple of 8) and n_groups · 2^bits f16 table
 // entries. Groups are fitted and rows encoded in parallel on pool; throws edgeq::Error on bad arguments.
 void palettize(const float* x, int64_t nrows, int64_t n_per_row, const float* importance, int bits,
                int64_t group_rows, uint8_t* idx, uint16_t* lut, ThreadPool& pool);

@@ -49,7 +49,7 @@ enum class FileType : uint32_t {
   MOSTLY_IQ4_XS = 30,
   MOSTLY_IQ1_M = 31,
   MOSTLY_BF16 = 32,
-  // edgeq's palettized files (formats/palette.h): not llama.cpp values (its range ends far below), so
+  // edgeq's palettized files (formats/palette_layout.h): not llama.cpp values (its range ends far below), so
   // llama.cpp never mistakes such a file for one of its own types.
   EDGEQ_PAL2 = 4096 + 2,
   EDGEQ_PAL3 = 4096 + 3,
@@ -64,7 +64,7 @@ struct FileTypeInfo {
   GgmlType default_type;  // the mix's base type (llama_model_quantize_impl's default_type); I8 for PAL
   const char* description;
   // > 0: a palettized type (PALn): every tensor llama.cpp's mixes quantize becomes an n-bit index tensor plus
-  // an F16 look-up table (formats/palette.h), the token embedding included, except the output matrix, which
+  // an F16 look-up table (formats/palette_layout.h), the token embedding included, except the output matrix, which
   // keeps llama.cpp's mix rule (Q6_K; palettized too with --pure); no other mix rules apply. Only edgeq loads
   // these files.
   int palette_bits = 0;
@@ -130,7 +130,7 @@ struct TypeDecision {
   bool overridden = false;  // a user override chose the type
   uint64_t nbytes = 0;    // data bytes of the tensor in `type` (palettized: index and table together)
   // > 0: palettized at these bits, written as <name>.pal_idx (`type` = I8) and <name>.pal_lut (F16) with
-  // palette_groups tables (formats/palette.h).
+  // palette_groups tables (formats/palette_layout.h).
   int palette_bits = 0;
   uint64_t palette_groups = 0;
 };

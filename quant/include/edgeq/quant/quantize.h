@@ -14,7 +14,7 @@
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/source_tensor.h"
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/thread_pool.h"
 #include "edgeq/quant/policy.h"
 
 namespace edgeq::quant {
@@ -119,7 +119,7 @@ struct QuantizeReport {
 
 // Quantizes src into out_path. The output appears only when complete; the same input and options give
 // byte-identical files for any thread count. Throws edgeq::Error (non-finite weights name the tensor).
-// PAL types write edgeq.pal.bits and edgeq.pal.group (formats/palette.h) and skip tensor_hook for palettized
+// PAL types write edgeq.pal.bits and edgeq.pal.group (formats/palette_layout.h) and skip tensor_hook for palettized
 // tensors (the calibration methods rewrite standard blocks only).
 QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_path, const QuantizeOptions& opts);
 

@@ -1,7 +1,7 @@
 // Matrix products of f32 activations with (possibly quantized) mmapped weights.
 // A weight W is a GGUF tensor [in, out] (dims[0] = in = row length); y = x · Wᵀ for a batch of rows x.
-// Weight types with a kernel (runtime/src/kernels.h: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) are multiplied in integer arithmetic
-// on the blocks, with activations quantized to Q8_0/Q8_K as llama.cpp does, for batches under 16 tokens
+// Weight types with a kernel (those whose block-ops row has kernel slots filled: runtime/src/kernels.cpp's kKernels
+// lists them) are multiplied in integer arithmetic on the blocks, with activations quantized to Q8_0/Q8_K as llama.cpp does, for batches under 16 tokens
 // (generation). Other weights, and larger batches, are dequantized tile by tile (quant::dequantize_row) into
 // a per-thread f32 buffer, packed and multiplied with the runtime's GEMM (runtime/src/gemm.h; a task per tile on
 // our thread pool). Every output element is
@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "edgeq/formats/gguf.h"
-#include "edgeq/formats/huge_pages.h"
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/huge_pages.h"
+#include "edgeq/base/thread_pool.h"
 #include "edgeq/quant/block_ops.h"
 
 namespace edgeq::runtime {
@@ -24,7 +24,7 @@ namespace edgeq::runtime {
 // The shared pool lives in formats/ (convert and quantize use it too); the runtime name stays.
 using ThreadPool = edgeq::ThreadPool;
 
-// A weight matrix as the runtime uses it: a GGUF tensor, or a palettized weight (formats/palette.h), whose
+// A weight matrix as the runtime uses it: a GGUF tensor, or a palettized weight (formats/palette_layout.h), whose
 // view is its index tensor with the weight's name and dims (type I8, data = the index bytes) and whose rows
 // are table look-ups. Palettized weights go through dequantize + GEMM, activations rounded to f16 (their
 // values are f16 table entries, so they are multiplied as F16 weights are).
@@ -96,9 +96,9 @@ constexpr int64_t kKernelMaxTokens = 16;
 std::string blas_core();
 
 // For tests and benchmarks (not thread-safe with a product in progress): enabled=false sends quantized weights
-// through dequantize + GEMM instead of the integer dot-product kernels; simd=false makes the kernels take
-// their portable path (same results).
-void set_matmul_kernels(bool enabled, bool simd = true);
+// through dequantize + GEMM instead of the integer dot-product kernels (the SIMD level of either path is
+// edgeq/base/cpu.h's set_max_level).
+void set_matmul_kernels(bool enabled);
 
 // Dequantizes rows [r0, r1) of a 2-D weight into dst (row-major, dims[0] floats per row).
 void dequantize_rows(const Weight& w, int64_t r0, int64_t r1, float* dst);

@@ -3,7 +3,7 @@
 // ModelConfig.
 // Weights stay in the memory-mapped file (no copy); only the small norm/bias vectors are widened to f32.
 // Everything is validated at load, before any compute: architecture, hyperparameters, every tensor's
-// presence, shape and type (must be dequantizable). A weight may be palettized (formats/palette.h).
+// presence, shape and type (must be dequantizable). A weight may be palettized (formats/palette_layout.h).
 #pragma once
 #include <cstdint>
 #include <string>

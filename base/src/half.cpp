@@ -1,4 +1,4 @@
-#include "edgeq/formats/half.h"
+#include "edgeq/base/half.h"
 
 namespace edgeq {
 

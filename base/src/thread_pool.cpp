@@ -1,4 +1,4 @@
-#include "edgeq/formats/thread_pool.h"
+#include "edgeq/base/thread_pool.h"
 
 #include <algorithm>
 #include <chrono>

@@ -1,4 +1,4 @@
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq {
 

@@ -1,4 +1,4 @@
-#include "edgeq/formats/huge_pages.h"
+#include "edgeq/base/huge_pages.h"
 
 #include <sys/mman.h>
 

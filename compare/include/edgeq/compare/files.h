@@ -1,6 +1,7 @@
 // Compare quantized models against a reference on one text: the reference's perplexity and log-probabilities
 // are computed once, then each candidate's perplexity and KL divergence (llama-perplexity's definitions, see
-// docs/PROTOCOL.md), with file size and bits per weight — the table behind `edgeq compare`.
+// docs/PROTOCOL.md), with file size and bits per weight — the table behind `edgeq compare BASE CANDIDATES...`
+// (the sweep, sweep.h, describes its files with describe_model too).
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
@@ -9,7 +10,11 @@
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/perplexity.h"
 
-namespace edgeq::runtime {
+namespace edgeq::compare {
+
+using runtime::ChunkProgress;
+using runtime::Model;
+using runtime::PerplexityResult;
 
 struct CompareRow {
   std::string path;
@@ -46,4 +51,4 @@ CompareReport compare_models(const std::string& base, const std::vector<std::str
 nlohmann::json compare_to_json(const CompareReport& r);
 std::string render_compare(const CompareReport& r);
 
-}  // namespace edgeq::runtime
+}  // namespace edgeq::compare

@@ -1,8 +1,8 @@
-#include "edgeq/formats/palette.h"
+#include "edgeq/formats/palette_layout.h"
 
 #include <map>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq::palette {
 

@@ -1,4 +1,4 @@
-#include "edgeq/runtime/compare.h"
+#include "edgeq/compare/files.h"
 
 #include <unistd.h>
 
@@ -7,14 +7,16 @@
 #include <fstream>
 #include <sstream>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/formats/palette_layout.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
 
-namespace edgeq::runtime {
+namespace edgeq::compare {
+
+using namespace edgeq::runtime;
 
 namespace {
 
@@ -56,6 +58,18 @@ struct TempBase {
 
 }  // namespace
 
+namespace {
+// What every model's run shares: context, chunks, threads and the progress callback.
+PerplexityOptions perplexity_options(const CompareOptions& opt) {
+  PerplexityOptions po;
+  po.n_ctx = opt.n_ctx;
+  po.max_chunks = opt.max_chunks;
+  po.n_threads = opt.n_threads;
+  po.progress = opt.progress;
+  return po;
+}
+}  // namespace
+
 CompareReport compare_models(const std::string& base, const std::vector<std::string>& candidates,
                              const std::string& text_path, const CompareOptions& opt) {
   if (candidates.empty()) fail("compare: no candidate models given");
@@ -70,12 +84,8 @@ CompareReport compare_models(const std::string& base, const std::vector<std::str
     const auto tok = Tokenizer::from_gguf(model.gguf());
     tokens = tok.tokenize(read_text_file(text_path), true, false);
     base_vocab = static_cast<int64_t>(tok.n_vocab());
-    PerplexityOptions po;
-    po.n_ctx = opt.n_ctx;
-    po.max_chunks = opt.max_chunks;
-    po.n_threads = opt.n_threads;
+    PerplexityOptions po = perplexity_options(opt);
     po.kld_base_out = tmp.file();
-    po.progress = opt.progress;
     rep.base = describe_model(model);
     rep.base.result = perplexity(model, tokens, tok.add_bos(), tok.bos(), po);
     rep.n_ctx = rep.base.result.n_ctx;
@@ -89,12 +99,8 @@ CompareReport compare_models(const std::string& base, const std::vector<std::str
     if (static_cast<int64_t>(tok.n_vocab()) != base_vocab)
       fail("{}: vocabulary of {} tokens differs from the reference {} ({} tokens)", candidates[i], tok.n_vocab(), base,
            base_vocab);
-    PerplexityOptions po;
-    po.n_ctx = opt.n_ctx;
-    po.max_chunks = opt.max_chunks;
-    po.n_threads = opt.n_threads;
+    PerplexityOptions po = perplexity_options(opt);
     po.kld_in = tmp.file();
-    po.progress = opt.progress;
     CompareRow row = describe_model(model);
     row.result = perplexity(model, tokens, tok.add_bos(), tok.bos(), po);
     rep.candidates.push_back(std::move(row));
@@ -165,4 +171,4 @@ std::string render_compare(const CompareReport& r) {
   return o;
 }
 
-}  // namespace edgeq::runtime
+}  // namespace edgeq::compare

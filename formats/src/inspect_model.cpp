@@ -1,15 +1,16 @@
-#include "edgeq/formats/inspect.h"
+#include "edgeq/formats/inspect_model.h"
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/human_bytes.h"
+#include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/formats/onnx.h"
-#include "edgeq/formats/palette.h"
+#include "edgeq/formats/palette_layout.h"
 #include "edgeq/formats/safetensors.h"
 
 namespace edgeq {
@@ -94,7 +95,7 @@ nlohmann::json inspect_gguf(const std::string& path) {
   nlohmann::json ts = nlohmann::json::array();
   std::map<std::string, std::pair<uint64_t, uint64_t>> hist;
   // A palettized weight's parameters and bits per weight (index and table bytes) are shown on its index tensor;
-  // its table holds no parameters (formats/palette.h).
+  // its table holds no parameters (formats/palette_layout.h).
   const auto pal = palette::palettized_tensors(f);
   std::map<std::string_view, const palette::PalTensor*> parts;
   for (const auto& p : pal) {
@@ -217,13 +218,6 @@ nlohmann::json inspect_onnx(const std::string& path, const std::string& model_pa
   finish_totals(r, hist, params, bytes);
   if (dir_given) add_checkpoint_files(r, path);
   return r;
-}
-
-std::string human_bytes(uint64_t b) {
-  if (b >= (1ull << 30)) return fmt::format("{:.2f} GiB", static_cast<double>(b) / (1ull << 30));
-  if (b >= (1ull << 20)) return fmt::format("{:.2f} MiB", static_cast<double>(b) / (1ull << 20));
-  if (b >= (1ull << 10)) return fmt::format("{:.2f} KiB", static_cast<double>(b) / (1ull << 10));
-  return fmt::format("{} B", b);
 }
 
 std::string shape_str(const nlohmann::json& s) {

@@ -1,10 +1,10 @@
-#include "edgeq/formats/thread_count.h"
+#include "edgeq/base/thread_count.h"
 
 #include <sched.h>
 
 #include <thread>
 
-#include "edgeq/formats/error.h"
+#include "edgeq/base/error.h"
 
 namespace edgeq {
 
