@@ -49,17 +49,18 @@ double werr(const std::vector<float>& a, const std::vector<float>& b, int64_t n,
 }  // namespace
 
 // llama-quantize wrote the golden files from the same weights with the same imatrix: on a slice of rows of three
-// tensors per type (the first three of the type in a golden file), edgeq's encoding has a lower importance-weighted squared error than llama.cpp's. Measured
-// ratios (edgeq / llama.cpp, summed over the slices): IQ1_S 0.846, IQ1_M 0.838, IQ2_XXS 0.905, IQ2_XS 0.900,
-// IQ2_S 0.918, IQ3_XXS 0.934, IQ3_S 0.891; the bounds leave a small margin.
+// tensors per type (the first three of the type in a golden file), edgeq's encoding has a lower importance-weighted
+// squared error than llama.cpp's, although both encoders weight by importance * sqrt(sigma2 + x^2), not by the
+// importance alone. Measured ratios (edgeq / llama.cpp, summed over the slices): IQ1_S 0.868, IQ1_M 0.860,
+// IQ2_XXS 0.922, IQ2_XS 0.911, IQ2_S 0.935, IQ3_XXS 0.947, IQ3_S 0.907; the bounds leave a small margin.
 TEST(IqQuantize, BeatsLlamaQuantizeOnTheGoldenWeights) {
   const auto st = edgeq::SafetensorsFile::open(kShared + "/models/tl-8m/model.safetensors");
   const auto im = q::ImatrixFile::open(kShared + "/golden/tl-8m.imatrix");
   struct Case { const char* file; GgmlType type; double bound; };
-  const Case cases[] = {{"IQ1_S", GgmlType::IQ1_S, 0.88},     {"IQ1_M", GgmlType::IQ1_M, 0.87},
-                        {"IQ2_XXS", GgmlType::IQ2_XXS, 0.94}, {"IQ2_XS", GgmlType::IQ2_XS, 0.93},
-                        {"IQ3_XXS", GgmlType::IQ2_S, 0.95},     {"IQ3_XXS", GgmlType::IQ3_XXS, 0.96},
-                        {"IQ3_S", GgmlType::IQ3_S, 0.92}};
+  const Case cases[] = {{"IQ1_S", GgmlType::IQ1_S, 0.90},     {"IQ1_M", GgmlType::IQ1_M, 0.89},
+                        {"IQ2_XXS", GgmlType::IQ2_XXS, 0.95}, {"IQ2_XS", GgmlType::IQ2_XS, 0.94},
+                        {"IQ3_XXS", GgmlType::IQ2_S, 0.96},     {"IQ3_XXS", GgmlType::IQ3_XXS, 0.97},
+                        {"IQ3_S", GgmlType::IQ3_S, 0.93}};
   const int64_t kRows = EDGEQ_SANITIZED ? 8 : 32;
   for (const Case& c : cases) {
     const auto file = edgeq::GgufFile::open(kShared + "/golden/tl-8m-" + c.file + "-imat.gguf");

@@ -699,6 +699,16 @@ void enc_block(const float* x, const float* w, void* dst) {
   Block bk(c.grid());
   bk.x = x;
   bk.w = w;
+  // The weights also grow with |x| (llama.cpp's sqrt(sigma2 + x^2) factor, sigma2 = 2 mean x^2 of the block): at
+  // these bit rates the plain weighted error zeroes too many large weights. tl-8m with the golden imatrix, mean
+  // KLD with plain weights / with the factor: IQ1_S 0.0934 / 0.0757 (llama.cpp's encoder 0.0701), IQ2_XS
+  // 0.0329 / 0.0323 (llama.cpp 0.0352).
+  float wm[QK_K];
+  float sx2 = 0;
+  for (int i = 0; i < QK_K; ++i) sx2 += x[i] * x[i];
+  const float sigma2 = 2.f * sx2 / QK_K;
+  for (int i = 0; i < QK_K; ++i) wm[i] = w[i] * std::sqrt(sigma2 + x[i] * x[i]);
+  bk.w = wm;
   bk.slots_per_unit = 8 / bk.T.dim;
   c.pack(code(bk, search_block(bk)), dst);
 }
