@@ -35,7 +35,7 @@ struct Opts {
   int threads = 0;
   int64_t pal_group = 0;
   const CLI::Option* pal_group_opt = nullptr;  // its count() tells whether --pal-group was given
-  bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false;
+  bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false, force = false;
   bool list_types = false;
   edgeq::GgufSplitOptions split;
 };
@@ -97,15 +97,9 @@ q::QuantizeSource open_source(const std::string& src, int threads) {
   return edgeq::convert::open_quantize_source(src, threads);
 }
 
-int run(Opts& o) {
-  if (o.list_types) {
-    print_types();
-    return 0;
-  }
-  if (o.src.empty()) edgeq::fail("quantize: no source (a .gguf, a Hugging Face checkpoint directory or a .onnx model)");
+// The flags' values and combinations (every error here is a usage error).
+void check_flags(Opts& o, q::QuantizeOptions& qo) {
   apply_positional(o);
-  // Everything the user typed is checked before any file is opened or written.
-  q::QuantizeOptions qo;
   qo.policy.ftype = q::parse_file_type(o.type);
   for (auto& s : o.tensor_types) qo.policy.tensor_types.push_back(q::parse_tensor_type_override(s));
   if (!o.output_tensor_type.empty()) qo.policy.output_tensor_type = q::parse_tensor_type(o.output_tensor_type);
@@ -121,9 +115,25 @@ int run(Opts& o) {
     edgeq::fail("--method {}: the PAL types take rtn or imatrix (the importance weights the k-means)", o.method);
   qo.policy.pure = o.pure;
   qo.policy.leave_output_tensor = o.leave_output;
+  if (o.leave_output && !o.output_tensor_type.empty())
+    edgeq::fail("--output-tensor-type {} with --leave-output-tensor: the output matrix is left unquantized, so the "
+                "type would be ignored; give one of them", o.output_tensor_type);
+  edgeq::cli::check_quantize_method_options(o.method, o.calib, o.data, !o.imatrix.empty(), o.act_order);
+}
+
+int run(Opts& o) {
+  if (o.list_types) {
+    print_types();
+    return 0;
+  }
+  if (o.src.empty()) edgeq::fail("quantize: no source (a .gguf, a Hugging Face checkpoint directory or a .onnx model)");
+  // Everything the user typed is checked before any file is opened or written: a bad value or combination is
+  // a usage error (exit 2).
+  q::QuantizeOptions qo;
+  edgeq::cli::as_usage_error([&] { check_flags(o, qo); });
+  qo.threads = edgeq::resolve_threads(o.threads);
   qo.allow_requantize = o.allow_requantize;
   qo.record_method = !o.no_edgeq_metadata;
-  qo.threads = edgeq::resolve_threads(o.threads);
   qo.split = o.split;
   // The output must load in the runtime: the same model and tokenizer checks perplexity makes.
   qo.check_output = [](const edgeq::GgufFile& header) {
@@ -134,8 +144,8 @@ int run(Opts& o) {
   // A directory or a device is refused before anything is read (a split set's file names are known, and
   // checked, once the tensor types are planned, before any tensor is read).
   if (!o.split.enabled()) edgeq::check_output_path(o.out);
+  edgeq::cli::check_not_replacing_checkpoint_file(o.src, o.out, o.force);
 
-  edgeq::cli::check_quantize_method_options(o.method, o.calib, o.data, !o.imatrix.empty(), o.act_order);
   q::Importance imp;
   if (!o.imatrix.empty()) {
     imp = q::load_importance(o.imatrix);
@@ -191,7 +201,7 @@ int run(Opts& o) {
                         {"mb_per_s", mbps},
                         {"type_counts", r.type_counts},
                         {"tensors", tensors}};
-    std::fputs(j.dump(1).c_str(), stdout);
+    std::fputs(j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str(), stdout);
     std::fputc('\n', stdout);
     return 0;
   }
@@ -260,6 +270,7 @@ edgeq::cli::Register reg(30, [](CLI::App& app) -> std::function<int()> {
   sub->add_flag("--pure", o->pure, "No mix rules: every quantized tensor gets the mix's base type");
   sub->add_flag("--leave-output-tensor", o->leave_output, "Keep output.weight in the source type");
   sub->add_flag("--allow-requantize", o->allow_requantize, "Allow a source whose tensors are already quantized");
+  sub->add_flag("--force", o->force, "Let -o replace an existing file in the source checkpoint's directory");
   sub->add_flag("--no-edgeq-metadata", o->no_edgeq_metadata,
                 "Do not record edgeq.quantize.method (by default the method and mix are recorded); the metadata, and "
                 "so the file size, are then exactly what llama-quantize writes for the same source");

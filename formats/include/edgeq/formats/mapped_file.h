@@ -43,6 +43,8 @@ std::string read_text_file(const std::string& path);
 // number never blocks a new output.
 void note_input_file(const std::string& path);
 void protect_inputs(bool on);
+// Whether `path` names (through any link) a file this process read: clean-up code never removes one.
+bool is_input_file(const std::string& path);
 // Stops protecting `path` (a command that deliberately rewrites its own earlier output, e.g. a report).
 void forget_input_file(const std::string& path);
 // Throws edgeq::Error naming `path` when an output there would replace a file this process read, a
@@ -71,7 +73,8 @@ class ScopedRemoveOnSignal {
 // If the object is destroyed without commit() (error, exception), the temp file is removed:
 // a failed run never leaves a partial output behind. A symbolic link is followed (the link stays, its
 // target is replaced). A character device or FIFO (/dev/null, a pipe) is written directly, never
-// renamed over. Refuses outputs that check_output_path() refuses.
+// renamed over. Refuses outputs that check_output_path() refuses. Creating one removes the
+// "<path>.tmp.<pid>" files of processes that no longer exist (a run killed by SIGKILL).
 class AtomicOutputFile {
  public:
   explicit AtomicOutputFile(const std::string& path);  // throws edgeq::Error
