@@ -169,16 +169,12 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
   sub->add_option("-o,--output", o->out, "Report directory (report.md/.json/.csv, ppl_vs_bpw.svg, kld_vs_bpw.svg)");
   sub->add_option("-f,--file,--eval", o->text, "Text to evaluate on");
   sub->add_option("--types", o->types, "Comma-separated mixes (default: F16,Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q3_K_M,Q2_K)")
-      ->delimiter(',')
-      ->check(edgeq::cli::non_empty_item("--types"))
       ->allow_extra_args(false);
   std::string mnames;
   for (auto& m : cmp::methods()) mnames += fmt::format("\n    {}: {}", m.name, m.description);
   sub->add_option("--methods", o->methods,
                   "Comma-separated methods (default: rtn; plus imatrix with --imatrix; plus imatrix and auto with "
                   "--calib). Methods other than rtn skip the float types:" + mnames)
-      ->delimiter(',')
-      ->check(edgeq::cli::non_empty_item("--methods"))
       ->allow_extra_args(false);
   sub->add_option("--imatrix", o->imatrix,
                   "Importance matrix (llama-imatrix format) for the imatrix method (used instead of --calib for it)");
@@ -203,6 +199,8 @@ edgeq::cli::Register reg(70, [](CLI::App& app) -> std::function<int()> {
       ->expected(1, -1);
   sub->add_flag("--json", o->json, "Comparing existing GGUFs: print one JSON document instead of the table");
   return [o]() {
+    o->types = edgeq::cli::split_list("--types", o->types);  // "Q8_0,,Q4_0" is a usage error, not two types
+    o->methods = edgeq::cli::split_list("--methods", o->methods);
     if (!o->merge.empty()) {
       if (o->out.empty()) edgeq::fail("compare --merge: the report directory (-o DIR) is required");
       if (!o->models.empty()) edgeq::fail("compare --merge: takes result files or directories only");

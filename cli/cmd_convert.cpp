@@ -47,9 +47,9 @@ edgeq::cli::Register reg(20, [](CLI::App& app) -> std::function<int()> {
     // A directory or a device is refused before anything is read (a split set's names are known, and checked,
     // once the tensors are planned, before any is read).
     if (!o->split.enabled()) edgeq::check_output_path(o->out);
-    edgeq::cli::check_not_replacing_checkpoint_file(o->src, o->out, o->force);
     auto plan = edgeq::convert::plan_conversion(o->src, co);
     if (!o->split.enabled()) edgeq::check_output_path(o->out);  // the checkpoint's files are known now
+    edgeq::cli::check_not_replacing_checkpoint_file(o->src, o->out, o->force);
     edgeq::cli::Progress progress("convert", !o->json);
     auto res = edgeq::convert::convert_to_gguf(plan, o->out, "", o->threads, [&](const edgeq::convert::ConvertProgress& p) {
       progress.update(p.bytes_total ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 1.0,

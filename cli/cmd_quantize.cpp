@@ -136,15 +136,20 @@ int run(Opts& o) {
   qo.record_method = !o.no_edgeq_metadata;
   qo.split = o.split;
   // The output must load in the runtime: the same model and tokenizer checks perplexity makes.
-  qo.check_output = [](const edgeq::GgufFile& header) {
+  qo.check_output = [src = o.src](const edgeq::GgufFile& header) {
     if (!edgeq::runtime::Model::supports(header.architecture())) return;
-    edgeq::runtime::Model::check_header(header);
-    (void)edgeq::Tokenizer::from_gguf(header);
+    try {
+      edgeq::runtime::Model::check_header(header);
+      (void)edgeq::Tokenizer::from_gguf(header);
+    } catch (const edgeq::Error& e) {  // the header is the output's, its values the source's: name the source
+      std::string m = e.what();
+      if (m.rfind(header.path() + ": ", 0) == 0) m.erase(0, header.path().size() + 2);
+      edgeq::fail("{}: {}", src, m);
+    }
   };
   // A directory or a device is refused before anything is read (a split set's file names are known, and
   // checked, once the tensor types are planned, before any tensor is read).
   if (!o.split.enabled()) edgeq::check_output_path(o.out);
-  edgeq::cli::check_not_replacing_checkpoint_file(o.src, o.out, o.force);
 
   q::Importance imp;
   if (!o.imatrix.empty()) {
@@ -154,6 +159,7 @@ int run(Opts& o) {
   q::QuantizeSource src = open_source(o.src, qo.threads);
   const auto method = edgeq::cli::setup_quantize_method(o.method, o.calib, o.data, o.src, src, qo, qo.threads, o.act_order);
   if (!o.split.enabled()) edgeq::check_output_path(o.out);  // every input is known now: it replaces none
+  edgeq::cli::check_not_replacing_checkpoint_file(o.src, o.out, o.force);
 
   edgeq::cli::Progress progress("quantize", !o.json);
   nlohmann::json tensors = nlohmann::json::array();

@@ -22,12 +22,21 @@ CLI::Validator whole_number(std::string flag, int64_t lo, int64_t hi, std::strin
       "", flag);
 }
 
-CLI::Validator non_empty_item(std::string flag) {
-  return CLI::Validator(
-      [=](std::string& s) -> std::string {
-        return s.find_first_not_of(" \t") == std::string::npos ? flag + ": an item of the list is empty" : "";
-      },
-      "", flag + "-items");
+std::vector<std::string> split_list(const std::string& flag, const std::vector<std::string>& values) {
+  std::vector<std::string> out;
+  for (const auto& v : values) {
+    size_t pos = 0;
+    for (;;) {
+      const size_t comma = v.find(',', pos);
+      std::string item = v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      if (item.find_first_not_of(" \t") == std::string::npos)
+        throw UsageError(fmt::format("{} {}: an item of the list is empty", flag, v));
+      out.push_back(std::move(item));
+      if (comma == std::string::npos) break;
+      pos = comma + 1;
+    }
+  }
+  return out;
 }
 
 CLI::Option* add_threads_option(CLI::App* sub, int& threads, const std::string& extra_help, bool short_flag) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "edgeq/formats/error.h"
 #include "edgeq/formats/gguf.h"
@@ -30,8 +31,9 @@ void as_usage_error(F&& f) {
 // A whole number in [lo, hi] (or exactly `also`), else a message naming the flag and the allowed range.
 CLI::Validator whole_number(std::string flag, int64_t lo, int64_t hi, std::string range_text,
                             std::optional<int64_t> also = std::nullopt);
-// Each item of a comma-separated list is non-empty ("Q8_0,,Q4_0" is a typo, not two types).
-CLI::Validator non_empty_item(std::string flag);
+// The comma-separated items of a list flag's values; an empty item ("Q8_0,,Q4_0", a trailing comma) is a
+// UsageError (CLI11's delimiter drops empty items silently).
+std::vector<std::string> split_list(const std::string& flag, const std::vector<std::string>& values);
 
 // -t/--threads N: 0 = all cores, 1..4x cores (edgeq::resolve_threads); anything else is a usage error.
 // short_flag = false leaves -t to the command (quantize's -t is --type, as it always was).

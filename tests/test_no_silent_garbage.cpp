@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -362,7 +363,7 @@ TEST_F(Garbage, TextFromPipesAndZstdForEveryTextFlag) {
   const std::string zst = t.file("ev.txt.zst");
   if (std::system(("zstd -q -f " + q(ev) + " -o " + q(zst) + " 2>/dev/null").c_str()) != 0) GTEST_SKIP() << "no zstd";
   const std::string M = q(kStoriesGguf);
-  for (const std::string& c : {"tokenize " + M + " --ids -f TEXT", "perplexity " + M + " -c 64 -t 1 -f TEXT"}) {
+  for (const std::string& c : {"tokenize " + M + " --ids -f TEXT", "perplexity " + M + " -c 64 --chunks 4 -t 1 -f TEXT"}) {
     auto sub = [&](const std::string& text) {
       std::string x = c;
       x.replace(x.find("TEXT"), 4, text);
@@ -383,16 +384,16 @@ TEST_F(Garbage, TextFromPipesAndZstdForEveryTextFlag) {
     }
   }
   // compare --eval and calibrate --data take the pipe too.
-  auto a = run("compare " + M + " " + M + " -c 64 -t 1 --json --eval " + q(ev));
+  auto a = run("compare " + M + " " + M + " -c 64 --chunks 4 -t 1 --json --eval " + q(ev));
   auto b = edgeq::test::run_shell("cat " + q(ev) + " | EDGEQ_PROGRESS=0 " + q(kEdgeq) + " compare " + M + " " + M +
-                                  " -c 64 -t 1 --json --eval -");
+                                  " -c 64 --chunks 4 -t 1 --json --eval -");
   ASSERT_EQ(a.code, 0) << a.err;
   EXPECT_EQ(b.code, 0) << b.err;
   auto ppl = [](const std::string& s) { return s.substr(s.find("\"ppl\""), 40); };
   if (b.code == 0) {
     EXPECT_EQ(ppl(a.out), ppl(b.out));
   }
-  auto c = run("compare " + M + " " + M + " -c 64 -t 1 --json --eval " + q(zst));
+  auto c = run("compare " + M + " " + M + " -c 64 --chunks 4 -t 1 --json --eval " + q(zst));
   EXPECT_EQ(c.code, 0) << c.err;
   if (c.code == 0) {
     EXPECT_EQ(ppl(a.out), ppl(c.out));
@@ -471,7 +472,7 @@ TEST_F(Garbage, MergeRefusesEveryTamperedResultField) {
       {"entry.file_bytes", "0"},    {"entry.bits_per_weight", "0"}, {"entry.bits_per_weight", "1000"},
       {"entry.mean_kld", "-1"},     {"entry.median_kld", "-1"},   {"entry.p99_kld", "-0.1"},
       {"entry.max_kld", "-1"},      {"entry.mean_kld_err", "-1"}, {"entry.same_top_p_pct", "200"},
-      {"entry.rms_dp_pct", "-3"},   {"entry.ppl_err", "-1"},      {"entry.ppl_ratio", "0.5"},
+      {"entry.rms_dp_pct", "-3"},   {"entry.ppl_err", "-1"},      {"entry.ppl_ratio", "0"},
       {"entry.ppl_ratio_err", "-1"}, {"entry.type", "\"Q9_9\""},  {"entry.method", "\"magic\""},
       {"entry.quantize_seconds", "-1"}, {"entry.eval_seconds", "-1"}, {"entry.eval_tokens_per_second", "-1"},
       {"reference.ppl", "0"},       {"reference.ppl_err", "-1"},  {"reference.file_bytes", "-1"},
@@ -499,4 +500,172 @@ TEST_F(Garbage, MergeRefusesEveryTamperedResultField) {
   }
   auto ok = run("compare --merge " + q(good) + " -o " + q(t.file("M")));
   EXPECT_EQ(ok.code, 0) << ok.err;
+}
+
+// 9: Ctrl-C during calibration (calibrate, quantize --data) exits 130 and leaves no output.
+TEST_F(Garbage, CtrlCDuringCalibrationExits130) {
+  const std::string model = shared("models/tl-8m"), data = shared("text/calib.txt");
+  for (const std::string& cmd : std::vector<std::string>{"calibrate", "quantize"}) {
+    bool caught = false;
+    for (int attempt = 0; attempt < 6 && !caught; ++attempt) {
+      TempDir t;
+      const std::string out = t.file(cmd == "calibrate" ? "o.imatrix" : "o.gguf");
+      int fds[2];
+      ASSERT_EQ(pipe(fds), 0);
+      const pid_t pid = fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        dup2(fds[1], 2);
+        setenv("EDGEQ_PROGRESS", "1", 1);
+        if (cmd == "calibrate")
+          execl(kEdgeq.c_str(), "edgeq", "calibrate", model.c_str(), "--data", data.c_str(), "-o", out.c_str(), "-t", "1",
+                static_cast<char*>(nullptr));
+        else
+          execl(kEdgeq.c_str(), "edgeq", "quantize", model.c_str(), "-o", out.c_str(), "--type", "Q4_K_M", "--data",
+                data.c_str(), "--threads", "1", static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      close(fds[1]);
+      // Wait for the first progress line of the calibration ("layer 1/8"), then interrupt.
+      std::string err;
+      char buf[512];
+      ssize_t n;
+      while (err.find("layer ") == std::string::npos && (n = read(fds[0], buf, sizeof buf)) > 0) err.append(buf, n);
+      kill(pid, SIGINT);
+      close(fds[0]);
+      int st = 0;
+      waitpid(pid, &st, 0);
+      if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;  // finished before the signal: try again
+      caught = true;
+      EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 130) << cmd << ": status " << st << "\n" << err;
+      EXPECT_FALSE(fs::exists(out)) << cmd;
+    }
+    EXPECT_TRUE(caught) << cmd;
+  }
+}
+
+// 10: errors name the file at fault: the source (not the output) for a bad header under quantize, the file
+// for a metadata value quantize's policy reads, the whole message for a GGUF whose version was changed.
+TEST_F(Garbage, ErrorsNameTheFileAtFault) {
+  TempDir t;
+  const auto orig = read_file(kStoriesGguf);
+  struct Case {
+    const char* key;  // nullptr: the version field
+    uint32_t value;
+  };
+  for (const Case& c : {Case{"llama.attention.head_count", 0}, Case{"llama.block_count", 0xffffffffu},
+                        Case{"llama.feed_forward_length", 0}, Case{nullptr, 1}}) {
+    auto bytes = orig;
+    put<uint32_t>(bytes, c.key ? gguf_key_value_offset(bytes, c.key) : 4, c.value);
+    const std::string bad = t.file("bad.gguf"), out = t.file("mq.gguf");
+    edgeq::test::write_file(bad, bytes);
+    auto r = run("quantize " + q(bad) + " -o " + q(out) + " --type Q8_0");
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_EQ(r.err.rfind("edgeq: error: " + bad + ": ", 0), 0u) << r.err;
+    EXPECT_EQ(r.err.find(out), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    if (!c.key) {
+      EXPECT_GT(r.err.size(), 60u) << "cut short: " << r.err;
+    }
+  }
+  // calibrate's short text names the text.
+  const std::string short_text = t.file("short.txt");
+  std::ofstream(short_text) << "once upon a time";
+  auto r = run("calibrate " + q(kStoriesGguf) + " --data " + q(short_text) + " -o " + q(t.file("o.dat")));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(short_text + ": the text tokenizes to only"), std::string::npos) << r.err;
+}
+
+// 11: --json with a path that is not UTF-8 prints valid JSON (the bytes replaced), not an exception.
+TEST_F(Garbage, JsonWithNonUtf8Paths) {
+  TempDir t;
+  const std::string odd = t.file("m\xff\xfe.gguf");
+  fs::copy_file(kStoriesGguf, odd);
+  const std::string ev = write_eval(t);
+  for (const std::string& c : {"tokenize " + q(odd) + " -p hi --json", "perplexity " + q(odd) + " -f " + q(ev) + " -c 64 --json",
+                               "generate " + q(odd) + " -p hi -n 2 --json", "inspect " + q(odd) + " --json",
+                               "quantize " + q(odd) + " -o " + q(t.file("o\xff.gguf")) + " --type Q8_0 --json"}) {
+    auto r = run(c);
+    EXPECT_EQ(r.code, 0) << c << "\n" << r.err;
+    EXPECT_FALSE(nlohmann::json::parse(r.out, nullptr, false).is_discarded()) << c << "\n" << r.out.substr(0, 200);
+  }
+}
+
+// 12: usage errors exit 2 before any work: values outside the ranges the help gives, empty list items,
+// flag combinations that would silently ignore one of them.
+TEST_F(Garbage, FlagValidationExits2) {
+  TempDir t;
+  const std::string ev = write_eval(t), M = q(kStoriesGguf), O = q(t.file("o.gguf"));
+  const std::string G = "generate " + M + " -p hi ";
+  for (const std::string& c :
+       {G + "--temp -1", G + "--temp nan", G + "--top-p 2", G + "--top-p -0.5", G + "--top-k -3", G + "-n -2",
+        G + "--seed -1", G + "--seed 18446744073709551616", "quantize " + M + " -o " + O + " --type Q9_9",
+        "quantize " + M + " -o " + O + " --type Q4_0 --pal-group 4", "quantize " + M + " -o " + O + " --type PAL4 --pal-group 0",
+        "quantize " + M + " " + O + " Q8_0 -4", "quantize " + M + " " + O + " Q8_0 many",
+        "quantize " + M + " -o " + O + " --type Q4_0 --method rtn --imatrix " + q(shared("golden/tl-8m.imatrix")),
+        "quantize " + M + " -o " + O + " --type Q4_0 --output-tensor-type Q8_0 --leave-output-tensor",
+        "perplexity " + M + " -f " + q(ev) + " --chunks 0", "perplexity " + M + " -f " + q(ev) + " --chunks -2",
+        "compare " + q(kStoriesDir) + " -o " + q(t.file("R")) + " --eval " + q(ev) + " --types Q8_0,,Q4_0",
+        "compare " + q(kStoriesDir) + " -o " + q(t.file("R")) + " --eval " + q(ev) + " --calib-chunks 0"}) {
+    auto r = run(c);
+    EXPECT_EQ(r.code, 2) << c << "\n" << r.err;
+    EXPECT_LE(std::count(r.err.begin(), r.err.end(), '\n'), 2) << c << "\n" << r.err;  // CLI11 adds "Run with --help"
+    EXPECT_LT(r.err.size(), 300u) << c << "\n" << r.err;
+    EXPECT_FALSE(fs::exists(t.file("o.gguf"))) << c;
+  }
+  // A --tensor-type pattern that matches no tensor would be ignored: refused, nothing written.
+  auto r = run("quantize " + M + " -o " + O + " --type Q4_0 --tensor-type nothing_like_this=Q8_0");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("matches no quantized tensor"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(t.file("o.gguf")));
+  // compare --eval naming one of the sweep's own outputs is refused before the reference is computed.
+  const std::string R = t.file("R2");
+  fs::create_directories(R);
+  fs::copy_file(ev, R + "/report.md");
+  const auto t0 = std::chrono::steady_clock::now();
+  r = run("compare " + q(kStoriesDir) + " -o " + q(R) + " --eval " + q(R + "/report.md") + " --types Q8_0 -c 64");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("is an output of this sweep"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(R + "/work"));
+  (void)t0;
+}
+
+// 13: an output that would replace a file of the source checkpoint's directory is refused unless --force.
+TEST_F(Garbage, OutputsNeverReplaceCheckpointFiles) {
+  TempDir t;
+  const std::string ck = t.file("ck");
+  fs::copy(kStoriesDir, ck);
+  for (auto& e : fs::directory_iterator(ck)) fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  const auto before = snapshot(ck);
+  for (const std::string& victim : std::vector<std::string>{"generation_config.json", "LICENSE.llama2.c-MIT.txt"}) {
+    for (const std::string& c : {"convert " + q(ck) + " -o " + q(ck + "/" + victim),
+                                 "quantize " + q(ck) + " -o " + q(ck + "/" + victim) + " --type Q8_0"}) {
+      auto r = run(c);
+      EXPECT_EQ(r.code, 1) << c << "\n" << r.err;
+      EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+    }
+  }
+  EXPECT_EQ(snapshot(ck), before);
+  EXPECT_EQ(run("convert " + q(ck) + " -o " + q(ck + "/model.gguf")).code, 0);  // a new file there is fine
+  EXPECT_EQ(run("convert " + q(ck) + " -o " + q(ck + "/generation_config.json") + " --force").code, 0);
+}
+
+// 5: an ONNX external-data offset moved from 0 to 7 reads shifted bytes: refused (ranges overlap), not
+// converted into a file of garbage.
+TEST_F(Garbage, OnnxExternalOffsetMovedIsRefused) {
+  TempDir t;
+  const std::string src = shared("models/tl-8m-onnx-ext"), d = t.file("onnx");
+  fs::create_directory(d);
+  for (auto& e : fs::directory_iterator(src))
+    if (e.path().filename() != "model.onnx") fs::create_symlink(e.path(), fs::path(d) / e.path().filename());
+  auto bytes = read_file(src + "/model.onnx");
+  const std::string pat = std::string("\x0a\x06offset\x12\x01", 10) + "0";
+  auto it = std::search(bytes.begin(), bytes.end(), pat.begin(), pat.end());
+  ASSERT_NE(it, bytes.end());
+  *(it + static_cast<long>(pat.size()) - 1) = '7';
+  edgeq::test::write_file(d + "/model.onnx", bytes);
+  auto r = run("convert " + q(d) + " -o " + q(t.file("o.gguf")) + " --outtype f32");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("overlap"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(t.file("o.gguf")));
 }
