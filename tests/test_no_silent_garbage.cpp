@@ -504,7 +504,7 @@ TEST_F(Garbage, MergeRefusesEveryTamperedResultField) {
 
 // 9: Ctrl-C during calibration (calibrate, quantize --data) exits 130 and leaves no output.
 TEST_F(Garbage, CtrlCDuringCalibrationExits130) {
-  const std::string model = shared("models/tl-8m"), data = shared("text/calib.txt");
+  const std::string model = kStoriesDir, data = shared("text/calib.txt");
   for (const std::string& cmd : std::vector<std::string>{"calibrate", "quantize"}) {
     bool caught = false;
     for (int attempt = 0; attempt < 6 && !caught; ++attempt) {
