@@ -51,6 +51,9 @@ uint64_t count(const nlohmann::json& j, const char* key, const std::string& path
 }
 
 constexpr double kHuge = 1e300;
+// KLD statistics of near-identical models come out a hair below 0 (the base's 16-bit log-probabilities):
+// about -1e-6 for F16 against F32. Anything below this floor is not rounding.
+constexpr double kKldFloor = -1e-3;
 constexpr uint64_t kMaxBytes = uint64_t(1) << 50;  // 1 PiB: no model file is larger
 
 size_t method_rank(const std::string& m) {
@@ -140,11 +143,11 @@ void result_from_json(const nlohmann::json& j, const std::string& path, Referenc
   e.ppl_err = number(x, "ppl_err", path, 0, kHuge);
   e.ppl_ratio = number(x, "ppl_ratio", path, 1e-300, kHuge);
   e.ppl_ratio_err = number(x, "ppl_ratio_err", path, 0, kHuge);
-  e.mean_kld = number(x, "mean_kld", path, 0, kHuge);
+  e.mean_kld = number(x, "mean_kld", path, kKldFloor, kHuge);
   e.mean_kld_err = number(x, "mean_kld_err", path, 0, kHuge);
-  e.median_kld = number(x, "median_kld", path, 0, kHuge);
-  e.p99_kld = number(x, "p99_kld", path, 0, kHuge);
-  e.max_kld = number(x, "max_kld", path, 0, kHuge);
+  e.median_kld = number(x, "median_kld", path, kKldFloor, kHuge);
+  e.p99_kld = number(x, "p99_kld", path, kKldFloor, kHuge);
+  e.max_kld = number(x, "max_kld", path, kKldFloor, kHuge);
   e.same_top_pct = number(x, "same_top_p_pct", path, 0, 100);
   e.rms_dp_pct = number(x, "rms_dp_pct", path, 0, 100);
   e.quantize_seconds = number(x, "quantize_seconds", path, 0, kHuge);

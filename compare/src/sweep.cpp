@@ -625,6 +625,14 @@ std::vector<Entry> plan_entries(const SweepOptions& opt) {
 
 std::string entry_key(const SweepOptions& opt, const Entry& e) { return key_of(make_keys(opt, {e}), e); }
 
+// Whether p is one of the files the user gave (the source, the texts, the imatrix): clean-up never removes one.
+bool is_user_input(const SweepOptions& opt, const fs::path& p) {
+  std::error_code ec;
+  for (const std::string& in : {opt.source, opt.eval_text, opt.calib_text, opt.imatrix})
+    if (!in.empty() && fs::equivalent(p, in, ec)) return true;
+  return false;
+}
+
 SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress) {
   check_common(opt);
   const auto entries = plan_entries(opt);
@@ -689,7 +697,7 @@ SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress)
   if (!opt.keep) {  // complete: the reference is no longer needed. Only files the sweep made are removed
     std::error_code ec;  // (and the folders when that leaves them empty), never anything else in DIR.
     for (auto f : {"reference.gguf", "reference.kld", "reference.json", "calibration.gguf", "calibration.json"})
-      if (!is_input_file((work_dir(opt) / f).string())) fs::remove(work_dir(opt) / f, ec);
+      if (!is_user_input(opt, work_dir(opt) / f)) fs::remove(work_dir(opt) / f, ec);
     fs::remove(work_dir(opt), ec);
     fs::remove(models_dir(opt), ec);
   }

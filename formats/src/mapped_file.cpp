@@ -127,15 +127,6 @@ void forget_input_file(const std::string& path) {
   std::erase_if(g_inputs, [&](const InputFile& f) { return f.dev == st.st_dev && f.ino == st.st_ino; });
 }
 
-bool is_input_file(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return false;
-  std::lock_guard<std::mutex> lock(g_inputs_mu);
-  for (auto& f : g_inputs)
-    if (f.dev == st.st_dev && f.ino == st.st_ino && same_inode(f.path, f.dev, f.ino)) return true;
-  return false;
-}
-
 void check_output_path(const std::string& path) {
   if (path.empty()) fail("output path is empty");
   struct stat st {};

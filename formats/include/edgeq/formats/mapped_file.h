@@ -43,8 +43,6 @@ std::string read_text_file(const std::string& path);
 // number never blocks a new output.
 void note_input_file(const std::string& path);
 void protect_inputs(bool on);
-// Whether `path` names (through any link) a file this process read: clean-up code never removes one.
-bool is_input_file(const std::string& path);
 // Stops protecting `path` (a command that deliberately rewrites its own earlier output, e.g. a report).
 void forget_input_file(const std::string& path);
 // Throws edgeq::Error naming `path` when an output there would replace a file this process read, a
