@@ -63,13 +63,19 @@ calibrate::CalibrationStats run_calibration(const std::string& model_src, const 
   auto progress = std::make_shared<Progress>("calibrate");
   progress->note(fmt::format("calibrate: {}, {} tokens, n_ctx {}, {} threads{}", model_src, tokens.size(), ctx, threads,
                              hessian ? ", with Hessians" : ""));
-  co.progress = [progress](const calibrate::CalibrationProgress& p) {
-    if (g_interrupted) fail("interrupted; no output written");
+  using Handler = void (*)(int);
+  Handler prev = SIG_DFL;
+  co.progress = [progress, &prev](const calibrate::CalibrationProgress& p) {
+    if (g_interrupted) {  // hand the signal to the program's handler: temp files removed, exit 130 (README)
+      std::signal(SIGINT, prev);
+      std::raise(SIGINT);
+      fail("interrupted; no output written");  // only if the previous disposition ignored it
+    }
     progress->update(p.done, fmt::format("layer {}/{} [{}/{}] {:.0f} tokens/s", p.layer + 1, p.n_layers, p.chunk,
                                          p.n_chunks, p.tokens_per_second));
   };
   g_interrupted = 0;
-  auto prev = std::signal(SIGINT, on_sigint);
+  prev = std::signal(SIGINT, on_sigint);
   calibrate::CalibrationStats s;
   try {
     s = stats_gguf.empty() ? calibrate::calibrate(model, tokens, tok.add_bos(), tok.bos(), co)
@@ -98,7 +104,9 @@ void check_quantize_method_options(const std::string& method, const std::string&
   const auto pm = calibrate::parse_method(m);
   if (!pm) fail("--method {}: unknown (rtn, imatrix, awq, gptq, auto)", method);
   if (!calib.empty() && !data.empty()) fail("--calib and --data are exclusive");
-  if (has_imatrix && *pm != calibrate::Method::Imatrix && *pm != calibrate::Method::Rtn)
+  if (has_imatrix && *pm == calibrate::Method::Rtn)
+    fail("--imatrix with --method rtn: rtn reads no importance, the imatrix would be ignored (--method imatrix uses it)");
+  if (has_imatrix && *pm != calibrate::Method::Imatrix)
     fail("--imatrix with --method {}: give the calibration as --calib or --data instead", m);
   if (has_imatrix && (!calib.empty() || !data.empty())) fail("--imatrix and --calib/--data are exclusive");
   if (*pm != calibrate::Method::Rtn && calib.empty() && data.empty() && !has_imatrix)

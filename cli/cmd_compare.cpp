@@ -139,7 +139,7 @@ int run_legacy_mode(const Opts& o) {
   };
   auto rep = cmp::compare_models(o.models[0], std::vector<std::string>(o.models.begin() + 1, o.models.end()), o.text, co);
   if (o.json)
-    std::printf("%s\n", cmp::compare_to_json(rep).dump(1).c_str());
+    std::printf("%s\n", cmp::compare_to_json(rep).dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   else
     std::fputs(cmp::render_compare(rep).c_str(), stdout);
   return 0;
@@ -169,14 +169,12 @@ std::function<int()> setup(CLI::App& app) {
   sub->add_option("-o,--output", o->out, "Report directory (report.md/.json/.csv, ppl_vs_bpw.svg, kld_vs_bpw.svg)");
   sub->add_option("-f,--file,--eval", o->text, "Text to evaluate on");
   sub->add_option("--types", o->types, "Comma-separated mixes (default: F16,Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q3_K_M,Q2_K)")
-      ->delimiter(',')
       ->allow_extra_args(false);
   std::string mnames;
   for (auto& m : cmp::methods()) mnames += fmt::format("\n    {}: {}", m.name, m.description);
   sub->add_option("--methods", o->methods,
                   "Comma-separated methods (default: rtn; plus imatrix with --imatrix; plus imatrix and auto with "
                   "--calib). Methods other than rtn skip the float types:" + mnames)
-      ->delimiter(',')
       ->allow_extra_args(false);
   sub->add_option("--imatrix", o->imatrix,
                   "Importance matrix (llama-imatrix format) for the imatrix method (used instead of --calib for it)");
@@ -184,7 +182,7 @@ std::function<int()> setup(CLI::App& app) {
                   "Calibration text (plain, JSONL, optionally zstd) for imatrix, awq, gptq and auto: calibrated once on "
                   "the reference, n_ctx = --ctx, at least 2 x ctx tokens");
   sub->add_option("--calib-chunks", o->calib_chunks, "Calibrate on the first N chunks of the calibration text (default: all)")
-      ->check(CLI::PositiveNumber);
+      ->check(edgeq::cli::whole_number("--calib-chunks", 1, INT64_MAX, "a whole number >= 1"));
   sub->add_option("--ref-type", o->ref_type,
                   "Reference of an HF/ONNX source: f32, f16, or auto (default): F32 unless 1.5 x its size exceeds "
                   "MemAvailable, then F16. A float GGUF source is the reference as it is. The choice is in the report")
@@ -201,6 +199,8 @@ std::function<int()> setup(CLI::App& app) {
       ->expected(1, -1);
   sub->add_flag("--json", o->json, "Comparing existing GGUFs: print one JSON document instead of the table");
   return [o]() {
+    o->types = edgeq::cli::split_list("--types", o->types);  // "Q8_0,,Q4_0" is a usage error, not two types
+    o->methods = edgeq::cli::split_list("--methods", o->methods);
     if (!o->merge.empty()) {
       if (o->out.empty()) edgeq::fail("compare --merge: the report directory (-o DIR) is required");
       if (!o->models.empty()) edgeq::fail("compare --merge: takes result files or directories only");

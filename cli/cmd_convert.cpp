@@ -16,7 +16,7 @@ namespace cmd_convert {  // named, not anonymous: cli/ compiles as a unity build
 struct Opts {
   std::string src, out, outtype = "f16", pre, name;
   int threads = 0;
-  bool json = false;
+  bool json = false, force = false;
   edgeq::GgufSplitOptions split;
 };
 
@@ -36,6 +36,7 @@ std::function<int()> setup(CLI::App& app) {
   sub->add_option("--name", o->name, "general.name (default: the source directory's name)");
   edgeq::cli::add_split_options(sub, o->split);
   sub->add_flag("--json", o->json, "Print a JSON summary on stdout");
+  sub->add_flag("--force", o->force, "Let -o replace an existing file in the source checkpoint's directory");
   return [o]() {
     auto t0 = std::chrono::steady_clock::now();
     edgeq::convert::ConvertOptions co;
@@ -48,6 +49,7 @@ std::function<int()> setup(CLI::App& app) {
     if (!o->split.enabled()) edgeq::check_output_path(o->out);
     auto plan = edgeq::convert::plan_conversion(o->src, co);
     if (!o->split.enabled()) edgeq::check_output_path(o->out);  // the checkpoint's files are known now
+    edgeq::cli::check_not_replacing_checkpoint_file(o->src, o->out, o->force);
     edgeq::cli::Progress progress("convert", !o->json);
     auto res = edgeq::convert::convert_to_gguf(plan, o->out, "", o->threads, [&](const edgeq::convert::ConvertProgress& p) {
       progress.update(p.bytes_total ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 1.0,
@@ -58,7 +60,7 @@ std::function<int()> setup(CLI::App& app) {
       nlohmann::json j = {{"output", res.path},      {"outputs", res.outputs}, {"arch", plan.arch},          {"outtype", res.outtype},
                           {"tensors", res.n_tensors}, {"file_size", res.file_size}, {"source_bytes", plan.source_bytes},
                           {"seconds", secs}};
-      std::puts(j.dump(1).c_str());
+      std::puts(j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
       std::printf("%s: %s, %zu tensors, %s, %.1f MB in %.2f s\n", res.path.c_str(), plan.arch.c_str(), res.n_tensors,
                   res.outtype.c_str(), static_cast<double>(res.file_size) / 1e6, secs);

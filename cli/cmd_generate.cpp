@@ -34,7 +34,8 @@ std::function<int()> setup(CLI::App& app) {
   sub->add_option("--temp", o->temp, "Temperature; 0 = greedy (default 0)");
   sub->add_option("--top-k", o->top_k, "Sample among the K most likely tokens; 0 = all (default 40)");
   sub->add_option("--top-p", o->top_p, "Nucleus sampling threshold; 1 = off (default 0.95)");
-  sub->add_option("--seed", o->seed, "Random seed for sampling (default 0)");
+  sub->add_option("--seed", o->seed, "Random seed for sampling, 0..2^63-1 (default 0)")
+      ->check(edgeq::cli::whole_number("--seed", 0, INT64_MAX, "a whole number 0..9223372036854775807"));
   edgeq::cli::add_threads_option(sub, o->threads);
   edgeq::cli::add_ctx_option(sub, o->ctx, "Context size (default: prompt + n-predict, at most the model's context)");
   sub->add_flag("--ignore-eos", o->ignore_eos, "Keep generating after the end-of-generation token");
@@ -51,7 +52,7 @@ std::function<int()> setup(CLI::App& app) {
     go.n_ctx = o->ctx;
     go.n_threads = edgeq::resolve_threads(o->threads);
     go.ggml_compat = !o->exact_f32;
-    rt::validate_generate_options(go);  // before any file is read
+    edgeq::cli::as_usage_error([&] { rt::validate_generate_options(go); });  // before any file is read: exit 2
     const auto model = rt::Model::load(o->model);
     const auto tok = edgeq::Tokenizer::from_gguf(model.gguf());
     const std::vector<int32_t> prompt = tok.tokenize(o->prompt, true, true);
@@ -86,7 +87,7 @@ std::function<int()> setup(CLI::App& app) {
       for (int32_t id : ids) text += tok.token_to_piece(id, false);
       j["text"] = text;
       j["output_text"] = o->prompt + text;
-      std::printf("%s\n", j.dump(1).c_str());
+      std::printf("%s\n", j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
       std::fputc('\n', stdout);
     }

@@ -26,7 +26,7 @@ std::function<int()> setup(CLI::App& app) {
   return [o]() {
     auto report = edgeq::quant::inspect_path(o->path);
     if (o->json) {
-      std::fputs(report.dump(1).c_str(), stdout);
+      std::fputs(report.dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str(), stdout);
       std::fputc('\n', stdout);
     } else {
       std::fputs(edgeq::quant::render_inspection(report, o->all ? 0 : 40).c_str(), stdout);

@@ -7,6 +7,7 @@
 
 #include "command.h"
 #include "edgeq/base/thread_count.h"
+#include "edgeq/formats/text_input.h"
 #include "edgeq/runtime/kld.h"
 #include "options.h"
 #include "edgeq/base/error.h"
@@ -64,7 +65,7 @@ std::function<int()> setup(CLI::App& app) {
                   "replace it; --kld reads a base)", o->kld_base);
     const auto model = rt::Model::load(o->model);
     const auto tok = edgeq::Tokenizer::from_gguf(model.gguf());
-    const std::string text = edgeq::read_text_file(o->text_file);
+    const std::string text = edgeq::read_text_input(o->text_file);
     if (!o->kld_base.empty()) edgeq::check_output_path(o->kld_base);  // not the model, not the text
     const std::vector<int32_t> tokens = tok.tokenize(text, true, false);
     edgeq::cli::warn_if_beyond_training_context(model, o->ctx);
@@ -119,7 +120,7 @@ std::function<int()> setup(CLI::App& app) {
                     {"rms_dp_pct", k.rms_dp_pct},   {"rms_dp_err_pct", k.rms_dp_err_pct},
                     {"max_abs_dp_pct", k.max_dp_pct}};
       }
-      std::printf("%s\n", j.dump(1).c_str());
+      std::printf("%s\n", j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       return 0;
     }
     std::printf("perplexity: %s: %lld tokens, n_ctx %lld, %lld chunks, %lld scored tokens, %.2f s (%.0f tokens/s)\n",

@@ -40,7 +40,7 @@ struct Opts {
   int threads = 0;
   int64_t pal_group = 0;
   const CLI::Option* pal_group_opt = nullptr;  // its count() tells whether --pal-group was given
-  bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false;
+  bool pure = false, leave_output = false, allow_requantize = false, json = false, no_edgeq_metadata = false, force = false;
   bool list_types = false;
   edgeq::GgufSplitOptions split;
   edgeq::cli::BudgetFlags budget;  // --target-size / --target-bpw / --plan / --budget-job (quantize_budget.h)
@@ -101,28 +101,9 @@ q::QuantizeSource open_source(const std::string& src, int threads) {
   return edgeq::convert::open_quantize_source(src, threads);
 }
 
-int run(Opts& o) {
-  if (o.list_types) {
-    print_types();
-    return 0;
-  }
-  if (o.src.empty()) edgeq::fail("quantize: no source (a .gguf, a Hugging Face checkpoint directory or a .onnx model)");
-  if (o.budget.active()) {
-    std::string other;  // the fixed mixes' flags
-    if (!o.type.empty() || o.positional.size() > 1) other = "--type";
-    else if (!o.positional.empty()) other = "a positional OUT";
-    else if (!o.imatrix.empty()) other = "--imatrix";
-    else if (!o.calib.empty()) other = "--calib";
-    else if (!o.tensor_types.empty()) other = "--tensor-type";
-    else if (o.pure || o.leave_output || o.act_order) other = "--pure/--leave-output-tensor/--act-order";
-    else if (!o.output_tensor_type.empty() || !o.token_embedding_type.empty()) other = "--output-tensor-type/--token-embedding-type";
-    else if (o.split.enabled()) other = "--split-*";
-    return edgeq::cli::run_budget(o.budget, {o.src, o.out, o.method, o.data, edgeq::resolve_threads(o.threads), o.json, !o.no_edgeq_metadata},
-                                  other);
-  }
+// The flags' values and combinations (every error here is a usage error).
+void check_flags(Opts& o, q::QuantizeOptions& qo) {
   apply_positional(o);
-  // Everything the user typed is checked before any file is opened or written.
-  q::QuantizeOptions qo;
   qo.policy.ftype = q::parse_file_type(o.type);
   if (q::file_type_info(qo.policy.ftype).needs_imatrix && o.imatrix.empty() && o.calib.empty() && o.data.empty())
     edgeq::fail("--type {}: needs an importance matrix, as llama-quantize refuses IQ1_S, IQ1_M, IQ2_S, IQ2_XXS, "
@@ -142,30 +123,55 @@ int run(Opts& o) {
     edgeq::fail("--method {}: the PAL types take rtn or imatrix (the importance weights the k-means)", o.method);
   qo.policy.pure = o.pure;
   qo.policy.leave_output_tensor = o.leave_output;
+  if (o.leave_output && !o.output_tensor_type.empty())
+    edgeq::fail("--output-tensor-type {} with --leave-output-tensor: the output matrix is left unquantized, so the "
+                "type would be ignored; give one of them", o.output_tensor_type);
+  edgeq::cli::check_quantize_method_options(o.method, o.calib, o.data, !o.imatrix.empty(), o.act_order);
+}
+
+int run(Opts& o) {
+  if (o.list_types) {
+    print_types();
+    return 0;
+  }
+  if (o.src.empty()) edgeq::fail("quantize: no source (a .gguf, a Hugging Face checkpoint directory or a .onnx model)");
+  if (o.budget.active()) {
+    std::string other;  // the fixed mixes' flags
+    if (!o.type.empty() || o.positional.size() > 1) other = "--type";
+    else if (!o.positional.empty()) other = "a positional OUT";
+    else if (!o.imatrix.empty()) other = "--imatrix";
+    else if (!o.calib.empty()) other = "--calib";
+    else if (!o.tensor_types.empty()) other = "--tensor-type";
+    else if (o.pure || o.leave_output || o.act_order) other = "--pure/--leave-output-tensor/--act-order";
+    else if (!o.output_tensor_type.empty() || !o.token_embedding_type.empty()) other = "--output-tensor-type/--token-embedding-type";
+    else if (o.split.enabled()) other = "--split-*";
+    return edgeq::cli::run_budget(o.budget, {o.src, o.out, o.method, o.data, edgeq::resolve_threads(o.threads), o.json, !o.no_edgeq_metadata},
+                                  other);
+  }
+  // Everything the user typed is checked before any file is opened or written: a bad value or combination is
+  // a usage error (exit 2).
+  q::QuantizeOptions qo;
+  edgeq::cli::as_usage_error([&] { check_flags(o, qo); });
+  qo.threads = edgeq::resolve_threads(o.threads);
   qo.allow_requantize = o.allow_requantize;
   qo.record_method = !o.no_edgeq_metadata;
-  qo.threads = edgeq::resolve_threads(o.threads);
   qo.split = o.split;
-  // The output must load in the runtime: the same model and tokenizer checks perplexity makes. What it lacks
-  // comes from the input, so the error names the input (the output does not exist yet).
-  const std::string src_path = o.src;
-  qo.check_output = [src_path](const edgeq::GgufFile& header) {
+  // The output must load in the runtime: the same model and tokenizer checks perplexity makes.
+  qo.check_output = [src = o.src](const edgeq::GgufFile& header) {
     if (!edgeq::runtime::Model::supports(header.architecture())) return;
     try {
       edgeq::runtime::Model::check_header(header);
       (void)edgeq::Tokenizer::from_gguf(header);
-    } catch (const edgeq::Error& e) {
+    } catch (const edgeq::Error& e) {  // the header is the output's, its values the source's: name the source
       std::string m = e.what();
-      const std::string prefix = header.path() + ": ";
-      if (m.rfind(prefix, 0) == 0) m = m.substr(prefix.size());
-      edgeq::fail("{}: {}", src_path, m);
+      if (m.rfind(header.path() + ": ", 0) == 0) m.erase(0, header.path().size() + 2);
+      edgeq::fail("{}: {}", src, m);
     }
   };
   // A directory or a device is refused before anything is read (a split set's file names are known, and
   // checked, once the tensor types are planned, before any tensor is read).
   if (!o.split.enabled()) edgeq::check_output_path(o.out);
 
-  edgeq::cli::check_quantize_method_options(o.method, o.calib, o.data, !o.imatrix.empty(), o.act_order);
   q::Importance imp;
   if (!o.imatrix.empty()) {
     imp = q::load_importance(o.imatrix);
@@ -174,6 +180,7 @@ int run(Opts& o) {
   q::QuantizeSource src = open_source(o.src, qo.threads);
   const auto method = edgeq::cli::setup_quantize_method(o.method, o.calib, o.data, o.src, src, qo, qo.threads, o.act_order);
   if (!o.split.enabled()) edgeq::check_output_path(o.out);  // every input is known now: it replaces none
+  edgeq::cli::check_not_replacing_checkpoint_file(o.src, o.out, o.force);
 
   edgeq::cli::Progress progress("quantize", !o.json);
   nlohmann::json tensors = nlohmann::json::array();
@@ -234,7 +241,7 @@ int run(Opts& o) {
                         {"mb_per_s", mbps},
                         {"type_counts", r.type_counts},
                         {"tensors", tensors}};
-    std::fputs(j.dump(1).c_str(), stdout);
+    std::fputs(j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str(), stdout);
     std::fputc('\n', stdout);
     return 0;
   }
@@ -303,6 +310,7 @@ std::function<int()> setup(CLI::App& app) {
   sub->add_flag("--pure", o->pure, "No mix rules: every quantized tensor gets the mix's base type");
   sub->add_flag("--leave-output-tensor", o->leave_output, "Keep output.weight in the source type");
   sub->add_flag("--allow-requantize", o->allow_requantize, "Allow a source whose tensors are already quantized");
+  sub->add_flag("--force", o->force, "Let -o replace an existing file in the source checkpoint's directory");
   sub->add_flag("--no-edgeq-metadata", o->no_edgeq_metadata,
                 "Do not record edgeq.quantize.method (by default the method and mix are recorded); the metadata, and "
                 "so the file size, are then exactly what llama-quantize writes for the same source");

@@ -12,6 +12,7 @@
 #include "command.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/base/error.h"
+#include "edgeq/formats/text_input.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/runtime/tokenizer.h"
 
@@ -36,7 +37,7 @@ std::function<int()> setup(CLI::App& app) {
   sub->add_flag("--json", o->json, "Print {\"n_tokens\", \"ids\", \"pieces\"} as one JSON document");
   return [o, p, f]() {
     if (p->count() == 0 && f->count() == 0) edgeq::fail("tokenize: give the text with -p TEXT or -f FILE");
-    const std::string text = f->count() ? edgeq::read_text_file(o->file) : o->prompt;
+    const std::string text = f->count() ? edgeq::read_text_input(o->file) : o->prompt;
     auto gguf = edgeq::GgufFile::open(o->model);
     const edgeq::Tokenizer tok = edgeq::Tokenizer::from_gguf(gguf);
     const bool add_special = tok.add_bos() && !o->no_bos;  // llama-tokenize's rule

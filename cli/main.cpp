@@ -8,6 +8,7 @@
 
 #include "command.h"
 #include "edgeq/base/error.h"
+#include "options.h"
 #include "edgeq/formats/mapped_file.h"
 #include "progress.h"
 
@@ -51,6 +52,9 @@ int main(int argc, char** argv) {
   try {
     for (auto& [sub, action] : actions)
       if (sub->parsed()) return action();
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "edgeq: error: %s\n", e.what());
+    return 2;
   } catch (const edgeq::Error& e) {
     std::fprintf(stderr, "edgeq: error: %s\n", e.what());
     return 1;

@@ -2,17 +2,15 @@
 
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
 
 #include "edgeq/base/error.h"
 #include "edgeq/base/thread_count.h"
 
 namespace edgeq::cli {
 
-namespace {
-
-// A whole number in [lo, hi] (or exactly `also`), else a message naming the flag and the allowed range.
 CLI::Validator whole_number(std::string flag, int64_t lo, int64_t hi, std::string range_text,
-                            std::optional<int64_t> also = std::nullopt) {
+                            std::optional<int64_t> also) {
   return CLI::Validator(
       [=](std::string& s) -> std::string {
         int64_t v = 0;
@@ -24,7 +22,22 @@ CLI::Validator whole_number(std::string flag, int64_t lo, int64_t hi, std::strin
       "", flag);
 }
 
-}  // namespace
+std::vector<std::string> split_list(const std::string& flag, const std::vector<std::string>& values) {
+  std::vector<std::string> out;
+  for (const auto& v : values) {
+    size_t pos = 0;
+    for (;;) {
+      const size_t comma = v.find(',', pos);
+      std::string item = v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      if (item.find_first_not_of(" \t") == std::string::npos)
+        throw UsageError(fmt::format("{} {}: an item of the list is empty", flag, v));
+      out.push_back(std::move(item));
+      if (comma == std::string::npos) break;
+      pos = comma + 1;
+    }
+  }
+  return out;
+}
 
 CLI::Option* add_threads_option(CLI::App* sub, int& threads, const std::string& extra_help, bool short_flag) {
   const std::string range = fmt::format("0 (all {} cores) or 1..{} on this machine", available_cores(), max_threads());
@@ -40,8 +53,8 @@ CLI::Option* add_ctx_option(CLI::App* sub, int64_t& ctx, const std::string& help
 }
 
 CLI::Option* add_chunks_option(CLI::App* sub, int64_t& chunks) {
-  return sub->add_option("--chunks", chunks, "Evaluate at most N chunks, N >= 1 (default: all)")
-      ->check(whole_number("--chunks", 1, INT64_MAX, "a whole number >= 1", -1));
+  return sub->add_option("--chunks", chunks, "Evaluate at most N chunks, N >= 1; -1 = all (default, as llama.cpp)")
+      ->check(whole_number("--chunks", 1, INT64_MAX, "a whole number >= 1, or -1 for all", -1));
 }
 
 void add_split_options(CLI::App* sub, edgeq::GgufSplitOptions& split) {
@@ -68,6 +81,22 @@ void add_split_options(CLI::App* sub, edgeq::GgufSplitOptions& split) {
                       ->check(whole_number("--split-max-tensors", 1, INT64_MAX, "a whole number >= 1"));
   size->excludes(tensors);
   tensors->excludes(size);
+}
+
+void check_not_replacing_checkpoint_file(const std::string& src, const std::string& out, bool force) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (force || out.empty() || !fs::exists(out, ec) || !fs::is_regular_file(out, ec)) return;
+  fs::path dir;
+  if (fs::is_directory(src, ec))
+    dir = src;
+  else if (fs::path(src).extension() == ".onnx")
+    dir = fs::path(src).has_parent_path() ? fs::path(src).parent_path() : fs::path(".");
+  else
+    return;
+  const fs::path out_dir = fs::path(out).has_parent_path() ? fs::path(out).parent_path() : fs::path(".");
+  if (fs::equivalent(dir, out_dir, ec))
+    fail("{}: is a file of the source checkpoint {}; refusing to replace it (--force to replace it)", out, src);
 }
 
 void warn_if_beyond_training_context(const edgeq::runtime::Model& model, int64_t n_ctx) {

@@ -1,5 +1,7 @@
 #include "edgeq/calibrate/calibrate.h"
 
+#include <fmt/ranges.h>
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -220,7 +222,9 @@ CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_
   if (n_ctx < 16 || n_ctx > (int64_t(1) << 20)) fail("{}: calibration: context size {} is out of range (>= 16)", model.path(), n_ctx);
   const int64_t n_tokens = static_cast<int64_t>(tokens.size());
   const int64_t n_chunk = runtime::text_chunks(tokens, n_ctx, c.n_vocab, add_bos, bos_id, opt.max_chunks,
-                                               model.path() + ": calibration", "calibration");
+                                               model.path() + ": calibration",
+                                               opt.datasets.empty() ? std::string("calibration")
+                                                                    : fmt::format("{}", fmt::join(opt.datasets, ", ")));
   if (n_chunk < 1) fail("calibration: --chunks {} leaves nothing to evaluate", opt.max_chunks);
 
   CalibrationStats s;

@@ -10,6 +10,7 @@
 #include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/formats/palette_layout.h"
+#include "edgeq/formats/text_input.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
@@ -82,7 +83,7 @@ CompareReport compare_models(const std::string& base, const std::vector<std::str
     if (opt.on_model) opt.on_model(0, base);
     const auto model = Model::load(base);
     const auto tok = Tokenizer::from_gguf(model.gguf());
-    tokens = tok.tokenize(read_text_file(text_path), true, false);
+    tokens = tok.tokenize(read_text_input(text_path), true, false);
     base_vocab = static_cast<int64_t>(tok.n_vocab());
     PerplexityOptions po = perplexity_options(opt);
     po.kld_base_out = tmp.file();

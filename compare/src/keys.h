@@ -14,6 +14,7 @@
 #include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/formats/text_input.h"
 
 namespace edgeq::compare {
 
@@ -79,6 +80,13 @@ inline std::string hash_file(const std::string& path) {
   if (!fs::is_regular_file(path, ec)) fail("{}: no such file", path);
   Hasher h;
   h.file(path);
+  return h.hex();
+}
+
+// A text input's hash: of its (decompressed) text, so a pipe or "-" hashes what was read.
+inline std::string hash_text(const std::string& path) {
+  Hasher h;
+  h.str(read_text_input(path));
   return h.hex();
 }
 

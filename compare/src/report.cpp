@@ -10,6 +10,7 @@
 #include "edgeq/compare/sweep.h"
 #include "edgeq/base/error.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/quant/policy.h"
 
 namespace edgeq::compare {
 
@@ -28,6 +29,32 @@ T get(const nlohmann::json& j, const char* key, const std::string& path) {
     fail("{}: \"{}\" has the wrong type", path, key);
   }
 }
+
+// A number of a result file: present, of a numeric JSON type, finite and within [lo, hi] (a result file may have
+// been edited or corrupted; a tampered number must never become a report or a recommendation).
+double number(const nlohmann::json& j, const char* key, const std::string& path, double lo, double hi) {
+  if (!j.is_object() || !j.contains(key)) fail("{}: not an edgeq compare result (no \"{}\")", path, key);
+  const auto& v = j.at(key);
+  if (!v.is_number()) fail("{}: \"{}\" has the wrong type", path, key);
+  const double x = v.get<double>();
+  if (!std::isfinite(x) || x < lo || x > hi) fail("{}: \"{}\" = {} is out of range [{}, {}]", path, key, x, lo, hi);
+  return x;
+}
+
+uint64_t count(const nlohmann::json& j, const char* key, const std::string& path, uint64_t lo, uint64_t hi) {
+  if (!j.is_object() || !j.contains(key)) fail("{}: not an edgeq compare result (no \"{}\")", path, key);
+  const auto& v = j.at(key);
+  if (!v.is_number_unsigned()) fail("{}: \"{}\" = {} is not a non-negative integer", path, key, v.dump());
+  const uint64_t x = v.get<uint64_t>();
+  if (x < lo || x > hi) fail("{}: \"{}\" = {} is out of range [{}, {}]", path, key, x, lo, hi);
+  return x;
+}
+
+constexpr double kHuge = 1e300;
+// KLD statistics of near-identical models come out a hair below 0 (the base's 16-bit log-probabilities):
+// about -1e-6 for F16 against F32. Anything below this floor is not rounding.
+constexpr double kKldFloor = -1e-3;
+constexpr uint64_t kMaxBytes = uint64_t(1) << 50;  // 1 PiB: no model file is larger
 
 size_t method_rank(const std::string& m) {
   const auto& ms = methods();
@@ -60,16 +87,18 @@ ReferenceResult reference_from_json(const nlohmann::json& j, const std::string& 
   r.source = get<std::string>(j, "source", path);
   r.eval_text = get<std::string>(j, "eval_text", path);
   r.file_type = get<std::string>(j, "file_type", path);
+  if (r.file_type != "F32" && r.file_type != "F16" && r.file_type != "BF16")
+    fail("{}: reference \"file_type\" = \"{}\" is not F32, F16 or BF16", path, r.file_type);
   r.choice = j.value("reference_choice", "");  // absent in results of earlier versions
-  r.file_bytes = get<uint64_t>(j, "file_bytes", path);
-  r.parameters = get<uint64_t>(j, "parameters", path);
-  r.bits_per_weight = get<double>(j, "bits_per_weight", path);
-  r.ppl = get<double>(j, "ppl", path);
-  r.ppl_err = get<double>(j, "ppl_err", path);
-  r.n_ctx = get<int64_t>(j, "n_ctx", path);
-  r.n_chunks = get<int64_t>(j, "n_chunks", path);
-  r.scored = get<int64_t>(j, "scored_tokens", path);
-  r.eval_seconds = get<double>(j, "eval_seconds", path);
+  r.file_bytes = count(j, "file_bytes", path, 1, kMaxBytes);
+  r.parameters = count(j, "parameters", path, 1, kMaxBytes);
+  r.bits_per_weight = number(j, "bits_per_weight", path, 1, 64);
+  r.ppl = number(j, "ppl", path, 1, kHuge);  // exp(mean NLL), NLL >= 0
+  r.ppl_err = number(j, "ppl_err", path, 0, kHuge);
+  r.n_ctx = static_cast<int64_t>(count(j, "n_ctx", path, 8, uint64_t(1) << 24));
+  r.n_chunks = static_cast<int64_t>(count(j, "n_chunks", path, 1, uint64_t(1) << 32));
+  r.scored = static_cast<int64_t>(count(j, "scored_tokens", path, 1, uint64_t(1) << 40));
+  r.eval_seconds = number(j, "eval_seconds", path, 0, kHuge);
   return r;
 }
 
@@ -108,22 +137,32 @@ void result_from_json(const nlohmann::json& j, const std::string& path, Referenc
   e.type = get<std::string>(x, "type", path);
   e.method = get<std::string>(x, "method", path);
   e.inputs = x.value("method_inputs", "");  // absent in results of earlier versions
-  e.file_bytes = get<uint64_t>(x, "file_bytes", path);
-  e.bits_per_weight = get<double>(x, "bits_per_weight", path);
-  e.ppl = get<double>(x, "ppl", path);
-  e.ppl_err = get<double>(x, "ppl_err", path);
-  e.ppl_ratio = get<double>(x, "ppl_ratio", path);
-  e.ppl_ratio_err = get<double>(x, "ppl_ratio_err", path);
-  e.mean_kld = get<double>(x, "mean_kld", path);
-  e.mean_kld_err = get<double>(x, "mean_kld_err", path);
-  e.median_kld = get<double>(x, "median_kld", path);
-  e.p99_kld = get<double>(x, "p99_kld", path);
-  e.max_kld = get<double>(x, "max_kld", path);
-  e.same_top_pct = get<double>(x, "same_top_p_pct", path);
-  e.rms_dp_pct = get<double>(x, "rms_dp_pct", path);
-  e.quantize_seconds = get<double>(x, "quantize_seconds", path);
-  e.eval_seconds = get<double>(x, "eval_seconds", path);
-  e.eval_tokens_per_second = get<double>(x, "eval_tokens_per_second", path);
+  e.file_bytes = count(x, "file_bytes", path, 1, kMaxBytes);
+  e.bits_per_weight = number(x, "bits_per_weight", path, 0.5, 64);
+  e.ppl = number(x, "ppl", path, 1, kHuge);
+  e.ppl_err = number(x, "ppl_err", path, 0, kHuge);
+  e.ppl_ratio = number(x, "ppl_ratio", path, 1e-300, kHuge);
+  e.ppl_ratio_err = number(x, "ppl_ratio_err", path, 0, kHuge);
+  e.mean_kld = number(x, "mean_kld", path, kKldFloor, kHuge);
+  e.mean_kld_err = number(x, "mean_kld_err", path, 0, kHuge);
+  e.median_kld = number(x, "median_kld", path, kKldFloor, kHuge);
+  e.p99_kld = number(x, "p99_kld", path, kKldFloor, kHuge);
+  e.max_kld = number(x, "max_kld", path, kKldFloor, kHuge);
+  e.same_top_pct = number(x, "same_top_p_pct", path, 0, 100);
+  e.rms_dp_pct = number(x, "rms_dp_pct", path, 0, 100);
+  e.quantize_seconds = number(x, "quantize_seconds", path, 0, kHuge);
+  e.eval_seconds = number(x, "eval_seconds", path, 0, kHuge);
+  e.eval_tokens_per_second = number(x, "eval_tokens_per_second", path, 0, kHuge);
+  // What the numbers must agree on: the type and method exist, the KLD statistics are ordered.
+  try {
+    e.type = quant::file_type_info(quant::parse_file_type(e.type)).name;
+  } catch (const Error&) {
+    fail("{}: \"type\" = \"{}\" is not a quantization type", path, e.type);
+  }
+  if (method_rank(e.method) == methods().size()) fail("{}: \"method\" = \"{}\" is not a method", path, e.method);
+  if (!(e.median_kld <= e.max_kld && e.p99_kld <= e.max_kld && e.mean_kld <= e.max_kld))
+    fail("{}: the KLD statistics are inconsistent (mean {}, median {}, p99 {}, max {})", path, e.mean_kld,
+         e.median_kld, e.p99_kld, e.max_kld);
 }
 
 void sort_entries(Report& r) {
@@ -201,6 +240,10 @@ std::vector<bool> best_in_band(const Report& r) {
 
 std::string recommendation(const Report& r) {
   if (r.entries.empty()) return "No entries yet.";
+  if (r.partial())
+    return fmt::format("Partial report: {} of {} entries finished; no recommendation until all have run (rerun the "
+                       "same command to complete it).",
+                       r.entries.size(), r.n_planned);
   const EntryResult* pick = nullptr;
   for (auto& e : r.entries)
     if (e.ppl <= 1.01 * r.reference.ppl &&
@@ -288,7 +331,10 @@ WrittenReport write_report(const Report& r, const std::string& dir) {
   const auto& f = r.reference;
   const auto best = best_in_band(r);
 
-  std::string md = fmt::format("# Quantization report: {}\n\n", fs::path(f.source).filename().string().empty()
+  std::string md = r.partial() ? fmt::format("> **PARTIAL REPORT: {} of {} entries finished.**\n\n", r.entries.size(),
+                                             r.n_planned)
+                               : std::string();
+  md += fmt::format("# Quantization report: {}\n\n", fs::path(f.source).filename().string().empty()
                                                                     ? f.source
                                                                     : fs::path(f.source).filename().string());
   md += fmt::format(
@@ -313,6 +359,8 @@ WrittenReport write_report(const Report& r, const std::string& dir) {
 
   nlohmann::json j;
   j["edgeq_compare_report"] = 1;
+  j["complete"] = !r.partial();
+  j["n_entries_planned"] = r.partial() ? r.n_planned : r.entries.size();
   j["reference"] = reference_to_json(f);
   j["recommendation"] = recommendation(r);
   j["entries"] = nlohmann::json::array();
@@ -330,7 +378,7 @@ WrittenReport write_report(const Report& r, const std::string& dir) {
     j["plots"][kld ? "kld_vs_bpw.svg" : "ppl_vs_bpw.svg"] = {
         {"width", g.width}, {"height", g.height}, {"x", axis(g.x)}, {"y", axis(g.y)}};
   }
-  write_text(w.json, j.dump(1) + "\n");
+  write_text(w.json, j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 
   std::string csv =
       "type,method,file_bytes,bits_per_weight,ppl,ppl_err,ppl_ratio,mean_kld,mean_kld_err,median_kld,p99_kld,max_kld,"

@@ -19,6 +19,7 @@
 #include "edgeq/convert/plan.h"
 #include "edgeq/base/error.h"
 #include "edgeq/base/thread_count.h"
+#include "edgeq/formats/text_input.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/quant/policy.h"
@@ -93,7 +94,7 @@ Keys make_keys(const SweepOptions& opt, const std::vector<Entry>& entries) {
   h.i64(kResultVersion);
   h.str(source);
   h.str(k.ref.choice.outtype);
-  h.str(hash_file(opt.eval_text));
+  h.str(hash_text(opt.eval_text));
   h.i64(opt.n_ctx);
   h.i64(opt.max_chunks < 0 ? -1 : opt.max_chunks);
   k.run = h.hex();
@@ -103,7 +104,7 @@ Keys make_keys(const SweepOptions& opt, const std::vector<Entry>& entries) {
     c.str(source);
     c.str(k.ref.choice.outtype);
     c.str(opt.calib_text);  // the path too: it is recorded in the files (quantize.imatrix.file)
-    c.str(hash_file(opt.calib_text));
+    c.str(hash_text(opt.calib_text));
     c.i64(opt.n_ctx);
     c.i64(opt.calib_chunks < 0 ? -1 : opt.calib_chunks);
     k.calib = c.hex();
@@ -159,7 +160,7 @@ fs::path models_dir(const SweepOptions& o) { return fs::path(o.out_dir) / "model
 
 void write_json_file(const fs::path& path, const nlohmann::json& j) {
   AtomicOutputFile f(path.string());
-  const std::string s = j.dump(1) + "\n";
+  const std::string s = j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   f.write(s.data(), s.size());
   f.commit();
 }
@@ -215,15 +216,16 @@ class Session {
     };
     fs::create_directories(models_dir(opt_));
     const fs::path qpath = models_dir(opt_) / (e.id() + ".gguf");
-    struct RemoveUnlessKept {  // the quantized file goes when the entry ends (or fails), unless --keep
-      fs::path p;
-      bool keep;
+    struct RemoveUnlessKept {  // the quantized file goes when the entry ends (or fails), unless --keep; only
+      fs::path p;              // once this run has written it (a refused output is someone else's file)
+      bool keep, written = false;
       ~RemoveUnlessKept() {
         std::error_code ec;
-        if (!keep) fs::remove(p, ec);
+        if (written && !keep) fs::remove(p, ec);
       }
     } cleanup{qpath, opt_.keep};
     const auto qr = quant::quantize_model(*src_, qpath.string(), qo);
+    cleanup.written = true;
 
     const auto model = runtime::Model::load(qpath.string());
     runtime::PerplexityOptions po = perplexity_options();
@@ -341,7 +343,7 @@ class Session {
     if (model_) return;
     model_.emplace(runtime::Model::load(gguf_));
     tok_.emplace(Tokenizer::from_gguf(model_->gguf()));
-    eval_tokens_ = tok_->tokenize(read_text_file(opt_.eval_text), true, false);
+    eval_tokens_ = tok_->tokenize(read_text_input(opt_.eval_text), true, false);
     src_.emplace(quant::open_gguf_source(gguf_));
     tr_.report(0, "reference", "load", 0, fmt::format("{} evaluation tokens", eval_tokens_.size()));
   }
@@ -414,7 +416,18 @@ void check_common(const SweepOptions& opt) {
   if (fs::exists(opt.out_dir, ec) && !fs::is_directory(opt.out_dir, ec))
     fail("{}: exists and is not a directory", opt.out_dir);
   if (opt.calib_chunks == 0) fail("compare: --calib-chunks 0: must be at least 1 (or omitted for all)");
-  read_text_file(opt.eval_text);  // readable
+  // The texts are inputs: one that is also a file this sweep writes is refused before any work.
+  for (const std::string& text : {opt.eval_text, opt.calib_text}) {
+    if (text.empty() || text == "-") continue;
+    for (const char* out : {"report.md", "report.json", "report.csv", "ppl_vs_bpw.svg", "kld_vs_bpw.svg"})
+      if (fs::equivalent(text, fs::path(opt.out_dir) / out, ec))
+        fail("{}: is an output of this sweep ({}/{}); refusing to read it as a text", text, opt.out_dir, out);
+    const fs::path parent = fs::weakly_canonical(fs::path(text).parent_path(), ec);
+    for (const fs::path& d : {results_dir(opt), work_dir(opt), models_dir(opt)})
+      if (!ec && parent == fs::weakly_canonical(d, ec))
+        fail("{}: lies in the sweep's own folder {}; refusing to read it as a text", text, d.string());
+  }
+  read_text_input(opt.eval_text);  // readable ("-", a pipe, zstd: kept for the later read)
   if (!opt.calib_text.empty()) calibrate::load_calibration_text({opt.calib_text});  // readable, valid format
 }
 
@@ -543,6 +556,14 @@ std::vector<Entry> plan_entries(const SweepOptions& opt) {
 
 std::string entry_key(const SweepOptions& opt, const Entry& e) { return key_of(make_keys(opt, {e}), e); }
 
+// Whether p is one of the files the user gave (the source, the texts, the imatrix): clean-up never removes one.
+bool is_user_input(const SweepOptions& opt, const fs::path& p) {
+  std::error_code ec;
+  for (const std::string& in : {opt.source, opt.eval_text, opt.calib_text, opt.imatrix})
+    if (!in.empty() && fs::equivalent(p, in, ec)) return true;
+  return false;
+}
+
 SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress) {
   check_common(opt);
   const auto entries = plan_entries(opt);
@@ -567,6 +588,7 @@ SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress)
       todo.emplace_back(i, key);
     }
   }
+  report.n_planned = entries.size();  // a report written before the last entry is partial (report.h)
   auto write = [&] {
     if (!have_ref) return;
     sort_entries(report);
@@ -606,7 +628,7 @@ SweepOutcome run_sweep(const SweepOptions& opt, const SweepProgressFn& progress)
   if (!opt.keep) {  // complete: the reference is no longer needed. Only files the sweep made are removed
     std::error_code ec;  // (and the folders when that leaves them empty), never anything else in DIR.
     for (auto f : {"reference.gguf", "reference.kld", "reference.json", "calibration.gguf", "calibration.json"})
-      fs::remove(work_dir(opt) / f, ec);
+      if (!is_user_input(opt, work_dir(opt) / f)) fs::remove(work_dir(opt) / f, ec);
     fs::remove(work_dir(opt), ec);
     fs::remove(models_dir(opt), ec);
   }
@@ -660,7 +682,7 @@ std::vector<std::string> plan_lines(const SweepOptions& opt, const std::string& 
     if (opt.keep) cmd.push_back("--keep");
     cmd.insert(cmd.end(), {"--result", result});
     nlohmann::json j = {{"entry", e.id()}, {"key", key_of(keys, e)}, {"cwd", cwd}, {"result", result}, {"command", cmd}};
-    lines.push_back(j.dump());
+    lines.push_back(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   return lines;
 }

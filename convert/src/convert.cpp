@@ -2,6 +2,7 @@
 #include "edgeq/convert/convert.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "edgeq/base/error.h"
@@ -12,6 +13,27 @@
 #include "edgeq/quant/quantize.h"
 
 namespace edgeq::convert {
+
+namespace {
+
+// A source value that is NaN or Inf, or that F16 cannot hold (it would become Inf, which quantize then
+// refuses): an error naming the tensor and element, before anything of it is written.
+void check_values(const std::string& path, const SourceTensor& t, GgmlType ty, const float* x, uint64_t n,
+                  uint64_t row0, uint64_t row_len) {
+  constexpr float kF16Limit = 65520.0f;  // the smallest magnitude F16 rounds to Inf
+  const bool f16 = ty == GgmlType::F16;
+  for (uint64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    if (std::isfinite(v) && !(f16 && std::fabs(v) >= kF16Limit)) continue;
+    const uint64_t row = row0 + i / row_len, col = i % row_len;
+    if (!std::isfinite(v))
+      fail("{}: tensor {}: non-finite value {} at row {}, column {}", path, t.name, v, row, col);
+    fail("{}: tensor {}: value {} at row {}, column {} exceeds F16's range (max 65504); convert with --outtype bf16 "
+         "or --outtype f32", path, t.name, v, row, col);
+  }
+}
+
+}  // namespace
 
 ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_path, const std::string& outtype_in, int threads,
                               const ProgressFn& progress, const GgufSplitOptions& split) {
@@ -71,6 +93,7 @@ ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_pa
         pool.run(static_cast<int64_t>((nr + per - 1) / per), [&](int64_t task, int) {
           const uint64_t a = static_cast<uint64_t>(task) * per, b = std::min(nr, a + per);
           t.load_rows(r + a, b - a, fbuf.data() + a * row_len);
+          check_values(plan.path, t, ty, fbuf.data() + a * row_len, (b - a) * row_len, r + a, row_len);
           quant::quantize_rows(ty, fbuf.data() + a * row_len, obuf.data() + a * row_bytes, static_cast<int64_t>(b - a),
                                static_cast<int64_t>(row_len), nullptr);
         });
@@ -81,6 +104,7 @@ ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_pa
       fbuf.resize(t.n_elements());
       obuf.resize(n_rows * row_bytes);
       t.load_f32(fbuf.data());
+      check_values(plan.path, t, ty, fbuf.data(), fbuf.size(), 0, row_len);
       quant::quantize_rows_parallel(ty, fbuf.data(), obuf.data(), static_cast<int64_t>(n_rows),
                                     static_cast<int64_t>(row_len), nullptr, pool);
       w.write_tensor_data(obuf.data(), obuf.size());

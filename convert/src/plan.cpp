@@ -100,7 +100,7 @@ struct Config {
 
 Config read_config(const fs::path& p) {
   std::error_code ec;
-  if (!fs::is_regular_file(p, ec)) fail("{}: config.json not found", p.string());
+  if (!fs::exists(p, ec)) fail("{}: config.json not found", p.string());
   MappedFile m(p.string());
   if (m.size() > (64u << 20)) fail("{}: too large for a config file ({} bytes)", p.string(), m.size());
   Config c;
@@ -914,6 +914,8 @@ CheckpointLocation locate_checkpoint(const std::string& src_path) {
   std::error_code ec;
   const fs::path sp(src_path);
   if (!fs::exists(sp, ec)) fail("{}: no such file or directory", src_path);
+  if (!fs::is_directory(sp, ec) && !fs::is_regular_file(sp, ec))
+    fail("{}: is not a regular file or a directory; refusing to read it", src_path);
   CheckpointLocation loc;
   if (fs::is_directory(sp, ec)) {
     loc.dir = sp.string();

@@ -81,7 +81,12 @@ class Cursor {
     return s;
   }
 
-  [[noreturn]] void error(uint64_t at, const std::string& msg) const { fail("{}: byte {}: {}", name_, at, msg); }
+  // Control bytes of names read from the file (a NUL would cut the line short) are shown as \xNN.
+  [[noreturn]] void error(uint64_t at, const std::string& msg) const {
+    std::string shown;
+    for (unsigned char ch : msg) shown += ch < 0x20 || ch == 0x7f ? fmt::format("\\x{:02x}", ch) : std::string(1, char(ch));
+    fail("{}: byte {}: {}", name_, at, shown);
+  }
   const std::string& name() const { return name_; }
 
  private:

@@ -81,9 +81,15 @@ nlohmann::json read_json(const std::string& path) {
   }
 }
 
+// Whether an optional tokenizer file is present; a present one that is not a regular file (a FIFO, a
+// device) is an error, never silently skipped.
 bool is_file(const std::filesystem::path& p) {
   std::error_code ec;
-  return std::filesystem::is_regular_file(p, ec);
+  const auto st = std::filesystem::status(p, ec);
+  if (ec || st.type() == std::filesystem::file_type::not_found) return false;
+  if (st.type() != std::filesystem::file_type::regular)
+    fail("{}: is not a regular file; refusing to read it", p.string());
+  return true;
 }
 
 bool does_token_look_special(const std::string& t) {

@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -18,8 +19,18 @@
 
 namespace edgeq {
 
+static const char* non_regular_kind(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISDIR(mode)) return "a directory";
+  return "a special file";
+}
+
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below like every non-regular file.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail("{}: cannot open: {}", path, std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -30,6 +41,10 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   if (S_ISDIR(st.st_mode)) {
     ::close(fd);
     fail("{}: is a directory, expected a file", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail("{}: is {}, not a regular file; refusing to read it", path, non_regular_kind(st.st_mode));
   }
   note_input_file(path);
   size_ = static_cast<uint64_t>(st.st_size);
@@ -182,6 +197,31 @@ ScopedRemoveOnSignal::~ScopedRemoveOnSignal() {
 
 static constexpr size_t kBufSize = 1 << 20;
 
+namespace {
+
+// Removes "<target>.tmp.<pid>" files left by processes that no longer exist (SIGKILL, power loss): a later
+// run into the same output cleans up after them. Files of live processes (a parallel run) stay.
+void remove_stale_temp_files(const std::string& target) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path t(target);
+  const fs::path dir = t.has_parent_path() ? t.parent_path() : fs::path(".");
+  const std::string prefix = t.filename().string() + ".tmp.";
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long pid = std::stol(digits);
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to know)
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) ::unlink(it->path().c_str());
+  }
+}
+
+}  // namespace
+
 AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path), target_(path) {
   check_output_path(path);
   struct stat st {};
@@ -200,6 +240,7 @@ AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path), targe
       std::free(real);
     }
   }
+  remove_stale_temp_files(target_);
   tmp_path_ = target_ + ".tmp." + std::to_string(::getpid());
   on_signal_ = std::make_unique<ScopedRemoveOnSignal>(tmp_path_);
   fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

@@ -479,6 +479,21 @@ OnnxModel OnnxModel::open(const std::string& path, const OnnxLimits& limits) {
   auto dir = std::filesystem::path(path).parent_path();
   if (dir.empty()) dir = ".";
   parse_impl(*impl, impl->model_map->data(), impl->model_map->size(), path, dir.string(), limits);
+  // External-data ranges may coincide (a tied weight stored once) but never partly overlap: a moved offset
+  // would otherwise read another tensor's bytes shifted (garbage that converts "fine").
+  std::vector<const OnnxTensor*> ext;
+  for (const auto& t : impl->inits)
+    if (t.storage == OnnxStorage::External && t.nbytes > 0) ext.push_back(&t);
+  std::sort(ext.begin(), ext.end(), [](const OnnxTensor* a, const OnnxTensor* b) {
+    return a->file != b->file ? a->file < b->file : a->offset != b->offset ? a->offset < b->offset : a->nbytes < b->nbytes;
+  });
+  for (size_t i = 1; i < ext.size(); ++i) {
+    const OnnxTensor& a = *ext[i - 1];
+    const OnnxTensor& b = *ext[i];
+    if (a.file == b.file && a.offset + a.nbytes > b.offset && !(a.offset == b.offset && a.nbytes == b.nbytes))
+      fail("{}: initializers {} [{}, +{}) and {} [{}, +{}) overlap in {}: an external-data offset is wrong", path, a.name,
+           a.offset, a.nbytes, b.name, b.offset, b.nbytes, b.file);
+  }
   if (std::none_of(impl->inits.begin(), impl->inits.end(), [&](const OnnxTensor& t) {
         const uint8_t* b = impl->model_map->data();
         return t.storage == OnnxStorage::Raw && t.data && t.data >= b && t.data < b + impl->model_map->size();

@@ -483,6 +483,7 @@ std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vec
     }
   }
 
+  std::vector<bool> used(overrides.size(), false);  // a pattern that decides no tensor's type is an error
   std::vector<TypeDecision> out;
   out.reserve(tensors.size());
   for (auto& t : tensors) {
@@ -497,16 +498,17 @@ std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vec
       // for the logits' matrix doubled tl-8m's KLD (PAL4 0.0083 vs 0.0038). --pure palettizes it too.
       if (!opts.pure && info.palette_bits > 0 && (t.name == "output.weight" || (!qs.has_output && t.name == "token_embd.weight")))
         type = mix_type(qs, params, opts, type, t);
-      for (auto& [re, ty] : overrides) {
+      for (size_t k = 0; k < overrides.size(); ++k) {
         bool m = false;
         try {
-          m = std::regex_search(t.name, re);
+          m = std::regex_search(t.name, overrides[k].first);
         } catch (const std::regex_error& e) {
           fail("tensor {}: --tensor-type regex failed: {}", t.name, e.what());
         }
         if (m) {
-          type = ty;
+          type = overrides[k].second;
           d.overridden = true;
+          used[k] = true;
           break;
         }
       }
@@ -551,6 +553,10 @@ std::vector<TypeDecision> choose_types(const ModelParams& params, const std::vec
     if (mul_overflow_u64(*row, rows, &d.nbytes)) fail("tensor {}: byte size overflows", t.name);
     out.push_back(d);
   }
+  for (size_t k = 0; k < used.size(); ++k)
+    if (!used[k])
+      fail("--tensor-type {}={}: the pattern matches no quantized tensor (it would be ignored)",
+           opts.tensor_types[k].pattern, ggml_type_name(opts.tensor_types[k].type));
   return out;
 }
 

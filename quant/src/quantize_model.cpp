@@ -211,7 +211,11 @@ Importance load_importance(const std::string& path) {
 
 QuantizePlan plan_quantize(const QuantizeSource& src, const QuantizeOptions& opts) {
   QuantizePlan plan;
-  plan.params = ModelParams::from_metadata(src.metadata);
+  try {
+    plan.params = ModelParams::from_metadata(src.metadata);
+  } catch (const Error& e) {
+    fail("{}: {}", src.path, e.what());  // the source's metadata: name its file
+  }
 
   {
     std::set<std::string_view> seen;

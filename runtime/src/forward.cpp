@@ -6,6 +6,7 @@
 
 #include "edgeq/base/error.h"
 #include "edgeq/base/half.h"
+#include "finite_check.h"
 #include "gemm.h"
 #include "vec.h"
 
@@ -114,29 +115,41 @@ void Context::attention(int64_t il, int64_t n, int64_t pos0) {
   });
 }
 
+// The weights are finite (checked at load): a non-finite product means a finite weight too large for the
+// activations (attention's softmax would otherwise absorb it into a plausible number).
+static void check_product(const Model& model, const Weight& w, const float* y, int64_t n) {
+  if (!all_finite(y, static_cast<size_t>(n) * static_cast<size_t>(w.n_rows())))
+    fail("{}: tensor {}: its product with the activations is non-finite (NaN or Inf): the weight is finite but "
+         "too large",
+         model.path(), w.name);
+}
+
 void Context::matmul_shared(const float* x, int64_t n, int64_t ld,
                             std::initializer_list<std::pair<const Weight*, float*>> outs) {
   const bool compat = opt_.ggml_compat;
-  if (matmul_kernels_shared(outs, x, n, ld, pool_, scratch_, compat)) return;
-  ActRounding r = ActRounding::None;
-  bool same = compat;
-  for (const auto& o : outs) {
-    const ActRounding ri = act_rounding_for(*o.first);
-    if (&o == outs.begin()) r = ri;
-    same = same && ri == r && !matmul_uses_kernel(*o.first, n, compat);
-  }
-  if (same && r != ActRounding::None && outs.size() > 1) {
-    const int64_t in = static_cast<int64_t>(outs.begin()->first->dims[0]), ldr = act_stride(in);
-    xr_.resize(static_cast<size_t>(n * ldr));
-    pool_.run(n, [&](int64_t t, int) {
-      std::memcpy(xr_.data() + t * ldr, x + t * ld, static_cast<size_t>(in) * sizeof(float));
-      round_activations(r, xr_.data() + t * ldr, in);
-    });
-    matmul_dequant(outs, xr_.data(), n, ldr, pool_, scratch_);
-    return;
-  }
-  for (const auto& o : outs)
-    matmul(*o.first, x, n, ld, o.second, static_cast<int64_t>(o.first->n_rows()), pool_, scratch_, compat);
+  [&] {
+    if (matmul_kernels_shared(outs, x, n, ld, pool_, scratch_, compat)) return;
+    ActRounding r = ActRounding::None;
+    bool same = compat;
+    for (const auto& o : outs) {
+      const ActRounding ri = act_rounding_for(*o.first);
+      if (&o == outs.begin()) r = ri;
+      same = same && ri == r && !matmul_uses_kernel(*o.first, n, compat);
+    }
+    if (same && r != ActRounding::None && outs.size() > 1) {
+      const int64_t in = static_cast<int64_t>(outs.begin()->first->dims[0]), ldr = act_stride(in);
+      xr_.resize(static_cast<size_t>(n * ldr));
+      pool_.run(n, [&](int64_t t, int) {
+        std::memcpy(xr_.data() + t * ldr, x + t * ld, static_cast<size_t>(in) * sizeof(float));
+        round_activations(r, xr_.data() + t * ldr, in);
+      });
+      matmul_dequant(outs, xr_.data(), n, ldr, pool_, scratch_);
+      return;
+    }
+    for (const auto& o : outs)
+      matmul(*o.first, x, n, ld, o.second, static_cast<int64_t>(o.first->n_rows()), pool_, scratch_, compat);
+  }();
+  for (const auto& o : outs) check_product(model_, *o.first, o.second, n);
 }
 
 void Context::check_tokens(const int32_t* tokens, int64_t n) const {
@@ -200,6 +213,13 @@ void Context::prepare(int64_t n, int64_t pos_end) {
   ensure_rope(pos_end);
 }
 
+// The weights are finite (checked at load): non-finite activations are an overflow in layer il.
+static void check_layer_output(const Model& model, const float* x, int64_t il, int64_t n) {
+  if (!all_finite(x, static_cast<size_t>(n * model.config().n_embd)))
+    fail("{}: layer {}: the activations became non-finite (NaN or Inf): a weight of blk.{} is finite but too large",
+         model.path(), il, il);
+}
+
 void Context::embed(const int32_t* tokens, int64_t n, float* x) {
   const ModelConfig& c = model_.config();
   check_tokens(tokens, n);
@@ -223,6 +243,7 @@ void Context::eval_layer(int64_t il, float* x, int64_t n, int64_t pos0) {
     seq_len_ = nb;
     std::memcpy(x_.data(), x + b0 * E, static_cast<size_t>(nb * E) * sizeof(float));
     layer(il, nb, pos0 + b0, 0);
+    check_layer_output(model_, x_.data(), il, nb);
     std::memcpy(x + b0 * E, x_.data(), static_cast<size_t>(nb * E) * sizeof(float));
   }
 }
@@ -241,6 +262,7 @@ void Context::run_batch(const int32_t* tokens, int64_t n, int64_t first_logit, f
     // The last layer only needs the rows whose logits are requested (as llama.cpp's inp_out_ids).
     const int64_t r0 = il == c.n_layer - 1 ? first_logit : 0;
     layer(il, n, n_past_, r0);
+    if (il < c.n_layer - 1) check_layer_output(model_, x_.data(), il, n);
   }
 
   head(n, first_logit, logits);
@@ -262,6 +284,10 @@ void Context::head(int64_t n, int64_t first_logit, float* logits) {
       for (int64_t i = 0; i < c.n_vocab; ++i) l[i] = std::tanh(l[i] * inv) * cap;
     });
   }
+  if (!all_finite(logits, static_cast<size_t>(nl * c.n_vocab)))  // every weight is finite (checked at load)
+    fail("{}: the logits became non-finite (NaN or Inf): a weight of the last layer, output_norm or output is "
+         "finite but too large",
+         model_.path());
 }
 
 void Context::eval_seqs_from(int64_t il0, const float* hidden, int64_t n_seq, int64_t len, int64_t first_logit,

@@ -10,6 +10,7 @@
 #include "edgeq/formats/palette_layout.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/runtime/matmul.h"
+#include "finite_check.h"
 
 namespace edgeq::runtime {
 
@@ -169,6 +170,7 @@ bool Model::supports(const std::string& name) {
 Model Model::load(const std::string& path) {
   Model m = build(GgufFile::open(path), true);  // validated before any page is read
   m.file_.populate();
+  check_finite_tensors(m.file_);  // NaN/Inf in any weight, scale or table: an error naming the tensor
   return m;
 }
 
@@ -210,7 +212,7 @@ Model Model::build(GgufFile file, bool with_data) {
   if (c.head_dim_k < 2 || c.head_dim_k > 4096 || c.head_dim_k % 2 != 0 || c.head_dim_v < 1 || c.head_dim_v > 4096)
     fail("{}: head dimensions k={} v={} are invalid", path, c.head_dim_k, c.head_dim_v);
   c.n_rot = L.get_int("rope.dimension_count", c.head_dim_k);
-  if (c.n_rot < 0 || c.n_rot > c.head_dim_k || c.n_rot % 2 != 0)
+  if (c.n_rot < 2 || c.n_rot > c.head_dim_k || c.n_rot % 2 != 0)
     fail("{}: {}.rope.dimension_count = {} is invalid for head dimension {}", path, c.arch, c.n_rot, c.head_dim_k);
   c.n_ctx_train = L.get_int("context_length", 0);
   c.rms_eps = static_cast<float>(L.get_float("attention.layer_norm_rms_epsilon", A.default_rms_eps));

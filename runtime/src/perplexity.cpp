@@ -204,6 +204,12 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   res.ppl = std::exp(mean);
   const double var = mean2 - mean * mean;
   res.ppl_err = var > 0 && count > 1 ? res.ppl * std::sqrt(var / static_cast<double>(count - 1)) : 0.0;
+  // A reference that guesses no better than uniformly (PPL near the vocabulary size) makes every comparison
+  // against it meaningless ("+0.00 %"): the base is not written, the evaluation is an error.
+  if (writer && !(res.ppl < 0.5 * static_cast<double>(n_vocab)))
+    fail("{}: as a reference its perplexity {:.1f} is near the vocabulary size {} (a uniform guess): the model is "
+         "broken; no KLD base written",
+         model.path(), res.ppl, n_vocab);
   if (writer) writer->finish();
   if (reader) {
     if (n_chunk == static_cast<int64_t>(reader->header().n_chunks)) reader->finish();

@@ -45,6 +45,11 @@ void result_from_json(const nlohmann::json& j, const std::string& path, Referenc
 struct Report {
   ReferenceResult reference;
   std::vector<EntryResult> entries;  // sorted: more bits per weight first, then by method table order
+  // Entries the sweep planned; more than entries.size() marks a partial report (interrupted, or written
+  // between entries): it says so at its top and in the JSON ("complete": false) and recommends nothing.
+  // 0: not known (a merge of result files), taken as complete.
+  size_t n_planned = 0;
+  bool partial() const { return n_planned > entries.size(); }
 };
 
 // Reads result files (paths of files, or directories whose *.json files are read) into a report. Every

@@ -71,7 +71,8 @@ class ScopedRemoveOnSignal {
 // If the object is destroyed without commit() (error, exception), the temp file is removed:
 // a failed run never leaves a partial output behind. A symbolic link is followed (the link stays, its
 // target is replaced). A character device or FIFO (/dev/null, a pipe) is written directly, never
-// renamed over. Refuses outputs that check_output_path() refuses.
+// renamed over. Refuses outputs that check_output_path() refuses. Creating one removes the
+// "<path>.tmp.<pid>" files of processes that no longer exist (a run killed by SIGKILL).
 class AtomicOutputFile {
  public:
   explicit AtomicOutputFile(const std::string& path);  // throws edgeq::Error

@@ -1,0 +1,671 @@
+// Issue 24, "no silent garbage": every hostile case a user can produce gives a one-line error naming the
+// file at fault with the right exit code (2 usage, 1 bad file, 130/143 signals) or the right result, and
+// every input stays byte-identical. Cases are generated from tables so variants are covered; the runs use
+// stories260K (tiny) so the whole program stays within a few seconds.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "edgeq/base/error.h"
+#include "edgeq/formats/ggml_types.h"
+#include "edgeq/formats/gguf.h"
+#include "edgeq/quant/blocks.h"
+#include "edgeq/runtime/model.h"
+#include "test_helpers.h"
+
+namespace fs = std::filesystem;
+using edgeq::test::read_file;
+using edgeq::test::shared;
+using edgeq::test::TempDir;
+
+namespace {
+
+const std::string kEdgeq = std::string(EDGEQ_BINARY_DIR) + "/cli/edgeq";
+const std::string kStoriesDir = shared("models/stories260K");
+const std::string kStoriesGguf = shared("golden/stories260K-F32.gguf");
+
+std::string q(const std::string& s) {
+  std::string o = "'";
+  for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return o + "'";
+}
+
+edgeq::test::CmdResult run(const std::string& args) {
+  return edgeq::test::run_shell("EDGEQ_PROGRESS=0 " + q(kEdgeq) + " " + args + " </dev/null");
+}
+
+// A short evaluation text (enough tokens for 2 chunks of 64 on stories260K).
+std::string write_eval(const TempDir& t) {
+  const std::string p = t.file("ev.txt");
+  auto all = edgeq::test::read_text(shared("text/tinystories-heldout.txt"));
+  std::ofstream(p, std::ios::binary) << all.substr(0, 6000);
+  return p;
+}
+
+// Every regular file under dir with a hash of its bytes (readable when a test fails).
+std::map<std::string, size_t> snapshot(const fs::path& dir) {
+  std::map<std::string, size_t> m;
+  for (auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) m[e.path().string()] = std::hash<std::string>{}(edgeq::test::read_text(e.path().string()));
+  return m;
+}
+
+class Garbage : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kEdgeq)) GTEST_SKIP() << kEdgeq << " not built";
+  }
+};
+
+}  // namespace
+
+// 1: compare refusing to overwrite one of its inputs leaves that input where it was.
+TEST_F(Garbage, CompareNeverDeletesAFileItRefusedToOverwrite) {
+  TempDir t;
+  const std::string ev = write_eval(t), R = t.file("R");
+  const std::string common = " --eval " + q(ev) + " --ctx 64 --chunks 2 -q -t 1";
+  ASSERT_EQ(run("compare " + q(kStoriesDir) + " -o " + q(R) + " --keep --types F16,Q8_0" + common).code, 0);
+  const std::string input = R + "/models/F16-rtn.gguf";
+  ASSERT_TRUE(fs::exists(input));
+  const auto before = snapshot(R + "/models");
+  auto r = run("compare " + q(input) + " -o " + q(R) + " --types F16,Q8_0,Q4_0" + common);
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("refusing to overwrite"), std::string::npos) << r.err;
+  EXPECT_EQ(snapshot(R + "/models"), before);
+}
+
+// 2: a run killed by SIGKILL leaves OUT.tmp.PID; the next run into OUT removes it (a live process's stays).
+TEST_F(Garbage, StaleTempFilesOfDeadProcessesAreRemoved) {
+  TempDir t;
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);  // a pid that no longer exists
+  const std::string out = t.file("o.gguf");
+  const std::string dead = out + ".tmp." + std::to_string(child), live = out + ".tmp." + std::to_string(getpid());
+  std::ofstream(dead) << "partial";
+  std::ofstream(live) << "partial";
+  auto r = run("quantize " + q(kStoriesGguf) + " -o " + q(out) + " --type Q8_0 -q");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(out));
+}
+
+// 3: a FIFO where a model, tokenizer, config, imatrix or ONNX data file is expected is refused at once
+// (it used to block until killed, or be skipped), with one line naming it. `timeout` turns a hang into a failure.
+TEST_F(Garbage, FifoInEveryInputSlotIsRefusedAtOnce) {
+  struct Slot {
+    std::string source;  // directory copied as symlinks, or "" for a lone file
+    std::string fifo;    // the name that becomes a FIFO
+    std::vector<std::string> commands;  // SRC: the (copied) source, FIFO: the FIFO's path
+  };
+  const std::vector<std::string> ckpt_cmds = {"convert SRC -o OUT", "quantize SRC -o OUT --type Q8_0"};
+  std::vector<Slot> slots;
+  for (const char* f : {"model.safetensors", "config.json", "tokenizer.model", "tokenizer.json",
+                        "tokenizer_config.json", "special_tokens_map.json"})
+    slots.push_back({kStoriesDir, f, ckpt_cmds});
+  slots.push_back({shared("models/tl-8m-onnx-ext"), "model.onnx.data", ckpt_cmds});
+  slots.push_back({shared("models/tl-8m-onnx-ext"), "model.onnx", ckpt_cmds});
+  slots.push_back({"", "m.gguf",
+                   {"perplexity FIFO -f EV", "generate FIFO -p hi -n 2", "tokenize FIFO -p hi", "inspect FIFO",
+                    "quantize FIFO -o OUT --type Q8_0", "compare FIFO -o OUT.d --eval EV --types Q8_0"}});
+  slots.push_back({"", "imatrix.dat", {"quantize " + q(kStoriesGguf) + " -o OUT --type Q4_0 --imatrix FIFO"}});
+  for (const auto& s : slots) {
+    TempDir t;
+    const std::string ev = write_eval(t);
+    std::string src, fifo;
+    if (!s.source.empty()) {
+      src = t.file("src");
+      fs::create_directory(src);
+      for (auto& e : fs::directory_iterator(s.source))
+        if (e.path().filename() != s.fifo) fs::create_symlink(e.path(), fs::path(src) / e.path().filename());
+      fifo = src + "/" + s.fifo;
+    } else {
+      fifo = t.file(s.fifo);
+    }
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    for (std::string c : s.commands) {
+      auto sub = [&](const std::string& k, const std::string& v) {
+        for (size_t p; (p = c.find(k)) != std::string::npos;) c.replace(p, k.size(), v);
+      };
+      sub("SRC", q(src));
+      sub("FIFO", q(fifo));
+      sub("OUT", q(t.file("out.gguf")));
+      sub("EV", q(ev));
+      auto r = edgeq::test::run_shell("EDGEQ_PROGRESS=0 timeout 20 " + q(kEdgeq) + " " + c + " </dev/null");
+      EXPECT_EQ(r.code, 1) << c << "\n" << r.err;
+      EXPECT_NE(r.err.find(fifo + ": "), std::string::npos) << c << "\n" << r.err;
+      EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << c << "\n" << r.err;
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+      EXPECT_FALSE(fs::exists(t.file("out.gguf")));
+    }
+  }
+}
+
+namespace {
+
+// The offset of a value of a GGUF metadata key of integer type (the 4 bytes after the key and its type).
+size_t gguf_key_value_offset(const std::vector<uint8_t>& b, const std::string& key) {
+  const std::string needle = key;
+  auto it = std::search(b.begin(), b.end(), needle.begin(), needle.end());
+  if (it == b.end()) return 0;
+  return static_cast<size_t>(it - b.begin()) + needle.size() + 4;  // skip the u32 value type
+}
+
+template <typename T>
+void put(std::vector<uint8_t>& b, size_t off, T v) {
+  std::memcpy(b.data() + off, &v, sizeof v);
+}
+
+}  // namespace
+
+// 4: NaN/Inf in a block scale of every block type the goldens hold: loading names the tensor. The scale's
+// position is found by probing the type's own dequantizer (the first f16 word that makes the block NaN),
+// so the table of block types drives the cases.
+TEST(GarbageModel, NonFiniteBlockScaleOfEveryTypeIsNamed) {
+  std::map<edgeq::GgmlType, std::pair<std::string, std::string>> cases;  // type -> (file, tensor)
+  for (const auto& path : edgeq::test::golden_ggufs()) {
+    if (path.find("tl-8m-") == std::string::npos) continue;
+    const auto g = edgeq::GgufFile::open(path);
+    bool loadable = true;  // only files whose every type the runtime evaluates
+    for (const auto& t : g.tensors()) loadable = loadable && edgeq::quant::can_dequantize(t.type);
+    if (!loadable) continue;
+    for (const auto& t : g.tensors())
+      if (!cases.count(t.type) && t.dims.size() == 2 && edgeq::quant::can_dequantize(t.type))
+        cases[t.type] = {path, t.name};
+  }
+  ASSERT_GE(cases.size(), 12u);  // F32, F16 and the k-, legacy and i-quants the runtime evaluates
+  size_t n = 0;
+  TempDir t;
+  for (const auto& [type, ft] : cases) {
+    if (EDGEQ_SANITIZED && n >= 3) break;
+    auto bytes = read_file(ft.first);
+    const auto g = edgeq::GgufFile::open(ft.first);
+    const auto v = g.view(ft.second);
+    const size_t tensor_at = static_cast<size_t>(g.data_offset() + g.find_tensor(ft.second)->offset);
+    const auto* info = edgeq::ggml_type_info(type);
+    ASSERT_NE(info, nullptr);
+    // Probe the first block for a 16-bit word whose NaN makes the dequantized block NaN.
+    std::vector<uint8_t> block(v.data, v.data + info->type_size);
+    std::vector<float> out(info->block_size);
+    size_t scale_at = SIZE_MAX;
+    for (size_t o = 0; o + 2 <= block.size() && scale_at == SIZE_MAX; o += 2) {
+      auto b = block;
+      const uint16_t nan16 = type == edgeq::GgmlType::BF16 ? 0x7fc0 : 0x7e00;
+      if (type == edgeq::GgmlType::F32) {
+        if (o % 4) continue;
+        put<float>(b, o, std::nanf(""));
+      } else {
+        put<uint16_t>(b, o, nan16);
+      }
+      edgeq::quant::dequantize_row(type, b.data(), out.data(), info->block_size);
+      for (float x : out)
+        if (std::isnan(x)) scale_at = o;
+    }
+    ASSERT_NE(scale_at, SIZE_MAX) << edgeq::ggml_type_name(type);
+    const size_t at = tensor_at + scale_at;
+    if (type == edgeq::GgmlType::F32)
+      put<float>(bytes, at, std::numeric_limits<float>::infinity());
+    else
+      put<uint16_t>(bytes, at, type == edgeq::GgmlType::BF16 ? 0x7f80 : 0x7c00);  // +Inf
+    const std::string bad = t.file(std::string("bad-") + edgeq::ggml_type_name(type) + ".gguf");
+    edgeq::test::write_file(bad, bytes);
+    try {
+      (void)edgeq::runtime::Model::load(bad);
+      ADD_FAILURE() << edgeq::ggml_type_name(type) << ": loaded a model with Inf in " << ft.second;
+    } catch (const edgeq::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(bad + ": tensor " + ft.second + ": non-finite value"), std::string::npos) << edgeq::ggml_type_name(type) << ": " << msg;
+    }
+    std::filesystem::remove(bad);
+    ++n;
+  }
+}
+
+// 4: a NaN or an Inf in a float weight of every role (stories260K F32: embeddings, norms, attention, FFN).
+TEST(GarbageModel, NonFiniteFloatWeightOfEveryRoleIsNamed) {
+  const auto g = edgeq::GgufFile::open(kStoriesGguf);
+  const auto orig = read_file(kStoriesGguf);
+  TempDir t;
+  size_t n = 0;
+  for (const auto& ti : g.tensors()) {
+    if (ti.name.rfind("blk.", 0) == 0 && ti.name.rfind("blk.0.", 0) != 0) continue;  // every role once: layer 0
+    const auto v = g.view(ti);
+    ASSERT_EQ(v.type, edgeq::GgmlType::F32);
+    const size_t at = static_cast<size_t>(g.data_offset() + ti.offset + 4 * (v.n_elements() / 2));
+    for (float bad_value : {std::nanf(""), -std::numeric_limits<float>::infinity()}) {
+      auto bytes = orig;
+      put<float>(bytes, at, bad_value);
+      const std::string bad = t.file("bad.gguf");
+      edgeq::test::write_file(bad, bytes);
+      try {
+        (void)edgeq::runtime::Model::load(bad);
+        ADD_FAILURE() << "loaded a model with " << bad_value << " in " << ti.name;
+      } catch (const edgeq::Error& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find(bad + ": tensor " + ti.name + ": "), std::string::npos) << msg;
+      }
+      ++n;
+    }
+  }
+  EXPECT_GE(n, 2u * 11u);
+}
+
+// 4: every command that evaluates a model refuses NaN weights naming the tensor (and writes nothing); a
+// finite weight so large that the activations overflow names the layer; quantize refuses the same file.
+TEST_F(Garbage, EvaluatingCommandsRefuseNonFiniteWeights) {
+  TempDir t;
+  const std::string ev = write_eval(t);
+  const auto g = edgeq::GgufFile::open(kStoriesGguf);
+  auto bytes = read_file(kStoriesGguf);
+  const auto* down = g.find_tensor("blk.1.ffn_down.weight");
+  ASSERT_NE(down, nullptr);
+  put<float>(bytes, static_cast<size_t>(g.data_offset() + down->offset + 40), std::nanf(""));
+  const std::string nan_model = t.file("nan.gguf");
+  edgeq::test::write_file(nan_model, bytes);
+  const std::string M = q(nan_model), out = t.file("out");
+  for (const std::string& c :
+       {"perplexity " + M + " -f " + q(ev) + " -c 64", "generate " + M + " -p hi -n 4",
+        "compare " + q(kStoriesGguf) + " " + M + " --eval " + q(ev) + " -c 64",
+        "compare " + M + " -o " + q(out) + " --eval " + q(ev) + " -c 64 --types Q8_0",
+        "calibrate " + M + " --data " + q(ev) + " -o " + q(out + ".imatrix") + " -c 64",
+        "quantize " + M + " -o " + q(out + ".gguf") + " --type Q8_0"}) {
+    auto r = run(c);
+    EXPECT_EQ(r.code, 1) << c << "\n" << r.err;
+    EXPECT_NE(r.err.find("blk.1.ffn_down.weight"), std::string::npos) << c << "\n" << r.err;
+    EXPECT_NE(r.err.find("non-finite"), std::string::npos) << c << "\n" << r.err;
+    EXPECT_FALSE(fs::exists(out + ".gguf") || fs::exists(out + ".imatrix")) << c;
+  }
+  // Finite but huge (3e38) weights: the activations overflow; the error names the layer.
+  bytes = read_file(kStoriesGguf);
+  const auto* q0 = g.find_tensor("blk.2.attn_q.weight");
+  for (uint64_t i = 0; i < q0->nbytes / 4; ++i)
+    put<float>(bytes, static_cast<size_t>(g.data_offset() + q0->offset + 4 * i), 3e38f);
+  const std::string huge = t.file("huge.gguf");
+  edgeq::test::write_file(huge, bytes);
+  auto r = run("perplexity " + q(huge) + " -f " + q(ev) + " -c 64");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("non-finite"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(huge + ": "), std::string::npos) << r.err;
+}
+
+// 4: convert --outtype f16 of a weight beyond F16's range names the tensor and suggests bf16/f32.
+TEST_F(Garbage, ConvertRefusesF16OverflowAndSuggestsBf16) {
+  TempDir t;
+  const std::string ck = t.file("ck");
+  fs::create_directory(ck);
+  for (auto& e : fs::directory_iterator(kStoriesDir))
+    if (e.path().filename() != "model.safetensors") fs::create_symlink(e.path(), fs::path(ck) / e.path().filename());
+  auto st = read_file(kStoriesDir + "/model.safetensors");
+  uint64_t hlen = 0;
+  std::memcpy(&hlen, st.data(), 8);
+  const std::string header(st.begin() + 8, st.begin() + 8 + static_cast<long>(hlen));
+  const size_t name = header.find("\"model.layers.0.mlp.down_proj.weight\"");
+  ASSERT_NE(name, std::string::npos);
+  const size_t offs = header.find("data_offsets", name);
+  const uint64_t begin = std::stoull(header.substr(header.find('[', offs) + 1));
+  put<float>(st, 8 + hlen + begin + 4 * 5, 1e6f);
+  edgeq::test::write_file(ck + "/model.safetensors", st);
+  auto r = run("convert " + q(ck) + " -o " + q(t.file("o.gguf")) + " --outtype f16");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("blk.0.ffn_down.weight"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--outtype bf16"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(t.file("o.gguf")));
+  EXPECT_EQ(run("convert " + q(ck) + " -o " + q(t.file("o.gguf")) + " --outtype f32").code, 0);
+}
+
+// 5: metadata the loader reads is checked against what the architecture allows (a table of lies).
+TEST_F(Garbage, LyingMetadataIsRefused) {
+  TempDir t;
+  const std::string ev = write_eval(t);
+  const auto orig = read_file(kStoriesGguf);
+  struct Lie {
+    const char* key;
+    uint32_t value;
+  };
+  for (const Lie& lie : {Lie{"llama.rope.dimension_count", 0}, Lie{"llama.rope.dimension_count", 3},
+                         Lie{"llama.attention.head_count", 0}, Lie{"llama.block_count", 0},
+                         Lie{"llama.embedding_length", 0}, Lie{"llama.feed_forward_length", 0}}) {
+    auto bytes = orig;
+    const size_t at = gguf_key_value_offset(bytes, lie.key);
+    ASSERT_NE(at, 0u) << lie.key;
+    put<uint32_t>(bytes, at, lie.value);
+    const std::string bad = t.file("lie.gguf");
+    edgeq::test::write_file(bad, bytes);
+    auto r = run("perplexity " + q(bad) + " -f " + q(ev) + " -c 64");
+    EXPECT_EQ(r.code, 1) << lie.key << "\n" << r.err;
+    EXPECT_NE(r.err.find(bad + ": "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(std::string(lie.key).substr(6)), std::string::npos) << r.err;
+  }
+}
+
+// 6: text through a pipe, "-", /dev/stdin and zstd reads the same as the plain file for every text flag.
+TEST_F(Garbage, TextFromPipesAndZstdForEveryTextFlag) {
+  TempDir t;
+  const std::string ev = write_eval(t);
+  const std::string zst = t.file("ev.txt.zst");
+  if (std::system(("zstd -q -f " + q(ev) + " -o " + q(zst) + " 2>/dev/null").c_str()) != 0) GTEST_SKIP() << "no zstd";
+  const std::string M = q(kStoriesGguf);
+  for (const std::string& c : {"tokenize " + M + " --ids -f TEXT", "perplexity " + M + " -c 64 --chunks 4 -t 1 -f TEXT"}) {
+    auto sub = [&](const std::string& text) {
+      std::string x = c;
+      x.replace(x.find("TEXT"), 4, text);
+      return x;
+    };
+    auto plain = run(sub(q(ev)));
+    ASSERT_EQ(plain.code, 0) << plain.err;
+    for (const std::string& via : {"cat " + q(ev) + " | EDGEQ_PROGRESS=0 " + q(kEdgeq) + " " + sub("-"),
+                                   "cat " + q(ev) + " | EDGEQ_PROGRESS=0 " + q(kEdgeq) + " " + sub("/dev/stdin"),
+                                   "EDGEQ_PROGRESS=0 " + q(kEdgeq) + " " + sub(q(zst)) + " </dev/null"}) {
+      auto r = edgeq::test::run_shell(via);
+      EXPECT_EQ(r.code, 0) << via << "\n" << r.err;
+      auto result = [](const std::string& out) {  // the ids, or the final estimate (not the timings)
+        const size_t f = out.find("Final estimate");
+        return f == std::string::npos ? out : out.substr(f);
+      };
+      EXPECT_EQ(result(r.out), result(plain.out)) << via;
+    }
+  }
+  // compare --eval and calibrate --data take the pipe too.
+  auto a = run("compare " + M + " " + M + " -c 64 --chunks 4 -t 1 --json --eval " + q(ev));
+  auto b = edgeq::test::run_shell("cat " + q(ev) + " | EDGEQ_PROGRESS=0 " + q(kEdgeq) + " compare " + M + " " + M +
+                                  " -c 64 --chunks 4 -t 1 --json --eval -");
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(b.code, 0) << b.err;
+  auto ppl = [](const std::string& s) { return s.substr(s.find("\"ppl\""), 40); };
+  if (b.code == 0) {
+    EXPECT_EQ(ppl(a.out), ppl(b.out));
+  }
+  auto c = run("compare " + M + " " + M + " -c 64 --chunks 4 -t 1 --json --eval " + q(zst));
+  EXPECT_EQ(c.code, 0) << c.err;
+  if (c.code == 0) {
+    EXPECT_EQ(ppl(a.out), ppl(c.out));
+  }
+  auto d = edgeq::test::run_shell("cat " + q(ev) + " | EDGEQ_PROGRESS=0 " + q(kEdgeq) + " calibrate " + M +
+                                  " --data - -c 64 -o " + q(t.file("i.dat")));
+  EXPECT_EQ(d.code, 0) << d.err;
+}
+
+namespace {
+
+// One small finished sweep (stories260K, three entries) the merge and report tests read.
+const std::string& small_sweep() {
+  static TempDir dir;
+  static const std::string d = [] {
+    const std::string ev = write_eval(dir), R = dir.file("R");
+    auto r = run("compare " + q(kStoriesDir) + " -o " + q(R) + " --types F16,Q8_0,Q4_0 --eval " + q(ev) +
+                 " --ctx 64 --chunks 2 -t 1");
+    EXPECT_EQ(r.code, 0) << r.err;
+    return R;
+  }();
+  return d;
+}
+
+}  // namespace
+
+// 7: a report written before the last entry (what an interrupted or killed sweep leaves) says so at its top
+// and in the JSON, and recommends nothing; the complete run's report is unmarked.
+TEST_F(Garbage, PartialSweepReportIsMarkedAndRecommendsNothing) {
+  const std::string& R = small_sweep();
+  const std::string full_md = edgeq::test::read_text(R + "/report.md");
+  EXPECT_EQ(full_md.find("PARTIAL"), std::string::npos);
+  EXPECT_NE(full_md.find("Recommended: ") == std::string::npos ? full_md.find("No file is within")
+                                                                : full_md.find("Recommended: "),
+            std::string::npos);
+  EXPECT_NE(edgeq::test::read_text(R + "/report.json").find("\"complete\": true"), std::string::npos);
+  // Kill a rerun with more entries after its first new result: its report is partial.
+  TempDir t;
+  const std::string R2 = t.file("R2");
+  fs::copy(R, R2, fs::copy_options::recursive);
+  const std::string ev = small_sweep().substr(0, small_sweep().size() - 2) + "/ev.txt";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("EDGEQ_PROGRESS", "0", 1);
+    const std::string types = "F16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1";
+    execl(kEdgeq.c_str(), "edgeq", "compare", kStoriesDir.c_str(), "-o", R2.c_str(), "--types", types.c_str(),
+          "--eval", ev.c_str(), "--ctx", "64", "--chunks", "2", "-t", "1", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::string md, js;
+  for (int i = 0; i < 5000; ++i) {  // the report rewritten after a new entry (report.md first, then the JSON)
+    md = edgeq::test::read_text(R2 + "/report.md");
+    js = edgeq::test::read_text(R2 + "/report.json");
+    if (md.find("PARTIAL") != std::string::npos && js.find("\"complete\": false") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  EXPECT_EQ(md.rfind("> **PARTIAL REPORT: ", 0), 0u) << md.substr(0, 200);
+  EXPECT_EQ(md.find("Recommended: "), std::string::npos);
+  EXPECT_NE(js.find("\"complete\": false"), std::string::npos);
+  EXPECT_NE(js.find("no recommendation"), std::string::npos);
+}
+
+// 8: compare --merge checks every field of a result file: each tampered value is an error naming the file.
+TEST_F(Garbage, MergeRefusesEveryTamperedResultField) {
+  const std::string& R = small_sweep();
+  const std::string good = R + "/results/Q8_0-rtn.json";
+  const std::string orig = edgeq::test::read_text(good);
+  struct Tamper {
+    std::string field, value;  // "entry.ppl" -> replace the number after "ppl": in the entry
+  };
+  const std::vector<Tamper> cases = {
+      {"entry.ppl", "-5"},          {"entry.ppl", "0.5"},         {"entry.file_bytes", "-1"},
+      {"entry.file_bytes", "0"},    {"entry.bits_per_weight", "0"}, {"entry.bits_per_weight", "1000"},
+      {"entry.mean_kld", "-1"},     {"entry.median_kld", "-1"},   {"entry.p99_kld", "-0.1"},
+      {"entry.max_kld", "-1"},      {"entry.mean_kld_err", "-1"}, {"entry.same_top_p_pct", "200"},
+      {"entry.rms_dp_pct", "-3"},   {"entry.ppl_err", "-1"},      {"entry.ppl_ratio", "0"},
+      {"entry.ppl_ratio_err", "-1"}, {"entry.type", "\"Q9_9\""},  {"entry.method", "\"magic\""},
+      {"entry.quantize_seconds", "-1"}, {"entry.eval_seconds", "-1"}, {"entry.eval_tokens_per_second", "-1"},
+      {"reference.ppl", "0"},       {"reference.ppl_err", "-1"},  {"reference.file_bytes", "-1"},
+      {"reference.parameters", "0"}, {"reference.bits_per_weight", "0"}, {"reference.n_ctx", "0"},
+      {"reference.n_chunks", "0"},  {"reference.scored_tokens", "-2"}, {"reference.file_type", "\"Q4_0\""},
+      {"reference.eval_seconds", "-1"}, {"entry.ppl", "\"x\""},
+  };
+  TempDir t;
+  const std::string tampered = t.file("Q8_0-rtn.json");
+  for (const auto& c : cases) {
+    const std::string section = c.field.substr(0, c.field.find('.')), key = c.field.substr(c.field.find('.') + 1);
+    std::string s = orig;
+    const size_t sec = s.find("\"" + section + "\"");
+    ASSERT_NE(sec, std::string::npos);
+    const size_t k = s.find("\"" + key + "\":", sec);
+    ASSERT_NE(k, std::string::npos) << c.field;
+    const size_t v0 = k + key.size() + 3 + (s[k + key.size() + 3] == ' ' ? 1 : 0);
+    const size_t v1 = s.find_first_of(",\n}", s[v0] == '"' ? s.find('"', v0 + 1) + 1 : v0);
+    s.replace(v0, v1 - v0, c.value);
+    std::ofstream(tampered) << s;
+    auto r = run("compare --merge " + q(tampered) + " -o " + q(t.file("M")));
+    EXPECT_EQ(r.code, 1) << c.field << " = " << c.value << "\n" << r.err;
+    EXPECT_NE(r.err.find(tampered + ": "), std::string::npos) << c.field << "\n" << r.err;
+    EXPECT_FALSE(fs::exists(t.file("M") + "/report.md")) << c.field;
+  }
+  auto ok = run("compare --merge " + q(good) + " -o " + q(t.file("M")));
+  EXPECT_EQ(ok.code, 0) << ok.err;
+}
+
+// 9: Ctrl-C during calibration (calibrate, quantize --data) exits 130 and leaves no output.
+TEST_F(Garbage, CtrlCDuringCalibrationExits130) {
+  const std::string model = kStoriesDir, data = shared("text/calib.txt");
+  for (const std::string& cmd : std::vector<std::string>{"calibrate", "quantize"}) {
+    bool caught = false;
+    for (int attempt = 0; attempt < 6 && !caught; ++attempt) {
+      TempDir t;
+      const std::string out = t.file(cmd == "calibrate" ? "o.imatrix" : "o.gguf");
+      int fds[2];
+      ASSERT_EQ(pipe(fds), 0);
+      const pid_t pid = fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        dup2(fds[1], 2);
+        setenv("EDGEQ_PROGRESS", "1", 1);
+        if (cmd == "calibrate")
+          execl(kEdgeq.c_str(), "edgeq", "calibrate", model.c_str(), "--data", data.c_str(), "-o", out.c_str(), "-t", "1",
+                static_cast<char*>(nullptr));
+        else
+          execl(kEdgeq.c_str(), "edgeq", "quantize", model.c_str(), "-o", out.c_str(), "--type", "Q4_K_M", "--data",
+                data.c_str(), "--threads", "1", static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      close(fds[1]);
+      // Wait for the first progress line of the calibration ("layer 1/8"), then interrupt.
+      std::string err;
+      char buf[512];
+      ssize_t n;
+      while (err.find("layer ") == std::string::npos && (n = read(fds[0], buf, sizeof buf)) > 0) err.append(buf, n);
+      kill(pid, SIGINT);
+      close(fds[0]);
+      int st = 0;
+      waitpid(pid, &st, 0);
+      if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;  // finished before the signal: try again
+      caught = true;
+      EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 130) << cmd << ": status " << st << "\n" << err;
+      EXPECT_FALSE(fs::exists(out)) << cmd;
+    }
+    EXPECT_TRUE(caught) << cmd;
+  }
+}
+
+// 10: errors name the file at fault: the source (not the output) for a bad header under quantize, the file
+// for a metadata value quantize's policy reads, the whole message for a GGUF whose version was changed.
+TEST_F(Garbage, ErrorsNameTheFileAtFault) {
+  TempDir t;
+  const auto orig = read_file(kStoriesGguf);
+  struct Case {
+    const char* key;  // nullptr: the version field
+    uint32_t value;
+  };
+  for (const Case& c : {Case{"llama.attention.head_count", 0}, Case{"llama.block_count", 0xffffffffu},
+                        Case{"llama.feed_forward_length", 0}, Case{nullptr, 1}}) {
+    auto bytes = orig;
+    put<uint32_t>(bytes, c.key ? gguf_key_value_offset(bytes, c.key) : 4, c.value);
+    const std::string bad = t.file("bad.gguf"), out = t.file("mq.gguf");
+    edgeq::test::write_file(bad, bytes);
+    auto r = run("quantize " + q(bad) + " -o " + q(out) + " --type Q8_0");
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_EQ(r.err.rfind("edgeq: error: " + bad + ": ", 0), 0u) << r.err;
+    EXPECT_EQ(r.err.find(out), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    if (!c.key) {
+      EXPECT_GT(r.err.size(), 60u) << "cut short: " << r.err;
+    }
+  }
+  // calibrate's short text names the text.
+  const std::string short_text = t.file("short.txt");
+  std::ofstream(short_text) << "once upon a time";
+  auto r = run("calibrate " + q(kStoriesGguf) + " --data " + q(short_text) + " -o " + q(t.file("o.dat")));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(short_text + ": the text tokenizes to only"), std::string::npos) << r.err;
+}
+
+// 11: --json with a path that is not UTF-8 prints valid JSON (the bytes replaced), not an exception.
+TEST_F(Garbage, JsonWithNonUtf8Paths) {
+  TempDir t;
+  const std::string odd = t.file("m\xff\xfe.gguf");
+  fs::copy_file(kStoriesGguf, odd);
+  const std::string ev = write_eval(t);
+  for (const std::string& c : {"tokenize " + q(odd) + " -p hi --json", "perplexity " + q(odd) + " -f " + q(ev) + " -c 64 --json",
+                               "generate " + q(odd) + " -p hi -n 2 --json", "inspect " + q(odd) + " --json",
+                               "quantize " + q(odd) + " -o " + q(t.file("o\xff.gguf")) + " --type Q8_0 --json"}) {
+    auto r = run(c);
+    EXPECT_EQ(r.code, 0) << c << "\n" << r.err;
+    EXPECT_FALSE(nlohmann::json::parse(r.out, nullptr, false).is_discarded()) << c << "\n" << r.out.substr(0, 200);
+  }
+}
+
+// 12: usage errors exit 2 before any work: values outside the ranges the help gives, empty list items,
+// flag combinations that would silently ignore one of them.
+TEST_F(Garbage, FlagValidationExits2) {
+  TempDir t;
+  const std::string ev = write_eval(t), M = q(kStoriesGguf), O = q(t.file("o.gguf"));
+  const std::string G = "generate " + M + " -p hi ";
+  for (const std::string& c :
+       {G + "--temp -1", G + "--temp nan", G + "--top-p 2", G + "--top-p -0.5", G + "--top-k -3", G + "-n -2",
+        G + "--seed -1", G + "--seed 18446744073709551616", "quantize " + M + " -o " + O + " --type Q9_9",
+        "quantize " + M + " -o " + O + " --type Q4_0 --pal-group 4", "quantize " + M + " -o " + O + " --type PAL4 --pal-group 0",
+        "quantize " + M + " " + O + " Q8_0 -4", "quantize " + M + " " + O + " Q8_0 many",
+        "quantize " + M + " -o " + O + " --type Q4_0 --method rtn --imatrix " + q(shared("golden/tl-8m.imatrix")),
+        "quantize " + M + " -o " + O + " --type Q4_0 --output-tensor-type Q8_0 --leave-output-tensor",
+        "perplexity " + M + " -f " + q(ev) + " --chunks 0", "perplexity " + M + " -f " + q(ev) + " --chunks -2",
+        "compare " + q(kStoriesDir) + " -o " + q(t.file("R")) + " --eval " + q(ev) + " --types Q8_0,,Q4_0",
+        "compare " + q(kStoriesDir) + " -o " + q(t.file("R")) + " --eval " + q(ev) + " --calib-chunks 0"}) {
+    auto r = run(c);
+    EXPECT_EQ(r.code, 2) << c << "\n" << r.err;
+    EXPECT_LE(std::count(r.err.begin(), r.err.end(), '\n'), 2) << c << "\n" << r.err;  // CLI11 adds "Run with --help"
+    EXPECT_LT(r.err.size(), 300u) << c << "\n" << r.err;
+    EXPECT_FALSE(fs::exists(t.file("o.gguf"))) << c;
+  }
+  // A --tensor-type pattern that matches no tensor would be ignored: refused, nothing written.
+  auto r = run("quantize " + M + " -o " + O + " --type Q4_0 --tensor-type nothing_like_this=Q8_0");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("matches no quantized tensor"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(t.file("o.gguf")));
+  // compare --eval naming one of the sweep's own outputs is refused before the reference is computed.
+  const std::string R = t.file("R2");
+  fs::create_directories(R);
+  fs::copy_file(ev, R + "/report.md");
+  const auto t0 = std::chrono::steady_clock::now();
+  r = run("compare " + q(kStoriesDir) + " -o " + q(R) + " --eval " + q(R + "/report.md") + " --types Q8_0 -c 64");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("is an output of this sweep"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(R + "/work"));
+  (void)t0;
+}
+
+// 13: an output that would replace a file of the source checkpoint's directory is refused unless --force.
+TEST_F(Garbage, OutputsNeverReplaceCheckpointFiles) {
+  TempDir t;
+  const std::string ck = t.file("ck");
+  fs::copy(kStoriesDir, ck);
+  for (auto& e : fs::directory_iterator(ck)) fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  const auto before = snapshot(ck);
+  for (const std::string& victim : std::vector<std::string>{"generation_config.json", "LICENSE.llama2.c-MIT.txt"}) {
+    for (const std::string& c : {"convert " + q(ck) + " -o " + q(ck + "/" + victim),
+                                 "quantize " + q(ck) + " -o " + q(ck + "/" + victim) + " --type Q8_0"}) {
+      auto r = run(c);
+      EXPECT_EQ(r.code, 1) << c << "\n" << r.err;
+      EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+    }
+  }
+  EXPECT_EQ(snapshot(ck), before);
+  EXPECT_EQ(run("convert " + q(ck) + " -o " + q(ck + "/model.gguf")).code, 0);  // a new file there is fine
+  EXPECT_EQ(run("convert " + q(ck) + " -o " + q(ck + "/generation_config.json") + " --force").code, 0);
+}
+
+// 5: an ONNX external-data offset moved from 0 to 7 reads shifted bytes: refused (ranges overlap), not
+// converted into a file of garbage.
+TEST_F(Garbage, OnnxExternalOffsetMovedIsRefused) {
+  TempDir t;
+  const std::string src = shared("models/tl-8m-onnx-ext"), d = t.file("onnx");
+  fs::create_directory(d);
+  for (auto& e : fs::directory_iterator(src))
+    if (e.path().filename() != "model.onnx") fs::create_symlink(e.path(), fs::path(d) / e.path().filename());
+  auto bytes = read_file(src + "/model.onnx");
+  const std::string pat = std::string("\x0a\x06offset\x12\x01", 10) + "0";
+  auto it = std::search(bytes.begin(), bytes.end(), pat.begin(), pat.end());
+  ASSERT_NE(it, bytes.end());
+  *(it + static_cast<long>(pat.size()) - 1) = '7';
+  edgeq::test::write_file(d + "/model.onnx", bytes);
+  auto r = run("convert " + q(d) + " -o " + q(t.file("o.gguf")) + " --outtype f32");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("overlap"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(t.file("o.gguf")));
+}
