@@ -282,17 +282,18 @@ TEST_F(PalModel, ProgramErrors) {
   std::string msg;
   struct Case {
     std::string args, needle;
+    int code;  // 2: a usage error (the flags alone are wrong), 1: the file does not allow it
   } cases[] = {
-      {src + " --type PAL4 --pal-group 0", "--pal-group 0"},
-      {src + " --type PAL4 --pal-group 100", "does not divide"},
-      {src + " --type Q4_K_M --pal-group 16", "PAL types only"},
-      {"'" + shared("golden/tl-8m-Q4_K_M.gguf") + "' --type PAL4", "already quantized"},
-      {"'" + pal4() + "' --type PAL3", "already palettized"},
-      {src + " --type PAL4 --method gptq --data '" + shared("text/calib.txt") + "'", "rtn or imatrix"},
+      {src + " --type PAL4 --pal-group 0", "--pal-group 0", 2},
+      {src + " --type PAL4 --pal-group 100", "does not divide", 1},
+      {src + " --type Q4_K_M --pal-group 16", "PAL types only", 2},
+      {"'" + shared("golden/tl-8m-Q4_K_M.gguf") + "' --type PAL4", "already quantized", 1},
+      {"'" + pal4() + "' --type PAL3", "already palettized", 1},
+      {src + " --type PAL4 --method gptq --data '" + shared("text/calib.txt") + "'", "rtn or imatrix", 2},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args);
-    EXPECT_EQ(run(c.args, &msg), 1);
+    EXPECT_EQ(run(c.args, &msg), c.code);
     EXPECT_NE(msg.find(c.needle), std::string::npos) << msg;
     EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 1) << msg;
     EXPECT_FALSE(fs::exists(out));

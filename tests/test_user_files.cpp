@@ -361,7 +361,7 @@ TEST_F(UserFiles, LlamaCppHabits) {
   EXPECT_NE(lt.out.find("IQ2_XXS    19  IQ2_XXS   2.06"), std::string::npos) << lt.out;
   // llama-quantize's refusal of the very low-bit mixes without an importance matrix, before any work
   auto noimat = run("quantize " + q(kStories) + " -o " + q(t.file("iq.gguf")) + " --type IQ2_XS");
-  EXPECT_EQ(noimat.code, 1);
+  EXPECT_EQ(noimat.code, 2);  // a usage error: the flags alone ask for it
   EXPECT_NE(noimat.err.find("--type IQ2_XS: needs an importance matrix"), std::string::npos) << noimat.err;
   EXPECT_FALSE(fs::exists(t.file("iq.gguf")));
 

@@ -306,8 +306,9 @@ struct Session {
   std::shared_ptr<void> prepare(quant::QuantizeOptions& qo, const std::map<std::string, GgmlType>& types) {
     qo.policy.ftype = quant::FileType::MOSTLY_Q8_0;
     for (auto& [name, t] : types) qo.policy.tensor_types.push_back({exact_regex(name), t});
-    for (auto& t : src.tensors)
-      if (!types.count(t.name)) qo.policy.tensor_types.push_back({exact_regex(t.name), t.keep_type});
+    for (auto& t : src.tensors)  // the policy's other quantizable tensors keep their type (norms are never quantized)
+      if (!types.count(t.name) && quant::tensor_is_quantizable(t.name, t.dims, false))
+        qo.policy.tensor_types.push_back({exact_regex(t.name), t.keep_type});
     qo.threads = opt.threads;
     if (!calib.stats) return nullptr;
     return std::shared_ptr<void>(
