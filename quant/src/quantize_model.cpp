@@ -9,6 +9,7 @@
 #include <set>
 
 #include "edgeq/base/error.h"
+#include "edgeq/base/finite.h"
 #include "edgeq/base/half.h"
 #include "edgeq/formats/palette_layout.h"
 #include "edgeq/base/thread_count.h"
@@ -68,9 +69,7 @@ void load_checked(const std::string& src_path, const SourceTensor& t, float* dst
     const uint64_t r0 = static_cast<uint64_t>(c) * chunk, nr = std::min(chunk, nrows - r0);
     float* p = dst + r0 * ne0;
     if (by_rows) t.load_rows(r0, nr, p);
-    for (uint64_t i = 0; i < nr * ne0; ++i)
-      if (!std::isfinite(p[i]))
-        fail("{}: tensor {}: non-finite value {} at row {}, column {}", src_path, t.name, p[i], r0 + i / ne0, i % ne0);
+    check_finite_rows(src_path, t.name, p, r0, nr, ne0);
   });
 }
 

@@ -1,34 +1,13 @@
 #include "finite_check.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
-#include "edgeq/base/error.h"
+#include "edgeq/base/finite.h"
 #include "edgeq/quant/blocks.h"
 
 namespace edgeq::runtime {
-
-namespace {
-
-[[noreturn]] void report(const GgufFile& file, const TensorView& v, size_t index, float x) {
-  const uint64_t ne0 = v.dims.empty() ? 1 : v.dims[0];
-  fail("{}: tensor {}: non-finite value {} at row {}, column {}", file.path(), v.name, x, index / ne0, index % ne0);
-}
-
-}  // namespace
-
-bool all_finite(const float* x, size_t n) {
-  uint32_t bad = 0;  // no early exit: the loop vectorises
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, x + i, sizeof u);
-    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
-  }
-  return bad == 0;
-}
 
 void check_finite_tensors(const GgufFile& file) {
   std::vector<float> buf;
@@ -42,9 +21,7 @@ void check_finite_tensors(const GgufFile& file) {
     for (uint64_t r0 = 0; r0 < rows; r0 += chunk) {
       const uint64_t nr = std::min(chunk, rows - r0);
       quant::dequantize_row(v.type, v.data + r0 * v.row_bytes(), buf.data(), static_cast<int64_t>(nr * ne0));
-      if (all_finite(buf.data(), nr * ne0)) continue;
-      for (size_t i = 0; i < nr * ne0; ++i)
-        if (!std::isfinite(buf[i])) report(file, v, static_cast<size_t>(r0 * ne0) + i, buf[i]);
+      check_finite_rows(file.path(), v.name, buf.data(), r0, nr, ne0);
     }
   }
 }

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <string>
 
+#include "edgeq/base/finite.h"  // all_finite, for the forward pass
 #include "edgeq/formats/gguf.h"
 
 namespace edgeq::runtime {
@@ -12,8 +13,5 @@ namespace edgeq::runtime {
 // Throws edgeq::Error "<file>: tensor <name>: non-finite value <x> at row <r>, column <c>" for the first
 // tensor (in file order) holding NaN or Inf once dequantized. Integer tensors (palette indices) are skipped.
 void check_finite_tensors(const GgufFile& file);
-
-// Whether all n floats are finite (a vectorisable bit test, no early exit).
-bool all_finite(const float* x, size_t n);
 
 }  // namespace edgeq::runtime
