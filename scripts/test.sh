@@ -13,8 +13,12 @@ cmake --build build -j"$jobs"
 echo "== tests"
 ctest --test-dir build -j"$jobs" --timeout 1200
 
-echo "== sanitizer build (ASan + UBSan)"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DEDGEQ_SANITIZE=ON -DEDGEQ_BENCH=OFF -DEDGEQ_WERROR=ON >/dev/null
+echo "== sanitizer build (ASan + UBSan, clang)"
+# clang, not GCC: it compiles the instrumented build in about 35% less CPU time (968 -> ~630 s measured on this
+# tree), and its UBSan also checks float-to-integer conversions (-fsanitize=float-cast-overflow), which GCC's
+# -fsanitize=undefined leaves out. The normal build stays GCC: both compilers are then kept warning-free.
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DEDGEQ_SANITIZE=ON -DEDGEQ_BENCH=OFF -DEDGEQ_WERROR=ON \
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
 cmake --build build-asan -j"$jobs"
 echo "== tests under sanitizers"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

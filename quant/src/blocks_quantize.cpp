@@ -431,7 +431,9 @@ EDGEQ_TARGET_AVX2 void asym_eval_many_avx2(const float* x, const float* w, int n
 // vminps, which are the selects above. GCC 12 reports the intrinsics' undefined pass-through operands as
 // maybe-uninitialized (a false positive of its own headers).
 #pragma GCC diagnostic push
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 EDGEQ_TARGET_AVX512 inline __m512 asym_level16(__m512 t, __m512 zero, __m512 vhi) {
   const __m512 q = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   return _mm512_min_ps(_mm512_max_ps(q, zero), vhi);
@@ -1163,7 +1165,9 @@ float asymk_sub_best(const float* x, const float* w, const AsymK& P, float d, fl
   zero_pad(m, nc);
   // GCC 12 cannot see that the loops above and zero_pad write s[0, kPadLanes(nc)) and m alike.
 #pragma GCC diagnostic push
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
   asym_eval_many(x, w, P.sub, P.nmax, s, m, nc, e);
 #pragma GCC diagnostic pop
   float best = FLT_MAX;

@@ -1091,7 +1091,7 @@ void quantize_act(ActRounding a, const float* x, void* dst, int64_t n) {
       y[b].d = f16_to_f32(f32_to_f16(d));
       int32_t sum = 0;
       for (int j = 0; j < 32; ++j) {
-        y[b].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+        y[b].qs[j] = static_cast<int8_t>(std::min(127.f, std::nearbyint(x[j] * id)));  // NaN -> 127 as in Q8_K, not UB
         sum += y[b].qs[j];
       }
       y[b].s = f16_to_f32(f32_to_f16(d * static_cast<float>(sum)));

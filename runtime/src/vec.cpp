@@ -96,7 +96,9 @@ __attribute__((target("avx2,fma"))) void swiglu_avx2(float* g, const float* u, i
 // AVX-512: the same operations on 16 lanes (the 16 sum lanes are one register). GCC 12 reports the intrinsics'
 // undefined pass-through operands as maybe-uninitialized (a false positive of its own headers).
 #pragma GCC diagnostic push
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 __attribute__((target("avx512f"))) inline __m512 exp16(__m512 x) {
   const __m512 lo = _mm512_set1_ps(kLo), hi = _mm512_set1_ps(kHi);
   const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
