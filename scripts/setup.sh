@@ -8,7 +8,7 @@ PKGS=(
   libzstd-dev libopenblas-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev libpcre2-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev lld
   chromium libpng-dev
   slurm-wlm munge jq
 )
