@@ -9,7 +9,7 @@
 
 #include "command.h"
 #include "edgeq/calibrate/data.h"
-#include "edgeq/convert/convert.h"
+#include "edgeq/convert/model_input.h"
 #include "edgeq/base/error.h"
 #include "edgeq/runtime/model.h"
 #include "edgeq/runtime/tokenizer.h"
@@ -26,16 +26,12 @@ void on_sigint(int) { g_interrupted = 1; }
 }  // namespace
 
 RuntimeModelFile::RuntimeModelFile(const std::string& src, int threads) : path_(src) {
-  std::error_code ec;
-  if (fs::is_directory(src, ec) || src.ends_with(".onnx")) {
-    path_ = (fs::temp_directory_path() / ("edgeq-calibrate-" + std::to_string(::getpid()) + ".gguf")).string();
-    temporary_ = true;
-    on_signal_ = std::make_unique<ScopedRemoveOnSignal>(path_);
-    convert::ConvertOptions cvo;
-    cvo.outtype = "f32";
-    cvo.threads = threads;
-    convert::convert_to_gguf(convert::plan_conversion(src, cvo), path_, "f32", threads);
-  }
+  const convert::ModelInput source = convert::ModelInput::open(src);
+  if (source.is_gguf()) return;
+  path_ = (fs::temp_directory_path() / ("edgeq-calibrate-" + std::to_string(::getpid()) + ".gguf")).string();
+  temporary_ = true;
+  on_signal_ = std::make_unique<ScopedRemoveOnSignal>(path_);
+  source.runtime_gguf(path_, threads);
 }
 
 RuntimeModelFile::~RuntimeModelFile() {

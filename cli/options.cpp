@@ -6,6 +6,7 @@
 
 #include "edgeq/base/error.h"
 #include "edgeq/base/thread_count.h"
+#include "edgeq/formats/model_path.h"
 
 namespace edgeq::cli {
 
@@ -87,13 +88,9 @@ void check_not_replacing_checkpoint_file(const std::string& src, const std::stri
   namespace fs = std::filesystem;
   std::error_code ec;
   if (force || out.empty() || !fs::exists(out, ec) || !fs::is_regular_file(out, ec)) return;
-  fs::path dir;
-  if (fs::is_directory(src, ec))
-    dir = src;
-  else if (fs::path(src).extension() == ".onnx")
-    dir = fs::path(src).has_parent_path() ? fs::path(src).parent_path() : fs::path(".");
-  else
-    return;
+  const ModelPath m = classify_model_path(src);
+  if (!m.is_checkpoint()) return;
+  const fs::path dir = m.dir;
   const fs::path out_dir = fs::path(out).has_parent_path() ? fs::path(out).parent_path() : fs::path(".");
   if (fs::equivalent(dir, out_dir, ec))
     fail("{}: is a file of the source checkpoint {}; refusing to replace it (--force to replace it)", out, src);

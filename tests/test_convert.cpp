@@ -1,5 +1,6 @@
 // edgeq convert: HF checkpoints -> GGUF, checked against llama.cpp's goldens in ../shared/golden.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -13,9 +14,11 @@
 #include <variant>
 
 #include "edgeq/convert/convert.h"
+#include "edgeq/convert/model_input.h"
 #include "edgeq/convert/plan.h"
 #include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
+#include "edgeq/formats/model_path.h"
 #include "edgeq/base/half.h"
 #include "edgeq/quant/blocks.h"
 #include "st_writer.h"
@@ -689,6 +692,47 @@ TEST(Convert, LocateCheckpoint) {
   EXPECT_EQ(file.onnx_path, kShared + "/models/tl-8m-onnx-ext/model.onnx");
   EXPECT_THROW(locate_checkpoint(kShared + "/models/tl-8m/config.json"), edgeq::Error);
   EXPECT_THROW(locate_checkpoint(kShared + "/models/no-such-model"), edgeq::Error);
+}
+
+// One model input: every command classifies a path by formats' classify_model_path, and ModelInput yields
+// what it needs from it.
+TEST(Convert, OneModelInputRule) {
+  const std::string golden = kShared + "/golden";
+  EXPECT_EQ(edgeq::classify_model_path(golden + "/stories260K-F32.gguf").kind, edgeq::ModelKind::Gguf);
+  EXPECT_EQ(edgeq::classify_model_path(kShared + "/models/tl-8m").kind, edgeq::ModelKind::HfCheckpoint);
+  EXPECT_EQ(edgeq::classify_model_path(kShared + "/models/tl-8m-onnx-ext").kind, edgeq::ModelKind::Onnx);
+  const edgeq::ModelPath onnx = edgeq::classify_model_path(kShared + "/models/tl-8m-onnx-ext/model.onnx");
+  EXPECT_EQ(onnx.kind, edgeq::ModelKind::Onnx);
+  EXPECT_EQ(onnx.dir, kShared + "/models/tl-8m-onnx-ext");
+  TempDir td;
+  // A file with the GGUF magic is a GGUF whatever its name; a .gguf name without it goes to the GGUF reader.
+  fs::copy_file(golden + "/stories260K-F32.gguf", td.p / "model.bin");
+  EXPECT_EQ(edgeq::classify_model_path(td.str("model.bin")).kind, edgeq::ModelKind::Gguf);
+  std::ofstream(td.p / "bad.gguf") << "not a gguf";
+  EXPECT_EQ(edgeq::classify_model_path(td.str("bad.gguf")).kind, edgeq::ModelKind::Gguf);
+  std::ofstream(td.p / "notes.txt") << "hello";
+  EXPECT_THROW(edgeq::classify_model_path(td.str("notes.txt")), edgeq::Error);
+  ASSERT_EQ(::mkfifo(td.str("fifo").c_str(), 0600), 0);
+  EXPECT_THROW(edgeq::classify_model_path(td.str("fifo")), edgeq::Error);  // refused without opening it
+  EXPECT_THROW(edgeq::classify_model_path(td.str("nowhere")), edgeq::Error);
+  // ModelInput: a GGUF is its own runtime file and quantization source; a checkpoint is planned and converted.
+  const auto g = edgeq::convert::ModelInput::open(golden + "/stories260K-F32.gguf");
+  EXPECT_EQ(g.runtime_gguf(td.str("unused.gguf"), 1), golden + "/stories260K-F32.gguf");
+  EXPECT_FALSE(fs::exists(td.p / "unused.gguf"));
+  EXPECT_EQ(g.float_type("needed"), "f32");
+  EXPECT_THROW(g.plan(ConvertOptions{}), edgeq::Error);
+  const auto q = edgeq::convert::ModelInput::open(golden + "/tl-8m-Q4_K_M.gguf");
+  try {
+    q.float_type("a float source is needed");
+    ADD_FAILURE() << "a Q4_K_M file has no float type";
+  } catch (const edgeq::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a float source is needed"), std::string::npos) << e.what();
+  }
+  const auto hf = edgeq::convert::ModelInput::open(kShared + "/models/stories260K");
+  EXPECT_EQ(hf.runtime_gguf(td.str("f32.gguf"), 1), td.str("f32.gguf"));
+  EXPECT_EQ(GgufFile::open(td.str("f32.gguf")).tensors().size(), hf.quantize_source(1).tensors.size());
+  EXPECT_THROW(edgeq::convert::ModelInput::open(kShared + "/models/stories260K-sharded/model-00001-of-00003.safetensors"),
+               edgeq::Error);
 }
 
 // Planning reads the checkpoint and writes nothing, not even beside it.

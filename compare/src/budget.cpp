@@ -18,6 +18,7 @@
 #include "edgeq/calibrate/data.h"
 #include "edgeq/calibrate/methods.h"
 #include "edgeq/convert/convert.h"
+#include "edgeq/convert/model_input.h"
 #include "edgeq/convert/plan.h"
 #include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
@@ -102,23 +103,16 @@ void say(const BudgetOptions& opt, const std::string& line) {
 
 // The reference (the source itself when it is a float GGUF, else its F32 conversion in the cache).
 std::string ensure_reference(const BudgetOptions& opt, const fs::path& dir) {
-  if (is_gguf_file(opt.source)) {
-    const GgufFile g = GgufFile::open(opt.source);
-    for (auto& t : g.tensors())
-      if (t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16)
-        fail("{}: tensor {} is {}; a budget needs a float source (F32, F16 or BF16)", opt.source, t.name,
-             ggml_type_name(t.type));
+  const convert::ModelInput source = convert::ModelInput::open(opt.source);
+  if (source.is_gguf()) {
+    source.float_type("a budget needs a float source (F32, F16 or BF16)");
     return opt.source;
   }
   const fs::path ref = dir / "reference.gguf";
   std::error_code ec;
   if (!fs::exists(ref, ec)) {
     say(opt, "converting the source to an F32 reference");
-    convert::ConvertOptions co;
-    co.outtype = "f32";
-    co.threads = opt.threads;
-    const convert::ConvertPlan plan = convert::plan_conversion(opt.source, co);
-    convert::convert_to_gguf(plan, ref.string(), "f32", opt.threads);
+    source.runtime_gguf(ref.string(), opt.threads);
   }
   return ref.string();
 }

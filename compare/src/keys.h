@@ -13,6 +13,7 @@
 
 #include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
+#include "edgeq/formats/model_path.h"
 #include "edgeq/formats/mapped_file.h"
 #include "edgeq/formats/text_input.h"
 
@@ -43,32 +44,17 @@ struct Hasher {
   std::string hex() const { return fmt::format("{:016x}", h); }
 };
 
-inline bool is_gguf_file(const std::string& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return false;
-  std::ifstream f(path, std::ios::binary);
-  char magic[4] = {};
-  f.read(magic, 4);
-  return f.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
-}
-
-// Every file the source consists of: a GGUF alone (or all files of a split GGUF); a directory's regular files; an .onnx model with the
-// files beside it (external data, config, tokenizer).
+// Every file the source consists of: a GGUF alone (or all files of a split GGUF); an HF checkpoint's or ONNX
+// export's directory (its regular files: weights, external data, config, tokenizer).
 inline std::string hash_source(const std::string& src) {
-  std::error_code ec;
+  const ModelPath m = classify_model_path(src);
   Hasher h;
   std::vector<fs::path> files;
-  if (fs::is_directory(src, ec)) {
-    for (auto& e : fs::directory_iterator(src)) if (e.is_regular_file()) files.push_back(e.path());
-  } else if (is_gguf_file(src)) {
+  if (m.is_gguf()) {
     const GgufFile g = GgufFile::open(src);
     for (const auto& s : g.splits()) files.push_back(s.path);  // every file of a split set
-  } else if (fs::is_regular_file(src, ec)) {
-    fs::path dir = fs::path(src).parent_path();
-    if (dir.empty()) dir = ".";
-    for (auto& e : fs::directory_iterator(dir)) if (e.is_regular_file()) files.push_back(e.path());
   } else {
-    fail("{}: no such file or directory", src);
+    for (auto& e : fs::directory_iterator(m.dir)) if (e.is_regular_file()) files.push_back(e.path());
   }
   std::sort(files.begin(), files.end());
   for (auto& f : files) h.file(f);

@@ -16,6 +16,7 @@
 #include "edgeq/compare/report.h"
 #include "keys.h"
 #include "edgeq/convert/convert.h"
+#include "edgeq/convert/model_input.h"
 #include "edgeq/convert/plan.h"
 #include "edgeq/base/error.h"
 #include "edgeq/base/thread_count.h"
@@ -51,26 +52,19 @@ ReferencePlan plan_reference(const SweepOptions& opt) {
   const std::string& req = opt.ref_type;
   if (req != "auto" && req != "f32" && req != "f16") fail("compare: --ref-type {}: must be auto, f32 or f16", req);
   ReferencePlan rp;
-  if (is_gguf_file(opt.source)) {
-    GgufFile g = GgufFile::open(opt.source);
-    GgmlType widest = GgmlType::F16;
-    for (auto& t : g.tensors()) {
-      if (t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16)
-        fail("{}: tensor {} is {}; the reference must be a float GGUF (F32, F16 or BF16)", opt.source, t.name,
-             ggml_type_name(t.type));
-      if (t.dims.size() >= 2 && t.type != GgmlType::F16) widest = t.type;
-    }
-    const std::string type = widest == GgmlType::F32 ? "f32" : widest == GgmlType::BF16 ? "bf16" : "f16";
+  const convert::ModelInput source = convert::ModelInput::open(opt.source);
+  if (source.is_gguf()) {
+    const std::string type = source.float_type("the reference must be a float GGUF (F32, F16 or BF16)");
     if (req != "auto" && req != type)
       fail("compare: --ref-type {}: {} is a {} GGUF, used as it is (convert it, or give the HF checkpoint)", req,
-           opt.source, ggml_type_name(widest));
+           opt.source, type == "f32" ? "F32" : type == "bf16" ? "BF16" : "F16");
     rp.choice = {type, "the source GGUF as given"};
     return rp;
   }
   convert::ConvertOptions co;
   co.outtype = "f32";
   co.threads = opt.threads;
-  rp.plan = std::make_shared<convert::ConvertPlan>(convert::plan_conversion(opt.source, co));
+  rp.plan = std::make_shared<convert::ConvertPlan>(source.plan(co));
   uint64_t f32_bytes = 0;
   for (auto& t : rp.plan->tensors) f32_bytes += 4 * t.n_elements();
   rp.choice = choose_reference_type(req, f32_bytes, req == "auto" ? mem_available_bytes() : 0);

@@ -17,6 +17,7 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/hf_tokenizer.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/formats/model_path.h"
 #include "edgeq/formats/vocab.h"
 #include "source.h"
 
@@ -911,24 +912,9 @@ OnnxLlamaShape onnx_shape_from_config(const std::string& config_path) {
 }
 
 CheckpointLocation locate_checkpoint(const std::string& src_path) {
-  std::error_code ec;
-  const fs::path sp(src_path);
-  if (!fs::exists(sp, ec)) fail("{}: no such file or directory", src_path);
-  if (!fs::is_directory(sp, ec) && !fs::is_regular_file(sp, ec))
-    fail("{}: is not a regular file or a directory; refusing to read it", src_path);
-  CheckpointLocation loc;
-  if (fs::is_directory(sp, ec)) {
-    loc.dir = sp.string();
-    const bool has_st =
-        fs::exists(sp / "model.safetensors", ec) || fs::exists(sp / "model.safetensors.index.json", ec);
-    if (!has_st && fs::exists(sp / "model.onnx", ec)) loc.onnx_path = (sp / "model.onnx").string();
-  } else if (sp.extension() == ".onnx") {
-    loc.onnx_path = sp.string();
-    loc.dir = sp.parent_path().empty() ? std::string(".") : sp.parent_path().string();
-  } else {
-    fail("{}: expected a Hugging Face checkpoint directory or a .onnx file", src_path);
-  }
-  return loc;
+  const ModelPath m = classify_model_path(src_path);
+  if (!m.is_checkpoint()) fail("{}: expected a Hugging Face checkpoint directory or a .onnx file", src_path);
+  return CheckpointLocation{m.dir, m.onnx_path};
 }
 
 ConvertPlan plan_conversion(const std::string& src_path, const ConvertOptions& opts) {

@@ -1,41 +1,61 @@
-// Adapter from a ConvertPlan (HF / ONNX) to the quantization pipeline's source (see quantize_source.h).
-#include "edgeq/convert/quantize_source.h"
-
-#include <cstdio>
-#include <filesystem>
+// One model input (model_input.h) and the adapter from a ConvertPlan (HF / ONNX) to the quantization pipeline's
+// source (quantize_source.h).
+#include "edgeq/convert/model_input.h"
 
 #include "edgeq/base/error.h"
+#include "edgeq/convert/convert.h"
+#include "edgeq/convert/quantize_source.h"
+#include "edgeq/formats/gguf.h"
 
 namespace edgeq::convert {
-
-namespace {
-
-bool has_gguf_magic(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) return false;
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return false;
-  char m[4] = {};
-  const size_t n = std::fread(m, 1, 4, f);
-  std::fclose(f);
-  return n == 4 && m[0] == 'G' && m[1] == 'G' && m[2] == 'U' && m[3] == 'F';
-}
-
-}  // namespace
 
 quant::QuantizeSource quantize_source_from_plan(ConvertPlan plan) {
   return std::move(static_cast<ModelSource&>(plan));  // a plan is a model source; its tensors are used as they are
 }
 
-quant::QuantizeSource open_quantize_source(const std::string& path, int threads) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) fail("{}: no such file or directory", path);
-  // A .gguf name with a bad magic gets the GGUF reader's own error, not "expected a checkpoint".
-  if (has_gguf_magic(path) || std::filesystem::path(path).extension() == ".gguf") return quant::open_gguf_source(path);
+ModelInput ModelInput::open(const std::string& path) {
+  ModelPath w = classify_model_path(path);
+  if (w.kind == ModelKind::Safetensors)
+    fail("{}: a single .safetensors file; give the checkpoint directory (config.json and tokenizer beside it)", path);
+  return ModelInput(std::move(w));
+}
+
+ConvertPlan ModelInput::plan(const ConvertOptions& opts) const {
+  if (is_gguf()) fail("{}: is a GGUF file; expected a Hugging Face checkpoint directory or a .onnx file", path());
+  return plan_conversion(path(), opts);
+}
+
+quant::QuantizeSource ModelInput::quantize_source(int threads) const {
+  if (is_gguf()) return quant::open_gguf_source(path());
   ConvertOptions opts;
   opts.outtype = "auto";
   opts.threads = threads;
-  return quantize_source_from_plan(plan_conversion(path, opts));
+  return quantize_source_from_plan(plan(opts));
+}
+
+std::string ModelInput::float_type(std::string_view need) const {
+  if (!is_gguf()) fail("{}: not a GGUF file", path());
+  const GgufFile g = GgufFile::open(path());
+  GgmlType widest = GgmlType::F16;
+  for (auto& t : g.tensors()) {
+    if (t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16)
+      fail("{}: tensor {} is {}; {}", path(), t.name, ggml_type_name(t.type), need);
+    if (t.dims.size() >= 2 && t.type != GgmlType::F16) widest = t.type;
+  }
+  return widest == GgmlType::F32 ? "f32" : widest == GgmlType::BF16 ? "bf16" : "f16";
+}
+
+quant::QuantizeSource open_quantize_source(const std::string& path, int threads) {
+  return ModelInput::open(path).quantize_source(threads);
+}
+
+std::string ModelInput::runtime_gguf(const std::string& dest, int threads) const {
+  if (is_gguf()) return path();
+  ConvertOptions opts;
+  opts.outtype = "f32";
+  opts.threads = threads;
+  convert_to_gguf(plan(opts), dest, "f32", threads);
+  return dest;
 }
 
 }  // namespace edgeq::convert

@@ -9,6 +9,7 @@
 #include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/formats/model_path.h"
 #include "edgeq/formats/onnx.h"
 #include "edgeq/formats/palette_layout.h"
 #include "edgeq/formats/safetensors.h"
@@ -244,28 +245,14 @@ std::string json_scalar(const nlohmann::json& v) {
 }  // namespace
 
 nlohmann::json inspect_path(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (!fs::exists(path, ec)) fail("{}: no such file or directory", path);
-  if (fs::is_directory(path, ec)) {
-    // convert's rule: a directory without safetensors weights but with model.onnx is an ONNX export
-    const fs::path dir(path);
-    if (!fs::exists(dir / "model.safetensors", ec) && !fs::exists(dir / "model.safetensors.index.json", ec) &&
-        fs::exists(dir / "model.onnx", ec))
-      return inspect_onnx(path, (dir / "model.onnx").string(), true);
-    return inspect_checkpoint(path, true);
+  const ModelPath m = classify_model_path(path);
+  switch (m.kind) {
+    case ModelKind::Gguf: return inspect_gguf(path);  // a bad magic is reported by the reader
+    case ModelKind::HfCheckpoint: return inspect_checkpoint(path, true);
+    case ModelKind::Safetensors: return inspect_checkpoint(path, false);
+    case ModelKind::Onnx: return inspect_onnx(path, m.onnx_path, m.onnx_path != path);
   }
-  uint8_t magic[8] = {};
-  {
-    MappedFile m(path);
-    if (m.size() >= 4) std::memcpy(magic, m.data(), std::min<uint64_t>(8, m.size()));
-  }
-  if (std::memcmp(magic, "GGUF", 4) == 0) return inspect_gguf(path);
-  auto ext = fs::path(path).extension().string();
-  if (ext == ".safetensors") return inspect_checkpoint(path, false);
-  if (ext == ".onnx") return inspect_onnx(path, path, false);
-  if (ext == ".gguf") return inspect_gguf(path);  // reports the bad magic
-  fail("{}: unrecognised file (not GGUF, .safetensors or .onnx)", path);
+  fail("{}: unrecognised model kind", path);
 }
 
 std::string render_inspection(const nlohmann::json& r, size_t max_tensors) {

@@ -9,9 +9,7 @@
 
 namespace edgeq::convert {
 
-// Opens path: a file starting with the GGUF magic goes through quant::open_gguf_source, anything else
-// (directory, .safetensors, .onnx) through plan_conversion with --outtype auto (the type unquantized tensors
-// keep, as `convert` then `quantize` would). Throws edgeq::Error.
+// ModelInput::open(path).quantize_source(threads) (model_input.h). Throws edgeq::Error.
 quant::QuantizeSource open_quantize_source(const std::string& path, int threads = 0);
 
 // Adapts a plan; the source keeps the plan (and its mapped files) alive.
