@@ -98,7 +98,7 @@ void check_quantize_method_options(const std::string& method, const std::string&
   if (method.empty() && calib.empty() && data.empty()) return;
   const std::string m = method.empty() ? "imatrix" : method;
   const auto pm = calibrate::parse_method(m);
-  if (!pm) fail("--method {}: unknown (rtn, imatrix, awq, gptq, auto)", method);
+  if (!pm) fail("--method {}: unknown ({})", method, calibrate::method_names());
   if (!calib.empty() && !data.empty()) fail("--calib and --data are exclusive");
   if (has_imatrix && *pm == calibrate::Method::Rtn)
     fail("--imatrix with --method rtn: rtn reads no importance, the imatrix would be ignored (--method imatrix uses it)");

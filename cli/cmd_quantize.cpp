@@ -18,6 +18,7 @@
 #include "edgeq/runtime/tokenizer.h"
 #include "options.h"
 #include "edgeq/base/error.h"
+#include "edgeq/calibrate/methods.h"
 #include "edgeq/convert/quantize_source.h"
 #include "edgeq/quant/blocks.h"
 #include "edgeq/quant/policy.h"
@@ -119,8 +120,13 @@ void check_flags(Opts& o, q::QuantizeOptions& qo) {
       edgeq::fail("--pal-group {}: a group needs at least one row (omit it for one table per tensor)", o.pal_group);
     qo.policy.palette_group = static_cast<uint64_t>(o.pal_group);
   }
-  if (pal_bits > 0 && !o.method.empty() && o.method != "rtn" && o.method != "imatrix")
-    edgeq::fail("--method {}: the PAL types take rtn or imatrix (the importance weights the k-means)", o.method);
+  if (const auto pm = edgeq::calibrate::parse_method(o.method);
+      pal_bits > 0 && pm && !edgeq::calibrate::method_info(*pm).palette_ok) {
+    std::string ok;
+    for (const auto& m : edgeq::calibrate::method_table())
+      if (m.palette_ok) ok += (ok.empty() ? "" : " or ") + std::string(m.name);
+    edgeq::fail("--method {}: the PAL types take {} (the importance weights the k-means)", o.method, ok);
+  }
   qo.policy.pure = o.pure;
   qo.policy.leave_output_tensor = o.leave_output;
   if (o.leave_output && !o.output_tensor_type.empty())
@@ -290,12 +296,11 @@ std::function<int()> setup(CLI::App& app) {
                   "default: one table per tensor)");
   sub->add_flag("--list-types", o->list_types, "List the quantization types: id, block type, bits per weight, use");
   sub->add_option("--imatrix", o->imatrix, "Importance matrix file (llama.cpp imatrix format)");
-  sub->add_option("--method", o->method,
-                  "rtn | imatrix | awq | gptq | auto: how weights are rounded using calibration (default imatrix when "
-                  "--calib/--data is given). awq folds activation scales into the RMSNorm weights and the rows of attn_v and "
-                  "ffn_up, then clips each block where that lowers the output error, gptq feeds rounding "
-                  "errors forward through the inputs' Hessian, auto keeps per tensor the method with the lowest "
-                  "output error on held-out calibration chunks; all write standard llama.cpp blocks");
+  std::string method_help = edgeq::calibrate::method_names(" | ") +
+                            ": how weights are rounded using calibration (default imatrix when --calib/--data is "
+                            "given); all write standard llama.cpp blocks.";
+  for (const auto& m : edgeq::calibrate::method_table()) method_help += fmt::format(" {}: {}.", m.name, m.summary);
+  sub->add_option("--method", o->method, method_help);
   sub->add_flag("--act-order", o->act_order,
                 "With --method gptq or auto: GPTQ rounds the columns in order of decreasing Hessian diagonal (the "
                 "loudest inputs first; every block's scales fixed up front by the format's own search) instead of "

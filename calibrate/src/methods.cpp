@@ -16,25 +16,43 @@ namespace edgeq::calibrate {
 
 using runtime::MatmulInput;
 
+const std::vector<MethodInfo>& method_table() {
+  static const std::vector<MethodInfo> t = {
+      {Method::Rtn, "rtn", "round to nearest: each block's scales searched for the least squared error, no statistics",
+       false, false, false, true, false},
+      {Method::Imatrix, "imatrix",
+       "importance-weighted search: llama.cpp's importance matrix (mean x^2 per input column)", true, false, false,
+       true, false},
+      {Method::Awq, "awq",
+       "AWQ: per-channel activation scales folded into the norms and the rows of attn_v and ffn_up, clipping where "
+       "it lowers the output error, then imatrix",
+       true, true, false, false, true},
+      {Method::Gptq, "gptq", "GPTQ: rounding errors fed forward through each input's Hessian", true, true, true, false,
+       false},
+      {Method::Auto, "auto",
+       "per tensor the lowest output error on held-out calibration chunks among rtn, imatrix, gptq and awq", true,
+       true, true, false, true},
+  };
+  return t;
+}
+
+const MethodInfo& method_info(Method m) {
+  for (const auto& i : method_table())
+    if (i.method == m) return i;
+  fail("unknown quantization method {}", static_cast<int>(m));
+}
+
 std::optional<Method> parse_method(std::string_view name) {
-  for (Method m : {Method::Rtn, Method::Imatrix, Method::Awq, Method::Gptq, Method::Auto})
-    if (name == method_name(m)) return m;
+  for (const auto& i : method_table())
+    if (name == i.name) return i.method;
   return std::nullopt;
 }
 
-const char* method_name(Method m) {
-  switch (m) {
-    case Method::Rtn: return "rtn";
-    case Method::Imatrix: return "imatrix";
-    case Method::Awq: return "awq";
-    case Method::Gptq: return "gptq";
-    case Method::Auto: return "auto";
-  }
-  return "?";
+std::string method_names(std::string_view sep) {
+  std::string s;
+  for (const auto& i : method_table()) s += (s.empty() ? "" : std::string(sep)) + i.name;
+  return s;
 }
-
-bool method_needs_hessian(Method m) { return m == Method::Awq || m == Method::Gptq || m == Method::Auto; }
-bool method_takes_act_order(Method m) { return m == Method::Gptq || m == Method::Auto; }
 
 quant::Importance importance_from_stats(const CalibrationStats& stats, const std::string& file_label) {
   quant::Importance imp;

@@ -46,13 +46,16 @@ constexpr int kBudgetVersion = 1;
 
 calibrate::Method budget_method(const BudgetOptions& opt) {
   const std::string name = opt.method.empty() ? (opt.data.empty() ? "rtn" : "gptq") : opt.method;
+  std::string ok;  // the methods whose error is measured one tensor at a time
+  for (const auto& i : calibrate::method_table())
+    if (!i.folds_scales) ok += (ok.empty() ? "" : ", ") + std::string(i.name);
   const auto m = calibrate::parse_method(name);
-  if (!m) fail("--method {}: unknown (a budget takes rtn, imatrix or gptq)", name);
-  if (*m == calibrate::Method::Awq || *m == calibrate::Method::Auto)
+  if (!m) fail("--method {}: unknown (a budget takes {})", name, ok);
+  if (calibrate::method_info(*m).folds_scales)
     fail("--method {}: a budget mix combines tensors measured one at a time, and {} folds scales across tensors "
-         "(norms, attn_v, ffn_up); use rtn, imatrix or gptq",
-         name, name);
-  if (*m != calibrate::Method::Rtn && opt.data.empty()) fail("--method {} needs calibration text (--data FILE)", name);
+         "(norms, attn_v, ffn_up); use {}",
+         name, name, ok);
+  if (calibrate::method_info(*m).needs_statistics && opt.data.empty()) fail("--method {} needs calibration text (--data FILE)", name);
   return *m;
 }
 

@@ -425,16 +425,32 @@ void check_common(const SweepOptions& opt) {
   if (!opt.calib_text.empty()) calibrate::load_calibration_text({opt.calib_text});  // readable, valid format
 }
 
-// A calibrate/ method as a row: statistics computed once by the sweep from --calib TEXT.
-SweepMethod calibrated_row(calibrate::Method cm, const char* description) {
-  const Calibration need = calibrate::method_needs_hessian(cm) ? Calibration::Hessian : Calibration::Importance;
-  return {calibrate::method_name(cm), description, true,
-          [cm, need](const SweepOptions& o) {
+// A row of calibrate's method table as a sweep method. Statistics are computed once by the sweep from --calib TEXT;
+// a method that reads only the importance (no Hessians) also takes llama.cpp's importance matrix (--imatrix FILE).
+SweepMethod sweep_row(const calibrate::MethodInfo& info) {
+  const calibrate::Method cm = info.method;
+  const bool imatrix_file_ok = info.needs_statistics && !info.needs_hessian;
+  std::string description = info.summary;
+  if (info.needs_statistics)
+    description += imatrix_file_ok ? ", from --imatrix FILE or computed from --calib TEXT" : ", from --calib TEXT";
+  return {info.name, description, info.needs_statistics,
+          [cm, imatrix_file_ok](const SweepOptions& o) {
+            const auto& i = calibrate::method_info(cm);
+            if (!i.needs_statistics) return MethodInputs{};
+            if (imatrix_file_ok && !o.imatrix.empty()) return MethodInputs{{o.imatrix}, Calibration::None};
             if (o.calib_text.empty())
-              fail("compare: method {} needs a calibration text (--calib TEXT)", calibrate::method_name(cm));
-            return MethodInputs{{}, need};
+              fail("compare: method {} needs {}", i.name,
+                   imatrix_file_ok ? "--calib TEXT or --imatrix FILE (an importance matrix from llama-imatrix)"
+                                   : "a calibration text (--calib TEXT)");
+            return MethodInputs{{}, i.needs_hessian ? Calibration::Hessian : Calibration::Importance};
           },
           [cm](const MethodContext& c, quant::QuantizeOptions& qo) -> std::shared_ptr<void> {
+            if (!calibrate::method_info(cm).needs_statistics) return {};
+            if (!c.stats) {  // llama.cpp's importance matrix file
+              auto imp = std::make_shared<quant::Importance>(quant::load_importance(c.opt.imatrix));
+              qo.importance = imp.get();
+              return imp;
+            }
             return calibrate::setup_method(cm, *c.stats, c.opt.calib_text, c.reference, qo, c.log);
           }};
 }
@@ -447,34 +463,11 @@ const std::vector<std::string>& default_types() {
 }
 
 const std::vector<SweepMethod>& methods() {
-  static const std::vector<SweepMethod> m = {
-      {"rtn", "round to nearest: each block's scales searched for the least squared error, no statistics", false,
-       [](const SweepOptions&) { return MethodInputs{}; },
-       [](const MethodContext&, quant::QuantizeOptions&) { return std::shared_ptr<void>{}; }},
-      {"imatrix",
-       "importance-weighted error: llama.cpp's importance matrix from --imatrix FILE, else computed from --calib TEXT",
-       true,
-       [](const SweepOptions& o) {
-         if (!o.imatrix.empty()) return MethodInputs{{o.imatrix}, Calibration::None};
-         if (!o.calib_text.empty()) return MethodInputs{{}, Calibration::Importance};
-         fail("compare: method imatrix needs --calib TEXT or --imatrix FILE (an importance matrix from llama-imatrix)");
-       },
-       [](const MethodContext& c, quant::QuantizeOptions& qo) -> std::shared_ptr<void> {
-         if (!c.stats) {
-           auto imp = std::make_shared<quant::Importance>(quant::load_importance(c.opt.imatrix));
-           qo.importance = imp.get();
-           return imp;
-         }
-         return calibrate::setup_method(calibrate::Method::Imatrix, *c.stats, c.opt.calib_text, c.reference, qo, c.log);
-       }},
-      calibrated_row(calibrate::Method::Awq,
-                     "AWQ from --calib TEXT: per-channel activation scales folded into the RMSNorm weights and the rows of "
-                     "attn_v and ffn_up, clipping, then imatrix"),
-      calibrated_row(calibrate::Method::Gptq,
-                     "GPTQ from --calib TEXT: rounding errors fed forward through each input's Hessian"),
-      calibrated_row(calibrate::Method::Auto,
-                     "per tensor the lowest output error on held-out --calib chunks among rtn, imatrix, gptq, awq"),
-  };
+  static const std::vector<SweepMethod> m = [] {
+    std::vector<SweepMethod> v;
+    for (const auto& info : calibrate::method_table()) v.push_back(sweep_row(info));
+    return v;
+  }();
   return m;
 }
 

@@ -36,11 +36,28 @@
 namespace edgeq::calibrate {
 
 enum class Method { Rtn, Imatrix, Awq, Gptq, Auto };
+
+// The method table: one row per method with what it needs. `quantize --method`, compare's sweep rows, the budget
+// search and the CLI's help and checks read it; nothing else lists the methods.
+struct MethodInfo {
+  Method method;
+  const char* name;     // as --method takes it
+  const char* summary;  // one line: what the method does (help texts)
+  bool needs_statistics;  // reads calibration statistics (all but rtn)
+  bool needs_hessian;     // the statistics must hold Hessians (calibrate --hessian)
+  bool takes_act_order;   // rounds with GPTQ, so --act-order applies
+  bool palette_ok;        // the PAL types take it (their k-means is weighted by the importance only)
+  bool folds_scales;      // changes other tensors than the one it encodes (AWQ's scales folded into norms, attn_v,
+                          // ffn_up), so a tensor's error cannot be measured alone (budget mixes refuse it)
+};
+const std::vector<MethodInfo>& method_table();  // in the order users see them: rtn, imatrix, awq, gptq, auto
+const MethodInfo& method_info(Method m);
 std::optional<Method> parse_method(std::string_view name);
-const char* method_name(Method m);
-bool method_needs_hessian(Method m);
-// The methods that round with GPTQ and so take act_order (gptq, auto).
-bool method_takes_act_order(Method m);
+// "rtn, imatrix, awq, gptq, auto" (`sep` between the names), for errors and help.
+std::string method_names(std::string_view sep = ", ");
+inline const char* method_name(Method m) { return method_info(m).name; }
+inline bool method_needs_hessian(Method m) { return method_info(m).needs_hessian; }
+inline bool method_takes_act_order(Method m) { return method_info(m).takes_act_order; }
 
 // The importance (mean x² per column) of every weight in the statistics, as `--imatrix` would load it.
 quant::Importance importance_from_stats(const CalibrationStats& stats, const std::string& file_label);

@@ -66,7 +66,7 @@ struct MethodContext {
 };
 struct SweepMethod {
   const char* name;
-  const char* description;
+  std::string description;
   bool calibrated;  // false: plain rounding. Calibration changes nothing for float types, so such methods
                     // skip F32/F16/BF16.
   // What the method reads beyond the model; throws edgeq::Error naming the missing option when one is
