@@ -34,28 +34,35 @@ void total(const std::vector<BudgetGroup>& groups, BudgetSolution& s) {
   }
 }
 
-// Single-group changes that lower the cost and fit the remaining bytes, best first, until none does.
-void improve(const std::vector<BudgetGroup>& groups, uint64_t budget, BudgetSolution& s) {
+// Applies single-group changes that fit the budget, the one of highest score(current, candidate) first, until
+// none scores above 0. The running totals are refreshed after each change.
+template <class Score>
+void apply_best_moves(const std::vector<BudgetGroup>& groups, uint64_t budget, BudgetSolution& s, Score score) {
   for (;;) {
     total(groups, s);
-    double best_gain = 0;
+    double best = 0;
     size_t bg = 0, bo = 0;
     for (size_t g = 0; g < groups.size(); ++g) {
       const BudgetOption& cur = groups[g].options[s.choice[g]];
       for (size_t o = 0; o < groups[g].options.size(); ++o) {
         const BudgetOption& c = groups[g].options[o];
         if (s.bytes - cur.bytes + c.bytes > budget) continue;
-        const double gain = cur.cost - c.cost;
-        if (gain > best_gain) {
-          best_gain = gain;
+        const double v = score(cur, c);
+        if (v > best) {
+          best = v;
           bg = g;
           bo = o;
         }
       }
     }
-    if (best_gain <= 0) return;
+    if (best <= 0) return;
     s.choice[bg] = bo;
   }
+}
+
+// Single-group changes that lower the cost and fit the remaining bytes, best first, until none does.
+void improve(const std::vector<BudgetGroup>& groups, uint64_t budget, BudgetSolution& s) {
+  apply_best_moves(groups, budget, s, [](const BudgetOption& cur, const BudgetOption& c) { return cur.cost - c.cost; });
 }
 
 }  // namespace
@@ -73,29 +80,11 @@ BudgetSolution solve_budget_greedy(const std::vector<BudgetGroup>& groups, uint6
     }
     s.choice[g] = m;
   }
-  total(groups, s);
   // Upgrades along each group's lower convex hull: the best cost decrease per extra byte first.
-  for (;;) {
-    double best_rate = 0;
-    size_t bg = 0, bo = 0;
-    for (size_t g = 0; g < groups.size(); ++g) {
-      const BudgetOption& cur = groups[g].options[s.choice[g]];
-      for (size_t o = 0; o < groups[g].options.size(); ++o) {
-        const BudgetOption& c = groups[g].options[o];
-        if (c.bytes <= cur.bytes || c.cost >= cur.cost) continue;
-        if (s.bytes - cur.bytes + c.bytes > budget) continue;
-        const double rate = (cur.cost - c.cost) / double(c.bytes - cur.bytes);
-        if (rate > best_rate) {
-          best_rate = rate;
-          bg = g;
-          bo = o;
-        }
-      }
-    }
-    if (best_rate <= 0) break;
-    s.choice[bg] = bo;
-    total(groups, s);
-  }
+  apply_best_moves(groups, budget, s, [](const BudgetOption& cur, const BudgetOption& c) {
+    if (c.bytes <= cur.bytes || c.cost >= cur.cost) return 0.0;
+    return (cur.cost - c.cost) / double(c.bytes - cur.bytes);
+  });
   improve(groups, budget, s);
   total(groups, s);
   return s;
