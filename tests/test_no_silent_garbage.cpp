@@ -176,24 +176,53 @@ void put(std::vector<uint8_t>& b, size_t off, T v) {
 
 }  // namespace
 
-// 4: NaN/Inf in a block scale of every block type the goldens hold: loading names the tensor. The scale's
-// position is found by probing the type's own dequantizer (the first f16 word that makes the block NaN),
-// so the table of block types drives the cases.
+// 4: NaN/Inf in a block scale of every block type: loading names the tensor. The goldens hold every k-, legacy
+// and i-quant llama-quantize writes; BF16 and a palettized (PAL4) file are made from stories260K. The scale's
+// position is found by probing the type's own dequantizer (the first f16 word whose NaN makes the block NaN;
+// IQ1_M spreads its scale over the top nibbles of its last 8 bytes: filling a suffix of the block with 0xff
+// does), so the table of block types drives the cases.
 TEST(GarbageModel, NonFiniteBlockScaleOfEveryTypeIsNamed) {
-  std::map<edgeq::GgmlType, std::pair<std::string, std::string>> cases;  // type -> (file, tensor)
-  for (const auto& path : edgeq::test::golden_ggufs()) {
-    if (path.find("tl-8m-") == std::string::npos) continue;
+  using edgeq::GgmlType;
+  std::map<GgmlType, std::pair<std::string, std::string>> cases;  // type -> (file, tensor)
+  auto add_cases = [&](const std::string& path) {
     const auto g = edgeq::GgufFile::open(path);
     bool loadable = true;  // only files whose every type the runtime evaluates
-    for (const auto& t : g.tensors()) loadable = loadable && edgeq::quant::can_dequantize(t.type);
-    if (!loadable) continue;
+    for (const auto& t : g.tensors()) loadable = loadable && (edgeq::quant::can_dequantize(t.type) || t.type == GgmlType::I8);
+    if (!loadable) return;
     for (const auto& t : g.tensors())
       if (!cases.count(t.type) && t.dims.size() == 2 && edgeq::quant::can_dequantize(t.type))
         cases[t.type] = {path, t.name};
-  }
-  ASSERT_GE(cases.size(), 12u);  // F32, F16 and the k-, legacy and i-quants the runtime evaluates
-  size_t n = 0;
+  };
+  for (const auto& path : edgeq::test::golden_ggufs())
+    if (path.find("tl-8m-") != std::string::npos) add_cases(path);
   TempDir t;
+  std::string pal_file;
+  if (fs::exists(kEdgeq)) {  // BF16 and PAL4 (its lookup tables are F16 tensors named *.pal_lut)
+    const std::string bf16 = t.file("bf16.gguf"), pal = t.file("pal4.gguf");
+    ASSERT_EQ(run("quantize " + q(kStoriesGguf) + " -o " + q(bf16) + " --type BF16 --threads 1").code, 0);
+    ASSERT_EQ(run("quantize " + q(kStoriesGguf) + " -o " + q(pal) + " --type PAL4 --threads 1").code, 0);
+    add_cases(bf16);
+    add_cases(kStoriesGguf);
+    pal_file = pal;
+  }
+  for (GgmlType want : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
+                        GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K,
+                        GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ1_S, GgmlType::IQ1_M,
+                        GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S, GgmlType::IQ3_XXS, GgmlType::IQ3_S,
+                        GgmlType::IQ4_NL, GgmlType::IQ4_XS})
+    if (want != GgmlType::BF16 || fs::exists(kEdgeq)) {
+      EXPECT_TRUE(cases.count(want)) << edgeq::ggml_type_name(want);
+    }
+  size_t n = 0;
+  auto expect_named = [&](const std::string& bad, const std::string& tensor, const std::string& what) {
+    try {
+      (void)edgeq::runtime::Model::load(bad);
+      ADD_FAILURE() << what << ": loaded a model with a non-finite value in " << tensor;
+    } catch (const edgeq::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(bad + ": tensor " + tensor + ": non-finite value"), std::string::npos) << what << ": " << msg;
+    }
+  };
   for (const auto& [type, ft] : cases) {
     if (EDGEQ_SANITIZED && n >= 3) break;
     auto bytes = read_file(ft.first);
@@ -202,40 +231,58 @@ TEST(GarbageModel, NonFiniteBlockScaleOfEveryTypeIsNamed) {
     const size_t tensor_at = static_cast<size_t>(g.data_offset() + g.find_tensor(ft.second)->offset);
     const auto* info = edgeq::ggml_type_info(type);
     ASSERT_NE(info, nullptr);
-    // Probe the first block for a 16-bit word whose NaN makes the dequantized block NaN.
     std::vector<uint8_t> block(v.data, v.data + info->type_size);
     std::vector<float> out(info->block_size);
-    size_t scale_at = SIZE_MAX;
-    for (size_t o = 0; o + 2 <= block.size() && scale_at == SIZE_MAX; o += 2) {
+    auto makes_nan = [&](const std::vector<uint8_t>& b) {
+      edgeq::quant::dequantize_row(type, b.data(), out.data(), info->block_size);
+      return std::any_of(out.begin(), out.end(), [](float x) { return std::isnan(x); });
+    };
+    // The bytes to write: one word (a NaN probed, an Inf written), or a suffix of 0xff bytes.
+    size_t at = SIZE_MAX, suffix = 0;
+    for (size_t o = 0; o + 2 <= block.size() && at == SIZE_MAX; o += 2) {
       auto b = block;
-      const uint16_t nan16 = type == edgeq::GgmlType::BF16 ? 0x7fc0 : 0x7e00;
-      if (type == edgeq::GgmlType::F32) {
+      if (type == GgmlType::F32) {
         if (o % 4) continue;
         put<float>(b, o, std::nanf(""));
       } else {
-        put<uint16_t>(b, o, nan16);
+        put<uint16_t>(b, o, type == GgmlType::BF16 ? 0x7fc0 : 0x7e00);
       }
-      edgeq::quant::dequantize_row(type, b.data(), out.data(), info->block_size);
-      for (float x : out)
-        if (std::isnan(x)) scale_at = o;
+      if (makes_nan(b)) at = o;
     }
-    ASSERT_NE(scale_at, SIZE_MAX) << edgeq::ggml_type_name(type);
-    const size_t at = tensor_at + scale_at;
-    if (type == edgeq::GgmlType::F32)
-      put<float>(bytes, at, std::numeric_limits<float>::infinity());
+    for (size_t k = 2; at == SIZE_MAX && k <= block.size(); k += 2) {
+      auto b = block;
+      std::fill(b.end() - static_cast<long>(k), b.end(), uint8_t{0xff});
+      if (makes_nan(b)) at = block.size() - k, suffix = k;
+    }
+    ASSERT_NE(at, SIZE_MAX) << edgeq::ggml_type_name(type);
+    if (suffix)
+      std::fill_n(bytes.begin() + static_cast<long>(tensor_at + at), suffix, uint8_t{0xff});
+    else if (type == GgmlType::F32)
+      put<float>(bytes, tensor_at + at, std::numeric_limits<float>::infinity());
     else
-      put<uint16_t>(bytes, at, type == edgeq::GgmlType::BF16 ? 0x7f80 : 0x7c00);  // +Inf
+      put<uint16_t>(bytes, tensor_at + at, type == GgmlType::BF16 ? 0x7f80 : 0x7c00);  // +Inf
     const std::string bad = t.file(std::string("bad-") + edgeq::ggml_type_name(type) + ".gguf");
+    edgeq::test::write_file(bad, bytes);
+    expect_named(bad, ft.second, edgeq::ggml_type_name(type));
+    std::filesystem::remove(bad);
+    ++n;
+  }
+  // PAL4: an Inf entry in a lookup table.
+  if (!pal_file.empty()) {
+    auto bytes = read_file(pal_file);
+    const auto g = edgeq::GgufFile::open(pal_file);
+    const auto* lut = g.find_tensor("blk.1.ffn_down.weight.pal_lut");
+    ASSERT_NE(lut, nullptr);
+    put<uint16_t>(bytes, static_cast<size_t>(g.data_offset() + lut->offset + 6), 0x7c00);
+    const std::string bad = t.file("bad-PAL4.gguf");
     edgeq::test::write_file(bad, bytes);
     try {
       (void)edgeq::runtime::Model::load(bad);
-      ADD_FAILURE() << edgeq::ggml_type_name(type) << ": loaded a model with Inf in " << ft.second;
+      ADD_FAILURE() << "PAL4: loaded a model with Inf in a lookup table";
     } catch (const edgeq::Error& e) {
       const std::string msg = e.what();
-      EXPECT_NE(msg.find(bad + ": tensor " + ft.second + ": non-finite value"), std::string::npos) << edgeq::ggml_type_name(type) << ": " << msg;
+      EXPECT_NE(msg.find(bad + ": tensor blk.1.ffn_down.weight.pal_lut: "), std::string::npos) << msg;
     }
-    std::filesystem::remove(bad);
-    ++n;
   }
 }
 
@@ -331,28 +378,88 @@ TEST_F(Garbage, ConvertRefusesF16OverflowAndSuggestsBf16) {
   EXPECT_EQ(run("convert " + q(ck) + " -o " + q(t.file("o.gguf")) + " --outtype f32").code, 0);
 }
 
-// 5: metadata the loader reads is checked against what the architecture allows (a table of lies).
+// 5: metadata the loader reads is checked against what the architecture allows (a table of lies): one line
+// naming the file and the key, before any evaluation.
 TEST_F(Garbage, LyingMetadataIsRefused) {
   TempDir t;
   const std::string ev = write_eval(t);
   const auto orig = read_file(kStoriesGguf);
   struct Lie {
     const char* key;
-    uint32_t value;
+    double value;
+    bool is_float;
+    const char* named;  // what the message names (the key, or the tensor that gives it away)
   };
-  for (const Lie& lie : {Lie{"llama.rope.dimension_count", 0}, Lie{"llama.rope.dimension_count", 3},
-                         Lie{"llama.attention.head_count", 0}, Lie{"llama.block_count", 0},
-                         Lie{"llama.embedding_length", 0}, Lie{"llama.feed_forward_length", 0}}) {
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const Lie& lie : {
+           Lie{"llama.rope.dimension_count", 0, false, "rope.dimension_count"},
+           Lie{"llama.rope.dimension_count", 3, false, "rope.dimension_count"},
+           Lie{"llama.rope.dimension_count", 10, false, "rope.dimension_count"},  // > head dim 8
+           Lie{"llama.attention.head_count", 0, false, "attention.head_count"},
+           Lie{"llama.attention.head_count", 7, false, "attention.head_count"},  // kv 4 does not divide 7
+           Lie{"llama.attention.head_count_kv", 0, false, "attention.head_count_kv"},
+           Lie{"llama.attention.head_count_kv", 3, false, "attention.head_count_kv"},
+           Lie{"llama.block_count", 0, false, "block_count"},
+           Lie{"llama.block_count", 4, false, "block_count"},  // the file has 5 layers
+           Lie{"llama.block_count", 6, false, "blk.5."},       // a layer missing
+           Lie{"llama.embedding_length", 0, false, "embedding_length"},
+           Lie{"llama.embedding_length", 48, false, "head dimension 6"},
+           Lie{"llama.feed_forward_length", 0, false, "feed_forward_length"},
+           Lie{"llama.feed_forward_length", 171, false, "ffn_gate.weight"},
+           Lie{"llama.context_length", 0, false, "context_length"},
+           Lie{"llama.vocab_size", 500, false, "vocabulary"},
+           Lie{"llama.attention.layer_norm_rms_epsilon", 0, true, "layer_norm_rms_epsilon"},
+           Lie{"llama.attention.layer_norm_rms_epsilon", -1e-5, true, "layer_norm_rms_epsilon"},
+           Lie{"llama.attention.layer_norm_rms_epsilon", std::nan(""), true, "layer_norm_rms_epsilon"},
+           Lie{"llama.rope.freq_base", 0, true, "rope.freq_base"},
+           Lie{"llama.rope.freq_base", -10000, true, "rope.freq_base"},
+           Lie{"llama.rope.freq_base", inf, true, "rope.freq_base"},
+       }) {
     auto bytes = orig;
     const size_t at = gguf_key_value_offset(bytes, lie.key);
     ASSERT_NE(at, 0u) << lie.key;
-    put<uint32_t>(bytes, at, lie.value);
+    if (lie.is_float)
+      put<float>(bytes, at, static_cast<float>(lie.value));
+    else
+      put<uint32_t>(bytes, at, static_cast<uint32_t>(lie.value));
     const std::string bad = t.file("lie.gguf");
     edgeq::test::write_file(bad, bytes);
     auto r = run("perplexity " + q(bad) + " -f " + q(ev) + " -c 64");
-    EXPECT_EQ(r.code, 1) << lie.key << "\n" << r.err;
-    EXPECT_NE(r.err.find(bad + ": "), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find(std::string(lie.key).substr(6)), std::string::npos) << r.err;
+    EXPECT_EQ(r.code, 1) << lie.key << " = " << lie.value << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("edgeq: error: " + bad + ": ", 0), 0u) << lie.key << " = " << lie.value << "\n" << r.err;
+    EXPECT_NE(r.err.find(lie.named), std::string::npos) << lie.key << " = " << lie.value << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  // The tokenizer's vocabulary must be the embedding's rows (llama.cpp sizes token_embd by it): a shorter
+  // token list (the array's length field patched) is refused.
+  {
+    auto bytes = orig;
+    const std::string key = "tokenizer.ggml.tokens";
+    auto it = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+    ASSERT_NE(it, bytes.end());
+    const size_t len_at = static_cast<size_t>(it - bytes.begin()) + key.size() + 4 + 4;  // type, element type
+    uint64_t n = 0;
+    std::memcpy(&n, bytes.data() + len_at, 8);
+    ASSERT_EQ(n, 512u);
+    // Drop the last token without moving the tensor data: the one before it absorbs its bytes.
+    size_t p = len_at + 8, prev = 0;
+    for (uint64_t i = 0; i + 1 < n; ++i) {
+      prev = p;
+      uint64_t l = 0;
+      std::memcpy(&l, bytes.data() + p, 8);
+      p += 8 + l;
+    }
+    uint64_t l_prev = 0, l_last = 0;
+    std::memcpy(&l_prev, bytes.data() + prev, 8);
+    std::memcpy(&l_last, bytes.data() + p, 8);
+    put<uint64_t>(bytes, prev, l_prev + 8 + l_last);
+    put<uint64_t>(bytes, len_at, n - 1);
+    const std::string bad = t.file("short-vocab.gguf");
+    edgeq::test::write_file(bad, bytes);
+    auto r = run("perplexity " + q(bad) + " -f " + q(ev) + " -c 64");
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_EQ(r.err.rfind("edgeq: error: " + bad + ": ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find("511"), std::string::npos) << r.err;
   }
 }
 
@@ -597,21 +704,34 @@ TEST_F(Garbage, FlagValidationExits2) {
   TempDir t;
   const std::string ev = write_eval(t), M = q(kStoriesGguf), O = q(t.file("o.gguf"));
   const std::string G = "generate " + M + " -p hi ";
-  for (const std::string& c :
-       {G + "--temp -1", G + "--temp nan", G + "--top-p 2", G + "--top-p -0.5", G + "--top-k -3", G + "-n -2",
-        G + "--seed -1", G + "--seed 18446744073709551616", "quantize " + M + " -o " + O + " --type Q9_9",
-        "quantize " + M + " -o " + O + " --type Q4_0 --pal-group 4", "quantize " + M + " -o " + O + " --type PAL4 --pal-group 0",
-        "quantize " + M + " " + O + " Q8_0 -4", "quantize " + M + " " + O + " Q8_0 many",
-        "quantize " + M + " -o " + O + " --type Q4_0 --method rtn --imatrix " + q(shared("golden/tl-8m.imatrix")),
-        "quantize " + M + " -o " + O + " --type Q4_0 --output-tensor-type Q8_0 --leave-output-tensor",
-        "perplexity " + M + " -f " + q(ev) + " --chunks 0", "perplexity " + M + " -f " + q(ev) + " --chunks -2",
-        "compare " + q(kStoriesDir) + " -o " + q(t.file("R")) + " --eval " + q(ev) + " --types Q8_0,,Q4_0",
-        "compare " + q(kStoriesDir) + " -o " + q(t.file("R")) + " --eval " + q(ev) + " --calib-chunks 0"}) {
-    auto r = run(c);
-    EXPECT_EQ(r.code, 2) << c << "\n" << r.err;
-    EXPECT_LE(std::count(r.err.begin(), r.err.end(), '\n'), 2) << c << "\n" << r.err;  // CLI11 adds "Run with --help"
-    EXPECT_LT(r.err.size(), 300u) << c << "\n" << r.err;
-    EXPECT_FALSE(fs::exists(t.file("o.gguf"))) << c;
+  const std::string P = "perplexity " + M + " -f " + q(ev) + " ";
+  const std::string Q = "quantize " + M + " -o " + O + " ";
+  const std::string C = "compare " + q(kStoriesDir) + " -o " + q(t.file("R")) + " --eval " + q(ev) + " ";
+  struct Case {
+    std::string cmd, named;  // the command line and what its one-line error names (the flag)
+  };
+  const std::vector<Case> cases = {
+      {G + "--temp -1", "--temp"}, {G + "--temp nan", "--temp"}, {G + "--temp abc", "--temp"},
+      {G + "--top-p 2", "--top-p"}, {G + "--top-p -0.5", "--top-p"}, {G + "--top-k -3", "--top-k"},
+      {G + "--top-k abc", "--top-k"}, {G + "-n -2", "-n"}, {G + "--seed -1", "--seed"},
+      {G + "--seed 18446744073709551616", "--seed"}, {G + "--no-such-flag", "--no-such-flag"},
+      {Q + "--type Q9_9", "Q9_9"}, {Q + "--type Q4_0 --pal-group 4", "--pal-group"},
+      {Q + "--type PAL4 --pal-group 0", "--pal-group"}, {"quantize " + M + " " + O + " Q8_0 -4", "THREADS"},
+      {"quantize " + M + " " + O + " Q8_0 many", "THREADS"},
+      {Q + "--type Q4_0 --method rtn --imatrix " + q(shared("golden/tl-8m.imatrix")), "--imatrix"},
+      {Q + "--type Q4_0 --output-tensor-type Q8_0 --leave-output-tensor", "--leave-output-tensor"},
+      {P + "--chunks 0", "--chunks"}, {P + "--chunks -2", "--chunks"}, {P + "--chunks x", "--chunks"},
+      {P + "-c abc", "-c"}, {C + "--types Q8_0,,Q4_0", "--types"}, {C + "--calib-chunks 0", "--calib-chunks"},
+      {C + "--calib-chunks -1", "--calib-chunks"}, {C + "--types Q8_0 --seed -1", "--seed"},
+  };
+  for (const auto& c : cases) {
+    auto r = run(c.cmd);
+    EXPECT_EQ(r.code, 2) << c.cmd << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("edgeq: error: ", 0), 0u) << c.cmd << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.cmd << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.named), std::string::npos) << c.cmd << "\n" << r.err;
+    EXPECT_LT(r.err.size(), 300u) << c.cmd << "\n" << r.err;
+    EXPECT_FALSE(fs::exists(t.file("o.gguf"))) << c.cmd;
   }
   // A --tensor-type pattern that matches no tensor would be ignored: refused, nothing written.
   auto r = run("quantize " + M + " -o " + O + " --type Q4_0 --tensor-type nothing_like_this=Q8_0");
