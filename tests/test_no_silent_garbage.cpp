@@ -789,3 +789,116 @@ TEST_F(Garbage, OnnxExternalOffsetMovedIsRefused) {
   EXPECT_NE(r.err.find("overlap"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(t.file("o.gguf")));
 }
+
+namespace {
+
+// A copy of a checkpoint directory as symlinks, with one file replaced by the given bytes.
+std::string checkpoint_with(const TempDir& t, const std::string& src, const std::string& name,
+                            const std::vector<uint8_t>& bytes) {
+  const std::string d = t.file("ck-" + std::to_string(std::hash<std::string>{}(std::string(bytes.begin(), bytes.end()))));
+  fs::create_directory(d);
+  for (auto& e : fs::directory_iterator(src))
+    if (e.path().filename() != name) fs::create_symlink(e.path(), fs::path(d) / e.path().filename());
+  edgeq::test::write_file(d + "/" + name, bytes);
+  return d;
+}
+
+// Replaces the n-th (0-based) occurrence of `from` by `to` (same length, so every offset stays valid).
+std::vector<uint8_t> replaced(std::vector<uint8_t> b, const std::string& from, const std::string& to, int nth = 0) {
+  EXPECT_EQ(from.size(), to.size());
+  auto it = b.begin();
+  for (int i = 0; i <= nth; ++i) {
+    if (i) ++it;
+    it = std::search(it, b.end(), from.begin(), from.end());
+    if (it == b.end()) {
+      ADD_FAILURE() << "no '" << from << "' (" << nth << ")";
+      return b;
+    }
+  }
+  std::copy(to.begin(), to.end(), it);
+  return b;
+}
+
+}  // namespace
+
+// 5: every value the HF config reader, the safetensors reader and the ONNX importer take is checked against
+// what the architecture and the file allow: `convert` refuses with one line naming the file and the key or
+// tensor, before writing anything (a table of lies per reader).
+TEST_F(Garbage, ConvertRefusesLyingConfigSafetensorsAndOnnx) {
+  TempDir t;
+  struct Lie {
+    std::string src, file;  // checkpoint directory, the file replaced in it
+    std::vector<uint8_t> bytes;
+    std::string at_fault, named;  // the file the error names, what else it names
+  };
+  std::vector<Lie> lies;
+  const std::string cfg = edgeq::test::read_text(kStoriesDir + "/config.json");
+  // at_fault: the config, or the tensor file whose shape it contradicts (the message names config.json), or
+  // the directory (a tensor it needs is missing).
+  auto cfg_lie = [&](const std::string& key, const std::string& value, const std::string& named,
+                     const std::string& at_fault = "/config.json") {
+    auto j = nlohmann::json::parse(cfg);
+    j[key] = nlohmann::json::parse(value);
+    const std::string s = j.dump();
+    lies.push_back({kStoriesDir, "config.json", std::vector<uint8_t>(s.begin(), s.end()), at_fault, named});
+  };
+  cfg_lie("num_hidden_layers", "4", "model.layers.4.", "/model.safetensors");  // a layer the config does not have
+  cfg_lie("num_hidden_layers", "6", "model.layers.5.", ": ");  // a layer the checkpoint does not have
+  cfg_lie("num_hidden_layers", "0", "num_hidden_layers");
+  cfg_lie("vocab_size", "500", "model.embed_tokens.weight", "/model.safetensors");
+  cfg_lie("hidden_size", "48", "model.embed_tokens.weight", "/model.safetensors");
+  cfg_lie("intermediate_size", "100", "gate_proj", "/model.safetensors");
+  cfg_lie("num_attention_heads", "0", "num_attention_heads");
+  cfg_lie("num_key_value_heads", "3", "num_key_value_heads");
+  cfg_lie("head_dim", "7", "head_dim");
+  cfg_lie("head_dim", "16", "q_proj", "/model.safetensors");
+  cfg_lie("max_position_embeddings", "0", "max_position_embeddings");
+  cfg_lie("rms_norm_eps", "0", "rms_norm_eps");
+  cfg_lie("rms_norm_eps", "-1e-5", "rms_norm_eps");
+  cfg_lie("rms_norm_eps", "1e30", "rms_norm_eps");
+  cfg_lie("rope_theta", "-1", "rope_theta");
+  cfg_lie("rope_theta", "0", "rope_theta");
+  cfg_lie("rope_scaling", R"({"type": "linear", "factor": -2})", "rope_scaling");
+  cfg_lie("hidden_size", "\"64\"", "hidden_size");
+  cfg_lie("tie_word_embeddings", "1", "tie_word_embeddings");
+  // The safetensors header, edited in place (same length).
+  const auto st = read_file(kStoriesDir + "/model.safetensors");
+  auto st_lie = [&](const std::string& from, const std::string& to, const std::string& named, int nth = 0) {
+    lies.push_back({kStoriesDir, "model.safetensors", replaced(st, from, to, nth), "/model.safetensors", named});
+  };
+  st_lie("\"shape\":[512,64]", "\"shape\":[512,65]", "model.embed_tokens.weight");
+  st_lie("\"dtype\":\"F32\"", "\"dtype\":\"F16\"", "model.embed_tokens.weight");
+  st_lie("\"dtype\":\"F32\"", "\"dtype\":\"X32\"", "X32");
+  st_lie("[0,131072]", "[0,131076]", "model.embed_tokens.weight");
+  st_lie("[131072,131328]", "[131070,131326]", "overlap");
+  // The ONNX model's external-data references (protobuf strings, same length).
+  const std::string onnx_dir = shared("models/tl-8m-onnx-ext");
+  const auto onnx = read_file(onnx_dir + "/model.onnx");
+  auto onnx_lie = [&](const std::string& from, const std::string& to, const std::string& named, int nth = 0) {
+    lies.push_back({onnx_dir, "model.onnx", replaced(onnx, from, to, nth), "/model.onnx", named});
+  };
+  onnx_lie(std::string("\x06offset\x12\x01", 9) + "0", std::string("\x06offset\x12\x01", 9) + "7", "overlap");
+  onnx_lie(std::string("\x06offset\x12\x07", 9) + "4194304", std::string("\x06offset\x12\x07", 9) + "4194300",
+           "overlap");
+  onnx_lie(std::string("\x06length\x12\x04", 9) + "1024", std::string("\x06length\x12\x04", 9) + "1028",
+           "does not match dims");
+  onnx_lie(std::string("\x06offset\x12\x07", 9) + "4194304", std::string("\x06offset\x12\x07", 9) + "4194304",
+           "outside");  // with a truncated model.onnx.data (below)
+  for (size_t i = 0; i < lies.size(); ++i) {
+    const auto& l = lies[i];
+    std::string d = checkpoint_with(t, l.src, l.file, l.bytes);
+    if (i + 1 == lies.size()) {  // the data file cut short: the last tensors lie outside it
+      fs::remove(d + "/model.onnx.data");
+      std::ofstream(d + "/model.onnx.data").close();  // sparse: only the size matters
+      fs::resize_file(d + "/model.onnx.data", fs::file_size(onnx_dir + "/model.onnx.data") / 2);
+    }
+    const std::string out = t.file("o.gguf");
+    auto r = run("convert " + q(d) + " -o " + q(out) + " --outtype f32");
+    EXPECT_EQ(r.code, 1) << l.file << " " << l.named << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("edgeq: error: " + d + l.at_fault, 0), 0u) << l.named << "\n" << r.err;
+    EXPECT_NE(r.err.find(l.named), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(out)) << l.named;
+    fs::remove_all(d);
+  }
+}
