@@ -26,6 +26,7 @@
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/quant/blocks.h"
+#include "edgeq/runtime/kld.h"
 #include "edgeq/runtime/model.h"
 #include "test_helpers.h"
 
@@ -901,4 +902,50 @@ TEST_F(Garbage, ConvertRefusesLyingConfigSafetensorsAndOnnx) {
     EXPECT_FALSE(fs::exists(out)) << l.named;
     fs::remove_all(d);
   }
+}
+
+// 5: an evaluation whose reference guesses uniformly (stories260K with a zero embedding: every logit 0, PPL =
+// the vocabulary size 512) is an error in perplexity and compare, not a result; so is a KLD base read back
+// whose reference log-probabilities are uniform (a llama-layout base with its rows replaced).
+TEST_F(Garbage, NearUniformReferenceIsAnError) {
+  TempDir t;
+  const std::string ev = write_eval(t);
+  const auto g = edgeq::GgufFile::open(kStoriesGguf);
+  auto bytes = read_file(kStoriesGguf);
+  const auto* te = g.find_tensor("token_embd.weight");
+  ASSERT_NE(te, nullptr);
+  std::fill_n(bytes.begin() + static_cast<long>(g.data_offset() + te->offset), te->nbytes, uint8_t{0});
+  const std::string zero = t.file("zero.gguf"), Z = q(zero), M = q(kStoriesGguf), kld = t.file("z.kld");
+  edgeq::test::write_file(zero, bytes);
+  const std::string R = t.file("R");
+  for (const std::string& c : {"perplexity " + Z + " -f " + q(ev) + " -c 64 --kld-base " + q(kld),
+                               "compare " + Z + " " + M + " --eval " + q(ev) + " -c 64",
+                               "compare " + Z + " -o " + q(R) + " --eval " + q(ev) + " -c 64 --types Q8_0"}) {
+    auto r = run(c);
+    EXPECT_EQ(r.code, 1) << c << "\n" << r.err;
+    EXPECT_NE(r.err.find("near the vocabulary size 512"), std::string::npos) << c << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(kld));
+  EXPECT_FALSE(fs::exists(R + "/report.md"));
+  // A base read back: made from the good model in llama's layout, its rows then made uniform.
+  const std::string base = t.file("base.bin");
+  ASSERT_EQ(run("perplexity " + M + " -f " + q(ev) + " -c 64 --chunks 2 --kld-base " + q(base) +
+                " --kld-base-format llama").code, 0);
+  auto b = read_file(base);
+  const size_t n_ctx = 64, n_chunk = 2, n_vocab = 512, row = static_cast<size_t>(edgeq::runtime::kld_row_len(512));
+  const size_t rows_at = 8 + 12 + 4 * n_chunk * n_ctx, n_rows = n_chunk * (n_ctx - 1 - n_ctx / 2);
+  ASSERT_EQ(b.size(), rows_at + 2 * row * n_rows);
+  for (size_t i = 0; i < n_rows; ++i) {
+    uint8_t* r = b.data() + rows_at + 2 * row * i;
+    std::fill_n(r, 2 * row, uint8_t{0});
+    const float scale = 0.f, min_lp = -std::log(static_cast<float>(n_vocab));
+    std::memcpy(r, &scale, 4);
+    std::memcpy(r + 4, &min_lp, 4);
+  }
+  edgeq::test::write_file(base, b);
+  auto r = run("perplexity " + M + " -f " + q(ev) + " -c 64 --chunks 2 --kld " + q(base));
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_EQ(r.err.rfind("edgeq: error: " + base + ": ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("near the vocabulary size 512"), std::string::npos) << r.err;
 }
