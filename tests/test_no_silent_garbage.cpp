@@ -117,11 +117,24 @@ TEST_F(Garbage, FifoInEveryInputSlotIsRefusedAtOnce) {
     std::string fifo;    // the name that becomes a FIFO
     std::vector<std::string> commands;  // SRC: the (copied) source, FIFO: the FIFO's path
   };
-  const std::vector<std::string> ckpt_cmds = {"convert SRC -o OUT", "quantize SRC -o OUT --type Q8_0"};
+  const std::vector<std::string> ckpt_cmds = {"convert SRC -o OUT", "quantize SRC -o OUT --type Q8_0",
+                                              "compare SRC -o OUT.d --eval EV --types Q8_0 -c 64"};
   std::vector<Slot> slots;
   for (const char* f : {"model.safetensors", "config.json", "tokenizer.model", "tokenizer.json",
                         "tokenizer_config.json", "special_tokens_map.json"})
     slots.push_back({kStoriesDir, f, ckpt_cmds});
+  // A shard of a sharded checkpoint, and its index.
+  slots.push_back({shared("models/stories260K-sharded"), "model-00002-of-00003.safetensors", ckpt_cmds});
+  slots.push_back({shared("models/stories260K-sharded"), "model.safetensors.index.json", ckpt_cmds});
+  // The second file of a split GGUF (made below: SRC is a directory holding the set, s-00001-of-00002.gguf).
+  slots.push_back({"split", "s-00002-of-00002.gguf",
+                   {"perplexity SRC/s-00001-of-00002.gguf -f EV -c 64", "quantize SRC/s-00001-of-00002.gguf -o OUT --type Q8_0",
+                    "inspect SRC/s-00001-of-00002.gguf"}});
+  // The binary inputs of the evaluating commands: a KLD base, a sweep's imatrix, a result file to merge.
+  slots.push_back({"", "base.kld", {"perplexity " + q(kStoriesGguf) + " -f EV -c 64 --kld FIFO"}});
+  slots.push_back({"", "i.dat", {"compare " + q(kStoriesGguf) + " -o OUT.d --eval EV --types Q4_0 -c 64 --imatrix FIFO"}});
+  slots.push_back({"", "r.json", {"compare --merge FIFO -o OUT.d"}});
+  slots.push_back({"", "m2.gguf", {"calibrate FIFO --data EV -o OUT", "compare " + q(kStoriesGguf) + " FIFO --eval EV -c 64"}});
   slots.push_back({shared("models/tl-8m-onnx-ext"), "model.onnx.data", ckpt_cmds});
   slots.push_back({shared("models/tl-8m-onnx-ext"), "model.onnx", ckpt_cmds});
   slots.push_back({"", "m.gguf",
@@ -132,7 +145,15 @@ TEST_F(Garbage, FifoInEveryInputSlotIsRefusedAtOnce) {
     TempDir t;
     const std::string ev = write_eval(t);
     std::string src, fifo;
-    if (!s.source.empty()) {
+    if (s.source == "split") {
+      src = t.file("split");
+      fs::create_directory(src);
+      auto r = run("quantize " + q(kStoriesGguf) + " -o " + q(src + "/s.gguf") + " --type F32 --split-max-tensors 30");
+      ASSERT_EQ(r.code, 0) << r.err;
+      ASSERT_TRUE(fs::exists(src + "/" + s.fifo));
+      fs::remove(src + "/" + s.fifo);
+      fifo = src + "/" + s.fifo;
+    } else if (!s.source.empty()) {
       src = t.file("src");
       fs::create_directory(src);
       for (auto& e : fs::directory_iterator(s.source))
@@ -156,6 +177,7 @@ TEST_F(Garbage, FifoInEveryInputSlotIsRefusedAtOnce) {
       EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << c << "\n" << r.err;
       EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
       EXPECT_FALSE(fs::exists(t.file("out.gguf")));
+      EXPECT_FALSE(fs::exists(t.file("out.gguf.d") + "/report.md"));
     }
   }
 }

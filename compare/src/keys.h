@@ -68,7 +68,7 @@ inline std::string hash_source(const std::string& src) {
     if (dir.empty()) dir = ".";
     for (auto& e : fs::directory_iterator(dir)) if (e.is_regular_file()) files.push_back(e.path());
   } else {
-    fail("{}: no such file or directory", src);
+    require_regular_file(src);  // names what it is: missing, a FIFO, a device
   }
   std::sort(files.begin(), files.end());
   for (auto& f : files) h.file(f);
@@ -76,8 +76,7 @@ inline std::string hash_source(const std::string& src) {
 }
 
 inline std::string hash_file(const std::string& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) fail("{}: no such file", path);
+  require_regular_file(path);
   Hasher h;
   h.file(path);
   return h.hex();

@@ -184,10 +184,9 @@ Report merge_results(const std::vector<std::string>& paths) {
       if (in.empty()) fail("{}: no result files (*.json) in this directory", p);
       std::sort(in.begin(), in.end());
       files.insert(files.end(), in.begin(), in.end());
-    } else if (fs::is_regular_file(p, ec)) {
-      files.push_back(p);
     } else {
-      fail("{}: no such file or directory", p);
+      require_regular_file(p);
+      files.push_back(p);
     }
   }
   if (files.empty()) fail("compare --merge: no result files given");
