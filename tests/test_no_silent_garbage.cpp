@@ -971,3 +971,57 @@ TEST_F(Garbage, NearUniformReferenceIsAnError) {
   EXPECT_EQ(r.err.rfind("edgeq: error: " + base + ": ", 0), 0u) << r.err;
   EXPECT_NE(r.err.find("near the vocabulary size 512"), std::string::npos) << r.err;
 }
+
+// 6: the text flags not covered above (calibrate --data, quantize --data, a sweep's --eval and --calib) read
+// "-" (a pipe) and zstd exactly as the plain file: the same imatrix (but for the dataset name it stores), the
+// same quantized tensors, the same reference perplexity.
+TEST_F(Garbage, CalibrationAndSweepTextsFromPipesAndZstd) {
+  TempDir t;
+  const std::string ev = write_eval(t), zst = t.file("ev.txt.zst");
+  if (std::system(("zstd -q -f " + q(ev) + " -o " + q(zst) + " 2>/dev/null").c_str()) != 0) GTEST_SKIP() << "no zstd";
+  const std::string M = q(kStoriesGguf), pipe = "cat " + q(ev) + " | EDGEQ_PROGRESS=0 " + q(kEdgeq) + " ";
+  // calibrate --data: the imatrix ends with the dataset name (int32 length + bytes), which differs.
+  std::map<std::string, std::vector<uint8_t>> imat;
+  for (const std::string& via : {q(ev), std::string("-"), q(zst)}) {
+    const std::string out = t.file("i" + std::to_string(imat.size()) + ".dat");
+    const std::string c = "calibrate " + M + " --data " + via + " -c 64 -t 1 -o " + q(out);
+    auto r = via == "-" ? edgeq::test::run_shell(pipe + c) : run(c);
+    ASSERT_EQ(r.code, 0) << c << "\n" << r.err;
+    auto b = read_file(out);
+    const std::string name = via == "-" ? "-" : (via == q(ev) ? ev : zst);
+    b.resize(b.size() - 4 - name.size());
+    imat[via] = b;
+  }
+  EXPECT_EQ(imat[q(ev)], imat["-"]);
+  EXPECT_EQ(imat[q(ev)], imat[q(zst)]);
+  // quantize --data: the same tensors.
+  std::vector<std::string> outs;
+  for (const std::string& via : {q(ev), std::string("-"), q(zst)}) {
+    const std::string out = t.file("q" + std::to_string(outs.size()) + ".gguf");
+    const std::string c = "quantize " + M + " -o " + q(out) + " --type Q4_K_M --threads 1 --data " + via;
+    auto r = via == "-" ? edgeq::test::run_shell(pipe + c) : run(c);
+    ASSERT_EQ(r.code, 0) << c << "\n" << r.err;
+    outs.push_back(out);
+  }
+  const auto a = edgeq::GgufFile::open(outs[0]);
+  for (size_t i = 1; i < outs.size(); ++i) {
+    const auto b = edgeq::GgufFile::open(outs[i]);
+    ASSERT_EQ(a.tensors().size(), b.tensors().size());
+    for (const auto& ti : a.tensors()) {
+      const auto va = a.view(ti), vb = b.view(ti.name);
+      ASSERT_EQ(va.nbytes, vb.nbytes) << ti.name;
+      EXPECT_EQ(std::memcmp(va.data, vb.data, va.nbytes), 0) << ti.name << " via " << outs[i];
+    }
+  }
+  // A sweep: --eval from zstd, --calib from a pipe; its reference is the plain sweep's.
+  const std::string& plain = small_sweep();
+  const std::string R = t.file("R");
+  auto r = edgeq::test::run_shell(pipe + "compare " + q(kStoriesDir) + " -o " + q(R) + " --types Q4_0 --methods imatrix --eval " +
+                                  q(zst) + " --calib - --ctx 64 --chunks 2 -t 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto ref_ppl = [](const std::string& dir) {
+    const auto j = nlohmann::json::parse(edgeq::test::read_text(dir + "/report.json"));
+    return j.at("reference").at("ppl").get<double>();
+  };
+  EXPECT_EQ(ref_ppl(R), ref_ppl(plain));
+}
