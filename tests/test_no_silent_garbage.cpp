@@ -609,6 +609,13 @@ TEST_F(Garbage, MergeRefusesEveryTamperedResultField) {
       {"reference.parameters", "0"}, {"reference.bits_per_weight", "0"}, {"reference.n_ctx", "0"},
       {"reference.n_chunks", "0"},  {"reference.scored_tokens", "-2"}, {"reference.file_type", "\"Q4_0\""},
       {"reference.eval_seconds", "-1"}, {"entry.ppl", "\"x\""},
+      // Strings: empty keys, wrong types, and numbers that disagree with each other.
+      {"entry.key", "\"\""},          {"entry.key", "5"},           {"entry.method_inputs", "5"},
+      {"reference.run_key", "\"zz\""}, {"reference.source", "\"\""}, {"reference.eval_text", "\"\""},
+      {"reference.reference_choice", "3"}, {"entry.ppl_ratio", "2"},   {"entry.ppl", "4.0"},
+      {"reference.ppl", "9.5"},         {"entry.file_bytes", "10"},   {"reference.parameters", "1000000000000000"},
+      {"reference.scored_tokens", "1000000000"}, {"reference.n_chunks", "1000000"}, {"reference.n_ctx", "4096"},
+      {"entry.median_kld", "0.5"},      {"entry.p99_kld", "0.5"},     {"entry.mean_kld", "0.5"},
   };
   TempDir t;
   const std::string tampered = t.file("Q8_0-rtn.json");
