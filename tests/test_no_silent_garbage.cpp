@@ -486,6 +486,65 @@ TEST_F(Garbage, LyingMetadataIsRefused) {
   }
 }
 
+// 5: the same for the keys only other architectures have (the architecture fixtures): soft-caps, sliding
+// window, expert counts, LongRoPE's attention factor and original context, explicit head dims. Loaded
+// in-process (the loader is what every evaluating command calls).
+TEST(GarbageModel, LyingArchitectureMetadataIsRefused) {
+  struct Lie {
+    const char* file;
+    const char* key;
+    double value;
+    bool is_float;
+  };
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  TempDir t;
+  size_t n = 0;
+  for (const Lie& lie : {
+           Lie{"gemma2", "gemma2.attn_logit_softcapping", 0, true},
+           Lie{"gemma2", "gemma2.attn_logit_softcapping", -50, true},
+           Lie{"gemma2", "gemma2.attn_logit_softcapping", nan, true},
+           Lie{"gemma2", "gemma2.final_logit_softcapping", 0, true},
+           Lie{"gemma2", "gemma2.final_logit_softcapping", inf, true},
+           Lie{"gemma2", "gemma2.attention.sliding_window", 0, false},
+           Lie{"gemma2", "gemma2.attention.key_length", 15, false},
+           Lie{"gemma2", "gemma2.attention.key_length", 0, false},
+           Lie{"gemma2", "gemma2.attention.head_count_kv", 3, false},
+           Lie{"gemma2", "gemma2.context_length", 0, false},
+           Lie{"mixtral", "llama.expert_count", 0, false},
+           Lie{"mixtral", "llama.expert_count", 300, false},
+           Lie{"mixtral", "llama.expert_used_count", 0, false},
+           Lie{"mixtral", "llama.expert_used_count", 5, false},
+           Lie{"phi3", "phi3.rope.scaling.attn_factor", 0, true},
+           Lie{"phi3", "phi3.rope.scaling.attn_factor", -1.1, true},
+           Lie{"phi3", "phi3.rope.scaling.attn_factor", nan, true},
+           Lie{"phi3", "phi3.rope.scaling.original_context_length", 0, false},
+           Lie{"phi3", "phi3.attention.sliding_window", 0, false},
+           Lie{"phi3", "phi3.rope.dimension_count", 66, false},
+       }) {
+    if (EDGEQ_SANITIZED && n++ >= 4) break;
+    const std::string src = shared(std::string("golden/arch/") + lie.file + "-F16.gguf");
+    auto bytes = read_file(src);
+    const size_t at = gguf_key_value_offset(bytes, lie.key);
+    ASSERT_NE(at, 0u) << lie.key;
+    if (lie.is_float)
+      put<float>(bytes, at, static_cast<float>(lie.value));
+    else
+      put<uint32_t>(bytes, at, static_cast<uint32_t>(lie.value));
+    const std::string bad = t.file("lie.gguf");
+    edgeq::test::write_file(bad, bytes);
+    const std::string key = std::string(lie.key).substr(std::string(lie.key).find('.') + 1);
+    try {
+      (void)edgeq::runtime::Model::load(bad);
+      ADD_FAILURE() << "loaded " << lie.key << " = " << lie.value;
+    } catch (const edgeq::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.rfind(bad + ": ", 0), 0u) << msg;
+      EXPECT_NE(msg.find(key), std::string::npos) << lie.key << " = " << lie.value << ": " << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    }
+  }
+}
+
 // 6: text through a pipe, "-", /dev/stdin and zstd reads the same as the plain file for every text flag.
 TEST_F(Garbage, TextFromPipesAndZstdForEveryTextFlag) {
   TempDir t;

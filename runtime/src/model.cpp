@@ -238,7 +238,7 @@ Model Model::build(GgufFile file, bool with_data) {
     fail("{}: {}.expert_count = {} with {}.expert_used_count = {} is out of range (1 <= used <= count <= 256)", path,
          c.arch, c.n_expert, c.arch, c.n_expert_used);
   if (c.n_expert == 0 && c.n_expert_used != 0)
-    fail("{}: {}.expert_used_count = {} without experts", path, c.arch, c.n_expert_used);
+    fail("{}: {}.expert_used_count = {} but {}.expert_count is 0 or missing", path, c.arch, c.n_expert_used, c.arch);
   if (c.n_expert == 0 && A.find(arch::Role::FfnGateExps) && A.find(arch::Role::FfnGateExps)->need == arch::Need::Required)
     fail("{}: {}.expert_count is missing", path, c.arch);
   if (A.window != arch::SlidingWindow::None) {
