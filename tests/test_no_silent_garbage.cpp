@@ -1079,6 +1079,26 @@ TEST_F(Garbage, CalibrationAndSweepTextsFromPipesAndZstd) {
       EXPECT_EQ(std::memcmp(va.data, vb.data, va.nbytes), 0) << ti.name << " via " << outs[i];
     }
   }
+  // quantize's budget mix --data (it used to refuse "-" as "no such file"): a pipe gives the plain file's mix.
+  std::vector<std::string> mixes;
+  for (const std::string& via : {q(ev), std::string("-")}) {
+    const std::string out = t.file("b" + std::to_string(mixes.size()) + ".gguf");
+    const std::string c = "quantize " + M + " -o " + q(out) + " --target-bpw 8 --types Q4_0,Q8_0 --budget-chunks 1 "
+                          "--ctx 64 --threads 1 --cache " + q(t.file("cache" + std::to_string(mixes.size()))) +
+                          " --data " + via;
+    auto r = via == "-" ? edgeq::test::run_shell(pipe + c) : run(c);
+    ASSERT_EQ(r.code, 0) << c << "\n" << r.err;
+    mixes.push_back(out);
+  }
+  {
+    const auto x = edgeq::GgufFile::open(mixes[0]), y = edgeq::GgufFile::open(mixes[1]);
+    for (const auto& ti : x.tensors()) {
+      const auto vx = x.view(ti), vy = y.view(ti.name);
+      EXPECT_EQ(vx.type, vy.type) << ti.name;
+      ASSERT_EQ(vx.nbytes, vy.nbytes) << ti.name;
+      EXPECT_EQ(std::memcmp(vx.data, vy.data, vx.nbytes), 0) << ti.name;
+    }
+  }
   // A sweep: --eval from zstd, --calib from a pipe; its reference is the plain sweep's.
   const std::string& plain = small_sweep();
   const std::string R = t.file("R");
