@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -309,33 +310,49 @@ TEST(GarbageModel, NonFiniteBlockScaleOfEveryTypeIsNamed) {
   }
 }
 
-// 4: a NaN or an Inf in a float weight of every role (stories260K F32: embeddings, norms, attention, FFN).
+// 4: a NaN or an Inf in a float weight of every role: stories260K F32 (embeddings, norms, attention, FFN) and
+// the F16 architecture fixtures (gemma's, gemma2's post-norms, phi3's fused qkv and gate|up, mixtral's router and
+// stacked experts). Every global tensor and every tensor of layer 0.
 TEST(GarbageModel, NonFiniteFloatWeightOfEveryRoleIsNamed) {
-  const auto g = edgeq::GgufFile::open(kStoriesGguf);
-  const auto orig = read_file(kStoriesGguf);
   TempDir t;
   size_t n = 0;
-  for (const auto& ti : g.tensors()) {
-    if (ti.name.rfind("blk.", 0) == 0 && ti.name.rfind("blk.0.", 0) != 0) continue;  // every role once: layer 0
-    const auto v = g.view(ti);
-    ASSERT_EQ(v.type, edgeq::GgmlType::F32);
-    const size_t at = static_cast<size_t>(g.data_offset() + ti.offset + 4 * (v.n_elements() / 2));
-    for (float bad_value : {std::nanf(""), -std::numeric_limits<float>::infinity()}) {
+  std::set<std::string> roles;
+  for (const std::string& file : {kStoriesGguf, shared("golden/arch/gemma-F16.gguf"), shared("golden/arch/gemma2-F16.gguf"),
+                                  shared("golden/arch/phi3-F16.gguf"), shared("golden/arch/mixtral-F16.gguf")}) {
+    if (EDGEQ_SANITIZED && file != kStoriesGguf) break;
+    const auto g = edgeq::GgufFile::open(file);
+    const auto orig = read_file(file);
+    for (const auto& ti : g.tensors()) {
+      if (ti.name.rfind("blk.", 0) == 0 && ti.name.rfind("blk.0.", 0) != 0) continue;  // every role once: layer 0
+      const auto v = g.view(ti);
+      ASSERT_TRUE(v.type == edgeq::GgmlType::F32 || v.type == edgeq::GgmlType::F16) << ti.name;
+      const size_t esize = v.type == edgeq::GgmlType::F32 ? 4 : 2;
+      const size_t at = static_cast<size_t>(g.data_offset() + ti.offset + esize * (v.n_elements() / 2));
       auto bytes = orig;
-      put<float>(bytes, at, bad_value);
+      const bool use_nan = n % 2 == 0;
+      if (esize == 4)
+        put<float>(bytes, at, use_nan ? std::nanf("") : -std::numeric_limits<float>::infinity());
+      else
+        put<uint16_t>(bytes, at, use_nan ? 0x7e00 : 0xfc00);
       const std::string bad = t.file("bad.gguf");
       edgeq::test::write_file(bad, bytes);
       try {
         (void)edgeq::runtime::Model::load(bad);
-        ADD_FAILURE() << "loaded a model with " << bad_value << " in " << ti.name;
+        ADD_FAILURE() << file << ": loaded a model with " << (use_nan ? "NaN" : "-Inf") << " in " << ti.name;
       } catch (const edgeq::Error& e) {
         const std::string msg = e.what();
         EXPECT_NE(msg.find(bad + ": tensor " + ti.name + ": "), std::string::npos) << msg;
       }
+      roles.insert(ti.name.substr(ti.name.rfind("blk.0.", 0) == 0 ? 6 : 0));
       ++n;
     }
   }
-  EXPECT_GE(n, 2u * 11u);
+  EXPECT_GE(n, 11u);
+  if (!EDGEQ_SANITIZED) {
+    for (const char* role : {"attn_qkv.weight", "ffn_gate_exps.weight", "ffn_down_exps.weight", "ffn_gate_inp.weight",
+                             "post_attention_norm.weight", "post_ffw_norm.weight", "output.weight", "ffn_up.weight"})
+      EXPECT_TRUE(roles.count(role)) << role;
+  }
 }
 
 // 4: every command that evaluates a model refuses NaN weights naming the tensor (and writes nothing); a
