@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "edgeq/base/error.h"
@@ -983,6 +984,16 @@ TEST_F(Garbage, ConvertRefusesLyingConfigSafetensorsAndOnnx) {
   auto onnx_lie = [&](const std::string& from, const std::string& to, const std::string& named, int nth = 0) {
     lies.push_back({onnx_dir, "model.onnx", replaced(onnx, from, to, nth), "/model.onnx", named});
   };
+  // The ONNX checkpoint's config.json against its graph.
+  const std::string onnx_cfg = edgeq::test::read_text(onnx_dir + "/config.json");
+  for (const auto& [key, value, named] : std::vector<std::tuple<std::string, int, std::string>>{
+           {"vocab_size", 500, "[500, 256]"}, {"num_hidden_layers", 9, "9 layers"},
+           {"num_key_value_heads", 1, "k_proj"}}) {
+    auto j = nlohmann::json::parse(onnx_cfg);
+    j[key] = value;
+    const std::string s = j.dump();
+    lies.push_back({onnx_dir, "config.json", std::vector<uint8_t>(s.begin(), s.end()), "/model.onnx", named});
+  }
   onnx_lie(std::string("\x06offset\x12\x01", 9) + "0", std::string("\x06offset\x12\x01", 9) + "7", "overlap");
   onnx_lie(std::string("\x06offset\x12\x07", 9) + "4194304", std::string("\x06offset\x12\x07", 9) + "4194300",
            "overlap");
