@@ -47,7 +47,16 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // One line naming the flag (CLI11's own output is two: the message and "Run with --help").
+    std::string msg = e.what(), sub;
+    for (char& ch : msg)
+      if (ch == '\n') ch = ' ';
+    while (!msg.empty() && msg.back() == ' ') msg.pop_back();
+    for (auto* s : app.get_subcommands({}))
+      if (s->parsed()) sub = s->get_name() + " ";
+    std::fprintf(stderr, "edgeq: error: %s (edgeq %s--help)\n", msg.c_str(), sub.c_str());
+    return 2;
   }
   try {
     for (auto& [sub, action] : actions)

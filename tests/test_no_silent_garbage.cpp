@@ -17,15 +17,18 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "edgeq/base/error.h"
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/quant/blocks.h"
+#include "edgeq/runtime/kld.h"
 #include "edgeq/runtime/model.h"
 #include "test_helpers.h"
 
@@ -116,11 +119,24 @@ TEST_F(Garbage, FifoInEveryInputSlotIsRefusedAtOnce) {
     std::string fifo;    // the name that becomes a FIFO
     std::vector<std::string> commands;  // SRC: the (copied) source, FIFO: the FIFO's path
   };
-  const std::vector<std::string> ckpt_cmds = {"convert SRC -o OUT", "quantize SRC -o OUT --type Q8_0"};
+  const std::vector<std::string> ckpt_cmds = {"convert SRC -o OUT", "quantize SRC -o OUT --type Q8_0",
+                                              "compare SRC -o OUT.d --eval EV --types Q8_0 -c 64"};
   std::vector<Slot> slots;
   for (const char* f : {"model.safetensors", "config.json", "tokenizer.model", "tokenizer.json",
                         "tokenizer_config.json", "special_tokens_map.json"})
     slots.push_back({kStoriesDir, f, ckpt_cmds});
+  // A shard of a sharded checkpoint, and its index.
+  slots.push_back({shared("models/stories260K-sharded"), "model-00002-of-00003.safetensors", ckpt_cmds});
+  slots.push_back({shared("models/stories260K-sharded"), "model.safetensors.index.json", ckpt_cmds});
+  // The second file of a split GGUF (made below: SRC is a directory holding the set, s-00001-of-00002.gguf).
+  slots.push_back({"split", "s-00002-of-00002.gguf",
+                   {"perplexity SRC/s-00001-of-00002.gguf -f EV -c 64", "quantize SRC/s-00001-of-00002.gguf -o OUT --type Q8_0",
+                    "inspect SRC/s-00001-of-00002.gguf"}});
+  // The binary inputs of the evaluating commands: a KLD base, a sweep's imatrix, a result file to merge.
+  slots.push_back({"", "base.kld", {"perplexity " + q(kStoriesGguf) + " -f EV -c 64 --kld FIFO"}});
+  slots.push_back({"", "i.dat", {"compare " + q(kStoriesGguf) + " -o OUT.d --eval EV --types Q4_0 -c 64 --imatrix FIFO"}});
+  slots.push_back({"", "r.json", {"compare --merge FIFO -o OUT.d"}});
+  slots.push_back({"", "m2.gguf", {"calibrate FIFO --data EV -o OUT", "compare " + q(kStoriesGguf) + " FIFO --eval EV -c 64"}});
   slots.push_back({shared("models/tl-8m-onnx-ext"), "model.onnx.data", ckpt_cmds});
   slots.push_back({shared("models/tl-8m-onnx-ext"), "model.onnx", ckpt_cmds});
   slots.push_back({"", "m.gguf",
@@ -131,7 +147,15 @@ TEST_F(Garbage, FifoInEveryInputSlotIsRefusedAtOnce) {
     TempDir t;
     const std::string ev = write_eval(t);
     std::string src, fifo;
-    if (!s.source.empty()) {
+    if (s.source == "split") {
+      src = t.file("split");
+      fs::create_directory(src);
+      auto r = run("quantize " + q(kStoriesGguf) + " -o " + q(src + "/s.gguf") + " --type F32 --split-max-tensors 30");
+      ASSERT_EQ(r.code, 0) << r.err;
+      ASSERT_TRUE(fs::exists(src + "/" + s.fifo));
+      fs::remove(src + "/" + s.fifo);
+      fifo = src + "/" + s.fifo;
+    } else if (!s.source.empty()) {
       src = t.file("src");
       fs::create_directory(src);
       for (auto& e : fs::directory_iterator(s.source))
@@ -155,6 +179,7 @@ TEST_F(Garbage, FifoInEveryInputSlotIsRefusedAtOnce) {
       EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << c << "\n" << r.err;
       EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
       EXPECT_FALSE(fs::exists(t.file("out.gguf")));
+      EXPECT_FALSE(fs::exists(t.file("out.gguf.d") + "/report.md"));
     }
   }
 }
@@ -176,24 +201,53 @@ void put(std::vector<uint8_t>& b, size_t off, T v) {
 
 }  // namespace
 
-// 4: NaN/Inf in a block scale of every block type the goldens hold: loading names the tensor. The scale's
-// position is found by probing the type's own dequantizer (the first f16 word that makes the block NaN),
-// so the table of block types drives the cases.
+// 4: NaN/Inf in a block scale of every block type: loading names the tensor. The goldens hold every k-, legacy
+// and i-quant llama-quantize writes; BF16 and a palettized (PAL4) file are made from stories260K. The scale's
+// position is found by probing the type's own dequantizer (the first f16 word whose NaN makes the block NaN;
+// IQ1_M spreads its scale over the top nibbles of its last 8 bytes: filling a suffix of the block with 0xff
+// does), so the table of block types drives the cases.
 TEST(GarbageModel, NonFiniteBlockScaleOfEveryTypeIsNamed) {
-  std::map<edgeq::GgmlType, std::pair<std::string, std::string>> cases;  // type -> (file, tensor)
-  for (const auto& path : edgeq::test::golden_ggufs()) {
-    if (path.find("tl-8m-") == std::string::npos) continue;
+  using edgeq::GgmlType;
+  std::map<GgmlType, std::pair<std::string, std::string>> cases;  // type -> (file, tensor)
+  auto add_cases = [&](const std::string& path) {
     const auto g = edgeq::GgufFile::open(path);
     bool loadable = true;  // only files whose every type the runtime evaluates
-    for (const auto& t : g.tensors()) loadable = loadable && edgeq::quant::can_dequantize(t.type);
-    if (!loadable) continue;
+    for (const auto& t : g.tensors()) loadable = loadable && (edgeq::quant::can_dequantize(t.type) || t.type == GgmlType::I8);
+    if (!loadable) return;
     for (const auto& t : g.tensors())
       if (!cases.count(t.type) && t.dims.size() == 2 && edgeq::quant::can_dequantize(t.type))
         cases[t.type] = {path, t.name};
-  }
-  ASSERT_GE(cases.size(), 12u);  // F32, F16 and the k-, legacy and i-quants the runtime evaluates
-  size_t n = 0;
+  };
+  for (const auto& path : edgeq::test::golden_ggufs())
+    if (path.find("tl-8m-") != std::string::npos) add_cases(path);
   TempDir t;
+  std::string pal_file;
+  if (fs::exists(kEdgeq)) {  // BF16 and PAL4 (its lookup tables are F16 tensors named *.pal_lut)
+    const std::string bf16 = t.file("bf16.gguf"), pal = t.file("pal4.gguf");
+    ASSERT_EQ(run("quantize " + q(kStoriesGguf) + " -o " + q(bf16) + " --type BF16 --threads 1").code, 0);
+    ASSERT_EQ(run("quantize " + q(kStoriesGguf) + " -o " + q(pal) + " --type PAL4 --threads 1").code, 0);
+    add_cases(bf16);
+    add_cases(kStoriesGguf);
+    pal_file = pal;
+  }
+  for (GgmlType want : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
+                        GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K,
+                        GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ1_S, GgmlType::IQ1_M,
+                        GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S, GgmlType::IQ3_XXS, GgmlType::IQ3_S,
+                        GgmlType::IQ4_NL, GgmlType::IQ4_XS})
+    if (want != GgmlType::BF16 || fs::exists(kEdgeq)) {
+      EXPECT_TRUE(cases.count(want)) << edgeq::ggml_type_name(want);
+    }
+  size_t n = 0;
+  auto expect_named = [&](const std::string& bad, const std::string& tensor, const std::string& what) {
+    try {
+      (void)edgeq::runtime::Model::load(bad);
+      ADD_FAILURE() << what << ": loaded a model with a non-finite value in " << tensor;
+    } catch (const edgeq::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(bad + ": tensor " + tensor + ": non-finite value"), std::string::npos) << what << ": " << msg;
+    }
+  };
   for (const auto& [type, ft] : cases) {
     if (EDGEQ_SANITIZED && n >= 3) break;
     auto bytes = read_file(ft.first);
@@ -202,70 +256,104 @@ TEST(GarbageModel, NonFiniteBlockScaleOfEveryTypeIsNamed) {
     const size_t tensor_at = static_cast<size_t>(g.data_offset() + g.find_tensor(ft.second)->offset);
     const auto* info = edgeq::ggml_type_info(type);
     ASSERT_NE(info, nullptr);
-    // Probe the first block for a 16-bit word whose NaN makes the dequantized block NaN.
     std::vector<uint8_t> block(v.data, v.data + info->type_size);
     std::vector<float> out(info->block_size);
-    size_t scale_at = SIZE_MAX;
-    for (size_t o = 0; o + 2 <= block.size() && scale_at == SIZE_MAX; o += 2) {
+    auto makes_nan = [&](const std::vector<uint8_t>& b) {
+      edgeq::quant::dequantize_row(type, b.data(), out.data(), info->block_size);
+      return std::any_of(out.begin(), out.end(), [](float x) { return std::isnan(x); });
+    };
+    // The bytes to write: one word (a NaN probed, an Inf written), or a suffix of 0xff bytes.
+    size_t at = SIZE_MAX, suffix = 0;
+    for (size_t o = 0; o + 2 <= block.size() && at == SIZE_MAX; o += 2) {
       auto b = block;
-      const uint16_t nan16 = type == edgeq::GgmlType::BF16 ? 0x7fc0 : 0x7e00;
-      if (type == edgeq::GgmlType::F32) {
+      if (type == GgmlType::F32) {
         if (o % 4) continue;
         put<float>(b, o, std::nanf(""));
       } else {
-        put<uint16_t>(b, o, nan16);
+        put<uint16_t>(b, o, type == GgmlType::BF16 ? 0x7fc0 : 0x7e00);
       }
-      edgeq::quant::dequantize_row(type, b.data(), out.data(), info->block_size);
-      for (float x : out)
-        if (std::isnan(x)) scale_at = o;
+      if (makes_nan(b)) at = o;
     }
-    ASSERT_NE(scale_at, SIZE_MAX) << edgeq::ggml_type_name(type);
-    const size_t at = tensor_at + scale_at;
-    if (type == edgeq::GgmlType::F32)
-      put<float>(bytes, at, std::numeric_limits<float>::infinity());
+    for (size_t k = 2; at == SIZE_MAX && k <= block.size(); k += 2) {
+      auto b = block;
+      std::fill(b.end() - static_cast<long>(k), b.end(), uint8_t{0xff});
+      if (makes_nan(b)) at = block.size() - k, suffix = k;
+    }
+    ASSERT_NE(at, SIZE_MAX) << edgeq::ggml_type_name(type);
+    if (suffix)
+      std::fill_n(bytes.begin() + static_cast<long>(tensor_at + at), suffix, uint8_t{0xff});
+    else if (type == GgmlType::F32)
+      put<float>(bytes, tensor_at + at, std::numeric_limits<float>::infinity());
     else
-      put<uint16_t>(bytes, at, type == edgeq::GgmlType::BF16 ? 0x7f80 : 0x7c00);  // +Inf
+      put<uint16_t>(bytes, tensor_at + at, type == GgmlType::BF16 ? 0x7f80 : 0x7c00);  // +Inf
     const std::string bad = t.file(std::string("bad-") + edgeq::ggml_type_name(type) + ".gguf");
     edgeq::test::write_file(bad, bytes);
-    try {
-      (void)edgeq::runtime::Model::load(bad);
-      ADD_FAILURE() << edgeq::ggml_type_name(type) << ": loaded a model with Inf in " << ft.second;
-    } catch (const edgeq::Error& e) {
-      const std::string msg = e.what();
-      EXPECT_NE(msg.find(bad + ": tensor " + ft.second + ": non-finite value"), std::string::npos) << edgeq::ggml_type_name(type) << ": " << msg;
-    }
+    expect_named(bad, ft.second, edgeq::ggml_type_name(type));
     std::filesystem::remove(bad);
     ++n;
   }
+  // PAL4: an Inf entry in a lookup table.
+  if (!pal_file.empty()) {
+    auto bytes = read_file(pal_file);
+    const auto g = edgeq::GgufFile::open(pal_file);
+    const auto* lut = g.find_tensor("blk.1.ffn_down.weight.pal_lut");
+    ASSERT_NE(lut, nullptr);
+    put<uint16_t>(bytes, static_cast<size_t>(g.data_offset() + lut->offset + 6), 0x7c00);
+    const std::string bad = t.file("bad-PAL4.gguf");
+    edgeq::test::write_file(bad, bytes);
+    try {
+      (void)edgeq::runtime::Model::load(bad);
+      ADD_FAILURE() << "PAL4: loaded a model with Inf in a lookup table";
+    } catch (const edgeq::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(bad + ": tensor blk.1.ffn_down.weight.pal_lut: "), std::string::npos) << msg;
+    }
+  }
 }
 
-// 4: a NaN or an Inf in a float weight of every role (stories260K F32: embeddings, norms, attention, FFN).
+// 4: a NaN or an Inf in a float weight of every role: stories260K F32 (embeddings, norms, attention, FFN) and
+// the F16 architecture fixtures (gemma's, gemma2's post-norms, phi3's fused qkv and gate|up, mixtral's router and
+// stacked experts). Every global tensor and every tensor of layer 0.
 TEST(GarbageModel, NonFiniteFloatWeightOfEveryRoleIsNamed) {
-  const auto g = edgeq::GgufFile::open(kStoriesGguf);
-  const auto orig = read_file(kStoriesGguf);
   TempDir t;
   size_t n = 0;
-  for (const auto& ti : g.tensors()) {
-    if (ti.name.rfind("blk.", 0) == 0 && ti.name.rfind("blk.0.", 0) != 0) continue;  // every role once: layer 0
-    const auto v = g.view(ti);
-    ASSERT_EQ(v.type, edgeq::GgmlType::F32);
-    const size_t at = static_cast<size_t>(g.data_offset() + ti.offset + 4 * (v.n_elements() / 2));
-    for (float bad_value : {std::nanf(""), -std::numeric_limits<float>::infinity()}) {
+  std::set<std::string> roles;
+  for (const std::string& file : {kStoriesGguf, shared("golden/arch/gemma-F16.gguf"), shared("golden/arch/gemma2-F16.gguf"),
+                                  shared("golden/arch/phi3-F16.gguf"), shared("golden/arch/mixtral-F16.gguf")}) {
+    if (EDGEQ_SANITIZED && file != kStoriesGguf) break;
+    const auto g = edgeq::GgufFile::open(file);
+    const auto orig = read_file(file);
+    for (const auto& ti : g.tensors()) {
+      if (ti.name.rfind("blk.", 0) == 0 && ti.name.rfind("blk.0.", 0) != 0) continue;  // every role once: layer 0
+      const auto v = g.view(ti);
+      ASSERT_TRUE(v.type == edgeq::GgmlType::F32 || v.type == edgeq::GgmlType::F16) << ti.name;
+      const size_t esize = v.type == edgeq::GgmlType::F32 ? 4 : 2;
+      const size_t at = static_cast<size_t>(g.data_offset() + ti.offset + esize * (v.n_elements() / 2));
       auto bytes = orig;
-      put<float>(bytes, at, bad_value);
+      const bool use_nan = n % 2 == 0;
+      if (esize == 4)
+        put<float>(bytes, at, use_nan ? std::nanf("") : -std::numeric_limits<float>::infinity());
+      else
+        put<uint16_t>(bytes, at, use_nan ? 0x7e00 : 0xfc00);
       const std::string bad = t.file("bad.gguf");
       edgeq::test::write_file(bad, bytes);
       try {
         (void)edgeq::runtime::Model::load(bad);
-        ADD_FAILURE() << "loaded a model with " << bad_value << " in " << ti.name;
+        ADD_FAILURE() << file << ": loaded a model with " << (use_nan ? "NaN" : "-Inf") << " in " << ti.name;
       } catch (const edgeq::Error& e) {
         const std::string msg = e.what();
         EXPECT_NE(msg.find(bad + ": tensor " + ti.name + ": "), std::string::npos) << msg;
       }
+      roles.insert(ti.name.substr(ti.name.rfind("blk.0.", 0) == 0 ? 6 : 0));
       ++n;
     }
   }
-  EXPECT_GE(n, 2u * 11u);
+  EXPECT_GE(n, 11u);
+  if (!EDGEQ_SANITIZED) {
+    for (const char* role : {"attn_qkv.weight", "ffn_gate_exps.weight", "ffn_down_exps.weight", "ffn_gate_inp.weight",
+                             "post_attention_norm.weight", "post_ffw_norm.weight", "output.weight", "ffn_up.weight"})
+      EXPECT_TRUE(roles.count(role)) << role;
+  }
 }
 
 // 4: every command that evaluates a model refuses NaN weights naming the tensor (and writes nothing); a
@@ -331,28 +419,147 @@ TEST_F(Garbage, ConvertRefusesF16OverflowAndSuggestsBf16) {
   EXPECT_EQ(run("convert " + q(ck) + " -o " + q(t.file("o.gguf")) + " --outtype f32").code, 0);
 }
 
-// 5: metadata the loader reads is checked against what the architecture allows (a table of lies).
+// 5: metadata the loader reads is checked against what the architecture allows (a table of lies): one line
+// naming the file and the key, before any evaluation.
 TEST_F(Garbage, LyingMetadataIsRefused) {
   TempDir t;
   const std::string ev = write_eval(t);
   const auto orig = read_file(kStoriesGguf);
   struct Lie {
     const char* key;
-    uint32_t value;
+    double value;
+    bool is_float;
+    const char* named;  // what the message names (the key, or the tensor that gives it away)
   };
-  for (const Lie& lie : {Lie{"llama.rope.dimension_count", 0}, Lie{"llama.rope.dimension_count", 3},
-                         Lie{"llama.attention.head_count", 0}, Lie{"llama.block_count", 0},
-                         Lie{"llama.embedding_length", 0}, Lie{"llama.feed_forward_length", 0}}) {
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const Lie& lie : {
+           Lie{"llama.rope.dimension_count", 0, false, "rope.dimension_count"},
+           Lie{"llama.rope.dimension_count", 3, false, "rope.dimension_count"},
+           Lie{"llama.rope.dimension_count", 10, false, "rope.dimension_count"},  // > head dim 8
+           Lie{"llama.attention.head_count", 0, false, "attention.head_count"},
+           Lie{"llama.attention.head_count", 7, false, "attention.head_count"},  // kv 4 does not divide 7
+           Lie{"llama.attention.head_count_kv", 0, false, "attention.head_count_kv"},
+           Lie{"llama.attention.head_count_kv", 3, false, "attention.head_count_kv"},
+           Lie{"llama.block_count", 0, false, "block_count"},
+           Lie{"llama.block_count", 4, false, "block_count"},  // the file has 5 layers
+           Lie{"llama.block_count", 6, false, "blk.5."},       // a layer missing
+           Lie{"llama.embedding_length", 0, false, "embedding_length"},
+           Lie{"llama.embedding_length", 48, false, "head dimension 6"},
+           Lie{"llama.feed_forward_length", 0, false, "feed_forward_length"},
+           Lie{"llama.feed_forward_length", 171, false, "ffn_gate.weight"},
+           Lie{"llama.context_length", 0, false, "context_length"},
+           Lie{"llama.vocab_size", 500, false, "vocabulary"},
+           Lie{"llama.attention.layer_norm_rms_epsilon", 0, true, "layer_norm_rms_epsilon"},
+           Lie{"llama.attention.layer_norm_rms_epsilon", -1e-5, true, "layer_norm_rms_epsilon"},
+           Lie{"llama.attention.layer_norm_rms_epsilon", std::nan(""), true, "layer_norm_rms_epsilon"},
+           Lie{"llama.rope.freq_base", 0, true, "rope.freq_base"},
+           Lie{"llama.rope.freq_base", -10000, true, "rope.freq_base"},
+           Lie{"llama.rope.freq_base", inf, true, "rope.freq_base"},
+       }) {
     auto bytes = orig;
     const size_t at = gguf_key_value_offset(bytes, lie.key);
     ASSERT_NE(at, 0u) << lie.key;
-    put<uint32_t>(bytes, at, lie.value);
+    if (lie.is_float)
+      put<float>(bytes, at, static_cast<float>(lie.value));
+    else
+      put<uint32_t>(bytes, at, static_cast<uint32_t>(lie.value));
     const std::string bad = t.file("lie.gguf");
     edgeq::test::write_file(bad, bytes);
     auto r = run("perplexity " + q(bad) + " -f " + q(ev) + " -c 64");
-    EXPECT_EQ(r.code, 1) << lie.key << "\n" << r.err;
-    EXPECT_NE(r.err.find(bad + ": "), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find(std::string(lie.key).substr(6)), std::string::npos) << r.err;
+    EXPECT_EQ(r.code, 1) << lie.key << " = " << lie.value << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("edgeq: error: " + bad + ": ", 0), 0u) << lie.key << " = " << lie.value << "\n" << r.err;
+    EXPECT_NE(r.err.find(lie.named), std::string::npos) << lie.key << " = " << lie.value << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  // The tokenizer's vocabulary must be the embedding's rows (llama.cpp sizes token_embd by it): a shorter
+  // token list (the array's length field patched) is refused.
+  {
+    auto bytes = orig;
+    const std::string key = "tokenizer.ggml.tokens";
+    auto it = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+    ASSERT_NE(it, bytes.end());
+    const size_t len_at = static_cast<size_t>(it - bytes.begin()) + key.size() + 4 + 4;  // type, element type
+    uint64_t n = 0;
+    std::memcpy(&n, bytes.data() + len_at, 8);
+    ASSERT_EQ(n, 512u);
+    // Drop the last token without moving the tensor data: the one before it absorbs its bytes.
+    size_t p = len_at + 8, prev = 0;
+    for (uint64_t i = 0; i + 1 < n; ++i) {
+      prev = p;
+      uint64_t l = 0;
+      std::memcpy(&l, bytes.data() + p, 8);
+      p += 8 + l;
+    }
+    uint64_t l_prev = 0, l_last = 0;
+    std::memcpy(&l_prev, bytes.data() + prev, 8);
+    std::memcpy(&l_last, bytes.data() + p, 8);
+    put<uint64_t>(bytes, prev, l_prev + 8 + l_last);
+    put<uint64_t>(bytes, len_at, n - 1);
+    const std::string bad = t.file("short-vocab.gguf");
+    edgeq::test::write_file(bad, bytes);
+    auto r = run("perplexity " + q(bad) + " -f " + q(ev) + " -c 64");
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_EQ(r.err.rfind("edgeq: error: " + bad + ": ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find("511"), std::string::npos) << r.err;
+  }
+}
+
+// 5: the same for the keys only other architectures have (the architecture fixtures): soft-caps, sliding
+// window, expert counts, LongRoPE's attention factor and original context, explicit head dims. Loaded
+// in-process (the loader is what every evaluating command calls).
+TEST(GarbageModel, LyingArchitectureMetadataIsRefused) {
+  struct Lie {
+    const char* file;
+    const char* key;
+    double value;
+    bool is_float;
+  };
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  TempDir t;
+  size_t n = 0;
+  for (const Lie& lie : {
+           Lie{"gemma2", "gemma2.attn_logit_softcapping", 0, true},
+           Lie{"gemma2", "gemma2.attn_logit_softcapping", -50, true},
+           Lie{"gemma2", "gemma2.attn_logit_softcapping", nan, true},
+           Lie{"gemma2", "gemma2.final_logit_softcapping", 0, true},
+           Lie{"gemma2", "gemma2.final_logit_softcapping", inf, true},
+           Lie{"gemma2", "gemma2.attention.sliding_window", 0, false},
+           Lie{"gemma2", "gemma2.attention.key_length", 15, false},
+           Lie{"gemma2", "gemma2.attention.key_length", 0, false},
+           Lie{"gemma2", "gemma2.attention.head_count_kv", 3, false},
+           Lie{"gemma2", "gemma2.context_length", 0, false},
+           Lie{"mixtral", "llama.expert_count", 0, false},
+           Lie{"mixtral", "llama.expert_count", 300, false},
+           Lie{"mixtral", "llama.expert_used_count", 0, false},
+           Lie{"mixtral", "llama.expert_used_count", 5, false},
+           Lie{"phi3", "phi3.rope.scaling.attn_factor", 0, true},
+           Lie{"phi3", "phi3.rope.scaling.attn_factor", -1.1, true},
+           Lie{"phi3", "phi3.rope.scaling.attn_factor", nan, true},
+           Lie{"phi3", "phi3.rope.scaling.original_context_length", 0, false},
+           Lie{"phi3", "phi3.attention.sliding_window", 0, false},
+           Lie{"phi3", "phi3.rope.dimension_count", 66, false},
+       }) {
+    if (EDGEQ_SANITIZED && n++ >= 4) break;
+    const std::string src = shared(std::string("golden/arch/") + lie.file + "-F16.gguf");
+    auto bytes = read_file(src);
+    const size_t at = gguf_key_value_offset(bytes, lie.key);
+    ASSERT_NE(at, 0u) << lie.key;
+    if (lie.is_float)
+      put<float>(bytes, at, static_cast<float>(lie.value));
+    else
+      put<uint32_t>(bytes, at, static_cast<uint32_t>(lie.value));
+    const std::string bad = t.file("lie.gguf");
+    edgeq::test::write_file(bad, bytes);
+    const std::string key = std::string(lie.key).substr(std::string(lie.key).find('.') + 1);
+    try {
+      (void)edgeq::runtime::Model::load(bad);
+      ADD_FAILURE() << "loaded " << lie.key << " = " << lie.value;
+    } catch (const edgeq::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.rfind(bad + ": ", 0), 0u) << msg;
+      EXPECT_NE(msg.find(key), std::string::npos) << lie.key << " = " << lie.value << ": " << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    }
   }
 }
 
@@ -479,6 +686,13 @@ TEST_F(Garbage, MergeRefusesEveryTamperedResultField) {
       {"reference.parameters", "0"}, {"reference.bits_per_weight", "0"}, {"reference.n_ctx", "0"},
       {"reference.n_chunks", "0"},  {"reference.scored_tokens", "-2"}, {"reference.file_type", "\"Q4_0\""},
       {"reference.eval_seconds", "-1"}, {"entry.ppl", "\"x\""},
+      // Strings: empty keys, wrong types, and numbers that disagree with each other.
+      {"entry.key", "\"\""},          {"entry.key", "5"},           {"entry.method_inputs", "5"},
+      {"reference.run_key", "\"zz\""}, {"reference.source", "\"\""}, {"reference.eval_text", "\"\""},
+      {"reference.reference_choice", "3"}, {"entry.ppl_ratio", "2"},   {"entry.ppl", "4.0"},
+      {"reference.ppl", "9.5"},         {"entry.file_bytes", "10"},   {"reference.parameters", "1000000000000000"},
+      {"reference.scored_tokens", "1000000000"}, {"reference.n_chunks", "1000000"}, {"reference.n_ctx", "4096"},
+      {"entry.median_kld", "0.5"},      {"entry.p99_kld", "0.5"},     {"entry.mean_kld", "0.5"},
   };
   TempDir t;
   const std::string tampered = t.file("Q8_0-rtn.json");
@@ -597,21 +811,34 @@ TEST_F(Garbage, FlagValidationExits2) {
   TempDir t;
   const std::string ev = write_eval(t), M = q(kStoriesGguf), O = q(t.file("o.gguf"));
   const std::string G = "generate " + M + " -p hi ";
-  for (const std::string& c :
-       {G + "--temp -1", G + "--temp nan", G + "--top-p 2", G + "--top-p -0.5", G + "--top-k -3", G + "-n -2",
-        G + "--seed -1", G + "--seed 18446744073709551616", "quantize " + M + " -o " + O + " --type Q9_9",
-        "quantize " + M + " -o " + O + " --type Q4_0 --pal-group 4", "quantize " + M + " -o " + O + " --type PAL4 --pal-group 0",
-        "quantize " + M + " " + O + " Q8_0 -4", "quantize " + M + " " + O + " Q8_0 many",
-        "quantize " + M + " -o " + O + " --type Q4_0 --method rtn --imatrix " + q(shared("golden/tl-8m.imatrix")),
-        "quantize " + M + " -o " + O + " --type Q4_0 --output-tensor-type Q8_0 --leave-output-tensor",
-        "perplexity " + M + " -f " + q(ev) + " --chunks 0", "perplexity " + M + " -f " + q(ev) + " --chunks -2",
-        "compare " + q(kStoriesDir) + " -o " + q(t.file("R")) + " --eval " + q(ev) + " --types Q8_0,,Q4_0",
-        "compare " + q(kStoriesDir) + " -o " + q(t.file("R")) + " --eval " + q(ev) + " --calib-chunks 0"}) {
-    auto r = run(c);
-    EXPECT_EQ(r.code, 2) << c << "\n" << r.err;
-    EXPECT_LE(std::count(r.err.begin(), r.err.end(), '\n'), 2) << c << "\n" << r.err;  // CLI11 adds "Run with --help"
-    EXPECT_LT(r.err.size(), 300u) << c << "\n" << r.err;
-    EXPECT_FALSE(fs::exists(t.file("o.gguf"))) << c;
+  const std::string P = "perplexity " + M + " -f " + q(ev) + " ";
+  const std::string Q = "quantize " + M + " -o " + O + " ";
+  const std::string C = "compare " + q(kStoriesDir) + " -o " + q(t.file("R")) + " --eval " + q(ev) + " ";
+  struct Case {
+    std::string cmd, named;  // the command line and what its one-line error names (the flag)
+  };
+  const std::vector<Case> cases = {
+      {G + "--temp -1", "--temp"}, {G + "--temp nan", "--temp"}, {G + "--temp abc", "--temp"},
+      {G + "--top-p 2", "--top-p"}, {G + "--top-p -0.5", "--top-p"}, {G + "--top-k -3", "--top-k"},
+      {G + "--top-k abc", "--top-k"}, {G + "-n -2", "-n"}, {G + "--seed -1", "--seed"},
+      {G + "--seed 18446744073709551616", "--seed"}, {G + "--no-such-flag", "--no-such-flag"},
+      {Q + "--type Q9_9", "Q9_9"}, {Q + "--type Q4_0 --pal-group 4", "--pal-group"},
+      {Q + "--type PAL4 --pal-group 0", "--pal-group"}, {"quantize " + M + " " + O + " Q8_0 -4", "THREADS"},
+      {"quantize " + M + " " + O + " Q8_0 many", "THREADS"},
+      {Q + "--type Q4_0 --method rtn --imatrix " + q(shared("golden/tl-8m.imatrix")), "--imatrix"},
+      {Q + "--type Q4_0 --output-tensor-type Q8_0 --leave-output-tensor", "--leave-output-tensor"},
+      {P + "--chunks 0", "--chunks"}, {P + "--chunks -2", "--chunks"}, {P + "--chunks x", "--chunks"},
+      {P + "-c abc", "-c"}, {C + "--types Q8_0,,Q4_0", "--types"}, {C + "--calib-chunks 0", "--calib-chunks"},
+      {C + "--calib-chunks -1", "--calib-chunks"}, {C + "--types Q8_0 --seed -1", "--seed"},
+  };
+  for (const auto& c : cases) {
+    auto r = run(c.cmd);
+    EXPECT_EQ(r.code, 2) << c.cmd << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("edgeq: error: ", 0), 0u) << c.cmd << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.cmd << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.named), std::string::npos) << c.cmd << "\n" << r.err;
+    EXPECT_LT(r.err.size(), 300u) << c.cmd << "\n" << r.err;
+    EXPECT_FALSE(fs::exists(t.file("o.gguf"))) << c.cmd;
   }
   // A --tensor-type pattern that matches no tensor would be ignored: refused, nothing written.
   auto r = run("quantize " + M + " -o " + O + " --type Q4_0 --tensor-type nothing_like_this=Q8_0");
@@ -668,4 +895,247 @@ TEST_F(Garbage, OnnxExternalOffsetMovedIsRefused) {
   EXPECT_EQ(r.code, 1) << r.err;
   EXPECT_NE(r.err.find("overlap"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(t.file("o.gguf")));
+}
+
+namespace {
+
+// A copy of a checkpoint directory as symlinks, with one file replaced by the given bytes.
+std::string checkpoint_with(const TempDir& t, const std::string& src, const std::string& name,
+                            const std::vector<uint8_t>& bytes) {
+  const std::string d = t.file("ck-" + std::to_string(std::hash<std::string>{}(std::string(bytes.begin(), bytes.end()))));
+  fs::create_directory(d);
+  for (auto& e : fs::directory_iterator(src))
+    if (e.path().filename() != name) fs::create_symlink(e.path(), fs::path(d) / e.path().filename());
+  edgeq::test::write_file(d + "/" + name, bytes);
+  return d;
+}
+
+// Replaces the n-th (0-based) occurrence of `from` by `to` (same length, so every offset stays valid).
+std::vector<uint8_t> replaced(std::vector<uint8_t> b, const std::string& from, const std::string& to, int nth = 0) {
+  EXPECT_EQ(from.size(), to.size());
+  auto it = b.begin();
+  for (int i = 0; i <= nth; ++i) {
+    if (i) ++it;
+    it = std::search(it, b.end(), from.begin(), from.end());
+    if (it == b.end()) {
+      ADD_FAILURE() << "no '" << from << "' (" << nth << ")";
+      return b;
+    }
+  }
+  std::copy(to.begin(), to.end(), it);
+  return b;
+}
+
+}  // namespace
+
+// 5: every value the HF config reader, the safetensors reader and the ONNX importer take is checked against
+// what the architecture and the file allow: `convert` refuses with one line naming the file and the key or
+// tensor, before writing anything (a table of lies per reader).
+TEST_F(Garbage, ConvertRefusesLyingConfigSafetensorsAndOnnx) {
+  TempDir t;
+  struct Lie {
+    std::string src, file;  // checkpoint directory, the file replaced in it
+    std::vector<uint8_t> bytes;
+    std::string at_fault, named;  // the file the error names, what else it names
+  };
+  std::vector<Lie> lies;
+  const std::string cfg = edgeq::test::read_text(kStoriesDir + "/config.json");
+  // at_fault: the config, or the tensor file whose shape it contradicts (the message names config.json), or
+  // the directory (a tensor it needs is missing).
+  auto cfg_lie = [&](const std::string& key, const std::string& value, const std::string& named,
+                     const std::string& at_fault = "/config.json") {
+    auto j = nlohmann::json::parse(cfg);
+    j[key] = nlohmann::json::parse(value);
+    const std::string s = j.dump();
+    lies.push_back({kStoriesDir, "config.json", std::vector<uint8_t>(s.begin(), s.end()), at_fault, named});
+  };
+  cfg_lie("num_hidden_layers", "4", "model.layers.4.", "/model.safetensors");  // a layer the config does not have
+  cfg_lie("num_hidden_layers", "6", "model.layers.5.", ": ");  // a layer the checkpoint does not have
+  cfg_lie("num_hidden_layers", "0", "num_hidden_layers");
+  cfg_lie("vocab_size", "500", "model.embed_tokens.weight", "/model.safetensors");
+  cfg_lie("hidden_size", "48", "model.embed_tokens.weight", "/model.safetensors");
+  cfg_lie("intermediate_size", "100", "gate_proj", "/model.safetensors");
+  cfg_lie("num_attention_heads", "0", "num_attention_heads");
+  cfg_lie("num_key_value_heads", "3", "num_key_value_heads");
+  cfg_lie("head_dim", "7", "head_dim");
+  cfg_lie("head_dim", "16", "q_proj", "/model.safetensors");
+  cfg_lie("max_position_embeddings", "0", "max_position_embeddings");
+  cfg_lie("rms_norm_eps", "0", "rms_norm_eps");
+  cfg_lie("rms_norm_eps", "-1e-5", "rms_norm_eps");
+  cfg_lie("rms_norm_eps", "1e30", "rms_norm_eps");
+  cfg_lie("rope_theta", "-1", "rope_theta");
+  cfg_lie("rope_theta", "0", "rope_theta");
+  cfg_lie("rope_scaling", R"({"type": "linear", "factor": -2})", "rope_scaling");
+  cfg_lie("hidden_size", "\"64\"", "hidden_size");
+  cfg_lie("tie_word_embeddings", "1", "tie_word_embeddings");
+  // The safetensors header, edited in place (same length).
+  const auto st = read_file(kStoriesDir + "/model.safetensors");
+  auto st_lie = [&](const std::string& from, const std::string& to, const std::string& named, int nth = 0) {
+    lies.push_back({kStoriesDir, "model.safetensors", replaced(st, from, to, nth), "/model.safetensors", named});
+  };
+  st_lie("\"shape\":[512,64]", "\"shape\":[512,65]", "model.embed_tokens.weight");
+  st_lie("\"dtype\":\"F32\"", "\"dtype\":\"F16\"", "model.embed_tokens.weight");
+  st_lie("\"dtype\":\"F32\"", "\"dtype\":\"X32\"", "X32");
+  st_lie("[0,131072]", "[0,131076]", "model.embed_tokens.weight");
+  st_lie("[131072,131328]", "[131070,131326]", "overlap");
+  // The ONNX model's external-data references (protobuf strings, same length).
+  const std::string onnx_dir = shared("models/tl-8m-onnx-ext");
+  const auto onnx = read_file(onnx_dir + "/model.onnx");
+  auto onnx_lie = [&](const std::string& from, const std::string& to, const std::string& named, int nth = 0) {
+    lies.push_back({onnx_dir, "model.onnx", replaced(onnx, from, to, nth), "/model.onnx", named});
+  };
+  // The ONNX checkpoint's config.json against its graph.
+  const std::string onnx_cfg = edgeq::test::read_text(onnx_dir + "/config.json");
+  for (const auto& [key, value, named] : std::vector<std::tuple<std::string, int, std::string>>{
+           {"vocab_size", 500, "[500, 256]"}, {"num_hidden_layers", 9, "9 layers"},
+           {"num_key_value_heads", 1, "k_proj"}}) {
+    auto j = nlohmann::json::parse(onnx_cfg);
+    j[key] = value;
+    const std::string s = j.dump();
+    lies.push_back({onnx_dir, "config.json", std::vector<uint8_t>(s.begin(), s.end()), "/model.onnx", named});
+  }
+  onnx_lie(std::string("\x06offset\x12\x01", 9) + "0", std::string("\x06offset\x12\x01", 9) + "7", "overlap");
+  onnx_lie(std::string("\x06offset\x12\x07", 9) + "4194304", std::string("\x06offset\x12\x07", 9) + "4194300",
+           "overlap");
+  onnx_lie(std::string("\x06length\x12\x04", 9) + "1024", std::string("\x06length\x12\x04", 9) + "1028",
+           "does not match dims");
+  onnx_lie(std::string("\x06offset\x12\x07", 9) + "4194304", std::string("\x06offset\x12\x07", 9) + "4194304",
+           "outside");  // with a truncated model.onnx.data (below)
+  for (size_t i = 0; i < lies.size(); ++i) {
+    const auto& l = lies[i];
+    std::string d = checkpoint_with(t, l.src, l.file, l.bytes);
+    if (i + 1 == lies.size()) {  // the data file cut short: the last tensors lie outside it
+      fs::remove(d + "/model.onnx.data");
+      std::ofstream(d + "/model.onnx.data").close();  // sparse: only the size matters
+      fs::resize_file(d + "/model.onnx.data", fs::file_size(onnx_dir + "/model.onnx.data") / 2);
+    }
+    const std::string out = t.file("o.gguf");
+    auto r = run("convert " + q(d) + " -o " + q(out) + " --outtype f32");
+    EXPECT_EQ(r.code, 1) << l.file << " " << l.named << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("edgeq: error: " + d + l.at_fault, 0), 0u) << l.named << "\n" << r.err;
+    EXPECT_NE(r.err.find(l.named), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(out)) << l.named;
+    fs::remove_all(d);
+  }
+}
+
+// 5: an evaluation whose reference guesses uniformly (stories260K with a zero embedding: every logit 0, PPL =
+// the vocabulary size 512) is an error in perplexity and compare, not a result; so is a KLD base read back
+// whose reference log-probabilities are uniform (a llama-layout base with its rows replaced).
+TEST_F(Garbage, NearUniformReferenceIsAnError) {
+  TempDir t;
+  const std::string ev = write_eval(t);
+  const auto g = edgeq::GgufFile::open(kStoriesGguf);
+  auto bytes = read_file(kStoriesGguf);
+  const auto* te = g.find_tensor("token_embd.weight");
+  ASSERT_NE(te, nullptr);
+  std::fill_n(bytes.begin() + static_cast<long>(g.data_offset() + te->offset), te->nbytes, uint8_t{0});
+  const std::string zero = t.file("zero.gguf"), Z = q(zero), M = q(kStoriesGguf), kld = t.file("z.kld");
+  edgeq::test::write_file(zero, bytes);
+  const std::string R = t.file("R");
+  for (const std::string& c : {"perplexity " + Z + " -f " + q(ev) + " -c 64 --kld-base " + q(kld),
+                               "compare " + Z + " " + M + " --eval " + q(ev) + " -c 64",
+                               "compare " + Z + " -o " + q(R) + " --eval " + q(ev) + " -c 64 --types Q8_0"}) {
+    auto r = run(c);
+    EXPECT_EQ(r.code, 1) << c << "\n" << r.err;
+    EXPECT_NE(r.err.find("near the vocabulary size 512"), std::string::npos) << c << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(kld));
+  EXPECT_FALSE(fs::exists(R + "/report.md"));
+  // A base read back: made from the good model in llama's layout, its rows then made uniform.
+  const std::string base = t.file("base.bin");
+  ASSERT_EQ(run("perplexity " + M + " -f " + q(ev) + " -c 64 --chunks 2 --kld-base " + q(base) +
+                " --kld-base-format llama").code, 0);
+  auto b = read_file(base);
+  const size_t n_ctx = 64, n_chunk = 2, n_vocab = 512, row = static_cast<size_t>(edgeq::runtime::kld_row_len(512));
+  const size_t rows_at = 8 + 12 + 4 * n_chunk * n_ctx, n_rows = n_chunk * (n_ctx - 1 - n_ctx / 2);
+  ASSERT_EQ(b.size(), rows_at + 2 * row * n_rows);
+  for (size_t i = 0; i < n_rows; ++i) {
+    uint8_t* r = b.data() + rows_at + 2 * row * i;
+    std::fill_n(r, 2 * row, uint8_t{0});
+    const float scale = 0.f, min_lp = -std::log(static_cast<float>(n_vocab));
+    std::memcpy(r, &scale, 4);
+    std::memcpy(r + 4, &min_lp, 4);
+  }
+  edgeq::test::write_file(base, b);
+  auto r = run("perplexity " + M + " -f " + q(ev) + " -c 64 --chunks 2 --kld " + q(base));
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_EQ(r.err.rfind("edgeq: error: " + base + ": ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("near the vocabulary size 512"), std::string::npos) << r.err;
+}
+
+// 6: the text flags not covered above (calibrate --data, quantize --data, a sweep's --eval and --calib) read
+// "-" (a pipe) and zstd exactly as the plain file: the same imatrix (but for the dataset name it stores), the
+// same quantized tensors, the same reference perplexity.
+TEST_F(Garbage, CalibrationAndSweepTextsFromPipesAndZstd) {
+  TempDir t;
+  const std::string ev = write_eval(t), zst = t.file("ev.txt.zst");
+  if (std::system(("zstd -q -f " + q(ev) + " -o " + q(zst) + " 2>/dev/null").c_str()) != 0) GTEST_SKIP() << "no zstd";
+  const std::string M = q(kStoriesGguf), pipe = "cat " + q(ev) + " | EDGEQ_PROGRESS=0 " + q(kEdgeq) + " ";
+  // calibrate --data: the imatrix ends with the dataset name (int32 length + bytes), which differs.
+  std::map<std::string, std::vector<uint8_t>> imat;
+  for (const std::string& via : {q(ev), std::string("-"), q(zst)}) {
+    const std::string out = t.file("i" + std::to_string(imat.size()) + ".dat");
+    const std::string c = "calibrate " + M + " --data " + via + " -c 64 -t 1 -o " + q(out);
+    auto r = via == "-" ? edgeq::test::run_shell(pipe + c) : run(c);
+    ASSERT_EQ(r.code, 0) << c << "\n" << r.err;
+    auto b = read_file(out);
+    const std::string name = via == "-" ? "-" : (via == q(ev) ? ev : zst);
+    b.resize(b.size() - 4 - name.size());
+    imat[via] = b;
+  }
+  EXPECT_EQ(imat[q(ev)], imat["-"]);
+  EXPECT_EQ(imat[q(ev)], imat[q(zst)]);
+  // quantize --data: the same tensors.
+  std::vector<std::string> outs;
+  for (const std::string& via : {q(ev), std::string("-"), q(zst)}) {
+    const std::string out = t.file("q" + std::to_string(outs.size()) + ".gguf");
+    const std::string c = "quantize " + M + " -o " + q(out) + " --type Q4_K_M --threads 1 --data " + via;
+    auto r = via == "-" ? edgeq::test::run_shell(pipe + c) : run(c);
+    ASSERT_EQ(r.code, 0) << c << "\n" << r.err;
+    outs.push_back(out);
+  }
+  const auto a = edgeq::GgufFile::open(outs[0]);
+  for (size_t i = 1; i < outs.size(); ++i) {
+    const auto b = edgeq::GgufFile::open(outs[i]);
+    ASSERT_EQ(a.tensors().size(), b.tensors().size());
+    for (const auto& ti : a.tensors()) {
+      const auto va = a.view(ti), vb = b.view(ti.name);
+      ASSERT_EQ(va.nbytes, vb.nbytes) << ti.name;
+      EXPECT_EQ(std::memcmp(va.data, vb.data, va.nbytes), 0) << ti.name << " via " << outs[i];
+    }
+  }
+  // quantize's budget mix --data (it used to refuse "-" as "no such file"): a pipe gives the plain file's mix.
+  std::vector<std::string> mixes;
+  for (const std::string& via : {q(ev), std::string("-")}) {
+    const std::string out = t.file("b" + std::to_string(mixes.size()) + ".gguf");
+    const std::string c = "quantize " + M + " -o " + q(out) + " --target-bpw 8 --types Q4_0,Q8_0 --budget-chunks 1 "
+                          "--ctx 64 --threads 1 --cache " + q(t.file("cache" + std::to_string(mixes.size()))) +
+                          " --data " + via;
+    auto r = via == "-" ? edgeq::test::run_shell(pipe + c) : run(c);
+    ASSERT_EQ(r.code, 0) << c << "\n" << r.err;
+    mixes.push_back(out);
+  }
+  {
+    const auto x = edgeq::GgufFile::open(mixes[0]), y = edgeq::GgufFile::open(mixes[1]);
+    for (const auto& ti : x.tensors()) {
+      const auto vx = x.view(ti), vy = y.view(ti.name);
+      EXPECT_EQ(vx.type, vy.type) << ti.name;
+      ASSERT_EQ(vx.nbytes, vy.nbytes) << ti.name;
+      EXPECT_EQ(std::memcmp(vx.data, vy.data, vx.nbytes), 0) << ti.name;
+    }
+  }
+  // A sweep: --eval from zstd, --calib from a pipe; its reference is the plain sweep's.
+  const std::string& plain = small_sweep();
+  const std::string R = t.file("R");
+  auto r = edgeq::test::run_shell(pipe + "compare " + q(kStoriesDir) + " -o " + q(R) + " --types Q4_0 --methods imatrix --eval " +
+                                  q(zst) + " --calib - --ctx 64 --chunks 2 -t 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto ref_ppl = [](const std::string& dir) {
+    const auto j = nlohmann::json::parse(edgeq::test::read_text(dir + "/report.json"));
+    return j.at("reference").at("ppl").get<double>();
+  };
+  EXPECT_EQ(ref_ppl(R), ref_ppl(plain));
 }

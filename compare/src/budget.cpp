@@ -73,7 +73,7 @@ std::string budget_key(const BudgetOptions& opt) {
   Hasher h;
   h.i64(kBudgetVersion);
   h.str(hash_source(opt.source));
-  for (auto& d : opt.data) h.str(hash_file(d));
+  for (auto& d : opt.data) h.str(hash_text(d));  // of the text read: "-", a pipe or zstd hash what was read
   h.str(calibrate::method_name(budget_method(opt)));
   h.i64(opt.n_ctx);
   h.i64(opt.chunks);
@@ -476,8 +476,7 @@ std::vector<BudgetJob> plan_budget_jobs(const BudgetOptions& opt) {
   std::error_code ec;
   if (!fs::exists(opt.source, ec)) fail("{}: no such file or directory", opt.source);
   (void)budget_method(opt);
-  for (auto& d : opt.data)
-    if (!fs::is_regular_file(d, ec)) fail("{}: no such file", d);
+  for (auto& d : opt.data) (void)read_text_input(d);  // readable ("-", a pipe, zstd: kept for the later read)
   if (opt.chunks < 1) fail("--budget-chunks {}: at least 1", opt.chunks);
   if (opt.n_ctx < 8) fail("--ctx {}: too small", opt.n_ctx);
   if (opt.data.empty() && opt.chunks > 0 && budget_method(opt) == calibrate::Method::Rtn)
@@ -507,13 +506,18 @@ void run_budget_job(const BudgetOptions& opt, const BudgetJob& job) {
 
 std::vector<std::string> budget_plan_lines(const BudgetOptions& opt, const std::string& exe) {
   const auto jobs = plan_budget_jobs(opt);
+  std::error_code ec;
   const std::string dir = fs::absolute(opt.cache_dir.empty() ? default_budget_cache() : opt.cache_dir).string();
   std::vector<std::string> lines;
   for (auto& j : jobs) {
     std::vector<std::string> cmd = {fs::absolute(exe).string(), "quantize", fs::absolute(opt.source).string(),
                                     "--budget-job", j.id, "--cache", dir, "--method",
                                     calibrate::method_name(budget_method(opt))};
-    for (auto& d : opt.data) cmd.insert(cmd.end(), {"--data", fs::absolute(d).string()});
+    for (auto& d : opt.data) {
+      if (!fs::is_regular_file(d, ec))
+        fail("{}: --data for a plan must be a regular file (its jobs read it again); save the text to a file", d);
+      cmd.insert(cmd.end(), {"--data", fs::absolute(d).string()});
+    }
     std::string types;
     for (GgmlType t : types_of(opt)) types += std::string(types.empty() ? "" : ",") + ggml_type_name(t);
     cmd.insert(cmd.end(), {"--types", types, "--ctx", std::to_string(opt.n_ctx), "--budget-chunks",

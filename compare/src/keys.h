@@ -62,8 +62,7 @@ inline std::string hash_source(const std::string& src) {
 }
 
 inline std::string hash_file(const std::string& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) fail("{}: no such file", path);
+  require_regular_file(path);
   Hasher h;
   h.file(path);
   return h.hex();

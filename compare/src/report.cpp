@@ -50,6 +50,28 @@ uint64_t count(const nlohmann::json& j, const char* key, const std::string& path
   return x;
 }
 
+// An optional string of a result file (absent in results of earlier versions): a string when present.
+std::string optional_string(const nlohmann::json& j, const char* key, const std::string& path) {
+  if (!j.contains(key)) return {};
+  if (!j.at(key).is_string()) fail("{}: \"{}\" has the wrong type", path, key);
+  return j.at(key).get<std::string>();
+}
+
+// A key of the sweep (keys.h's Hasher::hex: 16 lower-case hex digits).
+std::string hex_key(const nlohmann::json& j, const char* key, const std::string& path) {
+  std::string k = get<std::string>(j, key, path);
+  if (k.size() != 16 || k.find_first_not_of("0123456789abcdef") != std::string::npos)
+    fail("{}: \"{}\" = \"{}\" is not a key of 16 hex digits", path, key, k);
+  return k;
+}
+
+// Tensor data (bits per weight x parameters) cannot exceed the file holding it.
+void check_size(const std::string& path, const char* what, double bpw, uint64_t parameters, uint64_t file_bytes) {
+  if (bpw * static_cast<double>(parameters) / 8.0 > static_cast<double>(file_bytes) * (1 + 1e-9))
+    fail("{}: {} \"bits_per_weight\" {} x {} parameters is more data than \"file_bytes\" {}", path, what, bpw,
+         parameters, file_bytes);
+}
+
 constexpr double kHuge = 1e300;
 // KLD statistics of near-identical models come out a hair below 0 (the base's 16-bit log-probabilities):
 // about -1e-6 for F16 against F32. Anything below this floor is not rounding.
@@ -83,13 +105,14 @@ nlohmann::json reference_to_json(const ReferenceResult& r) {
 
 ReferenceResult reference_from_json(const nlohmann::json& j, const std::string& path) {
   ReferenceResult r;
-  r.run_key = get<std::string>(j, "run_key", path);
+  r.run_key = hex_key(j, "run_key", path);
   r.source = get<std::string>(j, "source", path);
   r.eval_text = get<std::string>(j, "eval_text", path);
+  if (r.source.empty() || r.eval_text.empty()) fail("{}: reference \"source\" or \"eval_text\" is empty", path);
   r.file_type = get<std::string>(j, "file_type", path);
   if (r.file_type != "F32" && r.file_type != "F16" && r.file_type != "BF16")
     fail("{}: reference \"file_type\" = \"{}\" is not F32, F16 or BF16", path, r.file_type);
-  r.choice = j.value("reference_choice", "");  // absent in results of earlier versions
+  r.choice = optional_string(j, "reference_choice", path);  // absent in results of earlier versions
   r.file_bytes = count(j, "file_bytes", path, 1, kMaxBytes);
   r.parameters = count(j, "parameters", path, 1, kMaxBytes);
   r.bits_per_weight = number(j, "bits_per_weight", path, 1, 64);
@@ -99,6 +122,11 @@ ReferenceResult reference_from_json(const nlohmann::json& j, const std::string& 
   r.n_chunks = static_cast<int64_t>(count(j, "n_chunks", path, 1, uint64_t(1) << 32));
   r.scored = static_cast<int64_t>(count(j, "scored_tokens", path, 1, uint64_t(1) << 40));
   r.eval_seconds = number(j, "eval_seconds", path, 0, kHuge);
+  // What the numbers must agree on: llama.cpp scores the second half of each chunk but its last token.
+  if (r.scored != r.n_chunks * (r.n_ctx - 1 - r.n_ctx / 2))
+    fail("{}: reference \"scored_tokens\" {} does not match {} chunks of {} ({} scored each)", path, r.scored,
+         r.n_chunks, r.n_ctx, r.n_ctx - 1 - r.n_ctx / 2);
+  check_size(path, "reference", r.bits_per_weight, r.parameters, r.file_bytes);
   return r;
 }
 
@@ -133,10 +161,10 @@ void result_from_json(const nlohmann::json& j, const std::string& path, Referenc
   if (get<int>(j, "edgeq_compare_result", path) != 1) fail("{}: unsupported result version", path);
   ref = reference_from_json(get<nlohmann::json>(j, "reference", path), path);
   const auto x = get<nlohmann::json>(j, "entry", path);
-  e.key = get<std::string>(x, "key", path);
+  e.key = hex_key(x, "key", path);
   e.type = get<std::string>(x, "type", path);
   e.method = get<std::string>(x, "method", path);
-  e.inputs = x.value("method_inputs", "");  // absent in results of earlier versions
+  e.inputs = optional_string(x, "method_inputs", path);  // absent in results of earlier versions
   e.file_bytes = count(x, "file_bytes", path, 1, kMaxBytes);
   e.bits_per_weight = number(x, "bits_per_weight", path, 0.5, 64);
   e.ppl = number(x, "ppl", path, 1, kHuge);
@@ -163,6 +191,11 @@ void result_from_json(const nlohmann::json& j, const std::string& path, Referenc
   if (!(e.median_kld <= e.max_kld && e.p99_kld <= e.max_kld && e.mean_kld <= e.max_kld))
     fail("{}: the KLD statistics are inconsistent (mean {}, median {}, p99 {}, max {})", path, e.mean_kld,
          e.median_kld, e.p99_kld, e.max_kld);
+  // PPL(Q)/PPL(base) is the ratio of the two perplexities over the same tokens (the base's from its 16-bit
+  // log-probabilities: a relative difference of about 1e-6).
+  if (std::abs(e.ppl_ratio * ref.ppl / e.ppl - 1.0) > 1e-3)
+    fail("{}: \"ppl_ratio\" {} does not match \"ppl\" {} / reference \"ppl\" {}", path, e.ppl_ratio, e.ppl, ref.ppl);
+  check_size(path, "entry", e.bits_per_weight, ref.parameters, e.file_bytes);
 }
 
 void sort_entries(Report& r) {
@@ -184,10 +217,9 @@ Report merge_results(const std::vector<std::string>& paths) {
       if (in.empty()) fail("{}: no result files (*.json) in this directory", p);
       std::sort(in.begin(), in.end());
       files.insert(files.end(), in.begin(), in.end());
-    } else if (fs::is_regular_file(p, ec)) {
-      files.push_back(p);
     } else {
-      fail("{}: no such file or directory", p);
+      require_regular_file(p);
+      files.push_back(p);
     }
   }
   if (files.empty()) fail("compare --merge: no result files given");

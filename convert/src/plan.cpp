@@ -175,6 +175,7 @@ Hparams read_hparams(const Config& c) {
   h.n_vocab = c.req_uint("vocab_size");
   h.n_ctx = c.req_uint("max_position_embeddings", 0xffffffffull);
   h.rms_eps = c.req_float("rms_norm_eps");
+  if (h.rms_eps > 1.0) fail("{}: config key 'rms_norm_eps' = {} is out of range (> 0, <= 1)", c.path, h.rms_eps);
   h.rope_theta = c.opt_float("rope_theta");
   h.tie = c.opt_bool("tie_word_embeddings", false);
   auto hd = c.opt_uint("head_dim");

@@ -28,6 +28,14 @@ static const char* non_regular_kind(mode_t mode) {
   return "a special file";
 }
 
+void require_regular_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) fail("{}: cannot open: {}", path, std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) fail("{}: is a directory, expected a file", path);
+  if (!S_ISREG(st.st_mode))
+    fail("{}: is {}, not a regular file; refusing to read it", path, non_regular_kind(st.st_mode));
+}
+
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below like every non-regular file.
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);

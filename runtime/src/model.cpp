@@ -1,6 +1,7 @@
 #include "edgeq/runtime/model.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 
@@ -210,14 +211,22 @@ Model Model::build(GgufFile file, bool with_data) {
   c.head_dim_k = L.get_int("attention.key_length", hd_default);
   c.head_dim_v = L.get_int("attention.value_length", c.head_dim_k);
   if (c.head_dim_k < 2 || c.head_dim_k > 4096 || c.head_dim_k % 2 != 0 || c.head_dim_v < 1 || c.head_dim_v > 4096)
-    fail("{}: head dimensions k={} v={} are invalid", path, c.head_dim_k, c.head_dim_v);
+    fail("{}: {}.attention.key_length/value_length: head dimensions k={} v={} are invalid (k even, 2..4096)", path,
+         c.arch, c.head_dim_k, c.head_dim_v);
   c.n_rot = L.get_int("rope.dimension_count", c.head_dim_k);
   if (c.n_rot < 2 || c.n_rot > c.head_dim_k || c.n_rot % 2 != 0)
     fail("{}: {}.rope.dimension_count = {} is invalid for head dimension {}", path, c.arch, c.n_rot, c.head_dim_k);
   c.n_ctx_train = L.get_int("context_length", 0);
-  c.rms_eps = static_cast<float>(L.get_float("attention.layer_norm_rms_epsilon", A.default_rms_eps));
-  c.rope_base = static_cast<float>(L.get_float("rope.freq_base", A.default_rope_base));
-  if (!(c.rms_eps >= 0.f) || !(c.rope_base > 0.f)) fail("{}: invalid rms epsilon or rope base", path);
+  if (f.find(c.arch + ".context_length") && c.n_ctx_train < 1)
+    fail("{}: {}.context_length = {} is out of range (>= 1)", path, c.arch, c.n_ctx_train);
+  // Every float the forward pass reads: finite (get_float) and in the range the architecture allows.
+  auto positive = [&](const char* key, double def, double hi) {
+    const double x = L.get_float(key, def);
+    if (!(x > 0.0) || x > hi) fail("{}: {}.{} = {} is out of range (> 0, <= {})", path, c.arch, key, x, hi);
+    return static_cast<float>(x);
+  };
+  c.rms_eps = positive("attention.layer_norm_rms_epsilon", A.default_rms_eps, 1.0);
+  c.rope_base = positive("rope.freq_base", A.default_rope_base, 1e12);
   c.rope_mode = A.rope == arch::RopeMode::Normal ? RopeMode::Normal : RopeMode::Neox;
   c.has_qkv_bias = A.qkv_bias;
   c.has_qk_norm = A.qk_norm;
@@ -226,13 +235,16 @@ Model Model::build(GgufFile file, bool with_data) {
   if (c.n_expert > 0 && !A.has(arch::Role::FfnGateExps))
     fail("{}: {}.expert_count = {}: the architecture has no experts", path, c.arch, c.n_expert);
   if (c.n_expert > 256 || (c.n_expert > 0 && (c.n_expert_used < 1 || c.n_expert_used > c.n_expert)))
-    fail("{}: {} experts with {} used per token are out of range", path, c.n_expert, c.n_expert_used);
+    fail("{}: {}.expert_count = {} with {}.expert_used_count = {} is out of range (1 <= used <= count <= 256)", path,
+         c.arch, c.n_expert, c.arch, c.n_expert_used);
+  if (c.n_expert == 0 && c.n_expert_used != 0)
+    fail("{}: {}.expert_used_count = {} but {}.expert_count is 0 or missing", path, c.arch, c.n_expert_used, c.arch);
   if (c.n_expert == 0 && A.find(arch::Role::FfnGateExps) && A.find(arch::Role::FfnGateExps)->need == arch::Need::Required)
     fail("{}: {}.expert_count is missing", path, c.arch);
   if (A.window != arch::SlidingWindow::None) {
     c.n_swa = L.get_int("attention.sliding_window", A.default_window ? std::optional<int64_t>(*A.default_window)
                                                                       : std::nullopt);
-    if (c.n_swa < 1) fail("{}: {}.attention.sliding_window = {} is invalid", path, c.arch, c.n_swa);
+    if (c.n_swa < 1) fail("{}: {}.attention.sliding_window = {} is out of range (>= 1)", path, c.arch, c.n_swa);
   }
   if (A.embd_scale == arch::EmbdScale::SqrtNEmbd) c.embd_scale = std::sqrt(static_cast<float>(c.n_embd));
   // The query scale where llama.cpp applies it (arch::QueryScale).
@@ -244,11 +256,19 @@ Model Model::build(GgufFile file, bool with_data) {
   } else {
     c.kq_scale = hd_scale;
   }
-  if (A.attn_softcap) c.attn_softcap = static_cast<float>(L.get_float("attn_logit_softcapping", 50.0));
-  if (A.final_softcap) c.final_softcap = static_cast<float>(L.get_float("final_logit_softcapping", 30.0));
-  if (c.attn_softcap < 0.f || c.final_softcap < 0.f) fail("{}: negative soft-cap", path);
-  c.rope_attn_factor = static_cast<float>(L.get_float("rope.scaling.attn_factor", 1.0));
+  if (A.attn_softcap) c.attn_softcap = positive("attn_logit_softcapping", 50.0, 1e6);
+  if (A.final_softcap) c.final_softcap = positive("final_logit_softcapping", 30.0, 1e6);
+  c.rope_attn_factor = positive("rope.scaling.attn_factor", 1.0, 1e3);
   c.n_ctx_orig = L.get_int("rope.scaling.original_context_length", c.n_ctx_train);
+  if (f.find(c.arch + ".rope.scaling.original_context_length") && c.n_ctx_orig < 1)
+    fail("{}: {}.rope.scaling.original_context_length = {} is out of range (>= 1)", path, c.arch, c.n_ctx_orig);
+  // block_count must match the layers present: a tensor of a layer beyond it would be silently unused.
+  for (const auto& t : f.tensors()) {
+    if (t.name.rfind("blk.", 0) != 0) continue;
+    const int64_t il = std::strtoll(t.name.c_str() + 4, nullptr, 10);
+    if (il >= c.n_layer)
+      fail("{}: {}.block_count = {} but the file has tensor {} (layer {})", path, c.arch, c.n_layer, t.name, il);
+  }
 
   // Vocabulary size: <arch>.vocab_size, else token_embd's second dimension.
   const std::vector<uint64_t>* te = L.dims_of("token_embd.weight");
@@ -258,7 +278,9 @@ Model Model::build(GgufFile file, bool with_data) {
   if (c.n_vocab < 1 || c.n_vocab > (int64_t(1) << 24)) fail("{}: vocabulary size {} is out of range", path, c.n_vocab);
   if (const GgufValue* tok = f.find("tokenizer.ggml.tokens"); tok && tok->type() == GgufType::ARRAY) {
     const auto n = static_cast<int64_t>(tok->as_array().items.size());
-    if (n > c.n_vocab) fail("{}: tokenizer has {} tokens but the model's vocabulary is {}", path, n, c.n_vocab);
+    if (n != c.n_vocab)
+      fail("{}: tokenizer.ggml.tokens has {} tokens but the model's vocabulary (token_embd rows) is {}", path, n,
+           c.n_vocab);
   }
 
   const uint64_t E = c.n_embd, F = c.n_ff, V = c.n_vocab;

@@ -214,6 +214,12 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   if (reader) {
     if (n_chunk == static_cast<int64_t>(reader->header().n_chunks)) reader->finish();
     KldStats s = kld_finalize(std::move(acc));
+    // The same for a base read back (llama-perplexity's, or edgeq's from an older version): no comparison
+    // against a reference that guesses uniformly, or whose perplexity is not finite.
+    if (!(s.ppl_base < 0.5 * static_cast<double>(n_vocab)))
+      fail("{}: the reference log-probabilities give perplexity {:.1f}, near the vocabulary size {} (a uniform "
+           "guess) or not finite: the reference model was broken; no comparison made",
+           opt.kld_in, s.ppl_base, n_vocab);
     s.base_model = reader->header().model_name.empty() ? opt.kld_in : reader->header().model_name;
     res.kld = s;
   }

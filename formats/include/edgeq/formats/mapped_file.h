@@ -34,6 +34,11 @@ class MappedFile {
 // Reads a whole (text) file; throws edgeq::Error naming the path when it cannot be opened or read.
 std::string read_text_file(const std::string& path);
 
+// Throws edgeq::Error naming `path` unless it is a regular file (through links): "no such file or
+// directory", or the same "is a FIFO (named pipe), not a regular file" MappedFile gives. For inputs
+// checked before they are opened (a sweep's source and imatrix hashes, --merge's result files).
+void require_regular_file(const std::string& path);
+
 // --- Never lose a user's file ------------------------------------------------------------------
 // Every file the process reads through MappedFile (and so read_text_file) is remembered by device and
 // inode; once protect_inputs() is on (the edgeq program turns it on in main: one process = one command),
