@@ -55,8 +55,13 @@ calibrate::Method budget_method(const BudgetOptions& opt) {
   return *m;
 }
 
+// The candidates; by default without rtn the types llama.cpp refuses to write without importance data.
 std::vector<GgmlType> types_of(const BudgetOptions& opt) {
-  return opt.types.empty() ? default_budget_types() : opt.types;
+  if (!opt.types.empty()) return opt.types;
+  std::vector<GgmlType> out = default_budget_types();
+  if (budget_method(opt) == calibrate::Method::Rtn)
+    std::erase_if(out, [](GgmlType t) { return quant::block_ops(t) && quant::block_ops(t)->needs_importance; });
+  return out;
 }
 
 int shards_of(const BudgetOptions& opt) {
