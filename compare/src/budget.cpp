@@ -348,6 +348,14 @@ void run_job(Session& s, const BudgetJob& job, const std::string& key) {
   const auto t0 = std::chrono::steady_clock::now();
   nlohmann::json tensors = nlohmann::json::object();
   {
+    // A type llama.cpp refuses without importance data is no option for a tensor the statistics do not cover
+    // (tl-8m's output.weight as IQ2_XXS): it is left out of the job, so the solver never offers it.
+    std::erase_if(types, [&](const auto& nt) {
+      return quant::tensor_needs_importance(quant::FileType::MOSTLY_Q8_0, nt.first, nt.second) &&
+             !(s.calib.stats && s.calib.stats->find(nt.first));
+    });
+  }
+  {
     quant::QuantizeOptions qo;
     auto state = s.prepare(qo, types);
     qo.record_method = false;
