@@ -164,18 +164,18 @@ void result_from_json(const nlohmann::json& j, const std::string& path, Referenc
   e.eval_tokens_per_second = number(x, "eval_tokens_per_second", path, 0, kHuge);
   // What the numbers must agree on: the type and method exist, the KLD statistics are ordered.
   if (e.is_budget()) {
+    BudgetTarget t;
     try {
-      const BudgetTarget t = budget_entry_target(e.type);
-      const auto b = get<nlohmann::json>(x, "budget", path);
-      e.budget_target_bytes = count(b, "target_bytes", path, t.bytes, t.bytes);
-      e.budget_target_bpw = number(b, "target_bpw", path, t.bpw, t.bpw);
-      e.predicted_kld = number(b, "predicted_kld", path, 0, kHuge);
-      e.calib_kld = number(b, "calibration_kld", path, kKldFloor, kHuge);
-      e.budget_chunks = static_cast<int64_t>(count(b, "chunks", path, 1, uint64_t(1) << 32));
+      t = budget_entry_target(e.type);
     } catch (const Error& err) {
-      if (std::string_view(err.what()).rfind(path, 0) == 0) throw;
       fail("{}: \"type\" = \"{}\": {}", path, e.type, err.what());
     }
+    const auto b = get<nlohmann::json>(x, "budget", path);
+    e.budget_target_bytes = count(b, "target_bytes", path, t.bytes, t.bytes);  // the target its name says
+    e.budget_target_bpw = number(b, "target_bpw", path, t.bpw, t.bpw);
+    e.predicted_kld = number(b, "predicted_kld", path, 0, kHuge);
+    e.calib_kld = number(b, "calibration_kld", path, kKldFloor, kHuge);
+    e.budget_chunks = static_cast<int64_t>(count(b, "chunks", path, 1, uint64_t(1) << 32));
     if (e.budget_target_bytes && e.file_bytes > e.budget_target_bytes)
       fail("{}: {} is {} bytes, over its budget of {}", path, e.type, e.file_bytes, e.budget_target_bytes);
   } else {
