@@ -26,8 +26,8 @@ namespace cmp = edgeq::compare;
 
 struct Opts {
   std::vector<std::string> models, merge;
-  std::string text, out, calib, imatrix, result, ref_type = "auto";
-  std::vector<std::string> types, methods;
+  std::string text, out, calib, imatrix, result, ref_type = "auto", budget_types;
+  std::vector<std::string> types, methods, budgets, budget_bpw;
   int64_t ctx = 256, chunks = -1, calib_chunks = -1;
   int threads = 0;
   bool json = false, keep = false, plan = false;
@@ -75,6 +75,8 @@ int run_sweep_mode(const Opts& o) {
   so.imatrix = o.imatrix;
   so.types = o.types;
   so.methods = o.methods;
+  so.budgets = o.budgets;
+  if (!o.budget_types.empty()) so.budget_types = cmp::parse_budget_types(o.budget_types);
   so.n_ctx = o.ctx;
   so.max_chunks = o.chunks;
   so.calib_chunks = o.calib_chunks;
@@ -157,6 +159,7 @@ std::function<int()> setup(CLI::App& app) {
       "  edgeq compare data/tl-8m -o report --eval data/eval.txt\n"
       "  edgeq compare model.gguf -o report --eval wiki.txt --types Q4_K_M,Q3_K_M --methods rtn,imatrix --imatrix m.imatrix\n"
       "  edgeq compare data/tl-8m -o report --eval data/eval.txt --calib calib.txt --methods rtn,imatrix,awq,gptq,auto\n"
+      "  edgeq compare data/tl-8m -o report --eval data/eval.txt --calib calib.txt --budget-bpw 2.5,3.2 --budgets 4.5M\n"
       "  edgeq compare data/tl-8m -o report --eval data/eval.txt --plan > plan.jsonl   (one command per entry)\n"
       "  edgeq compare --merge report/results -o report\n"
       "  edgeq compare ref-F32.gguf q4.gguf q3.gguf -f data/eval.txt\n"
@@ -176,6 +179,20 @@ std::function<int()> setup(CLI::App& app) {
                   "Comma-separated methods (default: rtn; plus imatrix with --imatrix; plus imatrix and auto with "
                   "--calib). Methods other than rtn skip the float types:" + mnames)
       ->allow_extra_args(false);
+  sub->add_option("--budgets", o->budgets,
+                  "Comma-separated file sizes (as quantize --target-size reads them: 2.0G, 3.6M, 2GiB, 3620544): one "
+                  "budget entry per size (budget-SIZE), the file of at most that size (within 0.5%) with the lowest "
+                  "predicted KLD, one llama.cpp block type per tensor by measured sensitivity (quantize --target-size). "
+                  "Needs --calib; method gptq when the methods list gptq, auto or awq, else imatrix when listed, else "
+                  "rtn; sensitivities cached as quantize caches them ($EDGEQ_CACHE). Plotted as diamonds")
+      ->allow_extra_args(false);
+  sub->add_option("--budget-bpw", o->budget_bpw,
+                  "Comma-separated bits per weight (e.g. 2.5,3.2): one budget entry per value (budget-2.5bpw), as "
+                  "--budgets but by llama.cpp's bits per weight of the tensor data")
+      ->allow_extra_args(false);
+  sub->add_option("--budget-types", o->budget_types,
+                  "Budget entries: candidate block types, comma-separated (default: Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0 and "
+                  "every writable i-quant; with rtn those written without importance data)");
   sub->add_option("--imatrix", o->imatrix,
                   "Importance matrix (llama-imatrix format) for the imatrix method (used instead of --calib for it)");
   sub->add_option("--calib", o->calib,
@@ -201,6 +218,16 @@ std::function<int()> setup(CLI::App& app) {
   return [o]() {
     o->types = edgeq::cli::split_list("--types", o->types);  // "Q8_0,,Q4_0" is a usage error, not two types
     o->methods = edgeq::cli::split_list("--methods", o->methods);
+    {  // budgets: checked here, before any work (a bad size or bpw is a usage error)
+      std::vector<std::string> items;
+      for (auto& b : edgeq::cli::split_list("--budgets", o->budgets)) items.push_back(b);
+      for (auto& b : edgeq::cli::split_list("--budget-bpw", o->budget_bpw)) items.push_back(b + "bpw");
+      edgeq::cli::as_usage_error([&] {
+        for (auto& b : items) cmp::budget_entry_target("budget-" + b);
+        if (!o->budget_types.empty()) cmp::parse_budget_types(o->budget_types);
+      });
+      o->budgets = items;
+    }
     if (!o->merge.empty()) {
       if (o->out.empty()) edgeq::fail("compare --merge: the report directory (-o DIR) is required");
       if (!o->models.empty()) edgeq::fail("compare --merge: takes result files or directories only");
@@ -214,9 +241,10 @@ std::function<int()> setup(CLI::App& app) {
       return run_sweep_mode(*o);
     }
     if (o->plan || !o->result.empty() || o->keep || !o->types.empty() || !o->methods.empty() || !o->calib.empty() ||
-        !o->imatrix.empty() || o->calib_chunks > 0 || o->ref_type != "auto")
-      edgeq::fail("compare: --plan, --result, --keep, --types, --methods, --calib, --calib-chunks, --imatrix and "
-                  "--ref-type need a report directory (-o DIR)");
+        !o->imatrix.empty() || o->calib_chunks > 0 || o->ref_type != "auto" || !o->budgets.empty() ||
+        !o->budget_types.empty())
+      edgeq::fail("compare: --plan, --result, --keep, --types, --methods, --calib, --calib-chunks, --imatrix, "
+                  "--ref-type, --budgets, --budget-bpw and --budget-types need a report directory (-o DIR)");
     return run_legacy_mode(*o);
   };
 }

@@ -59,8 +59,13 @@ calibrate::Method budget_method(const BudgetOptions& opt) {
   return *m;
 }
 
+// The candidates; by default without rtn the types llama.cpp refuses to write without importance data.
 std::vector<GgmlType> types_of(const BudgetOptions& opt) {
-  return opt.types.empty() ? default_budget_types() : opt.types;
+  if (!opt.types.empty()) return opt.types;
+  std::vector<GgmlType> out = default_budget_types();
+  if (budget_method(opt) == calibrate::Method::Rtn)
+    std::erase_if(out, [](GgmlType t) { return quant::block_ops(t) && quant::block_ops(t)->needs_importance; });
+  return out;
 }
 
 int shards_of(const BudgetOptions& opt) {
@@ -339,6 +344,14 @@ void run_job(Session& s, const BudgetJob& job, const std::string& key) {
   ScopedRemoveOnSignal on_signal(qpath.string());
   const auto t0 = std::chrono::steady_clock::now();
   nlohmann::json tensors = nlohmann::json::object();
+  {
+    // A type llama.cpp refuses without importance data is no option for a tensor the statistics do not cover
+    // (tl-8m's output.weight as IQ2_XXS): it is left out of the job, so the solver never offers it.
+    std::erase_if(types, [&](const auto& nt) {
+      return quant::tensor_needs_importance(quant::FileType::MOSTLY_Q8_0, nt.first, nt.second) &&
+             !(s.calib.stats && s.calib.stats->find(nt.first));
+    });
+  }
   {
     quant::QuantizeOptions qo;
     auto state = s.prepare(qo, types);

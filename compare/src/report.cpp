@@ -153,8 +153,17 @@ static nlohmann::json entry_to_json(const EntryResult& e) {
           {"eval_tokens_per_second", e.eval_tokens_per_second}};
 }
 
+static nlohmann::json entry_json(const EntryResult& e) {
+  nlohmann::json j = entry_to_json(e);
+  if (e.is_budget())
+    j["budget"] = {{"target_bytes", e.budget_target_bytes}, {"target_bpw", e.budget_target_bpw},
+                   {"predicted_kld", e.predicted_kld},      {"calibration_kld", e.calib_kld},
+                   {"chunks", e.budget_chunks}};
+  return j;
+}
+
 nlohmann::json result_to_json(const ReferenceResult& ref, const EntryResult& e) {
-  return {{"edgeq_compare_result", 1}, {"reference", reference_to_json(ref)}, {"entry", entry_to_json(e)}};
+  return {{"edgeq_compare_result", 1}, {"reference", reference_to_json(ref)}, {"entry", entry_json(e)}};
 }
 
 void result_from_json(const nlohmann::json& j, const std::string& path, ReferenceResult& ref, EntryResult& e) {
@@ -182,10 +191,27 @@ void result_from_json(const nlohmann::json& j, const std::string& path, Referenc
   e.eval_seconds = number(x, "eval_seconds", path, 0, kHuge);
   e.eval_tokens_per_second = number(x, "eval_tokens_per_second", path, 0, kHuge);
   // What the numbers must agree on: the type and method exist, the KLD statistics are ordered.
-  try {
-    e.type = quant::file_type_info(quant::parse_file_type(e.type)).name;
-  } catch (const Error&) {
-    fail("{}: \"type\" = \"{}\" is not a quantization type", path, e.type);
+  if (e.is_budget()) {
+    BudgetTarget t;
+    try {
+      t = budget_entry_target(e.type);
+    } catch (const Error& err) {
+      fail("{}: \"type\" = \"{}\": {}", path, e.type, err.what());
+    }
+    const auto b = get<nlohmann::json>(x, "budget", path);
+    e.budget_target_bytes = count(b, "target_bytes", path, t.bytes, t.bytes);  // the target its name says
+    e.budget_target_bpw = number(b, "target_bpw", path, t.bpw, t.bpw);
+    e.predicted_kld = number(b, "predicted_kld", path, 0, kHuge);
+    e.calib_kld = number(b, "calibration_kld", path, kKldFloor, kHuge);
+    e.budget_chunks = static_cast<int64_t>(count(b, "chunks", path, 1, uint64_t(1) << 32));
+    if (e.budget_target_bytes && e.file_bytes > e.budget_target_bytes)
+      fail("{}: {} is {} bytes, over its budget of {}", path, e.type, e.file_bytes, e.budget_target_bytes);
+  } else {
+    try {
+      e.type = quant::file_type_info(quant::parse_file_type(e.type)).name;
+    } catch (const Error&) {
+      fail("{}: \"type\" = \"{}\" is not a quantization type", path, e.type);
+    }
   }
   if (method_rank(e.method) == methods().size()) fail("{}: \"method\" = \"{}\" is not a method", path, e.method);
   if (!(e.median_kld <= e.max_kld && e.p99_kld <= e.max_kld && e.mean_kld <= e.max_kld))
@@ -351,6 +377,34 @@ std::string render_table(const Report& r) {
   return o;
 }
 
+std::string render_budget_table(const Report& r) {
+  std::string o;
+  for (auto& e : r.entries) {
+    if (!e.is_budget()) continue;
+    if (o.empty())
+      o = "\nBudget entries: one llama.cpp block type per tensor, chosen by measured sensitivity (`edgeq quantize "
+          "--target-size`). The predicted KLD and the KLD measured on the calibration chunks it was predicted for; "
+          "the table's mean KLD is on the evaluation text.\n\n"
+          "| entry | method | target | file bytes | predicted KLD | calibration KLD | predicted / measured | "
+          "fixed mix below | its mean KLD | budget / fixed |\n"
+          "|:--|:--|--:|--:|--:|--:|--:|:--|--:|--:|\n";
+    // the fixed mix of the largest size not above this file's: the one the budget has to beat
+    const EntryResult* below = nullptr;
+    for (auto& f : r.entries)
+      if (!f.is_budget() && f.file_bytes <= e.file_bytes && (!below || f.file_bytes > below->file_bytes ||
+                                                             (f.file_bytes == below->file_bytes && f.mean_kld < below->mean_kld)))
+        below = &f;
+    o += fmt::format("| {} | {} | {} | {} | {:.6f} | {:.6f} | {:.2f} | {} | {} | {} |\n", e.type, e.method,
+                     e.budget_target_bytes ? fmt::format("{} bytes", e.budget_target_bytes)
+                                           : fmt::format("{:g} bpw", e.budget_target_bpw),
+                     e.file_bytes, e.predicted_kld, e.calib_kld, e.calib_kld > 0 ? e.predicted_kld / e.calib_kld : 0.0,
+                     below ? below->type + " " + below->method : "-",
+                     below ? fmt::format("{:.6f}", below->mean_kld) : "-",
+                     below && below->mean_kld > 0 ? fmt::format("{:.2f}", e.mean_kld / below->mean_kld) : "-");
+  }
+  return o;
+}
+
 WrittenReport write_report(const Report& r, const std::string& dir) {
   const fs::path d(dir);
   fs::create_directories(d);
@@ -386,6 +440,7 @@ WrittenReport write_report(const Report& r, const std::string& dir) {
   for (auto& [what, ms] : inputs) md += fmt::format("Statistics for {}: {}.\n\n", fmt::join(ms, ", "), what);
   md += "**" + recommendation(r) + "**\n\n";
   md += render_table(r);
+  md += render_budget_table(r);
   md += "\n![perplexity against bits per weight](ppl_vs_bpw.svg)\n\n![KL divergence against bits per weight](kld_vs_bpw.svg)\n";
   write_text(w.md, md);
 
@@ -397,7 +452,7 @@ WrittenReport write_report(const Report& r, const std::string& dir) {
   j["recommendation"] = recommendation(r);
   j["entries"] = nlohmann::json::array();
   for (size_t i = 0; i < r.entries.size(); ++i) {
-    auto e = entry_to_json(r.entries[i]);
+    auto e = entry_json(r.entries[i]);
     e["size_band"] = size_band(r.entries[i].bits_per_weight);
     e["best_in_band"] = static_cast<bool>(best[i]);
     j["entries"].push_back(e);

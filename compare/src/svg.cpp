@@ -1,5 +1,6 @@
 // The report's two plots as standalone SVG: perplexity (linear) and mean KL divergence (log10) against bits
-// per weight, one point per file, one line per method, the reference PPL as a dashed line, a legend.
+// per weight, one point per file, one line per method (budget entries: a dashed line of diamonds per method), the
+// reference PPL as a dashed line, a legend.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -148,38 +149,49 @@ std::string render_svg(const Report& r, bool kld) {
         kRight + 20, ly, kRight + 44, kRight + 52, ly + 4, esc(r.reference.file_type));
     ly += 22;
   }
-  // one line and a set of points per method, in the methods table's order
-  std::map<size_t, std::vector<const EntryResult*>> by_method;
+  // one line and a set of points per method, in the methods table's order; the budget entries of a method after
+  // the fixed mixes, as a dashed line with diamonds (black-edged, so the gain over the fixed mixes stands out)
+  std::map<std::pair<size_t, bool>, std::vector<const EntryResult*>> by_method;
   const auto& ms = methods();
   for (auto& e : r.entries) {
     size_t rank = ms.size();
     for (size_t i = 0; i < ms.size(); ++i)
       if (e.method == ms[i].name) rank = i;
-    by_method[rank].push_back(&e);
+    by_method[{rank, e.is_budget()}].push_back(&e);
   }
   std::set<std::string> labelled;
-  for (auto& [rank, es] : by_method) {
+  for (auto& [series, es] : by_method) {
+    const bool budget = series.second;
     std::sort(es.begin(), es.end(), [](auto* a, auto* b) { return a->bits_per_weight < b->bits_per_weight; });
     const std::string col = method_colour(es[0]->method);
+    const std::string dash = budget ? " stroke-dasharray=\"5 3\"" : "";
     std::string pts;
     for (auto* e : es)
       pts += fmt::format("{:.2f},{:.2f} ", g.x.to_px(e->bits_per_weight), g.y.to_px(kld ? e->mean_kld : e->ppl));
-    s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/>\n", pts, col);
+    s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{}/>\n", pts, col, dash);
+    auto marker = [&](double x, double y, const std::string& attrs) {
+      if (!budget) return fmt::format("<circle cx=\"{:.2f}\" cy=\"{:.2f}\" r=\"5\" fill=\"{}\" {}", x, y, col, attrs);
+      return fmt::format("<polygon points=\"{:.2f},{:.2f} {:.2f},{:.2f} {:.2f},{:.2f} {:.2f},{:.2f}\" fill=\"{}\" {}", x,
+                         y - 7, x + 7, y, x, y + 7, x - 7, y, col, attrs);
+    };
+    const char* tag = budget ? "polygon" : "circle";
     for (auto* e : es) {
       const double px = g.x.to_px(e->bits_per_weight), py = g.y.to_px(kld ? e->mean_kld : e->ppl);
-      s += fmt::format(
-          "<circle cx=\"{:.2f}\" cy=\"{:.2f}\" r=\"5\" fill=\"{}\" stroke=\"#ffffff\" stroke-width=\"1\" "
-          "data-type=\"{}\" data-method=\"{}\"><title>{} {}: {:.2f} bpw, PPL {:.4f}, mean KLD {:.6f}</title></circle>\n",
-          px, py, col, esc(e->type), esc(e->method), esc(e->type), esc(e->method), e->bits_per_weight, e->ppl,
-          e->mean_kld);
+      s += marker(px, py,
+                  fmt::format("stroke=\"{}\" stroke-width=\"{}\" data-type=\"{}\" data-method=\"{}\"{}><title>{} {}: "
+                              "{:.2f} bpw, PPL {:.4f}, mean KLD {:.6f}</title></{}>\n",
+                              budget ? "#000000" : "#ffffff", budget ? 1.5 : 1.0, esc(e->type), esc(e->method),
+                              budget ? " data-budget=\"true\"" : "", esc(e->type), esc(e->method), e->bits_per_weight,
+                              e->ppl, e->mean_kld, tag));
       if (labelled.insert(e->type).second)  // one label per type (methods of a type sit close together)
         s += fmt::format("<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"10\" fill=\"#333333\">{}</text>\n", px + 7,
                          py - 7, esc(e->type));
     }
-    legend += fmt::format(
-        "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"{3}\" stroke-width=\"2\"/>"
-        "<circle cx=\"{4}\" cy=\"{1}\" r=\"5\" fill=\"{3}\"/><text x=\"{5}\" y=\"{6}\">{7}</text>\n",
-        kRight + 20, ly, kRight + 44, col, kRight + 32, kRight + 52, ly + 4, esc(es[0]->method));
+    legend += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"{3}\" stroke-width=\"2\"{4}/>",
+                          kRight + 20, ly, kRight + 44, col, dash);
+    legend += marker(kRight + 32, ly, fmt::format("stroke=\"{}\"/>", budget ? "#000000" : "#ffffff"));
+    legend += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", kRight + 52, ly + 4,
+                          esc(budget ? "budget (" + es[0]->method + ")" : es[0]->method));
     ly += 22;
   }
   if (kld && std::any_of(r.entries.begin(), r.entries.end(), [](auto& e) { return e.mean_kld <= 0; }))

@@ -2,6 +2,8 @@
 
 #include <fmt/ranges.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -23,6 +25,7 @@
 #include "edgeq/formats/text_input.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/mapped_file.h"
+#include "edgeq/quant/budget.h"
 #include "edgeq/quant/policy.h"
 #include "edgeq/compare/files.h"
 #include "edgeq/runtime/model.h"
@@ -77,6 +80,7 @@ struct Keys {
   std::string run;    // source + reference type + eval text + n_ctx + chunks
   std::string calib;  // source + reference type + calibration text + n_ctx + calibration chunks (when given)
   std::map<std::string, std::string> method_inputs;
+  std::map<std::string, std::string> budget;  // method -> the budget's sensitivity key and candidate types
   Calibration calibration = Calibration::None;  // the most any entry's method needs
 };
 
@@ -113,6 +117,14 @@ Keys make_keys(const SweepOptions& opt, const std::vector<Entry>& entries) {
     k.method_inputs[e.method] = m.hex();
     k.calibration = std::max(k.calibration, in.calibration);
   }
+  for (auto& e : entries) {  // a budget entry's file depends on its sensitivities' inputs (the cache's key)
+    if (!e.budget() || k.budget.count(e.method)) continue;
+    const BudgetOptions bo = budget_entry_options(opt, e.method);
+    Hasher b;
+    b.str(fs::path(budget_work_dir(bo)).filename().string());
+    for (auto& j : plan_budget_jobs(bo)) b.str(j.id);  // the candidate types
+    k.budget[e.method] = b.hex();
+  }
   return k;
 }
 
@@ -121,6 +133,7 @@ std::string key_of(const Keys& k, const Entry& e) {
   h.str(k.run);
   h.str(e.type);
   h.str(k.method_inputs.at(e.method));
+  if (auto it = k.budget.find(e.method); e.budget() && it != k.budget.end()) h.str(it->second);
   return h.hex();
 }
 
@@ -196,18 +209,6 @@ class Session {
     const std::string label = e.type + " " + e.method;
     const SweepMethod& m = find_method(e.method);
     tr_.report(index, label, "prepare", 0);
-    quant::QuantizeOptions qo;
-    qo.policy.ftype = quant::parse_file_type(e.type);
-    qo.threads = opt_.threads;
-    const MethodContext ctx{opt_, *src_, m.inputs(opt_).calibration != Calibration::None ? &stats_ : nullptr,
-                            [&](const std::string& line) { tr_.report(index, label, "prepare", 0, line); }};
-    const auto t0 = std::chrono::steady_clock::now();
-    const std::shared_ptr<void> state = m.prepare(ctx, qo);  // AWQ scales, auto's choices: part of quantize time
-    const double prepare_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    qo.on_tensor = [&](const quant::TensorProgress& p) {
-      tr_.report(index, label, "quantize", 0.25 * double(p.index + 1) / double(p.count),
-                 fmt::format("tensor {}/{}", p.index + 1, p.count));
-    };
     fs::create_directories(models_dir(opt_));
     const fs::path qpath = models_dir(opt_) / (e.id() + ".gguf");
     struct RemoveUnlessKept {  // the quantized file goes when the entry ends (or fails), unless --keep; only
@@ -218,7 +219,30 @@ class Session {
         if (written && !keep) fs::remove(p, ec);
       }
     } cleanup{qpath, opt_.keep};
-    const auto qr = quant::quantize_model(*src_, qpath.string(), qo);
+    double quantize_seconds = 0;
+    std::optional<BudgetResult> budget;
+    if (e.budget()) {  // the budget's sensitivities (cached), its solve and its file
+      BudgetOptions bo = budget_entry_options(opt_, e.method);
+      seed_budget_cache(bo);
+      bo.log = [&](const std::string& line) { tr_.report(index, label, "budget", 0, line); };
+      budget = build_budget_file(bo, budget_entry_target(e.type), qpath.string(), true, false);
+      quantize_seconds = budget->seconds;
+    } else {
+      quant::QuantizeOptions qo;
+      qo.policy.ftype = quant::parse_file_type(e.type);
+      qo.threads = opt_.threads;
+      const MethodContext ctx{opt_, *src_, m.inputs(opt_).calibration != Calibration::None ? &stats_ : nullptr,
+                              [&](const std::string& line) { tr_.report(index, label, "prepare", 0, line); }};
+      const auto t0 = std::chrono::steady_clock::now();
+      const std::shared_ptr<void> state = m.prepare(ctx, qo);  // AWQ scales, auto's choices: part of quantize time
+      const double prepare_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      qo.on_tensor = [&](const quant::TensorProgress& p) {
+        tr_.report(index, label, "quantize", 0.25 * double(p.index + 1) / double(p.count),
+                   fmt::format("tensor {}/{}", p.index + 1, p.count));
+      };
+      const auto qr = quant::quantize_model(*src_, qpath.string(), qo);
+      quantize_seconds = prepare_seconds + qr.seconds;
+    }
     cleanup.written = true;
 
     const auto model = runtime::Model::load(qpath.string());
@@ -235,7 +259,14 @@ class Session {
     r.key = key;
     r.type = e.type;
     r.method = e.method;
-    r.inputs = describe_inputs(m);
+    r.inputs = budget ? describe_budget_inputs(*budget) : describe_inputs(m);
+    if (budget) {
+      r.budget_target_bytes = budget->target_bytes;
+      r.budget_target_bpw = budget_entry_target(e.type).bpw;
+      r.predicted_kld = budget->predicted_kld;
+      r.calib_kld = budget->measured_kld;
+      r.budget_chunks = budget_entry_options(opt_, e.method).chunks;
+    }
     r.file_bytes = row.file_bytes;
     r.bits_per_weight = row.bits_per_weight;
     r.ppl = pr.ppl;
@@ -249,7 +280,7 @@ class Session {
     r.max_kld = k.max_kld;
     r.same_top_pct = k.same_top_pct;
     r.rms_dp_pct = k.rms_dp_pct;
-    r.quantize_seconds = prepare_seconds + qr.seconds;
+    r.quantize_seconds = quantize_seconds;
     r.eval_seconds = pr.seconds;
     r.eval_tokens_per_second = pr.seconds > 0 ? double(pr.n_chunks * pr.n_ctx) / pr.seconds : 0.0;
     fs::create_directories(result_path.parent_path().empty() ? fs::path(".") : result_path.parent_path());
@@ -267,6 +298,36 @@ class Session {
     if (in.calibration != Calibration::None)
       parts.push_back(fmt::format("`{}` ({} chunks of {} tokens)", opt_.calib_text, stats_.n_chunks, stats_.n_ctx));
     return fmt::format("{}", fmt::join(parts, ", "));
+  }
+
+  // The budget's cache starts from what this sweep already made when it is the same: the F32 reference (an
+  // HF/ONNX source converted to F32) and the calibration statistics (same text, chunks and n_ctx, computed on that
+  // reference, with Hessians when the budget's method needs them). Linked, or copied across file systems.
+  void seed_budget_cache(const BudgetOptions& bo) const {
+    if (!keys_.ref.plan || keys_.ref.choice.outtype != "f32") return;  // a GGUF source is read as it is
+    const fs::path dir = budget_work_dir(bo);
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    auto seed = [&](const fs::path& from, const fs::path& to) {
+      if (fs::exists(to, ec) || !fs::exists(from, ec)) return;
+      const fs::path tmp = to.string() + fmt::format(".seed.{}", ::getpid());
+      fs::create_hard_link(from, tmp, ec);
+      if (ec) fs::copy_file(from, tmp, ec);
+      if (!ec) fs::rename(tmp, to, ec);
+      if (ec) fs::remove(tmp, ec);
+    };
+    seed(gguf_, dir / "reference.gguf");
+    const auto cm = calibrate::parse_method(bo.method);
+    const bool need_hessian = cm && calibrate::method_needs_hessian(*cm);
+    if (cm && *cm != calibrate::Method::Rtn && keys_.calibration != Calibration::None &&
+        (keys_.calibration == Calibration::Hessian || !need_hessian))
+      seed(work_dir(opt_) / "calibration.gguf", dir / "calibration.gguf");
+  }
+
+  // What a budget entry read: the calibration text and the chunks its sensitivities are scored on.
+  std::string describe_budget_inputs(const BudgetResult& b) const {
+    const BudgetOptions bo = budget_entry_options(opt_, b.method);
+    return fmt::format("`{}` (budget: sensitivities on {} chunks of {} tokens)", opt_.calib_text, bo.chunks, bo.n_ctx);
   }
 
   runtime::PerplexityOptions perplexity_options() const {
@@ -520,11 +581,16 @@ std::vector<Entry> plan_entries(const SweepOptions& opt) {
   const auto& types = opt.types.empty() ? default_types() : opt.types;
   const auto ms = opt.methods.empty() ? default_methods(opt) : opt.methods;
   std::vector<Entry> out;
-  bool reads_calib = false;  // names and required inputs, before any work
+  std::vector<std::string> budgets;  // "budget-<item>", from --budgets/--budget-bpw and budget types
+  for (auto& b : opt.budgets) budgets.push_back("budget-" + b);
+  for (auto& t : types)
+    if (Entry::is_budget_type(t)) budgets.push_back(t);
+  bool reads_calib = !budgets.empty();  // names and required inputs, before any work
   for (auto& mname : ms) reads_calib |= find_method(mname).inputs(opt).calibration != Calibration::None;
   if (!opt.calib_text.empty() && !reads_calib)
     fail("compare: --calib {}: none of the methods ({}) reads a calibration text", opt.calib_text, fmt::join(ms, ", "));
   for (auto& t : types) {
+    if (Entry::is_budget_type(t)) continue;
     const auto& info = quant::file_type_info(quant::parse_file_type(t));
     const bool is_float = info.default_type == GgmlType::F32 || info.default_type == GgmlType::F16 ||
                           info.default_type == GgmlType::BF16;
@@ -537,8 +603,58 @@ std::vector<Entry> plan_entries(const SweepOptions& opt) {
       out.push_back(e);
     }
   }
+  if (!budgets.empty()) {
+    if (opt.calib_text.empty())
+      fail("compare: budget entries need a calibration text to measure sensitivities on (--calib TEXT)");
+    const std::string method = budget_entry_method(opt, ms);
+    plan_budget_jobs(budget_entry_options(opt, method));  // the budget's own checks (source, method, data)
+    for (auto& b : budgets) {
+      budget_entry_target(b);
+      Entry e{b, method};
+      for (auto& x : out)
+        if (x.id() == e.id()) fail("compare: budget {} is listed twice", b.substr(7));
+      out.push_back(e);
+    }
+  }
   if (out.empty()) fail("compare: no entries to run (the methods given do not apply to the types given)");
   return out;
+}
+
+BudgetTarget budget_entry_target(std::string_view type) {
+  if (!Entry::is_budget_type(type)) fail("compare: {} is not a budget entry (budget-SIZE or budget-Nbpw)", type);
+  const std::string item(type.substr(7));
+  BudgetTarget t;
+  if (item.size() > 3 && item.compare(item.size() - 3, 3, "bpw") == 0) {
+    const std::string num = item.substr(0, item.size() - 3);
+    // digits with at most one point: the item names files (results/budget-2.5bpw-gptq.json)
+    const bool plain = std::count(num.begin(), num.end(), '.') <= 1 &&
+                       std::all_of(num.begin(), num.end(), [](char c) { return c == '.' || (c >= '0' && c <= '9'); }) &&
+                       std::any_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; });
+    t.bpw = plain ? std::stod(num) : -1;
+    if (!(t.bpw > 0 && t.bpw <= 32)) fail("--budget-bpw {}: a number of bits per weight within (0, 32]", num);
+    return t;
+  }
+  t.bytes = quant::parse_byte_size(item, "--budgets");
+  return t;
+}
+
+std::string budget_entry_method(const SweepOptions&, const std::vector<std::string>& ms) {
+  auto has = [&](const char* m) { return std::find(ms.begin(), ms.end(), m) != ms.end(); };
+  if (has("gptq") || has("auto") || has("awq")) return "gptq";
+  if (has("imatrix")) return "imatrix";
+  return "rtn";
+}
+
+BudgetOptions budget_entry_options(const SweepOptions& opt, const std::string& method) {
+  BudgetOptions bo;
+  bo.source = opt.source;
+  if (!opt.calib_text.empty()) bo.data = {opt.calib_text};
+  bo.method = method;
+  bo.n_ctx = opt.n_ctx;
+  bo.calib_chunks = opt.calib_chunks;
+  bo.threads = opt.threads;
+  bo.types = opt.budget_types;
+  return bo;
 }
 
 std::string entry_key(const SweepOptions& opt, const Entry& e) { return key_of(make_keys(opt, {e}), e); }
@@ -663,9 +779,16 @@ std::vector<std::string> plan_lines(const SweepOptions& opt, const std::string& 
     if (opt.max_chunks > 0) cmd.insert(cmd.end(), {"--chunks", std::to_string(opt.max_chunks)});
     if (opt.threads > 0) cmd.insert(cmd.end(), {"--threads", std::to_string(opt.threads)});
     if (!opt.imatrix.empty()) cmd.insert(cmd.end(), {"--imatrix", opt.imatrix});
-    if (!opt.calib_text.empty()) cmd.insert(cmd.end(), {"--calib", opt.calib_text});
-    if (opt.calib_chunks > 0) cmd.insert(cmd.end(), {"--calib-chunks", std::to_string(opt.calib_chunks)});
+    // the calibration text only for the entries that read it (an rtn entry alone refuses an unread --calib)
+    const bool reads_calib = e.budget() || find_method(e.method).inputs(opt).calibration != Calibration::None;
+    if (reads_calib && !opt.calib_text.empty()) cmd.insert(cmd.end(), {"--calib", opt.calib_text});
+    if (reads_calib && opt.calib_chunks > 0) cmd.insert(cmd.end(), {"--calib-chunks", std::to_string(opt.calib_chunks)});
     if (opt.ref_type != "auto") cmd.insert(cmd.end(), {"--ref-type", opt.ref_type});
+    if (e.budget() && !opt.budget_types.empty()) {
+      std::string list;
+      for (GgmlType t : opt.budget_types) list += std::string(list.empty() ? "" : ",") + ggml_type_name(t);
+      cmd.insert(cmd.end(), {"--budget-types", list});
+    }
     if (opt.keep) cmd.push_back("--keep");
     cmd.insert(cmd.end(), {"--result", result});
     nlohmann::json j = {{"entry", e.id()}, {"key", key_of(keys, e)}, {"cwd", cwd}, {"result", result}, {"command", cmd}};

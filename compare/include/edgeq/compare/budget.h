@@ -32,7 +32,8 @@ struct BudgetOptions {
   std::string source;             // HF checkpoint dir, .onnx, or a float GGUF
   std::vector<std::string> data;  // calibration text files (calibrate/data.h); required unless method is rtn
   std::string method;             // rtn | imatrix | gptq; empty: gptq with data, rtn without
-  std::vector<GgmlType> types;    // candidate types; empty: default_budget_types()
+  std::vector<GgmlType> types;    // candidate types; empty: default_budget_types() (with rtn: those llama.cpp
+                                  // writes without importance data)
   std::string cache_dir;          // empty: default_budget_cache()
   int64_t n_ctx = 256;
   int64_t chunks = 2;         // calibration chunks the sensitivities (and the reported measured KLD) are scored on

@@ -1,6 +1,7 @@
 // Results of a quantization sweep and the report made from them: report.md (one table, the best entry of
 // each size band marked, a one-line recommendation), report.json, report.csv, and two SVG plots
-// (perplexity and log-scale KL divergence against bits per weight, one line per method).
+// (perplexity and log-scale KL divergence against bits per weight, one line per method; budget entries as a
+// line of their own with diamond markers).
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -33,6 +34,13 @@ struct EntryResult {
   double mean_kld = 0, mean_kld_err = 0, median_kld = 0, p99_kld = 0, max_kld = 0;
   double same_top_pct = 0, rms_dp_pct = 0;
   double quantize_seconds = 0, eval_seconds = 0, eval_tokens_per_second = 0;  // timings
+  // Budget entries (type "budget-<item>"): the target, and the budget's predicted KLD against the KLD it measured
+  // on its calibration chunks (the table's mean KLD is on the evaluation text, like every entry's).
+  uint64_t budget_target_bytes = 0;  // 0: a bits-per-weight target
+  double budget_target_bpw = 0;
+  double predicted_kld = 0, calib_kld = 0;
+  int64_t budget_chunks = 0;
+  bool is_budget() const { return type.rfind("budget-", 0) == 0; }
 };
 
 nlohmann::json reference_to_json(const ReferenceResult& r);
@@ -66,6 +74,10 @@ std::string recommendation(const Report& r);
 
 // The table printed by `edgeq compare` and embedded in report.md (Markdown, columns padded to line up).
 std::string render_table(const Report& r);
+
+// report.md's table of the budget entries (empty without): target, predicted against calibration-measured KLD,
+// and the fixed mix of the largest size not above each budget file with the ratio of their mean KLD.
+std::string render_budget_table(const Report& r);
 
 struct WrittenReport {
   std::string md, json, csv, ppl_svg, kld_svg;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "edgeq/calibrate/calibrate.h"
+#include "edgeq/compare/budget.h"
 #include "edgeq/compare/report.h"
 #include "edgeq/quant/quantize.h"
 
@@ -33,6 +34,10 @@ struct SweepOptions {
   std::string imatrix;     // llama.cpp imatrix file, for the `imatrix` method (instead of --calib)
   std::vector<std::string> types;    // mixes (llama-quantize names); empty: default_types()
   std::vector<std::string> methods;  // empty: default_methods(*this)
+  // Budget entries beside the fixed mixes, one per item: "2.0G" (a file size as quantize --target-size reads it)
+  // or "2.5bpw" (bits per weight). Each is the entry of type "budget-<item>" (types may name them so too).
+  std::vector<std::string> budgets;
+  std::vector<GgmlType> budget_types;  // the budget entries' candidate block types; empty: the budget's default
   int64_t n_ctx = 256;
   int64_t max_chunks = -1;  // < 0: all
   int64_t calib_chunks = -1;  // chunks of the calibration text (n_ctx tokens each); < 0: all
@@ -93,10 +98,24 @@ ReferenceChoice choose_reference_type(std::string_view requested, uint64_t f32_b
 uint64_t mem_available_bytes();
 
 struct Entry {
-  std::string type;    // canonical mix name ("Q4_K_M")
+  std::string type;    // canonical mix name ("Q4_K_M"), or "budget-<item>" for a budget entry
   std::string method;  // "rtn"
   std::string id() const { return type + "-" + method; }
+  bool budget() const { return is_budget_type(type); }
+  static bool is_budget_type(std::string_view t) { return t.substr(0, 7) == "budget-"; }
 };
+
+// Budget entries (compare/budget.h's build_budget_file on the sweep's source, calibration text and n_ctx, the
+// sensitivities cached where `quantize --target-size` caches them), measured like every other entry.
+// The target of "budget-2.0G" / "budget-2.5bpw"; throws edgeq::Error naming the flag for anything else.
+BudgetTarget budget_entry_target(std::string_view type);
+// The method of the sweep's budget entries: gptq when the methods list gptq, auto or awq (the budget's
+// calibrated method: auto and awq fold scales across tensors, which a budget cannot), imatrix when it is the
+// only calibrated method, with --calib; rtn without --calib.
+std::string budget_entry_method(const SweepOptions& opt, const std::vector<std::string>& methods);
+// The budget's options for the sweep: its source, --calib text and chunks, n_ctx, threads, candidate types, the
+// given method.
+BudgetOptions budget_entry_options(const SweepOptions& opt, const std::string& method);
 
 // types x methods in the given order, without pairs a method does not apply to. Validates every name and
 // every method's inputs; throws edgeq::Error before any work.
