@@ -382,3 +382,26 @@ TEST(Gptq, SameResultForAnyPoolSize) {
     EXPECT_EQ(c3, c0) << ggml_type_name(t);
   }
 }
+
+// The lattice i-quants' GPTQ (group choices at a few block scales and re-encoded scales, the pass of least error
+// kept per block): the same bytes for any pool size, and below the encoder's own rounding of the weights.
+TEST(Gptq, LatticeSameResultForAnyPoolSize) {
+  const Layer L = random_layer(32, 512, 600, 23);
+  ThreadPool one(1), three(3);
+  for (GgmlType t : {GgmlType::IQ2_XXS, GgmlType::IQ1_S, GgmlType::IQ3_S}) {
+    const uint64_t rb = *ggml_row_size(t, static_cast<uint64_t>(L.cols));
+    std::vector<uint8_t> a(rb * L.rows), b(a.size(), 1), c(a.size(), 2), r(a.size());
+    std::vector<float> imp(static_cast<size_t>(L.cols));
+    for (int64_t j = 0; j < L.cols; ++j) imp[j] = static_cast<float>(L.H[j * L.cols + j] / L.n);
+    calibrate::gptq_quantize(t, L.W.data(), L.rows, L.cols, L.H.data(), a.data());
+    calibrate::gptq_quantize(t, L.W.data(), L.rows, L.cols, L.H.data(), b.data(), calibrate::kRidge, false, &one);
+    calibrate::gptq_quantize(t, L.W.data(), L.rows, L.cols, L.H.data(), c.data(), calibrate::kRidge, false, &three);
+    EXPECT_EQ(b, a) << ggml_type_name(t);
+    EXPECT_EQ(c, a) << ggml_type_name(t);
+    quant::quantize_rows(t, L.W.data(), r.data(), L.rows, L.cols, imp.data());
+    const double e_r = calibrate::output_error(L.W.data(), decode(t, r, L.rows, L.cols).data(), L.rows, L.cols, L.H.data());
+    const double e_g = calibrate::output_error(L.W.data(), decode(t, a, L.rows, L.cols).data(), L.rows, L.cols, L.H.data());
+    EXPECT_LT(e_g, 0.9 * e_r) << ggml_type_name(t);
+    std::printf("%-8s imatrix %.5g  gptq %.5g  (%.2fx)\n", ggml_type_name(t), e_r, e_g, e_g / e_r);
+  }
+}

@@ -18,6 +18,7 @@
 #include "edgeq/quant/quantize.h"
 #include "edgeq/runtime/forward.h"
 #include "edgeq/runtime/model.h"
+#include "edgeq/runtime/perplexity.h"
 #include "edgeq/runtime/tokenizer.h"
 #include "test_helpers.h"
 
@@ -189,5 +190,41 @@ TEST(QuantMethods, GptqActOrderIsRecordedAndOnlyForGptqOrAuto) {
     qo.policy.ftype = quant::parse_file_type("Q4_0");
     auto setup = [&] { return cal::setup_method(m, f.stats, "stats.gguf", src, qo, {}, true); };
     EXPECT_THROW(setup(), edgeq::Error) << cal::method_name(m);
+  }
+}
+
+// Issue 21: on the lattice i-quants `auto` is never worse than plain rounding with the importance (`imatrix`, the
+// baseline these types allow): layer 0's weights in the IQ2_XXS mix's types (the other layers Q8_0 to keep the
+// test cheap), mean KLD against the F32 model on 4 chunks of the held-out text.
+TEST(QuantMethods, AutoNeverWorseThanImatrixOnLatticeTypes) {
+  auto& f = fx();
+  auto src = quant::open_gguf_source(f.f32);
+  const auto ref = runtime::Model::load(f.f32);
+  const auto tok = Tokenizer::from_gguf(ref.gguf());
+  const auto text = tok.tokenize(read_text_file(shared("text/tinystories-heldout.txt")), true, false);
+  runtime::PerplexityOptions po;
+  po.max_chunks = EDGEQ_SANITIZED ? 2 : 4;
+  po.n_threads = 2;
+  po.kld_base_out = f.dir.file("lattice-base.kld");
+  runtime::perplexity(ref, text, tok.add_bos(), tok.bos(), po);
+  po.kld_in = po.kld_base_out;
+  po.kld_base_out.clear();
+  for (const char* mix : {"IQ2_XXS"}) {
+    double kld[2] = {0, 0};
+    for (cal::Method m : {cal::Method::Imatrix, cal::Method::Auto}) {
+      quant::QuantizeOptions qo;
+      qo.policy.ftype = quant::parse_file_type(mix);
+      qo.policy.tensor_types.push_back({"^blk\\.[1-7]\\.|^output|^token_embd", GgmlType::Q8_0});
+      qo.threads = 2;
+      auto setup = cal::setup_method(m, f.stats, "stats.gguf", src, qo);
+      const std::string out = f.dir.file(std::string(mix) + "-" + cal::method_name(m) + ".gguf");
+      quant::quantize_model(src, out, qo);
+      const auto r = runtime::perplexity(runtime::Model::load(out), text, tok.add_bos(), tok.bos(), po);
+      ASSERT_TRUE(r.kld.has_value());
+      kld[m == cal::Method::Auto] = r.kld->mean_kld;
+    }
+    std::printf("%s (layer 0): imatrix %.6f auto %.6f (%.3fx)\n", mix, kld[0], kld[1], kld[1] / kld[0]);
+    EXPECT_GT(kld[0], 1e-3) << mix;  // the lattice rounding is really there
+    EXPECT_LE(kld[1], kld[0]) << mix;
   }
 }

@@ -815,4 +815,14 @@ void set_block_group(GgmlType t, void* block, int group, const float* x, const f
   std::memcpy(y, all + 8 * group, 8 * sizeof(float));
 }
 
+void scale_block_d(GgmlType t, void* block, float factor) {
+  using namespace detail;
+  const Codec* c = codec(t);
+  if (!c) fail("scale_block_d: {} is not a lattice i-quant", ggml_type_name(t));
+  Packed p;
+  c->unpack(block, p);
+  p.d = round_f16(p.d * factor);
+  c->pack(p, block);
+}
+
 }  // namespace edgeq::quant

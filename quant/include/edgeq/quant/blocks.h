@@ -57,6 +57,9 @@ void set_block_code(GgmlType t, void* block, int element, int code);
 // weighted error; y receives the group's dequantized values. GPTQ feeds errors back group by group with it.
 int block_code_group(GgmlType t);
 void set_block_group(GgmlType t, void* block, int g, const float* x, const float* w, float* y);
+// Lattice i-quants: multiplies an encoded block's f16 scale by factor (rounded to f16; sub-scales, points and
+// signs kept), so GPTQ can try its group choices at a few block scales and keep the one of least error.
+void scale_block_d(GgmlType t, void* block, float factor);
 
 // Error metric used by tests and benchmarks: sum_j w_j * (a_j - b_j)^2 (w == nullptr: all 1), in double.
 double weighted_sq_error(const float* a, const float* b, int64_t n, const float* w);
