@@ -180,3 +180,23 @@ TEST(Arch, CalibrateTakesGemma2AndRefusesFusedAndExperts) {
     }
   }
 }
+
+// generate and inspect on every fixture architecture, through the command line: llama.cpp's own Q4_K_M files (the
+// GGUF) and the HF checkpoints (inspect). compare SRC needs a reference better than a uniform guess
+// (perplexity.cpp's check): the noise-weight fixtures are refused there by design.
+TEST(Arch, GenerateAndInspectEveryArchitecture) {
+  const std::string edgeq = std::string(EDGEQ_BINARY_DIR) + "/cli/edgeq";
+  for (const char* n : {"gemma", "gemma2", "phi3", "mixtral"}) {
+    SCOPED_TRACE(n);
+    const std::string gguf = shared(std::string("golden/arch/") + n + "-Q4_K_M.gguf");
+    const auto g = run_shell(edgeq + " generate " + gguf + " -p 'Once upon a time' -n 4 --temp 0 -q");
+    EXPECT_EQ(g.code, 0) << g.err;
+    EXPECT_EQ(g.out.rfind("Once upon a time", 0), 0u) << g.out;
+    const std::string arch = std::string(n) == "mixtral" ? "llama" : n;
+    const auto i = run_shell(edgeq + " inspect " + gguf);
+    EXPECT_EQ(i.code, 0) << i.err;
+    EXPECT_NE(i.out.find("\"" + arch + "\""), std::string::npos);
+    const auto h = run_shell(edgeq + " inspect " + shared(std::string("models/arch/") + n));
+    EXPECT_EQ(h.code, 0) << h.err;
+  }
+}

@@ -14,10 +14,11 @@ namespace edgeq::runtime {
 
 namespace {
 
-// ggml's rms_norm (sum of squares in double, scale = 1/sqrtf(mean + eps)) followed by the weight multiply.
+// ggml's rms_norm (the squares rounded to float, summed in double; scale = 1/sqrtf(mean + eps)) followed by the
+// weight multiply.
 void rms_norm_row(const float* x, const float* w, float* y, int64_t n, float eps) {
   double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
   const float mean = static_cast<float>(sum / static_cast<double>(n));
   const float scale = 1.0f / std::sqrt(mean + eps);
   for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * w[i];
@@ -98,6 +99,20 @@ void Context::attention(int64_t il, int64_t n, int64_t pos0) {
     auto& S = scores_[worker];
     S.resize(static_cast<size_t>(kQBlock * nk));
     const int64_t g = h / group;
+    if (compat) {  // llama.cpp's order of every operation (vec.h): tinyBLAS products, soft_max's sums
+      for (int64_t r = 0; r < m; ++r) {
+        float* s = S.data() + r * nk;
+        const int64_t valid = pos0 + i0 + r + 1;
+        const int64_t first = swa > 0 ? std::max<int64_t>(0, valid - swa) : 0;
+        vec::kq_row(q_.data() + (row0 + r) * QD + h * hdk, kc + g * k_group, hdk, first, valid, s);
+        if (cap > 0.f)
+          for (int64_t j = first; j < valid; ++j) s[j] = std::tanh(s[j] * inv_cap) * cap;
+        vec::softmax_window(s, first, valid, scale);
+        round_f16(s + first, valid - first);
+        vec::pv_row(s, first, valid, vc + g * hdv, VD, hdv, att_.data() + (row0 + r) * OD + h * hdv);
+      }
+      return;
+    }
     gemm::gemm(m, nk, hdk, q_.data() + row0 * QD + h * hdk, QD, gemm::packed(kc + g * k_group, hdk), S.data(), nk);
     for (int64_t r = 0; r < m; ++r) {
       float* s = S.data() + r * nk;
@@ -107,7 +122,6 @@ void Context::attention(int64_t il, int64_t n, int64_t pos0) {
       if (cap > 0.f)
         for (int64_t j = first; j < valid; ++j) s[j] = std::tanh(s[j] * inv_cap) * cap;
       vec::softmax(s + first, valid - first, scale);
-      if (compat) round_f16(s + first, valid - first);
       std::fill(s, s + first, 0.f);
       std::fill(s + valid, s + nk, 0.f);
     }
@@ -321,17 +335,18 @@ void Context::layer(int64_t il, int64_t n, int64_t pos0, int64_t r0) {
   auto rope = [&](float* v, int64_t pos) {
     const float* cs = rope_cos_.data() + pos * half;
     const float* sn = rope_sin_.data() + pos * half;
+    // ggml's rope as its FMA build computes it: x0·cos − x1·sin and x0·sin + x1·cos with the first product fused.
     if (c.rope_mode == RopeMode::Normal) {
       for (int64_t i = 0; i < half; ++i) {
         const float x0 = v[2 * i], x1 = v[2 * i + 1];
-        v[2 * i] = x0 * cs[i] - x1 * sn[i];
-        v[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+        v[2 * i] = std::fma(x0, cs[i], -(x1 * sn[i]));
+        v[2 * i + 1] = std::fma(x0, sn[i], x1 * cs[i]);
       }
     } else {
       for (int64_t i = 0; i < half; ++i) {
         const float x0 = v[i], x1 = v[i + half];
-        v[i] = x0 * cs[i] - x1 * sn[i];
-        v[i + half] = x0 * sn[i] + x1 * cs[i];
+        v[i] = std::fma(x0, cs[i], -(x1 * sn[i]));
+        v[i + half] = std::fma(x0, sn[i], x1 * cs[i]);
       }
     }
   };
@@ -468,14 +483,14 @@ void Context::moe_ffn(int64_t il, int64_t nr) {
     for (int64_t e = 0; e < NE; ++e) idx[e] = static_cast<int32_t>(e);
     std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
     float* w = moe_w_.data() + t * K;
-    float sum = 0.f;
+    double sum = 0.0;  // ggml_sum_rows: in double
     for (int64_t k = 0; k < K; ++k) {
       sel[k] = idx[k];
       w[k] = p[idx[k]];
       sum += w[k];
     }
     if (norm)
-      for (int64_t k = 0; k < K; ++k) w[k] /= sum;
+      for (int64_t k = 0; k < K; ++k) w[k] /= static_cast<float>(sum);
   });
   // Per expert: gather its rows, gate/up/act/down, keep the outputs per (row, slot).
   moe_d_.resize(static_cast<size_t>(nr * K * E));
@@ -492,10 +507,13 @@ void Context::moe_ffn(int64_t il, int64_t nr) {
     moe_u_.resize(static_cast<size_t>(m * F));
     for (int64_t i = 0; i < m; ++i)
       std::memcpy(moe_x_.data() + i * E, h_.data() + (rows[i] / K) * E, static_cast<size_t>(E) * sizeof(float));
-    matmul_shared(moe_x_.data(), m, E, {{&L.gate_exps[e], moe_g_.data()}, {&L.up_exps[e], moe_u_.data()}});
+    matmul_expert(L.gate_exps[e], moe_x_.data(), m, E, moe_g_.data(), F, pool_, scratch_, compat);
+    matmul_expert(L.up_exps[e], moe_x_.data(), m, E, moe_u_.data(), F, pool_, scratch_, compat);
+    check_product(model_, L.gate_exps[e], moe_g_.data(), m);
+    check_product(model_, L.up_exps[e], moe_u_.data(), m);
     pool_.run(m, [&](int64_t i, int) { glu(act, moe_g_.data() + i * F, moe_u_.data() + i * F, F); });
     moe_x_.resize(static_cast<size_t>(m * E));
-    matmul(L.down_exps[e], moe_g_.data(), m, F, moe_x_.data(), E, pool_, scratch_, compat);
+    matmul_expert(L.down_exps[e], moe_g_.data(), m, F, moe_x_.data(), E, pool_, scratch_, compat);
     for (int64_t i = 0; i < m; ++i)
       std::memcpy(moe_d_.data() + rows[i] * E, moe_x_.data() + i * E, static_cast<size_t>(E) * sizeof(float));
   }

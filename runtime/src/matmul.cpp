@@ -16,6 +16,7 @@
 #include "edgeq/quant/palette.h"
 #include "edgeq/runtime/blas.h"
 #include "gemm.h"
+#include "ggml_order.h"
 #include "kernels.h"
 
 namespace edgeq::runtime {
@@ -143,8 +144,15 @@ const quant::BlockOps* kernel_for(const Weight& w, int64_t n_tokens, bool ggml_c
 }
 }  // namespace
 
+namespace {
+// Batches of kKernelMaxTokens and more in llama.cpp's order of operations (ggml_order.h) where it is reproduced.
+bool ggml_order_for(const Weight& w, int64_t n_tokens, bool ggml_compat) {
+  return ggml_compat && n_tokens >= kKernelMaxTokens && ggml_order::supported(w);
+}
+}  // namespace
+
 bool matmul_uses_kernel(const Weight& w, int64_t n_tokens, bool ggml_compat) {
-  return kernel_for(w, n_tokens, ggml_compat) != nullptr;
+  return kernel_for(w, n_tokens, ggml_compat) != nullptr || ggml_order_for(w, n_tokens, ggml_compat);
 }
 
 namespace {
@@ -286,6 +294,12 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
     kernel_products(*k, {{&w, y}}, &ldy, x, n_tokens, ldx, pool, scratch);
     return;
   }
+  // Larger batches of the types whose llama.cpp order is reproduced: that order (the activations' and the KV
+  // cache's roundings turn last-bit differences into rounding steps, see ggml_order.h).
+  if (ggml_order_for(w, n_tokens, ggml_compat)) {
+    ggml_order::matmul(w, x, n_tokens, ldx, y, ldy, pool, scratch);
+    return;
+  }
 
   const int64_t in = static_cast<int64_t>(w.dims[0]);
   const float* xs = x;
@@ -303,6 +317,12 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
 
   const TileJob job{&w, y, ldy};
   gemm_tiles(&job, 1, xs, n_tokens, ldxs, pool, scratch);
+}
+
+void matmul_expert(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
+                   ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat) {
+  if (ggml_compat && n_tokens > 0 && ggml_order::supported(w)) return ggml_order::matmul(w, x, n_tokens, ldx, y, ldy, pool, scratch);
+  matmul(w, x, n_tokens, ldx, y, ldy, pool, scratch, ggml_compat);
 }
 
 void matmul_dequant(std::initializer_list<std::pair<const Weight*, float*>> outs, const float* x, int64_t n_tokens,

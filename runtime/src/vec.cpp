@@ -1,190 +1,199 @@
 #include "vec.h"
 
+#include <immintrin.h>
+
+#include <bit>
 #include <cmath>
 #include <vector>
 
-#include "edgeq/base/half.h"
-
-#include <immintrin.h>
-
-#include <algorithm>
-#include <bit>
-#include <climits>
-
 #include "edgeq/base/cpu.h"
+#include "edgeq/base/half.h"
 
 namespace edgeq::runtime::vec {
 namespace {
 
-constexpr float kLo = -87.3f, kHi = 88.3f;  // exp(kLo) is near the smallest normal float; kHi keeps 2^n finite
-constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2Hi = 0.693145751953125f;      // ln 2 in 16 bits: n · kLn2Hi is exact
-constexpr float kLn2Lo = 1.428606765330187e-06f;  // ln 2 − kLn2Hi
-// Taylor coefficients 1/k!, k = 7 .. 1 (|r| <= ln2/2: truncation below 1e-8 relative).
-constexpr float kC[7] = {1.f / 5040, 1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f};
-constexpr int kLanes = 16;
-
-// The definition; exp8 performs the same operations on 8 lanes.
-float exp1(float x) {
-  const float xc = std::min(std::max(x, kLo), kHi);
-  const float n = std::nearbyint(xc * kLog2e);
-  float r = std::fma(n, -kLn2Hi, xc);
-  r = std::fma(n, -kLn2Lo, r);
-  float p = kC[0];
-  for (int i = 1; i < 7; ++i) p = std::fma(p, r, kC[i]);
-  p = std::fma(p, r, 1.f);
-  const float res = p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-  return x < kLo ? 0.f : x > kHi ? INFINITY : res;
-}
+// ggml_v_expf's constants: 1.5·2^23 (round to integer by addition), log2(e), ln 2 in two parts, the polynomial.
+constexpr float kShift = 0x1.8p23f, kLog2e = 0x1.715476p+0f, kLn2Hi = 0x1.62e4p-1f, kLn2Lo = 0x1.7f7d1cp-20f;
+constexpr float kP0 = 0x1.0e4020p-7f, kP1 = 0x1.573e2ep-5f, kP2 = 0x1.555e66p-3f, kP3 = 0x1.fffdb6p-2f,
+                kP4 = 0x1.ffffecp-1f;
 
 __attribute__((target("avx2,fma"))) inline __m256 exp8(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(kLo), hi = _mm256_set1_ps(kHi);
-  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), xc);
-  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
-  __m256 p = _mm256_set1_ps(kC[0]);
-  for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kC[i]));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  __m256 res = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  res = _mm256_blendv_ps(res, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
-  return _mm256_blendv_ps(res, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
+  const __m256 r = _mm256_set1_ps(kShift);
+  const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), r);
+  const __m256 n = _mm256_sub_ps(z, r);
+  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x));
+  const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+  const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+  const __m256 an = _mm256_andnot_ps(_mm256_set1_ps(-0.f), n);
+  const __m256 c = _mm256_cmp_ps(an, _mm256_set1_ps(126), _CMP_GT_OQ);
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 j = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(kP0), b, _mm256_set1_ps(kP1)), u,
+                      _mm256_fmadd_ps(_mm256_set1_ps(kP2), b, _mm256_set1_ps(kP3))),
+      u, _mm256_mul_ps(_mm256_set1_ps(kP4), b));
+  if (!_mm256_movemask_ps(c)) return _mm256_fmadd_ps(j, k, k);
+  const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                     _mm256_set1_epi32(static_cast<int>(0x82000000u)));
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+  const __m256 d = _mm256_cmp_ps(an, _mm256_set1_ps(192), _CMP_GT_OQ);
+  return _mm256_or_ps(_mm256_and_ps(d, _mm256_mul_ps(s1, s1)),
+                      _mm256_andnot_ps(d, _mm256_or_ps(_mm256_and_ps(c, _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                                                       _mm256_andnot_ps(c, _mm256_fmadd_ps(k, j, k)))));
 }
-__attribute__((target("avx2,fma"))) void softmax_avx2(float* s, int64_t n, float scale) {
-  const __m256 sc = _mm256_set1_ps(scale);
-  __m256 mx = _mm256_set1_ps(-INFINITY);
-  for (int64_t i = 0; i < n; i += 8) {
-    const __m256i m = tail_mask(n - i);
-    const __m256 v = _mm256_mul_ps(_mm256_maskload_ps(s + i, m), sc);
-    _mm256_maskstore_ps(s + i, m, v);
-    mx = _mm256_max_ps(mx, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(m)));
-  }
-  alignas(32) float lane[kLanes];
-  _mm256_store_ps(lane, mx);
-  float mxs = lane[0];
-  for (int l = 1; l < 8; ++l) mxs = std::max(mxs, lane[l]);
-  const __m256 vm = _mm256_set1_ps(mxs);
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  for (int64_t i = 0; i < n; i += 8) {
-    const __m256i m = tail_mask(n - i);
-    const __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(s + i, m), vm)), _mm256_castsi256_ps(m));
-    _mm256_maskstore_ps(s + i, m, e);
-    acc[(i / 8) % 2] = _mm256_add_ps(acc[(i / 8) % 2], e);
-  }
-  _mm256_store_ps(lane, acc[0]);
-  _mm256_store_ps(lane + 8, acc[1]);
+
+// The sum of 8 values as ggml's AVX2 reductions take it: ((v0+v4)+(v2+v6))+((v1+v5)+(v3+v7)).
+inline float tree8(const float* v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
+__attribute__((target("avx2,fma"))) inline float tree8(__m256 v) {
+  __m128 h = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+// Lane-wise: the 8 partial sums a[l] of 8 outputs combined as tree8 does per output.
+__attribute__((target("avx2,fma"))) inline __m256 tree8v(const __m256* a) {
+  return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
+                       _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])));
+}
+
+// v[l] = exp8(v[l] − mx), in place.
+__attribute__((target("avx2,fma"))) void exp8_minus(float* v, float mx) {
+  _mm256_store_ps(v, exp8(_mm256_sub_ps(_mm256_load_ps(v), _mm256_set1_ps(mx))));
+}
+
+// Groups of 8 at s[i0], i0 % 8 == 0, up to `end`: entries outside [lo, end) are 0 (masked). Returns the sum as
+// soft_max accumulates it (each group's tree8 in float, added in double); s[lo, end) = exp(s − mx).
+double exp_groups(float* s, int64_t lo, int64_t end, float mx) {
   double sum = 0.0;
-  for (int l = 0; l < kLanes; ++l) sum += lane[l];
-  const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
-  for (int64_t i = 0; i < n; i += 8) {
-    const __m256i m = tail_mask(n - i);
-    _mm256_maskstore_ps(s + i, m, _mm256_mul_ps(_mm256_maskload_ps(s + i, m), inv));
+  if (cpu::avx2()) {
+    for (int64_t i = lo & ~int64_t(7); i < end; i += 8) {
+      alignas(32) float v[8];
+      for (int l = 0; l < 8; ++l) v[l] = i + l >= lo && i + l < end ? s[i + l] : 0.f;
+      exp8_minus(v, mx);
+      for (int l = 0; l < 8; ++l)
+        if (i + l >= lo && i + l < end) s[i + l] = v[l];
+        else v[l] = 0.f;
+      sum += static_cast<double>(tree8(v));
+    }
+    return sum;
   }
+  for (int64_t i = lo & ~int64_t(7); i < end; i += 8) {
+    float v[8];
+    for (int l = 0; l < 8; ++l) v[l] = i + l >= lo && i + l < end ? (s[i + l] = exp_ggml(s[i + l] - mx)) : 0.f;
+    sum += static_cast<double>(tree8(v));
+  }
+  return sum;
 }
-
-__attribute__((target("avx2,fma"))) void swiglu_avx2(float* g, const float* u, int64_t n) {
-  const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
-  for (int64_t i = 0; i < n; i += 8) {
-    const __m256i m = tail_mask(n - i);
-    const __m256 x = _mm256_maskload_ps(g + i, m);
-    const __m256 e = exp8(_mm256_xor_ps(x, sign));
-    _mm256_maskstore_ps(g + i, m, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_maskload_ps(u + i, m)));
-  }
-}
-
-// AVX-512: the same operations on 16 lanes (the 16 sum lanes are one register). GCC 12 reports the intrinsics'
-// undefined pass-through operands as maybe-uninitialized (a false positive of its own headers).
-#pragma GCC diagnostic push
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-__attribute__((target("avx512f"))) inline __m512 exp16(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(kLo), hi = _mm512_set1_ps(kHi);
-  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), xc);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
-  __m512 p = _mm512_set1_ps(kC[0]);
-  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC[i]));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  __m512 res = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-  res = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), res, _mm512_setzero_ps());
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), res, _mm512_set1_ps(INFINITY));
-}
-inline __mmask16 tail16(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
-
-__attribute__((target("avx512f"))) void softmax_avx512(float* s, int64_t n, float scale) {
-  const __m512 sc = _mm512_set1_ps(scale);
-  __m512 mx = _mm512_set1_ps(-INFINITY);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail16(n - i);
-    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), sc);
-    _mm512_mask_storeu_ps(s + i, m, v);
-    mx = _mm512_mask_max_ps(mx, m, mx, v);
-  }
-  alignas(64) float lane[kLanes];
-  _mm512_store_ps(lane, mx);
-  float mxs = lane[0];
-  for (int l = 1; l < kLanes; ++l) mxs = std::max(mxs, lane[l]);
-  const __m512 vm = _mm512_set1_ps(mxs);
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail16(n - i);
-    const __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + i), vm)));
-    _mm512_mask_storeu_ps(s + i, m, e);
-    acc = _mm512_add_ps(acc, e);
-  }
-  _mm512_store_ps(lane, acc);
-  double sum = 0.0;
-  for (int l = 0; l < kLanes; ++l) sum += lane[l];
-  const __m512 inv = _mm512_set1_ps(static_cast<float>(1.0 / sum));
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail16(n - i);
-    _mm512_mask_storeu_ps(s + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), inv));
-  }
-}
-
-__attribute__((target("avx512f"))) void swiglu_avx512(float* g, const float* u, int64_t n) {
-  const __m512 one = _mm512_set1_ps(1.f);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail16(n - i);
-    const __m512 x = _mm512_maskz_loadu_ps(m, g + i);
-    const __m512 e = exp16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN))));
-    _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
-  }
-}
-
-#pragma GCC diagnostic pop
-
-bool simd() { return cpu::avx2(); }
-bool avx512() { return cpu::avx512(); }
 
 }  // namespace
 
+float exp_ggml(float x) {
+  const float z = std::fma(x, kLog2e, kShift);
+  const float n = z - kShift;
+  const float b = std::fma(-n, kLn2Lo, std::fma(-n, kLn2Hi, x));
+  const uint32_t e = std::bit_cast<uint32_t>(z) << 23;
+  const float k = std::bit_cast<float>(e + std::bit_cast<uint32_t>(1.0f));
+  const float u = b * b;
+  const float j = std::fma(std::fma(std::fma(kP0, b, kP1), u, std::fma(kP2, b, kP3)), u, kP4 * b);
+  const float an = std::fabs(n);
+  if (!(an > 126.f)) return std::fma(k, j, k);
+  const uint32_t g = n <= 0.f ? 0x82000000u : 0u;
+  const float s1 = std::bit_cast<float>(g + 0x7f000000u);
+  const float s2 = std::bit_cast<float>(e - g);
+  if (an > 192.f) return s1 * s1;
+  return std::fma(s2, j, s2) * s1;
+}
+
 void softmax(float* s, int64_t n, float scale) {
   if (n <= 0) return;
-  if (simd()) return avx512() ? softmax_avx512(s, n, scale) : softmax_avx2(s, n, scale);
   float mx = -INFINITY;
   for (int64_t j = 0; j < n; ++j) {
     s[j] *= scale;
-    mx = std::max(mx, s[j]);
+    mx = s[j] > mx ? s[j] : mx;
   }
-  float lane[kLanes] = {};
-  for (int64_t j = 0; j < n; ++j) {
-    s[j] = exp1(s[j] - mx);
-    lane[j % kLanes] += s[j];
+  const int64_t n8 = n - n % 8;
+  double sum = exp_groups(s, 0, n8, mx);
+  for (int64_t j = n8; j < n; ++j) {
+    s[j] = std::exp(s[j] - mx);  // expf
+    sum += static_cast<double>(s[j]);
   }
-  double sum = 0.0;
-  for (int l = 0; l < kLanes; ++l) sum += lane[l];
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t j = 0; j < n; ++j) s[j] *= inv;
 }
 
+void softmax_window(float* s, int64_t first, int64_t valid, float scale) {
+  if (valid <= first) return;
+  float mx = -INFINITY;
+  for (int64_t j = first; j < valid; ++j) {
+    s[j] *= scale;
+    mx = s[j] > mx ? s[j] : mx;
+  }
+  const float inv = static_cast<float>(1.0 / exp_groups(s, first, valid, mx));
+  for (int64_t j = first; j < valid; ++j) s[j] *= inv;
+}
+
+namespace {
+__attribute__((target("avx2,fma"))) void kq_row_avx2(const float* q, const float* k, int64_t d, int64_t j0, int64_t j1,
+                                                     float* s) {
+  for (int64_t g = j0 & ~int64_t(7); g < j1; g += 8) {
+    const float* base = k + (g / 32) * 32 * d + g % 32;
+    __m256 a[8];
+    for (auto& x : a) x = _mm256_setzero_ps();
+    for (int64_t p = 0; p < d; ++p) a[p % 8] = _mm256_fmadd_ps(_mm256_set1_ps(q[p]), _mm256_loadu_ps(base + p * 32), a[p % 8]);
+    alignas(32) float r[8];
+    _mm256_store_ps(r, tree8v(a));
+    for (int l = 0; l < 8; ++l)
+      if (g + l >= j0 && g + l < j1) s[g + l] = r[l];
+  }
+}
+__attribute__((target("avx2,fma"))) void pv_row_avx2(const float* P, int64_t j0, int64_t j1, const float* V, int64_t ldv,
+                                                     int64_t d, float* out) {
+  for (int64_t p0 = 0; p0 < d; p0 += 8) {
+    const __m256i m = tail_mask(d - p0);
+    __m256 a[8];
+    for (auto& x : a) x = _mm256_setzero_ps();
+    for (int64_t j = j0; j < j1; ++j)
+      a[j % 8] = _mm256_fmadd_ps(_mm256_set1_ps(P[j]), _mm256_maskload_ps(V + j * ldv + p0, m), a[j % 8]);
+    _mm256_maskstore_ps(out + p0, m, tree8v(a));
+  }
+}
+__attribute__((target("avx2,fma"))) void swiglu_avx2(float* g, const float* u, int64_t n8) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  for (int64_t i = 0; i < n8; i += 8) {
+    const __m256 x = _mm256_loadu_ps(g + i);
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+  }
+}
+}  // namespace
+
+void kq_row(const float* q, const float* k, int64_t d, int64_t j0, int64_t j1, float* s) {
+  if (cpu::avx2()) return kq_row_avx2(q, k, d, j0, j1, s);
+  for (int64_t j = j0; j < j1; ++j) {
+    const float* kj = k + (j / 32) * 32 * d + j % 32;
+    float a[8] = {};
+    for (int64_t p = 0; p < d; ++p) a[p % 8] = std::fma(q[p], kj[p * 32], a[p % 8]);
+    s[j] = tree8(a);
+  }
+}
+
+void pv_row(const float* P, int64_t j0, int64_t j1, const float* V, int64_t ldv, int64_t d, float* out) {
+  if (cpu::avx2()) return pv_row_avx2(P, j0, j1, V, ldv, d, out);
+  for (int64_t p = 0; p < d; ++p) {
+    float a[8] = {};
+    for (int64_t j = j0; j < j1; ++j) a[j % 8] = std::fma(P[j], V[j * ldv + p], a[j % 8]);
+    out[p] = tree8(a);
+  }
+}
+
 void swiglu(float* g, const float* u, int64_t n) {
-  if (simd()) return avx512() ? swiglu_avx512(g, u, n) : swiglu_avx2(g, u, n);
-  for (int64_t i = 0; i < n; ++i) g[i] = (g[i] / (1.f + exp1(-g[i]))) * u[i];
+  const int64_t n8 = n - n % 8;
+  if (cpu::avx2()) {
+    swiglu_avx2(g, u, n8);
+  } else {
+    for (int64_t i = 0; i < n8; ++i) g[i] = (g[i] / (1.f + exp_ggml(0.f - g[i]))) * u[i];
+  }
+  for (int64_t i = n8; i < n; ++i) g[i] = (g[i] / (1.f + std::exp(-g[i]))) * u[i];
 }
 
 namespace {

@@ -69,6 +69,12 @@ struct MatmulScratch {
 void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat = true);
 
+// matmul for an expert's rows of a mixture-of-experts FFN: llama.cpp's MUL_MAT_ID takes each row through the
+// type's dot product whatever the batch, so with ggml_compat every batch size takes llama.cpp's order where it
+// is reproduced (runtime/src/ggml_order.h), not only the batches of kKernelMaxTokens and more.
+void matmul_expert(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy,
+                   ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat = true);
+
 // y_i = x · W_iᵀ (row stride: W_i's rows) for several weights reading the same activations, already rounded (no
 // rounding here), on the dequantize + GEMM path, all weights' tiles in one pool run: the same bits as one matmul
 // per weight with ggml_compat = false.
@@ -83,9 +89,10 @@ bool matmul_kernels_shared(std::initializer_list<std::pair<const Weight*, float*
                            int64_t n_tokens, int64_t ldx, ThreadPool& pool, MatmulScratch& scratch,
                            bool ggml_compat = true);
 
-// True when matmul sends this weight and batch through an integer dot-product kernel (a quantized weight type
-// with a kernel in the block-ops table, ggml_compat, a batch below the kernels' limit): it then rounds the
-// activations itself, so callers must not share a pre-rounded copy across weights.
+// True when matmul sends this weight and batch through an integer dot-product kernel (ggml_compat and a
+// quantized weight type with a kernel in the block-ops table below the kernels' limit, or from the limit on a
+// type whose llama.cpp order of operations is reproduced: Q8_0, Q2_K..Q6_K): it then rounds the activations
+// itself, so callers must not share a pre-rounded copy across weights.
 bool matmul_uses_kernel(const Weight& w, int64_t n_tokens, bool ggml_compat);
 // Products of fewer rows than this go through the integer kernels where one exists, larger ones through the
 // dequantize + GEMM path (the two round differently).

@@ -1,0 +1,464 @@
+#include "ggml_order.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "edgeq/base/cpu.h"
+#include "edgeq/base/half.h"
+#include "edgeq/quant/block_layout.h"
+#include "kernels.h"
+
+namespace edgeq::runtime::ggml_order {
+namespace {
+
+namespace L = quant::layout;
+
+// A k-quant block decoded to integers: value e is w[e] · sc of its 16 (sc[e / 32][(e % 32) / 2]: the scale of
+// each pair of values as _mm256_madd_epi16 takes it), plus the type's minimums (Q2_K: one per 16 values; Q4_K,
+// Q5_K: one per 32 in mins[0, 8)) and the block's two fp16 scales, widened.
+struct KBlock {
+  int8_t w[256];
+  int16_t sc[8][16];
+  int16_t mins[16];
+  float d, dmin;
+};
+// A 32-value block (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): the integer values and the scale (and Q4_1/Q5_1's
+// minimum), widened.
+struct Q8Block {
+  int8_t w[32];
+  float d, m;
+};
+
+bool has_min(GgmlType t) { return t == GgmlType::Q4_1 || t == GgmlType::Q5_1; }
+
+void decode32(GgmlType t, const uint8_t* src, Q8Block& o) {
+  o.m = 0.f;
+  auto nib = [&](const uint8_t* qs, int j) { return j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4; };
+  switch (t) {
+    case GgmlType::Q8_0: {
+      const auto& b = *reinterpret_cast<const L::BlockQ8_0*>(src);
+      std::memcpy(o.w, b.qs, 32);
+      o.d = L::load_f16(b.d);
+      return;
+    }
+    case GgmlType::Q4_0: {
+      const auto& b = *reinterpret_cast<const L::BlockQ4_0*>(src);
+      for (int j = 0; j < 32; ++j) o.w[j] = static_cast<int8_t>(nib(b.qs, j) - 8);
+      o.d = L::load_f16(b.d);
+      return;
+    }
+    case GgmlType::Q4_1: {
+      const auto& b = *reinterpret_cast<const L::BlockQ4_1*>(src);
+      for (int j = 0; j < 32; ++j) o.w[j] = static_cast<int8_t>(nib(b.qs, j));
+      o.d = L::load_f16(b.d), o.m = L::load_f16(b.m);
+      return;
+    }
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1: {
+      const bool q51 = t == GgmlType::Q5_1;
+      const uint8_t* qs = q51 ? reinterpret_cast<const L::BlockQ5_1*>(src)->qs : reinterpret_cast<const L::BlockQ5_0*>(src)->qs;
+      const uint8_t* qhp = q51 ? reinterpret_cast<const L::BlockQ5_1*>(src)->qh : reinterpret_cast<const L::BlockQ5_0*>(src)->qh;
+      uint32_t qh;
+      std::memcpy(&qh, qhp, 4);
+      for (int j = 0; j < 32; ++j) o.w[j] = static_cast<int8_t>((nib(qs, j) | (((qh >> j) & 1) << 4)) - (q51 ? 0 : 16));
+      if (q51) {
+        const auto& b = *reinterpret_cast<const L::BlockQ5_1*>(src);
+        o.d = L::load_f16(b.d), o.m = L::load_f16(b.m);
+      } else {
+        o.d = L::load_f16(reinterpret_cast<const L::BlockQ5_0*>(src)->d);
+      }
+      return;
+    }
+    case GgmlType::IQ4_NL: {
+      const auto& b = *reinterpret_cast<const L::BlockIQ4_NL*>(src);
+      for (int j = 0; j < 32; ++j) o.w[j] = L::kIq4nlValues[nib(b.qs, j)];
+      o.d = L::load_f16(b.d);
+      return;
+    }
+    default: return;
+  }
+}
+
+void set_sc(KBlock& b, int g16, int v) {  // the scale of values [16·g16, 16·g16 + 16)
+  for (int k = 0; k < 8; ++k) b.sc[g16 / 2][(g16 % 2) * 8 + k] = static_cast<int16_t>(v);
+}
+
+void decode(GgmlType t, const uint8_t* src, KBlock& o) {
+  std::memset(o.mins, 0, sizeof o.mins);
+  o.dmin = 0.f;
+  switch (t) {
+    case GgmlType::Q2_K: {
+      const auto& b = *reinterpret_cast<const L::BlockQ2_K*>(src);
+      o.d = L::load_f16(b.d), o.dmin = L::load_f16(b.dmin);
+      for (int e = 0; e < 256; ++e) {
+        const int n = e / 128, j = (e % 128) / 32, l = e % 32;
+        o.w[e] = static_cast<int8_t>((b.qs[32 * n + l] >> (2 * j)) & 3);
+      }
+      for (int g = 0; g < 16; ++g) {
+        set_sc(o, g, b.scales[g] & 0xF);
+        o.mins[g] = static_cast<int16_t>(b.scales[g] >> 4);
+      }
+      return;
+    }
+    case GgmlType::Q3_K: {
+      const auto& b = *reinterpret_cast<const L::BlockQ3_K*>(src);
+      o.d = L::load_f16(b.d);
+      for (int e = 0; e < 256; ++e) {
+        const int half = e / 128, s = (e % 128) / 32, l = e % 32, bit = e / 32;
+        o.w[e] = static_cast<int8_t>(((b.qs[half * 32 + l] >> (2 * s)) & 3) - (((b.hmask[l] >> bit) & 1) ? 0 : 4));
+      }
+      for (int g = 0; g < 16; ++g) set_sc(o, g, L::q3k_scale(b.scales, g));
+      return;
+    }
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K: {
+      const bool q5 = t == GgmlType::Q5_K;
+      const uint8_t* scales = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->scales : reinterpret_cast<const L::BlockQ4_K*>(src)->scales;
+      const uint8_t* qs = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->qs : reinterpret_cast<const L::BlockQ4_K*>(src)->qs;
+      const uint8_t* qh = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->qh : nullptr;
+      const uint16_t d = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->d : reinterpret_cast<const L::BlockQ4_K*>(src)->d;
+      const uint16_t dm = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->dmin : reinterpret_cast<const L::BlockQ4_K*>(src)->dmin;
+      o.d = L::load_f16(d), o.dmin = L::load_f16(dm);
+      for (int j = 0; j < 8; ++j) {  // 32 values each
+        uint8_t sc, m;
+        L::get_scale_min_k4(j, scales, &sc, &m);
+        set_sc(o, 2 * j, sc);
+        set_sc(o, 2 * j + 1, sc);
+        o.mins[j] = m;
+        for (int l = 0; l < 32; ++l) {
+          const uint8_t q = qs[32 * (j / 2) + l];
+          int v = j % 2 ? q >> 4 : q & 0xF;
+          if (q5 && ((qh[l] >> j) & 1)) v += 16;
+          o.w[32 * j + l] = static_cast<int8_t>(v);
+        }
+      }
+      return;
+    }
+    case GgmlType::Q6_K: {
+      const auto& b = *reinterpret_cast<const L::BlockQ6_K*>(src);
+      o.d = L::load_f16(b.d);
+      for (int e = 0; e < 256; ++e) {
+        const int half = e / 128, r0 = e % 128, nib = r0 / 64, s = r0 / 32, l = e % 32;
+        const uint8_t ql = b.ql[half * 64 + r0 % 64], qh = b.qh[half * 32 + l];
+        o.w[e] = static_cast<int8_t>((((ql >> (4 * nib)) & 0xF) | (((qh >> (2 * s)) & 3) << 4)) - 32);
+      }
+      for (int g = 0; g < 16; ++g) set_sc(o, g, b.scales[g]);
+      return;
+    }
+    default: return;
+  }
+}
+
+inline float tree8(const float* a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
+inline int q8s(const kernels::ActQ8_K& a, int k) {  // the sum of the 32 activations of sub-block k
+  return a.bsums[2 * k] + a.bsums[2 * k + 1];
+}
+
+// The definition (any CPU); dot_k_avx2 performs the same operations.
+float dot_k(GgmlType t, const KBlock* b, const kernels::ActQ8_K* a, int64_t nb) {
+  float acc[8] = {}, accm[4] = {}, summs = 0.f;
+  for (int64_t i = 0; i < nb; ++i) {
+    int32_t s[8] = {};
+    for (int e = 0; e < 256; ++e) s[(e % 32) / 4] += b[i].sc[e / 32][(e % 32) / 2] * b[i].w[e] * a[i].qs[e];
+    const float d = a[i].d * b[i].d, dmin = -a[i].d * b[i].dmin;
+    if (t == GgmlType::Q2_K)
+      for (int l = 0; l < 8; ++l)
+        acc[l] = std::fma(dmin, static_cast<float>(b[i].mins[2 * l] * a[i].bsums[2 * l] + b[i].mins[2 * l + 1] * a[i].bsums[2 * l + 1]), acc[l]);
+    if (t == GgmlType::Q4_K)
+      for (int m = 0; m < 4; ++m)
+        accm[m] = std::fma(dmin, static_cast<float>(b[i].mins[2 * m] * q8s(a[i], 2 * m) + b[i].mins[2 * m + 1] * q8s(a[i], 2 * m + 1)), accm[m]);
+    if (t == GgmlType::Q5_K) {
+      int tot = 0;
+      for (int k = 0; k < 8; ++k) tot += b[i].mins[k] * q8s(a[i], k);
+      summs = std::fma(dmin, static_cast<float>(tot), summs);
+    }
+    for (int l = 0; l < 8; ++l) acc[l] = std::fma(d, static_cast<float>(s[l]), acc[l]);
+  }
+  float r = tree8(acc);
+  if (t == GgmlType::Q4_K) r += (accm[0] + accm[2]) + (accm[1] + accm[3]);
+  if (t == GgmlType::Q5_K) r += summs;
+  return r;
+}
+
+__attribute__((target("avx2,fma"))) float dot_k_avx2(GgmlType t, const KBlock* b, const kernels::ActQ8_K* a, int64_t nb) {
+  __m256 acc = _mm256_setzero_ps();
+  __m128 accm = _mm_setzero_ps();
+  float summs = 0.f;
+  for (int64_t i = 0; i < nb; ++i) {
+    __m256i s = _mm256_setzero_si256();
+    for (int c = 0; c < 8; ++c) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w + 32 * c));
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs + 32 * c));
+      const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
+      s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].sc[c])), p16));
+    }
+    const float d = a[i].d * b[i].d, dmin = -a[i].d * b[i].dmin;
+    if (t == GgmlType::Q2_K) {
+      const __m256i prod = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].mins)),
+                                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].bsums)));
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+    } else if (t == GgmlType::Q4_K || t == GgmlType::Q5_K) {
+      const __m128i q8 = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i].bsums)),
+                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i].bsums + 8)));
+      const __m128i prod = _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].mins)), q8);
+      if (t == GgmlType::Q4_K) {
+        accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm);
+      } else {
+        const __m128i h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
+        summs = std::fma(dmin, static_cast<float>(_mm_cvtsi128_si32(h)), summs);
+      }
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+  }
+  alignas(32) float l[8];
+  _mm256_store_ps(l, acc);
+  float r = tree8(l);
+  if (t == GgmlType::Q4_K) {
+    alignas(16) float m[4];
+    _mm_store_ps(m, accm);
+    r += (m[0] + m[2]) + (m[1] + m[3]);
+  }
+  if (t == GgmlType::Q5_K) r += summs;
+  return r;
+}
+
+// 32-value blocks: the scale product xd·yd (tinyBLAS: unhalf(A.d)·unhalf(B.d); vec_dot: the same product) times
+// the 8 lanes; Q4_1/Q5_1 add xm·ys into one running float (summs += m·s, contracted) and it after the lanes.
+// dot_k_avx2 for tokens a[0..nt) (nt <= 4) of one weight row: the same operations per token, the weights' loads
+// shared. M: the type's minimum term (Q2_K, Q4_K, Q5_K or none).
+template <GgmlType M>
+__attribute__((target("avx2,fma"))) void dot_k_avx2_n(const KBlock* b, const kernels::ActQ8_K* const* a, int nt,
+                                                      int64_t nb, float* out) {
+  __m256 acc[4];
+  __m128 accm[4];
+  float summs[4] = {};
+  for (int k = 0; k < 4; ++k) acc[k] = _mm256_setzero_ps(), accm[k] = _mm_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    __m256i s[4];
+    for (int k = 0; k < 4; ++k) s[k] = _mm256_setzero_si256();
+    for (int c = 0; c < 8; ++c) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w + 32 * c));
+      const __m256i aw = _mm256_sign_epi8(w, w);
+      const __m256i sc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].sc[c]));
+      for (int k = 0; k < nt; ++k) {
+        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[k][i].qs + 32 * c));
+        s[k] = _mm256_add_epi32(s[k], _mm256_madd_epi16(sc, _mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w))));
+      }
+    }
+    for (int k = 0; k < nt; ++k) {
+      const kernels::ActQ8_K& ak = a[k][i];
+      const float d = ak.d * b[i].d, dmin = -ak.d * b[i].dmin;
+      if constexpr (M == GgmlType::Q2_K) {
+        const __m256i prod = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].mins)),
+                                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ak.bsums)));
+        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc[k]);
+      }
+      if constexpr (M == GgmlType::Q4_K || M == GgmlType::Q5_K) {
+        const __m128i q8 = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ak.bsums)),
+                                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(ak.bsums + 8)));
+        const __m128i prod = _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].mins)), q8);
+        if constexpr (M == GgmlType::Q4_K) {
+          accm[k] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm[k]);
+        } else {
+          const __m128i h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
+          summs[k] = std::fma(dmin, static_cast<float>(_mm_cvtsi128_si32(h)), summs[k]);
+        }
+      }
+      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s[k]), acc[k]);
+    }
+  }
+  for (int k = 0; k < nt; ++k) {
+    alignas(32) float l[8];
+    _mm256_store_ps(l, acc[k]);
+    float r = tree8(l);
+    if constexpr (M == GgmlType::Q4_K) {
+      alignas(16) float m[4];
+      _mm_store_ps(m, accm[k]);
+      r += (m[0] + m[2]) + (m[1] + m[3]);
+    }
+    if constexpr (M == GgmlType::Q5_K) r += summs[k];
+    out[k] = r;
+  }
+}
+
+using DotN = void (*)(const KBlock*, const kernels::ActQ8_K* const*, int, int64_t, float*);
+DotN dot_k_n_for(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q2_K: return dot_k_avx2_n<GgmlType::Q2_K>;
+    case GgmlType::Q4_K: return dot_k_avx2_n<GgmlType::Q4_K>;
+    case GgmlType::Q5_K: return dot_k_avx2_n<GgmlType::Q5_K>;
+    default: return dot_k_avx2_n<GgmlType::Q6_K>;  // Q3_K, Q6_K: no minimum
+  }
+}
+
+float dot_q8(bool mins, const Q8Block* b, const kernels::ActQ8_0* a, int64_t nb) {
+  float acc[8] = {}, summs = 0.f;
+  for (int64_t i = 0; i < nb; ++i) {
+    int32_t s[8] = {};
+    for (int e = 0; e < 32; ++e) s[e / 4] += b[i].w[e] * a[i].qs[e];
+    if (mins) summs = std::fma(b[i].m, a[i].s, summs);
+    const float d = b[i].d * a[i].d;
+    for (int l = 0; l < 8; ++l) acc[l] = std::fma(d, static_cast<float>(s[l]), acc[l]);
+  }
+  return mins ? tree8(acc) + summs : tree8(acc);
+}
+
+__attribute__((target("avx2,fma"))) float dot_q8_avx2(bool mins, const Q8Block* b, const kernels::ActQ8_0* a, int64_t nb) {
+  __m256 acc = _mm256_setzero_ps();
+  float summs = 0.f;
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w));
+    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs));
+    const __m256i s = _mm256_madd_epi16(ones, _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w)));
+    if (mins) summs = std::fma(b[i].m, a[i].s, summs);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * a[i].d), _mm256_cvtepi32_ps(s), acc);
+  }
+  alignas(32) float l[8];
+  _mm256_store_ps(l, acc);
+  return mins ? tree8(l) + summs : tree8(l);
+}
+
+bool block32(GgmlType t) {
+  return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1 || t == GgmlType::Q5_0 ||
+         t == GgmlType::Q5_1 || t == GgmlType::IQ4_NL;
+}
+
+// F32 and F16 rows: tinyBLAS's order (k % 8 == 0): value p in partial sum p mod 8, fused multiply-adds in order
+// of p, the partial sums added as tree8; F16 multiplies f16 activations (round_f16 before).
+float dot_f(bool f16, const uint8_t* w, const float* x, int64_t n) {
+  float acc[8] = {};
+  for (int64_t p = 0; p < n; ++p) {
+    const float wv = f16 ? f16_to_f32(reinterpret_cast<const uint16_t*>(w)[p]) : reinterpret_cast<const float*>(w)[p];
+    acc[p % 8] = std::fma(wv, x[p], acc[p % 8]);
+  }
+  return tree8(acc);
+}
+__attribute__((target("avx2,fma,f16c"))) float dot_f_avx2(bool f16, const uint8_t* w, const float* x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t p = 0; p < n; p += 8) {
+    const __m256 wv = f16 ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2 * p)))
+                          : _mm256_loadu_ps(reinterpret_cast<const float*>(w) + p);
+    acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + p), acc);
+  }
+  alignas(32) float l[8];
+  _mm256_store_ps(l, acc);
+  return tree8(l);
+}
+
+constexpr int64_t kRows = 16;  // weight rows decoded per task
+
+}  // namespace
+
+bool supported(const Weight& w) {
+  if (w.palette) return false;
+  const int64_t in = static_cast<int64_t>(w.dims[0]);
+  switch (w.type) {
+    case GgmlType::F32:
+    case GgmlType::F16: return in % 8 == 0;
+    case GgmlType::Q8_0:
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+    case GgmlType::IQ4_NL: return in % 32 == 0;
+    case GgmlType::Q2_K:
+    case GgmlType::Q3_K:
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K: return in % 256 == 0;
+    default: return false;
+  }
+}
+
+void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy, ThreadPool& pool,
+            MatmulScratch& scratch) {
+  const int64_t in = static_cast<int64_t>(w.dims[0]), out = static_cast<int64_t>(w.n_rows());
+  const bool simd = cpu::avx2();
+  if (w.type == GgmlType::F32 || w.type == GgmlType::F16) {
+    const bool f16 = w.type == GgmlType::F16;
+    const float* xs = x;
+    int64_t ld = ldx;
+    if (f16) {  // llama.cpp converts the activations to the weights' f16
+      ld = act_stride(in);
+      scratch.xr.resize(static_cast<size_t>(n_tokens * ld));
+      pool.run(n_tokens, [&](int64_t t, int) {
+        std::memcpy(scratch.xr.data() + t * ld, x + t * ldx, static_cast<size_t>(in) * sizeof(float));
+        round_f16(scratch.xr.data() + t * ld, in);
+      });
+      xs = scratch.xr.data();
+    }
+    const uint64_t rb = w.row_bytes();
+    pool.run((out + kRows - 1) / kRows, [&](int64_t task, int) {
+      const int64_t r0 = task * kRows, r1 = std::min(out, r0 + kRows);
+      for (int64_t t = 0; t < n_tokens; ++t)
+        for (int64_t r = r0; r < r1; ++r) {
+          const uint8_t* wr = w.data + static_cast<uint64_t>(r) * rb;
+          y[t * ldy + r] = simd ? dot_f_avx2(f16, wr, xs + t * ld, in) : dot_f(f16, wr, xs + t * ld, in);
+        }
+    });
+    return;
+  }
+  const bool q8 = block32(w.type), mins = has_min(w.type);
+  const ActRounding ar = q8 ? ActRounding::Q8_0 : ActRounding::Q8_K;
+  const size_t arb = kernels::act_row_bytes(ar, in);
+  scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
+  pool.run(n_tokens, [&](int64_t t, int) { kernels::quantize_act(ar, x + t * ldx, scratch.xq.data() + t * arb, in); });
+  const int64_t nb = in / (q8 ? 32 : 256);
+  const size_t dec_row = static_cast<size_t>(nb) * (q8 ? sizeof(Q8Block) : sizeof(KBlock));
+  const uint64_t rb = w.row_bytes(), bb = rb / static_cast<uint64_t>(nb);
+  if (static_cast<int>(scratch.tiles.size()) < pool.size()) scratch.tiles.resize(pool.size());
+  pool.run((out + kRows - 1) / kRows, [&](int64_t task, int worker) {
+    const int64_t r0 = task * kRows, r1 = std::min(out, r0 + kRows);
+    auto& buf = scratch.tiles[worker];  // the decoded rows (float storage: 4-byte aligned)
+    buf.resize((static_cast<size_t>(r1 - r0) * dec_row + sizeof(float) - 1) / sizeof(float));
+    auto* dec = reinterpret_cast<uint8_t*>(buf.data());
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* src = w.data + static_cast<uint64_t>(r) * rb;
+      uint8_t* d = dec + static_cast<size_t>(r - r0) * dec_row;
+      for (int64_t i = 0; i < nb; ++i) {
+        if (q8) {
+          decode32(w.type, src + i * bb, reinterpret_cast<Q8Block*>(d)[i]);
+        } else {
+          decode(w.type, src + i * bb, reinterpret_cast<KBlock*>(d)[i]);
+        }
+      }
+    }
+    if (!q8 && simd) {  // 4 tokens per call
+      const DotN dn = dot_k_n_for(w.type);
+      for (int64_t t = 0; t < n_tokens; t += 4) {
+        const int nt = static_cast<int>(std::min<int64_t>(4, n_tokens - t));
+        const kernels::ActQ8_K* a[4];
+        for (int k = 0; k < nt; ++k) a[k] = reinterpret_cast<const kernels::ActQ8_K*>(scratch.xq.data() + static_cast<size_t>(t + k) * arb);
+        for (int64_t r = r0; r < r1; ++r) {
+          float o[4];
+          dn(reinterpret_cast<const KBlock*>(dec + static_cast<size_t>(r - r0) * dec_row), a, nt, nb, o);
+          for (int k = 0; k < nt; ++k) y[(t + k) * ldy + r] = o[k];
+        }
+      }
+      return;
+    }
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const uint8_t* a = scratch.xq.data() + static_cast<size_t>(t) * arb;
+      for (int64_t r = r0; r < r1; ++r) {
+        const uint8_t* d = dec + static_cast<size_t>(r - r0) * dec_row;
+        float v;
+        if (q8) {
+          const auto* b = reinterpret_cast<const Q8Block*>(d);
+          const auto* av = reinterpret_cast<const kernels::ActQ8_0*>(a);
+          v = simd ? dot_q8_avx2(mins, b, av, nb) : dot_q8(mins, b, av, nb);
+        } else {
+          const auto* b = reinterpret_cast<const KBlock*>(d);
+          const auto* av = reinterpret_cast<const kernels::ActQ8_K*>(a);
+          v = simd ? dot_k_avx2(w.type, b, av, nb) : dot_k(w.type, b, av, nb);
+        }
+        y[t * ldy + r] = v;
+      }
+    }
+  });
+}
+
+}  // namespace edgeq::runtime::ggml_order
