@@ -204,9 +204,14 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   res.ppl = std::exp(mean);
   const double var = mean2 - mean * mean;
   res.ppl_err = var > 0 && count > 1 ? res.ppl * std::sqrt(var / static_cast<double>(count - 1)) : 0.0;
-  // A reference that guesses no better than uniformly (PPL near the vocabulary size) makes every comparison
-  // against it meaningless ("+0.00 %"): the base is not written, the evaluation is an error.
-  if (writer && !(res.ppl < 0.5 * static_cast<double>(n_vocab)))
+  // A reference that guesses uniformly (flat logits: PPL equals the vocabulary size, within 5%) or whose PPL is
+  // not finite makes every comparison against it meaningless ("+0.00 %"): the base is not written, the
+  // evaluation is an error. A PPL far above the vocabulary size is a model that is confidently wrong (an
+  // untrained model with peaked random logits, as the architecture fixtures): a real reference.
+  const auto near_uniform = [n_vocab](double ppl) {
+    return !std::isfinite(ppl) || std::fabs(std::log(ppl / static_cast<double>(n_vocab))) < std::log(1.05);
+  };
+  if (writer && near_uniform(res.ppl))
     fail("{}: as a reference its perplexity {:.1f} is near the vocabulary size {} (a uniform guess): the model is "
          "broken; no KLD base written",
          model.path(), res.ppl, n_vocab);
@@ -216,7 +221,7 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
     KldStats s = kld_finalize(std::move(acc));
     // The same for a base read back (llama-perplexity's, or edgeq's from an older version): no comparison
     // against a reference that guesses uniformly, or whose perplexity is not finite.
-    if (!(s.ppl_base < 0.5 * static_cast<double>(n_vocab)))
+    if (near_uniform(s.ppl_base))
       fail("{}: the reference log-probabilities give perplexity {:.1f}, near the vocabulary size {} (a uniform "
            "guess) or not finite: the reference model was broken; no comparison made",
            opt.kld_in, s.ppl_base, n_vocab);
