@@ -134,6 +134,10 @@ def write_md(a, results):
                 "n_ctx 256, KLD against the F32 conversion, all numbers from `edgeq perplexity --kld` "
                 "(llama-perplexity's protocol). edgeq files are written with `--no-edgeq-metadata`, so their sizes "
                 "compare with llama-quantize's. bpw: tensor data bits per parameter.\n\n")
+        f.write("The other result pages: [results-iq.md](results-iq.md) (the i-quants, `scripts/results_iq.py`), "
+                "[results_arch.md](results_arch.md) (other architectures against llama.cpp, "
+                "`bench/arch_llama_agreement.sh`); the budget tables below, when present, come from "
+                "`bench/budget_results.py`.\n\n")
         for tag, title in (("1", "Table 1: calibration on calib.txt, evaluation on tinystories-heldout.txt "
                                   "(120 chunks)"),
                            ("2", "Table 2: calibration on the first half of calib.txt (prose: TinyStories, Bible, fortunes), "
