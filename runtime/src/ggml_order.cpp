@@ -349,6 +349,32 @@ __attribute__((target("avx2,fma,f16c"))) float dot_f_avx2(bool f16, const uint8_
   return tree8(l);
 }
 
+// R rows x T tokens of dot_f_avx2 at once: every output keeps its own accumulator, added in dot_f_avx2's order
+// (one fused multiply-add per 8 lanes along the row, then tree8), so each result is bit-identical to it; the tile
+// only reuses each loaded weight and activation vector, as tinyBLAS's register blocking does.
+template <int R, int T>
+__attribute__((target("avx2,fma,f16c"))) void dot_f_tile_avx2(bool f16, const uint8_t* const* w, const float* const* x,
+                                                             int64_t n, float* out /* [R][T] */) {
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < n; p += 8) {
+    __m256 xv[T];
+    for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(x[t] + p);
+    for (int r = 0; r < R; ++r) {
+      const __m256 wv = f16 ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + 2 * p)))
+                            : _mm256_loadu_ps(reinterpret_cast<const float*>(w[r]) + p);
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+    }
+  }
+  alignas(32) float l[8];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) {
+      _mm256_store_ps(l, acc[r][t]);
+      out[r * T + t] = tree8(l);
+    }
+}
+
 constexpr int64_t kRows = 16;  // weight rows decoded per task
 
 }  // namespace
@@ -394,7 +420,27 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
     const uint64_t rb = w.row_bytes();
     pool.run((out + kRows - 1) / kRows, [&](int64_t task, int) {
       const int64_t r0 = task * kRows, r1 = std::min(out, r0 + kRows);
-      for (int64_t t = 0; t < n_tokens; ++t)
+      int64_t t0 = 0;
+      if (simd) {  // whole tiles of 4 rows x 3 tokens; the edges below, one output at a time
+        constexpr int kR = 4, kT = 3;
+        for (; t0 + kT <= n_tokens; t0 += kT) {
+          const float* xt[kT];
+          for (int t = 0; t < kT; ++t) xt[t] = xs + (t0 + t) * ld;
+          int64_t r = r0;
+          for (; r + kR <= r1; r += kR) {
+            const uint8_t* wr[kR];
+            for (int k = 0; k < kR; ++k) wr[k] = w.data + static_cast<uint64_t>(r + k) * rb;
+            float o[kR * kT];
+            dot_f_tile_avx2<kR, kT>(f16, wr, xt, in, o);
+            for (int k = 0; k < kR; ++k)
+              for (int t = 0; t < kT; ++t) y[(t0 + t) * ldy + r + k] = o[k * kT + t];
+          }
+          for (; r < r1; ++r)
+            for (int t = 0; t < kT; ++t)
+              y[(t0 + t) * ldy + r] = dot_f_avx2(f16, w.data + static_cast<uint64_t>(r) * rb, xt[t], in);
+        }
+      }
+      for (int64_t t = t0; t < n_tokens; ++t)
         for (int64_t r = r0; r < r1; ++r) {
           const uint8_t* wr = w.data + static_cast<uint64_t>(r) * rb;
           y[t * ldy + r] = simd ? dot_f_avx2(f16, wr, xs + t * ld, in) : dot_f(f16, wr, xs + t * ld, in);

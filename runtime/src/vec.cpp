@@ -44,12 +44,6 @@ __attribute__((target("avx2,fma"))) inline __m256 exp8(__m256 x) {
 
 // The sum of 8 values as ggml's AVX2 reductions take it: ((v0+v4)+(v2+v6))+((v1+v5)+(v3+v7)).
 inline float tree8(const float* v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
-__attribute__((target("avx2,fma"))) inline float tree8(__m256 v) {
-  __m128 h = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_movehdup_ps(h));
-  return _mm_cvtss_f32(h);
-}
 // Lane-wise: the 8 partial sums a[l] of 8 outputs combined as tree8 does per output.
 __attribute__((target("avx2,fma"))) inline __m256 tree8v(const __m256* a) {
   return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
