@@ -337,21 +337,10 @@ float dot_f(bool f16, const uint8_t* w, const float* x, int64_t n) {
   }
   return tree8(acc);
 }
-__attribute__((target("avx2,fma,f16c"))) float dot_f_avx2(bool f16, const uint8_t* w, const float* x, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t p = 0; p < n; p += 8) {
-    const __m256 wv = f16 ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2 * p)))
-                          : _mm256_loadu_ps(reinterpret_cast<const float*>(w) + p);
-    acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + p), acc);
-  }
-  alignas(32) float l[8];
-  _mm256_store_ps(l, acc);
-  return tree8(l);
-}
-
-// R rows x T tokens of dot_f_avx2 at once: every output keeps its own accumulator, added in dot_f_avx2's order
-// (one fused multiply-add per 8 lanes along the row, then tree8), so each result is bit-identical to it; the tile
-// only reuses each loaded weight and activation vector, as tinyBLAS's register blocking does.
+// llama.cpp's F32/F16 product order (tinyBLAS): per output one accumulator, one fused multiply-add per 8 lanes
+// along the row, then tree8. R rows x T tokens at once, each output keeping its own accumulator, so every result
+// is the same whatever the tile; the tile only reuses each loaded weight and activation vector, as tinyBLAS's
+// register blocking does.
 template <int R, int T>
 __attribute__((target("avx2,fma,f16c"))) void dot_f_tile_avx2(bool f16, const uint8_t* const* w, const float* const* x,
                                                              int64_t n, float* out /* [R][T] */) {
@@ -373,6 +362,12 @@ __attribute__((target("avx2,fma,f16c"))) void dot_f_tile_avx2(bool f16, const ui
       _mm256_store_ps(l, acc[r][t]);
       out[r * T + t] = tree8(l);
     }
+}
+
+__attribute__((target("avx2,fma,f16c"))) float dot_f_avx2(bool f16, const uint8_t* w, const float* x, int64_t n) {
+  float o;
+  dot_f_tile_avx2<1, 1>(f16, &w, &x, n, &o);
+  return o;
 }
 
 constexpr int64_t kRows = 16;  // weight rows decoded per task
