@@ -167,7 +167,8 @@ TEST_F(Garbage, FifoInEveryInputSlotIsRefusedAtOnce) {
     ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
     for (std::string c : s.commands) {
       auto sub = [&](const std::string& k, const std::string& v) {
-        for (size_t p; (p = c.find(k)) != std::string::npos;) c.replace(p, k.size(), v);
+        // search on after the inserted text: a value may contain its own placeholder (a path holding "OUT")
+        for (size_t p = 0; (p = c.find(k, p)) != std::string::npos; p += v.size()) c.replace(p, k.size(), v);
       };
       sub("SRC", q(src));
       sub("FIFO", q(fifo));
