@@ -1,4 +1,4 @@
-// The batched products in llama.cpp's order (runtime/src/ggml_order.h): the portable and AVX2 paths give the same
+// The batched products in llama.cpp's order (runtime/src/ggml_order.h): the portable, AVX2 and AVX-512 paths give the same
 // bits, and every product equals the independent definition (dequantized weights times the activations rounded as
 // llama.cpp rounds them, summed in double) to float accuracy. Bit equality with llama.cpp itself is checked
 // end to end by test_arch_goldens (PPL equal to llama-perplexity's to 4 decimals).
@@ -36,12 +36,15 @@ TEST(GgmlOrder, PortableEqualsAvx2AndMatchesDefinition) {
       for (auto& v : x) v = nd(g);
       edgeq::ThreadPool pool(2);
       rt::MatmulScratch s;
-      std::vector<float> y_simd(static_cast<size_t>(n * out)), y_port(y_simd.size());
-      rt::matmul(*w, x.data(), n, in, y_simd.data(), out, pool, s, true);
+      std::vector<float> y_simd(static_cast<size_t>(n * out)), y_port(y_simd.size()), y_avx2(y_simd.size());
+      rt::matmul(*w, x.data(), n, in, y_simd.data(), out, pool, s, true);  // the best this CPU has
+      edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx2);
+      rt::matmul(*w, x.data(), n, in, y_avx2.data(), out, pool, s, true);
       edgeq::cpu::set_max_level(edgeq::cpu::Level::Portable);
       rt::matmul(*w, x.data(), n, in, y_port.data(), out, pool, s, true);
       edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
       ASSERT_EQ(y_simd, y_port);
+      ASSERT_EQ(y_avx2, y_port);
       std::vector<float> wd(static_cast<size_t>(out * in)), xr = x;
       rt::dequantize_rows(*w, 0, out, wd.data());
       for (int64_t t = 0; t < n; ++t) rt::round_activations(rt::act_rounding_for(*w), xr.data() + t * in, in);

@@ -157,7 +157,7 @@ inline int q8s(const kernels::ActQ8_K& a, int k) {  // the sum of the 32 activat
   return a.bsums[2 * k] + a.bsums[2 * k + 1];
 }
 
-// The definition (any CPU); dot_k_avx2 performs the same operations.
+// The definition (any CPU); dot_k_avx2_n and dot_k_avx512_n perform the same operations.
 float dot_k(GgmlType t, const KBlock* b, const kernels::ActQ8_K* a, int64_t nb) {
   float acc[8] = {}, accm[4] = {}, summs = 0.f;
   for (int64_t i = 0; i < nb; ++i) {
@@ -183,115 +183,214 @@ float dot_k(GgmlType t, const KBlock* b, const kernels::ActQ8_K* a, int64_t nb) 
   return r;
 }
 
-__attribute__((target("avx2,fma"))) float dot_k_avx2(GgmlType t, const KBlock* b, const kernels::ActQ8_K* a, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  __m128 accm = _mm_setzero_ps();
-  float summs = 0.f;
-  for (int64_t i = 0; i < nb; ++i) {
-    __m256i s = _mm256_setzero_si256();
-    for (int c = 0; c < 8; ++c) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w + 32 * c));
-      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs + 32 * c));
-      const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
-      s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].sc[c])), p16));
-    }
-    const float d = a[i].d * b[i].d, dmin = -a[i].d * b[i].dmin;
-    if (t == GgmlType::Q2_K) {
-      const __m256i prod = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].mins)),
-                                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].bsums)));
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
-    } else if (t == GgmlType::Q4_K || t == GgmlType::Q5_K) {
-      const __m128i q8 = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i].bsums)),
-                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[i].bsums + 8)));
-      const __m128i prod = _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].mins)), q8);
-      if (t == GgmlType::Q4_K) {
-        accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm);
-      } else {
-        const __m128i h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
-        summs = std::fma(dmin, static_cast<float>(_mm_cvtsi128_si32(h)), summs);
-      }
-    }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+// dot_k for T tokens a[0..T) of one weight row: the same operations per token, the weights' loads shared.
+// M: the type's minimum term (Q2_K, Q4_K, Q5_K or none). The float part of one block for one token (kfloat) is
+// shared by the AVX2 and AVX-512 versions; only the exact integer lane sums s are formed differently.
+template <GgmlType M>
+__attribute__((target("avx2,fma"), always_inline)) inline void kfloat(const KBlock& b, const kernels::ActQ8_K& ak,
+                                                                      __m256i s, __m256& acc, __m128& accm,
+                                                                      float& summs) {
+  const float d = ak.d * b.d, dmin = -ak.d * b.dmin;
+  if constexpr (M == GgmlType::Q2_K) {
+    const __m256i prod = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.mins)),
+                                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ak.bsums)));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
   }
+  if constexpr (M == GgmlType::Q4_K || M == GgmlType::Q5_K) {
+    const __m128i q8 = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ak.bsums)),
+                                      _mm_loadu_si128(reinterpret_cast<const __m128i*>(ak.bsums + 8)));
+    const __m128i prod = _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.mins)), q8);
+    if constexpr (M == GgmlType::Q4_K) {
+      accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm);
+    } else {
+      const __m128i h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
+      summs = std::fma(dmin, static_cast<float>(_mm_cvtsi128_si32(h)), summs);
+    }
+  }
+  acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+}
+
+template <GgmlType M>
+__attribute__((target("avx2,fma"), always_inline)) inline float kfinish(__m256 acc, __m128 accm, float summs) {
   alignas(32) float l[8];
   _mm256_store_ps(l, acc);
   float r = tree8(l);
-  if (t == GgmlType::Q4_K) {
+  if constexpr (M == GgmlType::Q4_K) {
     alignas(16) float m[4];
     _mm_store_ps(m, accm);
     r += (m[0] + m[2]) + (m[1] + m[3]);
   }
-  if (t == GgmlType::Q5_K) r += summs;
+  if constexpr (M == GgmlType::Q5_K) r += summs;
   return r;
 }
 
-// 32-value blocks: the scale product xd·yd (tinyBLAS: unhalf(A.d)·unhalf(B.d); vec_dot: the same product) times
-// the 8 lanes; Q4_1/Q5_1 add xm·ys into one running float (summs += m·s, contracted) and it after the lanes.
-// dot_k_avx2 for tokens a[0..nt) (nt <= 4) of one weight row: the same operations per token, the weights' loads
-// shared. M: the type's minimum term (Q2_K, Q4_K, Q5_K or none).
-template <GgmlType M>
-__attribute__((target("avx2,fma"))) void dot_k_avx2_n(const KBlock* b, const kernels::ActQ8_K* const* a, int nt,
-                                                      int64_t nb, float* out) {
-  __m256 acc[4];
-  __m128 accm[4];
-  float summs[4] = {};
-  for (int k = 0; k < 4; ++k) acc[k] = _mm256_setzero_ps(), accm[k] = _mm_setzero_ps();
+template <GgmlType M, int T>
+__attribute__((target("avx2,fma"))) void dot_k_avx2_n(const KBlock* b, const kernels::ActQ8_K* const* a, int64_t nb,
+                                                      float* out) {
+  __m256 acc[T];
+  __m128 accm[T];
+  float summs[T] = {};
+  for (int k = 0; k < T; ++k) acc[k] = _mm256_setzero_ps(), accm[k] = _mm_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
-    __m256i s[4];
-    for (int k = 0; k < 4; ++k) s[k] = _mm256_setzero_si256();
+    __m256i s[T];
+    for (int k = 0; k < T; ++k) s[k] = _mm256_setzero_si256();
     for (int c = 0; c < 8; ++c) {
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w + 32 * c));
       const __m256i aw = _mm256_sign_epi8(w, w);
       const __m256i sc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].sc[c]));
-      for (int k = 0; k < nt; ++k) {
+      for (int k = 0; k < T; ++k) {
         const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[k][i].qs + 32 * c));
         s[k] = _mm256_add_epi32(s[k], _mm256_madd_epi16(sc, _mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w))));
       }
     }
-    for (int k = 0; k < nt; ++k) {
-      const kernels::ActQ8_K& ak = a[k][i];
-      const float d = ak.d * b[i].d, dmin = -ak.d * b[i].dmin;
-      if constexpr (M == GgmlType::Q2_K) {
-        const __m256i prod = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].mins)),
-                                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ak.bsums)));
-        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc[k]);
+    for (int k = 0; k < T; ++k) kfloat<M>(b[i], a[k][i], s[k], acc[k], accm[k], summs[k]);
+  }
+  for (int k = 0; k < T; ++k) out[k] = kfinish<M>(acc[k], accm[k], summs[k]);
+}
+
+// The same with AVX-512 BW + VNNI: 64 values (two of AVX2's 32-value steps) per instruction, the scale applied
+// and accumulated by one vpdpwssd; the two halves' 8 lanes are then added, lane by lane, to the 8 lane sums
+// AVX2 forms (exact integers: the same s). Q2_K, Q4_K and Q5_K values are non-negative (no sign transfer); Q3_K
+// and Q6_K multiply |w| by y negated where w < 0, as _mm256_sign_epi8 does (w = 0 contributes 0 either way).
+#define EDGEQ_GO_AVX512 "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma"
+// GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which -Wuninitialized flags.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+template <GgmlType M, bool kSigned, int T>
+__attribute__((target(EDGEQ_GO_AVX512))) void dot_k_avx512_n(const KBlock* b, const kernels::ActQ8_K* const* a,
+                                                             int64_t nb, float* out) {
+  __m256 acc[T];
+  __m128 accm[T];
+  float summs[T] = {};
+  for (int k = 0; k < T; ++k) acc[k] = _mm256_setzero_ps(), accm[k] = _mm_setzero_ps();
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t i = 0; i < nb; ++i) {
+    __m512i s[T];
+    for (int k = 0; k < T; ++k) s[k] = zero;
+    for (int c = 0; c < 4; ++c) {
+      const __m512i w = _mm512_loadu_si512(b[i].w + 64 * c);
+      const __m512i sc = _mm512_loadu_si512(b[i].sc[2 * c]);
+      const __m512i aw = kSigned ? _mm512_abs_epi8(w) : w;
+      const __mmask64 neg = kSigned ? _mm512_movepi8_mask(w) : 0;
+      for (int k = 0; k < T; ++k) {
+        __m512i y = _mm512_loadu_si512(a[k][i].qs + 64 * c);
+        if constexpr (kSigned) y = _mm512_mask_sub_epi8(y, neg, zero, y);
+        s[k] = _mm512_dpwssd_epi32(s[k], sc, _mm512_maddubs_epi16(aw, y));
       }
-      if constexpr (M == GgmlType::Q4_K || M == GgmlType::Q5_K) {
-        const __m128i q8 = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ak.bsums)),
-                                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(ak.bsums + 8)));
-        const __m128i prod = _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].mins)), q8);
-        if constexpr (M == GgmlType::Q4_K) {
-          accm[k] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm[k]);
-        } else {
-          const __m128i h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
-          summs[k] = std::fma(dmin, static_cast<float>(_mm_cvtsi128_si32(h)), summs[k]);
-        }
-      }
-      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s[k]), acc[k]);
+    }
+    for (int k = 0; k < T; ++k)
+      kfloat<M>(b[i], a[k][i], _mm256_add_epi32(_mm512_castsi512_si256(s[k]), _mm512_extracti64x4_epi64(s[k], 1)),
+                acc[k], accm[k], summs[k]);
+  }
+  for (int k = 0; k < T; ++k) out[k] = kfinish<M>(acc[k], accm[k], summs[k]);
+}
+#pragma GCC diagnostic pop
+
+// 32-value blocks: the scale product xd·yd (tinyBLAS: unhalf(A.d)·unhalf(B.d); vec_dot: the same product) times
+// the 8 lanes; Q4_1/Q5_1 add xm·ys into one running float (summs += m·s, contracted) and it after the lanes.
+// For T tokens of one row, the weights' loads shared; the lane sums by maddubs + madd (AVX2) or one vpdpbusd
+// (AVX-512 VNNI: the same sums of 4 products, which maddubs never saturates here: |w| <= 128, |y| <= 128).
+// kUnsigned: Q4_1 and Q5_1 values are non-negative, no sign transfer.
+template <bool kMins>
+__attribute__((target("avx2,fma"), always_inline)) inline void qfloat(const Q8Block& b, const kernels::ActQ8_0& a,
+                                                                      __m256i s, __m256& acc, float& summs) {
+  if constexpr (kMins) summs = std::fma(b.m, a.s, summs);
+  acc = _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d), _mm256_cvtepi32_ps(s), acc);
+}
+
+template <bool kMins, int T>
+__attribute__((target("avx2,fma"))) void dot_q8_avx2_n(const Q8Block* b, const kernels::ActQ8_0* const* a, int64_t nb,
+                                                       float* out) {
+  __m256 acc[T];
+  float summs[T] = {};
+  for (int k = 0; k < T; ++k) acc[k] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w));
+    const __m256i aw = kMins ? w : _mm256_sign_epi8(w, w);
+    for (int k = 0; k < T; ++k) {
+      __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[k][i].qs));
+      if constexpr (!kMins) y = _mm256_sign_epi8(y, w);
+      qfloat<kMins>(b[i], a[k][i], _mm256_madd_epi16(ones, _mm256_maddubs_epi16(aw, y)), acc[k], summs[k]);
     }
   }
-  for (int k = 0; k < nt; ++k) {
+  for (int k = 0; k < T; ++k) {
     alignas(32) float l[8];
     _mm256_store_ps(l, acc[k]);
-    float r = tree8(l);
-    if constexpr (M == GgmlType::Q4_K) {
-      alignas(16) float m[4];
-      _mm_store_ps(m, accm[k]);
-      r += (m[0] + m[2]) + (m[1] + m[3]);
-    }
-    if constexpr (M == GgmlType::Q5_K) r += summs[k];
-    out[k] = r;
+    out[k] = kMins ? tree8(l) + summs[k] : tree8(l);
   }
 }
 
-using DotN = void (*)(const KBlock*, const kernels::ActQ8_K* const*, int, int64_t, float*);
-DotN dot_k_n_for(GgmlType t) {
-  switch (t) {
-    case GgmlType::Q2_K: return dot_k_avx2_n<GgmlType::Q2_K>;
-    case GgmlType::Q4_K: return dot_k_avx2_n<GgmlType::Q4_K>;
-    case GgmlType::Q5_K: return dot_k_avx2_n<GgmlType::Q5_K>;
-    default: return dot_k_avx2_n<GgmlType::Q6_K>;  // Q3_K, Q6_K: no minimum
+template <bool kMins, int T>
+__attribute__((target(EDGEQ_GO_AVX512))) void dot_q8_vnni_n(const Q8Block* b, const kernels::ActQ8_0* const* a,
+                                                            int64_t nb, float* out) {
+  __m256 acc[T];
+  float summs[T] = {};
+  for (int k = 0; k < T; ++k) acc[k] = _mm256_setzero_ps();
+  const __m256i zero = _mm256_setzero_si256();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w));
+    const __m256i aw = kMins ? w : _mm256_abs_epi8(w);
+    const __mmask32 neg = kMins ? 0 : _mm256_movepi8_mask(w);
+    for (int k = 0; k < T; ++k) {
+      __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[k][i].qs));
+      if constexpr (!kMins) y = _mm256_mask_sub_epi8(y, neg, zero, y);
+      qfloat<kMins>(b[i], a[k][i], _mm256_dpbusd_epi32(zero, aw, y), acc[k], summs[k]);
+    }
   }
+  for (int k = 0; k < T; ++k) {
+    alignas(32) float l[8];
+    _mm256_store_ps(l, acc[k]);
+    out[k] = kMins ? tree8(l) + summs[k] : tree8(l);
+  }
+}
+
+// The kernel for T tokens of one decoded row (dec: KBlock or Q8Block[nb]; acts: T activation rows).
+using DotT = void (*)(const void* dec, const void* const* acts, int64_t nb, float* out);
+template <auto F, class B, class A>
+void as_dot_t(const void* dec, const void* const* acts, int64_t nb, float* out) {
+  F(static_cast<const B*>(dec), reinterpret_cast<const A* const*>(acts), nb, out);
+}
+
+// The tile kernels for a type: T tokens per call (tokens[0]) and 1 (tokens[1], the batch's last few), or none
+// without AVX2 (the portable definitions then run).
+struct TileKernels {
+  DotT tokens[2] = {nullptr, nullptr};
+  int t = 1;
+};
+template <int T, GgmlType M, bool kSigned>
+TileKernels k_tiles(bool vnni) {
+  using A = kernels::ActQ8_K;
+  if (vnni) return {{as_dot_t<dot_k_avx512_n<M, kSigned, T>, KBlock, A>, as_dot_t<dot_k_avx512_n<M, kSigned, 1>, KBlock, A>}, T};
+  return {{as_dot_t<dot_k_avx2_n<M, T>, KBlock, A>, as_dot_t<dot_k_avx2_n<M, 1>, KBlock, A>}, T};
+}
+template <int T, bool kMins>
+TileKernels q8_tiles(bool vnni) {
+  using A = kernels::ActQ8_0;
+  if (vnni) return {{as_dot_t<dot_q8_vnni_n<kMins, T>, Q8Block, A>, as_dot_t<dot_q8_vnni_n<kMins, 1>, Q8Block, A>}, T};
+  return {{as_dot_t<dot_q8_avx2_n<kMins, T>, Q8Block, A>, as_dot_t<dot_q8_avx2_n<kMins, 1>, Q8Block, A>}, T};
+}
+// AVX2: 4 tokens (its 16 registers); AVX-512: 8 (32 registers), enough independent accumulators to hide the
+// latency of the per-block fused multiply-add chain.
+template <int T>
+TileKernels tile_kernels_t(GgmlType t, bool vnni) {
+  switch (t) {
+    case GgmlType::Q2_K: return k_tiles<T, GgmlType::Q2_K, false>(vnni);
+    case GgmlType::Q4_K: return k_tiles<T, GgmlType::Q4_K, false>(vnni);
+    case GgmlType::Q5_K: return k_tiles<T, GgmlType::Q5_K, false>(vnni);
+    case GgmlType::Q3_K:
+    case GgmlType::Q6_K: return k_tiles<T, GgmlType::Q6_K, true>(vnni);  // no minimum
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_1: return q8_tiles<T, true>(vnni);
+    default: return q8_tiles<T, false>(vnni);  // Q8_0, Q4_0, Q5_0, IQ4_NL
+  }
+}
+TileKernels tile_kernels(GgmlType t) {
+  if (!cpu::avx2()) return {};
+  return cpu::avx512_vnni() ? tile_kernels_t<8>(t, true) : tile_kernels_t<4>(t, false);
 }
 
 float dot_q8(bool mins, const Q8Block* b, const kernels::ActQ8_0* a, int64_t nb) {
@@ -304,22 +403,6 @@ float dot_q8(bool mins, const Q8Block* b, const kernels::ActQ8_0* a, int64_t nb)
     for (int l = 0; l < 8; ++l) acc[l] = std::fma(d, static_cast<float>(s[l]), acc[l]);
   }
   return mins ? tree8(acc) + summs : tree8(acc);
-}
-
-__attribute__((target("avx2,fma"))) float dot_q8_avx2(bool mins, const Q8Block* b, const kernels::ActQ8_0* a, int64_t nb) {
-  __m256 acc = _mm256_setzero_ps();
-  float summs = 0.f;
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w));
-    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs));
-    const __m256i s = _mm256_madd_epi16(ones, _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w)));
-    if (mins) summs = std::fma(b[i].m, a[i].s, summs);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * a[i].d), _mm256_cvtepi32_ps(s), acc);
-  }
-  alignas(32) float l[8];
-  _mm256_store_ps(l, acc);
-  return mins ? tree8(l) + summs : tree8(l);
 }
 
 bool block32(GgmlType t) {
@@ -468,17 +551,19 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
         }
       }
     }
-    if (!q8 && simd) {  // 4 tokens per call
-      const DotN dn = dot_k_n_for(w.type);
-      for (int64_t t = 0; t < n_tokens; t += 4) {
-        const int nt = static_cast<int>(std::min<int64_t>(4, n_tokens - t));
-        const kernels::ActQ8_K* a[4];
-        for (int k = 0; k < nt; ++k) a[k] = reinterpret_cast<const kernels::ActQ8_K*>(scratch.xq.data() + static_cast<size_t>(t + k) * arb);
+    const TileKernels tk = tile_kernels(w.type);
+    if (tk.tokens[0] != nullptr) {  // T tokens per call, the last few one at a time
+      for (int64_t t = 0; t < n_tokens;) {
+        const int nt = n_tokens - t >= tk.t ? tk.t : 1;
+        const void* a[8];
+        for (int k = 0; k < nt; ++k) a[k] = scratch.xq.data() + static_cast<size_t>(t + k) * arb;
+        const DotT dot = tk.tokens[nt == tk.t ? 0 : 1];
         for (int64_t r = r0; r < r1; ++r) {
-          float o[4];
-          dn(reinterpret_cast<const KBlock*>(dec + static_cast<size_t>(r - r0) * dec_row), a, nt, nb, o);
+          float o[8];
+          dot(dec + static_cast<size_t>(r - r0) * dec_row, a, nb, o);
           for (int k = 0; k < nt; ++k) y[(t + k) * ldy + r] = o[k];
         }
+        t += nt;
       }
       return;
     }
@@ -486,17 +571,8 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
       const uint8_t* a = scratch.xq.data() + static_cast<size_t>(t) * arb;
       for (int64_t r = r0; r < r1; ++r) {
         const uint8_t* d = dec + static_cast<size_t>(r - r0) * dec_row;
-        float v;
-        if (q8) {
-          const auto* b = reinterpret_cast<const Q8Block*>(d);
-          const auto* av = reinterpret_cast<const kernels::ActQ8_0*>(a);
-          v = simd ? dot_q8_avx2(mins, b, av, nb) : dot_q8(mins, b, av, nb);
-        } else {
-          const auto* b = reinterpret_cast<const KBlock*>(d);
-          const auto* av = reinterpret_cast<const kernels::ActQ8_K*>(a);
-          v = simd ? dot_k_avx2(w.type, b, av, nb) : dot_k(w.type, b, av, nb);
-        }
-        y[t * ldy + r] = v;
+        y[t * ldy + r] = q8 ? dot_q8(mins, reinterpret_cast<const Q8Block*>(d), reinterpret_cast<const kernels::ActQ8_0*>(a), nb)
+                            : dot_k(w.type, reinterpret_cast<const KBlock*>(d), reinterpret_cast<const kernels::ActQ8_K*>(a), nb);
       }
     }
   });

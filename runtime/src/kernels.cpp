@@ -1078,10 +1078,44 @@ __attribute__((target(EDGEQ_AVX512))) void quantize_q8_K_avx512(const float* x, 
   }
 }
 #pragma GCC diagnostic pop
+
+// quantize_act's Q8_0 rows with AVX2: the same operations per value (the largest |x| ignoring NaNs, d and 1/d as
+// scalars, x · id rounded half to even, then min(., 127): 127 for NaN), so the same bytes.
+__attribute__((target("avx2,fma,f16c"))) void quantize_q8_0_avx2(const float* x, ActQ8_0* y, int64_t nb) {
+  const __m256 sign = _mm256_set1_ps(-0.f), v127 = _mm256_set1_ps(127.f);
+  for (int64_t b = 0; b < nb; ++b, x += 32) {
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int c = 0; c < 4; ++c) {
+      v[c] = _mm256_loadu_ps(x + 8 * c);
+      m = _mm256_max_ps(_mm256_andnot_ps(sign, v[c]), m);  // NaN: keeps m
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h);
+    const float d = amax / 127.f, id = amax != 0.f ? 127.f / amax : 0.f;
+    y[b].d = f16_to_f32(f32_to_f16(d));
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int c = 0; c < 4; ++c)
+      q[c] = _mm256_cvtps_epi32(_mm256_min_ps(
+          _mm256_round_ps(_mm256_mul_ps(v[c], vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), v127));
+    const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    // int32 -> int16 -> int8 with saturation (|q| <= 127: exact); the packs interleave 128-bit lanes, the
+    // permute restores the order.
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].qs), _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    y[b].s = f16_to_f32(f32_to_f16(d * static_cast<float>(_mm_cvtsi128_si32(s4))));
+  }
+}
 }  // namespace
 
 void quantize_act(ActRounding a, const float* x, void* dst, int64_t n) {
   if (a == ActRounding::Q8_K && cpu::avx512_vnni()) return quantize_q8_K_avx512(x, static_cast<ActQ8_K*>(dst), n / 256);
+  if (a == ActRounding::Q8_0 && cpu::avx2()) return quantize_q8_0_avx2(x, static_cast<ActQ8_0*>(dst), n / 32);
   if (a == ActRounding::Q8_0) {
     auto* y = static_cast<ActQ8_0*>(dst);
     for (int64_t b = 0; b < n / 32; ++b, x += 32) {
