@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "edgeq/base/cpu.h"
@@ -127,6 +128,49 @@ TEST(Vec, SoftmaxAndSwigluSimdEqualPortableAndMatchStdExp) {
     for (int64_t i = 0; i < n; ++i) {
       const double want = double(g0[i]) / (1.0 + std::exp(-double(g0[i]))) * u[i];
       EXPECT_NEAR(gr[i], want, 4e-7 * std::fabs(want) + 1e-30) << g0[i];
+    }
+  }
+}
+
+// The attention rows in llama.cpp's order (vec.h): every SIMD level gives the portable path's bits (the same
+// partial sums per lane), for head sizes that fill or leave part of a register, windows that start and end
+// inside a group of keys, and against the definition (double sums) to float accuracy. Scores outside [j0, j1)
+// are never written.
+TEST(Vec, AttentionRowsSimdEqualPortable) {
+  SimdGuard guard;
+  for (int64_t d : {8, 32, 40, 64, 128}) {
+    for (auto [j0, j1] : {std::pair<int64_t, int64_t>{0, 1}, {0, 64}, {3, 29}, {5, 47}, {17, 96}, {40, 41}}) {
+      SCOPED_TRACE(::testing::Message() << "d " << d << " keys [" << j0 << ", " << j1 << ")");
+      const int64_t nk = 96;
+      const auto q = randn(static_cast<size_t>(d), 11), k = randn(static_cast<size_t>(nk * d), 12);
+      const auto P = randn(static_cast<size_t>(nk), 13), V = randn(static_cast<size_t>(nk * (d + 3)), 14);
+      std::vector<float> kp(k.size());  // packed: key j, component p at (j / 32) * 32 * d + p * 32 + j % 32
+      for (int64_t j = 0; j < nk; ++j)
+        for (int64_t p = 0; p < d; ++p) kp[(j / 32) * 32 * d + p * 32 + j % 32] = k[j * d + p];
+      auto run = [&](int path) {
+        edgeq::cpu::set_max_level(static_cast<edgeq::cpu::Level>(path));
+        std::vector<float> s(static_cast<size_t>(nk), -7.f), out(static_cast<size_t>(d), -7.f);
+        vec::kq_row(q.data(), kp.data(), d, j0, j1, s.data());
+        vec::pv_row(P.data(), j0, j1, V.data(), d + 3, d, out.data());
+        return std::make_pair(s, out);
+      };
+      const auto ref = run(0);
+      EXPECT_EQ(run(1), ref);
+      EXPECT_EQ(run(2), ref);
+      for (int64_t j = 0; j < nk; ++j) {
+        if (j < j0 || j >= j1) {
+          EXPECT_EQ(ref.first[j], -7.f) << j;
+          continue;
+        }
+        double want = 0, mag = 0;
+        for (int64_t p = 0; p < d; ++p) want += double(q[p]) * k[j * d + p], mag += std::fabs(double(q[p]) * k[j * d + p]);
+        EXPECT_NEAR(ref.first[j], want, 1e-6 * mag) << j;
+      }
+      for (int64_t p = 0; p < d; ++p) {
+        double want = 0, mag = 0;
+        for (int64_t j = j0; j < j1; ++j) want += double(P[j]) * V[j * (d + 3) + p], mag += std::fabs(double(P[j]) * V[j * (d + 3) + p]);
+        EXPECT_NEAR(ref.second[p], want, 1e-6 * mag) << p;
+      }
     }
   }
 }

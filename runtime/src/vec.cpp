@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <vector>
@@ -151,6 +152,42 @@ __attribute__((target("avx2,fma"))) void pv_row_avx2(const float* P, int64_t j0,
     _mm256_maskstore_ps(out + p0, m, tree8v(a));
   }
 }
+// The same per key / per output with AVX-512: 16 keys (kq: one half of a 32-key block) or 32 outputs (pv: two
+// registers) per step, each lane's 8 partial sums formed and combined exactly as above.
+#define EDGEQ_VEC_AVX512 "avx512f,avx512vl,avx2,fma"
+__attribute__((target(EDGEQ_VEC_AVX512))) inline __m512 tree8v16(const __m512* a) {
+  return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
+                       _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])));
+}
+__attribute__((target(EDGEQ_VEC_AVX512))) void kq_row_avx512(const float* q, const float* k, int64_t d, int64_t j0,
+                                                             int64_t j1, float* s) {
+  for (int64_t g = j0 & ~int64_t(15); g < j1; g += 16) {
+    const float* base = k + (g / 32) * 32 * d + g % 32;
+    __m512 a[8];
+    for (auto& x : a) x = _mm512_setzero_ps();
+    for (int64_t p = 0; p < d; ++p) a[p % 8] = _mm512_fmadd_ps(_mm512_set1_ps(q[p]), _mm512_loadu_ps(base + p * 32), a[p % 8]);
+    const uint32_t lo = g < j0 ? static_cast<uint32_t>(j0 - g) : 0u, hi = static_cast<uint32_t>(std::min<int64_t>(16, j1 - g));
+    _mm512_mask_storeu_ps(s + g, static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u)), tree8v16(a));
+  }
+}
+__attribute__((target(EDGEQ_VEC_AVX512))) void pv_row_avx512(const float* P, int64_t j0, int64_t j1, const float* V,
+                                                             int64_t ldv, int64_t d, float* out) {
+  auto mask = [](int64_t left) {
+    return static_cast<__mmask16>(left >= 16 ? 0xFFFFu : left <= 0 ? 0u : (1u << left) - 1u);
+  };
+  for (int64_t p0 = 0; p0 < d; p0 += 32) {
+    const __mmask16 m0 = mask(d - p0), m1 = mask(d - p0 - 16);
+    __m512 a[8], b[8];
+    for (int l = 0; l < 8; ++l) a[l] = b[l] = _mm512_setzero_ps();
+    for (int64_t j = j0; j < j1; ++j) {
+      const __m512 pj = _mm512_set1_ps(P[j]);
+      a[j % 8] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m0, V + j * ldv + p0), a[j % 8]);
+      b[j % 8] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m1, V + j * ldv + p0 + 16), b[j % 8]);
+    }
+    _mm512_mask_storeu_ps(out + p0, m0, tree8v16(a));
+    _mm512_mask_storeu_ps(out + p0 + 16, m1, tree8v16(b));
+  }
+}
 __attribute__((target("avx2,fma"))) void swiglu_avx2(float* g, const float* u, int64_t n8) {
   const __m256 one = _mm256_set1_ps(1.f);
   for (int64_t i = 0; i < n8; i += 8) {
@@ -162,6 +199,7 @@ __attribute__((target("avx2,fma"))) void swiglu_avx2(float* g, const float* u, i
 }  // namespace
 
 void kq_row(const float* q, const float* k, int64_t d, int64_t j0, int64_t j1, float* s) {
+  if (cpu::avx512()) return kq_row_avx512(q, k, d, j0, j1, s);
   if (cpu::avx2()) return kq_row_avx2(q, k, d, j0, j1, s);
   for (int64_t j = j0; j < j1; ++j) {
     const float* kj = k + (j / 32) * 32 * d + j % 32;
@@ -172,6 +210,7 @@ void kq_row(const float* q, const float* k, int64_t d, int64_t j0, int64_t j1, f
 }
 
 void pv_row(const float* P, int64_t j0, int64_t j1, const float* V, int64_t ldv, int64_t d, float* out) {
+  if (cpu::avx512()) return pv_row_avx512(P, j0, j1, V, ldv, d, out);
   if (cpu::avx2()) return pv_row_avx2(P, j0, j1, V, ldv, d, out);
   for (int64_t p = 0; p < d; ++p) {
     float a[8] = {};
