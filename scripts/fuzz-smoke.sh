@@ -11,7 +11,8 @@ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_R
 targets=$(ls fuzz/fuzz_*.cpp | xargs -n1 basename | sed "s/\.cpp$//")
 cmake --build build-fuzz -j"$(nproc)" --target $targets
 seeds=$(mktemp -d)
-trap 'rm -rf "$seeds"' EXIT
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$seeds"' EXIT
 mkdir -p "$seeds/gguf" "$seeds/safetensors" "$seeds/onnx"
 # small real seeds (vocab-free headers are cut to keep the corpus fast)
 head -c 65536 "$shared/golden/stories260K-F32.gguf" > "$seeds/gguf/stories-head.gguf" || true
@@ -26,13 +27,20 @@ fi
 if [ -x build/tests/test_onnx ]; then
   EDGEQ_ONNX_SEED_DIR="$seeds/onnx" build/tests/test_onnx --gtest_filter='OnnxRoles.*' >/dev/null 2>&1 || true
 fi
+# The targets run side by side (the time limit is wall-clock time per target), then report in order.
 status=0
+names=()
 for t in build-fuzz/fuzz/fuzz_*; do
   [ -x "$t" ] || continue
   name=$(basename "$t"); kind=${name#fuzz_}
   corpus="$seeds/$kind"; mkdir -p "$corpus"
+  "$t" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=131072 -print_final_stats=1 "$corpus" 2>"$seeds/$name.log" &
+  pids+=($!); names+=("$name")
+done
+for i in "${!pids[@]}"; do
+  name=${names[$i]}
   echo "== $name for ${secs}s"
-  if ! "$t" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=131072 -print_final_stats=1 "$corpus" 2>"$seeds/$name.log"; then
+  if ! wait "${pids[$i]}"; then
     tail -40 "$seeds/$name.log"; status=1
   else
     grep -E "stat::number_of_executed_units|Done" "$seeds/$name.log" | tail -2

@@ -38,10 +38,7 @@ std::string quote(const std::string& s) {
   return o + "'";
 }
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
+std::string slurp(const std::string& p) { return edgeq::test::read_text(p); }
 
 // Runs a shell command line with stderr to a file (not a terminal), no EDGEQ_PROGRESS set.
 Run run(const std::string& cmdline) { return edgeq::test::run_shell("unset EDGEQ_PROGRESS; " + cmdline); }

@@ -292,8 +292,7 @@ TEST(Convert, OutputIdenticalForAnyThreadCount) {
   auto plan = plan_conversion(kShared + "/models/tl-8m", o);
   convert_to_gguf(plan, td.str("t1.gguf"), "", 1);
   convert_to_gguf(plan, td.str("t3.gguf"), "", 3);
-  std::ifstream f1(td.str("t1.gguf"), std::ios::binary), f3(td.str("t3.gguf"), std::ios::binary);
-  std::string s1((std::istreambuf_iterator<char>(f1)), {}), s3((std::istreambuf_iterator<char>(f3)), {});
+  const auto s1 = edgeq::test::read_file(td.str("t1.gguf")), s3 = edgeq::test::read_file(td.str("t3.gguf"));
   ASSERT_GT(s1.size(), 1000000u);
   EXPECT_TRUE(s1 == s3);
 }

@@ -6,13 +6,13 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include "test_helpers.h"
 
 namespace {
 
 std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  EXPECT_TRUE(f.good()) << path;
-  return std::string(std::istreambuf_iterator<char>(f), {});
+  EXPECT_TRUE(std::ifstream(path, std::ios::binary).good()) << path;
+  return edgeq::test::read_text(path);
 }
 
 TEST(Dependencies, HighwayIsNotLinked) {

@@ -11,6 +11,7 @@
 #include "edgeq/formats/gguf.h"
 #include "edgeq/formats/hf_tokenizer.h"
 #include "edgeq/formats/vocab.h"
+#include "test_helpers.h"
 
 namespace fs = std::filesystem;
 using namespace edgeq;
@@ -32,10 +33,7 @@ struct TempDir {
 
 void write_text(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 
-std::string read_bytes(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), {});
-}
+std::string read_bytes(const fs::path& p) { return edgeq::test::read_text(p.string()); }
 
 template <typename F>
 std::string error_of(F&& f) {

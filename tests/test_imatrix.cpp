@@ -10,14 +10,12 @@
 #include "edgeq/base/error.h"
 #include "edgeq/formats/gguf.h"
 #include "edgeq/quant/imatrix.h"
+#include "test_helpers.h"
 
 namespace {
 const std::string kShared = EDGEQ_SHARED_DIR;
 
-std::vector<uint8_t> read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
-}
+std::vector<uint8_t> read_all(const std::string& path) { return edgeq::test::read_file(path); }
 void put_i32(std::vector<uint8_t>& b, int32_t v) {
   uint8_t t[4];
   std::memcpy(t, &v, 4);

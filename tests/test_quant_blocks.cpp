@@ -19,6 +19,7 @@
 #include "edgeq/base/half.h"
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/quant/blocks.h"
+#include "test_helpers.h"
 
 using edgeq::GgmlType;
 namespace q = edgeq::quant;
@@ -28,9 +29,8 @@ namespace {
 const std::string kShared = EDGEQ_SHARED_DIR;
 
 std::vector<uint8_t> read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  EXPECT_TRUE(f.good()) << path;
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+  EXPECT_TRUE(std::ifstream(path, std::ios::binary).good()) << path;
+  return edgeq::test::read_file(path);
 }
 
 // Every type the block-ops table can dequantize (table order).

@@ -54,10 +54,7 @@ struct TempDir {
   size_t count() const { return static_cast<size_t>(std::distance(fs::directory_iterator(path), fs::directory_iterator())); }
 };
 
-std::string read_all(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+std::string read_all(const std::string& p) { return edgeq::test::read_text(p); }
 
 nlohmann::json mixes() {
   std::ifstream in(kGolden + "/mixes.json");
