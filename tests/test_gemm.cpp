@@ -139,7 +139,8 @@ TEST(Vec, SoftmaxAndSwigluSimdEqualPortableAndMatchStdExp) {
 TEST(Vec, AttentionRowsSimdEqualPortable) {
   SimdGuard guard;
   for (int64_t d : {8, 32, 40, 64, 128}) {
-    for (auto [j0, j1] : {std::pair<int64_t, int64_t>{0, 1}, {0, 64}, {3, 29}, {5, 47}, {17, 96}, {40, 41}}) {
+    for (const auto& win : {std::pair<int64_t, int64_t>{0, 1}, {0, 64}, {3, 29}, {5, 47}, {17, 96}, {40, 41}}) {
+      const int64_t j0 = win.first, j1 = win.second;  // (not a structured binding: clang 14 cannot capture one)
       SCOPED_TRACE(::testing::Message() << "d " << d << " keys [" << j0 << ", " << j1 << ")");
       const int64_t nk = 96;
       const auto q = randn(static_cast<size_t>(d), 11), k = randn(static_cast<size_t>(nk * d), 12);
