@@ -45,11 +45,6 @@ __attribute__((target("avx2,fma"))) inline __m256 exp8(__m256 x) {
 
 // The sum of 8 values as ggml's AVX2 reductions take it: ((v0+v4)+(v2+v6))+((v1+v5)+(v3+v7)).
 inline float tree8(const float* v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
-// Lane-wise: the 8 partial sums a[l] of 8 outputs combined as tree8 does per output.
-__attribute__((target("avx2,fma"))) inline __m256 tree8v(const __m256* a) {
-  return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
-                       _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])));
-}
 
 // v[l] = exp8(v[l] − mx), in place.
 __attribute__((target("avx2,fma"))) void exp8_minus(float* v, float mx) {
@@ -128,66 +123,46 @@ void softmax_window(float* s, int64_t first, int64_t valid, float scale) {
 }
 
 namespace {
-__attribute__((target("avx2,fma"))) void kq_row_avx2(const float* q, const float* k, int64_t d, int64_t j0, int64_t j1,
-                                                     float* s) {
-  for (int64_t g = j0 & ~int64_t(7); g < j1; g += 8) {
-    const float* base = k + (g / 32) * 32 * d + g % 32;
-    __m256 a[8];
-    for (auto& x : a) x = _mm256_setzero_ps();
-    for (int64_t p = 0; p < d; ++p) a[p % 8] = _mm256_fmadd_ps(_mm256_set1_ps(q[p]), _mm256_loadu_ps(base + p * 32), a[p % 8]);
-    alignas(32) float r[8];
-    _mm256_store_ps(r, tree8v(a));
-    for (int l = 0; l < 8; ++l)
-      if (g + l >= j0 && g + l < j1) s[g + l] = r[l];
-  }
+// The attention rows once over the vector width: vec_rows.inc holds kq_row and pv_row, written with the small
+// set of vector operations each SIMD level defines here (kW lanes; kPv registers of outputs per pass of pv_row).
+namespace w8 {  // AVX2
+using V = __m256;
+constexpr int kW = 8, kPv = 1;  // 16 registers: 8 partial sums of one register of outputs
+#define VEC_FN __attribute__((target("avx2,fma")))
+#define VEC_TARGET VEC_FN __attribute__((always_inline)) inline
+VEC_TARGET V zero() { return _mm256_setzero_ps(); }
+VEC_TARGET V load(const float* p) { return _mm256_loadu_ps(p); }
+VEC_TARGET V load_n(const float* p, int64_t left) { return _mm256_maskload_ps(p, tail_mask(left)); }  // 0 beyond
+VEC_TARGET V set1(float x) { return _mm256_set1_ps(x); }
+VEC_TARGET V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+VEC_TARGET V add(V a, V b) { return _mm256_add_ps(a, b); }
+VEC_TARGET void store_range(float* p, int64_t lo, int64_t hi, V v) {  // lanes [lo, hi)
+  _mm256_maskstore_ps(p, _mm256_andnot_si256(tail_mask(lo), tail_mask(hi)), v);
 }
-__attribute__((target("avx2,fma"))) void pv_row_avx2(const float* P, int64_t j0, int64_t j1, const float* V, int64_t ldv,
-                                                     int64_t d, float* out) {
-  for (int64_t p0 = 0; p0 < d; p0 += 8) {
-    const __m256i m = tail_mask(d - p0);
-    __m256 a[8];
-    for (auto& x : a) x = _mm256_setzero_ps();
-    for (int64_t j = j0; j < j1; ++j)
-      a[j % 8] = _mm256_fmadd_ps(_mm256_set1_ps(P[j]), _mm256_maskload_ps(V + j * ldv + p0, m), a[j % 8]);
-    _mm256_maskstore_ps(out + p0, m, tree8v(a));
-  }
+#include "vec_rows.inc"
+#undef VEC_TARGET
+#undef VEC_FN
+}  // namespace w8
+namespace w16 {  // AVX-512
+using V = __m512;
+constexpr int kW = 16, kPv = 2;  // 32 registers: two registers of outputs per pass
+#define VEC_FN __attribute__((target("avx512f,avx512vl,avx2,fma")))
+#define VEC_TARGET VEC_FN __attribute__((always_inline)) inline
+VEC_TARGET __mmask16 lanes(int64_t lo, int64_t hi) {
+  const auto bits = [](int64_t n) { return n <= 0 ? 0u : n >= 16 ? 0xFFFFu : (1u << n) - 1u; };
+  return static_cast<__mmask16>(bits(hi) & ~bits(lo));
 }
-// The same per key / per output with AVX-512: 16 keys (kq: one half of a 32-key block) or 32 outputs (pv: two
-// registers) per step, each lane's 8 partial sums formed and combined exactly as above.
-#define EDGEQ_VEC_AVX512 "avx512f,avx512vl,avx2,fma"
-__attribute__((target(EDGEQ_VEC_AVX512))) inline __m512 tree8v16(const __m512* a) {
-  return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
-                       _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])));
-}
-__attribute__((target(EDGEQ_VEC_AVX512))) void kq_row_avx512(const float* q, const float* k, int64_t d, int64_t j0,
-                                                             int64_t j1, float* s) {
-  for (int64_t g = j0 & ~int64_t(15); g < j1; g += 16) {
-    const float* base = k + (g / 32) * 32 * d + g % 32;
-    __m512 a[8];
-    for (auto& x : a) x = _mm512_setzero_ps();
-    for (int64_t p = 0; p < d; ++p) a[p % 8] = _mm512_fmadd_ps(_mm512_set1_ps(q[p]), _mm512_loadu_ps(base + p * 32), a[p % 8]);
-    const uint32_t lo = g < j0 ? static_cast<uint32_t>(j0 - g) : 0u, hi = static_cast<uint32_t>(std::min<int64_t>(16, j1 - g));
-    _mm512_mask_storeu_ps(s + g, static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u)), tree8v16(a));
-  }
-}
-__attribute__((target(EDGEQ_VEC_AVX512))) void pv_row_avx512(const float* P, int64_t j0, int64_t j1, const float* V,
-                                                             int64_t ldv, int64_t d, float* out) {
-  auto mask = [](int64_t left) {
-    return static_cast<__mmask16>(left >= 16 ? 0xFFFFu : left <= 0 ? 0u : (1u << left) - 1u);
-  };
-  for (int64_t p0 = 0; p0 < d; p0 += 32) {
-    const __mmask16 m0 = mask(d - p0), m1 = mask(d - p0 - 16);
-    __m512 a[8], b[8];
-    for (int l = 0; l < 8; ++l) a[l] = b[l] = _mm512_setzero_ps();
-    for (int64_t j = j0; j < j1; ++j) {
-      const __m512 pj = _mm512_set1_ps(P[j]);
-      a[j % 8] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m0, V + j * ldv + p0), a[j % 8]);
-      b[j % 8] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m1, V + j * ldv + p0 + 16), b[j % 8]);
-    }
-    _mm512_mask_storeu_ps(out + p0, m0, tree8v16(a));
-    _mm512_mask_storeu_ps(out + p0 + 16, m1, tree8v16(b));
-  }
-}
+VEC_TARGET V zero() { return _mm512_setzero_ps(); }
+VEC_TARGET V load(const float* p) { return _mm512_loadu_ps(p); }
+VEC_TARGET V load_n(const float* p, int64_t left) { return _mm512_maskz_loadu_ps(lanes(0, left), p); }
+VEC_TARGET V set1(float x) { return _mm512_set1_ps(x); }
+VEC_TARGET V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+VEC_TARGET V add(V a, V b) { return _mm512_add_ps(a, b); }
+VEC_TARGET void store_range(float* p, int64_t lo, int64_t hi, V v) { _mm512_mask_storeu_ps(p, lanes(lo, hi), v); }
+#include "vec_rows.inc"
+#undef VEC_TARGET
+#undef VEC_FN
+}  // namespace w16
 __attribute__((target("avx2,fma"))) void swiglu_avx2(float* g, const float* u, int64_t n8) {
   const __m256 one = _mm256_set1_ps(1.f);
   for (int64_t i = 0; i < n8; i += 8) {
@@ -199,8 +174,8 @@ __attribute__((target("avx2,fma"))) void swiglu_avx2(float* g, const float* u, i
 }  // namespace
 
 void kq_row(const float* q, const float* k, int64_t d, int64_t j0, int64_t j1, float* s) {
-  if (cpu::avx512()) return kq_row_avx512(q, k, d, j0, j1, s);
-  if (cpu::avx2()) return kq_row_avx2(q, k, d, j0, j1, s);
+  if (cpu::avx512()) return w16::kq_row(q, k, d, j0, j1, s);
+  if (cpu::avx2()) return w8::kq_row(q, k, d, j0, j1, s);
   for (int64_t j = j0; j < j1; ++j) {
     const float* kj = k + (j / 32) * 32 * d + j % 32;
     float a[8] = {};
@@ -210,8 +185,8 @@ void kq_row(const float* q, const float* k, int64_t d, int64_t j0, int64_t j1, f
 }
 
 void pv_row(const float* P, int64_t j0, int64_t j1, const float* V, int64_t ldv, int64_t d, float* out) {
-  if (cpu::avx512()) return pv_row_avx512(P, j0, j1, V, ldv, d, out);
-  if (cpu::avx2()) return pv_row_avx2(P, j0, j1, V, ldv, d, out);
+  if (cpu::avx512()) return w16::pv_row(P, j0, j1, V, ldv, d, out);
+  if (cpu::avx2()) return w8::pv_row(P, j0, j1, V, ldv, d, out);
   for (int64_t p = 0; p < d; ++p) {
     float a[8] = {};
     for (int64_t j = j0; j < j1; ++j) a[j % 8] = std::fma(P[j], V[j * ldv + p], a[j % 8]);
