@@ -157,7 +157,7 @@ inline int q8s(const kernels::ActQ8_K& a, int k) {  // the sum of the 32 activat
   return a.bsums[2 * k] + a.bsums[2 * k + 1];
 }
 
-// The definition (any CPU); dot_k_avx2_n and dot_k_avx512_n perform the same operations.
+// The definition (any CPU); the SIMD tile kernels (ggml_order_dots.inc) perform the same operations.
 float dot_k(GgmlType t, const KBlock* b, const kernels::ActQ8_K* a, int64_t nb) {
   float acc[8] = {}, accm[4] = {}, summs = 0.f;
   for (int64_t i = 0; i < nb; ++i) {
@@ -183,9 +183,8 @@ float dot_k(GgmlType t, const KBlock* b, const kernels::ActQ8_K* a, int64_t nb) 
   return r;
 }
 
-// dot_k for T tokens a[0..T) of one weight row: the same operations per token, the weights' loads shared.
-// M: the type's minimum term (Q2_K, Q4_K, Q5_K or none). The float part of one block for one token (kfloat) is
-// shared by the AVX2 and AVX-512 versions; only the exact integer lane sums s are formed differently.
+// The float part of dot_k for one block and one token, given the block's 8 exact integer lane sums s: what every
+// SIMD level performs after forming s. M: the type's minimum term (Q2_K, Q4_K, Q5_K or none).
 template <GgmlType M>
 __attribute__((target("avx2,fma"), always_inline)) inline void kfloat(const KBlock& b, const kernels::ActQ8_K& ak,
                                                                       __m256i s, __m256& acc, __m128& accm,
@@ -224,76 +223,9 @@ __attribute__((target("avx2,fma"), always_inline)) inline float kfinish(__m256 a
   return r;
 }
 
-template <GgmlType M, int T>
-__attribute__((target("avx2,fma"))) void dot_k_avx2_n(const KBlock* b, const kernels::ActQ8_K* const* a, int64_t nb,
-                                                      float* out) {
-  __m256 acc[T];
-  __m128 accm[T];
-  float summs[T] = {};
-  for (int k = 0; k < T; ++k) acc[k] = _mm256_setzero_ps(), accm[k] = _mm_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    __m256i s[T];
-    for (int k = 0; k < T; ++k) s[k] = _mm256_setzero_si256();
-    for (int c = 0; c < 8; ++c) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w + 32 * c));
-      const __m256i aw = _mm256_sign_epi8(w, w);
-      const __m256i sc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].sc[c]));
-      for (int k = 0; k < T; ++k) {
-        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[k][i].qs + 32 * c));
-        s[k] = _mm256_add_epi32(s[k], _mm256_madd_epi16(sc, _mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w))));
-      }
-    }
-    for (int k = 0; k < T; ++k) kfloat<M>(b[i], a[k][i], s[k], acc[k], accm[k], summs[k]);
-  }
-  for (int k = 0; k < T; ++k) out[k] = kfinish<M>(acc[k], accm[k], summs[k]);
-}
-
-// The same with AVX-512 BW + VNNI: 64 values (two of AVX2's 32-value steps) per instruction, the scale applied
-// and accumulated by one vpdpwssd; the two halves' 8 lanes are then added, lane by lane, to the 8 lane sums
-// AVX2 forms (exact integers: the same s). Q2_K, Q4_K and Q5_K values are non-negative (no sign transfer); Q3_K
-// and Q6_K multiply |w| by y negated where w < 0, as _mm256_sign_epi8 does (w = 0 contributes 0 either way).
-#define EDGEQ_GO_AVX512 "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma"
-// GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which -Wuninitialized flags.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-template <GgmlType M, bool kSigned, int T>
-__attribute__((target(EDGEQ_GO_AVX512))) void dot_k_avx512_n(const KBlock* b, const kernels::ActQ8_K* const* a,
-                                                             int64_t nb, float* out) {
-  __m256 acc[T];
-  __m128 accm[T];
-  float summs[T] = {};
-  for (int k = 0; k < T; ++k) acc[k] = _mm256_setzero_ps(), accm[k] = _mm_setzero_ps();
-  const __m512i zero = _mm512_setzero_si512();
-  for (int64_t i = 0; i < nb; ++i) {
-    __m512i s[T];
-    for (int k = 0; k < T; ++k) s[k] = zero;
-    for (int c = 0; c < 4; ++c) {
-      const __m512i w = _mm512_loadu_si512(b[i].w + 64 * c);
-      const __m512i sc = _mm512_loadu_si512(b[i].sc[2 * c]);
-      const __m512i aw = kSigned ? _mm512_abs_epi8(w) : w;
-      const __mmask64 neg = kSigned ? _mm512_movepi8_mask(w) : 0;
-      for (int k = 0; k < T; ++k) {
-        __m512i y = _mm512_loadu_si512(a[k][i].qs + 64 * c);
-        if constexpr (kSigned) y = _mm512_mask_sub_epi8(y, neg, zero, y);
-        s[k] = _mm512_dpwssd_epi32(s[k], sc, _mm512_maddubs_epi16(aw, y));
-      }
-    }
-    for (int k = 0; k < T; ++k)
-      kfloat<M>(b[i], a[k][i], _mm256_add_epi32(_mm512_castsi512_si256(s[k]), _mm512_extracti64x4_epi64(s[k], 1)),
-                acc[k], accm[k], summs[k]);
-  }
-  for (int k = 0; k < T; ++k) out[k] = kfinish<M>(acc[k], accm[k], summs[k]);
-}
-#pragma GCC diagnostic pop
-
 // 32-value blocks: the scale product xd·yd (tinyBLAS: unhalf(A.d)·unhalf(B.d); vec_dot: the same product) times
 // the 8 lanes; Q4_1/Q5_1 add xm·ys into one running float (summs += m·s, contracted) and it after the lanes.
-// For T tokens of one row, the weights' loads shared; the lane sums by maddubs + madd (AVX2) or one vpdpbusd
-// (AVX-512 VNNI: the same sums of 4 products, which maddubs never saturates here: |w| <= 128, |y| <= 128).
-// kUnsigned: Q4_1 and Q5_1 values are non-negative, no sign transfer.
+// qfloat: that float part for one block and one token, given its 8 exact integer lane sums s.
 template <bool kMins>
 __attribute__((target("avx2,fma"), always_inline)) inline void qfloat(const Q8Block& b, const kernels::ActQ8_0& a,
                                                                       __m256i s, __m256& acc, float& summs) {
@@ -301,52 +233,62 @@ __attribute__((target("avx2,fma"), always_inline)) inline void qfloat(const Q8Bl
   acc = _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d), _mm256_cvtepi32_ps(s), acc);
 }
 
-template <bool kMins, int T>
-__attribute__((target("avx2,fma"))) void dot_q8_avx2_n(const Q8Block* b, const kernels::ActQ8_0* const* a, int64_t nb,
-                                                       float* out) {
-  __m256 acc[T];
-  float summs[T] = {};
-  for (int k = 0; k < T; ++k) acc[k] = _mm256_setzero_ps();
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w));
-    const __m256i aw = kMins ? w : _mm256_sign_epi8(w, w);
-    for (int k = 0; k < T; ++k) {
-      __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[k][i].qs));
-      if constexpr (!kMins) y = _mm256_sign_epi8(y, w);
-      qfloat<kMins>(b[i], a[k][i], _mm256_madd_epi16(ones, _mm256_maddubs_epi16(aw, y)), acc[k], summs[k]);
-    }
-  }
-  for (int k = 0; k < T; ++k) {
-    alignas(32) float l[8];
-    _mm256_store_ps(l, acc[k]);
-    out[k] = kMins ? tree8(l) + summs[k] : tree8(l);
-  }
-}
+// The tile kernels once over the SIMD level: ggml_order_dots.inc holds dot_k_n and dot_q8_n, written with the
+// integer operations each level defines here. Only how the exact integer lane sums are formed differs; every
+// level then performs the same float operations (kfloat, qfloat), so all give the same bits.
+namespace avx2 {
+#define GO_FN __attribute__((target("avx2,fma")))
+#define GO_OP GO_FN __attribute__((always_inline)) inline
+using VI = __m256i;
+constexpr int kC = 32;  // weight bytes per integer step of a k-quant block
+GO_OP VI zero() { return _mm256_setzero_si256(); }
+GO_OP VI loadi(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+// |w| and y with w's sign (_mm256_sign_epi8; 0 where w = 0, which |w| = 0 makes irrelevant).
+GO_OP VI absw(VI w) { return _mm256_sign_epi8(w, w); }
+GO_OP VI signed_y(VI y, VI w) { return _mm256_sign_epi8(y, w); }
+// acc + sc · (pair sums of |w| · y): the k-quants' per-16-value scale applied (vpmaddubsw, vpmaddwd, vpaddd).
+GO_OP VI dot_sc(VI acc, VI sc, VI aw, VI y) { return _mm256_add_epi32(acc, _mm256_madd_epi16(sc, _mm256_maddubs_epi16(aw, y))); }
+GO_OP __m256i fold(VI s) { return s; }  // the 8 lane sums
+// 32-value blocks (one 256-bit register each): the 8 sums of 4 products.
+GO_OP __m256i absw32(__m256i w) { return _mm256_sign_epi8(w, w); }
+GO_OP __m256i signed_y32(__m256i y, __m256i w) { return _mm256_sign_epi8(y, w); }
+GO_OP __m256i dot4(__m256i aw, __m256i y) { return _mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(aw, y)); }
+#include "ggml_order_dots.inc"
+#undef GO_OP
+#undef GO_FN
+}  // namespace avx2
 
-template <bool kMins, int T>
-__attribute__((target(EDGEQ_GO_AVX512))) void dot_q8_vnni_n(const Q8Block* b, const kernels::ActQ8_0* const* a,
-                                                            int64_t nb, float* out) {
-  __m256 acc[T];
-  float summs[T] = {};
-  for (int k = 0; k < T; ++k) acc[k] = _mm256_setzero_ps();
-  const __m256i zero = _mm256_setzero_si256();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].w));
-    const __m256i aw = kMins ? w : _mm256_abs_epi8(w);
-    const __mmask32 neg = kMins ? 0 : _mm256_movepi8_mask(w);
-    for (int k = 0; k < T; ++k) {
-      __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[k][i].qs));
-      if constexpr (!kMins) y = _mm256_mask_sub_epi8(y, neg, zero, y);
-      qfloat<kMins>(b[i], a[k][i], _mm256_dpbusd_epi32(zero, aw, y), acc[k], summs[k]);
-    }
-  }
-  for (int k = 0; k < T; ++k) {
-    alignas(32) float l[8];
-    _mm256_store_ps(l, acc[k]);
-    out[k] = kMins ? tree8(l) + summs[k] : tree8(l);
-  }
+// AVX-512 BW + VNNI: 64 weight bytes per step, the scale applied and accumulated by one vpdpwssd, and the two
+// halves' 8 lanes added lane by lane into AVX2's 8 lane sums (exact integers: the same s); the 32-value blocks'
+// sums of 4 by one vpdpbusd, which maddubs never saturates here (|w| <= 128, |y| <= 128). The sign moves to y
+// by a masked negation where w < 0 (as _mm256_sign_epi8; w = 0 contributes 0 either way).
+// GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which -Wuninitialized flags.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+namespace avx512 {
+#define GO_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define GO_OP GO_FN __attribute__((always_inline)) inline
+using VI = __m512i;
+constexpr int kC = 64;
+GO_OP VI zero() { return _mm512_setzero_si512(); }
+GO_OP VI loadi(const void* p) { return _mm512_loadu_si512(p); }
+GO_OP VI absw(VI w) { return _mm512_abs_epi8(w); }
+GO_OP VI signed_y(VI y, VI w) { return _mm512_mask_sub_epi8(y, _mm512_movepi8_mask(w), _mm512_setzero_si512(), y); }
+GO_OP VI dot_sc(VI acc, VI sc, VI aw, VI y) { return _mm512_dpwssd_epi32(acc, sc, _mm512_maddubs_epi16(aw, y)); }
+GO_OP __m256i fold(VI s) { return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1)); }
+GO_OP __m256i absw32(__m256i w) { return _mm256_abs_epi8(w); }
+GO_OP __m256i signed_y32(__m256i y, __m256i w) {
+  return _mm256_mask_sub_epi8(y, _mm256_movepi8_mask(w), _mm256_setzero_si256(), y);
 }
+GO_OP __m256i dot4(__m256i aw, __m256i y) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, y); }
+#include "ggml_order_dots.inc"
+#undef GO_OP
+#undef GO_FN
+}  // namespace avx512
+#pragma GCC diagnostic pop
 
 // The kernel for T tokens of one decoded row (dec: KBlock or Q8Block[nb]; acts: T activation rows).
 using DotT = void (*)(const void* dec, const void* const* acts, int64_t nb, float* out);
@@ -364,14 +306,14 @@ struct TileKernels {
 template <int T, GgmlType M, bool kSigned>
 TileKernels k_tiles(bool vnni) {
   using A = kernels::ActQ8_K;
-  if (vnni) return {{as_dot_t<dot_k_avx512_n<M, kSigned, T>, KBlock, A>, as_dot_t<dot_k_avx512_n<M, kSigned, 1>, KBlock, A>}, T};
-  return {{as_dot_t<dot_k_avx2_n<M, T>, KBlock, A>, as_dot_t<dot_k_avx2_n<M, 1>, KBlock, A>}, T};
+  if (vnni) return {{as_dot_t<avx512::dot_k_n<M, kSigned, T>, KBlock, A>, as_dot_t<avx512::dot_k_n<M, kSigned, 1>, KBlock, A>}, T};
+  return {{as_dot_t<avx2::dot_k_n<M, kSigned, T>, KBlock, A>, as_dot_t<avx2::dot_k_n<M, kSigned, 1>, KBlock, A>}, T};
 }
 template <int T, bool kMins>
 TileKernels q8_tiles(bool vnni) {
   using A = kernels::ActQ8_0;
-  if (vnni) return {{as_dot_t<dot_q8_vnni_n<kMins, T>, Q8Block, A>, as_dot_t<dot_q8_vnni_n<kMins, 1>, Q8Block, A>}, T};
-  return {{as_dot_t<dot_q8_avx2_n<kMins, T>, Q8Block, A>, as_dot_t<dot_q8_avx2_n<kMins, 1>, Q8Block, A>}, T};
+  if (vnni) return {{as_dot_t<avx512::dot_q8_n<kMins, T>, Q8Block, A>, as_dot_t<avx512::dot_q8_n<kMins, 1>, Q8Block, A>}, T};
+  return {{as_dot_t<avx2::dot_q8_n<kMins, T>, Q8Block, A>, as_dot_t<avx2::dot_q8_n<kMins, 1>, Q8Block, A>}, T};
 }
 // AVX2: 4 tokens (its 16 registers); AVX-512: 8 (32 registers), enough independent accumulators to hide the
 // latency of the per-block fused multiply-add chain.
