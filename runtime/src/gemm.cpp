@@ -20,69 +20,42 @@ namespace {
 using Kernel = void (*)(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
                         int ncols, bool acc);
 
-// AVX-512: MR rows × 32 columns (two registers per row); masked loads and stores for a panel's last columns.
-template <int MR>
-__attribute__((target("avx512f"))) void kernel_avx512(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
-                                                      float* c, int64_t ldc, int ncols, bool acc) {
-  const __mmask16 m0 = ncols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ncols) - 1);
-  const __mmask16 m1 = ncols >= 32 ? __mmask16(0xFFFF) : ncols > 16 ? __mmask16((1u << (ncols - 16)) - 1) : __mmask16(0);
-  __m512 c0[MR], c1[MR];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    c0[i] = acc ? _mm512_maskz_loadu_ps(m0, c + i * ldc) : _mm512_setzero_ps();
-    c1[i] = acc ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16) : _mm512_setzero_ps();
-  }
-  for (int64_t p = 0; p < kc; ++p) {
-    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + p * ldb);
-    const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + p * ldb + 16);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const __m512 x = _mm512_set1_ps(a[i * lda + p]);
-      c0[i] = _mm512_fmadd_ps(x, b0, c0[i]);
-      c1[i] = _mm512_fmadd_ps(x, b1, c1[i]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    _mm512_mask_storeu_ps(c + i * ldc, m0, c0[i]);
-    _mm512_mask_storeu_ps(c + i * ldc + 16, m1, c1[i]);
-  }
-}
+// The micro-kernel once over the vector width: gemm_tile.inc holds it, written with the few vector operations
+// each SIMD level defines here (kW lanes; masks for a panel's last columns).
+namespace avx512 {  // MR rows x 32 columns per tile (two registers per row)
+#define GEMM_FN __attribute__((target("avx512f")))
+#define GEMM_OP GEMM_FN __attribute__((always_inline)) inline
+using V = __m512;
+using M = __mmask16;
+constexpr int kW = 16;
+GEMM_OP M mask(int64_t left) { return static_cast<M>(left >= 16 ? 0xFFFFu : left <= 0 ? 0u : (1u << left) - 1u); }
+GEMM_OP V zero() { return _mm512_setzero_ps(); }
+GEMM_OP V load_m(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
+GEMM_OP V bcast(const float* p) { return _mm512_set1_ps(*p); }
+GEMM_OP V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+GEMM_OP void store_m(float* p, M m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+#include "gemm_tile.inc"
+#undef GEMM_OP
+#undef GEMM_FN
+}  // namespace avx512
 constexpr int kMr512 = 12;
 
-// AVX2 + FMA: MR rows × 16 columns, a 32-column panel in two halves.
-template <int MR>
-__attribute__((target("avx2,fma"))) void half_avx2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
-                                                   float* c, int64_t ldc, int ncols, bool acc) {
-  const __m256i m0 = vec::tail_mask(ncols), m1 = vec::tail_mask(ncols - 8);
-  __m256 c0[MR], c1[MR];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-    c0[i] = acc ? _mm256_maskload_ps(c + i * ldc, m0) : _mm256_setzero_ps();
-    c1[i] = acc ? _mm256_maskload_ps(c + i * ldc + 8, m1) : _mm256_setzero_ps();
-  }
-  for (int64_t p = 0; p < kc; ++p) {
-    const __m256 b0 = _mm256_maskload_ps(b + p * ldb, m0);
-    const __m256 b1 = _mm256_maskload_ps(b + p * ldb + 8, m1);
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const __m256 x = _mm256_broadcast_ss(a + i * lda + p);
-      c0[i] = _mm256_fmadd_ps(x, b0, c0[i]);
-      c1[i] = _mm256_fmadd_ps(x, b1, c1[i]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-    _mm256_maskstore_ps(c + i * ldc, m0, c0[i]);
-    _mm256_maskstore_ps(c + i * ldc + 8, m1, c1[i]);
-  }
-}
-template <int MR>
-void kernel_avx2(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int ncols,
-                 bool acc) {
-  half_avx2<MR>(kc, a, lda, b, ldb, c, ldc, std::min(ncols, 16), acc);
-  if (ncols > 16) half_avx2<MR>(kc, a, lda, b + 16, ldb, c + 16, ldc, ncols - 16, acc);
-}
+namespace avx2 {  // MR rows x 16 columns per tile: a 32-column panel in two tiles
+#define GEMM_FN __attribute__((target("avx2,fma")))
+#define GEMM_OP GEMM_FN __attribute__((always_inline)) inline
+using V = __m256;
+using M = __m256i;
+constexpr int kW = 8;
+GEMM_OP M mask(int64_t left) { return vec::tail_mask(left); }
+GEMM_OP V zero() { return _mm256_setzero_ps(); }
+GEMM_OP V load_m(const float* p, M m) { return _mm256_maskload_ps(p, m); }
+GEMM_OP V bcast(const float* p) { return _mm256_broadcast_ss(p); }
+GEMM_OP V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+GEMM_OP void store_m(float* p, M m, V v) { _mm256_maskstore_ps(p, m, v); }
+#include "gemm_tile.inc"
+#undef GEMM_OP
+#undef GEMM_FN
+}  // namespace avx2
 constexpr int kMr256 = 6;
 
 // The definition: the same chains with std::fma.
@@ -99,11 +72,11 @@ void kernel_portable(int64_t kc, const float* a, int64_t lda, const float* b, in
 
 template <int... I>
 constexpr auto table512(std::integer_sequence<int, I...>) {
-  return std::array<Kernel, sizeof...(I)>{kernel_avx512<I + 1>...};
+  return std::array<Kernel, sizeof...(I)>{avx512::kernel<I + 1>...};
 }
 template <int... I>
 constexpr auto table256(std::integer_sequence<int, I...>) {
-  return std::array<Kernel, sizeof...(I)>{kernel_avx2<I + 1>...};
+  return std::array<Kernel, sizeof...(I)>{avx2::kernel<I + 1>...};
 }
 const auto kAvx512 = table512(std::make_integer_sequence<int, kMr512>{});
 const auto kAvx2 = table256(std::make_integer_sequence<int, kMr256>{});
