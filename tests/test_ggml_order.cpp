@@ -21,9 +21,12 @@ namespace rt = edgeq::runtime;
 using edgeq::test::shared;
 
 TEST(GgmlOrder, PortableEqualsAvx2AndMatchesDefinition) {
-  // Files whose weights cover every type of the path: F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K.
+  // Files whose weights cover every type of the path: F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K,
+  // IQ4_XS and the lattice i-quants IQ1_S..IQ3_S.
   for (const char* f : {"tl-8m-F16", "tl-8m-Q8_0", "tl-8m-Q4_0", "tl-8m-Q4_1", "tl-8m-Q5_0", "tl-8m-Q5_1",
-                        "tl-8m-IQ4_NL", "tl-8m-Q2_K", "tl-8m-Q3_K_M", "tl-8m-Q5_K_M", "tl-8m-Q6_K"}) {
+                        "tl-8m-IQ4_NL", "tl-8m-Q2_K", "tl-8m-Q3_K_M", "tl-8m-Q5_K_M", "tl-8m-Q6_K", "tl-8m-IQ4_XS",
+                        "tl-8m-IQ1_S-imat", "tl-8m-IQ1_M-imat", "tl-8m-IQ2_XXS-imat", "tl-8m-IQ2_XS-imat",
+                        "tl-8m-IQ2_S-imat", "tl-8m-IQ3_XXS-imat", "tl-8m-IQ3_S-imat"}) {
     SCOPED_TRACE(f);
     const auto m = rt::Model::load(shared(std::string("golden/") + f + ".gguf"));
     const auto& L = m.layers()[0];

@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "edgeq/base/cpu.h"
 #include "edgeq/base/half.h"
 #include "edgeq/quant/block_layout.h"
+#include "edgeq/quant/iq_grids.h"
 #include "kernels.h"
 
 namespace edgeq::runtime::ggml_order {
@@ -25,6 +27,13 @@ struct KBlock {
   int16_t mins[16];
   float d, dmin;
 };
+// IQ1_M: also the sign of each value's delta (+-1), which llama.cpp multiplies with the activations and the same
+// scales in a second set of lanes.
+struct KBlock2 : KBlock {
+  int8_t w2[256];
+};
+template <GgmlType M>
+using KB = std::conditional_t<M == GgmlType::IQ1_M, KBlock2, KBlock>;
 // A 32-value block (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): the integer values and the scale (and Q4_1/Q5_1's
 // minimum), widened.
 struct Q8Block {
@@ -84,6 +93,108 @@ void decode32(GgmlType t, const uint8_t* src, Q8Block& o) {
 
 void set_sc(KBlock& b, int g16, int v) {  // the scale of values [16·g16, 16·g16 + 16)
   for (int k = 0; k < 8; ++k) b.sc[g16 / 2][(g16 % 2) * 8 + k] = static_cast<int16_t>(v);
+}
+
+// The lattice i-quants as their AVX2 dot products take them (ggml_vec_dot_iq*_q8_K): each value the signed grid
+// value, each pair of values its odd scale 2 s + 1 (per 32 values, or per 16 for IQ2_XS, IQ2_S and IQ1_M), d the
+// block's fp16 scale; IQ1_S's delta terms as a minimum per 32 values (+-(2 s + 1), times the activations' sums),
+// IQ1_M's as w2 (+-1 per value). Each type's constant factor (1/8, 1/4, the delta 1/8) is applied at the end.
+void decode_iq(GgmlType t, const uint8_t* src, KBlock& o) {
+  auto put = [&](int e0, int n, uint64_t grid, uint8_t signs) {
+    for (int j = 0; j < n; ++j)
+      o.w[e0 + j] = static_cast<int8_t>(((signs >> j) & 1) ? -static_cast<int>(L::grid_u8(grid, j)) : L::grid_u8(grid, j));
+  };
+  auto put_sc32 = [&](int ib, int ls) { set_sc(o, 2 * ib, ls), set_sc(o, 2 * ib + 1, ls); };
+  switch (t) {
+    case GgmlType::IQ2_XXS: {
+      const auto& b = *reinterpret_cast<const L::BlockIQ2_XXS*>(src);
+      o.d = L::load_f16(b.d);
+      for (int ib = 0; ib < 8; ++ib) {
+        uint32_t w[2];
+        L::iq2xxs_words(b, ib, w);
+        put_sc32(ib, 2 * L::iq2xxs_scale(w) + 1);
+        for (int l = 0; l < 4; ++l) put(32 * ib + 8 * l, 8, L::kIq2xxsGrid[L::iq2xxs_index(w, l)], L::iq2xxs_signs(w, l));
+      }
+      return;
+    }
+    case GgmlType::IQ2_XS: {
+      const auto& b = *reinterpret_cast<const L::BlockIQ2_XS*>(src);
+      o.d = L::load_f16(b.d);
+      for (int ib = 0; ib < 8; ++ib)
+        for (int l = 0; l < 4; ++l) {
+          set_sc(o, 2 * ib + l / 2, 2 * L::iq2x_scale(b.scales, ib, l) + 1);
+          put(32 * ib + 8 * l, 8, L::kIq2xsGrid[L::iq2xs_index(b, ib, l)], L::iq2xs_signs(b, ib, l));
+        }
+      return;
+    }
+    case GgmlType::IQ2_S: {
+      const auto& b = *reinterpret_cast<const L::BlockIQ2_S*>(src);
+      o.d = L::load_f16(b.d);
+      for (int ib = 0; ib < 8; ++ib)
+        for (int l = 0; l < 4; ++l) {
+          set_sc(o, 2 * ib + l / 2, 2 * L::iq2x_scale(b.scales, ib, l) + 1);
+          put(32 * ib + 8 * l, 8, L::kIq2sGrid[L::iq2s_index(b, ib, l)], L::iq2s_signs(b, ib, l));
+        }
+      return;
+    }
+    case GgmlType::IQ3_XXS: {
+      const auto& b = *reinterpret_cast<const L::BlockIQ3_XXS*>(src);
+      o.d = L::load_f16(b.d);
+      for (int ib = 0; ib < 8; ++ib) {
+        const uint32_t w = L::iq3xxs_word(b, ib);
+        put_sc32(ib, 2 * static_cast<int>(w >> 28) + 1);
+        for (int l = 0; l < 4; ++l) {
+          const uint8_t signs = L::kIqSigns[(w >> (7 * l)) & 127];
+          put(32 * ib + 8 * l, 4, L::kIq3xxsGrid[L::iq3xxs_index(b, ib, 2 * l)], signs);
+          put(32 * ib + 8 * l + 4, 4, L::kIq3xxsGrid[L::iq3xxs_index(b, ib, 2 * l + 1)], static_cast<uint8_t>(signs >> 4));
+        }
+      }
+      return;
+    }
+    case GgmlType::IQ3_S: {
+      const auto& b = *reinterpret_cast<const L::BlockIQ3_S*>(src);
+      o.d = L::load_f16(b.d);
+      for (int ib = 0; ib < 8; ++ib) {
+        put_sc32(ib, 2 * L::iq3s_scale(b, ib) + 1);
+        for (int l = 0; l < 4; ++l) {
+          const uint8_t signs = b.signs[4 * ib + l];
+          put(32 * ib + 8 * l, 4, L::kIq3sGrid[L::iq3s_index(b, ib, 2 * l)], signs);
+          put(32 * ib + 8 * l + 4, 4, L::kIq3sGrid[L::iq3s_index(b, ib, 2 * l + 1)], static_cast<uint8_t>(signs >> 4));
+        }
+      }
+      return;
+    }
+    case GgmlType::IQ1_S: {
+      const auto& b = *reinterpret_cast<const L::BlockIQ1_S*>(src);
+      o.d = L::load_f16(b.d);
+      for (int ib = 0; ib < 8; ++ib) {
+        const int ls = 2 * L::iq1s_scale(b, ib) + 1;
+        put_sc32(ib, ls);
+        o.mins[ib] = static_cast<int16_t>(L::iq1s_delta_neg(b, ib) ? -ls : ls);
+        for (int l = 0; l < 4; ++l)
+          for (int j = 0; j < 8; ++j) o.w[32 * ib + 8 * l + j] = L::grid_i8(L::kIq1sGrid[L::iq1s_index(b, ib, l)], j);
+      }
+      return;
+    }
+    case GgmlType::IQ1_M: {
+      const auto& b = *reinterpret_cast<const L::BlockIQ1_M*>(src);
+      auto& o2 = static_cast<KBlock2&>(o);
+      uint16_t sc[4];
+      L::iq1m_words(b, sc);
+      o.d = f16_to_f32(L::iq1m_d_bits(sc));
+      for (int ib = 0; ib < 8; ++ib)
+        for (int l = 0; l < 4; ++l) {
+          set_sc(o, 2 * ib + l / 2, 2 * L::iq1m_scale(sc, ib, l) + 1);
+          const int8_t delta = L::iq1m_delta_neg(b, ib, l) ? -1 : 1;
+          for (int j = 0; j < 8; ++j) {
+            o.w[32 * ib + 8 * l + j] = L::grid_i8(L::kIq1sGrid[L::iq1m_index(b, ib, l)], j);
+            o2.w2[32 * ib + 8 * l + j] = delta;
+          }
+        }
+      return;
+    }
+    default: return;
+  }
 }
 
 void decode(GgmlType t, const uint8_t* src, KBlock& o) {
@@ -148,7 +259,20 @@ void decode(GgmlType t, const uint8_t* src, KBlock& o) {
       for (int g = 0; g < 16; ++g) set_sc(o, g, b.scales[g]);
       return;
     }
-    default: return;
+    case GgmlType::IQ4_XS: {  // ggml_vec_dot_iq4_xs_q8_K: the table values, a signed 6-bit scale per 32
+      const auto& b = *reinterpret_cast<const L::BlockIQ4_XS*>(src);
+      o.d = L::load_f16(b.d);
+      for (int ib = 0; ib < 8; ++ib) {
+        const int ls = (((b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b.scales_h >> (2 * ib)) & 3) << 4)) - 32;
+        set_sc(o, 2 * ib, ls), set_sc(o, 2 * ib + 1, ls);
+        for (int j = 0; j < 16; ++j) {
+          o.w[32 * ib + j] = L::kIq4nlValues[b.qs[16 * ib + j] & 0xF];
+          o.w[32 * ib + 16 + j] = L::kIq4nlValues[b.qs[16 * ib + j] >> 4];
+        }
+      }
+      return;
+    }
+    default: return decode_iq(t, src, o);
   }
 }
 
@@ -158,11 +282,23 @@ inline int q8s(const kernels::ActQ8_K& a, int k) {  // the sum of the 32 activat
 }
 
 // The definition (any CPU); the SIMD tile kernels (ggml_order_dots.inc) perform the same operations.
-float dot_k(GgmlType t, const KBlock* b, const kernels::ActQ8_K* a, int64_t nb) {
-  float acc[8] = {}, accm[4] = {}, summs = 0.f;
+// A type's constant factor, applied to the final sum (ggml: 0.125f * hsum_float_8(acc) for IQ2_*, 0.25f for
+// IQ3_XXS; IQ1's delta 1/8 is applied to its own terms; 1 elsewhere: an exact multiplication).
+constexpr float final_factor(GgmlType t) {
+  return t == GgmlType::IQ2_XXS || t == GgmlType::IQ2_XS || t == GgmlType::IQ2_S ? 0.125f
+         : t == GgmlType::IQ3_XXS                                               ? 0.25f
+                                                                                : 1.f;
+}
+
+template <class B>
+float dot_k(GgmlType t, const B* b, const kernels::ActQ8_K* a, int64_t nb) {
+  constexpr bool kW2 = std::is_same_v<B, KBlock2>;
+  float acc[8] = {}, acc2[8] = {}, accm[4] = {}, summs = 0.f;
   for (int64_t i = 0; i < nb; ++i) {
-    int32_t s[8] = {};
+    int32_t s[8] = {}, s2[8] = {};
     for (int e = 0; e < 256; ++e) s[(e % 32) / 4] += b[i].sc[e / 32][(e % 32) / 2] * b[i].w[e] * a[i].qs[e];
+    if constexpr (kW2)
+      for (int e = 0; e < 256; ++e) s2[(e % 32) / 4] += b[i].sc[e / 32][(e % 32) / 2] * b[i].w2[e] * a[i].qs[e];
     const float d = a[i].d * b[i].d, dmin = -a[i].d * b[i].dmin;
     if (t == GgmlType::Q2_K)
       for (int l = 0; l < 8; ++l)
@@ -170,57 +306,72 @@ float dot_k(GgmlType t, const KBlock* b, const kernels::ActQ8_K* a, int64_t nb) 
     if (t == GgmlType::Q4_K)
       for (int m = 0; m < 4; ++m)
         accm[m] = std::fma(dmin, static_cast<float>(b[i].mins[2 * m] * q8s(a[i], 2 * m) + b[i].mins[2 * m + 1] * q8s(a[i], 2 * m + 1)), accm[m]);
-    if (t == GgmlType::Q5_K) {
+    if (t == GgmlType::Q5_K || t == GgmlType::IQ1_S) {  // Q5_K: its minimums; IQ1_S: its deltas (times d)
       int tot = 0;
       for (int k = 0; k < 8; ++k) tot += b[i].mins[k] * q8s(a[i], k);
-      summs = std::fma(dmin, static_cast<float>(tot), summs);
+      summs = std::fma(t == GgmlType::IQ1_S ? d : dmin, static_cast<float>(tot), summs);
     }
     for (int l = 0; l < 8; ++l) acc[l] = std::fma(d, static_cast<float>(s[l]), acc[l]);
+    if constexpr (kW2)
+      for (int l = 0; l < 8; ++l) acc2[l] = std::fma(d, static_cast<float>(s2[l]), acc2[l]);
   }
   float r = tree8(acc);
   if (t == GgmlType::Q4_K) r += (accm[0] + accm[2]) + (accm[1] + accm[3]);
   if (t == GgmlType::Q5_K) r += summs;
-  return r;
+  if (t == GgmlType::IQ1_S) r = std::fma(L::kIq1Delta, summs, r);
+  if constexpr (kW2) r = std::fma(L::kIq1Delta, tree8(acc2), r);
+  return final_factor(t) * r;
 }
 
-// The float part of dot_k for one block and one token, given the block's 8 exact integer lane sums s: what every
-// SIMD level performs after forming s. M: the type's minimum term (Q2_K, Q4_K, Q5_K or none).
+// The float part of dot_k for one block and one token, given the block's 8 exact integer lane sums s (and, for
+// IQ1_M, s2: its deltas' lanes): what every SIMD level performs after forming them. M: the type (its minimum term,
+// deltas and final factor).
+struct KAcc {
+  __m256 acc, acc2;  // the lanes; IQ1_M's delta lanes
+  __m128 accm;       // Q4_K's minimum lanes
+  float summs;       // Q5_K's minimum, IQ1_S's delta
+};
 template <GgmlType M>
-__attribute__((target("avx2,fma"), always_inline)) inline void kfloat(const KBlock& b, const kernels::ActQ8_K& ak,
-                                                                      __m256i s, __m256& acc, __m128& accm,
-                                                                      float& summs) {
+__attribute__((target("avx2,fma"), always_inline)) inline void kfloat(const KB<M>& b, const kernels::ActQ8_K& ak,
+                                                                      __m256i s, __m256i s2, KAcc& st) {
   const float d = ak.d * b.d, dmin = -ak.d * b.dmin;
   if constexpr (M == GgmlType::Q2_K) {
     const __m256i prod = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.mins)),
                                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ak.bsums)));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+    st.acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), st.acc);
   }
-  if constexpr (M == GgmlType::Q4_K || M == GgmlType::Q5_K) {
+  if constexpr (M == GgmlType::Q4_K || M == GgmlType::Q5_K || M == GgmlType::IQ1_S) {
     const __m128i q8 = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ak.bsums)),
                                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(ak.bsums + 8)));
     const __m128i prod = _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.mins)), q8);
     if constexpr (M == GgmlType::Q4_K) {
-      accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm);
+      st.accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), st.accm);
     } else {
       const __m128i h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
-      summs = std::fma(dmin, static_cast<float>(_mm_cvtsi128_si32(h)), summs);
+      st.summs = std::fma(M == GgmlType::IQ1_S ? d : dmin, static_cast<float>(_mm_cvtsi128_si32(h)), st.summs);
     }
   }
-  acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+  st.acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), st.acc);
+  if constexpr (M == GgmlType::IQ1_M) st.acc2 = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s2), st.acc2);
 }
 
 template <GgmlType M>
-__attribute__((target("avx2,fma"), always_inline)) inline float kfinish(__m256 acc, __m128 accm, float summs) {
+__attribute__((target("avx2,fma"), always_inline)) inline float kfinish(const KAcc& st) {
   alignas(32) float l[8];
-  _mm256_store_ps(l, acc);
+  _mm256_store_ps(l, st.acc);
   float r = tree8(l);
   if constexpr (M == GgmlType::Q4_K) {
     alignas(16) float m[4];
-    _mm_store_ps(m, accm);
+    _mm_store_ps(m, st.accm);
     r += (m[0] + m[2]) + (m[1] + m[3]);
   }
-  if constexpr (M == GgmlType::Q5_K) r += summs;
-  return r;
+  if constexpr (M == GgmlType::Q5_K) r += st.summs;
+  if constexpr (M == GgmlType::IQ1_S) r = std::fma(L::kIq1Delta, st.summs, r);
+  if constexpr (M == GgmlType::IQ1_M) {
+    _mm256_store_ps(l, st.acc2);
+    r = std::fma(L::kIq1Delta, tree8(l), r);
+  }
+  return final_factor(M) * r;
 }
 
 // 32-value blocks: the scale product xd·yd (tinyBLAS: unhalf(A.d)·unhalf(B.d); vec_dot: the same product) times
@@ -306,8 +457,8 @@ struct TileKernels {
 template <int T, GgmlType M, bool kSigned>
 TileKernels k_tiles(bool vnni) {
   using A = kernels::ActQ8_K;
-  if (vnni) return {{as_dot_t<avx512::dot_k_n<M, kSigned, T>, KBlock, A>, as_dot_t<avx512::dot_k_n<M, kSigned, 1>, KBlock, A>}, T};
-  return {{as_dot_t<avx2::dot_k_n<M, kSigned, T>, KBlock, A>, as_dot_t<avx2::dot_k_n<M, kSigned, 1>, KBlock, A>}, T};
+  if (vnni) return {{as_dot_t<avx512::dot_k_n<M, kSigned, T>, KB<M>, A>, as_dot_t<avx512::dot_k_n<M, kSigned, 1>, KB<M>, A>}, T};
+  return {{as_dot_t<avx2::dot_k_n<M, kSigned, T>, KB<M>, A>, as_dot_t<avx2::dot_k_n<M, kSigned, 1>, KB<M>, A>}, T};
 }
 template <int T, bool kMins>
 TileKernels q8_tiles(bool vnni) {
@@ -324,7 +475,15 @@ TileKernels tile_kernels_t(GgmlType t, bool vnni) {
     case GgmlType::Q4_K: return k_tiles<T, GgmlType::Q4_K, false>(vnni);
     case GgmlType::Q5_K: return k_tiles<T, GgmlType::Q5_K, false>(vnni);
     case GgmlType::Q3_K:
-    case GgmlType::Q6_K: return k_tiles<T, GgmlType::Q6_K, true>(vnni);  // no minimum
+    case GgmlType::Q6_K:
+    case GgmlType::IQ3_S:
+    case GgmlType::IQ4_XS: return k_tiles<T, GgmlType::Q6_K, true>(vnni);  // signed, no minimum, factor 1
+    case GgmlType::IQ2_XXS:
+    case GgmlType::IQ2_XS:
+    case GgmlType::IQ2_S: return k_tiles<T, GgmlType::IQ2_XXS, true>(vnni);  // factor 1/8
+    case GgmlType::IQ3_XXS: return k_tiles<T, GgmlType::IQ3_XXS, true>(vnni);
+    case GgmlType::IQ1_S: return k_tiles<T, GgmlType::IQ1_S, true>(vnni);
+    case GgmlType::IQ1_M: return k_tiles<T, GgmlType::IQ1_M, true>(vnni);
     case GgmlType::Q4_1:
     case GgmlType::Q5_1: return q8_tiles<T, true>(vnni);
     default: return q8_tiles<T, false>(vnni);  // Q8_0, Q4_0, Q5_0, IQ4_NL
@@ -415,7 +574,15 @@ bool supported(const Weight& w) {
     case GgmlType::Q3_K:
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
-    case GgmlType::Q6_K: return in % 256 == 0;
+    case GgmlType::Q6_K:
+    case GgmlType::IQ1_S:
+    case GgmlType::IQ1_M:
+    case GgmlType::IQ2_XXS:
+    case GgmlType::IQ2_XS:
+    case GgmlType::IQ2_S:
+    case GgmlType::IQ3_XXS:
+    case GgmlType::IQ3_S:
+    case GgmlType::IQ4_XS: return in % 256 == 0;
     default: return false;
   }
 }
@@ -474,7 +641,9 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
   scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
   pool.run(n_tokens, [&](int64_t t, int) { kernels::quantize_act(ar, x + t * ldx, scratch.xq.data() + t * arb, in); });
   const int64_t nb = in / (q8 ? 32 : 256);
-  const size_t dec_row = static_cast<size_t>(nb) * (q8 ? sizeof(Q8Block) : sizeof(KBlock));
+  const bool w2 = w.type == GgmlType::IQ1_M;  // decoded as KBlock2
+  const size_t dec_block = q8 ? sizeof(Q8Block) : w2 ? sizeof(KBlock2) : sizeof(KBlock);
+  const size_t dec_row = static_cast<size_t>(nb) * dec_block;
   const uint64_t rb = w.row_bytes(), bb = rb / static_cast<uint64_t>(nb);
   if (static_cast<int>(scratch.tiles.size()) < pool.size()) scratch.tiles.resize(pool.size());
   pool.run((out + kRows - 1) / kRows, [&](int64_t task, int worker) {
@@ -489,7 +658,7 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
         if (q8) {
           decode32(w.type, src + i * bb, reinterpret_cast<Q8Block*>(d)[i]);
         } else {
-          decode(w.type, src + i * bb, reinterpret_cast<KBlock*>(d)[i]);
+          decode(w.type, src + i * bb, *reinterpret_cast<KBlock*>(d + static_cast<size_t>(i) * dec_block));
         }
       }
     }
@@ -514,7 +683,8 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
       for (int64_t r = r0; r < r1; ++r) {
         const uint8_t* d = dec + static_cast<size_t>(r - r0) * dec_row;
         y[t * ldy + r] = q8 ? dot_q8(mins, reinterpret_cast<const Q8Block*>(d), reinterpret_cast<const kernels::ActQ8_0*>(a), nb)
-                            : dot_k(w.type, reinterpret_cast<const KBlock*>(d), reinterpret_cast<const kernels::ActQ8_K*>(a), nb);
+                   : w2 ? dot_k(w.type, reinterpret_cast<const KBlock2*>(d), reinterpret_cast<const kernels::ActQ8_K*>(a), nb)
+                        : dot_k(w.type, reinterpret_cast<const KBlock*>(d), reinterpret_cast<const kernels::ActQ8_K*>(a), nb);
       }
     }
   });

@@ -19,7 +19,9 @@
 
 namespace edgeq::runtime::ggml_order {
 
-// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (rows a whole number of blocks); F32 and
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS and the lattice i-quants IQ1_S, IQ1_M,
+// IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S (ggml_vec_dot_iq*_q8_K: the same 8 lanes, each type's constant factor
+// after the sum, IQ1's delta terms fused in as GCC contracts them) (rows a whole number of blocks); F32 and
 // F16 rows of a multiple of 8 values (tinyBLAS: 8 partial sums, value p in sum p mod 8, added as above; F16 with
 // the activations rounded to f16).
 bool supported(const Weight& w);
