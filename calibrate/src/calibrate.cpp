@@ -45,6 +45,7 @@ const std::vector<std::string_view>& input_tensors(MatmulInput site) {
 }
 
 std::vector<std::string> InputStats::tensor_names() const {
+  if (!names.empty()) return names;
   std::vector<std::string> r;
   for (auto stem : input_tensors(site)) r.push_back("blk." + std::to_string(layer) + "." + std::string(stem) + ".weight");
   return r;
@@ -58,6 +59,7 @@ const InputStats* CalibrationStats::find(std::string_view tensor_name) const {
 }
 
 bool InputStats::has_hessian() const {
+  if (n_expert > 0) return false;
   if (!hessian.empty()) return true;
   return hessian_file && hessian_file->find_tensor(tensor_names().front() + ".hessian") != nullptr;
 }
@@ -125,21 +127,75 @@ class Collector final : public runtime::ActivationObserver {
  public:
   Collector(CalibrationStats& s, const runtime::ModelConfig& c, bool hessian, int n_threads)
       : s_(s), n_layer_(c.n_layer), hessian_(hessian), pool_(n_threads), tmp_(static_cast<size_t>(pool_.size())) {
-    s_.inputs.resize(static_cast<size_t>(n_layer_ * kSites));
+    // Each layer's inputs. Dense: the 4 sites under their own weights' names. MoE: AttnQKV, AttnOut, the router
+    // (the FfnGateUp rows feed ffn_gate_inp) and the experts' gate/up and down inputs.
+    using arch::Role;
+    struct Slot {
+      MatmulInput site;
+      std::vector<Role> roles;  // empty: the site's own weights
+      bool experts;
+    };
+    std::vector<Slot> slots;
+    if (c.n_expert > 0)
+      slots = {{MatmulInput::AttnQKV, {}, false},
+               {MatmulInput::AttnOut, {}, false},
+               {MatmulInput::FfnGateUp, {Role::FfnGateInp}, false},
+               {MatmulInput::FfnGateUp, {Role::FfnGateExps, Role::FfnUpExps}, true},
+               {MatmulInput::FfnDown, {Role::FfnDownExps}, true}};
+    else
+      for (auto site : kInputs) slots.push_back({site, {}, false});
+    per_layer_ = static_cast<int>(slots.size());
+    s_.inputs_per_layer = slots.size();
+    s_.inputs.resize(static_cast<size_t>(n_layer_ * per_layer_));
     const int64_t widths[kSites] = {c.n_embd, c.n_head * c.head_dim_v, c.n_embd, c.n_ff};
+    for (int k = 0; k < per_layer_; ++k) {
+      const int site = static_cast<int>(slots[k].site);
+      (slots[k].experts ? expert_[site - 2] : dense_[site]) = k;
+    }
     for (int64_t l = 0; l < n_layer_; ++l)
-      for (int k = 0; k < kSites; ++k) {
-        auto& in = s_.inputs[static_cast<size_t>(l * kSites + k)];
+      for (int k = 0; k < per_layer_; ++k) {
+        auto& in = s_.inputs[static_cast<size_t>(l * per_layer_ + k)];
         in.layer = l;
-        in.site = kInputs[k];
-        in.width = widths[k];
-        in.sum_x2.assign(static_cast<size_t>(in.width), 0.0);
-        in.sum_abs.assign(static_cast<size_t>(in.width), 0.0);
+        in.site = slots[k].site;
+        in.width = widths[static_cast<int>(in.site)];
+        for (Role r : slots[k].roles)
+          in.names.push_back("blk." + std::to_string(l) + "." + std::string(arch::gguf_stem(r)) + ".weight");
+        if (slots[k].experts) {
+          in.n_expert = c.n_expert;
+          in.expert_rows.assign(static_cast<size_t>(c.n_expert), 0);
+        }
+        const size_t n = static_cast<size_t>(in.width * std::max<int64_t>(1, in.n_expert));
+        in.sum_x2.assign(n, 0.0);
+        in.sum_abs.assign(n, 0.0);
       }
   }
+  // An MoE layer's expert rows: llama-imatrix's MUL_MAT_ID collection (every batch, each expert's rows on their
+  // own, one call counted per evaluation).
+  void observe_expert(int64_t layer, MatmulInput site, int64_t expert, int64_t n_expert, const float* x, int64_t n,
+                      int64_t width, int64_t ld) override {
+    const int k = static_cast<int>(site) < 2 ? -1 : expert_[static_cast<int>(site) - 2];
+    if (k < 0 || layer < 0 || layer >= n_layer_) return;
+    auto& in = s_.inputs[static_cast<size_t>(layer * per_layer_ + k)];
+    if (in.width != width || in.n_expert != n_expert || expert < 0 || expert >= n_expert)
+      fail("calibration: layer {} expert input {}x{} differs from the model's {}x{}", layer, width, n_expert, in.width, in.n_expert);
+    if (expert == 0) ++in.ncall;
+    in.rows += n;
+    in.expert_rows[static_cast<size_t>(expert)] += n;
+    double* s2 = in.sum_x2.data() + expert * width;
+    double* sa = in.sum_abs.data() + expert * width;
+    for (int64_t t = 0; t < n; ++t) {
+      const float* r = x + t * ld;
+      for (int64_t j = 0; j < width; ++j) {
+        const double v = r[j];
+        s2[j] += v * v;
+        sa[j] += std::fabs(v);
+      }
+    }
+  }
   void observe(int64_t layer, MatmulInput site, const float* x, int64_t n, int64_t width, int64_t ld) override {
-    if (n < 16 || layer < 0 || layer >= n_layer_) return;
-    auto& in = s_.inputs[static_cast<size_t>(layer * kSites + static_cast<int>(site))];
+    const int k = dense_[static_cast<int>(site)];
+    if (n < 16 || layer < 0 || layer >= n_layer_ || k < 0) return;
+    auto& in = s_.inputs[static_cast<size_t>(layer * per_layer_ + k)];
     if (in.width != width) fail("calibration: layer {} input width {} differs from the model's {}", layer, width, in.width);
     ++in.ncall;
     in.rows += n;
@@ -180,8 +236,8 @@ class Collector final : public runtime::ActivationObserver {
   }
   // The layer's Hessians: all chunks (even + odd) and both completed to symmetric matrices.
   void finish_layer(int64_t layer) {
-    for (int k = 0; k < kSites; ++k) {
-      auto& in = s_.inputs[static_cast<size_t>(layer * kSites + k)];
+    for (int k = 0; k < per_layer_; ++k) {
+      auto& in = s_.inputs[static_cast<size_t>(layer * per_layer_ + k)];
       if (in.hessian.empty()) continue;
       const int64_t W = in.width;
       for (size_t i = 0; i < in.hessian.size(); ++i) in.hessian[i] += in.hessian_odd[i];
@@ -191,8 +247,8 @@ class Collector final : public runtime::ActivationObserver {
     }
   }
   void drop_layer(int64_t layer) {
-    for (int k = 0; k < kSites; ++k) {
-      auto& in = s_.inputs[static_cast<size_t>(layer * kSites + k)];
+    for (int k = 0; k < per_layer_; ++k) {
+      auto& in = s_.inputs[static_cast<size_t>(layer * per_layer_ + k)];
       std::vector<double>().swap(in.hessian);
       std::vector<double>().swap(in.hessian_odd);
     }
@@ -203,6 +259,9 @@ class Collector final : public runtime::ActivationObserver {
  private:
   CalibrationStats& s_;
   int64_t n_layer_;
+  int per_layer_ = kSites;
+  int dense_[kSites] = {-1, -1, -1, -1};  // each dense site's input in a layer (-1: none)
+  int expert_[2] = {-1, -1};              // the experts' FfnGateUp and FfnDown inputs (-1: none)
   bool hessian_;
   ThreadPool pool_;  // idle while the forward pass runs: the two never overlap
   std::vector<std::vector<float>> tmp_;  // per worker
@@ -213,11 +272,11 @@ class Collector final : public runtime::ActivationObserver {
 CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_t>& tokens, bool add_bos,
                            int32_t bos_id, const CalibrationOptions& opt) {
   const auto& c = model.config();
-  // The statistics are kept per matmul input under the separate q/k/v and gate/up weights' names; fused weights
-  // (phi3) and experts (llama.cpp's per-expert imatrix layout) are not counted yet: refused before any work.
-  if (c.traits && (c.traits->attn_fused_qkv || c.traits->ffn_fused_gate_up || c.n_expert > 0))
-    fail("{}: calibration of '{}' is not supported yet ({}); quantize it without --imatrix/--method, or with "
-         "llama-imatrix's file", model.path(), c.arch, c.n_expert > 0 ? "experts" : "fused attn_qkv / ffn_up");
+  // The statistics are kept per matmul input under the separate q/k/v and gate/up weights' names, experts in
+  // llama.cpp's per-expert imatrix layout; fused weights (phi3) are not counted yet: refused before any work.
+  if (c.traits && (c.traits->attn_fused_qkv || c.traits->ffn_fused_gate_up))
+    fail("{}: calibration of '{}' is not supported yet (fused attn_qkv / ffn_up); quantize it without "
+         "--imatrix/--method, or with llama-imatrix's file", model.path(), c.arch);
   const int64_t n_ctx = opt.n_ctx;
   if (n_ctx < 16 || n_ctx > (int64_t(1) << 20)) fail("{}: calibration: context size {} is out of range (>= 16)", model.path(), n_ctx);
   const int64_t n_tokens = static_cast<int64_t>(tokens.size());
@@ -266,7 +325,7 @@ CalibrationStats calibrate(const runtime::Model& model, const std::vector<int32_
     }
     col.finish_layer(il);
     if (opt.on_layer) {
-      opt.on_layer(s, static_cast<size_t>(il * kSites));
+      opt.on_layer(s, static_cast<size_t>(il) * s.inputs_per_layer);
       col.drop_layer(il);
     }
   }
@@ -279,7 +338,7 @@ CalibrationStats calibrate_to_file(const runtime::Model& model, const std::vecto
   std::unique_ptr<StatsFileWriter> w;
   opt.on_layer = [&](const CalibrationStats& s, size_t first) {
     if (!w) w = std::make_unique<StatsFileWriter>(path, s, opt.hessian);
-    for (size_t i = first; i < first + kSites; ++i) w->write(s.inputs[i]);
+    for (size_t i = first; i < first + s.inputs_per_layer; ++i) w->write(s.inputs[i]);
   };
   CalibrationStats s = calibrate(model, tokens, add_bos, bos_id, opt);
   if (w) w->finish();
@@ -300,27 +359,40 @@ std::string joined(const std::vector<std::string>& v) {
   return r;
 }
 
+// Whether llama-imatrix would store the input: observed, and (experts) every expert routed some row; it skips an
+// entry with partial data.
+bool stored(const InputStats& in) {
+  if (in.ncall == 0) return false;
+  for (int64_t r : in.expert_rows)
+    if (r == 0) return false;
+  return true;
+}
+
 void write_legacy(const CalibrationStats& s, const std::string& path) {
   AtomicOutputFile out(path);
   auto i32 = [&](int32_t v) { out.write(&v, 4); };
   int32_t n = 0;
   for (const auto& in : s.inputs)
-    if (in.ncall > 0) n += static_cast<int32_t>(input_tensors(in.site).size());
+    if (stored(in)) n += static_cast<int32_t>(in.tensor_names().size());
   i32(n);
   std::vector<float> vals;
   int32_t last_call = 0;
   for (const auto& in : s.inputs) {
-    if (in.ncall == 0) continue;
+    if (!stored(in)) continue;
     last_call = std::max(last_call, in.ncall);
-    // llama-imatrix stores (sum / count) · ncall per column.
-    vals.resize(static_cast<size_t>(in.width));
-    for (int64_t j = 0; j < in.width; ++j)
-      vals[j] = static_cast<float>(in.sum_x2[j] / static_cast<double>(in.rows) * static_cast<double>(in.ncall));
+    // llama-imatrix stores (sum / count) · ncall per column (experts: per expert's column, expert after expert).
+    const int64_t ne = std::max<int64_t>(1, in.n_expert);
+    vals.resize(static_cast<size_t>(in.width * ne));
+    for (int64_t e = 0; e < ne; ++e) {
+      const double rows = static_cast<double>(in.n_expert > 0 ? in.expert_rows[static_cast<size_t>(e)] : in.rows);
+      for (int64_t j = 0; j < in.width; ++j)
+        vals[e * in.width + j] = static_cast<float>(in.sum_x2[e * in.width + j] / rows * static_cast<double>(in.ncall));
+    }
     for (const auto& name : in.tensor_names()) {
       i32(static_cast<int32_t>(name.size()));
       out.write(name.data(), name.size());
       i32(in.ncall);
-      i32(static_cast<int32_t>(in.width));
+      i32(static_cast<int32_t>(vals.size()));
       out.write(vals.data(), vals.size() * sizeof(float));
     }
   }
@@ -340,14 +412,14 @@ StatsFileWriter::StatsFileWriter(const std::string& path, const CalibrationStats
   w_.set("imatrix.chunk_count", GgufValue(static_cast<uint32_t>(s.n_chunks)));
   w_.set("imatrix.chunk_size", GgufValue(static_cast<uint32_t>(s.n_ctx)));
   for (const auto& in : s.inputs) {
-    const uint64_t W = static_cast<uint64_t>(in.width);
+    const uint64_t W = static_cast<uint64_t>(in.width), NE = static_cast<uint64_t>(std::max<int64_t>(1, in.n_expert));
     const auto names = in.tensor_names();
-    for (const auto& name : names) {
-      w_.add_tensor(name + ".in_sum2", {W, 1}, GgmlType::F32);
-      w_.add_tensor(name + ".counts", {1, 1}, GgmlType::F32);
-      w_.add_tensor(name + ".in_abs", {W, 1}, GgmlType::F32);
+    for (const auto& name : names) {  // llama.cpp's layout: experts as the second dimension
+      w_.add_tensor(name + ".in_sum2", {W, NE}, GgmlType::F32);
+      w_.add_tensor(name + ".counts", {1, NE}, GgmlType::F32);
+      w_.add_tensor(name + ".in_abs", {W, NE}, GgmlType::F32);
     }
-    if (hessians_)
+    if (hessians_ && in.n_expert == 0)
       for (const char* suffix : {".hessian", ".hessian_odd"}) w_.add_tensor(names.front() + suffix, {W, W}, GgmlType::F32);
   }
 }
@@ -366,12 +438,14 @@ void StatsFileWriter::write(const InputStats& in) {
       w_.write_tensor_data(buf_.data(), n * sizeof(float));
     }
   };
+  std::vector<double> counts{static_cast<double>(in.rows)};
+  if (in.n_expert > 0) counts.assign(in.expert_rows.begin(), in.expert_rows.end());
   for (size_t k = 0; k < in.tensor_names().size(); ++k) {
     put(in.sum_x2);
-    put({static_cast<double>(in.rows)});
+    put(counts);
     put(in.sum_abs);
   }
-  if (hessians_) {
+  if (hessians_ && in.n_expert == 0) {
     const size_t W2 = static_cast<size_t>(in.width * in.width);
     for (bool odd : {false, true}) {
       const std::vector<double>& held = odd ? in.hessian_odd : in.hessian;
@@ -391,7 +465,7 @@ void StatsFileWriter::finish() {
 void write_imatrix(const CalibrationStats& stats, const std::string& path) {
   if (!ends_with(path, ".gguf")) return write_legacy(stats, path);
   bool hessians = !stats.inputs.empty();
-  for (const auto& in : stats.inputs) hessians = hessians && in.has_hessian();
+  for (const auto& in : stats.inputs) hessians = hessians && (in.n_expert > 0 || in.has_hessian());
   CalibrationStats observed = stats;  // the inputs seen (llama.cpp's writer leaves out the others)
   observed.inputs.clear();
   for (const auto& in : stats.inputs)
@@ -425,7 +499,21 @@ CalibrationStats read_calibration_stats(const std::string& path) {
     }
     return r;
   };
-  // Layers and sites from the tensor names: "blk.N.<stem>.weight.in_sum2" for the first stem of each input.
+  // Layers and sites from the tensor names: "blk.N.<stem>.weight.in_sum2" for the first stem of each input; an MoE
+  // layer's router (ffn_gate_inp) and experts (ffn_gate_exps + ffn_up_exps, ffn_down_exps: a column per expert).
+  struct Kind {
+    std::string_view stem;
+    MatmulInput site;
+    std::vector<arch::Role> roles;  // empty: the site's own weights
+    bool experts;
+    int order;  // within a layer
+  };
+  std::vector<Kind> kinds;
+  for (int k = 0; k < kSites; ++k) kinds.push_back({input_tensors(kInputs[k]).front(), kInputs[k], {}, false, k});
+  kinds.push_back({arch::gguf_stem(arch::Role::FfnGateInp), MatmulInput::FfnGateUp, {arch::Role::FfnGateInp}, false, 2});
+  kinds.push_back({arch::gguf_stem(arch::Role::FfnGateExps), MatmulInput::FfnGateUp,
+                   {arch::Role::FfnGateExps, arch::Role::FfnUpExps}, true, 4});
+  kinds.push_back({arch::gguf_stem(arch::Role::FfnDownExps), MatmulInput::FfnDown, {arch::Role::FfnDownExps}, true, 5});
   std::map<std::pair<int64_t, int>, InputStats> found;
   for (const auto& t : f.tensors()) {
     if (!ends_with(t.name, ".weight.in_sum2") || t.name.rfind("blk.", 0) != 0) continue;
@@ -438,28 +526,41 @@ CalibrationStats read_calibration_stats(const std::string& path) {
       continue;
     }
     const std::string stem = t.name.substr(dot + 1, t.name.size() - dot - 1 - std::string_view(".weight.in_sum2").size());
-    for (int k = 0; k < kSites; ++k) {
-      if (input_tensors(kInputs[k]).front() != stem) continue;
+    for (const Kind& kind : kinds) {
+      if (kind.stem != stem) continue;
       InputStats in;
       in.layer = layer;
-      in.site = kInputs[k];
+      in.site = kind.site;
       in.width = static_cast<int64_t>(t.dims[0]);
+      for (arch::Role r : kind.roles)
+        in.names.push_back("blk." + std::to_string(layer) + "." + std::string(arch::gguf_stem(r)) + ".weight");
+      const uint64_t NE = t.dims.size() > 1 ? t.dims[1] : 1;
+      if (kind.experts ? NE < 1 || NE > 4096 : NE != 1) fail("{}: tensor {} has {} columns", path, t.name, NE);
       const std::string base = t.name.substr(0, t.name.size() - std::string_view(".in_sum2").size());
       const uint64_t W = static_cast<uint64_t>(in.width);
-      in.sum_x2 = load(base + ".in_sum2", W);
-      const auto cnt = load(base + ".counts", 1);
+      in.sum_x2 = load(base + ".in_sum2", W * NE);
+      const auto cnt = load(base + ".counts", NE);
       if (cnt.empty()) fail("{}: {} has no counts", path, base);
-      in.rows = static_cast<int64_t>(cnt[0]);
+      for (double c : cnt)
+        if (c < 0 || c > 1e15) fail("{}: {}.counts: {} rows", path, base, c);
+      if (kind.experts) {
+        in.n_expert = static_cast<int64_t>(NE);
+        for (double c : cnt) in.expert_rows.push_back(static_cast<int64_t>(c)), in.rows += static_cast<int64_t>(c);
+      } else {
+        in.rows = static_cast<int64_t>(cnt[0]);
+      }
       in.ncall = s.n_chunks;
-      in.sum_abs = load(base + ".in_abs", W);
+      in.sum_abs = load(base + ".in_abs", W * NE);
       for (const char* suffix : {".hessian", ".hessian_odd"})  // shapes now, values when loaded
         if (const GgufTensorInfo* h = f.find_tensor(base + suffix); h && (h->type != GgmlType::F32 || h->n_elements() != W * W))
           fail("{}: tensor {}{} must be F32 with {} elements", path, base, suffix, W * W);
-      if (f.find_tensor(base + ".hessian")) in.hessian_file = file;
-      found[{layer, k}] = std::move(in);
+      if (!kind.experts && f.find_tensor(base + ".hessian")) in.hessian_file = file;
+      found[{layer, kind.order}] = std::move(in);
     }
   }
   for (auto& [k, in] : found) s.inputs.push_back(std::move(in));
+  s.inputs_per_layer = 0;
+  for (const auto& in : s.inputs) s.inputs_per_layer += in.layer == s.inputs.front().layer;
   return s;
 }
 

@@ -63,8 +63,18 @@ quant::Importance importance_from_stats(const CalibrationStats& stats, const std
   imp.info.chunks_count = stats.n_chunks;
   for (const auto& in : stats.inputs) {
     if (in.rows <= 0) continue;
-    std::vector<float> v(static_cast<size_t>(in.width));
-    for (int64_t j = 0; j < in.width; ++j) v[j] = static_cast<float>(in.sum_x2[j] / static_cast<double>(in.rows));
+    // Experts: one vector per expert, expert after expert (llama.cpp's layout; quantize takes slice e's part).
+    // An expert no row reached leaves the whole tensor without importance, as llama-imatrix leaves it out.
+    const int64_t ne = std::max<int64_t>(1, in.n_expert);
+    std::vector<float> v(static_cast<size_t>(in.width * ne));
+    bool complete = true;
+    for (int64_t e = 0; e < ne; ++e) {
+      const int64_t rows = in.n_expert > 0 ? in.expert_rows[static_cast<size_t>(e)] : in.rows;
+      complete = complete && rows > 0;
+      for (int64_t j = 0; j < in.width && rows > 0; ++j)
+        v[e * in.width + j] = static_cast<float>(in.sum_x2[e * in.width + j] / static_cast<double>(rows));
+    }
+    if (!complete) continue;
     for (const auto& n : in.tensor_names()) imp.data.emplace(n, v);
   }
   imp.info.entries_count = static_cast<int32_t>(imp.data.size());
@@ -381,8 +391,8 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
   for (auto& [name, v] : setup->importance.data) v = ridge_importance(std::move(v));
   qo.importance = &setup->importance;
   if (m == Method::Imatrix) return setup;
-  for (const auto& in : stats.inputs)
-    if (in.rows > 0 && !in.has_hessian())
+  for (const auto& in : stats.inputs)  // (experts have none: they are rounded with their importance)
+    if (in.rows > 0 && in.n_expert == 0 && !in.has_hessian())
       fail("{}: --method {} needs Hessians: run `edgeq calibrate --hessian` (or quantize with --data)", stats_label,
            method_name(m));
 

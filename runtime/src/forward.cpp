@@ -494,25 +494,34 @@ void Context::moe_ffn(int64_t il, int64_t nr) {
   });
   // Per expert: gather its rows, gate/up/act/down, keep the outputs per (row, slot).
   moe_d_.resize(static_cast<size_t>(nr * K * E));
+  ActivationObserver* const obs = opt_.observer;
   std::vector<int64_t> rows;
   for (int64_t e = 0; e < NE; ++e) {
     rows.clear();
     for (int64_t t = 0; t < nr; ++t)
       for (int64_t k = 0; k < K; ++k)
         if (moe_sel_[t * K + k] == e) rows.push_back(t * K + k);
-    if (rows.empty()) continue;
+    if (rows.empty()) {
+      if (obs) {
+        obs->observe_expert(il, MatmulInput::FfnGateUp, e, NE, nullptr, 0, E, E);
+        obs->observe_expert(il, MatmulInput::FfnDown, e, NE, nullptr, 0, F, F);
+      }
+      continue;
+    }
     const int64_t m = static_cast<int64_t>(rows.size());
     moe_x_.resize(static_cast<size_t>(m * E));
     moe_g_.resize(static_cast<size_t>(m * F));
     moe_u_.resize(static_cast<size_t>(m * F));
     for (int64_t i = 0; i < m; ++i)
       std::memcpy(moe_x_.data() + i * E, h_.data() + (rows[i] / K) * E, static_cast<size_t>(E) * sizeof(float));
+    if (obs) obs->observe_expert(il, MatmulInput::FfnGateUp, e, NE, moe_x_.data(), m, E, E);
     matmul_expert(L.gate_exps[e], moe_x_.data(), m, E, moe_g_.data(), F, pool_, scratch_, compat);
     matmul_expert(L.up_exps[e], moe_x_.data(), m, E, moe_u_.data(), F, pool_, scratch_, compat);
     check_product(model_, L.gate_exps[e], moe_g_.data(), m);
     check_product(model_, L.up_exps[e], moe_u_.data(), m);
     pool_.run(m, [&](int64_t i, int) { glu(act, moe_g_.data() + i * F, moe_u_.data() + i * F, F); });
     moe_x_.resize(static_cast<size_t>(m * E));
+    if (obs) obs->observe_expert(il, MatmulInput::FfnDown, e, NE, moe_g_.data(), m, F, F);
     matmul_expert(L.down_exps[e], moe_g_.data(), m, F, moe_x_.data(), E, pool_, scratch_, compat);
     for (int64_t i = 0; i < m; ++i)
       std::memcpy(moe_d_.data() + rows[i] * E, moe_x_.data() + i * E, static_cast<size_t>(E) * sizeof(float));

@@ -34,7 +34,13 @@ struct InputStats {
   int64_t width = 0;   // columns (the weights' row length)
   int32_t ncall = 0;   // products observed
   int64_t rows = 0;    // activation rows (tokens) observed
-  std::vector<double> sum_x2, sum_abs;  // [width]
+  // An MoE layer's experts (llama.cpp's imatrix layout for ffn_*_exps): n_expert > 0, sum_x2 and sum_abs hold
+  // width values per expert, expert after expert, expert_rows the rows routed to each; no Hessian.
+  int64_t n_expert = 0;
+  std::vector<int64_t> expert_rows;
+  // The weights this input feeds when they are not the site's own (an MoE layer's router and experts).
+  std::vector<std::string> names;
+  std::vector<double> sum_x2, sum_abs;  // [width] ([width * n_expert] for experts)
   std::vector<double> hessian;          // [width * width] sum of x xᵀ (empty unless collected and held here)
   std::vector<double> hessian_odd;      // the same over odd-numbered chunks only (held-out half for method choice)
   // Statistics read from a file leave the Hessians there (read_calibration_stats): they are read on demand,
@@ -47,7 +53,10 @@ struct InputStats {
 };
 
 struct CalibrationStats {
-  std::vector<InputStats> inputs;  // layer-major, in kInputs order
+  // Layer-major, in kInputs order; an MoE layer: AttnQKV, AttnOut, the router (ffn_gate_inp), its experts' gate/up
+  // (ffn_gate_exps, ffn_up_exps) and down (ffn_down_exps) inputs.
+  std::vector<InputStats> inputs;
+  size_t inputs_per_layer = 4;
   int32_t n_chunks = 0;            // chunks evaluated (llama-imatrix's last_call)
   int64_t n_ctx = 0;
   int64_t n_tokens = 0;

@@ -21,6 +21,12 @@ class ActivationObserver {
  public:
   virtual ~ActivationObserver() = default;
   virtual void observe(int64_t layer, MatmulInput site, const float* x, int64_t n, int64_t width, int64_t ld) = 0;
+  // An MoE layer's expert products (llama.cpp's MUL_MAT_ID): for site FfnGateUp (the rows routed to the expert,
+  // input of ffn_gate_exps / ffn_up_exps) and FfnDown (input of ffn_down_exps), called once per expert
+  // 0 .. n_expert - 1 in order on every evaluation, n = 0 for an expert no row chose. The dense FfnGateUp
+  // observation of an MoE layer is the router's input (ffn_gate_inp).
+  virtual void observe_expert(int64_t /*layer*/, MatmulInput /*site*/, int64_t /*expert*/, int64_t /*n_expert*/,
+                              const float* /*x*/, int64_t /*n*/, int64_t /*width*/, int64_t /*ld*/) {}
 };
 
 struct ContextOptions {
