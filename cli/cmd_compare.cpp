@@ -171,7 +171,13 @@ std::function<int()> setup(CLI::App& app) {
                   "then the candidate GGUFs");
   sub->add_option("-o,--output", o->out, "Report directory (report.md/.json/.csv, ppl_vs_bpw.svg, kld_vs_bpw.svg)");
   sub->add_option("-f,--file,--eval", o->text, "Text to evaluate on");
-  sub->add_option("--types", o->types, "Comma-separated mixes (default: F16,Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q3_K_M,Q2_K)")
+  std::string sets;  // the named lists, from compare's table
+  for (const auto& t : cmp::type_sets())
+    sets += fmt::format("{}'{}' ({}{})", sets.empty() ? "" : ", ", t.name, fmt::join(t.types, ","),
+                        t.name == "default" ? "; the default" : "");
+  sub->add_option("--types", o->types,
+                  "Comma-separated mixes, or a named list: " + sets +
+                      ". rtn is left out for the mixes that need an importance matrix when other methods are given")
       ->allow_extra_args(false);
   std::string mnames;
   for (auto& m : cmp::methods()) mnames += fmt::format("\n    {}: {}", m.name, m.description);

@@ -12,7 +12,7 @@ targets=$(ls fuzz/fuzz_*.cpp | xargs -n1 basename | sed "s/\.cpp$//")
 cmake --build build-fuzz -j"$(nproc)" --target $targets
 seeds=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$seeds"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$seeds"' EXIT
 mkdir -p "$seeds/gguf" "$seeds/safetensors" "$seeds/onnx"
 # small real seeds (vocab-free headers are cut to keep the corpus fast)
 head -c 65536 "$shared/golden/stories260K-F32.gguf" > "$seeds/gguf/stories-head.gguf" || true

@@ -518,9 +518,28 @@ SweepMethod sweep_row(const calibrate::MethodInfo& info) {
 
 }  // namespace
 
-const std::vector<std::string>& default_types() {
-  static const std::vector<std::string> t = {"F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"};
+const std::vector<std::string>& default_types() { return type_sets().front().types; }
+
+const std::vector<TypeSet>& type_sets() {
+  static const std::vector<TypeSet> t = {
+      {"default", {"F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"}},
+      {"low-bit",
+       {"Q3_K_S", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS",
+        "IQ1_M", "IQ1_S"}},
+  };
   return t;
+}
+
+std::vector<std::string> expand_types(const std::vector<std::string>& types) {
+  std::vector<std::string> out;
+  for (const auto& t : types) {
+    const TypeSet* set = nullptr;
+    for (const auto& s : type_sets())
+      if (s.name == t) set = &s;
+    if (set) out.insert(out.end(), set->types.begin(), set->types.end());
+    else out.push_back(t);
+  }
+  return out;
 }
 
 const std::vector<SweepMethod>& methods() {
@@ -578,7 +597,7 @@ uint64_t mem_available_bytes() {
 }
 
 std::vector<Entry> plan_entries(const SweepOptions& opt) {
-  const auto& types = opt.types.empty() ? default_types() : opt.types;
+  const auto types = expand_types(opt.types.empty() ? default_types() : opt.types);
   const auto ms = opt.methods.empty() ? default_methods(opt) : opt.methods;
   std::vector<Entry> out;
   std::vector<std::string> budgets;  // "budget-<item>", from --budgets/--budget-bpw and budget types
@@ -597,6 +616,9 @@ std::vector<Entry> plan_entries(const SweepOptions& opt) {
     for (auto& mname : ms) {
       const SweepMethod& m = find_method(mname);
       if (m.calibrated && is_float) continue;
+      // Mixes llama.cpp refuses to write without an importance matrix get no plain-rounding entry, unless it is
+      // the only method asked for (then quantize's refusal says what to give).
+      if (!m.calibrated && quant::mix_needs_importance(info.ftype) && ms.size() > 1) continue;
       Entry e{info.name, m.name};
       for (auto& x : out)
         if (x.id() == e.id()) fail("compare: {} {} is listed twice", e.type, e.method);

@@ -356,6 +356,11 @@ bool tensor_needs_importance(FileType ftype, std::string_view name, GgmlType typ
   return row && row->needs_importance;
 }
 
+bool mix_needs_importance(FileType ftype) {
+  const FileTypeInfo& info = file_type_info(ftype);
+  return info.needs_imatrix || tensor_needs_importance(ftype, "blk.0.ffn_down.weight", info.default_type);
+}
+
 bool ModelParams::is_70b() const {
   if (n_layer != 80) return false;
   const arch::Arch* a = arch::by_gguf_name(arch);

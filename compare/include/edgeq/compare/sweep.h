@@ -49,7 +49,15 @@ struct SweepOptions {
 };
 
 // The default sweep: F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K.
-const std::vector<std::string>& default_types();
+const std::vector<std::string>& default_types();  // type_sets()'s "default"
+// Named lists --types accepts in place of a mix: "default" and "low-bit" (the 3-bit and smaller mixes: k-quants
+// and i-quants, the i-quants llama.cpp refuses without an importance matrix among them).
+struct TypeSet {
+  std::string name;
+  std::vector<std::string> types;
+};
+const std::vector<TypeSet>& type_sets();
+std::vector<std::string> expand_types(const std::vector<std::string>& types);  // the named lists replaced
 
 // How weights are rounded. One row per method: a method joins the sweep by adding a row that names what it
 // reads and prepares the quantize options from it. Nothing else in the sweep knows the methods.

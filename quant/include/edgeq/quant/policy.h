@@ -86,6 +86,9 @@ GgmlType parse_tensor_type(std::string_view name);
 // importance data for it "will be garbage", so llama-quantize stops. True for the block types whose row says
 // needs_importance (IQ1_M except token_embd/output), and for Q2_K in the Q2_K_S mix except token_embd.
 bool tensor_needs_importance(FileType ftype, std::string_view name, GgmlType type);
+// Whether quantizing to the mix needs importance data at all: llama-quantize refuses it without, or its main type
+// (a layer's weights) needs it (IQ2_M: IQ2_S).
+bool mix_needs_importance(FileType ftype);
 
 // The hyperparameters the rules look at, read from GGUF metadata (<arch>.block_count, head counts, ...).
 struct ModelParams {
