@@ -279,6 +279,22 @@ TEST(CompareSweep, DefaultMethodsFollowTheCalibrationInput) {
   ASSERT_EQ(entries.size(), 5u);  // F16 rtn, Q4_K_M rtn/awq, Q2_K rtn/awq
   EXPECT_EQ(entries[0].id(), "F16-rtn");
   EXPECT_EQ(entries[2].id(), "Q4_K_M-awq");
+  // --types low-bit: the 3-bit and smaller mixes; plain rounding only where it can write the file (not IQ1/IQ2,
+  // Q2_K_S, nor IQ2_M, whose layers are IQ2_S), unless rtn is the only method
+  o.types = {"low-bit"};
+  o.methods = {"rtn", "imatrix"};
+  std::vector<std::string> ids;
+  for (const auto& e : compare::plan_entries(o)) ids.push_back(e.id());
+  EXPECT_EQ(ids, (std::vector<std::string>{"Q3_K_S-rtn", "Q3_K_S-imatrix", "IQ3_M-rtn", "IQ3_M-imatrix", "IQ3_S-rtn",
+                                           "IQ3_S-imatrix", "IQ3_XS-rtn", "IQ3_XS-imatrix", "IQ3_XXS-rtn",
+                                           "IQ3_XXS-imatrix", "Q2_K-rtn", "Q2_K-imatrix", "Q2_K_S-imatrix",
+                                           "IQ2_M-imatrix", "IQ2_S-imatrix", "IQ2_XS-imatrix", "IQ2_XXS-imatrix",
+                                           "IQ1_M-imatrix", "IQ1_S-imatrix"}));
+  o.methods = {"rtn"};
+  o.calib_text.clear();
+  EXPECT_EQ(compare::plan_entries(o).size(), 13u);
+  EXPECT_EQ(compare::expand_types({"Q8_0", "default"}),
+            (std::vector<std::string>{"Q8_0", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"}));
 }
 
 TEST(CompareSweep, ReferenceTypeFollowsTheAvailableMemory) {
