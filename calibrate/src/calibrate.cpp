@@ -121,6 +121,18 @@ class FileScratch {
   float* data_ = nullptr;
 };
 
+// Σx² and Σ|x| per column of n rows.
+void add_rows(const float* x, int64_t n, int64_t width, int64_t ld, double* s2, double* sa) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float* r = x + t * ld;
+    for (int64_t j = 0; j < width; ++j) {
+      const double v = r[j];
+      s2[j] += v * v;
+      sa[j] += std::fabs(v);
+    }
+  }
+}
+
 // llama-imatrix's collector: products over fewer than 16 rows are not counted. Hessians are accumulated
 // per chunk parity (hessian: even chunks, hessian_odd: odd ones) and summed when the layer is complete.
 class Collector final : public runtime::ActivationObserver {
@@ -181,16 +193,7 @@ class Collector final : public runtime::ActivationObserver {
     if (expert == 0) ++in.ncall;
     in.rows += n;
     in.expert_rows[static_cast<size_t>(expert)] += n;
-    double* s2 = in.sum_x2.data() + expert * width;
-    double* sa = in.sum_abs.data() + expert * width;
-    for (int64_t t = 0; t < n; ++t) {
-      const float* r = x + t * ld;
-      for (int64_t j = 0; j < width; ++j) {
-        const double v = r[j];
-        s2[j] += v * v;
-        sa[j] += std::fabs(v);
-      }
-    }
+    add_rows(x, n, width, ld, in.sum_x2.data() + expert * width, in.sum_abs.data() + expert * width);
   }
   void observe(int64_t layer, MatmulInput site, const float* x, int64_t n, int64_t width, int64_t ld) override {
     const int k = dense_[static_cast<int>(site)];
@@ -199,16 +202,7 @@ class Collector final : public runtime::ActivationObserver {
     if (in.width != width) fail("calibration: layer {} input width {} differs from the model's {}", layer, width, in.width);
     ++in.ncall;
     in.rows += n;
-    double* s2 = in.sum_x2.data();
-    double* sa = in.sum_abs.data();
-    for (int64_t t = 0; t < n; ++t) {
-      const float* r = x + t * ld;
-      for (int64_t j = 0; j < width; ++j) {
-        const double v = r[j];
-        s2[j] += v * v;
-        sa[j] += std::fabs(v);
-      }
-    }
+    add_rows(x, n, width, ld, in.sum_x2.data(), in.sum_abs.data());
     if (hessian_) {
       const size_t W2 = static_cast<size_t>(width * width);
       if (in.hessian.empty()) {
