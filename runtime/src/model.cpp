@@ -361,6 +361,30 @@ TensorView Model::replace_weight(const std::string& name, const TensorView& v) {
   consider(output_);
   for (auto& l : layers_)
     for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) consider(*w);
+  // An MoE layer's stacked experts: the 3-D tensor replaced whole, its views one expert each.
+  for (auto& l : layers_)
+    for (auto* ex : {&l.gate_exps, &l.up_exps, &l.down_exps}) {
+      if (ex->empty() || ex->front().name != name) continue;
+      const Weight& e0 = ex->front();
+      const uint64_t n = ex->size();
+      if (v.dims != std::vector<uint64_t>{e0.dims[0], e0.dims[1], n})
+        fail("{}: weight {} replaced by a tensor of other dims", path(), name);
+      if (!quant::can_dequantize(v.type))
+        fail("{}: weight {} cannot be replaced by a {} tensor", path(), name, ggml_type_name(v.type));
+      TensorView old = e0;  // the views are consecutive slices of one tensor
+      old.dims = v.dims;
+      old.nbytes = e0.nbytes * n;
+      const uint64_t bytes = v.nbytes / n;
+      for (uint64_t e = 0; e < n; ++e) {
+        TensorView s = v;
+        s.dims = {v.dims[0], v.dims[1]};
+        s.nbytes = bytes;
+        s.data = v.data + e * bytes;
+        static_cast<TensorView&>((*ex)[e]) = s;
+        (*ex)[e].name = name;
+      }
+      return old;
+    }
   if (hits.empty()) fail("{}: no weight named {} to replace", path(), name);
   Weight& first = *hits.front();
   if (v.dims != first.dims) fail("{}: weight {} replaced by a tensor of other dims", path(), name);
