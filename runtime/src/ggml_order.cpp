@@ -117,23 +117,17 @@ void decode_iq(GgmlType t, const uint8_t* src, KBlock& o) {
       }
       return;
     }
-    case GgmlType::IQ2_XS: {
-      const auto& b = *reinterpret_cast<const L::BlockIQ2_XS*>(src);
-      o.d = L::load_f16(b.d);
+    case GgmlType::IQ2_XS:
+    case GgmlType::IQ2_S: {  // the same scales per 16 values; grid index and signs their own
+      const bool xs = t == GgmlType::IQ2_XS;
+      const auto& bx = *reinterpret_cast<const L::BlockIQ2_XS*>(src);
+      const auto& bs = *reinterpret_cast<const L::BlockIQ2_S*>(src);
+      o.d = L::load_f16(xs ? bx.d : bs.d);
       for (int ib = 0; ib < 8; ++ib)
         for (int l = 0; l < 4; ++l) {
-          set_sc(o, 2 * ib + l / 2, 2 * L::iq2x_scale(b.scales, ib, l) + 1);
-          put(32 * ib + 8 * l, 8, L::kIq2xsGrid[L::iq2xs_index(b, ib, l)], L::iq2xs_signs(b, ib, l));
-        }
-      return;
-    }
-    case GgmlType::IQ2_S: {
-      const auto& b = *reinterpret_cast<const L::BlockIQ2_S*>(src);
-      o.d = L::load_f16(b.d);
-      for (int ib = 0; ib < 8; ++ib)
-        for (int l = 0; l < 4; ++l) {
-          set_sc(o, 2 * ib + l / 2, 2 * L::iq2x_scale(b.scales, ib, l) + 1);
-          put(32 * ib + 8 * l, 8, L::kIq2sGrid[L::iq2s_index(b, ib, l)], L::iq2s_signs(b, ib, l));
+          set_sc(o, 2 * ib + l / 2, 2 * L::iq2x_scale(xs ? bx.scales : bs.scales, ib, l) + 1);
+          put(32 * ib + 8 * l, 8, xs ? L::kIq2xsGrid[L::iq2xs_index(bx, ib, l)] : L::kIq2sGrid[L::iq2s_index(bs, ib, l)],
+              xs ? L::iq2xs_signs(bx, ib, l) : L::iq2s_signs(bs, ib, l));
         }
       return;
     }
