@@ -194,8 +194,9 @@ TEST(QuantMethods, GptqActOrderIsRecordedAndOnlyForGptqOrAuto) {
 }
 
 // Issue 21: on the lattice i-quants `auto` is never worse than plain rounding with the importance (`imatrix`, the
-// baseline these types allow): layer 0's weights in the IQ2_XXS mix's types (the other layers Q8_0 to keep the
-// test cheap), mean KLD against the F32 model on 4 chunks of the held-out text.
+// baseline these types allow): layer 0's weights in the IQ2_XXS mix's types (the other layers F16, which no method
+// searches: the test takes 4 s, not 16 as with Q8_0 there), mean KLD against the F32 model on 4 chunks of the
+// held-out text.
 TEST(QuantMethods, AutoNeverWorseThanImatrixOnLatticeTypes) {
   auto& f = fx();
   auto src = quant::open_gguf_source(f.f32);
@@ -214,7 +215,7 @@ TEST(QuantMethods, AutoNeverWorseThanImatrixOnLatticeTypes) {
     for (cal::Method m : {cal::Method::Imatrix, cal::Method::Auto}) {
       quant::QuantizeOptions qo;
       qo.policy.ftype = quant::parse_file_type(mix);
-      qo.policy.tensor_types.push_back({"^blk\\.[1-7]\\.|^output|^token_embd", GgmlType::Q8_0});
+      qo.policy.tensor_types.push_back({"^blk\\.[1-7]\\.|^output|^token_embd", GgmlType::F16});
       qo.threads = 2;
       auto setup = cal::setup_method(m, f.stats, "stats.gguf", src, qo);
       const std::string out = f.dir.file(std::string(mix) + "-" + cal::method_name(m) + ".gguf");

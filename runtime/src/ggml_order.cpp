@@ -105,6 +105,10 @@ void decode_iq(GgmlType t, const uint8_t* src, KBlock& o) {
       o.w[e0 + j] = static_cast<int8_t>(((signs >> j) & 1) ? -static_cast<int>(L::grid_u8(grid, j)) : L::grid_u8(grid, j));
   };
   auto put_sc32 = [&](int ib, int ls) { set_sc(o, 2 * ib, ls), set_sc(o, 2 * ib + 1, ls); };
+  auto put_pair = [&](int e0, uint32_t g0, uint32_t g1, uint8_t signs) {  // two 4-value IQ3 points, one sign byte
+    put(e0, 4, g0, signs);
+    put(e0 + 4, 4, g1, static_cast<uint8_t>(signs >> 4));
+  };
   switch (t) {
     case GgmlType::IQ2_XXS: {
       const auto& b = *reinterpret_cast<const L::BlockIQ2_XXS*>(src);
@@ -138,9 +142,8 @@ void decode_iq(GgmlType t, const uint8_t* src, KBlock& o) {
         const uint32_t w = L::iq3xxs_word(b, ib);
         put_sc32(ib, 2 * static_cast<int>(w >> 28) + 1);
         for (int l = 0; l < 4; ++l) {
-          const uint8_t signs = L::kIqSigns[(w >> (7 * l)) & 127];
-          put(32 * ib + 8 * l, 4, L::kIq3xxsGrid[L::iq3xxs_index(b, ib, 2 * l)], signs);
-          put(32 * ib + 8 * l + 4, 4, L::kIq3xxsGrid[L::iq3xxs_index(b, ib, 2 * l + 1)], static_cast<uint8_t>(signs >> 4));
+          put_pair(32 * ib + 8 * l, L::kIq3xxsGrid[L::iq3xxs_index(b, ib, 2 * l)],
+                   L::kIq3xxsGrid[L::iq3xxs_index(b, ib, 2 * l + 1)], L::kIqSigns[(w >> (7 * l)) & 127]);
         }
       }
       return;
@@ -150,11 +153,9 @@ void decode_iq(GgmlType t, const uint8_t* src, KBlock& o) {
       o.d = L::load_f16(b.d);
       for (int ib = 0; ib < 8; ++ib) {
         put_sc32(ib, 2 * L::iq3s_scale(b, ib) + 1);
-        for (int l = 0; l < 4; ++l) {
-          const uint8_t signs = b.signs[4 * ib + l];
-          put(32 * ib + 8 * l, 4, L::kIq3sGrid[L::iq3s_index(b, ib, 2 * l)], signs);
-          put(32 * ib + 8 * l + 4, 4, L::kIq3sGrid[L::iq3s_index(b, ib, 2 * l + 1)], static_cast<uint8_t>(signs >> 4));
-        }
+        for (int l = 0; l < 4; ++l)
+          put_pair(32 * ib + 8 * l, L::kIq3sGrid[L::iq3s_index(b, ib, 2 * l)], L::kIq3sGrid[L::iq3s_index(b, ib, 2 * l + 1)],
+                   b.signs[4 * ib + l]);
       }
       return;
     }
