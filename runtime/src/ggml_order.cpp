@@ -96,100 +96,35 @@ void set_sc(KBlock& b, int g16, int v) {  // the scale of values [16·g16, 16·g
 }
 
 // The lattice i-quants as their AVX2 dot products take them (ggml_vec_dot_iq*_q8_K): each value the signed grid
-// value, each pair of values its odd scale 2 s + 1 (per 32 values, or per 16 for IQ2_XS, IQ2_S and IQ1_M), d the
-// block's fp16 scale; IQ1_S's delta terms as a minimum per 32 values (+-(2 s + 1), times the activations' sums),
-// IQ1_M's as w2 (+-1 per value). Each type's constant factor (1/8, 1/4, the delta 1/8) is applied at the end.
+// value, each pair of values its odd scale 2 s + 1 (kernels::decode_lattice's decoding), d the block's fp16 scale;
+// IQ1_S's delta terms as a minimum per 32 values (+-(2 s + 1), times the activations' sums), IQ1_M's as w2 (+-1 per
+// value). Each type's constant factor (1/8, 1/4, the delta 1/8) is applied at the end.
 void decode_iq(GgmlType t, const uint8_t* src, KBlock& o) {
-  auto put = [&](int e0, int n, uint64_t grid, uint8_t signs) {
-    for (int j = 0; j < n; ++j)
-      o.w[e0 + j] = static_cast<int8_t>(((signs >> j) & 1) ? -static_cast<int>(L::grid_u8(grid, j)) : L::grid_u8(grid, j));
-  };
-  auto put_sc32 = [&](int ib, int ls) { set_sc(o, 2 * ib, ls), set_sc(o, 2 * ib + 1, ls); };
-  auto put_pair = [&](int e0, uint32_t g0, uint32_t g1, uint8_t signs) {  // two 4-value IQ3 points, one sign byte
-    put(e0, 4, g0, signs);
-    put(e0 + 4, 4, g1, static_cast<uint8_t>(signs >> 4));
-  };
-  switch (t) {
-    case GgmlType::IQ2_XXS: {
-      const auto& b = *reinterpret_cast<const L::BlockIQ2_XXS*>(src);
-      o.d = L::load_f16(b.d);
-      for (int ib = 0; ib < 8; ++ib) {
-        uint32_t w[2];
-        L::iq2xxs_words(b, ib, w);
-        put_sc32(ib, 2 * L::iq2xxs_scale(w) + 1);
-        for (int l = 0; l < 4; ++l) put(32 * ib + 8 * l, 8, L::kIq2xxsGrid[L::iq2xxs_index(w, l)], L::iq2xxs_signs(w, l));
-      }
-      return;
-    }
-    case GgmlType::IQ2_XS:
-    case GgmlType::IQ2_S: {  // the same scales per 16 values; grid index and signs their own
-      const bool xs = t == GgmlType::IQ2_XS;
-      const auto& bx = *reinterpret_cast<const L::BlockIQ2_XS*>(src);
-      const auto& bs = *reinterpret_cast<const L::BlockIQ2_S*>(src);
-      o.d = L::load_f16(xs ? bx.d : bs.d);
-      for (int ib = 0; ib < 8; ++ib)
-        for (int l = 0; l < 4; ++l) {
-          set_sc(o, 2 * ib + l / 2, 2 * L::iq2x_scale(xs ? bx.scales : bs.scales, ib, l) + 1);
-          put(32 * ib + 8 * l, 8, xs ? L::kIq2xsGrid[L::iq2xs_index(bx, ib, l)] : L::kIq2sGrid[L::iq2s_index(bs, ib, l)],
-              xs ? L::iq2xs_signs(bx, ib, l) : L::iq2s_signs(bs, ib, l));
-        }
-      return;
-    }
-    case GgmlType::IQ3_XXS: {
-      const auto& b = *reinterpret_cast<const L::BlockIQ3_XXS*>(src);
-      o.d = L::load_f16(b.d);
-      for (int ib = 0; ib < 8; ++ib) {
-        const uint32_t w = L::iq3xxs_word(b, ib);
-        put_sc32(ib, 2 * static_cast<int>(w >> 28) + 1);
-        for (int l = 0; l < 4; ++l) {
-          put_pair(32 * ib + 8 * l, L::kIq3xxsGrid[L::iq3xxs_index(b, ib, 2 * l)],
-                   L::kIq3xxsGrid[L::iq3xxs_index(b, ib, 2 * l + 1)], L::kIqSigns[(w >> (7 * l)) & 127]);
-        }
-      }
-      return;
-    }
-    case GgmlType::IQ3_S: {
-      const auto& b = *reinterpret_cast<const L::BlockIQ3_S*>(src);
-      o.d = L::load_f16(b.d);
-      for (int ib = 0; ib < 8; ++ib) {
-        put_sc32(ib, 2 * L::iq3s_scale(b, ib) + 1);
-        for (int l = 0; l < 4; ++l)
-          put_pair(32 * ib + 8 * l, L::kIq3sGrid[L::iq3s_index(b, ib, 2 * l)], L::kIq3sGrid[L::iq3s_index(b, ib, 2 * l + 1)],
-                   b.signs[4 * ib + l]);
-      }
-      return;
-    }
-    case GgmlType::IQ1_S: {
-      const auto& b = *reinterpret_cast<const L::BlockIQ1_S*>(src);
-      o.d = L::load_f16(b.d);
-      for (int ib = 0; ib < 8; ++ib) {
-        const int ls = 2 * L::iq1s_scale(b, ib) + 1;
-        put_sc32(ib, ls);
-        o.mins[ib] = static_cast<int16_t>(L::iq1s_delta_neg(b, ib) ? -ls : ls);
-        for (int l = 0; l < 4; ++l)
-          for (int j = 0; j < 8; ++j) o.w[32 * ib + 8 * l + j] = L::grid_i8(L::kIq1sGrid[L::iq1s_index(b, ib, l)], j);
-      }
-      return;
-    }
-    case GgmlType::IQ1_M: {
-      const auto& b = *reinterpret_cast<const L::BlockIQ1_M*>(src);
-      auto& o2 = static_cast<KBlock2&>(o);
-      uint16_t sc[4];
-      L::iq1m_words(b, sc);
-      o.d = f16_to_f32(L::iq1m_d_bits(sc));
-      for (int ib = 0; ib < 8; ++ib)
-        for (int l = 0; l < 4; ++l) {
-          set_sc(o, 2 * ib + l / 2, 2 * L::iq1m_scale(sc, ib, l) + 1);
-          const int8_t delta = L::iq1m_delta_neg(b, ib, l) ? -1 : 1;
-          for (int j = 0; j < 8; ++j) {
-            o.w[32 * ib + 8 * l + j] = L::grid_i8(L::kIq1sGrid[L::iq1m_index(b, ib, l)], j);
-            o2.w2[32 * ib + 8 * l + j] = delta;
-          }
-        }
-      return;
-    }
-    default: return;
+  int8_t q[256];
+  int16_t s[16];
+  if (!kernels::decode_lattice(t, src, q, s)) return;
+  for (int g = 0; g < 16; ++g) set_sc(o, g, s[g]);
+  if (t == GgmlType::IQ1_M) {
+    uint16_t sc[4];
+    L::iq1m_words(*reinterpret_cast<const L::BlockIQ1_M*>(src), sc);
+    o.d = f16_to_f32(L::iq1m_d_bits(sc));
+  } else {  // every other lattice block starts with its fp16 d
+    uint16_t d;
+    std::memcpy(&d, src, 2);
+    o.d = L::load_f16(d);
   }
+  if (t != GgmlType::IQ1_S && t != GgmlType::IQ1_M) {
+    std::memcpy(o.w, q, 256);
+    return;
+  }
+  // IQ1: q = 8 g + delta with g in {-1, 0, 1} and delta = +-1: split into the grid value and the delta's sign.
+  for (int e = 0; e < 256; ++e) {
+    const int g = (q[e] > 4) - (q[e] < -4);
+    o.w[e] = static_cast<int8_t>(g);
+    if (t == GgmlType::IQ1_M) static_cast<KBlock2&>(o).w2[e] = static_cast<int8_t>(q[e] - 8 * g);
+  }
+  if (t == GgmlType::IQ1_S)  // one delta sign per 32 values
+    for (int ib = 0; ib < 8; ++ib) o.mins[ib] = static_cast<int16_t>((q[32 * ib] - 8 * o.w[32 * ib]) * s[2 * ib]);
 }
 
 void decode(GgmlType t, const uint8_t* src, KBlock& o) {
@@ -257,9 +192,10 @@ void decode(GgmlType t, const uint8_t* src, KBlock& o) {
     case GgmlType::IQ4_XS: {  // ggml_vec_dot_iq4_xs_q8_K: the table values, a signed 6-bit scale per 32
       const auto& b = *reinterpret_cast<const L::BlockIQ4_XS*>(src);
       o.d = L::load_f16(b.d);
+      int16_t ls[8];
+      kernels::iq4_xs_block_scales(src, ls);
       for (int ib = 0; ib < 8; ++ib) {
-        const int ls = (((b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b.scales_h >> (2 * ib)) & 3) << 4)) - 32;
-        set_sc(o, 2 * ib, ls), set_sc(o, 2 * ib + 1, ls);
+        set_sc(o, 2 * ib, ls[ib]), set_sc(o, 2 * ib + 1, ls[ib]);
         for (int j = 0; j < 16; ++j) {
           o.w[32 * ib + j] = L::kIq4nlValues[b.qs[16 * ib + j] & 0xF];
           o.w[32 * ib + 16 + j] = L::kIq4nlValues[b.qs[16 * ib + j] >> 4];

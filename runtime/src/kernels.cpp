@@ -1113,6 +1113,26 @@ __attribute__((target("avx2,fma,f16c"))) void quantize_q8_0_avx2(const float* x,
 }
 }  // namespace
 
+bool decode_lattice(GgmlType t, const void* block, int8_t* q, int16_t* s) {
+  auto dec = [&](auto u) {
+    using U = decltype(u);
+    U::decode(*static_cast<const typename U::Block*>(block), q, s);
+    return true;
+  };
+  switch (t) {
+    case GgmlType::IQ2_XXS: return dec(blk::IQ2_XXS{});
+    case GgmlType::IQ2_XS: return dec(blk::IQ2_XS{});
+    case GgmlType::IQ2_S: return dec(blk::IQ2_S{});
+    case GgmlType::IQ3_XXS: return dec(blk::IQ3_XXS{});
+    case GgmlType::IQ3_S: return dec(blk::IQ3_S{});
+    case GgmlType::IQ1_S: return dec(blk::IQ1_S{});
+    case GgmlType::IQ1_M: return dec(blk::IQ1_M{});
+    default: return false;
+  }
+}
+
+void iq4_xs_block_scales(const void* block, int16_t* sc) { iq4_xs_scales(*static_cast<const BlockIQ4_XS*>(block), sc); }
+
 void quantize_act(ActRounding a, const float* x, void* dst, int64_t n) {
   if (a == ActRounding::Q8_K && cpu::avx512_vnni()) return quantize_q8_K_avx512(x, static_cast<ActQ8_K*>(dst), n / 256);
   if (a == ActRounding::Q8_0 && cpu::avx2()) return quantize_q8_0_avx2(x, static_cast<ActQ8_0*>(dst), n / 32);

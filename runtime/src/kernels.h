@@ -54,4 +54,11 @@ size_t act_row_bytes(ActRounding a, int64_t n);
 // takes the portable path (the same bytes).
 void quantize_act(ActRounding a, const float* x, void* dst, int64_t n);
 
+// A lattice i-quant block (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S) as the kernels decode it: q[256]
+// the values as signed bytes (the signed grid value; IQ1: 8 x grid value + the delta's sign, +-1), s[16] the odd
+// scale 2s + 1 of each 16 values. False (nothing written) for another type.
+bool decode_lattice(GgmlType t, const void* block, int8_t* q, int16_t* s);
+// IQ4_XS's 8 signed 6-bit scales of its 32-value sub-blocks.
+void iq4_xs_block_scales(const void* block, int16_t* sc);
+
 }  // namespace edgeq::runtime::kernels
