@@ -56,20 +56,45 @@ uint64_t tensor_bytes(const std::string& src, const std::string& name, GgmlType 
   return out;
 }
 
-// A tensor's values into dst (n_elements floats), checked for NaN/Inf, on the pool: row ranges are loaded
-// (when the source can load rows) and checked in parallel. The error is the serial check's (the first bad
-// value in row order: the pool reports its lowest failing task).
-void load_checked(const std::string& src_path, const SourceTensor& t, float* dst, uint64_t nrows, uint64_t ne0,
-                  ThreadPool& pool) {
+// What the pipeline knows of one tensor's rows while it loads, checks and encodes them.
+struct RowJob {
+  const std::string& path;  // the source, for messages
+  const SourceTensor& t;
+  GgmlType type;             // the output type
+  uint64_t ne0 = 0, ne1 = 0;  // row length; rows per slice (experts: one importance vector per slice)
+  uint64_t row_bytes = 0;     // of an output row
+  const float* imp = nullptr;                     // one importance vector for every row, or
+  const std::vector<float>* per_slice = nullptr;  // ne0 values per slice
+  const std::string& f16_hint;                    // what to do when a value exceeds F16's range
+};
+
+// Rows [r0, r0 + nr) of j.t, x and y pointing at row r0's values and output bytes: each work item loads its
+// rows into x (load), checks them (NaN/Inf anywhere; beyond F16's range when the output is F16, where they
+// would become Inf) and encodes them into y (when y is given). Work items are fixed row ranges, so the bytes
+// never depend on the pool's size; an error is the lowest failing item's (the first bad row in order).
+void encode_rows(const RowJob& j, bool load, float* x, uint8_t* y, uint64_t r0, uint64_t nr, ThreadPool& pool) {
   constexpr uint64_t kTaskElements = 1 << 16;
-  const uint64_t chunk = std::max<uint64_t>(1, kTaskElements / ne0);
-  const bool by_rows = t.load_rows && nrows > 1;
-  if (!by_rows) t.load_f32(dst);
-  pool.run(static_cast<int64_t>((nrows + chunk - 1) / chunk), [&](int64_t c, int) {
-    const uint64_t r0 = static_cast<uint64_t>(c) * chunk, nr = std::min(chunk, nrows - r0);
-    float* p = dst + r0 * ne0;
-    if (by_rows) t.load_rows(r0, nr, p);
-    check_finite_rows(src_path, t.name, p, r0, nr, ne0);
+  constexpr float kF16Limit = 65520.0f;  // the smallest magnitude F16 rounds to Inf
+  const uint64_t chunk = std::max<uint64_t>(static_cast<uint64_t>(quantize_chunk_rows(static_cast<int64_t>(j.ne0))),
+                                            (kTaskElements + j.ne0 - 1) / j.ne0);
+  pool.run(static_cast<int64_t>((nr + chunk - 1) / chunk), [&](int64_t c, int) {
+    const uint64_t a = static_cast<uint64_t>(c) * chunk, n = std::min(chunk, nr - a);
+    float* p = x + a * j.ne0;
+    if (load) j.t.load_rows(r0 + a, n, p);
+    check_finite_rows(j.path, j.t.name, p, r0 + a, n, j.ne0);
+    if (j.type == GgmlType::F16)
+      for (uint64_t i = 0; i < n * j.ne0; ++i)
+        if (std::fabs(p[i]) >= kF16Limit)
+          fail("{}: tensor {}: value {} at row {}, column {} exceeds F16's range (max 65504); {}", j.path, j.t.name,
+               p[i], r0 + a + i / j.ne0, i % j.ne0, j.f16_hint);
+    if (!y) return;
+    for (uint64_t r = a; r < a + n;) {  // runs of rows within one slice (one importance vector)
+      const uint64_t row = r0 + r, slice = row / j.ne1, end = std::min(a + n, (slice + 1) * j.ne1 - r0);
+      const float* imp = j.per_slice ? j.per_slice->data() + slice * j.ne0 : j.imp;
+      quantize_rows(j.type, x + r * j.ne0, y + r * j.row_bytes, static_cast<int64_t>(end - r),
+                    static_cast<int64_t>(j.ne0), imp);
+      r = end;
+    }
   });
 }
 
@@ -303,10 +328,24 @@ std::string quantize_method_string(const QuantizeOptions& opts) {
 }
 
 QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_path, const QuantizeOptions& opts) {
-  const auto t_start = Clock::now();
   QuantizePlan plan = plan_quantize(src, opts);
   if (plan.tensors.empty()) fail("{}: no tensors to write", src.path);
+  auto metadata = quantized_metadata(src.metadata, opts.policy.ftype, opts.importance ? &opts.importance->info : nullptr,
+                                     quantize_method_string(opts));
+  if (const int bits = file_type_info(opts.policy.ftype).palette_bits; bits > 0) {
+    metadata.emplace_back(palette::kBitsKey, GgufValue(static_cast<uint32_t>(bits)));
+    metadata.emplace_back(palette::kGroupKey, GgufValue(static_cast<uint32_t>(opts.policy.palette_group)));
+  }
+  if (opts.record_method) metadata.insert(metadata.end(), opts.extra_metadata.begin(), opts.extra_metadata.end());
+  QuantizeReport rep = write_gguf(src, plan, metadata, out_path, opts);
+  rep.bytes_before = plan.bytes_before;
+  return rep;
+}
 
+QuantizeReport write_gguf(const QuantizeSource& src, const QuantizePlan& plan,
+                          const std::vector<std::pair<std::string, GgufValue>>& metadata, const std::string& out_path,
+                          const QuantizeOptions& opts) {
+  const auto t_start = Clock::now();
   const int threads = resolve_threads(opts.threads);
   ThreadPool pool(threads);
 
@@ -318,16 +357,7 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   rep.bytes_after = plan.bytes_after;
 
   GgufWriter w(out_path, opts.split);
-  for (auto& [k, v] : quantized_metadata(src.metadata, opts.policy.ftype,
-                                         opts.importance ? &opts.importance->info : nullptr,
-                                         quantize_method_string(opts)))
-    w.set(k, std::move(v));
-  if (const int bits = file_type_info(opts.policy.ftype).palette_bits; bits > 0) {
-    w.set(palette::kBitsKey, GgufValue(static_cast<uint32_t>(bits)));
-    w.set(palette::kGroupKey, GgufValue(static_cast<uint32_t>(opts.policy.palette_group)));
-  }
-  if (opts.record_method)
-    for (const auto& [k, v] : opts.extra_metadata) w.set(k, v);
+  for (const auto& [k, v] : metadata) w.set(k, v);
   for (const auto& p : plan.tensors) {
     const auto& t = src.tensors[p.source_index];
     const auto& d = p.decision;
@@ -348,18 +378,25 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
   }
 
   std::vector<float> f32;
-  // Two output buffers: tensor k is encoded into one while tensor k-1's bytes are written from the other.
+  // Two output buffers: one is encoded into while the other's bytes are written (BackgroundWriter).
   std::vector<uint8_t> outs[2];
+  size_t next_out = 0;
+  auto out_buffer = [&](uint64_t n) -> std::vector<uint8_t>& {
+    auto& o = outs[next_out++ % 2];
+    o.resize(n);
+    return o;
+  };
   BackgroundWriter bw(w);
   for (size_t k = 0; k < plan.tensors.size(); ++k) {
-    std::vector<uint8_t>& out = outs[k % 2];
     const auto tt = Clock::now();
     const auto& p = plan.tensors[k];
     const auto& t = src.tensors[p.source_index];
     const auto& d = p.decision;
     const uint64_t n = t.n_elements();
-    const uint64_t ne0 = t.dims[0];
+    const uint64_t ne0 = t.row_length();
     const uint64_t nrows = n / ne0;
+    const uint64_t ne1 = t.dims.size() > 1 ? t.dims[1] : 1;
+    const uint64_t slices = nrows / ne1;
     rep.n_elements += n;
 
     TensorProgress prog;
@@ -375,59 +412,66 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
     prog.bytes_before = t.raw ? t.raw_nbytes : tensor_bytes(src.path, t.name, t.source_type, t.dims);
     prog.bytes_after = d.nbytes;
 
-    // Every float or quantized tensor's values are checked for NaN/Inf, also those copied unchanged.
+    // The routes: the source's bytes copied (kept type, when the source holds them), the calibration hook's
+    // encoding, a palette, or rows encoded by quantize_rows (streamed in slabs when the source loads rows and
+    // nothing needs the whole tensor). Every float or quantized tensor's values are checked for NaN/Inf, also
+    // those copied unchanged.
     const bool raw_copy = !d.quantize && t.raw && t.keep_type == t.source_type;
     const bool loadable = t.load_f32 && (is_float_type(t.source_type) ||
                                          (is_quantized(t.source_type) && can_dequantize(t.source_type)));
-    if (loadable || !raw_copy) {
-      if (!t.load_f32) fail("{}: tensor {}: the source cannot provide its values", src.path, t.name);
+    const bool check = loadable || !raw_copy;
+    if (check && !t.load_f32) fail("{}: tensor {}: the source cannot provide its values", src.path, t.name);
+    const bool hook = opts.tensor_hook && loadable && d.palette_bits == 0;
+    const bool by_rows = t.load_rows && nrows > 1;
+    const bool whole = check && (hook || d.palette_bits > 0 || !by_rows);
+
+    // The importance of the standard encoders: one vector per slice (experts: llama.cpp's ne[2]); a vector of the
+    // wrong size is ignored, as llama-quantize does (only token_embd gets this far).
+    const std::vector<float>* imv = nullptr;
+    if (opts.importance && takes_importance(d)) {
+      auto it = opts.importance->data.find(t.name);
+      if (it != opts.importance->data.end() && it->second.size() == ne0 * slices) imv = &it->second;
+    }
+    const uint64_t row_bytes = d.palette_bits > 0 ? 0 : d.nbytes / nrows;
+    RowJob job{src.path, t, d.type, ne0, ne1, row_bytes, nullptr, imv, opts.f16_range_hint};
+    bool copy_raw = raw_copy;  // unless the hook rewrites the values
+
+    if (whole) {
       if (n > (uint64_t{1} << 33)) fail("{}: tensor {}: too large ({} elements)", src.path, t.name, n);
       f32.resize(n);
-      load_checked(src.path, t, f32.data(), nrows, ne0, pool);
-    }
+      if (!by_rows) t.load_f32(f32.data());
+      RowJob checking = job;
+      checking.type = d.palette_bits > 0 || raw_copy ? GgmlType::F32 : d.type;  // F16's range only when encoding F16
+      encode_rows(checking, by_rows, f32.data(), nullptr, 0, nrows, pool);
 
-    HookResult hooked = HookResult::Untouched;
-    const float* hook_imp = nullptr;
-    if (opts.tensor_hook && loadable && d.palette_bits == 0) {
-      out.resize(d.nbytes);
-      const float* base_imp = nullptr;
-      if (opts.importance && takes_importance(d)) {
-        auto it = opts.importance->data.find(t.name);
-        if (it != opts.importance->data.end() && it->second.size() == ne0) base_imp = it->second.data();
+      HookResult hooked = HookResult::Untouched;
+      const float* hook_imp = nullptr;
+      if (hook) {
+        const float* base_imp = imv && slices == 1 ? imv->data() : nullptr;
+        auto& out = out_buffer(d.nbytes);
+        TensorHookArgs ha{t.name, d.type, d.quantize, f32.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
+                          base_imp, out.data(), threads};
+        hooked = opts.tensor_hook(ha);
+        hook_imp = ha.importance;
+        if (hooked == HookResult::Encoded) {
+          bw.write(out.data(), out.size());
+        } else {
+          --next_out;  // unused: the next write takes this buffer
+        }
       }
-      TensorHookArgs ha{t.name, d.type, d.quantize, f32.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
-                        base_imp, out.data(), threads};
-      hooked = opts.tensor_hook(ha);
-      hook_imp = ha.importance;
-    }
-    if (hooked == HookResult::Encoded) {
-      prog.has_importance = hook_imp != nullptr;
-      bw.write(out.data(), out.size());
-    } else if (hooked == HookResult::Modified) {
-      out.resize(d.nbytes);
-      quantize_rows_parallel(d.type, f32.data(), out.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
-                             hook_imp, pool);
-      prog.has_importance = hook_imp != nullptr;
-      bw.write(out.data(), out.size());
-    } else if (raw_copy) {
-      if (t.raw_nbytes != d.nbytes) fail("{}: tensor {}: size mismatch", src.path, t.name);
-      bw.write(t.raw, t.raw_nbytes);
-      if (t.release) bw.wait();  // the source's bytes stay until written
-    } else {
-      const float* imp = nullptr;
-      const std::vector<float>* imv = nullptr;
-      // Experts (3-D tensors) are quantized slice by slice, each with its own importance row (as llama.cpp).
-      const uint64_t ne1 = t.dims.size() > 1 ? t.dims[1] : 1;
-      const uint64_t slices = nrows / ne1;
-      bool slices_done = false;
-      if (opts.importance && takes_importance(d)) {
-        // As llama-quantize: a vector of the wrong size is ignored (only token_embd gets this far).
-        auto it = opts.importance->data.find(t.name);
-        if (it != opts.importance->data.end() && it->second.size() == ne0 * slices) imv = &it->second;
-      }
-      out.resize(d.nbytes);
-      if (d.palette_bits > 0) {
-        // One palettization over all rows (groups of output rows; per-slice importance only for 2-D weights).
+      if (hooked != HookResult::Untouched) {
+        copy_raw = false;
+        prog.has_importance = hook_imp != nullptr;
+        if (hooked == HookResult::Modified) {  // the rewritten values, with the hook's importance for every row
+          auto& out = out_buffer(d.nbytes);
+          quantize_rows_parallel(d.type, f32.data(), out.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
+                                 hook_imp, pool);
+          bw.write(out.data(), out.size());
+        }
+      } else if (d.palette_bits > 0) {
+        // One palettization over all rows (groups of output rows; per-slice importance only for 2-D weights),
+        // written as two tensors, index then table.
+        auto& out = out_buffer(d.nbytes);
         const uint64_t idx_bytes = palette::index_row_bytes(ne0, d.palette_bits) * nrows;
         std::vector<uint16_t> lut(d.palette_groups << d.palette_bits);
         palettize(f32.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
@@ -435,22 +479,35 @@ QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_
                   static_cast<int64_t>(opts.policy.palette_group), out.data(), lut.data(), pool);
         std::memcpy(out.data() + idx_bytes, lut.data(), lut.size() * sizeof(uint16_t));
         prog.has_importance = imv && slices == 1;
-        slices_done = true;
-      }
-      const uint64_t row_bytes = d.nbytes / nrows;
-      for (uint64_t s = 0; s < slices && !slices_done; ++s) {
-        imp = nullptr;
-        if (imv) imp = imv->data() + s * ne0;
-        quantize_rows_parallel(d.type, f32.data() + s * ne1 * ne0, out.data() + s * ne1 * row_bytes,
-                               static_cast<int64_t>(ne1), static_cast<int64_t>(ne0), imp, pool);
-      }
-      if (!slices_done) prog.has_importance = imv != nullptr;
-      if (d.palette_bits > 0) {  // the two tensors, index then table
-        const uint64_t idx_bytes = palette::index_row_bytes(ne0, d.palette_bits) * nrows;
         bw.write(out.data(), idx_bytes, out.data() + idx_bytes, out.size() - idx_bytes);
-      } else {
+      } else if (!raw_copy) {
+        auto& out = out_buffer(d.nbytes);
+        encode_rows(job, false, f32.data(), out.data(), 0, nrows, pool);
+        prog.has_importance = imv != nullptr;
         bw.write(out.data(), out.size());
       }
+    } else if (check) {  // streamed: a slab of rows at a time, so memory stays near one slab
+      const uint64_t slab = std::min(nrows, std::max<uint64_t>(1, kSlabElements / ne0));
+      f32.resize(slab * ne0);
+      RowJob checking = job;
+      if (raw_copy) checking.type = GgmlType::F32;
+      for (uint64_t r = 0; r < nrows; r += slab) {
+        const uint64_t nr = std::min(slab, nrows - r);
+        if (raw_copy) {
+          encode_rows(checking, true, f32.data(), nullptr, r, nr, pool);
+        } else {
+          auto& out = out_buffer(nr * row_bytes);
+          encode_rows(job, true, f32.data(), out.data(), r, nr, pool);
+          bw.write(out.data(), out.size());
+          if (t.release) t.release();  // drop the consumed source pages now: RSS stays near one slab
+        }
+      }
+      if (!raw_copy) prog.has_importance = imv != nullptr;
+    }
+    if (copy_raw) {
+      if (t.raw_nbytes != d.nbytes) fail("{}: tensor {}: size mismatch", src.path, t.name);
+      bw.write(t.raw, t.raw_nbytes);
+      if (t.release) bw.wait();  // the source's bytes stay until written
     }
     if (d.quantize) ++rep.n_quantized;
     if (d.fallback) ++rep.n_fallback;

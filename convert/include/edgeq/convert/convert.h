@@ -1,7 +1,8 @@
-// Streams a ConvertPlan into a GGUF file (edgeq::GgufWriter: temp file + rename, so a failure leaves no output).
-// One tensor is in flight at a time, processed in slabs of rows when the plan can load rows, so peak memory
-// stays near one slab (or the largest tensor for sources that only load whole tensors). Threads split the rows
-// of a slab; every row is converted independently, so the output is byte-identical for any thread count.
+// Streams a ConvertPlan into a GGUF file through the one GGUF pipeline (quant::write_gguf; edgeq::GgufWriter:
+// temp file + rename, so a failure leaves no output). One tensor is in flight at a time, processed in slabs of
+// rows when the plan can load rows, so peak memory stays near one slab (or the largest tensor for sources that
+// only load whole tensors). Threads split the rows of a slab; every row is converted independently, so the
+// output is byte-identical for any thread count.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -38,8 +39,5 @@ struct ConvertResult {
 // as gguf-split lays it out (formats/gguf.h), all files temp until the last is written.
 ConvertResult convert_to_gguf(const ConvertPlan& plan, const std::string& out_path, const std::string& outtype = "",
                               int threads = 0, const ProgressFn& progress = {}, const GgufSplitOptions& split = {});
-
-// Rows per slab used by convert_to_gguf (elements per slab ~ this many floats); exposed for tests/benchmarks.
-inline constexpr uint64_t kSlabElements = 4u << 20;  // 16 MiB of f32
 
 }  // namespace edgeq::convert

@@ -1,6 +1,7 @@
-// The quantization pipeline: a model source (a GGUF file, or a planned HF/ONNX conversion adapted by
-// convert/quantize_source.h) -> per-tensor types from the policy -> quantize_rows over threads -> a GGUF
-// written by GgufWriter (temp file + rename). One tensor is in flight at a time.
+// The one GGUF pipeline: a model source (a GGUF file, or a planned HF/ONNX conversion adapted by
+// convert/quantize_source.h) -> a type per tensor (quantize's policy, or convert's outtype) -> load, check,
+// encode -> a GGUF written by GgufWriter (temp file + rename). One tensor is in flight at a time, streamed in
+// slabs of rows when nothing needs it whole.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -81,6 +82,8 @@ struct QuantizeOptions {
   std::function<void(const GgufFile& header)> check_output;
   // Write a split GGUF as gguf-split lays it out (formats/gguf.h; none by default).
   GgufSplitOptions split;
+  // The advice in the error for a value beyond F16's range in a tensor written as F16.
+  std::string f16_range_hint = "give the tensor another type (--tensor-type NAME=bf16 or f32)";
 };
 
 // One planned output tensor (in output order).
@@ -122,6 +125,17 @@ struct QuantizeReport {
 // PAL types write edgeq.pal.bits and edgeq.pal.group (formats/palette_layout.h) and skip tensor_hook for palettized
 // tensors (the calibration methods rewrite standard blocks only).
 QuantizeReport quantize_model(const QuantizeSource& src, const std::string& out_path, const QuantizeOptions& opts);
+
+// The pipeline under quantize_model and convert_to_gguf: writes metadata (in order; a repeated key replaces the
+// earlier value) and src's tensors as plan.tensors says (output order, one decision each) into out_path.
+// Uses opts' importance, tensor_hook, threads, on_tensor, check_output, split, palette group and
+// f16_range_hint; not its policy (the decisions are made). report.bytes_before is plan.bytes_before.
+QuantizeReport write_gguf(const QuantizeSource& src, const QuantizePlan& plan,
+                          const std::vector<std::pair<std::string, GgufValue>>& metadata, const std::string& out_path,
+                          const QuantizeOptions& opts);
+
+// Rows per slab when a tensor is streamed (elements per slab ~ this many floats); exposed for tests/benchmarks.
+inline constexpr uint64_t kSlabElements = 4u << 20;  // 16 MiB of f32
 
 // The edgeq.quantize.method string recorded for these options; empty (no key) when !opts.record_method.
 std::string quantize_method_string(const QuantizeOptions& opts);
