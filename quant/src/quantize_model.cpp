@@ -98,9 +98,10 @@ void encode_rows(const RowJob& j, bool load, float* x, uint8_t* y, uint64_t r0, 
   });
 }
 
-// Writes tensor data on a second thread while the next tensor is loaded and encoded: the writer gets the same
-// calls in the same order, one at a time. A buffer handed to write() must stay unchanged until the next
-// write() or wait() returns.
+// Writes tensor data on a second thread while the next tensor (or slab) is loaded and encoded: the writer gets
+// the same calls in the same order, one at a time. It owns two output buffers: buffer() is the one no write is
+// reading, and write_buffer() hands it to the writer. A buffer handed to write() must stay unchanged until the
+// next write() or wait() returns.
 class BackgroundWriter {
  public:
   explicit BackgroundWriter(GgufWriter& w) : w_(w) {}
@@ -116,13 +117,26 @@ class BackgroundWriter {
       if (b) w_.write_tensor_data(b, nb);
     });
   }
+  std::vector<uint8_t>& buffer(size_t n) {
+    bufs_[cur_].resize(n);
+    return bufs_[cur_];
+  }
+  // Writes the buffer's bytes [0, na), then [na, na + nb) as a second tensor when nb > 0.
+  void write_buffer(size_t na, size_t nb = 0) {
+    const uint8_t* p = bufs_[cur_].data();
+    cur_ ^= 1;
+    write(p, na, nb ? p + na : nullptr, nb);
+  }
   void wait() {
     if (pending_.valid()) pending_.get();
   }
+  void release_buffers() { bufs_[0] = bufs_[1] = {}; }
 
  private:
   GgufWriter& w_;
   std::future<void> pending_;
+  std::vector<uint8_t> bufs_[2];
+  int cur_ = 0;
 };
 
 }  // namespace
@@ -378,14 +392,6 @@ QuantizeReport write_gguf(const QuantizeSource& src, const QuantizePlan& plan,
   }
 
   std::vector<float> f32;
-  // Two output buffers: one is encoded into while the other's bytes are written (BackgroundWriter).
-  std::vector<uint8_t> outs[2];
-  size_t next_out = 0;
-  auto out_buffer = [&](uint64_t n) -> std::vector<uint8_t>& {
-    auto& o = outs[next_out++ % 2];
-    o.resize(n);
-    return o;
-  };
   BackgroundWriter bw(w);
   for (size_t k = 0; k < plan.tensors.size(); ++k) {
     const auto tt = Clock::now();
@@ -448,30 +454,23 @@ QuantizeReport write_gguf(const QuantizeSource& src, const QuantizePlan& plan,
       const float* hook_imp = nullptr;
       if (hook) {
         const float* base_imp = imv && slices == 1 ? imv->data() : nullptr;
-        auto& out = out_buffer(d.nbytes);
+        auto& out = bw.buffer(d.nbytes);
         TensorHookArgs ha{t.name, d.type, d.quantize, f32.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
                           base_imp, out.data(), threads};
         hooked = opts.tensor_hook(ha);
         hook_imp = ha.importance;
-        if (hooked == HookResult::Encoded) {
-          bw.write(out.data(), out.size());
-        } else {
-          --next_out;  // unused: the next write takes this buffer
-        }
+        if (hooked == HookResult::Modified)  // the rewritten values, with the hook's importance for every row
+          quantize_rows_parallel(d.type, f32.data(), out.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
+                                 hook_imp, pool);
+        if (hooked != HookResult::Untouched) bw.write_buffer(out.size());
       }
       if (hooked != HookResult::Untouched) {
         copy_raw = false;
         prog.has_importance = hook_imp != nullptr;
-        if (hooked == HookResult::Modified) {  // the rewritten values, with the hook's importance for every row
-          auto& out = out_buffer(d.nbytes);
-          quantize_rows_parallel(d.type, f32.data(), out.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
-                                 hook_imp, pool);
-          bw.write(out.data(), out.size());
-        }
       } else if (d.palette_bits > 0) {
         // One palettization over all rows (groups of output rows; per-slice importance only for 2-D weights),
         // written as two tensors, index then table.
-        auto& out = out_buffer(d.nbytes);
+        auto& out = bw.buffer(d.nbytes);
         const uint64_t idx_bytes = palette::index_row_bytes(ne0, d.palette_bits) * nrows;
         std::vector<uint16_t> lut(d.palette_groups << d.palette_bits);
         palettize(f32.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
@@ -479,12 +478,12 @@ QuantizeReport write_gguf(const QuantizeSource& src, const QuantizePlan& plan,
                   static_cast<int64_t>(opts.policy.palette_group), out.data(), lut.data(), pool);
         std::memcpy(out.data() + idx_bytes, lut.data(), lut.size() * sizeof(uint16_t));
         prog.has_importance = imv && slices == 1;
-        bw.write(out.data(), idx_bytes, out.data() + idx_bytes, out.size() - idx_bytes);
+        bw.write_buffer(idx_bytes, out.size() - idx_bytes);
       } else if (!raw_copy) {
-        auto& out = out_buffer(d.nbytes);
+        auto& out = bw.buffer(d.nbytes);
         encode_rows(job, false, f32.data(), out.data(), 0, nrows, pool);
         prog.has_importance = imv != nullptr;
-        bw.write(out.data(), out.size());
+        bw.write_buffer(out.size());
       }
     } else if (check) {  // streamed: a slab of rows at a time, so memory stays near one slab
       const uint64_t slab = std::min(nrows, std::max<uint64_t>(1, kSlabElements / ne0));
@@ -496,9 +495,9 @@ QuantizeReport write_gguf(const QuantizeSource& src, const QuantizePlan& plan,
         if (raw_copy) {
           encode_rows(checking, true, f32.data(), nullptr, r, nr, pool);
         } else {
-          auto& out = out_buffer(nr * row_bytes);
+          auto& out = bw.buffer(nr * row_bytes);
           encode_rows(job, true, f32.data(), out.data(), r, nr, pool);
-          bw.write(out.data(), out.size());
+          bw.write_buffer(out.size());
           if (t.release) t.release();  // drop the consumed source pages now: RSS stays near one slab
         }
       }
@@ -520,7 +519,7 @@ QuantizeReport write_gguf(const QuantizeSource& src, const QuantizePlan& plan,
   bw.wait();
   w.finish();
   f32 = {};
-  outs[0] = outs[1] = {};
+  bw.release_buffers();
   rep.file_size = 0;
   for (const auto& p : rep.outputs) {
     std::error_code ec;
