@@ -44,9 +44,17 @@ RuntimeModelFile::~RuntimeModelFile() {
 calibrate::CalibrationStats run_calibration(const std::string& model_src, const std::vector<std::string>& data,
                                             int64_t ctx, int64_t chunks, int threads, bool hessian,
                                             const std::string& stats_gguf) {
-  const std::string text = calibrate::load_calibration_text(data);
+  const std::string text = calibrate::load_calibration_text(data);  // a bad text fails before any conversion
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   RuntimeModelFile mf(model_src, threads);
+  return run_calibration(mf, model_src, text, data, ctx, chunks, threads, hessian, stats_gguf);
+}
+
+calibrate::CalibrationStats run_calibration(const RuntimeModelFile& mf, const std::string& model_src,
+                                            const std::string& text, const std::vector<std::string>& data,
+                                            int64_t ctx, int64_t chunks, int threads, bool hessian,
+                                            const std::string& stats_gguf) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const auto model = runtime::Model::load(mf.path());
   const auto tok = Tokenizer::from_gguf(model.gguf());
   const std::vector<int32_t> tokens = tok.tokenize(text, true, false);
@@ -111,7 +119,7 @@ void check_quantize_method_options(const std::string& method, const std::string&
 
 std::unique_ptr<QuantizeMethod> setup_quantize_method(const std::string& method, const std::string& calib,
                                                       const std::vector<std::string>& data, const std::string& src_path,
-                                                      const quant::QuantizeSource& src, quant::QuantizeOptions& qo,
+                                                      quant::QuantizeSource& src, quant::QuantizeOptions& qo,
                                                       int threads, bool act_order) {
   if (method.empty() && calib.empty() && data.empty()) return nullptr;
   const auto m = *calibrate::parse_method(method.empty() ? "imatrix" : method);
@@ -129,7 +137,12 @@ std::unique_ptr<QuantizeMethod> setup_quantize_method(const std::string& method,
     // Through a temporary statistics file: the Hessians are then read one input at a time (bounded memory).
     r->temp_stats = (fs::temp_directory_path() / ("edgeq-stats-" + std::to_string(::getpid()) + ".gguf")).string();
     r->temp_on_signal = std::make_unique<ScopedRemoveOnSignal>(r->temp_stats);
-    run_calibration(src_path, data, 256, -1, threads, calibrate::method_needs_hessian(m), r->temp_stats);
+    const std::string text = calibrate::load_calibration_text(data);  // a bad text fails before any conversion
+    r->runtime_model = std::make_unique<RuntimeModelFile>(src_path, threads);
+    run_calibration(*r->runtime_model, src_path, text, data, 256, -1, threads, calibrate::method_needs_hessian(m),
+                    r->temp_stats);
+    // The checkpoint's values come from the runtime's F32 conversion from now on: it is read once.
+    convert::ModelInput::read_values_from(src, r->runtime_model->path());
     r->stats = calibrate::read_calibration_stats(r->temp_stats);
     label = data.front();
   }

@@ -32,6 +32,12 @@ class RuntimeModelFile {
 calibrate::CalibrationStats run_calibration(const std::string& model_src, const std::vector<std::string>& data,
                                             int64_t ctx, int64_t chunks, int threads, bool hessian,
                                             const std::string& stats_gguf = {});
+// The same on a model already made runtime-ready (model_src names it in messages) and a text already read
+// from the data files (a pipe can be read once).
+calibrate::CalibrationStats run_calibration(const RuntimeModelFile& model, const std::string& model_src,
+                                            const std::string& text, const std::vector<std::string>& data,
+                                            int64_t ctx, int64_t chunks, int threads, bool hessian,
+                                            const std::string& stats_gguf = {});
 
 // `quantize --method M [--calib STATS | --data FILE...]`: loads or computes the statistics and prepares qo.
 // Validates the combination before any work. Returns null when no method option was given.
@@ -39,12 +45,15 @@ struct QuantizeMethod {
   ~QuantizeMethod();
   std::string temp_stats;  // --data: the statistics file written for this run, removed afterwards
   std::unique_ptr<ScopedRemoveOnSignal> temp_on_signal;
+  // --data on a checkpoint: its F32 conversion, calibrated on and then quantized from (the checkpoint is read
+  // once); removed afterwards.
+  std::unique_ptr<RuntimeModelFile> runtime_model;
   calibrate::CalibrationStats stats;
   std::unique_ptr<calibrate::MethodSetup> setup;
 };
 std::unique_ptr<QuantizeMethod> setup_quantize_method(const std::string& method, const std::string& calib,
                                                       const std::vector<std::string>& data, const std::string& src_path,
-                                                      const quant::QuantizeSource& src, quant::QuantizeOptions& qo,
+                                                      quant::QuantizeSource& src, quant::QuantizeOptions& qo,
                                                       int threads, bool act_order);
 // Checks the options alone (before any file is opened); throws edgeq::Error. act_order (--act-order) needs
 // --method gptq or auto.

@@ -734,6 +734,61 @@ TEST(Convert, OneModelInputRule) {
                edgeq::Error);
 }
 
+// quantize --data on a checkpoint reads it once: after calibration's F32 conversion, the quantize source reads its
+// values from that file (same floats, the plan's names and types), so the checkpoint's data is never read again:
+// here it is overwritten after the conversion and the source still gives the original values.
+TEST(Convert, QuantizeSourceReadsTheRuntimeConversionNotTheCheckpointAgain) {
+  TempDir td;
+  const fs::path ck = td.p / "ck";
+  fs::create_directories(ck);
+  for (const auto& e : fs::directory_iterator(kShared + "/models/stories260K"))
+    if (e.is_regular_file()) fs::copy_file(e.path(), ck / e.path().filename());
+  const auto in = edgeq::convert::ModelInput::open(ck.string());
+  const auto original = in.quantize_source(1);
+  auto src = in.quantize_source(1);
+  const std::string f32 = in.runtime_gguf(td.str("f32.gguf"), 1);
+  edgeq::convert::ModelInput::read_values_from(src, f32);
+  {  // the checkpoint's tensor data is clobbered (the header stays): a read from it now gives other values
+    const auto path = ck / "model.safetensors";
+    const auto size = fs::file_size(path);
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    uint64_t header = 0;
+    f.read(reinterpret_cast<char*>(&header), 8);
+    f.seekp(static_cast<std::streamoff>(8 + header));
+    const std::string junk(size - 8 - header, '\x7f');
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  ASSERT_EQ(src.tensors.size(), original.tensors.size());
+  size_t differs_in_checkpoint = 0;
+  const auto clobbered = in.quantize_source(1);
+  for (size_t i = 0; i < src.tensors.size(); ++i) {
+    const auto& t = src.tensors[i];
+    const auto& o = original.tensors[i];
+    EXPECT_EQ(t.name, o.name);
+    EXPECT_EQ(t.keep_type, o.keep_type) << t.name;
+    EXPECT_EQ(t.source_type, o.source_type) << t.name;
+    std::vector<float> got(t.n_elements()), want(o.n_elements()), junk(o.n_elements());
+    t.load_f32(got.data());
+    try {
+      clobbered.tensors[i].load_f32(junk.data());
+      differs_in_checkpoint += std::memcmp(junk.data(), got.data(), got.size() * 4) != 0;
+    } catch (const edgeq::Error&) {
+      ++differs_in_checkpoint;  // non-finite values are refused: also not the original
+    }
+    // the original values: from the F32 conversion, which holds the plan's floats exactly
+    const auto g = GgufFile::open(f32);
+    const auto* gt = g.find_tensor(t.name);
+    ASSERT_NE(gt, nullptr) << t.name;
+    std::memcpy(want.data(), g.view(*gt).data, want.size() * 4);
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << t.name;
+  }
+  EXPECT_EQ(differs_in_checkpoint, src.tensors.size());  // the clobbering reached every tensor
+  // A GGUF source is left as it is.
+  auto gs = edgeq::convert::ModelInput::open(f32).quantize_source(1);
+  edgeq::convert::ModelInput::read_values_from(gs, f32);
+  EXPECT_EQ(gs.path, f32);
+}
+
 // Planning reads the checkpoint and writes nothing, not even beside it.
 TEST(Convert, PlanningLeavesTheCheckpointDirectoryAlone) {
   TempDir td;

@@ -7,6 +7,9 @@
 #include "edgeq/convert/quantize_source.h"
 #include "edgeq/formats/gguf.h"
 
+#include <string_view>
+#include <unordered_map>
+
 namespace edgeq::convert {
 
 quant::QuantizeSource quantize_source_from_plan(ConvertPlan plan) {
@@ -56,6 +59,24 @@ std::string ModelInput::runtime_gguf(const std::string& dest, int threads) const
   opts.threads = threads;
   convert_to_gguf(plan(opts), dest, "f32", threads);
   return dest;
+}
+
+void ModelInput::read_values_from(quant::QuantizeSource& src, const std::string& f32_gguf) {
+  if (src.path == f32_gguf) return;
+  quant::QuantizeSource g = quant::open_gguf_source(f32_gguf);
+  std::unordered_map<std::string_view, const SourceTensor*> by_name;
+  for (const auto& t : g.tensors) by_name.emplace(t.name, &t);
+  for (const auto& t : src.tensors) {  // all or nothing
+    auto it = by_name.find(t.name);
+    if (t.raw || it == by_name.end() || it->second->dims != t.dims || it->second->source_type != GgmlType::F32) return;
+  }
+  for (auto& t : src.tensors) {
+    const SourceTensor& f = *by_name.at(t.name);
+    t.load_f32 = f.load_f32;
+    t.load_rows = f.load_rows;
+    t.release = {};
+  }
+  src.keep_alive.insert(src.keep_alive.end(), g.keep_alive.begin(), g.keep_alive.end());
 }
 
 }  // namespace edgeq::convert

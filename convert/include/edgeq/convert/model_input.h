@@ -32,6 +32,11 @@ class ModelInput {
   // The GGUF the runtime evaluates: the source itself when it is a GGUF, else its F32 conversion written to
   // dest (the caller owns dest and removes it).
   std::string runtime_gguf(const std::string& dest, int threads) const;
+  // A checkpoint's quantize source (quantize_source()) reading its values from runtime_gguf()'s F32 conversion
+  // of the same checkpoint instead of the checkpoint: a command that converted it for the runtime (calibration)
+  // then reads the checkpoint once. Names, types and metadata stay the plan's; the values are the same floats.
+  // A GGUF source, or a conversion that does not hold every tensor of src at its shape, leaves src as it is.
+  static void read_values_from(quant::QuantizeSource& src, const std::string& f32_gguf);
 
  private:
   explicit ModelInput(ModelPath w) : where_(std::move(w)) {}
