@@ -125,8 +125,8 @@ TEST(BlockTable, FakeTypeIsOneRow) {
   EXPECT_NEAR(y[7], 1.5f, 6.f / 127.f / 2 + 1e-6f);
   EXPECT_THROW(q::dequantize_row(kFake, bytes.data(), y.data(), 6), edgeq::Error);  // not a multiple of 4
 
-  // The runtime kernel slots are columns of the same row, and the runtime's matmul dispatches through them.
-  EXPECT_EQ(q::block_ops(kFake)->kernels.scalar, nullptr);
+  // The runtime's kernel table takes the new type, and the runtime's matmul dispatches through it.
+  EXPECT_EQ(edgeq::runtime::block_kernels(kFake), nullptr);
   const int64_t in = 32, out = 3, tokens = 2;
   std::vector<float> wf(static_cast<size_t>(in * out), 0.25f), xs(static_cast<size_t>(in * tokens), 1.f);
   std::vector<uint8_t> wq(static_cast<size_t>(out) * *edgeq::ggml_row_size(kFake, in));
@@ -140,10 +140,10 @@ TEST(BlockTable, FakeTypeIsOneRow) {
     return y;
   };
   EXPECT_NEAR(product()[0], 32 * 0.25f, 1e-3f);  // no kernel: dequantized weights times activations
-  q::set_block_kernels(kFake, {dot_fake, nullptr, nullptr});
-  ASSERT_EQ(q::block_ops(kFake)->kernels.scalar, dot_fake);
+  edgeq::runtime::set_block_kernels(kFake, {dot_fake, nullptr, nullptr});
+  ASSERT_EQ(edgeq::runtime::block_kernels(kFake)->scalar, dot_fake);
   for (float v : product()) EXPECT_EQ(v, 42.f);
-  EXPECT_THROW(q::set_block_kernels(kFake, {nullptr, dot_fake, nullptr}), edgeq::Error);  // SIMD without portable
+  EXPECT_THROW(edgeq::runtime::set_block_kernels(kFake, {nullptr, dot_fake, nullptr}), edgeq::Error);  // SIMD without portable
 }
 
 TEST(BlockTable, RegistrationRejectsConflicts) {
@@ -156,7 +156,7 @@ TEST(BlockTable, RegistrationRejectsConflicts) {
   EXPECT_THROW(q::register_block_type({GgmlType::Q4_0, "Q4_0", 32, 18, true}, ops), edgeq::Error);  // id mismatch
   ops.writable = true;  // writable without an encoder
   EXPECT_THROW(q::register_block_type({ops.type, "FAKE_W", 4, 8, true}, ops), edgeq::Error);
-  EXPECT_THROW(q::set_block_kernels(static_cast<GgmlType>(0x45510F03), {}), edgeq::Error);
+  EXPECT_THROW(edgeq::runtime::set_block_kernels(static_cast<GgmlType>(0x45510F03), {}), edgeq::Error);
 }
 
 }  // namespace

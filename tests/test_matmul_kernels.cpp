@@ -110,7 +110,7 @@ TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
   rt::set_matmul_kernels(true);
   edgeq::cpu::set_max_level(edgeq::cpu::Level::Portable);
   const auto portable = run(w, x, tokens, 1);
-  ASSERT_NE(q::block_ops(t)->kernels.scalar, nullptr) << "no kernel registered: the test would compare sgemm with itself";
+  ASSERT_NE(rt::block_kernels(t), nullptr) << "no kernel registered: the test would compare sgemm with itself";
   edgeq::cpu::set_max_level(edgeq::cpu::Level::Avx512);
   const auto simd1 = run(w, x, tokens, 1);
   const auto simd3 = run(w, x, tokens, 3);
@@ -152,8 +152,9 @@ TEST_P(MatmulKernels, SimdEqualsPortableAndMatchesDequantizedProduct) {
 TEST_P(MatmulKernels, EveryPathEqualsPortable) {
   namespace k = rt::kernels;
   const GgmlType t = GetParam();
-  const q::BlockOps* row = k::find(t);
-  ASSERT_NE(row, nullptr);
+  const k::Entry* entry = k::find(t);
+  ASSERT_NE(entry, nullptr);
+  const q::BlockOps* row = entry->ops;
   // 25 blocks of 32 (an odd count: the AVX-512 32-block paths take blocks in pairs), 3 of 256
   const int64_t in = edgeq::ggml_type_info(t)->block_size == 32 ? 800 : 768, rows = 6;
   std::mt19937 rng(11);
@@ -167,13 +168,14 @@ TEST_P(MatmulKernels, EveryPathEqualsPortable) {
   for (int a = 0; a < k::kMaxAct; ++a) k::quantize_act(row->act_rounding, x.data() + a * in, xq.data() + a * arb, in);
 
   const std::string level = k::simd_level();
-  std::vector<std::pair<const char*, q::DotFn>> paths;
-  if (level != "scalar" && row->kernels.avx2) paths.emplace_back("avx2", row->kernels.avx2);
-  if (level == "avx512vnni" && row->kernels.avx512) paths.emplace_back("avx512", row->kernels.avx512);
+  std::vector<std::pair<const char*, rt::DotFn>> paths;
+  const rt::BlockKernels& kern = *rt::block_kernels(t);
+  if (level != "scalar" && kern.avx2) paths.emplace_back("avx2", kern.avx2);
+  if (level == "avx512vnni" && kern.avx512) paths.emplace_back("avx512", kern.avx512);
   if (paths.empty()) GTEST_SKIP() << "no SIMD path on this CPU";
   for (int64_t r = 0; r < rows; ++r) {
     float ref[k::kMaxAct];
-    row->kernels.scalar(wq.data() + r * rb, xq.data(), arb, k::kMaxAct, in, ref, 1);
+    kern.scalar(wq.data() + r * rb, xq.data(), arb, k::kMaxAct, in, ref, 1);
     for (const auto& [name, dot] : paths) {
       for (int na = 1; na <= k::kMaxAct; ++na) {
         for (int a0 = 0; a0 + na <= k::kMaxAct; ++a0) {

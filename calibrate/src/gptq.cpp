@@ -16,6 +16,16 @@ namespace edgeq::calibrate {
 namespace blas = runtime::blas;
 
 namespace {
+
+// The level of a grid (gv: the values of codes 0 .. levels-1 for one element) nearest w, the lowest on ties:
+// both GPTQ orders round each column with it.
+int nearest_level(const float* gv, int levels, float w) {
+  int best = 0;
+  float be = std::fabs(gv[0] - w);
+  for (int k = 1; k < levels; ++k)
+    if (const float d = std::fabs(gv[k] - w); d < be) be = d, best = k;
+  return best;
+}
 // Rows per work item of the error sums (fixed, so every sum is the same for any pool size).
 constexpr int64_t kErrRows = 64;
 
@@ -207,7 +217,6 @@ void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float*
   struct Scratch {
     std::vector<float> Wc, E, lv, tables;
     std::vector<uint32_t> tab;
-    std::vector<uint8_t> probe;
   };
   std::vector<Scratch> scratch(static_cast<size_t>(pool_size(pool)));
   run_chunks(pool, (rows + R - 1) / R, [&](int64_t chunk, int worker) {
@@ -223,17 +232,11 @@ void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float*
     std::vector<float>& lv = sc.lv;
     std::vector<float>& tables = sc.tables;
     std::vector<uint32_t>& tab = sc.tab;
-    std::vector<uint8_t>& probe = sc.probe;
     tables.clear();
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t i = 0; i < cols; ++i) Wc[r * cols + i] = W0[(r0 + r) * cols + perm[i]];
       for (int64_t b0 = 0; b0 < cols; b0 += g) {
-        const uint8_t* blk = dst + (r0 + r) * row_bytes + (b0 / g) * block_bytes;
-        for (int k = 0; k < levels; ++k) {
-          probe.assign(blk, blk + block_bytes);
-          for (int64_t e = 0; e < g; ++e) quant::set_block_code(t, probe.data(), static_cast<int>(e), k);
-          quant::dequantize_row(t, probe.data(), &lv[k * g], g);
-        }
+        quant::block_level_values(t, dst + (r0 + r) * row_bytes + (b0 / g) * block_bytes, lv.data());
         for (int64_t e = 0; e < g; ++e) {
           bool same = e > 0;
           for (int k = 0; same && k < levels; ++k) same = lv[k * g + e] == lv[k * g + e - 1];
@@ -253,10 +256,7 @@ void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float*
           float* wr = &Wc[r * cols];
           const float w = wr[i];
           const float* gv = &tables[static_cast<size_t>(tab[r * cols + j]) * static_cast<size_t>(levels)];
-          int best = 0;
-          float be = std::fabs(gv[0] - w);
-          for (int k = 1; k < levels; ++k)
-            if (const float d = std::fabs(gv[k] - w); d < be) be = d, best = k;
+          const int best = nearest_level(gv, levels, w);
           quant::set_block_code(t, dst + (r0 + r) * row_bytes + (j / g) * block_bytes, e, best);
           const float err = static_cast<float>((w - gv[best]) / udiag[i]);
           E[r * nbat + (i - i0)] = err;
@@ -363,14 +363,11 @@ void gptq_natural(GgmlType t, const GgmlTypeInfo* ti, const float* W0, int64_t r
       if (levels > 0) {
         // The block's scales stay; its elements are re-rounded column by column on that grid, each column's
         // error (scaled by 1/U_jj) fed into the block's later columns (GPTQ proper); E collects those errors.
+        sc.lv.resize(static_cast<size_t>(levels * g));
         for (int64_t r = 0; r < m; ++r) {
-          uint8_t* blk = &sc.enc[r * block_bytes];
-          for (int k = 0; k < levels; ++k) {
-            sc.probe.assign(blk, blk + block_bytes);
-            for (int64_t e = 0; e < g; ++e) quant::set_block_code(t, sc.probe.data(), static_cast<int>(e), k);
-            quant::dequantize_row(t, sc.probe.data(), sc.lv.data(), g);
-            for (int64_t e = 0; e < g; ++e) sc.grid[(r * g + e) * levels + k] = sc.lv[e];
-          }
+          quant::block_level_values(t, &sc.enc[r * block_bytes], sc.lv.data());
+          for (int k = 0; k < levels; ++k)
+            for (int64_t e = 0; e < g; ++e) sc.grid[(r * g + e) * levels + k] = sc.lv[k * g + e];
         }
         for (int64_t c = 0; c < g; ++c) {
           const int64_t j = b0 + c;
@@ -379,10 +376,7 @@ void gptq_natural(GgmlType t, const GgmlTypeInfo* ti, const float* W0, int64_t r
             float* wr = &Wr[r * cols];
             const float w = wr[j];
             const float* gv = &sc.grid[(r * g + c) * levels];
-            int best = 0;
-            float be = std::fabs(gv[0] - w);
-            for (int k = 1; k < levels; ++k)
-              if (const float d = std::fabs(gv[k] - w); d < be) be = d, best = k;
+            const int best = nearest_level(gv, levels, w);
             quant::set_block_code(t, &sc.enc[r * block_bytes], static_cast<int>(c), best);
             const float err = static_cast<float>((w - gv[best]) / ujj);
             Ec[r * g + c] = err;

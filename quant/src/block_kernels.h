@@ -78,6 +78,20 @@ EDGEQ_AVX2 void avx2_iq1_m(const void* src, float* y, int64_t nb);
 #endif
 
 // Plain-type encoders: (x, w ignored, dst, n elements).
+// Per-element code writers (block_codes.cpp), the table's codes column.
+void code_q4_0(void* block, int e, int code);
+void code_q4_1(void* block, int e, int code);
+void code_q5_0(void* block, int e, int code);
+void code_q5_1(void* block, int e, int code);
+void code_q8_0(void* block, int e, int code);
+void code_q2_k(void* block, int e, int code);
+void code_q3_k(void* block, int e, int code);
+void code_q4_k(void* block, int e, int code);
+void code_q5_k(void* block, int e, int code);
+void code_q6_k(void* block, int e, int code);
+void code_iq4_nl(void* block, int e, int code);
+void code_iq4_xs(void* block, int e, int code);
+
 void enc_f32(const float* x, const float* w, void* dst, int64_t nb);
 void enc_f16(const float* x, const float* w, void* dst, int64_t nb);
 void enc_bf16(const float* x, const float* w, void* dst, int64_t nb);

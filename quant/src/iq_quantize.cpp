@@ -795,8 +795,6 @@ void enc_iq1_m(const float* x, const float* w, void* dst) { enc_block<GgmlType::
 
 namespace edgeq::quant {
 
-int block_code_group(GgmlType t) { return detail::codec(t) ? 8 : 0; }
-
 void set_block_group(GgmlType t, void* block, int group, const float* x, const float* w, float* y) {
   using namespace detail;
   const Codec* c = codec(t);

@@ -6,10 +6,12 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <type_traits>
 #include <utility>
 
 #include "edgeq/base/cpu.h"
+#include "edgeq/base/error.h"
 #include "edgeq/base/half.h"
 #include "edgeq/quant/block_layout.h"
 #include "edgeq/quant/blocks.h"
@@ -975,21 +977,21 @@ struct IQ1_M : Lattice<IQ1_M> {
 
 // A 32-block type's three paths, for the table.
 template <class U>
-constexpr quant::BlockKernels kernels_32{dot_32_scalar<U>, dot_32_avx2<U>, dot_32_avx512<U>};
+constexpr BlockKernels kernels_32{dot_32_scalar<U>, dot_32_avx2<U>, dot_32_avx512<U>};
 // A 256-block type's three paths, for the table.
 template <class U>
-constexpr quant::BlockKernels kernels_256{dot_K_scalar<U>, dot_K_avx2<U>, dot_K_avx512<U>};
+constexpr BlockKernels kernels_256{dot_K_scalar<U>, dot_K_avx2<U>, dot_K_avx512<U>};
 // A 256-block type with portable and AVX2 paths only.
 template <class U>
-constexpr quant::BlockKernels kernels_256_avx2{dot_K_scalar<U>, dot_K_avx2<U>, nullptr};
+constexpr BlockKernels kernels_256_avx2{dot_K_scalar<U>, dot_K_avx2<U>, nullptr};
 #pragma GCC diagnostic pop
 
 // ---------------------------------------------------------------- the table
 
-// The kernels this file registers in quant's block-ops table: type, portable, AVX2, AVX-512 VNNI.
+// The runtime's kernels: type, portable, AVX2, AVX-512 VNNI.
 struct Registration {
   GgmlType type;
-  quant::BlockKernels kernels;
+  BlockKernels kernels;
 };
 const Registration kKernels[] = {
     {GgmlType::Q8_0, kernels_32<blk::Q8_0>},
@@ -1016,17 +1018,53 @@ const Registration kKernels[] = {
 
 }  // namespace
 
-const quant::BlockOps* find(GgmlType t) {
-  static const bool registered = [] {
-    for (const auto& r : kKernels) quant::set_block_kernels(r.type, r.kernels);
-    return true;
-  }();
-  (void)registered;
-  const quant::BlockOps* row = quant::block_ops(t);
-  return row != nullptr && row->kernels.scalar != nullptr ? row : nullptr;
+namespace {
+// Entries live in a deque (addresses stay valid as types are added); ids below kDirect are indexed directly.
+constexpr uint32_t kDirect = 64;
+struct Table {
+  std::deque<Entry> rows;
+  Entry* direct[kDirect] = {};
+};
+
+Entry* lookup(Table& tab, GgmlType t) {
+  const auto id = static_cast<uint32_t>(t);
+  if (id < kDirect) return tab.direct[id];
+  for (Entry& e : tab.rows)
+    if (e.ops->type == t) return &e;
+  return nullptr;
 }
 
-DotFn best(const quant::BlockKernels& k) {
+void put(Table& tab, GgmlType t, const BlockKernels& k) {
+  const quant::BlockOps* ops = quant::block_ops(t);
+  if (!ops) fail("set block kernels: type {} has no block-ops row", static_cast<uint32_t>(t));
+  if ((k.avx2 || k.avx512) && !k.scalar) fail("set block kernels: {}: a SIMD kernel needs the portable one", ggml_type_name(t));
+  if (k.scalar && ops->act_rounding != ActRounding::Q8_0 && ops->act_rounding != ActRounding::Q8_K)
+    fail("set block kernels: {}: kernels take Q8_0 or Q8_K activations", ggml_type_name(t));
+  if (Entry* e = lookup(tab, t)) {
+    e->kernels = k;
+    return;
+  }
+  tab.rows.push_back({ops, k});
+  const auto id = static_cast<uint32_t>(t);
+  if (id < kDirect) tab.direct[id] = &tab.rows.back();
+}
+
+Table& table() {
+  static Table tab = [] {
+    Table t;
+    for (const auto& r : kKernels) put(t, r.type, r.kernels);
+    return t;
+  }();
+  return tab;
+}
+}  // namespace
+
+const Entry* find(GgmlType t) {
+  const Entry* e = lookup(table(), t);
+  return e != nullptr && e->kernels.scalar != nullptr ? e : nullptr;
+}
+
+DotFn best(const BlockKernels& k) {
   if (cpu::avx512_vnni() && k.avx512 != nullptr) return k.avx512;
   if (cpu::avx2() && k.avx2 != nullptr) return k.avx2;
   return k.scalar;
@@ -1174,3 +1212,14 @@ void quantize_act(ActRounding a, const float* x, void* dst, int64_t n) {
 }
 
 }  // namespace edgeq::runtime::kernels
+
+namespace edgeq::runtime {
+
+const BlockKernels* block_kernels(GgmlType t) {
+  const kernels::Entry* e = kernels::find(t);
+  return e ? &e->kernels : nullptr;
+}
+
+void set_block_kernels(GgmlType t, const BlockKernels& k) { kernels::put(kernels::table(), t, k); }
+
+}  // namespace edgeq::runtime

@@ -8,8 +8,8 @@
 // bits, and a product does not depend on how rows and tokens are split over threads.
 //
 // Adding a kernel for a block type: write its scalar reference dot (the definition), then SIMD versions that
-// compute the same per-block integers; name them in kernels.cpp's registration list, which fills the type's
-// kernel slots in quant's block-ops table (the activation format is the row's act_rounding);
+// compute the same per-block integers; name them in kernels.cpp's kernel table (the activation format is the
+// type's block-ops row's act_rounding);
 // test_matmul_kernels checks every type with kernels (scalar == SIMD, and against dequantized floats).
 #pragma once
 #include <cstddef>
@@ -35,15 +35,20 @@ struct ActQ8_K {
   int16_t bsums[16];  // sums of qs over 16-element groups
 };
 
-// Dot products over at most kMaxAct activation rows per call (quant::DotFn's n_act).
+// Dot products over at most kMaxAct activation rows per call (DotFn's n_act).
 constexpr int kMaxAct = 4;
-using quant::DotFn;
+using runtime::BlockKernels;
+using runtime::DotFn;
 
-// The block-ops row of a weight type whose kernel slots are filled, or nullptr (then matmul dequantizes and
-// uses sgemm). The first call registers this file's kernels in quant's table.
-const quant::BlockOps* find(GgmlType t);
+// A weight type with kernels: its block-ops row (the activation format) and its kernels.
+struct Entry {
+  const quant::BlockOps* ops;
+  BlockKernels kernels;
+};
+// The entry of a weight type with kernels, or nullptr (then matmul dequantizes and uses sgemm).
+const Entry* find(GgmlType t);
 // The fastest path of a row's kernels at edgeq/base/cpu.h's level (AVX-512 needs VNNI too).
-DotFn best(const quant::BlockKernels& k);
+DotFn best(const BlockKernels& k);
 // Name of the SIMD level best() picks on this CPU ("avx512vnni", "avx2", "scalar").
 const char* simd_level();
 

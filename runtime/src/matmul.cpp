@@ -135,10 +135,10 @@ void set_matmul_kernels(bool enabled) { g_use_kernels = enabled; }
 std::string blas_core() { return blas::core(); }
 
 namespace {
-const quant::BlockOps* kernel_for(const Weight& w, int64_t n_tokens, bool ggml_compat) {
+const kernels::Entry* kernel_for(const Weight& w, int64_t n_tokens, bool ggml_compat) {
   if (!ggml_compat || !g_use_kernels || n_tokens >= kKernelMaxTokens || w.palette) return nullptr;
-  const quant::BlockOps* k = kernels::find(w.type);
-  if (k == nullptr || static_cast<int64_t>(w.dims[0]) % (k->act_rounding == ActRounding::Q8_0 ? 32 : 256) != 0)
+  const kernels::Entry* k = kernels::find(w.type);
+  if (k == nullptr || static_cast<int64_t>(w.dims[0]) % (k->ops->act_rounding == ActRounding::Q8_0 ? 32 : 256) != 0)
     return nullptr;
   return k;
 }
@@ -221,14 +221,14 @@ void gemm_tiles(const TileJob* jobs, size_t n_jobs, const float* x, int64_t n_to
 // The kernel path for weights sharing one input (all with kernel k's activation format): the input is quantized
 // once, then one pool run covers every weight's row tiles, one integer dot product per (token, row); each result
 // is computed whole by one thread, so the split over threads does not change it.
-void kernel_products(const quant::BlockOps& k, std::initializer_list<std::pair<const Weight*, float*>> outs,
+void kernel_products(const kernels::Entry& k, std::initializer_list<std::pair<const Weight*, float*>> outs,
                      const int64_t* ldy, const float* x, int64_t n_tokens, int64_t ldx, ThreadPool& pool,
                      MatmulScratch& scratch) {
   const int64_t in = static_cast<int64_t>(outs.begin()->first->dims[0]);
-  const size_t arb = kernels::act_row_bytes(k.act_rounding, in);
+  const size_t arb = kernels::act_row_bytes(k.ops->act_rounding, in);
   scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
   pool.run(n_tokens, [&](int64_t t, int) {
-    kernels::quantize_act(k.act_rounding, x + t * ldx, scratch.xq.data() + t * arb, in);
+    kernels::quantize_act(k.ops->act_rounding, x + t * ldx, scratch.xq.data() + t * arb, in);
   });
   constexpr size_t kMaxOuts = 4;
   struct Job {
@@ -241,7 +241,7 @@ void kernel_products(const quant::BlockOps& k, std::initializer_list<std::pair<c
   int64_t n_tiles = 0;
   for (const auto& o : outs) {
     const int64_t rows = static_cast<int64_t>(o.first->n_rows());
-    const quant::BlockOps* ko = kernels::find(o.first->type);
+    const kernels::Entry* ko = kernels::find(o.first->type);
     jobs[n_jobs] = {o.first, o.second, ldy[n_jobs], rows, n_tiles, kernels::best(ko->kernels)};
     n_tiles += (rows + kTileRows - 1) / kTileRows;
     ++n_jobs;
@@ -266,12 +266,12 @@ void kernel_products(const quant::BlockOps& k, std::initializer_list<std::pair<c
 bool matmul_kernels_shared(std::initializer_list<std::pair<const Weight*, float*>> outs, const float* x,
                            int64_t n_tokens, int64_t ldx, ThreadPool& pool, MatmulScratch& scratch, bool ggml_compat) {
   if (outs.size() == 0 || outs.size() > 4 || n_tokens <= 0) return false;
-  const quant::BlockOps* k0 = nullptr;
+  const kernels::Entry* k0 = nullptr;
   int64_t ldy[4];
   size_t i = 0;
   for (const auto& o : outs) {
-    const quant::BlockOps* k = kernel_for(*o.first, n_tokens, ggml_compat);
-    if (k == nullptr || (k0 != nullptr && (k->act_rounding != k0->act_rounding || o.first->dims[0] != outs.begin()->first->dims[0])))
+    const kernels::Entry* k = kernel_for(*o.first, n_tokens, ggml_compat);
+    if (k == nullptr || (k0 != nullptr && (k->ops->act_rounding != k0->ops->act_rounding || o.first->dims[0] != outs.begin()->first->dims[0])))
       return false;
     k0 = k;
     ldy[i++] = static_cast<int64_t>(o.first->n_rows());
@@ -290,7 +290,7 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
   // Used below kKernelMaxTokens tokens (generation, short prompts): there they beat dequantize + sgemm by 1.5-6x;
   // for larger batches the GEMM on dequantized tiles is faster (tl-8m perplexity: OpenBLAS sgemm already took the
   // same time as the kernels).
-  if (const quant::BlockOps* k = kernel_for(w, n_tokens, ggml_compat)) {
+  if (const kernels::Entry* k = kernel_for(w, n_tokens, ggml_compat)) {
     kernel_products(*k, {{&w, y}}, &ldy, x, n_tokens, ldx, pool, scratch);
     return;
   }

@@ -1,6 +1,6 @@
 // The block-type operations table: one row per ggml type edgeq knows how to handle, like ggml's type_traits.
 // formats/ggml_types.h is the base table (id, name, elements and bytes per block); a row here adds what quant/
-// and runtime/ do with the type. Every predicate (can_dequantize, can_quantize, has_simd_dequantize, the types
+// does with the type (the runtime keeps its dot-product kernels in its own table, edgeq/runtime/matmul.h). Every predicate (can_dequantize, can_quantize, has_simd_dequantize, the types
 // a user may request) and every list is derived from these rows: adding a block type is one row here plus the
 // functions it names (and one row in formats' table when the type is new to ggml_types).
 #pragma once
@@ -22,18 +22,15 @@ using DequantizeFn = void (*)(const void* src, float* dst, int64_t nblocks);
 // nblocks * block_size floats of x -> nblocks blocks at dst. w: one weight per element (> 0), or nullptr
 // for the plain float types, which ignore it.
 using EncodeFn = void (*)(const float* x, const float* w, void* dst, int64_t nblocks);
-// Runtime kernel slots (ggml's vec_dot): out[k * out_stride] = dot product of one weight row (this type's
-// blocks, n values) and activation row k (k < n_act), the activations already rounded to act_rounding's block
-// format; activation row k starts at act + k * act_stride bytes. Every output is the same whatever n_act.
-using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* act, size_t act_stride, int n_act, int64_t n,
-                       float* out, size_t out_stride);
-
-// Kernels a runtime registers for a type (empty in quant/; runtime/ fills them with set_block_kernels). Every
-// path returns the same bits; the runtime picks the fastest this CPU runs.
-struct BlockKernels {
-  DotFn scalar = nullptr;  // the portable reference; nullptr: no kernel (the runtime dequantizes instead)
-  DotFn avx2 = nullptr;    // AVX2; nullptr: none
-  DotFn avx512 = nullptr;  // AVX-512 VNNI (+BW/VL); nullptr: none
+// A block's integer codes with its scales kept (the grid GPTQ rounds on): writes element e's code (0 .. levels-1)
+// into an encoded block, the inverse of the dequantizer's unpacking.
+using SetCodeFn = void (*)(void* block, int element, int code);
+struct BlockCodes {
+  int levels = 0;           // codes an element can take; 0: no per-element codes
+  SetCodeFn set = nullptr;  // non-null exactly when levels > 0
+  // Lattice i-quants: codes are chosen per group of this many consecutive elements (a sign byte and its grid
+  // point(s); set_block_group in blocks.h), 0 for other types.
+  int group = 0;
 };
 
 // Whether quantize refuses the type for a tensor without importance (llama-quantize b4748's "missing importance
@@ -53,7 +50,7 @@ struct BlockOps {
   // llama.cpp b4748 refuses to write the type without importance data for the tensor (llama_model_quantize_impl:
   // IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S; IQ1_M except token_embd/output; quant::tensor_needs_importance applies it).
   bool needs_importance = false;
-  BlockKernels kernels{};
+  BlockCodes codes{};
   // Filled when the row is installed: the formats row of `type` (never nullptr in an installed row).
   const GgmlTypeInfo* info = nullptr;
 };
@@ -70,8 +67,5 @@ std::vector<GgmlType> writable_types();
 // a row here. For tests and extensions; call before other threads use quant/. Throws edgeq::Error when the id
 // or name is taken by a different type, or the row is inconsistent (writable without an encoder).
 void register_block_type(const GgmlTypeInfo& info, const BlockOps& ops);
-// Fills the runtime kernel slots of t's row (runtime/ calls it once at start-up, before threads use quant/).
-// Throws edgeq::Error when t has no row.
-void set_block_kernels(GgmlType t, const BlockKernels& kernels);
 
 }  // namespace edgeq::quant

@@ -44,11 +44,13 @@ bool quantize_simd_active();
 // The candidate-parallel width in use: 16, 8, or 0 (none).
 int quantize_simd_lanes();
 
-// A block's grid with its scales kept: the number of integer codes an element of type t can take (0 when
-// this is not supported for t), and writing element e's code in an encoded block. Dequantizing the block
-// with code k in every element gives, per element, the value of level k (GPTQ rounds on that grid).
+// A block's grid with its scales kept (the block-ops table's codes column): the number of integer codes an
+// element of type t can take (0 when this is not supported for t), and writing element e's code in an encoded
+// block. block_level_values gives values[k * block_size + e], the value element e takes with code k under the
+// block's scales (GPTQ rounds on that grid).
 int block_code_levels(GgmlType t);
 void set_block_code(GgmlType t, void* block, int element, int code);
+void block_level_values(GgmlType t, const void* block, float* values);
 
 // The lattice i-quants (IQ1_*, IQ2_*, IQ3_*) choose codes per group of 8 consecutive elements (one sign byte and
 // its grid point(s)), not per element: block_code_group(t) is that group size (8), 0 for other types.

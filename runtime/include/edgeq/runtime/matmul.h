@@ -1,7 +1,6 @@
 // Matrix products of f32 activations with (possibly quantized) mmapped weights.
 // A weight W is a GGUF tensor [in, out] (dims[0] = in = row length); y = x · Wᵀ for a batch of rows x.
-// Weight types with a kernel (those whose block-ops row has kernel slots filled: runtime/src/kernels.cpp's kKernels
-// lists them) are multiplied in integer arithmetic on the blocks, with activations quantized to Q8_0/Q8_K as llama.cpp does, for batches under 16 tokens
+// Weight types with a kernel (block_kernels below: runtime/src/kernels.cpp's kKernels lists them) are multiplied in integer arithmetic on the blocks, with activations quantized to Q8_0/Q8_K as llama.cpp does, for batches under 16 tokens
 // (generation). Other weights, and larger batches, are dequantized tile by tile (quant::dequantize_row) into
 // a per-thread f32 buffer, packed and multiplied with the runtime's GEMM (runtime/src/gemm.h; a task per tile on
 // our thread pool). Every output element is
@@ -48,6 +47,25 @@ ActRounding act_rounding_for(GgmlType weight_type);
 ActRounding act_rounding_for(const Weight& w);
 // Applies the rounding in place to one row of n values (n a multiple of the block size, else no-op).
 void round_activations(ActRounding r, float* x, int64_t n);
+
+// Dot-product kernels of a weight type (ggml's vec_dot), the runtime's own table (runtime/src/kernels.cpp lists
+// its kernels; the activation format is the type's block-ops row's act_rounding): out[k * out_stride] = dot
+// product of one weight row (this type's blocks, n values) and activation row k (k < n_act), the activations
+// already rounded to act_rounding's block format; activation row k starts at act + k * act_stride bytes. Every
+// output is the same whatever n_act, and every path returns the same bits (the runtime picks the fastest).
+using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* act, size_t act_stride, int n_act, int64_t n,
+                       float* out, size_t out_stride);
+struct BlockKernels {
+  DotFn scalar = nullptr;  // the portable reference; nullptr: no kernel (the runtime dequantizes instead)
+  DotFn avx2 = nullptr;    // AVX2; nullptr: none
+  DotFn avx512 = nullptr;  // AVX-512 VNNI (+BW/VL); nullptr: none
+};
+// t's kernels, or nullptr when the runtime has none.
+const BlockKernels* block_kernels(GgmlType t);
+// Adds or replaces t's kernels (tests and extensions; before other threads use the runtime). Throws edgeq::Error
+// when t has no block-ops row, a SIMD path comes without the portable one, or the row's activations are not
+// Q8_0/Q8_K.
+void set_block_kernels(GgmlType t, const BlockKernels& kernels);
 
 // Rounds n floats to the nearest f16 value in place (F16C when available; same bits as the scalar path).
 void round_f16(float* x, int64_t n);
