@@ -16,26 +16,6 @@ namespace edgeq::calibrate {
 
 using runtime::MatmulInput;
 
-const std::vector<MethodInfo>& method_table() {
-  static const std::vector<MethodInfo> t = {
-      {Method::Rtn, "rtn", "round to nearest: each block's scales searched for the least squared error, no statistics",
-       false, false, false, true, false},
-      {Method::Imatrix, "imatrix",
-       "importance-weighted search: llama.cpp's importance matrix (mean x^2 per input column)", true, false, false,
-       true, false},
-      {Method::Awq, "awq",
-       "AWQ: per-channel activation scales folded into the norms and the rows of attn_v and ffn_up, clipping where "
-       "it lowers the output error, then imatrix",
-       true, true, false, false, true},
-      {Method::Gptq, "gptq", "GPTQ: rounding errors fed forward through each input's Hessian", true, true, true, false,
-       false},
-      {Method::Auto, "auto",
-       "per tensor the lowest output error on held-out calibration chunks among rtn, imatrix, gptq and awq", true,
-       true, true, false, true},
-  };
-  return t;
-}
-
 const MethodInfo& method_info(Method m) {
   for (const auto& i : method_table())
     if (i.method == m) return i;
@@ -112,6 +92,15 @@ void dequantize_rows(GgmlType t, const uint8_t* enc, int64_t rows, int64_t cols,
   });
 }
 
+// AWQ's scaled space, the one place it is written: the weights W·diag(s) (each row r also divided by d_r when d
+// is given: W_rj · (s_j / d_r); s null: 1) and, when imp is given, the importance imp / s² per column (in place).
+void to_scaled_space(float* W, int64_t rows, int64_t cols, const float* s, const float* d, float* imp) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) W[r * cols + j] *= (s ? s[j] : 1.0f) / (d ? d[r] : 1.0f);
+  if (imp && s)
+    for (int64_t j = 0; j < cols; ++j) imp[j] /= s[j] * s[j];
+}
+
 // Encodes W (rows × cols) with a choice: s (optional) scales the columns, imp is mean x² per column (original
 // space), H the Hessian for GPTQ (original space). Writes the blocks to dst and, when Q is given, the
 // effective dequantized weights in the original space (Q / s). take_H: H handed over instead (GPTQ scales and
@@ -122,11 +111,9 @@ void encode(GgmlType t, const float* W, int64_t rows, int64_t cols, Choice c, co
   std::vector<float> Ws(W, W + rows * cols), imps;
   const float* use_imp = imp;
   if (scaled) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < cols; ++j) Ws[r * cols + j] *= s[j];
-    imps.resize(static_cast<size_t>(cols));
-    for (int64_t j = 0; j < cols; ++j) imps[j] = imp[j] / (s[j] * s[j]);
-    use_imp = imps.data();
+    if (imp) imps.assign(imp, imp + cols);
+    to_scaled_space(Ws.data(), rows, cols, s, nullptr, imp ? imps.data() : nullptr);
+    use_imp = imp ? imps.data() : nullptr;
   }
   if (c.r != Rounding::Gptq) {
     quant::quantize_rows_parallel(t, Ws.data(), dst, rows, cols, c.r == Rounding::Rtn ? nullptr : use_imp, pool);
@@ -363,12 +350,107 @@ void divide_channels(quant::TensorHookArgs& a, const std::vector<float>& s) {
   }
 }
 
-void multiply_columns(quant::TensorHookArgs& a, const std::vector<float>& s) {
+// The hook's values into AWQ's scaled space (imp, when given, too).
+void multiply_columns(quant::TensorHookArgs& a, const std::vector<float>& s, float* imp = nullptr) {
   if (static_cast<int64_t>(s.size()) != a.n_per_row) fail("awq: {} does not match its scales", a.name);
-  for (int64_t r = 0; r < a.nrows; ++r)
-    for (int64_t j = 0; j < a.n_per_row; ++j) a.values[r * a.n_per_row + j] *= s[j];
+  to_scaled_space(a.values, a.nrows, a.n_per_row, s.data(), nullptr, imp);
 }
 
+// What a method decides for the weights sharing one matmul input (ws, in order): each weight's encoding, the
+// input's AWQ column scales (empty: none), and the importance the hook encodes with.
+struct InputPlan {
+  std::vector<Choice> choice;
+  std::vector<float> scales;
+  std::vector<float> imp_all;
+};
+struct PlanArgs {
+  const InputStats& in;
+  const std::vector<Weight>& ws;
+  const std::optional<Fold>& fold;  // where the input's scales can be folded (AWQ), if anywhere
+  bool act_order;
+  ThreadPool& pool;
+};
+
+// gptq: every weight through GPTQ with its input's Hessian (read when the weight is encoded).
+InputPlan plan_gptq(const PlanArgs& a) {
+  InputPlan p;
+  p.imp_all = importance_only(a.in).imp_all;
+  p.choice.assign(a.ws.size(), Choice{Rounding::Gptq, false, a.act_order});
+  return p;
+}
+
+// awq: the scale search where the scales fold (Hessian of all chunks), imatrix rounding in the scaled space.
+InputPlan plan_awq(const PlanArgs& a) {
+  Hessians h = a.fold ? with_all(a.in) : importance_only(a.in);
+  InputPlan p;
+  if (a.fold) {
+    double e = 0;
+    p.scales = search_scales(a.ws, tied_mean_abs(a.in, *a.fold), ridge_hessian(std::move(h.all), a.in.width).data(),
+                             h.imp_all.data(), &e, a.pool);
+  }
+  p.choice.assign(a.ws.size(), Choice{Rounding::Imatrix, !p.scales.empty()});
+  p.imp_all = std::move(h.imp_all);
+  return p;
+}
+
+// auto: per weight the candidate of least output error, fitted on the even chunks and scored on the odd ones;
+// the scaled candidates (awq, awq+gptq) as a whole input against the plain ones.
+InputPlan plan_auto(const PlanArgs& a) {
+  const Hessians h = split(a.in);
+  const auto& ws = a.ws;
+  const bool act_order = a.act_order;
+  ThreadPool& pool = a.pool;
+  InputPlan p;
+  double plain_total = 0;
+  std::vector<Choice> plain(ws.size());
+  for (size_t i = 0; i < ws.size(); ++i) {
+    double best = std::numeric_limits<double>::infinity();
+    for (Rounding r : {Rounding::Rtn, Rounding::Imatrix, Rounding::Gptq}) {
+      const Choice c{r, false, act_order && r == Rounding::Gptq};
+      const double e = candidate_error(ws[i], c, h.fit.data(), h.imp_fit.data(), nullptr, h.eval.data(), pool);
+      if (e < best) best = e, plain[i] = c;
+    }
+    plain_total += best;
+  }
+  p.choice = plain;
+  if (a.fold) {
+    double fit_err = 0;
+    std::vector<float> s = search_scales(ws, tied_mean_abs(a.in, *a.fold), ridge_hessian(h.fit.data(), a.in.width).data(),
+                                         h.imp_fit.data(), &fit_err, pool);
+    if (!s.empty()) {
+      double scaled_total = 0;
+      std::vector<Choice> scaled(ws.size());
+      for (size_t i = 0; i < ws.size(); ++i) {
+        double best = std::numeric_limits<double>::infinity();
+        for (Rounding r : {Rounding::Imatrix, Rounding::Gptq}) {
+          const Choice c{r, true, act_order && r == Rounding::Gptq};
+          const double e = candidate_error(ws[i], c, h.fit.data(), h.imp_fit.data(), s.data(), h.eval.data(), pool);
+          if (e < best) best = e, scaled[i] = c;
+        }
+        scaled_total += best;
+      }
+      if (scaled_total < plain_total) {
+        p.choice = scaled;
+        p.scales = std::move(s);
+      }
+    }
+  }
+  p.imp_all = h.imp_all;
+  return p;
+}
+
+}  // namespace
+
+// A method's decisions (methods.h's MethodPlan): per matmul input, and whether AWQ's clipping search follows.
+struct MethodPlan {
+  InputPlan (*plan_input)(const PlanArgs&);
+  bool clip;
+};
+
+namespace {
+const MethodPlan kGptqPlan{plan_gptq, false};
+const MethodPlan kAwqPlan{plan_awq, true};
+const MethodPlan kAutoPlan{plan_auto, false};
 }  // namespace
 
 std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stats, const std::string& stats_label,
@@ -383,16 +465,18 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
   setup->state = st;
   setup->importance = importance_from_stats(stats, stats_label);
   qo.method = std::string("edgeq-") + method_name(m) + (act_order ? "+act-order" : "");
-  if (m == Method::Rtn) {
+  const MethodInfo& info = method_info(m);
+  if (!info.needs_statistics) {  // rtn
     qo.importance = nullptr;
     return setup;
   }
   if (setup->importance.data.empty()) fail("{}: the calibration statistics hold no importance data", stats_label);
   for (auto& [name, v] : setup->importance.data) v = ridge_importance(std::move(v));
   qo.importance = &setup->importance;
-  if (m == Method::Imatrix) return setup;
+  const MethodPlan* mp = info.plan;
+  if (!mp) return setup;  // imatrix: the importance is all
   for (const auto& in : stats.inputs)  // (experts have none: they are rounded with their importance)
-    if (in.rows > 0 && in.n_expert == 0 && !in.has_hessian())
+    if (info.needs_hessian && in.rows > 0 && in.n_expert == 0 && !in.has_hessian())
       fail("{}: --method {} needs Hessians: run `edgeq calibrate --hessian` (or quantize with --data)", stats_label,
            method_name(m));
 
@@ -430,68 +514,21 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     if (ws.empty()) continue;
     const std::optional<Fold> fold =
         ws.size() == in.tensor_names().size() ? resolve_fold(in, src, by_name, plan.params) : std::nullopt;
-    // Hessians only where this method reads them here (gptq's are read per tensor when it is encoded).
-    Hessians h = m == Method::Auto ? split(in) : m == Method::Awq && fold ? with_all(in) : importance_only(in);
-    std::vector<float> scales;  // per column; empty: none
-    if (m == Method::Gptq) {
-      for (const auto& w : ws) st->choice[w.name] = {Rounding::Gptq, false, act_order};
-    } else if (m == Method::Awq) {
-      double e = 0;
-      if (fold)
-        scales = search_scales(ws, tied_mean_abs(in, *fold), ridge_hessian(std::move(h.all), in.width).data(),
-                               h.imp_all.data(), &e, pool);
-      for (const auto& w : ws) st->choice[w.name] = {Rounding::Imatrix, !scales.empty()};
-    } else {  // auto: fit on even chunks, score on odd ones
-      double plain_total = 0;
-      std::vector<Choice> plain(ws.size());
-      for (size_t i = 0; i < ws.size(); ++i) {
-        double best = std::numeric_limits<double>::infinity();
-        for (Rounding r : {Rounding::Rtn, Rounding::Imatrix, Rounding::Gptq}) {
-          const Choice c{r, false, act_order && r == Rounding::Gptq};
-          const double e = candidate_error(ws[i], c, h.fit.data(), h.imp_fit.data(), nullptr, h.eval.data(), pool);
-          if (e < best) best = e, plain[i] = c;
-        }
-        plain_total += best;
-      }
-      std::vector<Choice> pick = plain;
-      if (fold) {
-        double fit_err = 0;
-        std::vector<float> s = search_scales(ws, tied_mean_abs(in, *fold),
-                                             ridge_hessian(h.fit.data(), in.width).data(), h.imp_fit.data(), &fit_err,
-                                             pool);
-        if (!s.empty()) {
-          double scaled_total = 0;
-          std::vector<Choice> scaled(ws.size());
-          for (size_t i = 0; i < ws.size(); ++i) {
-            double best = std::numeric_limits<double>::infinity();
-            for (Rounding r : {Rounding::Imatrix, Rounding::Gptq}) {
-              const Choice c{r, true, act_order && r == Rounding::Gptq};
-              const double e = candidate_error(ws[i], c, h.fit.data(), h.imp_fit.data(), s.data(), h.eval.data(), pool);
-              if (e < best) best = e, scaled[i] = c;
-            }
-            scaled_total += best;
-          }
-          if (scaled_total < plain_total) {
-            pick = scaled;
-            scales = std::move(s);
-          }
-        }
-      }
-      for (size_t i = 0; i < ws.size(); ++i) st->choice[ws[i].name] = pick[i];
-    }
-    if (!scales.empty()) {
+    const InputPlan ip = mp->plan_input({in, ws, fold, act_order, pool});
+    for (size_t i = 0; i < ws.size(); ++i) st->choice[ws[i].name] = ip.choice[i];
+    if (!ip.scales.empty()) {
       std::vector<float> per_channel(static_cast<size_t>(fold->n_channels));
-      for (int64_t c = 0; c < in.width; ++c) per_channel[fold->channel[c]] = scales[c];
+      for (int64_t c = 0; c < in.width; ++c) per_channel[fold->channel[c]] = ip.scales[c];
       for (const auto& t : fold->targets) folds.divide[t] = per_channel;
-      for (const auto& w : ws) folds.multiply[w.name] = scales;
+      for (const auto& w : ws) folds.multiply[w.name] = ip.scales;
     }
-    for (const auto& w : ws) st->imp_all[w.name] = h.imp_all;
+    for (const auto& w : ws) st->imp_all[w.name] = ip.imp_all;
   }
 
   // AWQ's clipping, once every scale (also the row scales of V and up, from later inputs) is known: the ratios
   // are chosen on the even chunks and kept only if they lower the output error on the odd ones.
   for (const auto& in : stats.inputs) {
-    if (m != Method::Awq || in.rows <= 0) continue;
+    if (!mp->clip || in.rows <= 0) continue;
     std::vector<double> H_fit, H_check;
     for (const auto& name : in.tensor_names()) {
       auto w = load(name);
@@ -504,11 +541,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
       const std::vector<float>* sc = find_scales(folds.multiply, name);
       const std::vector<float>* rd = find_scales(folds.divide, name);
       std::vector<float> Wf = w->W, imp = st->imp_all.at(name);
-      for (int64_t r = 0; r < w->rows; ++r)
-        for (int64_t j = 0; j < w->cols; ++j)
-          Wf[r * w->cols + j] *= (sc ? (*sc)[j] : 1.0f) / (rd ? (*rd)[r] : 1.0f);
-      if (sc)
-        for (int64_t j = 0; j < w->cols; ++j) imp[j] /= (*sc)[j] * (*sc)[j];
+      to_scaled_space(Wf.data(), w->rows, w->cols, sc ? sc->data() : nullptr, rd ? rd->data() : nullptr, imp.data());
       double e0 = 0, e1 = 0;
       auto idx = awq_clip_search(w->type, w->W.data(), Wf.data(), w->rows, w->cols, H_fit.data(), H_check.data(),
                                  imp.data(), sc ? sc->data() : nullptr, rd ? rd->data() : nullptr, &e0, &e1, &pool);
@@ -562,10 +595,7 @@ std::unique_ptr<MethodSetup> setup_method(Method m, const CalibrationStats& stat
     // Importance-weighted rounding with the standard (threaded) encoder: scale the columns, divide the
     // importance, clip.
     s->imp_buf = imp;
-    if (c.scaled && sc) {
-      multiply_columns(a, *sc);
-      for (size_t j = 0; j < imp.size(); ++j) s->imp_buf[j] /= (*sc)[j] * (*sc)[j];
-    }
+    if (c.scaled && sc) multiply_columns(a, *sc, s->imp_buf.data());
     if (auto cl = s->clip.find(a.name); cl != s->clip.end()) awq_apply_clip(a.type, a.values, a.nrows, a.n_per_row, cl->second);
     a.importance = s->imp_buf.data();
     return quant::HookResult::Modified;
@@ -646,6 +676,26 @@ quant::TensorHook awq_fold_hook(AwqFolds folds) {
     }
     return res;
   };
+}
+
+const std::vector<MethodInfo>& method_table() {
+  static const std::vector<MethodInfo> t = {
+      {Method::Rtn, "rtn", "round to nearest: each block's scales searched for the least squared error, no statistics",
+       false, false, false, true, false, nullptr},
+      {Method::Imatrix, "imatrix",
+       "importance-weighted search: llama.cpp's importance matrix (mean x^2 per input column)", true, false, false,
+       true, false, nullptr},
+      {Method::Awq, "awq",
+       "AWQ: per-channel activation scales folded into the norms and the rows of attn_v and ffn_up, clipping where "
+       "it lowers the output error, then imatrix",
+       true, true, false, false, true, &kAwqPlan},
+      {Method::Gptq, "gptq", "GPTQ: rounding errors fed forward through each input's Hessian", true, true, true, false,
+       false, &kGptqPlan},
+      {Method::Auto, "auto",
+       "per tensor the lowest output error on held-out calibration chunks among rtn, imatrix, gptq and awq", true,
+       true, true, false, true, &kAutoPlan},
+  };
+  return t;
 }
 
 }  // namespace edgeq::calibrate

@@ -36,6 +36,8 @@
 namespace edgeq::calibrate {
 
 enum class Method { Rtn, Imatrix, Awq, Gptq, Auto };
+// How a method decides each matmul input's encodings (methods.cpp); rtn and imatrix decide nothing (null).
+struct MethodPlan;
 
 // The method table: one row per method with what it needs. `quantize --method`, compare's sweep rows, the budget
 // search and the CLI's help and checks read it; nothing else lists the methods.
@@ -49,6 +51,7 @@ struct MethodInfo {
   bool palette_ok;        // the PAL types take it (their k-means is weighted by the importance only)
   bool folds_scales;      // changes other tensors than the one it encodes (AWQ's scales folded into norms, attn_v,
                           // ffn_up), so a tensor's error cannot be measured alone (budget mixes refuse it)
+  const MethodPlan* plan;  // setup_method's decisions per matmul input; null: none (rtn, imatrix)
 };
 const std::vector<MethodInfo>& method_table();  // in the order users see them: rtn, imatrix, awq, gptq, auto
 const MethodInfo& method_info(Method m);
