@@ -41,54 +41,52 @@ struct Q8Block {
   float d, m;
 };
 
-bool has_min(GgmlType t) { return t == GgmlType::Q4_1 || t == GgmlType::Q5_1; }
-
-void decode32(GgmlType t, const uint8_t* src, Q8Block& o) {
+// The decoders, one per type (the type table below names them): a block of the file's bytes into the integers
+// and scales the products take.
+int nib(const uint8_t* qs, int j) { return j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4; }
+Q8Block& q8_out(void* out) {
+  auto& o = *static_cast<Q8Block*>(out);
   o.m = 0.f;
-  auto nib = [&](const uint8_t* qs, int j) { return j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4; };
-  switch (t) {
-    case GgmlType::Q8_0: {
-      const auto& b = *reinterpret_cast<const L::BlockQ8_0*>(src);
-      std::memcpy(o.w, b.qs, 32);
-      o.d = L::load_f16(b.d);
-      return;
-    }
-    case GgmlType::Q4_0: {
-      const auto& b = *reinterpret_cast<const L::BlockQ4_0*>(src);
-      for (int j = 0; j < 32; ++j) o.w[j] = static_cast<int8_t>(nib(b.qs, j) - 8);
-      o.d = L::load_f16(b.d);
-      return;
-    }
-    case GgmlType::Q4_1: {
-      const auto& b = *reinterpret_cast<const L::BlockQ4_1*>(src);
-      for (int j = 0; j < 32; ++j) o.w[j] = static_cast<int8_t>(nib(b.qs, j));
-      o.d = L::load_f16(b.d), o.m = L::load_f16(b.m);
-      return;
-    }
-    case GgmlType::Q5_0:
-    case GgmlType::Q5_1: {
-      const bool q51 = t == GgmlType::Q5_1;
-      const uint8_t* qs = q51 ? reinterpret_cast<const L::BlockQ5_1*>(src)->qs : reinterpret_cast<const L::BlockQ5_0*>(src)->qs;
-      const uint8_t* qhp = q51 ? reinterpret_cast<const L::BlockQ5_1*>(src)->qh : reinterpret_cast<const L::BlockQ5_0*>(src)->qh;
-      uint32_t qh;
-      std::memcpy(&qh, qhp, 4);
-      for (int j = 0; j < 32; ++j) o.w[j] = static_cast<int8_t>((nib(qs, j) | (((qh >> j) & 1) << 4)) - (q51 ? 0 : 16));
-      if (q51) {
-        const auto& b = *reinterpret_cast<const L::BlockQ5_1*>(src);
-        o.d = L::load_f16(b.d), o.m = L::load_f16(b.m);
-      } else {
-        o.d = L::load_f16(reinterpret_cast<const L::BlockQ5_0*>(src)->d);
-      }
-      return;
-    }
-    case GgmlType::IQ4_NL: {
-      const auto& b = *reinterpret_cast<const L::BlockIQ4_NL*>(src);
-      for (int j = 0; j < 32; ++j) o.w[j] = L::kIq4nlValues[nib(b.qs, j)];
-      o.d = L::load_f16(b.d);
-      return;
-    }
-    default: return;
+  return o;
+}
+void dec_q8_0(const uint8_t* src, void* out) {
+  Q8Block& o = q8_out(out);
+  const auto& b = *reinterpret_cast<const L::BlockQ8_0*>(src);
+  std::memcpy(o.w, b.qs, 32);
+  o.d = L::load_f16(b.d);
+}
+void dec_q4_0(const uint8_t* src, void* out) {
+  Q8Block& o = q8_out(out);
+  const auto& b = *reinterpret_cast<const L::BlockQ4_0*>(src);
+  for (int j = 0; j < 32; ++j) o.w[j] = static_cast<int8_t>(nib(b.qs, j) - 8);
+  o.d = L::load_f16(b.d);
+}
+void dec_q4_1(const uint8_t* src, void* out) {
+  Q8Block& o = q8_out(out);
+  const auto& b = *reinterpret_cast<const L::BlockQ4_1*>(src);
+  for (int j = 0; j < 32; ++j) o.w[j] = static_cast<int8_t>(nib(b.qs, j));
+  o.d = L::load_f16(b.d), o.m = L::load_f16(b.m);
+}
+template <bool q51>
+void dec_q5(const uint8_t* src, void* out) {
+  Q8Block& o = q8_out(out);
+  const uint8_t* qs = q51 ? reinterpret_cast<const L::BlockQ5_1*>(src)->qs : reinterpret_cast<const L::BlockQ5_0*>(src)->qs;
+  const uint8_t* qhp = q51 ? reinterpret_cast<const L::BlockQ5_1*>(src)->qh : reinterpret_cast<const L::BlockQ5_0*>(src)->qh;
+  uint32_t qh;
+  std::memcpy(&qh, qhp, 4);
+  for (int j = 0; j < 32; ++j) o.w[j] = static_cast<int8_t>((nib(qs, j) | (((qh >> j) & 1) << 4)) - (q51 ? 0 : 16));
+  if (q51) {
+    const auto& b = *reinterpret_cast<const L::BlockQ5_1*>(src);
+    o.d = L::load_f16(b.d), o.m = L::load_f16(b.m);
+  } else {
+    o.d = L::load_f16(reinterpret_cast<const L::BlockQ5_0*>(src)->d);
   }
+}
+void dec_iq4_nl(const uint8_t* src, void* out) {
+  Q8Block& o = q8_out(out);
+  const auto& b = *reinterpret_cast<const L::BlockIQ4_NL*>(src);
+  for (int j = 0; j < 32; ++j) o.w[j] = L::kIq4nlValues[nib(b.qs, j)];
+  o.d = L::load_f16(b.d);
 }
 
 void set_sc(KBlock& b, int g16, int v) {  // the scale of values [16·g16, 16·g16 + 16)
@@ -127,85 +125,86 @@ void decode_iq(GgmlType t, const uint8_t* src, KBlock& o) {
     for (int ib = 0; ib < 8; ++ib) o.mins[ib] = static_cast<int16_t>((q[32 * ib] - 8 * o.w[32 * ib]) * s[2 * ib]);
 }
 
-void decode(GgmlType t, const uint8_t* src, KBlock& o) {
+KBlock& k_out(void* out) {
+  auto& o = *static_cast<KBlock*>(out);
   std::memset(o.mins, 0, sizeof o.mins);
   o.dmin = 0.f;
-  switch (t) {
-    case GgmlType::Q2_K: {
-      const auto& b = *reinterpret_cast<const L::BlockQ2_K*>(src);
-      o.d = L::load_f16(b.d), o.dmin = L::load_f16(b.dmin);
-      for (int e = 0; e < 256; ++e) {
-        const int n = e / 128, j = (e % 128) / 32, l = e % 32;
-        o.w[e] = static_cast<int8_t>((b.qs[32 * n + l] >> (2 * j)) & 3);
-      }
-      for (int g = 0; g < 16; ++g) {
-        set_sc(o, g, b.scales[g] & 0xF);
-        o.mins[g] = static_cast<int16_t>(b.scales[g] >> 4);
-      }
-      return;
-    }
-    case GgmlType::Q3_K: {
-      const auto& b = *reinterpret_cast<const L::BlockQ3_K*>(src);
-      o.d = L::load_f16(b.d);
-      for (int e = 0; e < 256; ++e) {
-        const int half = e / 128, s = (e % 128) / 32, l = e % 32, bit = e / 32;
-        o.w[e] = static_cast<int8_t>(((b.qs[half * 32 + l] >> (2 * s)) & 3) - (((b.hmask[l] >> bit) & 1) ? 0 : 4));
-      }
-      for (int g = 0; g < 16; ++g) set_sc(o, g, L::q3k_scale(b.scales, g));
-      return;
-    }
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K: {
-      const bool q5 = t == GgmlType::Q5_K;
-      const uint8_t* scales = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->scales : reinterpret_cast<const L::BlockQ4_K*>(src)->scales;
-      const uint8_t* qs = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->qs : reinterpret_cast<const L::BlockQ4_K*>(src)->qs;
-      const uint8_t* qh = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->qh : nullptr;
-      const uint16_t d = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->d : reinterpret_cast<const L::BlockQ4_K*>(src)->d;
-      const uint16_t dm = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->dmin : reinterpret_cast<const L::BlockQ4_K*>(src)->dmin;
-      o.d = L::load_f16(d), o.dmin = L::load_f16(dm);
-      for (int j = 0; j < 8; ++j) {  // 32 values each
-        uint8_t sc, m;
-        L::get_scale_min_k4(j, scales, &sc, &m);
-        set_sc(o, 2 * j, sc);
-        set_sc(o, 2 * j + 1, sc);
-        o.mins[j] = m;
-        for (int l = 0; l < 32; ++l) {
-          const uint8_t q = qs[32 * (j / 2) + l];
-          int v = j % 2 ? q >> 4 : q & 0xF;
-          if (q5 && ((qh[l] >> j) & 1)) v += 16;
-          o.w[32 * j + l] = static_cast<int8_t>(v);
-        }
-      }
-      return;
-    }
-    case GgmlType::Q6_K: {
-      const auto& b = *reinterpret_cast<const L::BlockQ6_K*>(src);
-      o.d = L::load_f16(b.d);
-      for (int e = 0; e < 256; ++e) {
-        const int half = e / 128, r0 = e % 128, nib = r0 / 64, s = r0 / 32, l = e % 32;
-        const uint8_t ql = b.ql[half * 64 + r0 % 64], qh = b.qh[half * 32 + l];
-        o.w[e] = static_cast<int8_t>((((ql >> (4 * nib)) & 0xF) | (((qh >> (2 * s)) & 3) << 4)) - 32);
-      }
-      for (int g = 0; g < 16; ++g) set_sc(o, g, b.scales[g]);
-      return;
-    }
-    case GgmlType::IQ4_XS: {  // ggml_vec_dot_iq4_xs_q8_K: the table values, a signed 6-bit scale per 32
-      const auto& b = *reinterpret_cast<const L::BlockIQ4_XS*>(src);
-      o.d = L::load_f16(b.d);
-      int16_t ls[8];
-      kernels::iq4_xs_block_scales(src, ls);
-      for (int ib = 0; ib < 8; ++ib) {
-        set_sc(o, 2 * ib, ls[ib]), set_sc(o, 2 * ib + 1, ls[ib]);
-        for (int j = 0; j < 16; ++j) {
-          o.w[32 * ib + j] = L::kIq4nlValues[b.qs[16 * ib + j] & 0xF];
-          o.w[32 * ib + 16 + j] = L::kIq4nlValues[b.qs[16 * ib + j] >> 4];
-        }
-      }
-      return;
-    }
-    default: return decode_iq(t, src, o);
+  return o;
+}
+void dec_q2_k(const uint8_t* src, void* out) {
+  KBlock& o = k_out(out);
+  const auto& b = *reinterpret_cast<const L::BlockQ2_K*>(src);
+  o.d = L::load_f16(b.d), o.dmin = L::load_f16(b.dmin);
+  for (int e = 0; e < 256; ++e) {
+    const int n = e / 128, j = (e % 128) / 32, l = e % 32;
+    o.w[e] = static_cast<int8_t>((b.qs[32 * n + l] >> (2 * j)) & 3);
+  }
+  for (int g = 0; g < 16; ++g) {
+    set_sc(o, g, b.scales[g] & 0xF);
+    o.mins[g] = static_cast<int16_t>(b.scales[g] >> 4);
   }
 }
+void dec_q3_k(const uint8_t* src, void* out) {
+  KBlock& o = k_out(out);
+  const auto& b = *reinterpret_cast<const L::BlockQ3_K*>(src);
+  o.d = L::load_f16(b.d);
+  for (int e = 0; e < 256; ++e) {
+    const int half = e / 128, s = (e % 128) / 32, l = e % 32, bit = e / 32;
+    o.w[e] = static_cast<int8_t>(((b.qs[half * 32 + l] >> (2 * s)) & 3) - (((b.hmask[l] >> bit) & 1) ? 0 : 4));
+  }
+  for (int g = 0; g < 16; ++g) set_sc(o, g, L::q3k_scale(b.scales, g));
+}
+template <bool q5>
+void dec_q45_k(const uint8_t* src, void* out) {
+  KBlock& o = k_out(out);
+  const uint8_t* scales = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->scales : reinterpret_cast<const L::BlockQ4_K*>(src)->scales;
+  const uint8_t* qs = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->qs : reinterpret_cast<const L::BlockQ4_K*>(src)->qs;
+  const uint8_t* qh = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->qh : nullptr;
+  const uint16_t d = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->d : reinterpret_cast<const L::BlockQ4_K*>(src)->d;
+  const uint16_t dm = q5 ? reinterpret_cast<const L::BlockQ5_K*>(src)->dmin : reinterpret_cast<const L::BlockQ4_K*>(src)->dmin;
+  o.d = L::load_f16(d), o.dmin = L::load_f16(dm);
+  for (int j = 0; j < 8; ++j) {  // 32 values each
+    uint8_t sc, m;
+    L::get_scale_min_k4(j, scales, &sc, &m);
+    set_sc(o, 2 * j, sc);
+    set_sc(o, 2 * j + 1, sc);
+    o.mins[j] = m;
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t q = qs[32 * (j / 2) + l];
+      int v = j % 2 ? q >> 4 : q & 0xF;
+      if (q5 && ((qh[l] >> j) & 1)) v += 16;
+      o.w[32 * j + l] = static_cast<int8_t>(v);
+    }
+  }
+}
+void dec_q6_k(const uint8_t* src, void* out) {
+  KBlock& o = k_out(out);
+  const auto& b = *reinterpret_cast<const L::BlockQ6_K*>(src);
+  o.d = L::load_f16(b.d);
+  for (int e = 0; e < 256; ++e) {
+    const int half = e / 128, r0 = e % 128, hi = r0 / 64, s = r0 / 32, l = e % 32;
+    const uint8_t ql = b.ql[half * 64 + r0 % 64], qh = b.qh[half * 32 + l];
+    o.w[e] = static_cast<int8_t>((((ql >> (4 * hi)) & 0xF) | (((qh >> (2 * s)) & 3) << 4)) - 32);
+  }
+  for (int g = 0; g < 16; ++g) set_sc(o, g, b.scales[g]);
+}
+// ggml_vec_dot_iq4_xs_q8_K: the table values, a signed 6-bit scale per 32
+void dec_iq4_xs(const uint8_t* src, void* out) {
+  KBlock& o = k_out(out);
+  const auto& b = *reinterpret_cast<const L::BlockIQ4_XS*>(src);
+  o.d = L::load_f16(b.d);
+  int16_t ls[8];
+  kernels::iq4_xs_block_scales(src, ls);
+  for (int ib = 0; ib < 8; ++ib) {
+    set_sc(o, 2 * ib, ls[ib]), set_sc(o, 2 * ib + 1, ls[ib]);
+    for (int j = 0; j < 16; ++j) {
+      o.w[32 * ib + j] = L::kIq4nlValues[b.qs[16 * ib + j] & 0xF];
+      o.w[32 * ib + 16 + j] = L::kIq4nlValues[b.qs[16 * ib + j] >> 4];
+    }
+  }
+}
+template <GgmlType T>
+void dec_iq(const uint8_t* src, void* out) { decode_iq(T, src, k_out(out)); }
 
 inline float tree8(const float* a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
 inline int q8s(const kernels::ActQ8_K& a, int k) {  // the sum of the 32 activations of sub-block k
@@ -398,31 +397,19 @@ TileKernels q8_tiles(bool vnni) {
   return {{as_dot_t<avx2::dot_q8_n<kMins, T>, Q8Block, A>, as_dot_t<avx2::dot_q8_n<kMins, 1>, Q8Block, A>}, T};
 }
 // AVX2: 4 tokens (its 16 registers); AVX-512: 8 (32 registers), enough independent accumulators to hide the
-// latency of the per-block fused multiply-add chain.
-template <int T>
-TileKernels tile_kernels_t(GgmlType t, bool vnni) {
-  switch (t) {
-    case GgmlType::Q2_K: return k_tiles<T, GgmlType::Q2_K, false>(vnni);
-    case GgmlType::Q4_K: return k_tiles<T, GgmlType::Q4_K, false>(vnni);
-    case GgmlType::Q5_K: return k_tiles<T, GgmlType::Q5_K, false>(vnni);
-    case GgmlType::Q3_K:
-    case GgmlType::Q6_K:
-    case GgmlType::IQ3_S:
-    case GgmlType::IQ4_XS: return k_tiles<T, GgmlType::Q6_K, true>(vnni);  // signed, no minimum, factor 1
-    case GgmlType::IQ2_XXS:
-    case GgmlType::IQ2_XS:
-    case GgmlType::IQ2_S: return k_tiles<T, GgmlType::IQ2_XXS, true>(vnni);  // factor 1/8
-    case GgmlType::IQ3_XXS: return k_tiles<T, GgmlType::IQ3_XXS, true>(vnni);
-    case GgmlType::IQ1_S: return k_tiles<T, GgmlType::IQ1_S, true>(vnni);
-    case GgmlType::IQ1_M: return k_tiles<T, GgmlType::IQ1_M, true>(vnni);
-    case GgmlType::Q4_1:
-    case GgmlType::Q5_1: return q8_tiles<T, true>(vnni);
-    default: return q8_tiles<T, false>(vnni);  // Q8_0, Q4_0, Q5_0, IQ4_NL
+// latency of the per-block fused multiply-add chain. F: the type's family (the type table below).
+template <int T, GgmlType F>
+TileKernels family_tiles_t(bool vnni) {
+  if constexpr (F == GgmlType::Q8_0 || F == GgmlType::Q4_1) {
+    return q8_tiles<T, F == GgmlType::Q4_1>(vnni);
+  } else {  // unsigned values with minimums (Q2_K, Q4_K, Q5_K) or signed ones
+    return k_tiles<T, F, !(F == GgmlType::Q2_K || F == GgmlType::Q4_K || F == GgmlType::Q5_K)>(vnni);
   }
 }
-TileKernels tile_kernels(GgmlType t) {
+template <GgmlType F>
+TileKernels family_tiles() {
   if (!cpu::avx2()) return {};
-  return cpu::avx512_vnni() ? tile_kernels_t<8>(t, true) : tile_kernels_t<4>(t, false);
+  return cpu::avx512_vnni() ? family_tiles_t<8, F>(true) : family_tiles_t<4, F>(false);
 }
 
 float dot_q8(bool mins, const Q8Block* b, const kernels::ActQ8_0* a, int64_t nb) {
@@ -437,9 +424,41 @@ float dot_q8(bool mins, const Q8Block* b, const kernels::ActQ8_0* a, int64_t nb)
   return mins ? tree8(acc) + summs : tree8(acc);
 }
 
-bool block32(GgmlType t) {
-  return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1 || t == GgmlType::Q5_0 ||
-         t == GgmlType::Q5_1 || t == GgmlType::IQ4_NL;
+// The weight types whose products this file reproduces, one row each: the decoder of its blocks and its family,
+// the arithmetic its products share with other types (the kernels' template parameter): Q8_0 (32-value blocks,
+// Q8_0 activations), Q4_1 (the same with a minimum), Q2_K, Q4_K, Q5_K (unsigned values with minimums), Q6_K
+// (signed values, no minimum, factor 1), IQ2_XXS (factor 1/8), IQ3_XXS (1/4), IQ1_S (deltas as minimums),
+// IQ1_M (deltas in second lanes). Nothing else in this file names a block type.
+struct TypeRow {
+  GgmlType type, family;
+  void (*decode)(const uint8_t* src, void* out);  // one block into a Q8Block, KBlock or KBlock2 (the family's)
+  TileKernels (*tiles)();                          // the family's SIMD tile kernels (none without AVX2)
+  bool q8() const { return family == GgmlType::Q8_0 || family == GgmlType::Q4_1; }
+  bool mins() const { return family == GgmlType::Q4_1; }
+  bool w2() const { return family == GgmlType::IQ1_M; }
+  size_t decoded_bytes() const { return q8() ? sizeof(Q8Block) : w2() ? sizeof(KBlock2) : sizeof(KBlock); }
+};
+template <GgmlType F>
+constexpr TypeRow row(GgmlType t, void (*decode)(const uint8_t*, void*)) {
+  return {t, F, decode, family_tiles<F>};
+}
+using G = GgmlType;
+const TypeRow kTypes[] = {
+    row<G::Q8_0>(G::Q8_0, dec_q8_0),         row<G::Q8_0>(G::Q4_0, dec_q4_0),
+    row<G::Q4_1>(G::Q4_1, dec_q4_1),         row<G::Q8_0>(G::Q5_0, dec_q5<false>),
+    row<G::Q4_1>(G::Q5_1, dec_q5<true>),     row<G::Q8_0>(G::IQ4_NL, dec_iq4_nl),
+    row<G::Q2_K>(G::Q2_K, dec_q2_k),         row<G::Q6_K>(G::Q3_K, dec_q3_k),
+    row<G::Q4_K>(G::Q4_K, dec_q45_k<false>), row<G::Q5_K>(G::Q5_K, dec_q45_k<true>),
+    row<G::Q6_K>(G::Q6_K, dec_q6_k),         row<G::Q6_K>(G::IQ4_XS, dec_iq4_xs),
+    row<G::IQ2_XXS>(G::IQ2_XXS, dec_iq<G::IQ2_XXS>), row<G::IQ2_XXS>(G::IQ2_XS, dec_iq<G::IQ2_XS>),
+    row<G::IQ2_XXS>(G::IQ2_S, dec_iq<G::IQ2_S>),     row<G::IQ3_XXS>(G::IQ3_XXS, dec_iq<G::IQ3_XXS>),
+    row<G::Q6_K>(G::IQ3_S, dec_iq<G::IQ3_S>),        row<G::IQ1_S>(G::IQ1_S, dec_iq<G::IQ1_S>),
+    row<G::IQ1_M>(G::IQ1_M, dec_iq<G::IQ1_M>),
+};
+const TypeRow* type_row(GgmlType t) {
+  for (const TypeRow& r : kTypes)
+    if (r.type == t) return &r;
+  return nullptr;
 }
 
 // F32 and F16 rows: tinyBLAS's order (k % 8 == 0): value p in partial sum p mod 8, fused multiply-adds in order
@@ -492,30 +511,9 @@ constexpr int64_t kRows = 16;  // weight rows decoded per task
 bool supported(const Weight& w) {
   if (w.palette) return false;
   const int64_t in = static_cast<int64_t>(w.dims[0]);
-  switch (w.type) {
-    case GgmlType::F32:
-    case GgmlType::F16: return in % 8 == 0;
-    case GgmlType::Q8_0:
-    case GgmlType::Q4_0:
-    case GgmlType::Q4_1:
-    case GgmlType::Q5_0:
-    case GgmlType::Q5_1:
-    case GgmlType::IQ4_NL: return in % 32 == 0;
-    case GgmlType::Q2_K:
-    case GgmlType::Q3_K:
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K:
-    case GgmlType::Q6_K:
-    case GgmlType::IQ1_S:
-    case GgmlType::IQ1_M:
-    case GgmlType::IQ2_XXS:
-    case GgmlType::IQ2_XS:
-    case GgmlType::IQ2_S:
-    case GgmlType::IQ3_XXS:
-    case GgmlType::IQ3_S:
-    case GgmlType::IQ4_XS: return in % 256 == 0;
-    default: return false;
-  }
+  if (w.type == GgmlType::F32 || w.type == GgmlType::F16) return in % 8 == 0;
+  const TypeRow* r = type_row(w.type);
+  return r && in % (r->q8() ? 32 : 256) == 0;
 }
 
 void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, float* y, int64_t ldy, ThreadPool& pool,
@@ -566,14 +564,15 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
     });
     return;
   }
-  const bool q8 = block32(w.type), mins = has_min(w.type);
+  const TypeRow& tr = *type_row(w.type);
+  const bool q8 = tr.q8(), mins = tr.mins();
   const ActRounding ar = q8 ? ActRounding::Q8_0 : ActRounding::Q8_K;
   const size_t arb = kernels::act_row_bytes(ar, in);
   scratch.xq.resize(static_cast<size_t>(n_tokens) * arb);
   pool.run(n_tokens, [&](int64_t t, int) { kernels::quantize_act(ar, x + t * ldx, scratch.xq.data() + t * arb, in); });
   const int64_t nb = in / (q8 ? 32 : 256);
-  const bool w2 = w.type == GgmlType::IQ1_M;  // decoded as KBlock2
-  const size_t dec_block = q8 ? sizeof(Q8Block) : w2 ? sizeof(KBlock2) : sizeof(KBlock);
+  const bool w2 = tr.w2();  // decoded as KBlock2
+  const size_t dec_block = tr.decoded_bytes();
   const size_t dec_row = static_cast<size_t>(nb) * dec_block;
   const uint64_t rb = w.row_bytes(), bb = rb / static_cast<uint64_t>(nb);
   if (static_cast<int>(scratch.tiles.size()) < pool.size()) scratch.tiles.resize(pool.size());
@@ -585,15 +584,9 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* src = w.data + static_cast<uint64_t>(r) * rb;
       uint8_t* d = dec + static_cast<size_t>(r - r0) * dec_row;
-      for (int64_t i = 0; i < nb; ++i) {
-        if (q8) {
-          decode32(w.type, src + i * bb, reinterpret_cast<Q8Block*>(d)[i]);
-        } else {
-          decode(w.type, src + i * bb, *reinterpret_cast<KBlock*>(d + static_cast<size_t>(i) * dec_block));
-        }
-      }
+      for (int64_t i = 0; i < nb; ++i) tr.decode(src + i * bb, d + static_cast<size_t>(i) * dec_block);
     }
-    const TileKernels tk = tile_kernels(w.type);
+    const TileKernels tk = tr.tiles();
     if (tk.tokens[0] != nullptr) {  // T tokens per call, the last few one at a time
       for (int64_t t = 0; t < n_tokens;) {
         const int nt = n_tokens - t >= tk.t ? tk.t : 1;
@@ -614,8 +607,8 @@ void matmul(const Weight& w, const float* x, int64_t n_tokens, int64_t ldx, floa
       for (int64_t r = r0; r < r1; ++r) {
         const uint8_t* d = dec + static_cast<size_t>(r - r0) * dec_row;
         y[t * ldy + r] = q8 ? dot_q8(mins, reinterpret_cast<const Q8Block*>(d), reinterpret_cast<const kernels::ActQ8_0*>(a), nb)
-                   : w2 ? dot_k(w.type, reinterpret_cast<const KBlock2*>(d), reinterpret_cast<const kernels::ActQ8_K*>(a), nb)
-                        : dot_k(w.type, reinterpret_cast<const KBlock*>(d), reinterpret_cast<const kernels::ActQ8_K*>(a), nb);
+                   : w2 ? dot_k(tr.family, reinterpret_cast<const KBlock2*>(d), reinterpret_cast<const kernels::ActQ8_K*>(a), nb)
+                        : dot_k(tr.family, reinterpret_cast<const KBlock*>(d), reinterpret_cast<const kernels::ActQ8_K*>(a), nb);
       }
     }
   });
