@@ -1151,22 +1151,31 @@ __attribute__((target("avx2,fma,f16c"))) void quantize_q8_0_avx2(const float* x,
 }
 }  // namespace
 
+namespace {
+template <class U>
+void lattice_decoder(const void* block, int8_t* q, int16_t* s) {
+  U::decode(*static_cast<const typename U::Block*>(block), q, s);
+}
+// The lattice i-quants' decoders (the kernels' own), by type.
+struct LatticeRow {
+  GgmlType type;
+  void (*decode)(const void* block, int8_t* q, int16_t* s);
+};
+const LatticeRow kLattice[] = {
+    {GgmlType::IQ2_XXS, lattice_decoder<blk::IQ2_XXS>}, {GgmlType::IQ2_XS, lattice_decoder<blk::IQ2_XS>},
+    {GgmlType::IQ2_S, lattice_decoder<blk::IQ2_S>},     {GgmlType::IQ3_XXS, lattice_decoder<blk::IQ3_XXS>},
+    {GgmlType::IQ3_S, lattice_decoder<blk::IQ3_S>},     {GgmlType::IQ1_S, lattice_decoder<blk::IQ1_S>},
+    {GgmlType::IQ1_M, lattice_decoder<blk::IQ1_M>},
+};
+}  // namespace
+
 bool decode_lattice(GgmlType t, const void* block, int8_t* q, int16_t* s) {
-  auto dec = [&](auto u) {
-    using U = decltype(u);
-    U::decode(*static_cast<const typename U::Block*>(block), q, s);
-    return true;
-  };
-  switch (t) {
-    case GgmlType::IQ2_XXS: return dec(blk::IQ2_XXS{});
-    case GgmlType::IQ2_XS: return dec(blk::IQ2_XS{});
-    case GgmlType::IQ2_S: return dec(blk::IQ2_S{});
-    case GgmlType::IQ3_XXS: return dec(blk::IQ3_XXS{});
-    case GgmlType::IQ3_S: return dec(blk::IQ3_S{});
-    case GgmlType::IQ1_S: return dec(blk::IQ1_S{});
-    case GgmlType::IQ1_M: return dec(blk::IQ1_M{});
-    default: return false;
-  }
+  for (const LatticeRow& r : kLattice)
+    if (r.type == t) {
+      r.decode(block, q, s);
+      return true;
+    }
+  return false;
 }
 
 void iq4_xs_block_scales(const void* block, int16_t* sc) { iq4_xs_scales(*static_cast<const BlockIQ4_XS*>(block), sc); }
