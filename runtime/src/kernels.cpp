@@ -1186,33 +1186,23 @@ void quantize_act(ActRounding a, const float* x, void* dst, int64_t n) {
   if (a == ActRounding::Q8_0) {
     auto* y = static_cast<ActQ8_0*>(dst);
     for (int64_t b = 0; b < n / 32; ++b, x += 32) {
-      float amax = 0.f;
-      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
-      const float d = amax / 127.f, id = amax != 0.f ? 127.f / amax : 0.f;
-      y[b].d = f16_to_f32(f32_to_f16(d));
+      const Q8_0Scale sc = q8_0_scale(x);
+      y[b].d = sc.d_f16;
       int32_t sum = 0;
       for (int j = 0; j < 32; ++j) {
-        y[b].qs[j] = static_cast<int8_t>(std::min(127.f, std::nearbyint(x[j] * id)));  // NaN -> 127 as in Q8_K, not UB
+        y[b].qs[j] = static_cast<int8_t>(std::min(127.f, std::nearbyint(x[j] * sc.id)));  // NaN -> 127 as in Q8_K, not UB
         sum += y[b].qs[j];
       }
-      y[b].s = f16_to_f32(f32_to_f16(d * static_cast<float>(sum)));
+      y[b].s = f16_to_f32(f32_to_f16(sc.d * static_cast<float>(sum)));
     }
     return;
   }
   auto* y = static_cast<ActQ8_K*>(dst);
   for (int64_t b = 0; b < n / 256; ++b, x += 256) {
-    float amax = 0.f, mx = 0.f;
-    for (int j = 0; j < 256; ++j) {
-      const float ax = std::fabs(x[j]);
-      if (ax > amax) {
-        amax = ax;
-        mx = x[j];
-      }
-    }
     std::memset(&y[b], 0, sizeof(ActQ8_K));
-    if (amax == 0.f) continue;
-    const float iscale = -127.f / mx;
-    y[b].d = 1.f / iscale;
+    float iscale, d;
+    if (!q8_K_scale(x, &iscale, &d)) continue;
+    y[b].d = d;
     for (int j = 0; j < 256; ++j) {
       y[b].qs[j] = static_cast<int8_t>(std::min(127.f, std::nearbyint(iscale * x[j])));
       y[b].bsums[j / 16] = static_cast<int16_t>(y[b].bsums[j / 16] + y[b].qs[j]);

@@ -15,6 +15,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <algorithm>
+#include <cmath>
+
+#include "edgeq/base/half.h"
+
 #include "edgeq/formats/ggml_types.h"
 #include "edgeq/quant/block_ops.h"
 #include "edgeq/runtime/matmul.h"
@@ -51,6 +56,35 @@ const Entry* find(GgmlType t);
 DotFn best(const BlockKernels& k);
 // Name of the SIMD level best() picks on this CPU ("avx512vnni", "avx2", "scalar").
 const char* simd_level();
+
+// The activation formats' block scales, written once: ggml's quantize_row_q8_0 (d = amax / 127, stored as fp16;
+// id = 127 / amax, 0 for an all-zero block; q = nearest(x · id)) and quantize_row_q8_K_ref (iscale = -127 / max,
+// max the signed value of the largest |x| (the first such); q = min(127, nearest(iscale · x)), d = 1 / iscale).
+// quantize_act stores the integers; round_activations (matmul.h) the values they stand for.
+struct Q8_0Scale {
+  float d, id, d_f16;  // d_f16: d rounded to fp16, widened (the scale the block stores)
+};
+inline Q8_0Scale q8_0_scale(const float* x) {
+  float amax = 0.f;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127.f;
+  return {d, amax != 0.f ? 127.f / amax : 0.f, f16_to_f32(f32_to_f16(d))};
+}
+// False for an all-zero block (every q and d are 0).
+inline bool q8_K_scale(const float* x, float* iscale, float* d) {
+  float amax = 0.f, mx = 0.f;
+  for (int j = 0; j < 256; ++j) {
+    const float ax = std::fabs(x[j]);
+    if (ax > amax) {
+      amax = ax;
+      mx = x[j];
+    }
+  }
+  if (amax == 0.f) return false;
+  *iscale = -127.f / mx;
+  *d = 1.f / *iscale;
+  return true;
+}
 
 // Bytes of one activation row of n values quantized to a.
 size_t act_row_bytes(ActRounding a, int64_t n);

@@ -45,39 +45,25 @@ __attribute__((target("avx2,f16c"))) void round_f16_f16c(float* x, int64_t n) {
   for (; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
 }
 
-// ggml's AVX2 quantize_row_q8_0 (d = amax/127 stored as fp16, q = nearest_even(x * 127/amax)), dequantized.
+// The Q8_0 / Q8_K activation blocks' values (kernels.h's q8_0_scale / q8_K_scale: the formats' one definition),
+// in place: what the integer kernels multiply, as floats for the dequantize + GEMM path.
 template <int Dummy>
 inline void q8_0_rows(float* x, int64_t n) {
   for (int64_t b = 0; b < n; b += 32) {
     float* v = x + b;
-    float amax = 0.f;
-    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(v[j]));
-    const float d = amax / 127.f;
-    const float id = amax != 0.f ? 127.f / amax : 0.f;
-    const float dh = f16_to_f32(f32_to_f16(d));
-    for (int j = 0; j < 32; ++j) v[j] = dh * round_even(v[j] * id);
+    const kernels::Q8_0Scale sc = kernels::q8_0_scale(v);
+    for (int j = 0; j < 32; ++j) v[j] = sc.d_f16 * round_even(v[j] * sc.id);
   }
 }
-// ggml's quantize_row_q8_K_ref (used on x86): iscale = -127/max (max = signed value of largest |x|),
-// q = min(127, nearest_int(iscale * x)), d = 1/iscale.
 template <int Dummy>
 inline void q8_k_rows(float* x, int64_t n) {
   for (int64_t b = 0; b < n; b += 256) {
     float* v = x + b;
-    float amax = 0.f, mx = 0.f;
-    for (int j = 0; j < 256; ++j) {
-      const float ax = std::fabs(v[j]);
-      if (ax > amax) {
-        amax = ax;
-        mx = v[j];
-      }
-    }
-    if (amax == 0.f) {
+    float iscale, d;
+    if (!kernels::q8_K_scale(v, &iscale, &d)) {
       for (int j = 0; j < 256; ++j) v[j] = 0.f;
       continue;
     }
-    const float iscale = -127.f / mx;
-    const float d = 1.f / iscale;
     for (int j = 0; j < 256; ++j) v[j] = d * std::min(127.f, round_even(iscale * v[j]));
   }
 }
