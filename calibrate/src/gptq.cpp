@@ -26,6 +26,14 @@ int nearest_level(const float* gv, int levels, float w) {
     if (const float d = std::fabs(gv[k] - w); d < be) be = d, best = k;
   return best;
 }
+
+// GPTQ's step for one element: the level of its grid gv nearest the error-updated weight w, written as element
+// e's code in blk; returns the error (w - value) / u_jj that is fed into the later columns (both orders).
+float round_element(GgmlType t, uint8_t* blk, int e, const float* gv, int levels, float w, double ujj) {
+  const int best = nearest_level(gv, levels, w);
+  quant::set_block_code(t, blk, e, best);
+  return static_cast<float>((w - gv[best]) / ujj);
+}
 // Rows per work item of the error sums (fixed, so every sum is the same for any pool size).
 constexpr int64_t kErrRows = 64;
 
@@ -256,9 +264,7 @@ void gptq_act_order(GgmlType t, const GgmlTypeInfo* ti, int levels, const float*
           float* wr = &Wc[r * cols];
           const float w = wr[i];
           const float* gv = &tables[static_cast<size_t>(tab[r * cols + j]) * static_cast<size_t>(levels)];
-          const int best = nearest_level(gv, levels, w);
-          quant::set_block_code(t, dst + (r0 + r) * row_bytes + (j / g) * block_bytes, e, best);
-          const float err = static_cast<float>((w - gv[best]) / udiag[i]);
+          const float err = round_element(t, dst + (r0 + r) * row_bytes + (j / g) * block_bytes, e, gv, levels, w, udiag[i]);
           E[r * nbat + (i - i0)] = err;
           for (int64_t i2 = i + 1; i2 < i1; ++i2) wr[i2] -= err * Uf[i * cols + i2];
         }
@@ -376,9 +382,7 @@ void gptq_natural(GgmlType t, const GgmlTypeInfo* ti, const float* W0, int64_t r
             float* wr = &Wr[r * cols];
             const float w = wr[j];
             const float* gv = &sc.grid[(r * g + c) * levels];
-            const int best = nearest_level(gv, levels, w);
-            quant::set_block_code(t, &sc.enc[r * block_bytes], static_cast<int>(c), best);
-            const float err = static_cast<float>((w - gv[best]) / ujj);
+            const float err = round_element(t, &sc.enc[r * block_bytes], static_cast<int>(c), gv, levels, w, ujj);
             Ec[r * g + c] = err;
             for (int64_t c2 = c + 1; c2 < g; ++c2) wr[b0 + c2] -= err * static_cast<float>(U[j * cols + b0 + c2]);
           }
