@@ -139,6 +139,154 @@ class BackgroundWriter {
   int cur_ = 0;
 };
 
+// Which route a tensor takes through the pipeline, and what every route needs, derived once per tensor.
+struct TensorRoute {
+  const SourceTensor& t;
+  const TypeDecision& d;
+  uint64_t n, ne0, nrows, ne1, slices;
+  bool raw_copy;   // the kept type, and the source holds its bytes: they are written as they are
+  bool check;      // the values are loaded and checked (all but raw bytes the pipeline cannot decode)
+  bool hook;       // the calibration hook sees the values
+  bool by_rows;    // the source loads row ranges
+  bool whole;      // the whole tensor is loaded at once (the hook, a palette, or a source without row loads)
+  const std::vector<float>* imv;  // the standard encoders' importance: ne0 values per slice, or null
+};
+
+// The pipeline's steps for one tensor: load (whole, or slab by slab), check, encode by the decision's route,
+// hand the bytes to the background writer.
+class TensorEncoder {
+ public:
+  TensorEncoder(const QuantizeSource& src, const QuantizeOptions& opts, ThreadPool& pool, int threads,
+                BackgroundWriter& bw)
+      : src_(src), opts_(opts), pool_(pool), threads_(threads), bw_(bw) {}
+
+  // Writes t as d decides; returns whether an importance vector drove its encoding.
+  bool write(const SourceTensor& t, const TypeDecision& d) {
+    const TensorRoute x = route(t, d);
+    if (!x.whole) {  // streamed: a slab of rows at a time, so memory stays near one slab
+      if (x.check) stream(x, !x.raw_copy);
+      if (x.raw_copy) copy_raw(x);
+      return !x.raw_copy && x.imv != nullptr;
+    }
+    load_whole(x);
+    if (x.hook) {
+      const float* imp = nullptr;
+      if (run_hook(x, &imp) != HookResult::Untouched) return imp != nullptr;
+    }
+    if (d.palette_bits > 0) return palettize_whole(x);
+    if (x.raw_copy) {
+      copy_raw(x);
+      return false;
+    }
+    auto& out = bw_.buffer(d.nbytes);
+    encode_rows(job(x), false, f32_.data(), out.data(), 0, x.nrows, pool_);
+    bw_.write_buffer(out.size());
+    return x.imv != nullptr;
+  }
+  void release() { f32_ = {}; }
+
+ private:
+  TensorRoute route(const SourceTensor& t, const TypeDecision& d) const {
+    const uint64_t n = t.n_elements(), ne0 = t.row_length(), nrows = n / ne0;
+    const uint64_t ne1 = t.dims.size() > 1 ? t.dims[1] : 1;
+    TensorRoute x{t, d, n, ne0, nrows, ne1, nrows / ne1, false, false, false, false, false, nullptr};
+    // Every float or quantized tensor's values are checked for NaN/Inf, also those copied unchanged.
+    x.raw_copy = !d.quantize && t.raw && t.keep_type == t.source_type;
+    const bool loadable = t.load_f32 && (is_float_type(t.source_type) ||
+                                         (is_quantized(t.source_type) && can_dequantize(t.source_type)));
+    x.check = loadable || !x.raw_copy;
+    if (x.check && !t.load_f32) fail("{}: tensor {}: the source cannot provide its values", src_.path, t.name);
+    x.hook = opts_.tensor_hook && loadable && d.palette_bits == 0;
+    x.by_rows = t.load_rows && nrows > 1;
+    x.whole = x.check && (x.hook || d.palette_bits > 0 || !x.by_rows);
+    // One importance vector per slice (experts: llama.cpp's ne[2]); a vector of the wrong size is ignored, as
+    // llama-quantize does (only token_embd gets this far).
+    if (opts_.importance && takes_importance(d)) {
+      auto it = opts_.importance->data.find(t.name);
+      if (it != opts_.importance->data.end() && it->second.size() == ne0 * x.slices) x.imv = &it->second;
+    }
+    return x;
+  }
+
+  // The row encoder's view of the tensor; check_only: the values are checked against a float type's range only
+  // (copied bytes, a palette's input).
+  RowJob job(const TensorRoute& x, bool check_only = false) const {
+    const uint64_t row_bytes = x.d.palette_bits > 0 ? 0 : x.d.nbytes / x.nrows;
+    return RowJob{src_.path, x.t, check_only ? GgmlType::F32 : x.d.type, x.ne0, x.ne1, row_bytes, nullptr, x.imv,
+                  opts_.f16_range_hint};
+  }
+
+  void load_whole(const TensorRoute& x) {
+    if (x.n > (uint64_t{1} << 33)) fail("{}: tensor {}: too large ({} elements)", src_.path, x.t.name, x.n);
+    f32_.resize(x.n);
+    if (!x.by_rows) x.t.load_f32(f32_.data());
+    encode_rows(job(x, x.d.palette_bits > 0 || x.raw_copy), x.by_rows, f32_.data(), nullptr, 0, x.nrows, pool_);
+  }
+
+  // Slab by slab: loaded, checked and (encode) encoded and written.
+  void stream(const TensorRoute& x, bool encode) {
+    const uint64_t slab = std::min(x.nrows, std::max<uint64_t>(1, kSlabElements / x.ne0));
+    f32_.resize(slab * x.ne0);
+    const RowJob j = job(x, !encode);
+    for (uint64_t r = 0; r < x.nrows; r += slab) {
+      const uint64_t nr = std::min(slab, x.nrows - r);
+      if (!encode) {
+        encode_rows(j, true, f32_.data(), nullptr, r, nr, pool_);
+        continue;
+      }
+      auto& out = bw_.buffer(nr * j.row_bytes);
+      encode_rows(j, true, f32_.data(), out.data(), r, nr, pool_);
+      bw_.write_buffer(out.size());
+      if (x.t.release) x.t.release();  // drop the consumed source pages now: RSS stays near one slab
+    }
+  }
+
+  // The calibration hook on the loaded values: it encodes them itself, rewrites them (then encoded here with
+  // the hook's importance for every row), or leaves them.
+  HookResult run_hook(const TensorRoute& x, const float** imp) {
+    const float* base_imp = x.imv && x.slices == 1 ? x.imv->data() : nullptr;
+    auto& out = bw_.buffer(x.d.nbytes);
+    TensorHookArgs ha{x.t.name, x.d.type, x.d.quantize, f32_.data(), static_cast<int64_t>(x.nrows),
+                      static_cast<int64_t>(x.ne0), base_imp, out.data(), threads_};
+    const HookResult hooked = opts_.tensor_hook(ha);
+    *imp = ha.importance;
+    if (hooked == HookResult::Modified)
+      quantize_rows_parallel(x.d.type, f32_.data(), out.data(), static_cast<int64_t>(x.nrows),
+                             static_cast<int64_t>(x.ne0), ha.importance, pool_);
+    if (hooked != HookResult::Untouched) bw_.write_buffer(out.size());
+    return hooked;
+  }
+
+  // One palettization over all rows (groups of output rows; per-slice importance only for 2-D weights), written
+  // as two tensors, index then table.
+  bool palettize_whole(const TensorRoute& x) {
+    const TypeDecision& d = x.d;
+    auto& out = bw_.buffer(d.nbytes);
+    const uint64_t idx_bytes = palette::index_row_bytes(x.ne0, d.palette_bits) * x.nrows;
+    std::vector<uint16_t> lut(d.palette_groups << d.palette_bits);
+    const bool with_imp = x.imv && x.slices == 1;
+    palettize(f32_.data(), static_cast<int64_t>(x.nrows), static_cast<int64_t>(x.ne0),
+              with_imp ? x.imv->data() : nullptr, d.palette_bits, static_cast<int64_t>(opts_.policy.palette_group),
+              out.data(), lut.data(), pool_);
+    std::memcpy(out.data() + idx_bytes, lut.data(), lut.size() * sizeof(uint16_t));
+    bw_.write_buffer(idx_bytes, out.size() - idx_bytes);
+    return with_imp;
+  }
+
+  void copy_raw(const TensorRoute& x) {
+    if (x.t.raw_nbytes != x.d.nbytes) fail("{}: tensor {}: size mismatch", src_.path, x.t.name);
+    bw_.write(x.t.raw, x.t.raw_nbytes);
+    if (x.t.release) bw_.wait();  // the source's bytes stay until written
+  }
+
+  const QuantizeSource& src_;
+  const QuantizeOptions& opts_;
+  ThreadPool& pool_;
+  int threads_;
+  BackgroundWriter& bw_;
+  std::vector<float> f32_;
+};
+
 }  // namespace
 
 void quantize_rows_parallel(GgmlType t, const float* src, void* dst, int64_t nrows, int64_t n_per_row,
@@ -391,19 +539,14 @@ QuantizeReport write_gguf(const QuantizeSource& src, const QuantizePlan& plan,
     opts.check_output(GgufFile::parse_header(reinterpret_cast<const uint8_t*>(header.data()), header.size(), out_path));
   }
 
-  std::vector<float> f32;
   BackgroundWriter bw(w);
+  TensorEncoder enc(src, opts, pool, threads, bw);
   for (size_t k = 0; k < plan.tensors.size(); ++k) {
     const auto tt = Clock::now();
     const auto& p = plan.tensors[k];
     const auto& t = src.tensors[p.source_index];
     const auto& d = p.decision;
-    const uint64_t n = t.n_elements();
-    const uint64_t ne0 = t.row_length();
-    const uint64_t nrows = n / ne0;
-    const uint64_t ne1 = t.dims.size() > 1 ? t.dims[1] : 1;
-    const uint64_t slices = nrows / ne1;
-    rep.n_elements += n;
+    rep.n_elements += t.n_elements();
 
     TensorProgress prog;
     prog.index = k;
@@ -417,97 +560,8 @@ QuantizeReport write_gguf(const QuantizeSource& src, const QuantizePlan& plan,
     prog.palette_bits = d.palette_bits;
     prog.bytes_before = t.raw ? t.raw_nbytes : tensor_bytes(src.path, t.name, t.source_type, t.dims);
     prog.bytes_after = d.nbytes;
+    prog.has_importance = enc.write(t, d);
 
-    // The routes: the source's bytes copied (kept type, when the source holds them), the calibration hook's
-    // encoding, a palette, or rows encoded by quantize_rows (streamed in slabs when the source loads rows and
-    // nothing needs the whole tensor). Every float or quantized tensor's values are checked for NaN/Inf, also
-    // those copied unchanged.
-    const bool raw_copy = !d.quantize && t.raw && t.keep_type == t.source_type;
-    const bool loadable = t.load_f32 && (is_float_type(t.source_type) ||
-                                         (is_quantized(t.source_type) && can_dequantize(t.source_type)));
-    const bool check = loadable || !raw_copy;
-    if (check && !t.load_f32) fail("{}: tensor {}: the source cannot provide its values", src.path, t.name);
-    const bool hook = opts.tensor_hook && loadable && d.palette_bits == 0;
-    const bool by_rows = t.load_rows && nrows > 1;
-    const bool whole = check && (hook || d.palette_bits > 0 || !by_rows);
-
-    // The importance of the standard encoders: one vector per slice (experts: llama.cpp's ne[2]); a vector of the
-    // wrong size is ignored, as llama-quantize does (only token_embd gets this far).
-    const std::vector<float>* imv = nullptr;
-    if (opts.importance && takes_importance(d)) {
-      auto it = opts.importance->data.find(t.name);
-      if (it != opts.importance->data.end() && it->second.size() == ne0 * slices) imv = &it->second;
-    }
-    const uint64_t row_bytes = d.palette_bits > 0 ? 0 : d.nbytes / nrows;
-    RowJob job{src.path, t, d.type, ne0, ne1, row_bytes, nullptr, imv, opts.f16_range_hint};
-    bool copy_raw = raw_copy;  // unless the hook rewrites the values
-
-    if (whole) {
-      if (n > (uint64_t{1} << 33)) fail("{}: tensor {}: too large ({} elements)", src.path, t.name, n);
-      f32.resize(n);
-      if (!by_rows) t.load_f32(f32.data());
-      RowJob checking = job;
-      checking.type = d.palette_bits > 0 || raw_copy ? GgmlType::F32 : d.type;  // F16's range only when encoding F16
-      encode_rows(checking, by_rows, f32.data(), nullptr, 0, nrows, pool);
-
-      HookResult hooked = HookResult::Untouched;
-      const float* hook_imp = nullptr;
-      if (hook) {
-        const float* base_imp = imv && slices == 1 ? imv->data() : nullptr;
-        auto& out = bw.buffer(d.nbytes);
-        TensorHookArgs ha{t.name, d.type, d.quantize, f32.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
-                          base_imp, out.data(), threads};
-        hooked = opts.tensor_hook(ha);
-        hook_imp = ha.importance;
-        if (hooked == HookResult::Modified)  // the rewritten values, with the hook's importance for every row
-          quantize_rows_parallel(d.type, f32.data(), out.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
-                                 hook_imp, pool);
-        if (hooked != HookResult::Untouched) bw.write_buffer(out.size());
-      }
-      if (hooked != HookResult::Untouched) {
-        copy_raw = false;
-        prog.has_importance = hook_imp != nullptr;
-      } else if (d.palette_bits > 0) {
-        // One palettization over all rows (groups of output rows; per-slice importance only for 2-D weights),
-        // written as two tensors, index then table.
-        auto& out = bw.buffer(d.nbytes);
-        const uint64_t idx_bytes = palette::index_row_bytes(ne0, d.palette_bits) * nrows;
-        std::vector<uint16_t> lut(d.palette_groups << d.palette_bits);
-        palettize(f32.data(), static_cast<int64_t>(nrows), static_cast<int64_t>(ne0),
-                  imv && slices == 1 ? imv->data() : nullptr, d.palette_bits,
-                  static_cast<int64_t>(opts.policy.palette_group), out.data(), lut.data(), pool);
-        std::memcpy(out.data() + idx_bytes, lut.data(), lut.size() * sizeof(uint16_t));
-        prog.has_importance = imv && slices == 1;
-        bw.write_buffer(idx_bytes, out.size() - idx_bytes);
-      } else if (!raw_copy) {
-        auto& out = bw.buffer(d.nbytes);
-        encode_rows(job, false, f32.data(), out.data(), 0, nrows, pool);
-        prog.has_importance = imv != nullptr;
-        bw.write_buffer(out.size());
-      }
-    } else if (check) {  // streamed: a slab of rows at a time, so memory stays near one slab
-      const uint64_t slab = std::min(nrows, std::max<uint64_t>(1, kSlabElements / ne0));
-      f32.resize(slab * ne0);
-      RowJob checking = job;
-      if (raw_copy) checking.type = GgmlType::F32;
-      for (uint64_t r = 0; r < nrows; r += slab) {
-        const uint64_t nr = std::min(slab, nrows - r);
-        if (raw_copy) {
-          encode_rows(checking, true, f32.data(), nullptr, r, nr, pool);
-        } else {
-          auto& out = bw.buffer(nr * row_bytes);
-          encode_rows(job, true, f32.data(), out.data(), r, nr, pool);
-          bw.write_buffer(out.size());
-          if (t.release) t.release();  // drop the consumed source pages now: RSS stays near one slab
-        }
-      }
-      if (!raw_copy) prog.has_importance = imv != nullptr;
-    }
-    if (copy_raw) {
-      if (t.raw_nbytes != d.nbytes) fail("{}: tensor {}: size mismatch", src.path, t.name);
-      bw.write(t.raw, t.raw_nbytes);
-      if (t.release) bw.wait();  // the source's bytes stay until written
-    }
     if (d.quantize) ++rep.n_quantized;
     if (d.fallback) ++rep.n_fallback;
     if (prog.has_importance) ++rep.n_with_importance;
@@ -518,7 +572,7 @@ QuantizeReport write_gguf(const QuantizeSource& src, const QuantizePlan& plan,
   }
   bw.wait();
   w.finish();
-  f32 = {};
+  enc.release();
   bw.release_buffers();
   rep.file_size = 0;
   for (const auto& p : rep.outputs) {
