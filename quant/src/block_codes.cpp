@@ -2,7 +2,6 @@
 // so that a method can keep a block's scales and choose every element's level itself (GPTQ). The functions are
 // the block-ops table's codes column (block_ops.cpp); the lookups below read the table.
 #include <cstring>
-#include <vector>
 
 #include "block_kernels.h"
 #include "edgeq/base/error.h"
@@ -78,15 +77,18 @@ void set_block_code(GgmlType t, void* block, int e, int code) {
   r->codes.set(block, e, code);
 }
 
+constexpr size_t kMaxProbeBytes = 512;  // above every block type with codes (Q6_K's 210 bytes is the largest)
+
 void block_level_values(GgmlType t, const void* block, float* values) {
   const BlockOps* r = block_ops(t);
   if (!r || !r->codes.set) fail("block_level_values: {} has no per-element codes", ggml_type_name(t));
   const int g = static_cast<int>(r->info->block_size);
-  std::vector<uint8_t> probe(r->info->type_size);
+  alignas(16) uint8_t probe[kMaxProbeBytes];  // a copy of the block (GPTQ calls this per block: no allocation)
+  if (r->info->type_size > sizeof probe) fail("block_level_values: {}'s blocks exceed {} bytes", r->info->name, sizeof probe);
   for (int k = 0; k < r->codes.levels; ++k) {
-    std::memcpy(probe.data(), block, probe.size());
-    for (int e = 0; e < g; ++e) r->codes.set(probe.data(), e, k);
-    r->dequantize(probe.data(), values + static_cast<size_t>(k) * static_cast<size_t>(g), 1);
+    std::memcpy(probe, block, r->info->type_size);
+    for (int e = 0; e < g; ++e) r->codes.set(probe, e, k);
+    r->dequantize(probe, values + static_cast<size_t>(k) * static_cast<size_t>(g), 1);
   }
 }
 

@@ -63,8 +63,7 @@ struct RowJob {
   GgmlType type;             // the output type
   uint64_t ne0 = 0, ne1 = 0;  // row length; rows per slice (experts: one importance vector per slice)
   uint64_t row_bytes = 0;     // of an output row
-  const float* imp = nullptr;                     // one importance vector for every row, or
-  const std::vector<float>* per_slice = nullptr;  // ne0 values per slice
+  const std::vector<float>* per_slice = nullptr;  // the importance: ne0 values per slice, or null
   const std::string& f16_hint;                    // what to do when a value exceeds F16's range
 };
 
@@ -90,7 +89,7 @@ void encode_rows(const RowJob& j, bool load, float* x, uint8_t* y, uint64_t r0, 
     if (!y) return;
     for (uint64_t r = a; r < a + n;) {  // runs of rows within one slice (one importance vector)
       const uint64_t row = r0 + r, slice = row / j.ne1, end = std::min(a + n, (slice + 1) * j.ne1 - r0);
-      const float* imp = j.per_slice ? j.per_slice->data() + slice * j.ne0 : j.imp;
+      const float* imp = j.per_slice ? j.per_slice->data() + slice * j.ne0 : nullptr;
       quantize_rows(j.type, x + r * j.ne0, y + r * j.row_bytes, static_cast<int64_t>(end - r),
                     static_cast<int64_t>(j.ne0), imp);
       r = end;
@@ -168,7 +167,8 @@ class TensorEncoder {
       if (x.raw_copy) copy_raw(x);
       return !x.raw_copy && x.imv != nullptr;
     }
-    load_whole(x);
+    // Checked as loaded where the values go elsewhere than the row encoder (which checks the rows it encodes).
+    load_whole(x, x.hook || d.palette_bits > 0 || x.raw_copy);
     if (x.hook) {
       const float* imp = nullptr;
       if (run_hook(x, &imp) != HookResult::Untouched) return imp != nullptr;
@@ -212,15 +212,18 @@ class TensorEncoder {
   // (copied bytes, a palette's input).
   RowJob job(const TensorRoute& x, bool check_only = false) const {
     const uint64_t row_bytes = x.d.palette_bits > 0 ? 0 : x.d.nbytes / x.nrows;
-    return RowJob{src_.path, x.t, check_only ? GgmlType::F32 : x.d.type, x.ne0, x.ne1, row_bytes, nullptr, x.imv,
+    return RowJob{src_.path, x.t, check_only ? GgmlType::F32 : x.d.type, x.ne0, x.ne1, row_bytes, x.imv,
                   opts_.f16_range_hint};
   }
 
-  void load_whole(const TensorRoute& x) {
+  // The whole tensor into f32_; check: also checked (row ranges loaded and checked side by side when the source
+  // loads rows; without check the tensor only comes here when it cannot, see route()).
+  void load_whole(const TensorRoute& x, bool check) {
     if (x.n > (uint64_t{1} << 33)) fail("{}: tensor {}: too large ({} elements)", src_.path, x.t.name, x.n);
     f32_.resize(x.n);
     if (!x.by_rows) x.t.load_f32(f32_.data());
-    encode_rows(job(x, x.d.palette_bits > 0 || x.raw_copy), x.by_rows, f32_.data(), nullptr, 0, x.nrows, pool_);
+    if (check)
+      encode_rows(job(x, x.d.palette_bits > 0 || x.raw_copy), x.by_rows, f32_.data(), nullptr, 0, x.nrows, pool_);
   }
 
   // Slab by slab: loaded, checked and (encode) encoded and written.
